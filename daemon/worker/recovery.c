@@ -1,0 +1,382 @@
+/*
+ * recovery.c: what a worker does to a table before serving it, after a
+ * clean hand-back or after a crash at any instruction:
+ *
+ *  1. Walk everything reachable from the buckets: key slots, value blocks
+ *     (and the `prev` blocks of pending dispatches), observer lists. Check
+ *     every index and offset; cut a chain at the first bad link (counted as
+ *     a repair, logged).
+ *  2. Rebuild the allocators from what was reached: anything allocated but
+ *     not yet linked when the previous worker died is free again.
+ *  3. Repair what a crash can leave half-done: odd seqlocks, observer
+ *     `prev` links, unreachable slots still marked used, counters.
+ *  4. Rebuild the process-local endpoint view; endpoints whose process is
+ *     gone are cleaned as usual.
+ *  5. Finish pending dispatches (new value with prev/PENDING_NEW set, or a
+ *     deleted key still holding its old value): deliver to observers whose
+ *     delivered_rev is behind, then drop the old value.
+ * Requests still in the rings are replayed by the shard threads (shard.c).
+ *
+ * hl_w_check() is the full invariant check used by tests and the torture
+ * run: it walks the same structures and compares with the allocators.
+ */
+#include "worker.h"
+
+#include "heirloom/heirloom.h"
+#include "seqlock.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+
+struct rec_state {
+	uint8_t *key_seen;  /* per key slot */
+	uint8_t *obs_seen;  /* per observer slot */
+	uint32_t *pending;  /* keys with a pending dispatch */
+	uint32_t npending;
+	uint64_t repairs;
+	uint64_t max_obs_seq;
+	uint64_t max_rev;
+};
+
+/* Mark value block OFF; 0 if fine, else a reason to drop it. */
+static int
+mark_value(struct hl_worker *w, uint64_t off)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	if (off < h->heap_off || off + sizeof(struct hl_shm_value) > h->heap_off + h->heap_bytes ||
+	    (off & 63u))
+		return -EINVAL;
+	struct hl_shm_value *v = hl__val(&w->seg, off);
+	if ((v->type & 0xffu) != HL_VAL_PUT || v->len > h->max_value || v->meta_len > HL_META_MAX)
+		return -EINVAL;
+	int k = hl__heap_class_for(&w->heap, sizeof(*v) + v->meta_len + v->len);
+	if (k < 0 || (uint32_t)k != v->klass)
+		return -EINVAL;
+	return hl__heap_mark(&w->heap, off, (uint32_t)k);
+}
+
+static void
+walk_observers(struct hl_worker *w, struct rec_state *st, uint32_t kidx)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	struct hl_shm_key *k = hl__key(&w->seg, kidx);
+	_Atomic uint32_t *link = &k->obs_head;
+	uint32_t prev = HL_NIL, n = 0;
+	for (;;) {
+		uint32_t i = LD_RLX(link);
+		if (i == HL_NIL)
+			break;
+		struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
+		uint64_t id = o ? LD_RLX(&o->id) : 0;
+		if (!o || st->obs_seen[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
+		    o->key != kidx || o->endpoint >= h->max_endpoints) {
+			/* Bad link (or a loop): cut the list here. */
+			ST_RLX(link, HL_NIL);
+			st->repairs++;
+			break;
+		}
+		st->obs_seen[i - 1] = 1;
+		hl__pool_mark(&w->obs, i);
+		if (LD_RLX(&o->prev) != prev) {
+			ST_RLX(&o->prev, prev); /* half-done link or unlink */
+			st->repairs++;
+		}
+		if (id >> 24 > st->max_obs_seq)
+			st->max_obs_seq = id >> 24;
+		prev = i;
+		n++;
+		link = &o->next;
+	}
+	if (LD_RLX(&k->nobs) != n)
+		ST_RLX(&k->nobs, n);
+}
+
+static void
+walk_keys(struct hl_worker *w, struct rec_state *st)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	for (uint32_t b = 0; b < h->nbuckets; b++) {
+		struct hl_shm_bucket *bk = hl__bucket(&w->seg, b);
+		uint32_t seq = LD_RLX(&bk->seq);
+		if (seq & 1u) {
+			ST_RLX(&bk->seq, seq + 1);
+			st->repairs++;
+		}
+		_Atomic uint32_t *link = &bk->head;
+		for (;;) {
+			uint32_t i = LD_RLX(link);
+			if (i == HL_NIL)
+				break;
+			struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
+			if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
+			    hl__bucket_of(h, k->hash) != b ||
+			    hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
+				ST_RLX(link, HL_NIL);
+				st->repairs++;
+				break;
+			}
+			st->key_seen[i - 1] = 1;
+			hl__pool_mark(&w->keys, i);
+			ST_RLX(&k->used, 1);
+			st->repairs += (uint64_t)hl__seq_repair(&k->seq);
+			uint64_t val = LD_RLX(&k->val);
+			uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
+			int pending = 0;
+			if (val && mark_value(w, off) != 0) {
+				/* An impossible value: the key loses it (logged). */
+				hl__seq_write_begin(&k->seq);
+				ST_RLX(&k->val, 0);
+				hl__seq_write_end(&k->seq);
+				st->repairs++;
+				val = 0;
+			}
+			if (val & HL_VAL_DELETED) {
+				pending = 1;
+			} else if (val) {
+				struct hl_shm_value *v = hl__val(&w->seg, val);
+				uint64_t prev = LD_RLX(&v->prev);
+				if (prev && mark_value(w, prev) != 0) {
+					ST_RLX(&v->prev, 0);
+					st->repairs++;
+					prev = 0;
+				}
+				pending = prev != 0 || (v->type & HL_VAL_PENDING_NEW);
+			}
+			if (LD_RLX(&k->rev) > st->max_rev)
+				st->max_rev = LD_RLX(&k->rev);
+			walk_observers(w, st, i);
+			if (pending)
+				st->pending[st->npending++] = i;
+			link = &k->next;
+		}
+	}
+}
+
+int
+hl_w_recover(struct hl_worker *w)
+{
+	struct hl_shm_header *h = w->seg.h;
+	uint64_t t0 = hl__now_ns();
+	struct rec_state st = {0};
+	st.key_seen = calloc(h->max_keys, 1);
+	st.obs_seen = calloc(h->max_observers, 1);
+	st.pending = calloc(h->max_keys, sizeof(uint32_t));
+	if (!st.key_seen || !st.obs_seen || !st.pending) {
+		free(st.key_seen);
+		free(st.obs_seen);
+		free(st.pending);
+		return -ENOMEM;
+	}
+	hl__heap_reset(&w->heap);
+	hl__pool_reset(&w->keys);
+	hl__pool_reset(&w->obs);
+
+	walk_keys(w, &st);
+
+	/* Slots not reached are free: clear what a crash left marked. */
+	uint64_t nkeys = 0, nobs = 0;
+	for (uint32_t i = 1; i <= h->max_keys; i++) {
+		if (st.key_seen[i - 1]) {
+			nkeys++;
+			continue;
+		}
+		struct hl_shm_key *k = hl__key(&w->seg, i);
+		if (LD_RLX(&k->used)) {
+			ST_RLX(&k->used, 0);
+			st.repairs++;
+		}
+	}
+	for (uint32_t i = 1; i <= h->max_observers; i++) {
+		if (st.obs_seen[i - 1]) {
+			nobs++;
+			continue;
+		}
+		struct hl_shm_observer *o = hl__obs(&w->seg, i);
+		if (LD_RLX(&o->id)) {
+			ST_RLX(&o->id, 0);
+			st.repairs++;
+		}
+	}
+	hl__heap_finish(&w->heap);
+	hl__pool_finish(&w->keys);
+	hl__pool_finish(&w->obs);
+
+	/* Ids and revisions only move forward. */
+	if (LD_RLX(&h->next_observer_seq) <= st.max_obs_seq)
+		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
+	if (LD_RLX(&h->revision) < st.max_rev)
+		ST_RLX(&h->revision, st.max_rev);
+	ST_RLX(&h->keys_used, nkeys);
+	ST_RLX(&h->observers_used, nobs);
+	ST_RLX(&h->heap_used, hl__heap_used(&w->heap));
+
+	/* Endpoints: rebuild each one's observer list from the observers. */
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_ep *e = &w->eps[ep];
+		e->nobs = 0;
+		e->gen = 0;
+		e->pidfd = -1;
+	}
+	for (uint32_t i = 1; i <= h->max_observers; i++)
+		if (st.obs_seen[i - 1])
+			hl_w_ep_add_obs(w, hl__obs(&w->seg, i)->endpoint, i);
+	uint64_t neps = 0;
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		struct hl_ep *e = &w->eps[ep];
+		uint32_t state = LD_RLX(&pw->state);
+		if (state == HL_EP_FREE) {
+			if (e->nobs) {
+				/* Observers of a freed endpoint: a crash in the
+				 * middle of cleanup. Adopt it as dead to finish. */
+				state = HL_EP_DEAD;
+				ST_RLX(&pw->state, HL_EP_DEAD);
+				ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
+				st.repairs++;
+			} else {
+				continue;
+			}
+		}
+		e->gen = LD_RLX(&pw->gen);
+		e->pid = LD_RLX(&pw->pid);
+		e->start = LD_RLX(&pw->start_time);
+		neps++;
+		/* Same process still there? Keep it (a new pidfd); else clean. */
+		if (state == HL_EP_ACTIVE) {
+			uint64_t word = LD_RLX(&hl__claim(&w->seg, ep)->word);
+			if (HL_CLAIM_PID(word) == e->pid && HL_CLAIM_GEN(word) == e->gen &&
+			    hl__proc_alive((int)e->pid, e->start)) {
+				e->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
+				continue;
+			}
+			ST_RLX(&pw->state, HL_EP_DEAD);
+		}
+	}
+	ST_RLX(&h->endpoints_used, neps);
+
+	/* Finish pending dispatches, shard by shard (no threads run yet). */
+	for (uint32_t i = 0; i < st.npending; i++) {
+		uint32_t k = st.pending[i];
+		hl_w_dispatch_pending(&w->shards[hl_w_key_shard(w, k)], k);
+	}
+
+	uint64_t dt = hl__now_ns() - t0;
+	ST_RLX(&h->last_recovery_ns, dt);
+	ST_RLX(&h->last_recovery_repairs, st.repairs);
+	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
+	hl_w_log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
+	         "%lu repairs, %.3f ms",
+	         (unsigned long)nkeys, (unsigned long)nobs, (unsigned long)neps, st.npending,
+	         (unsigned long)st.repairs, (double)dt / 1e6);
+	if (st.repairs)
+		hl_w_seglog(w, HL_LOG_RECOVERY, (int32_t)st.repairs, (uint32_t)getpid(), "repaired");
+	free(st.key_seen);
+	free(st.obs_seen);
+	free(st.pending);
+	return 0;
+}
+
+/* Endpoints found dead by recovery are cleaned once the monitor runs. */
+void
+hl_w_recover_kill_dead(struct hl_worker *w)
+{
+	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		uint32_t st = LD_RLX(&pw->state);
+		if (st == HL_EP_DEAD || st == HL_EP_BANNED) {
+			/* Back to ACTIVE for one moment so kill() runs the usual
+			 * path (it ignores non-active endpoints). */
+			ST_RLX(&pw->state, HL_EP_ACTIVE);
+			hl_w_ep_kill(w, ep, st == HL_EP_BANNED ? "banned (recovered)" : "gone (recovered)");
+		} else if (st == HL_EP_ACTIVE && w->eps[ep].pidfd >= 0) {
+			hl_w_monitor_watch(w, ep);
+		}
+	}
+	hl_w_prune(w);
+}
+
+int
+hl_w_check(struct hl_worker *w, char *msg, size_t len)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	uint64_t heap_used = 0, keys = 0, obs = 0;
+	for (uint32_t b = 0; b < h->nbuckets; b++) {
+		uint32_t steps = 0;
+		for (uint32_t i = LD_RLX(&hl__bucket(&w->seg, b)->head); i != HL_NIL;
+		     i = LD_RLX(&hl__key(&w->seg, i)->next)) {
+			if (i > h->max_keys || ++steps > h->max_keys) {
+				snprintf(msg, len, "bucket %u: bad chain", b);
+				return -EPROTO;
+			}
+			struct hl_shm_key *k = hl__key(&w->seg, i);
+			keys++;
+			if (!hl__pool_is_used(&w->keys, i)) {
+				snprintf(msg, len, "key %u reachable but free in the pool", i);
+				return -EPROTO;
+			}
+			if (LD_RLX(&k->seq) & 1u) {
+				snprintf(msg, len, "key %u: odd seqlock", i);
+				return -EPROTO;
+			}
+			uint64_t val = LD_RLX(&k->val);
+			if (val & HL_VAL_DELETED) {
+				snprintf(msg, len, "key %u: delete still pending", i);
+				return -EPROTO;
+			}
+			if (val) {
+				struct hl_shm_value *v = hl__val(&w->seg, val);
+				if (!hl__heap_is_block(&w->heap, val, v->klass) || LD_RLX(&v->prev)) {
+					snprintf(msg, len, "key %u: bad or pending value", i);
+					return -EPROTO;
+				}
+				heap_used += hl__class_size(v->klass);
+			} else if (LD_RLX(&k->obs_head) == HL_NIL) {
+				snprintf(msg, len, "key %u: neither value nor observer", i);
+				return -EPROTO;
+			}
+			uint32_t prev = HL_NIL, n = 0;
+			for (uint32_t o = LD_RLX(&k->obs_head); o != HL_NIL;
+			     o = LD_RLX(&hl__obs(&w->seg, o)->next)) {
+				struct hl_shm_observer *ob = hl__obs(&w->seg, o);
+				if (o > h->max_observers || ++n > h->max_observers || ob->key != i ||
+				    LD_RLX(&ob->prev) != prev || !LD_RLX(&ob->id) ||
+				    !hl__pool_is_used(&w->obs, o)) {
+					snprintf(msg, len, "key %u: bad observer %u", i, o);
+					return -EPROTO;
+				}
+				prev = o;
+			}
+			if (n != LD_RLX(&k->nobs)) {
+				snprintf(msg, len, "key %u: nobs %u, list %u", i, LD_RLX(&k->nobs), n);
+				return -EPROTO;
+			}
+			obs += n;
+		}
+	}
+	if (keys != hl__pool_used(&w->keys) || keys != LD_RLX(&h->keys_used)) {
+		snprintf(msg, len, "keys: %lu reachable, %u allocated, %lu counted",
+		         (unsigned long)keys, hl__pool_used(&w->keys),
+		         (unsigned long)LD_RLX(&h->keys_used));
+		return -EPROTO;
+	}
+	if (obs != hl__pool_used(&w->obs) || obs != LD_RLX(&h->observers_used)) {
+		snprintf(msg, len, "observers: %lu reachable, %u allocated, %lu counted",
+		         (unsigned long)obs, hl__pool_used(&w->obs),
+		         (unsigned long)LD_RLX(&h->observers_used));
+		return -EPROTO;
+	}
+	if (heap_used != hl__heap_used(&w->heap) || hl__heap_check(&w->heap) ||
+	    hl__heap_used(&w->heap) + hl__heap_free_bytes(&w->heap) != w->heap.bytes) {
+		snprintf(msg, len, "heap: %lu reachable, %lu used, %lu free, %lu capacity",
+		         (unsigned long)heap_used, (unsigned long)hl__heap_used(&w->heap),
+		         (unsigned long)hl__heap_free_bytes(&w->heap), (unsigned long)w->heap.bytes);
+		return -EPROTO;
+	}
+	snprintf(msg, len, "ok: %lu keys, %lu observers, heap %lu/%lu bytes", (unsigned long)keys,
+	         (unsigned long)obs, (unsigned long)heap_used, (unsigned long)w->heap.bytes);
+	return 0;
+}

@@ -1,0 +1,312 @@
+/*
+ * shard.c: one thread per shard. It finds endpoints with queued requests
+ * (pending bits), copies each request out of the client's ring, validates
+ * the copy, applies it (table.c), answers it, and only then advances the
+ * ring's tail: a request leaves its ring only after it has been applied.
+ *
+ * Replay after a crash: before applying the request at position P the
+ * thread stores intent_pos = P + 1. A restarted worker that finds
+ * intent_pos == tail + 1 knows the previous one may have committed that
+ * request, and checks before applying it again (already_applied()).
+ * Publish and delete need no check: applying them twice is a no-op (same
+ * value: skipped; absent key: nothing to delete).
+ *
+ * Everything read from a ring is client-written: it is copied once into
+ * shard-private memory and only the copy is validated and used (no double
+ * fetch). A client whose ring holds an impossible record is dropped.
+ */
+#include "worker.h"
+
+#include "heirloom/heirloom.h"
+#include "ring.h"
+#include "util.h"
+
+#include <limits.h>
+#include <urcu/urcu-memb.h>
+
+#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define BATCH 256
+
+void
+hl_w_wake_shard(struct hl_worker *w, uint32_t s)
+{
+	struct hl_shm_doorbell *d = hl__doorbell(&w->seg, s);
+	atomic_fetch_add_explicit(&d->word, 1, memory_order_release);
+	hl__futex_wake(&d->word, 1);
+}
+
+/* Validate the private copy R of LEN bytes. 0 or -EPROTO. */
+static int
+check_req(const struct hl_shard *sh, const struct hl_req *r, uint32_t len)
+{
+	const struct hl_shm_header *h = sh->w->seg.h;
+	if (len < sizeof(*r) || r->h.size != len)
+		return -EPROTO;
+	if (r->h.key_len > HL_KEY_MAX || r->meta_len > HL_META_MAX || r->val_len > h->max_value)
+		return -EPROTO;
+	uint64_t need = sizeof(*r) + (uint64_t)r->h.key_len + r->meta_len + r->val_len;
+	if (hl__rec_align((uint32_t)need) != len)
+		return -EPROTO;
+	switch (r->h.type) {
+	case HL_REQ_PUBLISH:
+	case HL_REQ_OBSERVE:
+	case HL_REQ_DELETE:
+		if (r->h.key_len == 0)
+			return -EPROTO;
+		if (r->h.type != HL_REQ_PUBLISH && (r->val_len || r->meta_len))
+			return -EPROTO;
+		/* The client routes by key: a key of another shard here means a
+		 * broken or hostile client (the other shard owns that key). */
+		if (hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(r + 1, r->h.key_len))) != sh->id)
+			return -EPROTO;
+		return 0;
+	case HL_REQ_UNOBSERVE:
+	case HL_REQ_CLOSE:
+		return (r->h.key_len || r->val_len || r->meta_len) ? -EPROTO : 0;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* After a crash: was request R at POS already committed? 1 = yes (and
+ * *result set), 0 = apply it. */
+static int
+already_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+                int64_t *result)
+{
+	struct hl_worker *w = sh->w;
+	*result = 0;
+	if (r->h.type == HL_REQ_UNOBSERVE) {
+		uint32_t slot = (uint32_t)(r->arg & 0xffffffu);
+		if (slot < 1 || slot > w->seg.h->max_observers)
+			return 0;
+		return LD_RLX(&hl__obs(&w->seg, slot)->id) != r->arg;
+	}
+	if (r->h.type != HL_REQ_OBSERVE)
+		return 0;
+	/* Find an observer this very request created. */
+	for (uint32_t i = 1; i <= w->seg.h->max_observers; i++) {
+		struct hl_shm_observer *o = hl__obs(&w->seg, i);
+		uint64_t id = LD_RLX(&o->id);
+		if (id && o->endpoint == ep && o->ep_gen == w->eps[ep].gen && o->req_pos == pos) {
+			*result = (int64_t)id;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Drain up to BATCH requests of endpoint EP's ring for this shard.
+ * dead: the endpoint's process is gone: apply publishes and deletes (they
+ * were acknowledged), refuse the rest. Returns 0 when the ring is empty,
+ * -EAGAIN when more remain, -EPROTO when the ring held garbage.
+ */
+static int
+drain(struct hl_shard *sh, uint32_t ep, int dead)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh->id);
+	struct hl_ring ring = {.head = &hl__epc_shard(&w->seg, ep, sh->id)->req_head,
+	                       .tail = &ws->req_tail,
+	                       .data = hl__req_ring(&w->seg, ep, sh->id),
+	                       .size = w->seg.h->req_ring_bytes};
+	uint64_t tail = LD_RLX(&ws->req_tail);
+	int n = 0, rc = 0, wake = 0;
+	while (n < BATCH) {
+		const uint8_t *rec;
+		uint32_t len;
+		uint64_t at = tail;
+		int p = hl__ring_peek(&ring, &at, &rec, &len);
+		if (p < 0) {
+			rc = -EPROTO;
+			break;
+		}
+		if (p == 0) {
+			if (at != tail) { /* skipped a pad */
+				tail = at;
+				hl__ring_consume(&ring, tail);
+			}
+			break;
+		}
+		/* One copy; the client may change the ring under us. */
+		memcpy(sh->req, rec, len);
+		const struct hl_req *r = (const struct hl_req *)sh->req;
+		if (check_req(sh, r, len)) {
+			rc = -EPROTO;
+			break;
+		}
+		uint64_t pos = at;
+		int64_t result = 0;
+		int err = 0;
+		int sync = r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE;
+		if (r->h.type == HL_REQ_CLOSE) {
+			hl_w_ep_kill(w, ep, "closed");
+			dead = 1;
+		} else if (dead && (r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE)) {
+			err = HL_ESTALE;
+		} else if (LD_RLX(&ws->intent_pos) == pos + 1 &&
+		           already_applied(sh, ep, pos, r, &result)) {
+			/* committed by the previous worker; answer only */
+		} else {
+			atomic_store_explicit(&ws->intent_pos, pos + 1, memory_order_relaxed);
+			err = hl_w_apply(sh, ep, pos, r, len, &result);
+		}
+		if (err < 0)
+			result = err;
+		if (sync || err < 0) {
+			atomic_store_explicit(&ws->result, result, memory_order_relaxed);
+			/* Release: result before result_pos (client acquires). */
+			atomic_store_explicit(&ws->result_pos, pos + 1, memory_order_release);
+		}
+		if (err < 0 && !sync) {
+			atomic_store_explicit(&ws->last_err, err, memory_order_relaxed);
+			atomic_fetch_add_explicit(&ws->async_errs, 1, memory_order_release);
+			atomic_fetch_add_explicit(&sh->c->async_errors, 1, memory_order_relaxed);
+		}
+		tail = pos + len;
+		/* The acknowledgement: the request leaves the ring. A crash
+		 * before this store replays it (see already_applied()). */
+		hl__ring_consume(&ring, tail);
+		wake = 1;
+		n++;
+	}
+	if (wake)
+		hl_w_wake_client(w, ep);
+	if (rc == -EPROTO && !dead)
+		hl_w_ep_kill(w, ep, "garbage in request ring");
+	if (rc)
+		return rc;
+	return n == BATCH ? -EAGAIN : 0;
+}
+
+int
+hl_w_drain_dead(struct hl_shard *sh, uint32_t ep)
+{
+	struct hl_shm_epw *pw = hl__epw(&sh->w->seg, ep);
+	if (atomic_load_explicit(&pw->state, memory_order_acquire) == HL_EP_BANNED)
+		return 0; /* its rings hold garbage: nothing there is trusted */
+	int rc = drain(sh, ep, 1);
+	return rc == -EAGAIN ? -EAGAIN : 0;
+}
+
+static int
+any_pending(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	uint32_t words = hl__pending_words(w->seg.h);
+	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
+	for (uint32_t i = 0; i < words; i++)
+		if (LD_RLX(&pend[i]))
+			return 1;
+	for (uint32_t i = 0; i < (w->seg.h->max_endpoints + 63) / 64; i++)
+		if (LD_RLX(&sh->cleanup[i]))
+			return 1;
+	return 0;
+}
+
+/* One pass over the pending bits. Returns the number of endpoints served. */
+static int
+serve_once(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	uint32_t words = hl__pending_words(w->seg.h);
+	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
+	int served = 0;
+	for (uint32_t i = 0; i < words && i * 64 < w->seg.h->max_endpoints; i++) {
+		if (!LD_RLX(&pend[i]))
+			continue;
+		uint64_t bits = atomic_exchange_explicit(&pend[i], 0, memory_order_acquire);
+		while (bits) {
+			uint32_t ep = i * 64 + (uint32_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			if (ep >= w->seg.h->max_endpoints)
+				continue; /* a client set a bit past the table */
+			/* Fencing: apply nothing once the table is not ours. */
+			if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) !=
+			    w->epoch) {
+				atomic_store(&w->fenced, 1);
+				atomic_store(&w->stop, 1);
+				return served;
+			}
+			int rc = hl_w_ep_adopt(w, ep);
+			if (rc == -EAGAIN) {
+				/* Claimed but not ready: look again next round. */
+				atomic_fetch_or_explicit(&pend[i], 1ull << (ep % 64),
+				                         memory_order_relaxed);
+				continue;
+			}
+			if (rc != 0)
+				continue; /* free, dead (cleanup drains it) or bogus */
+			if (drain(sh, ep, 0) == -EAGAIN)
+				atomic_fetch_or_explicit(&pend[i], 1ull << (ep % 64),
+				                         memory_order_relaxed);
+			served++;
+		}
+	}
+	hl_w_shard_cleanup(sh);
+	return served;
+}
+
+static void *
+shard_main(void *arg)
+{
+	struct hl_shard *sh = arg;
+	struct hl_worker *w = sh->w;
+	struct hl_shm_shard *ss = &w->seg.h->shard[sh->id];
+	struct hl_shm_doorbell *db = hl__doorbell(&w->seg, sh->id);
+	urcu_memb_register_thread();
+	uint64_t idle_since = 0;
+	const uint64_t spin_ns = (uint64_t)(w->opt.spin_us > 0 ? w->opt.spin_us : 0) * 1000u;
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		if (serve_once(sh) > 0) {
+			idle_since = 0;
+			continue;
+		}
+		/* Idle: spin briefly while requests may keep coming (cheap on
+		 * the first hop), then sleep on the doorbell. */
+		uint64_t now = hl__now_ns();
+		if (!idle_since)
+			idle_since = now;
+		if (now - idle_since < spin_ns) {
+			urcu_memb_thread_offline();
+			for (int i = 0; i < 64 && !any_pending(sh); i++)
+				__builtin_ia32_pause();
+			urcu_memb_thread_online();
+			continue;
+		}
+		/* Dekker with ring_doorbell() in the client: sleeping is set and
+		 * fenced before the pending bits are read again. */
+		uint32_t seen = atomic_load_explicit(&db->word, memory_order_acquire);
+		atomic_store_explicit(&ss->sleeping, 1, memory_order_relaxed);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (!any_pending(sh) && !atomic_load(&w->stop)) {
+			struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000000L};
+			urcu_memb_thread_offline();
+			hl__futex_wait(&db->word, seen, &ts);
+			urcu_memb_thread_online();
+		}
+		atomic_store_explicit(&ss->sleeping, 0, memory_order_relaxed);
+		idle_since = 0;
+	}
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+int
+hl_w_shards_start(struct hl_worker *w)
+{
+	for (uint32_t s = 0; s < w->nshards; s++) {
+		int rc = pthread_create(&w->shards[s].thread, NULL, shard_main, &w->shards[s]);
+		if (rc)
+			return -rc;
+	}
+	return 0;
+}
+
+void
+hl_w_shards_join(struct hl_worker *w)
+{
+	for (uint32_t s = 0; s < w->nshards; s++)
+		pthread_join(w->shards[s].thread, NULL);
+}

@@ -1,0 +1,719 @@
+/*
+ * table.c: applying requests to the table in the segment, and dispatching
+ * the resulting events to observers' event rings.
+ *
+ * Every mutation follows one pattern: write everything the change needs
+ * where nobody can see it yet, then make it visible with ONE release store
+ * (the commit point, marked "COMMIT" below), then tidy up. A SIGKILL before
+ * the commit leaves only unreachable bytes, which recovery frees because the
+ * allocators are rebuilt from reachability; a SIGKILL after it leaves a
+ * complete change whose tidy-up recovery finishes (see recovery.c for each
+ * case). Pending dispatches are recorded in the table itself: a new value
+ * block keeps `prev` until every observer has the event; a deleted key keeps
+ * its old value with bit 0 of `val` set (HL_VAL_DELETED).
+ *
+ * Context: apply functions run on the shard thread that owns the key and
+ * take shard.mu themselves. Dispatch runs on the same thread without
+ * shard.mu, inside an RCU read-side critical section, because endpoint
+ * cleanup may unlink observers concurrently; unlinked observer slots are
+ * reused only after a grace period.
+ */
+#include "worker.h"
+
+#include "heirloom/heirloom.h"
+#include "ring.h"
+#include "seqlock.h"
+#include "util.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <urcu/urcu-memb.h>
+
+#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+
+uint32_t
+hl_w_key_shard(struct hl_worker *w, uint32_t key)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	return hl__shard_of_bucket(h, hl__bucket_of(h, hl__key(&w->seg, key)->hash));
+}
+
+void
+hl_w_crash_point(struct hl_worker *w)
+{
+	/* Test hook (--crash-at-step): die at the k-th step so that tests can
+	 * leave a half-done change at every step and check recovery. */
+	if (w->opt.crash_at_step > 0 && ++w->step == w->opt.crash_at_step)
+		_exit(99);
+}
+
+int
+hl_w_shard_init(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	const struct hl_shm_header *h = w->seg.h;
+	pthread_mutex_init(&sh->mu, NULL);
+	sh->c = &w->seg.h->shard[sh->id].c;
+	sh->ep_count = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->ep_start = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->touched = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->ids = calloc(HL_EV_IDS_MAX, sizeof(uint64_t));
+	sh->req_cap = h->req_ring_bytes;
+	sh->req = malloc(sh->req_cap);
+	sh->cleanup = calloc((h->max_endpoints + 63) / 64, sizeof(uint64_t));
+	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req || !sh->cleanup)
+		return -ENOMEM;
+	return 0;
+}
+
+void
+hl_w_shard_fini(struct hl_shard *sh)
+{
+	free(sh->fan);
+	free(sh->ep_count);
+	free(sh->ep_start);
+	free(sh->touched);
+	free(sh->ids);
+	free(sh->req);
+	free((void *)sh->cleanup);
+	pthread_mutex_destroy(&sh->mu);
+}
+
+/* ---- key index (caller holds shard.mu) ---- */
+
+static uint32_t
+key_find(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
+{
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, hash));
+	for (uint32_t i = LD_RLX(&b->head); i != HL_NIL;) {
+		struct hl_shm_key *k = hl__key(&w->seg, i);
+		if (k->hash == hash && k->key_len == len && memcmp(hl__key_bytes(k), key, len) == 0)
+			return i;
+		i = LD_RLX(&k->next);
+	}
+	return 0;
+}
+
+static uint32_t
+key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
+{
+	uint32_t idx = hl__pool_alloc(&w->keys);
+	if (!idx)
+		return 0;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, hash));
+	/* The slot may be read by a client that still holds its old index:
+	 * change it under its seqlock so that such a read retries. */
+	hl__seq_write_begin(&k->seq);
+	ST_RLX(&k->val, 0);
+	ST_RLX(&k->rev, 0);
+	ST_RLX(&k->obs_head, HL_NIL);
+	ST_RLX(&k->nobs, 0);
+	__atomic_store_n(&k->hash, hash, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->key_len, len, __ATOMIC_RELAXED);
+	hl__racy_copy_in(hl__key_bytes(k), key, len);
+	ST_RLX(&k->next, LD_RLX(&b->head));
+	ST_RLX(&k->used, 1);
+	hl__seq_write_end(&k->seq);
+	/* COMMIT: linking the slot into its bucket. Before it, the slot is
+	 * unreachable and recovery returns it to the pool. */
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&b->head, idx, memory_order_release);
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_release);
+	atomic_fetch_add_explicit(&w->seg.h->keys_used, 1, memory_order_relaxed);
+	return idx;
+}
+
+/* Unlink and free key slot IDX if it has no value and no observer. */
+void
+hl_w_maybe_free_key(struct hl_shard *sh, uint32_t idx)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	if (LD_RLX(&k->val) != 0 || LD_RLX(&k->obs_head) != HL_NIL)
+		return;
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, k->hash));
+	_Atomic uint32_t *link = &b->head;
+	while (LD_RLX(link) != HL_NIL && LD_RLX(link) != idx)
+		link = &hl__key(&w->seg, LD_RLX(link))->next;
+	if (LD_RLX(link) != idx)
+		hl__die("key slot not in its bucket");
+	/* COMMIT: unlinking. A crash after it leaves an unreachable slot,
+	 * which recovery frees; readers walking the chain retry on seq. */
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(link, LD_RLX(&k->next), memory_order_release);
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_release);
+	ST_RLX(&k->used, 0);
+	hl__pool_free(&w->keys, idx);
+	atomic_fetch_sub_explicit(&w->seg.h->keys_used, 1, memory_order_relaxed);
+}
+
+/* ---- dispatch ---- */
+
+static int
+fan_reserve(struct hl_shard *sh, uint32_t n)
+{
+	if (n <= sh->fan_cap)
+		return 0;
+	uint32_t cap = sh->fan_cap ? sh->fan_cap : 64;
+	while (cap < n)
+		cap *= 2;
+	struct hl_fan *f = realloc(sh->fan, (size_t)cap * 2 * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	sh->fan = f;
+	sh->fan_cap = cap;
+	return 0;
+}
+
+static unsigned
+hist_bucket(uint64_t ns)
+{
+	unsigned b = 0;
+	ns >>= 7;
+	while (ns && b < 15) {
+		ns >>= 1;
+		b++;
+	}
+	return b;
+}
+
+void
+hl_w_wake_client(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+	/* Dekker with hl_next(): our ring/ack stores are ordered before the
+	 * read of `sleeping` (a client-written hint: garbage only costs a
+	 * spurious wake-up). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&hl__epc(&w->seg, ep)->sleeping, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
+		hl__futex_wake(&pw->ev_signal, INT_MAX);
+	}
+}
+
+struct dispatch_src {
+	uint16_t type;         /* HL_EVR_PUT / HL_EVR_DELETE */
+	uint64_t rev, ts;
+	uint32_t pub_pid;
+	const uint8_t *key;
+	uint32_t key_len;
+	const uint8_t *meta;
+	uint32_t meta_len;
+	const uint8_t *old;    /* NULL = none */
+	uint32_t old_len;
+	const uint8_t *nw;     /* NULL = none */
+	uint32_t new_len;
+};
+
+/* Write the events for endpoint EP's observers fan[from..from+n) into its
+ * ring for this shard. Returns events delivered. */
+static uint64_t
+deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, uint32_t n,
+           const struct dispatch_src *d)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh->id);
+	struct hl_ring ring = {.head = &ws->ev_head,
+	                       .tail = &hl__epc_shard(&w->seg, ep, sh->id)->ev_tail,
+	                       .data = hl__ev_ring(&w->seg, ep, sh->id),
+	                       .size = w->seg.h->ev_ring_bytes};
+	uint64_t head = LD_RLX(&ws->ev_head), delivered = 0;
+	uint32_t payload = d->key_len + d->meta_len + d->old_len + d->new_len;
+	uint32_t i = 0;
+	int lagged = 0, bad = 0;
+	while (i < n) {
+		uint32_t cnt = n - i < HL_EV_IDS_MAX ? n - i : HL_EV_IDS_MAX;
+		uint32_t size = hl__rec_align((uint32_t)sizeof(struct hl_evrec) + 8u * cnt + payload);
+		void *p;
+		uint64_t next;
+		int rc = hl__ring_reserve(&ring, head, size, &p, &next);
+		if (rc == -EAGAIN && cnt > 1) {
+			/* Not room for the whole batch: try what fits, so that a
+			 * partly full ring still takes some observers' events. */
+			uint64_t fr = hl__ring_free(&ring, head);
+			uint64_t fixed = sizeof(struct hl_evrec) + payload + 8;
+			if (fr > fixed + 8) {
+				uint64_t fit = (fr - fixed) / 8;
+				cnt = fit < cnt ? (uint32_t)fit : cnt;
+				size = hl__rec_align((uint32_t)sizeof(struct hl_evrec) + 8u * cnt +
+				                     payload);
+				rc = hl__ring_reserve(&ring, head, size, &p, &next);
+			}
+		}
+		if (rc == -EPROTO) {
+			bad = 1;
+			break;
+		}
+		if (rc == -EAGAIN) {
+			lagged = 1;
+			break;
+		}
+		struct hl_evrec r = {.h = {.size = size, .type = d->type, .key_len = (uint16_t)d->key_len},
+		                     .nobs = cnt,
+		                     .pub_pid = d->pub_pid,
+		                     .old_len = d->old ? d->old_len : HL_NO_LEN,
+		                     .new_len = d->nw ? d->new_len : HL_NO_LEN,
+		                     .meta_len = (uint16_t)d->meta_len,
+		                     .rev = d->rev,
+		                     .ts_ns = d->ts};
+		uint8_t *q = p;
+		memcpy(q, &r, sizeof(r));
+		q += sizeof(r);
+		for (uint32_t j = 0; j < cnt; j++) {
+			struct hl_shm_observer *o = hl__obs(&w->seg, fan[i + j].slot);
+			uint64_t id = atomic_load_explicit(&o->id, memory_order_relaxed);
+			memcpy(q, &id, 8);
+			q += 8;
+		}
+		memcpy(q, d->key, d->key_len);
+		q += d->key_len;
+		if (d->meta_len)
+			memcpy(q, d->meta, d->meta_len);
+		q += d->meta_len;
+		if (d->old && d->old_len)
+			memcpy(q, d->old, d->old_len);
+		q += d->old ? d->old_len : 0;
+		if (d->nw && d->new_len)
+			memcpy(q, d->nw, d->new_len);
+		head = next;
+		delivered += cnt;
+		i += cnt;
+	}
+	/* COMMIT of this endpoint's events (release: record bytes first).
+	 * delivered_rev moves only after it: a crash in between makes
+	 * recovery send these events again, and the client library drops the
+	 * duplicates by revision; the other order could lose them. */
+	hl__ring_commit(&ring, head);
+	for (uint32_t j = 0; j < delivered; j++)
+		ST_RLX(&hl__obs(&w->seg, fan[j].slot)->delivered_rev, d->rev);
+	if (lagged) {
+		for (; i < n; i++)
+			atomic_fetch_add_explicit(&hl__obs(&w->seg, fan[i].slot)->dropped, 1,
+			                          memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->c->lagged_drops, n - (uint32_t)delivered,
+		                          memory_order_relaxed);
+		/* Release: the dropped counts are visible before lag_seq moves
+		 * (pairs with the acquire in hl_next()'s collect_lag()). */
+		atomic_fetch_add_explicit(&ws->lag_seq, 1, memory_order_release);
+	}
+	if (bad)
+		hl_w_ep_kill(w, ep, "impossible event ring tail");
+	else
+		hl_w_wake_client(w, ep);
+	return delivered;
+}
+
+/* Dispatch change D of key K to every observer whose delivered_rev is
+ * below d->rev. Called without shard.mu; takes the RCU read lock. */
+static void
+dispatch(struct hl_shard *sh, struct hl_shm_key *k, const struct dispatch_src *d)
+{
+	struct hl_worker *w = sh->w;
+	const uint32_t max_obs = w->seg.h->max_observers;
+	uint32_t n = 0, ntouched = 0;
+	urcu_memb_read_lock();
+	/* Pass 1: collect (endpoint, slot) pairs. */
+	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
+		struct hl_shm_observer *o = hl__obs(&w->seg, i);
+		if (atomic_load_explicit(&o->id, memory_order_acquire) != 0 &&
+		    LD_RLX(&o->delivered_rev) < d->rev) {
+			if (n == sh->fan_cap && fan_reserve(sh, n + 1)) {
+				/* Out of memory: the rest lag; the clients resync. */
+				atomic_fetch_add_explicit(&o->dropped, 1, memory_order_relaxed);
+			} else {
+				sh->fan[n++] = (struct hl_fan){.ep = o->endpoint, .slot = i};
+			}
+		}
+		if (n > max_obs)
+			hl__die("observer list longer than the table");
+		i = atomic_load_explicit(&o->next, memory_order_acquire);
+	}
+	if (n == 0)
+		goto out;
+	/* Pass 2: group by endpoint (counting sort into the upper half). */
+	for (uint32_t j = 0; j < n; j++)
+		if (sh->ep_count[sh->fan[j].ep]++ == 0)
+			sh->touched[ntouched++] = sh->fan[j].ep;
+	uint32_t at = 0;
+	for (uint32_t t = 0; t < ntouched; t++) {
+		sh->ep_start[sh->touched[t]] = at;
+		at += sh->ep_count[sh->touched[t]];
+	}
+	struct hl_fan *sorted = sh->fan + sh->fan_cap;
+	for (uint32_t j = 0; j < n; j++)
+		sorted[sh->ep_start[sh->fan[j].ep]++] = sh->fan[j];
+	uint64_t delivered = 0;
+	at = 0;
+	for (uint32_t t = 0; t < ntouched; t++) {
+		uint32_t ep = sh->touched[t], cnt = sh->ep_count[ep];
+		if (atomic_load_explicit(&hl__epw(&w->seg, ep)->state, memory_order_acquire) ==
+		    HL_EP_ACTIVE)
+			delivered += deliver_ep(sh, ep, sorted + at, cnt, d);
+		at += cnt;
+		sh->ep_count[ep] = 0;
+	}
+	atomic_fetch_add_explicit(&sh->c->notifications, delivered, memory_order_relaxed);
+out:
+	urcu_memb_read_unlock();
+}
+
+static void
+fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t new_off, uint16_t type,
+         uint64_t rev, struct dispatch_src *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->type = type;
+	d->rev = rev;
+	d->key = hl__key_bytes(k);
+	d->key_len = k->key_len;
+	if (old_off) {
+		struct hl_shm_value *ov = hl__val(&w->seg, old_off);
+		d->old = (const uint8_t *)(ov + 1) + ov->meta_len;
+		d->old_len = ov->len;
+	}
+	if (new_off) {
+		struct hl_shm_value *nv = hl__val(&w->seg, new_off);
+		d->meta = (const uint8_t *)(nv + 1);
+		d->meta_len = nv->meta_len;
+		d->nw = d->meta + nv->meta_len;
+		d->new_len = nv->len;
+		d->ts = nv->ts_ns;
+		d->pub_pid = nv->pub_pid;
+	} else if (old_off) {
+		d->ts = hl__now_ns();
+	}
+}
+
+/* Finish the pending dispatch of key IDX (after a crash or right after a
+ * commit): deliver to observers still behind, then drop the old value. */
+void
+hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	uint64_t val = LD_RLX(&k->val);
+	uint64_t rev = LD_RLX(&k->rev);
+	uint64_t t0 = hl__now_ns();
+	struct dispatch_src d;
+	if (val & HL_VAL_DELETED) {
+		uint64_t old = val & ~(uint64_t)HL_VAL_DELETED;
+		fill_src(w, k, old, 0, HL_EVR_DELETE, rev, &d);
+		dispatch(sh, k, &d);
+		hl_w_crash_point(w);
+		pthread_mutex_lock(&sh->mu);
+		/* The delete is complete: the slot reads as absent either way;
+		 * this store only lets the old block go. */
+		hl__seq_write_begin(&k->seq);
+		ST_RLX(&k->val, 0);
+		hl__seq_write_end(&k->seq);
+		hl__heap_free(&w->heap, old);
+		atomic_store_explicit(&w->seg.h->heap_used, hl__heap_used(&w->heap),
+		                      memory_order_relaxed);
+		hl_w_maybe_free_key(sh, idx);
+		pthread_mutex_unlock(&sh->mu);
+	} else if (val) {
+		struct hl_shm_value *nv = hl__val(&w->seg, val);
+		uint64_t old = LD_RLX(&nv->prev);
+		if (!old && !(nv->type & HL_VAL_PENDING_NEW))
+			return;
+		fill_src(w, k, old, val, HL_EVR_PUT, rev, &d);
+		dispatch(sh, k, &d);
+		hl_w_crash_point(w);
+		/* Dispatch done: forget the old value. A crash between these two
+		 * lines leaves prev set to a block still marked in use; recovery
+		 * re-dispatches to nobody (all delivered) and frees it. */
+		__atomic_store_n(&nv->type, (uint16_t)HL_VAL_PUT, __ATOMIC_RELAXED);
+		atomic_store_explicit(&nv->prev, 0, memory_order_release);
+		if (old) {
+			hl__heap_free(&w->heap, old);
+			atomic_store_explicit(&w->seg.h->heap_used, hl__heap_used(&w->heap),
+			                      memory_order_relaxed);
+		}
+	}
+	uint64_t dt = hl__now_ns() - t0;
+	atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1, memory_order_relaxed);
+}
+
+/* ---- apply ---- */
+
+static int
+apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uint8_t *key,
+              const uint8_t *meta, const uint8_t *val, uint32_t *dispatch_key)
+{
+	struct hl_worker *w = sh->w;
+	uint64_t hash = hl__hash(key, r->h.key_len);
+	int rc = 0;
+	pthread_mutex_lock(&sh->mu);
+	uint32_t idx = key_find(w, key, r->h.key_len, hash);
+	int created = 0;
+	if (!idx) {
+		idx = key_create(w, key, r->h.key_len, hash);
+		if (!idx) {
+			rc = -ENOSPC;
+			goto out;
+		}
+		created = 1;
+	}
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	uint64_t old = LD_RLX(&k->val);
+	if (old) {
+		struct hl_shm_value *ov = hl__val(&w->seg, old);
+		if (ov->len == r->val_len && memcmp((uint8_t *)(ov + 1) + ov->meta_len, val, r->val_len) == 0) {
+			atomic_fetch_add_explicit(&sh->c->skipped, 1, memory_order_relaxed);
+			goto out;
+		}
+	}
+	uint32_t klass;
+	uint64_t nb = hl__heap_alloc(&w->heap, sizeof(struct hl_shm_value) + r->meta_len + r->val_len,
+	                             &klass, &rc);
+	if (!nb) {
+		if (created)
+			hl_w_maybe_free_key(sh, idx);
+		goto out;
+	}
+	atomic_store_explicit(&w->seg.h->heap_used, hl__heap_used(&w->heap), memory_order_relaxed);
+	uint64_t rev = atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
+	struct hl_shm_value hdr = {.rev = rev,
+	                           .len = r->val_len,
+	                           .meta_len = r->meta_len,
+	                           .type = old ? HL_VAL_PUT : HL_VAL_PUT | HL_VAL_PENDING_NEW,
+	                           .pub_pid = LD_RLX(&hl__epw(&w->seg, ep)->pid),
+	                           .klass = klass,
+	                           .ts_ns = r->ts_ns};
+	atomic_init(&hdr.prev, old);
+	struct hl_shm_value *nv = hl__val(&w->seg, nb);
+	/* The block may have been freed a moment ago while a client still
+	 * reads it under a seqlock: word-atomic stores keep that race defined. */
+	hl__racy_copy_in(nv, &hdr, sizeof(hdr));
+	hl__racy_copy_in(nv + 1, meta, r->meta_len);
+	hl__racy_copy_in((uint8_t *)(nv + 1) + r->meta_len, val, r->val_len);
+	hl_w_crash_point(w);
+	/* COMMIT: the new value becomes the key's value. Before this line the
+	 * block is unreachable (recovery frees it, the request is replayed);
+	 * after it, prev (or PENDING_NEW) marks the dispatch as pending and
+	 * recovery finishes it. */
+	hl__seq_write_begin(&k->seq);
+	atomic_store_explicit(&k->val, nb, memory_order_release);
+	ST_RLX(&k->rev, rev);
+	hl__seq_write_end(&k->seq);
+	atomic_fetch_add_explicit(&sh->c->publishes, 1, memory_order_relaxed);
+	*dispatch_key = idx;
+out:
+	pthread_mutex_unlock(&sh->mu);
+	return rc;
+}
+
+static int
+apply_delete(struct hl_shard *sh, const struct hl_req *r, const uint8_t *key,
+             uint32_t *dispatch_key)
+{
+	struct hl_worker *w = sh->w;
+	uint64_t hash = hl__hash(key, r->h.key_len);
+	pthread_mutex_lock(&sh->mu);
+	uint32_t idx = key_find(w, key, r->h.key_len, hash);
+	if (idx) {
+		struct hl_shm_key *k = hl__key(&w->seg, idx);
+		uint64_t old = LD_RLX(&k->val);
+		if (old && !(old & HL_VAL_DELETED)) {
+			uint64_t rev =
+			        atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
+			hl_w_crash_point(w);
+			/* COMMIT: the key reads as absent from here on; its old
+			 * value stays, flagged, until the delete is dispatched. */
+			hl__seq_write_begin(&k->seq);
+			atomic_store_explicit(&k->val, old | HL_VAL_DELETED, memory_order_release);
+			ST_RLX(&k->rev, rev);
+			hl__seq_write_end(&k->seq);
+			atomic_fetch_add_explicit(&sh->c->deletes, 1, memory_order_relaxed);
+			*dispatch_key = idx;
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return 0;
+}
+
+static int
+apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+              const uint8_t *key, int64_t *result)
+{
+	struct hl_worker *w = sh->w;
+	uint64_t hash = hl__hash(key, r->h.key_len);
+	int rc = 0;
+	pthread_mutex_lock(&sh->mu);
+	if (!hl_w_ep_active(w, ep)) {
+		rc = HL_ESTALE;
+		goto out;
+	}
+	uint32_t idx = key_find(w, key, r->h.key_len, hash);
+	int created = 0;
+	if (!idx) {
+		idx = key_create(w, key, r->h.key_len, hash);
+		if (!idx) {
+			rc = -ENOSPC;
+			goto out;
+		}
+		created = 1;
+	}
+	uint32_t slot = hl__pool_alloc(&w->obs);
+	if (!slot) {
+		if (created)
+			hl_w_maybe_free_key(sh, idx);
+		rc = -ENOSPC;
+		goto out;
+	}
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	struct hl_shm_observer *o = hl__obs(&w->seg, slot);
+	/* The sequence number is stored before the observer can be reached,
+	 * so no id handed out is ever handed out again, even after a crash
+	 * (recovery also raises it past every live id). */
+	uint64_t seq = atomic_fetch_add_explicit(&w->seg.h->next_observer_seq, 1, memory_order_relaxed);
+	uint64_t id = (seq << 24) | slot;
+	uint32_t head = LD_RLX(&k->obs_head);
+	ST_RLX(&o->next, head);
+	ST_RLX(&o->prev, HL_NIL);
+	o->key = idx;
+	o->endpoint = ep;
+	o->ep_gen = w->eps[ep].gen;
+	o->flags = (uint32_t)r->arg;
+	ST_RLX(&o->delivered_rev, LD_RLX(&k->rev));
+	ST_RLX(&o->dropped, 0);
+	o->created_ns = hl__wall_ns();
+	o->req_pos = pos;
+	atomic_store_explicit(&o->id, id, memory_order_release);
+	if (head != HL_NIL)
+		ST_RLX(&hl__obs(&w->seg, head)->prev, slot);
+	hl_w_crash_point(w);
+	/* COMMIT: the observer joins its key's list. Before it the slot is
+	 * unreachable (recovery clears it; head->prev is rebuilt from next). */
+	atomic_store_explicit(&k->obs_head, slot, memory_order_release);
+	atomic_fetch_add_explicit(&k->nobs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->seg.h->observers_used, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sh->c->observers_added, 1, memory_order_relaxed);
+	hl_w_ep_add_obs(w, ep, slot);
+	*result = (int64_t)id;
+out:
+	pthread_mutex_unlock(&sh->mu);
+	return rc;
+}
+
+static void
+free_obs_slot_cb(struct rcu_head *head);
+
+struct deferred_slot {
+	struct rcu_head rh;
+	struct hl_worker *w;
+	uint32_t slot;
+};
+
+static void
+free_obs_slot_cb(struct rcu_head *head)
+{
+	struct deferred_slot *d = caa_container_of(head, struct deferred_slot, rh);
+	hl__pool_free(&d->w->obs, d->slot);
+	free(d);
+}
+
+/* Unlink observer SLOT. Caller holds the key's shard.mu. The slot goes back
+ * to the pool after an RCU grace period, so that a dispatch walking the
+ * list right now can still follow its `next`. */
+int
+hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_observer *o = hl__obs(&w->seg, slot);
+	struct hl_shm_key *k = hl__key(&w->seg, o->key);
+	uint32_t p = LD_RLX(&o->prev), n = LD_RLX(&o->next);
+	hl_w_crash_point(w);
+	/* COMMIT: unlink (readers follow next only). A crash right after it
+	 * leaves the slot unreachable with its id set: recovery clears it and
+	 * rebuilds n->prev from the next chain. */
+	if (p != HL_NIL)
+		atomic_store_explicit(&hl__obs(&w->seg, p)->next, n, memory_order_release);
+	else
+		atomic_store_explicit(&k->obs_head, n, memory_order_release);
+	if (n != HL_NIL)
+		ST_RLX(&hl__obs(&w->seg, n)->prev, p);
+	uint32_t ep = o->endpoint;
+	atomic_store_explicit(&o->id, 0, memory_order_release);
+	atomic_fetch_sub_explicit(&k->nobs, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&w->seg.h->observers_used, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sh->c->observers_removed, 1, memory_order_relaxed);
+	hl_w_ep_del_obs(w, ep, slot);
+	struct deferred_slot *d = malloc(sizeof(*d));
+	if (d) {
+		d->w = w;
+		d->slot = slot;
+		urcu_memb_call_rcu(&d->rh, free_obs_slot_cb);
+	} else {
+		/* No memory for the deferral: wait for the grace period here. */
+		urcu_memb_synchronize_rcu();
+		hl__pool_free(&w->obs, slot);
+	}
+	hl_w_maybe_free_key(sh, o->key);
+	return 0;
+}
+
+static int
+apply_unobserve(struct hl_shard *sh, uint32_t ep, const struct hl_req *r)
+{
+	struct hl_worker *w = sh->w;
+	uint64_t id = r->arg;
+	uint32_t slot = (uint32_t)(id & 0xffffffu);
+	if (slot < 1 || slot > w->seg.h->max_observers || id >> 24 == 0)
+		return -ENOENT;
+	struct hl_shm_observer *o = hl__obs(&w->seg, slot);
+	int rc = 0;
+	pthread_mutex_lock(&sh->mu);
+	if (atomic_load_explicit(&o->id, memory_order_relaxed) != id)
+		rc = -ENOENT;
+	else if (hl_w_key_shard(w, o->key) != sh->id)
+		rc = -EINVAL; /* sent to the wrong shard: the client is broken */
+	else if (o->endpoint != ep || o->ep_gen != w->eps[ep].gen)
+		rc = -EPERM;
+	else
+		rc = hl_w_remove_observer(sh, slot);
+	pthread_mutex_unlock(&sh->mu);
+	return rc;
+}
+
+/*
+ * Apply request R (a private, validated copy) from endpoint EP at ring
+ * position POS. Returns 0 or -errno (the request's own failure, answered to
+ * the client); *result gets an observer id for OBSERVE.
+ */
+int
+hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r, uint32_t len,
+           int64_t *result)
+{
+	(void)len;
+	const uint8_t *key = (const uint8_t *)(r + 1);
+	const uint8_t *meta = key + r->h.key_len;
+	const uint8_t *val = meta + r->meta_len;
+	uint32_t dk = 0;
+	int rc;
+	*result = 0;
+	switch (r->h.type) {
+	case HL_REQ_PUBLISH:
+		rc = apply_publish(sh, ep, r, key, meta, val, &dk);
+		break;
+	case HL_REQ_DELETE:
+		rc = apply_delete(sh, r, key, &dk);
+		break;
+	case HL_REQ_OBSERVE:
+		rc = apply_observe(sh, ep, pos, r, key, result);
+		break;
+	case HL_REQ_UNOBSERVE:
+		rc = apply_unobserve(sh, ep, r);
+		break;
+	default:
+		rc = -EINVAL;
+		break;
+	}
+	if (dk)
+		hl_w_dispatch_pending(sh, dk);
+	return rc;
+}

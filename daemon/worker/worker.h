@@ -1,0 +1,154 @@
+/*
+ * worker.h: the worker daemon's process-local state and the contracts
+ * between its parts:
+ *   shard.c     one thread per shard: drains request rings, applies, dispatches
+ *   table.c     applying requests to the segment and dispatching events
+ *   endpoint.c  adopting client endpoints, watching their processes, cleanup
+ *   recovery.c  rebuilding allocators and repairing the segment at attach
+ *   handoff.c   getting the segment from the keeper and giving it back
+ *   main.c      options, start, stop
+ *
+ * Lock ranks (take a higher rank only while holding lower ones, never the
+ * reverse): shard.mu (1) < ep.mu (2) < allocator locks (3, inside alloc.c).
+ * Two shard.mu are never held at once.
+ */
+#ifndef HL_WORKER_H
+#define HL_WORKER_H
+
+#include "alloc.h"
+#include "layout.h"
+#include "segment.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct hl_worker;
+
+/* Per observer id pair collected during a dispatch. */
+struct hl_fan {
+	uint32_t ep;
+	uint32_t slot;
+};
+
+struct hl_shard {
+	struct hl_worker *w;
+	uint32_t id;
+	pthread_t thread;
+	/* Held while this shard's keys, buckets and observer lists change.
+	 * The shard thread takes it per request; the endpoint cleanup takes
+	 * it to unlink a dead client's observers. Dispatch walks the lists
+	 * without it, inside an RCU read-side critical section. */
+	pthread_mutex_t mu;
+	struct hl_shm_counters *c; /* this shard's counters in the header */
+	/* dispatch scratch (shard thread only) */
+	struct hl_fan *fan;
+	uint32_t fan_cap;
+	uint32_t *ep_count; /* per endpoint: observers in this dispatch */
+	uint32_t *ep_start;
+	uint32_t *touched;  /* endpoints touched by this dispatch */
+	uint64_t *ids;
+	uint8_t *req;       /* private copy of the request being applied */
+	uint32_t req_cap;
+	uint8_t *rec;       /* event record being built */
+	uint32_t rec_cap;
+	/* Endpoints whose cleanup this shard must run (bit per endpoint). */
+	_Atomic uint64_t *cleanup;
+};
+
+/* The worker's view of one endpoint. */
+struct hl_ep {
+	pthread_mutex_t mu;
+	uint32_t gen;    /* adopted incarnation, 0 = none */
+	uint32_t pid;
+	uint64_t start;
+	int pidfd;       /* -1 = none */
+	/* Observer slots this endpoint holds, with obs_pos[] giving each
+	 * slot's position here: O(1) add and remove, O(n) cleanup. */
+	uint32_t *obs;
+	uint32_t nobs, cap;
+	/* Cleanup in progress: shards that still have to run it. */
+	_Atomic uint64_t cleanup_pending;
+	int closing;
+};
+
+struct hl_worker_opts {
+	const char *name;
+	uint32_t shards;          /* 0 = number of CPUs (used when creating) */
+	struct hl_layout_params create; /* capacities when creating */
+	mode_t mode;
+	int standalone;           /* create/own the segment without a keeper */
+	int64_t prune_interval_ms; /* 0 disables the periodic pass */
+	int64_t spin_us;          /* busy-poll before sleeping */
+	int crash_at_step;        /* test hook: _exit(99) at that apply step */
+};
+
+struct hl_worker {
+	struct hl_seg seg;
+	struct hl_worker_opts opt;
+	struct hl_heap heap;
+	struct hl_pool keys;
+	struct hl_pool obs;
+	uint32_t *obs_pos;        /* per observer slot: index in its hl_ep.obs */
+	struct hl_ep *eps;
+	uint32_t nshards;
+	struct hl_shard *shards;
+	uint64_t epoch;           /* owner epoch this worker holds */
+	_Atomic int stop;
+	_Atomic int fenced;       /* another owner took the table */
+	int epfd;                 /* epoll: pidfds + wake eventfd */
+	int wakefd;               /* eventfd to wake the monitor */
+	pthread_t monitor;
+	int step;                 /* apply-step counter for the crash hook */
+};
+
+/* table.c */
+int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+               uint32_t len, int64_t *result);
+void hl_w_dispatch_pending(struct hl_shard *sh, uint32_t key);
+int hl_w_remove_observer(struct hl_shard *sh, uint32_t slot);
+int hl_w_shard_init(struct hl_shard *sh);
+void hl_w_shard_fini(struct hl_shard *sh);
+void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t key);
+uint32_t hl_w_key_shard(struct hl_worker *w, uint32_t key);
+void hl_w_crash_point(struct hl_worker *w);
+
+/* endpoint.c */
+int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
+int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
+void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why);
+void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
+void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
+void hl_w_shard_cleanup(struct hl_shard *sh);
+int hl_w_monitor_start(struct hl_worker *w);
+void hl_w_monitor_wake(struct hl_worker *w);
+void hl_w_prune(struct hl_worker *w);
+void hl_w_wake_client(struct hl_worker *w, uint32_t ep);
+void hl_w_monitor_watch(struct hl_worker *w, uint32_t ep);
+int hl_w_drain_dead(struct hl_shard *sh, uint32_t ep);
+
+/* shard.c */
+int hl_w_shards_start(struct hl_worker *w);
+void hl_w_shards_join(struct hl_worker *w);
+void hl_w_wake_shard(struct hl_worker *w, uint32_t s);
+
+/* recovery.c */
+int hl_w_recover(struct hl_worker *w);
+int hl_w_check(struct hl_worker *w, char *msg, size_t len);
+void hl_w_recover_kill_dead(struct hl_worker *w);
+
+/* handoff.c */
+int hl_w_acquire(struct hl_worker *w);
+void hl_w_release(struct hl_worker *w, int clean);
+int hl_w_acquire_standalone(struct hl_worker *w);
+void hl_w_set_owner(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start);
+
+/* log */
+void hl_w_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hl_w_seglog(struct hl_worker *w, uint32_t kind, int32_t code, uint32_t pid,
+                 const char *text);
+
+#endif /* HL_WORKER_H */

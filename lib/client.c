@@ -1,0 +1,1055 @@
+/*
+ * client.c: libheirloom's client side: attaching (hl_open), claiming an
+ * endpoint, queuing requests into this endpoint's request rings, and turning
+ * event records into hl_event values (expanding batched records, dropping
+ * duplicates, turning lag into LAGGED + RESYNC).
+ *
+ * It must never write to the segment outside the claims region and its own
+ * ep_client block (the rest is mapped read-only), and must never trust a
+ * byte of the segment without a bounds check: a corrupt segment gives
+ * HL_ECORRUPT, not a crash.
+ */
+#include "heirloom/heirloom.h"
+
+#include "layout.h"
+#include "ring.h"
+#include "segment.h"
+#include "seqlock.h"
+#include "table_read.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define DEFAULT_TIMEOUT_MS 5000
+
+/* What this client knows of each of its observers: enough to drop
+ * duplicates and to resync after a lag without asking the worker. */
+struct obs_ent {
+	hl_observer_id id; /* 0 = empty, UINT64_MAX = tombstone */
+	uint64_t last_rev; /* highest revision handed to the application */
+	uint64_t dropped_seen;
+	uint32_t shard;
+	uint32_t key_len;
+	uint8_t *key;
+	int last_was_delete;
+};
+
+struct resync {
+	hl_observer_id id;
+	uint64_t lagged;
+};
+
+struct hl_client {
+	pthread_mutex_t lock;
+	struct hl_seg seg;
+	uint32_t ep, gen, shards;
+	uint32_t flags;
+	int timeout_ms;
+	pid_t pid;
+
+	struct hl_ring req[HL_SHARDS_MAX];
+	uint64_t req_head[HL_SHARDS_MAX];
+	struct hl_ring ev[HL_SHARDS_MAX];
+	uint64_t ev_tail[HL_SHARDS_MAX];
+	uint64_t lag_seen[HL_SHARDS_MAX];
+	uint64_t errs_seen[HL_SHARDS_MAX];
+	uint32_t rr;
+
+	/* the event record being expanded into per-observer events */
+	uint8_t *evbuf;
+	uint32_t evbuf_cap;
+	uint32_t ev_idx, ev_n;
+
+	/* observers: open addressing, power-of-two capacity */
+	struct obs_ent *obs;
+	uint32_t obs_cap, obs_n, obs_tomb;
+
+	/* pending LAGGED/RESYNC pairs */
+	struct resync *rs;
+	uint32_t rs_n, rs_cap, rs_pos;
+	int rs_phase; /* 0: emit LAGGED next, 1: emit RESYNC next */
+	uint8_t *rs_buf;
+
+	int stale;
+};
+
+/* ---- observer map ---- */
+
+static uint32_t
+obs_slot_hash(hl_observer_id id, uint32_t cap)
+{
+	return (uint32_t)(hl__mix(id, 0x9e3779b97f4a7c15ull) & (cap - 1));
+}
+
+static struct obs_ent *
+obs_find(struct hl_client *c, hl_observer_id id)
+{
+	if (!c->obs_cap)
+		return NULL;
+	for (uint32_t i = obs_slot_hash(id, c->obs_cap), n = 0; n < c->obs_cap;
+	     i = (i + 1) & (c->obs_cap - 1), n++) {
+		if (c->obs[i].id == id)
+			return &c->obs[i];
+		if (c->obs[i].id == 0)
+			return NULL;
+	}
+	return NULL;
+}
+
+static int
+obs_grow(struct hl_client *c)
+{
+	uint32_t ncap = c->obs_cap ? c->obs_cap * 2 : 64;
+	struct obs_ent *n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (e->id == 0 || e->id == UINT64_MAX)
+			continue;
+		uint32_t j = obs_slot_hash(e->id, ncap);
+		while (n[j].id)
+			j = (j + 1) & (ncap - 1);
+		n[j] = *e;
+	}
+	free(c->obs);
+	c->obs = n;
+	c->obs_cap = ncap;
+	c->obs_tomb = 0;
+	return 0;
+}
+
+static int
+obs_add(struct hl_client *c, hl_observer_id id, uint32_t shard, const void *key, size_t len)
+{
+	if ((c->obs_n + c->obs_tomb + 1) * 2 > c->obs_cap) {
+		int rc = obs_grow(c);
+		if (rc)
+			return rc;
+	}
+	uint8_t *k = malloc(len);
+	if (!k)
+		return -ENOMEM;
+	memcpy(k, key, len);
+	uint32_t i = obs_slot_hash(id, c->obs_cap);
+	while (c->obs[i].id != 0 && c->obs[i].id != UINT64_MAX)
+		i = (i + 1) & (c->obs_cap - 1);
+	if (c->obs[i].id == UINT64_MAX)
+		c->obs_tomb--;
+	c->obs[i] = (struct obs_ent){.id = id, .shard = shard, .key = k, .key_len = (uint32_t)len};
+	/* The observer starts at the key's revision when it was added: events
+	 * can only carry later revisions, so nothing is filtered wrongly. */
+	c->obs_n++;
+	return 0;
+}
+
+static void
+obs_del(struct hl_client *c, struct obs_ent *e)
+{
+	free(e->key);
+	memset(e, 0, sizeof(*e));
+	e->id = UINT64_MAX;
+	c->obs_n--;
+	c->obs_tomb++;
+}
+
+/* ---- attach ---- */
+
+static int
+claim_endpoint(struct hl_client *c)
+{
+	const struct hl_shm_header *h = c->seg.h;
+	uint32_t n = h->max_endpoints;
+	uint32_t start = (uint32_t)c->pid % n;
+	uint64_t me = hl__proc_start_time(c->pid);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t e = (start + k) % n;
+		struct hl_shm_claim *cl = hl__claim(&c->seg, e);
+		uint64_t w = atomic_load_explicit(&cl->word, memory_order_acquire);
+		if (HL_CLAIM_PID(w) != 0)
+			continue;
+		/* The worker frees a claim ({0,g}) only after it finished with
+		 * the old incarnation; the epw state tells us it is done. */
+		if (atomic_load_explicit(&hl__epw(&c->seg, e)->state, memory_order_acquire) !=
+		    HL_EP_FREE)
+			continue;
+		uint32_t gen = HL_CLAIM_GEN(w) + 1;
+		if (gen == 0)
+			gen = 1;
+		if (!atomic_compare_exchange_strong_explicit(&cl->word, &w,
+		                                             HL_CLAIM((uint32_t)c->pid, gen),
+		                                             memory_order_acq_rel,
+		                                             memory_order_relaxed))
+			continue;
+		atomic_store_explicit(&cl->start_time, me, memory_order_relaxed);
+		int rc = hl__seg_map_own_block(&c->seg, e);
+		if (rc) {
+			atomic_store_explicit(&cl->word, w, memory_order_release);
+			return rc;
+		}
+		c->ep = e;
+		c->gen = gen;
+		struct hl_shm_epc *epc = hl__epc(&c->seg, e);
+		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+		atomic_store_explicit(&epc->gen, gen, memory_order_relaxed);
+		for (uint32_t s = 0; s < c->shards; s++) {
+			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, e, s);
+			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, e, s);
+			/* Start where the worker's positions stand: whatever
+			 * the previous incarnation left is finished. */
+			uint64_t t = atomic_load_explicit(&ws->req_tail, memory_order_acquire);
+			uint64_t eh = atomic_load_explicit(&ws->ev_head, memory_order_acquire);
+			atomic_store_explicit(&cs->req_head, t, memory_order_relaxed);
+			atomic_store_explicit(&cs->ev_tail, eh, memory_order_relaxed);
+			c->req_head[s] = t;
+			c->ev_tail[s] = eh;
+			c->lag_seen[s] = atomic_load_explicit(&ws->lag_seq, memory_order_relaxed);
+			c->errs_seen[s] = atomic_load_explicit(&ws->async_errs, memory_order_relaxed);
+			c->req[s] = (struct hl_ring){.head = &cs->req_head,
+			                             .tail = &ws->req_tail,
+			                             .data = hl__req_ring(&c->seg, e, s),
+			                             .size = h->req_ring_bytes};
+			c->ev[s] = (struct hl_ring){.head = &ws->ev_head,
+			                            .tail = &cs->ev_tail,
+			                            .data = hl__ev_ring(&c->seg, e, s),
+			                            .size = h->ev_ring_bytes};
+		}
+		/* Release: the block above is initialised before the worker may
+		 * adopt this incarnation (pairs with its acquire of `ready`). */
+		atomic_store_explicit(&cl->ready, gen, memory_order_release);
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+int
+hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **out)
+{
+	if (!out)
+		return -EINVAL;
+	if (opts && (opts->flags & ~(HL_OPEN_SYNC | HL_OPEN_NOWAIT)))
+		return -EINVAL;
+	if (opts && opts->timeout_ms < -1)
+		return -EINVAL;
+	int fd, rc = hl__seg_open_fd(name, 1, &fd);
+	if (rc)
+		return rc;
+	struct hl_client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->pid = getpid();
+	c->flags = opts ? opts->flags : 0;
+	c->timeout_ms = (opts && opts->timeout_ms) ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+	rc = hl__seg_map_client(fd, &c->seg);
+	if (rc)
+		goto out_close;
+	c->shards = c->seg.h->shards;
+	c->evbuf_cap = c->seg.h->ev_ring_bytes;
+	c->evbuf = malloc(c->evbuf_cap);
+	c->rs_buf = malloc(c->seg.h->max_value ? c->seg.h->max_value : 1);
+	if (!c->evbuf || !c->rs_buf) {
+		rc = -ENOMEM;
+		goto out_unmap;
+	}
+	rc = claim_endpoint(c);
+	if (rc)
+		goto out_unmap;
+	pthread_mutex_init(&c->lock, NULL);
+	*out = c;
+	return 0;
+
+out_unmap:
+	hl__seg_unmap(&c->seg);
+out_close:
+	close(fd);
+	free(c->evbuf);
+	free(c->rs_buf);
+	free(c);
+	return rc;
+}
+
+/* ---- requests ---- */
+
+static uint32_t
+shard_of(const struct hl_client *c, uint64_t hash)
+{
+	return hl__shard_of_bucket(c->seg.h, hl__bucket_of(c->seg.h, hash));
+}
+
+static int
+endpoint_gone(struct hl_client *c)
+{
+	uint64_t w = atomic_load_explicit(&hl__claim(&c->seg, c->ep)->word, memory_order_acquire);
+	if (w != HL_CLAIM((uint32_t)c->pid, c->gen))
+		c->stale = 1;
+	return c->stale;
+}
+
+static int
+worker_serving(const struct hl_client *c)
+{
+	return atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) == HL_ROLE_WORKER &&
+	       atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire);
+}
+
+static void
+ring_doorbell(struct hl_client *c, uint32_t s)
+{
+	_Atomic uint64_t *pend = hl__pending(&c->seg, s) + c->ep / 64;
+	uint64_t bit = 1ull << (c->ep % 64);
+	if (!(atomic_load_explicit(pend, memory_order_relaxed) & bit))
+		atomic_fetch_or_explicit(pend, bit, memory_order_relaxed);
+	/* Dekker with the shard thread: our pending bit (and the ring head
+	 * before it) must be visible before we read `sleeping`; it sets
+	 * `sleeping` before it re-reads the pending bits. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&c->seg.h->shard[s].sleeping, memory_order_relaxed)) {
+		struct hl_shm_doorbell *d = hl__doorbell(&c->seg, s);
+		atomic_fetch_add_explicit(&d->word, 1, memory_order_relaxed);
+		hl__futex_wake(&d->word, 1);
+	}
+}
+
+/* Deadline helpers: timeout_ms -1 = forever. */
+static uint64_t
+deadline_of(int timeout_ms)
+{
+	return timeout_ms < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+/* Wait for the worker to signal this endpoint (ev_signal) or until
+ * DEADLINE, whichever first, at most `cap_ms`. */
+static void
+wait_signal(struct hl_client *c, uint32_t seen, uint64_t deadline, int cap_ms)
+{
+	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
+	uint64_t now = hl__now_ns();
+	if (now >= deadline)
+		return;
+	uint64_t rel = deadline - now;
+	if (rel > (uint64_t)cap_ms * 1000000ull)
+		rel = (uint64_t)cap_ms * 1000000ull;
+	struct timespec ts = {.tv_sec = (time_t)(rel / 1000000000ull),
+	                      .tv_nsec = (long)(rel % 1000000000ull)};
+	hl__futex_wait(&w->ev_signal, seen, &ts);
+}
+
+/* Queue one request. Caller holds c->lock. *pos_out = its ring position. */
+static int
+queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_t key_len,
+          const void *meta, size_t meta_len, const void *val, size_t val_len, uint64_t arg,
+          uint64_t *pos_out)
+{
+	uint32_t n = hl__rec_align((uint32_t)(sizeof(struct hl_req) + key_len + meta_len + val_len));
+	uint64_t deadline = 0;
+	for (;;) {
+		void *rec;
+		uint64_t next;
+		int rc = hl__ring_reserve(&c->req[s], c->req_head[s], n, &rec, &next);
+		if (rc == 0) {
+			struct hl_req r = {.h = {.size = n, .type = type, .key_len = (uint16_t)key_len},
+			                   .val_len = (uint32_t)val_len,
+			                   .meta_len = (uint16_t)meta_len,
+			                   .arg = arg,
+			                   .ts_ns = hl__now_ns()};
+			uint8_t *p = rec;
+			memcpy(p, &r, sizeof(r));
+			p += sizeof(r);
+			if (key_len)
+				memcpy(p, key, key_len);
+			p += key_len;
+			if (meta_len)
+				memcpy(p, meta, meta_len);
+			p += meta_len;
+			if (val_len)
+				memcpy(p, val, val_len);
+			/* A pad record may precede: the record starts n bytes
+			 * before `next`. */
+			*pos_out = next - n;
+			c->req_head[s] = next;
+			hl__ring_commit(&c->req[s], next);
+			ring_doorbell(c, s);
+			return 0;
+		}
+		if (rc != -EAGAIN)
+			return HL_ECORRUPT;
+		/* Full: the worker is behind or absent. */
+		if (endpoint_gone(c))
+			return HL_ESTALE;
+		if (c->flags & HL_OPEN_NOWAIT)
+			return -EAGAIN;
+		if (!deadline)
+			deadline = deadline_of(c->timeout_ms);
+		if (hl__now_ns() >= deadline)
+			return -ETIMEDOUT;
+		ring_doorbell(c, s);
+		uint32_t seen = atomic_load_explicit(&hl__epw(&c->seg, c->ep)->ev_signal,
+		                                     memory_order_acquire);
+		if (hl__ring_free(&c->req[s], c->req_head[s]) >= (uint64_t)n * 2)
+			continue;
+		wait_signal(c, seen, deadline, 10);
+	}
+}
+
+/* Wait until request POS on shard S has been applied; return its result
+ * (observer id >= 0 or -errno) when the worker left one, else 0. */
+static int64_t
+wait_applied(struct hl_client *c, uint32_t s, uint64_t pos, int timeout_ms)
+{
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+	struct hl_shm_epc *epc = hl__epc(&c->seg, c->ep);
+	uint64_t deadline = deadline_of(timeout_ms);
+	int spins = 0;
+	for (;;) {
+		uint64_t t = atomic_load_explicit(&ws->req_tail, memory_order_acquire);
+		if (t > pos) {
+			if (atomic_load_explicit(&ws->result_pos, memory_order_acquire) == pos + 1)
+				return atomic_load_explicit(&ws->result, memory_order_relaxed);
+			return 0;
+		}
+		if (endpoint_gone(c))
+			return HL_ESTALE;
+		if ((c->flags & HL_OPEN_NOWAIT) && !worker_serving(c))
+			return -EAGAIN;
+		if (hl__now_ns() >= deadline)
+			return worker_serving(c) ? -ETIMEDOUT : -EAGAIN;
+		if (++spins < 200) {
+			sched_yield();
+			continue;
+		}
+		struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
+		atomic_store_explicit(&epc->sleeping, 1, memory_order_relaxed);
+		atomic_thread_fence(memory_order_seq_cst);
+		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
+		if (atomic_load_explicit(&ws->req_tail, memory_order_acquire) <= pos)
+			wait_signal(c, seen, deadline, 50);
+		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+	}
+}
+
+static int
+check_key(const void *key, size_t key_len)
+{
+	if (!key || key_len == 0 || key_len > HL_KEY_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+int
+hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
+           hl_observer_id *out)
+{
+	if (!c || !out || flags)
+		return -EINVAL;
+	int rc = check_key(key, key_len);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	uint32_t s = shard_of(c, hl__hash(key, key_len));
+	uint64_t pos;
+	rc = c->stale ? HL_ESTALE
+	              : queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags, &pos);
+	if (rc == 0) {
+		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
+		if (r > 0) {
+			rc = obs_add(c, (hl_observer_id)r, s, key, key_len);
+			if (rc == 0)
+				*out = (hl_observer_id)r;
+		} else {
+			/* 0 cannot be an id: a result was expected. A timed-out
+			 * observe stays queued and the worker will add the
+			 * observer later; hl_close() or process exit removes it. */
+			rc = r < 0 ? (int)r : HL_ECORRUPT;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int
+hl_unobserve(struct hl_client *c, hl_observer_id id)
+{
+	if (!c || id == 0 || id == UINT64_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int rc;
+	struct obs_ent *e = obs_find(c, id);
+	/* An id we never got is either unknown or another client's: the worker
+	 * tells which. Route by the slot's key when we do not know it. */
+	uint32_t s = e ? e->shard : 0;
+	if (!e) {
+		uint32_t slot = (uint32_t)(id & 0xffffffu);
+		if (slot >= 1 && slot <= c->seg.h->max_observers) {
+			struct hl_shm_observer *o = hl__obs(&c->seg, slot);
+			uint32_t k = __atomic_load_n(&o->key, __ATOMIC_RELAXED);
+			if (k >= 1 && k <= c->seg.h->max_keys)
+				s = shard_of(c, __atomic_load_n(&hl__key(&c->seg, k)->hash,
+				                                __ATOMIC_RELAXED));
+		}
+	}
+	uint64_t pos;
+	rc = c->stale ? HL_ESTALE
+	              : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id, &pos);
+	if (rc == 0) {
+		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
+		rc = (int)r;
+		if (rc == 0 && e)
+			obs_del(c, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+static int
+write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
+          size_t value_len, const void *meta, size_t meta_len)
+{
+	if (!c)
+		return -EINVAL;
+	int rc = check_key(key, key_len);
+	if (rc)
+		return rc;
+	if ((value_len && !value) || (meta_len && !meta))
+		return -EINVAL;
+	if (value_len > c->seg.h->max_value || meta_len > HL_META_MAX)
+		return -EMSGSIZE;
+	pthread_mutex_lock(&c->lock);
+	uint32_t s = shard_of(c, hl__hash(key, key_len));
+	uint64_t pos;
+	rc = c->stale ? HL_ESTALE
+	              : queue_req(c, s, type, key, key_len, meta, meta_len, value, value_len, 0,
+	                          &pos);
+	if (rc == 0 && (c->flags & HL_OPEN_SYNC)) {
+		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
+		rc = r < 0 ? (int)r : 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int
+hl_publish(struct hl_client *c, const void *key, size_t key_len, const void *value,
+           size_t value_len, const void *meta, size_t meta_len)
+{
+	return write_req(c, HL_REQ_PUBLISH, key, key_len, value, value_len, meta, meta_len);
+}
+
+int
+hl_delete(struct hl_client *c, const void *key, size_t key_len)
+{
+	return write_req(c, HL_REQ_DELETE, key, key_len, NULL, 0, NULL, 0);
+}
+
+/* Collect (and forget) async errors. Caller holds the lock. */
+static int
+take_async_errors(struct hl_client *c)
+{
+	int rc = 0;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		uint64_t n = atomic_load_explicit(&ws->async_errs, memory_order_acquire);
+		if (n != c->errs_seen[s]) {
+			c->errs_seen[s] = n;
+			rc = atomic_load_explicit(&ws->last_err, memory_order_relaxed);
+			if (rc >= 0)
+				rc = HL_ECORRUPT;
+		}
+	}
+	return rc;
+}
+
+static int
+flush_locked(struct hl_client *c, int timeout_ms)
+{
+	if (c->stale)
+		return HL_ESTALE;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		if (c->req_head[s] == atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->req_tail,
+		                                           memory_order_acquire))
+			continue;
+		/* Waiting for the last byte means waiting for the last record. */
+		int64_t r = wait_applied(c, s, c->req_head[s] - 1, timeout_ms);
+		if (r == -ETIMEDOUT || r == -EAGAIN || r == HL_ESTALE)
+			return (int)r;
+	}
+	return take_async_errors(c);
+}
+
+int
+hl_flush(struct hl_client *c, int timeout_ms)
+{
+	if (!c || timeout_ms < -1)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int rc = flush_locked(c, timeout_ms);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int
+hl_close(struct hl_client *c)
+{
+	if (!c)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	int rc = 0;
+	if (!c->stale && c->pid == getpid()) {
+		int t = c->timeout_ms < 0 ? 5000 : c->timeout_ms;
+		rc = flush_locked(c, t);
+		/* Ask the worker to drop our observers and free the endpoint.
+		 * If none runs, the endpoint is reclaimed when a worker finds
+		 * this process gone (or this request, whichever first). */
+		uint64_t pos;
+		if (!c->stale)
+			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, &pos);
+	}
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_destroy(&c->lock);
+	hl__seg_unmap(&c->seg);
+	close(c->seg.fd);
+	for (uint32_t i = 0; i < c->obs_cap; i++)
+		if (c->obs[i].id && c->obs[i].id != UINT64_MAX)
+			free(c->obs[i].key);
+	free(c->obs);
+	free(c->rs);
+	free(c->evbuf);
+	free(c->rs_buf);
+	free(c);
+	return rc == -ETIMEDOUT || rc == -EAGAIN ? 0 : rc;
+}
+
+/* ---- reads ---- */
+
+int
+hl_get(struct hl_client *c, const void *key, size_t key_len, void *buf, size_t cap, size_t *len,
+       uint64_t *revision)
+{
+	if (!c || (cap && !buf))
+		return -EINVAL;
+	int rc = check_key(key, key_len);
+	if (rc)
+		return rc;
+	uint32_t idx;
+	rc = hl__key_lookup(&c->seg, key, key_len, hl__hash(key, key_len), &idx);
+	if (rc)
+		return rc;
+	return hl__value_read(&c->seg, idx, buf, cap, len, revision);
+}
+
+/* ---- events ---- */
+
+/* Validate the record copied into evbuf; returns 0 or HL_ECORRUPT. */
+static int
+check_evrec(const struct hl_client *c, const struct hl_evrec *r)
+{
+	if (r->h.type != HL_EVR_PUT && r->h.type != HL_EVR_DELETE)
+		return HL_ECORRUPT;
+	if (r->nobs == 0 || r->nobs > HL_EV_IDS_MAX || r->h.key_len == 0 ||
+	    r->h.key_len > HL_KEY_MAX || r->meta_len > HL_META_MAX)
+		return HL_ECORRUPT;
+	uint64_t old = r->old_len == HL_NO_LEN ? 0 : r->old_len;
+	uint64_t nw = r->new_len == HL_NO_LEN ? 0 : r->new_len;
+	if (old > c->seg.h->max_value || nw > c->seg.h->max_value)
+		return HL_ECORRUPT;
+	uint64_t need = sizeof(*r) + 8ull * r->nobs + r->h.key_len + r->meta_len + old + nw;
+	return need <= r->h.size ? 0 : HL_ECORRUPT;
+}
+
+/* Fill EV from observer number i of the record in evbuf. 1 = delivered,
+ * 0 = skipped (unknown observer or duplicate revision). */
+static int
+expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
+{
+	const struct hl_evrec *r = (const struct hl_evrec *)c->evbuf;
+	hl_observer_id id;
+	memcpy(&id, c->evbuf + sizeof(*r) + 8ull * i, 8);
+	struct obs_ent *e = obs_find(c, id);
+	if (!e || r->rev <= e->last_rev)
+		return 0;
+	e->last_rev = r->rev;
+	e->last_was_delete = r->h.type == HL_EVR_DELETE;
+	const uint8_t *p = c->evbuf + sizeof(*r) + 8ull * r->nobs;
+	memset(ev, 0, sizeof(*ev));
+	ev->type = r->h.type == HL_EVR_PUT ? HL_EV_PUT : HL_EV_DELETE;
+	ev->observer = id;
+	ev->revision = r->rev;
+	ev->publisher = (pid_t)r->pub_pid;
+	ev->timestamp_ns = r->ts_ns;
+	ev->key = p;
+	ev->key_len = r->h.key_len;
+	p += r->h.key_len;
+	ev->meta = r->meta_len ? p : NULL;
+	ev->meta_len = r->meta_len;
+	p += r->meta_len;
+	if (r->old_len != HL_NO_LEN) {
+		ev->has_old = 1;
+		ev->old_value = p;
+		ev->old_len = r->old_len;
+		p += r->old_len;
+	}
+	if (r->new_len != HL_NO_LEN) {
+		ev->has_new = 1;
+		ev->new_value = p;
+		ev->new_len = r->new_len;
+	}
+	return 1;
+}
+
+/* Take the next record from any shard's event ring into evbuf.
+ * 1 = got one, 0 = all empty, <0 error. */
+static int
+take_record(struct hl_client *c)
+{
+	for (uint32_t k = 0; k < c->shards; k++) {
+		uint32_t s = (c->rr + k) % c->shards;
+		const uint8_t *rec;
+		uint32_t len;
+		uint64_t tail = c->ev_tail[s];
+		int rc = hl__ring_peek(&c->ev[s], &tail, &rec, &len);
+		if (rc < 0)
+			return HL_ECORRUPT;
+		if (rc == 0) {
+			if (tail != c->ev_tail[s]) { /* skipped a pad */
+				c->ev_tail[s] = tail;
+				hl__ring_consume(&c->ev[s], tail);
+			}
+			continue;
+		}
+		if (len > c->evbuf_cap || len < sizeof(struct hl_evrec))
+			return HL_ECORRUPT;
+		memcpy(c->evbuf, rec, len);
+		c->ev_tail[s] = tail + len;
+		hl__ring_consume(&c->ev[s], c->ev_tail[s]);
+		int bad = check_evrec(c, (const struct hl_evrec *)c->evbuf);
+		if (bad)
+			return bad;
+		c->ev_idx = 0;
+		c->ev_n = ((const struct hl_evrec *)c->evbuf)->nobs;
+		c->rr = (s + 1) % c->shards;
+		return 1;
+	}
+	return 0;
+}
+
+static int
+rs_push(struct hl_client *c, hl_observer_id id, uint64_t lagged)
+{
+	if (c->rs_n == c->rs_cap) {
+		uint32_t ncap = c->rs_cap ? c->rs_cap * 2 : 16;
+		struct resync *n = realloc(c->rs, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		c->rs = n;
+		c->rs_cap = ncap;
+	}
+	c->rs[c->rs_n++] = (struct resync){.id = id, .lagged = lagged};
+	return 0;
+}
+
+/* With every ring drained: find observers whose events were dropped since
+ * we last looked and queue a LAGGED + RESYNC pair for each. */
+static int
+collect_lag(struct hl_client *c)
+{
+	int found = 0;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		uint64_t ls = atomic_load_explicit(&ws->lag_seq, memory_order_acquire);
+		if (ls == c->lag_seen[s])
+			continue;
+		c->lag_seen[s] = ls;
+		for (uint32_t i = 0; i < c->obs_cap; i++) {
+			struct obs_ent *e = &c->obs[i];
+			if (!e->id || e->id == UINT64_MAX || e->shard != s)
+				continue;
+			uint32_t slot = (uint32_t)(e->id & 0xffffffu);
+			if (slot < 1 || slot > c->seg.h->max_observers)
+				continue;
+			struct hl_shm_observer *o = hl__obs(&c->seg, slot);
+			uint64_t d = atomic_load_explicit(&o->dropped, memory_order_relaxed);
+			if (atomic_load_explicit(&o->id, memory_order_acquire) != e->id ||
+			    d == e->dropped_seen)
+				continue;
+			uint64_t n = d - e->dropped_seen;
+			e->dropped_seen = d;
+			if (rs_push(c, e->id, n) == 0)
+				found = 1;
+		}
+	}
+	return found;
+}
+
+/* Produce the next LAGGED or RESYNC event from the queue. 1 = produced. */
+static int
+next_resync(struct hl_client *c, struct hl_event *ev)
+{
+	while (c->rs_pos < c->rs_n) {
+		struct resync *r = &c->rs[c->rs_pos];
+		struct obs_ent *e = obs_find(c, r->id);
+		if (!e) {
+			c->rs_pos++;
+			c->rs_phase = 0;
+			continue;
+		}
+		memset(ev, 0, sizeof(*ev));
+		ev->observer = r->id;
+		ev->key = e->key;
+		ev->key_len = e->key_len;
+		if (c->rs_phase == 0) {
+			c->rs_phase = 1;
+			ev->type = HL_EV_LAGGED;
+			ev->lagged = r->lagged;
+			ev->revision = e->last_rev;
+			return 1;
+		}
+		c->rs_phase = 0;
+		c->rs_pos++;
+		size_t len = 0;
+		uint64_t rev = 0;
+		int rc = hl_get(c, e->key, e->key_len, c->rs_buf, c->seg.h->max_value, &len, &rev);
+		if (rc == -ENOENT) {
+			/* Gone: the resync says so unless the observer already
+			 * saw the delete. The key's revision is unknown to a
+			 * reader once deleted; report the last seen one. */
+			if (e->last_was_delete)
+				continue;
+			e->last_was_delete = 1;
+			ev->type = HL_EV_RESYNC;
+			ev->revision = e->last_rev;
+			return 1;
+		}
+		if (rc < 0 || rev <= e->last_rev)
+			continue; /* already current (or unreadable: nothing to add) */
+		e->last_rev = rev;
+		e->last_was_delete = 0;
+		ev->type = HL_EV_RESYNC;
+		ev->revision = rev;
+		ev->has_new = 1;
+		ev->new_value = c->rs_buf;
+		ev->new_len = len < c->seg.h->max_value ? len : c->seg.h->max_value;
+		return 1;
+	}
+	c->rs_n = c->rs_pos = 0;
+	return 0;
+}
+
+/* One non-blocking attempt. 1 = *ev filled, 0 = nothing, <0 error. */
+static int
+try_next(struct hl_client *c, struct hl_event *ev)
+{
+	for (;;) {
+		while (c->ev_idx < c->ev_n)
+			if (expand_one(c, c->ev_idx++, ev))
+				return 1;
+		if (c->rs_n && next_resync(c, ev))
+			return 1;
+		int rc = take_record(c);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
+			continue;
+		if (collect_lag(c))
+			continue;
+		return 0;
+	}
+}
+
+int
+hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
+{
+	if (!c || !ev || timeout_ms < -1)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : deadline_of(timeout_ms);
+	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
+	struct hl_shm_epc *epc = hl__epc(&c->seg, c->ep);
+	int rc;
+	for (;;) {
+		rc = try_next(c, ev);
+		if (rc != 0)
+			break;
+		if (endpoint_gone(c)) {
+			rc = HL_ESTALE;
+			break;
+		}
+		if (timeout_ms == 0) {
+			rc = -EAGAIN;
+			break;
+		}
+		if (hl__now_ns() >= deadline) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		/* Sleep on ev_signal. Dekker with the worker: it writes the ring
+		 * then reads `sleeping`; we store `sleeping` then re-read the
+		 * rings, each side with a full fence in between. */
+		atomic_store_explicit(&epc->sleeping, 1, memory_order_relaxed);
+		atomic_thread_fence(memory_order_seq_cst);
+		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
+		rc = try_next(c, ev);
+		if (rc != 0) {
+			atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+			break;
+		}
+		/* Unlock while blocked so that other threads can publish. */
+		pthread_mutex_unlock(&c->lock);
+		wait_signal(c, seen, deadline, 1000);
+		pthread_mutex_lock(&c->lock);
+		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc == 1 ? 0 : rc;
+}
+
+/* ---- introspection ---- */
+
+int
+hl_caps(struct hl_client *c, struct hl_caps *caps)
+{
+	if (!c || !caps)
+		return -EINVAL;
+	const struct hl_shm_header *h = c->seg.h;
+	*caps = (struct hl_caps){.max_keys = h->max_keys,
+	                         .max_observers = h->max_observers,
+	                         .max_endpoints = h->max_endpoints,
+	                         .max_value = h->max_value,
+	                         .shards = h->shards,
+	                         .req_ring_bytes = h->req_ring_bytes,
+	                         .ev_ring_bytes = h->ev_ring_bytes,
+	                         .heap_bytes = h->heap_bytes};
+	return 0;
+}
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+void hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st);
+
+void
+hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (uint32_t s = 0; s < h->shards && s < HL_SHARDS_MAX; s++) {
+		const struct hl_shm_counters *k = &h->shard[s].c;
+		st->publishes += LD(k->publishes);
+		st->skipped_unchanged += LD(k->skipped);
+		st->deletes += LD(k->deletes);
+		st->notifications += LD(k->notifications);
+		st->lagged_drops += LD(k->lagged_drops);
+		st->observers_added += LD(k->observers_added);
+		st->observers_removed += LD(k->observers_removed);
+		for (int i = 0; i < 16; i++)
+			st->dispatch_hist[i] += LD(k->dispatch_hist[i]);
+	}
+	st->endpoints_attached = LD(h->endpoints_attached);
+	st->endpoints_removed = LD(h->endpoints_removed);
+	st->cleanup_runs = LD(h->cleanup_runs);
+	st->cleanup_removed = LD(h->cleanup_removed);
+	st->handoffs = LD(h->handoffs);
+	st->reattaches = LD(h->reattaches);
+	st->epoch = LD(h->owner_epoch);
+	st->last_recovery_ns = LD(h->last_recovery_ns);
+	st->keys = LD(h->keys_used);
+	st->observers = LD(h->observers_used);
+	st->endpoints = LD(h->endpoints_used);
+	st->heap_used = LD(h->heap_used);
+	st->heap_capacity = h->heap_bytes;
+	st->revision = LD(h->revision);
+	st->owner_pid = (pid_t)LD(h->owner_pid);
+	st->owner_role = (int)LD(h->owner_role);
+}
+
+int
+hl_stats(struct hl_client *c, struct hl_stats *st)
+{
+	if (!c || !st)
+		return -EINVAL;
+	hl__stats_from_header(c->seg.h, st);
+	return 0;
+}
+
+int
+hl_inspect_key(struct hl_client *c, const void *key, size_t key_len, struct hl_observer_info *out,
+               size_t cap)
+{
+	if (!c || (cap && !out))
+		return -EINVAL;
+	int rc = check_key(key, key_len);
+	if (rc)
+		return rc;
+	uint32_t idx;
+	rc = hl__key_lookup(&c->seg, key, key_len, hl__hash(key, key_len), &idx);
+	if (rc)
+		return rc;
+	const struct hl_shm_header *h = c->seg.h;
+	struct hl_shm_key *k = hl__key(&c->seg, idx);
+	uint64_t now = hl__wall_ns();
+	size_t n = 0;
+	uint32_t steps = 0;
+	/* A walk concurrent with unlinking may skip or repeat an observer; the
+	 * answer is a snapshot "as of roughly now", documented as such. */
+	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
+		if (i > h->max_observers || ++steps > h->max_observers)
+			return HL_ECORRUPT;
+		struct hl_shm_observer *o = hl__obs(&c->seg, i);
+		uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
+		uint32_t ep = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
+		if (id && n < cap && ep < h->max_endpoints) {
+			struct hl_shm_epw *w = hl__epw(&c->seg, ep);
+			uint32_t pid = atomic_load_explicit(&w->pid, memory_order_relaxed);
+			uint64_t st = atomic_load_explicit(&w->start_time, memory_order_relaxed);
+			uint32_t sh = shard_of(c, __atomic_load_n(&k->hash, __ATOMIC_RELAXED));
+			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, ep, sh);
+			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, ep, sh);
+			uint64_t head = atomic_load_explicit(&ws->ev_head, memory_order_relaxed);
+			uint64_t tail = atomic_load_explicit(&cs->ev_tail, memory_order_relaxed);
+			uint64_t created = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+			out[n] = (struct hl_observer_info){
+			        .id = id,
+			        .pid = (pid_t)pid,
+			        .alive = hl__proc_alive((int)pid, st),
+			        .age_ns = now > created ? now - created : 0,
+			        .queue_depth = head - tail <= h->ev_ring_bytes ? head - tail : 0,
+			        .dropped = atomic_load_explicit(&o->dropped, memory_order_relaxed),
+			        .delivered_revision =
+			                atomic_load_explicit(&o->delivered_rev, memory_order_relaxed),
+			};
+		}
+		if (id)
+			n++;
+		i = atomic_load_explicit(&o->next, memory_order_acquire);
+	}
+	return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+hl_keys(struct hl_client *c, hl_key_cb cb, void *arg)
+{
+	if (!c || !cb)
+		return -EINVAL;
+	const struct hl_shm_header *h = c->seg.h;
+	for (uint32_t i = 1; i <= h->max_keys; i++) {
+		struct hl_shm_key *k = hl__key(&c->seg, i);
+		if (!atomic_load_explicit(&k->used, memory_order_acquire))
+			continue;
+		uint8_t key[HL_KEY_MAX];
+		uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
+		if (kl == 0 || kl > HL_KEY_MAX)
+			continue;
+		hl__racy_copy_out(key, hl__key_bytes(k), kl);
+		size_t len;
+		uint64_t rev;
+		/* Only keys with a value are listed; the value read checks the
+		 * slot is consistent under its seqlock. */
+		if (hl__value_read(&c->seg, i, NULL, 0, &len, &rev) != 0)
+			continue;
+		int r = cb(key, kl, rev, arg);
+		if (r)
+			return r;
+	}
+	return 0;
+}

@@ -1,0 +1,371 @@
+/*
+ * layout.h: the byte format of a heirloom segment. Owns the struct
+ * definitions and the region arithmetic; holds no code that touches a live
+ * segment. Everything here is shared by the keeper, the worker and every
+ * client, across processes and across crashes, so:
+ *  - fields are fixed width; references are offsets or 1-based slot indexes,
+ *    never pointers; every sizeof/offsetof the format relies on is asserted;
+ *  - each field says who writes it, who reads it and under which protocol;
+ *  - fields written by different processes sit on different 64-byte lines.
+ *
+ * Regions, in order, each page aligned (see hl__layout_compute()):
+ *
+ *   header      keeper/worker write          clients map read-only
+ *   buckets     worker                       read-only
+ *   keys        worker                       read-only
+ *   observers   worker                       read-only
+ *   heap        worker (values)              read-only
+ *   ep_worker   worker (event rings, acks)   read-only
+ *   ---------------------------------------- client-writable from here on
+ *   claims      any client (endpoint claim words, doorbells, pending bits)
+ *   ep_client   one client per block (its request rings, read cursors)
+ *
+ * A client maps [0, claims_off) PROT_READ, the claims region read-write, and
+ * only its own ep_client block read-write; so a stray write in a client can
+ * damage at most its own rings and the claim words, both of which the worker
+ * treats as untrusted input (docs/security.md).
+ */
+#ifndef HL_LAYOUT_H
+#define HL_LAYOUT_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HL_MAGIC 0x4d4f4f4c52494548ull /* "HEIRLOOM" little-endian */
+#define HL_LAYOUT_VERSION 1u
+#define HL_CACHELINE 64u
+#define HL_PAGE 4096u
+
+#define HL_ROLE_NONE 0u
+#define HL_ROLE_KEEPER 1u
+#define HL_ROLE_WORKER 2u
+
+#define HL_ERRLOG_LEN 32u /* records in the header's error ring */
+
+/* An index of a key or observer slot is stored 1-based: 0 means none. */
+#define HL_NIL 0u
+
+/* One record in the header's error/event log (keeper and worker append). */
+struct hl_shm_logrec {
+	uint64_t time_ns;  /* CLOCK_REALTIME */
+	uint32_t kind;     /* HL_LOG_* */
+	int32_t code;      /* exit status, signal or -errno, per kind */
+	uint32_t pid;
+	uint32_t pad;
+	uint64_t epoch;
+	char text[32];     /* short NUL-terminated detail */
+};
+_Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
+
+#define HL_LOG_WORKER_EXIT 1u   /* code: exit status (>=0) or -signal */
+#define HL_LOG_HANDBACK 2u      /* clean give-back on SIGTERM */
+#define HL_LOG_HANDOFF 3u       /* keeper gave the table to pid */
+#define HL_LOG_RECOVERY 4u      /* code: repairs made */
+#define HL_LOG_BAD_CLIENT 5u    /* endpoint dropped for garbage in its rings */
+#define HL_LOG_KEEPER_START 6u
+
+/* Counters live in the header so that heirloomctl reads them with no worker
+ * running and they survive a crash. Each shard thread adds to its own line
+ * (relaxed: they are statistics, read as a sum, never used for control). */
+struct hl_shm_counters {
+	_Atomic uint64_t publishes;
+	_Atomic uint64_t skipped;
+	_Atomic uint64_t deletes;
+	_Atomic uint64_t notifications;
+	_Atomic uint64_t lagged_drops;
+	_Atomic uint64_t observers_added;
+	_Atomic uint64_t observers_removed;
+	_Atomic uint64_t async_errors;
+	_Atomic uint64_t dispatch_hist[16];
+};
+
+struct hl_shm_shard {
+	/* Worker shard thread writes; clients read (seq_cst) after queuing a
+	 * request: non-zero means the thread is about to sleep on its doorbell
+	 * and must be woken (Dekker pair with hl_shm_claims.doorbell). */
+	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
+	uint32_t pad0;
+	struct hl_shm_counters c;
+};
+
+struct hl_shm_header {
+	/* ---- identity: written once by the creator, then read-only ---- */
+	uint64_t magic;          /* HL_MAGIC */
+	uint32_t version;        /* HL_LAYOUT_VERSION */
+	uint32_t header_size;    /* sizeof(struct hl_shm_header) */
+	uint64_t format;         /* hl__layout_format(): a hash of the struct sizes */
+	uint64_t size;           /* total bytes of the segment */
+	uint64_t created_ns;     /* CLOCK_REALTIME */
+
+	/* capacities (creator; read-only after) */
+	uint32_t max_keys, max_observers, max_endpoints, max_value;
+	uint32_t shards, nbuckets, key_stride, ep_client_stride;
+	uint32_t req_ring_bytes, ev_ring_bytes, heap_chunk, ep_worker_stride;
+	uint64_t heap_bytes;
+
+	/* region offsets from the segment's start (creator; read-only after) */
+	uint64_t buckets_off, keys_off, observers_off, heap_off;
+	uint64_t ep_worker_off, claims_off, ep_client_off;
+
+	/* ---- ownership: the heir protocol (docs/architecture.md) ----
+	 * Written by the keeper (hand-off, take-back) or the worker (clean
+	 * give-back is done by the keeper after the worker says so). Readers
+	 * use owner_seq as a sequence lock over the four owner fields. The
+	 * worker reads owner_epoch before applying each batch and stops when
+	 * it is no longer its own (fencing). */
+	alignas(HL_CACHELINE) _Atomic uint64_t owner_seq;
+	_Atomic uint64_t owner_epoch;  /* +1 on every change of owner */
+	_Atomic uint32_t owner_role;   /* HL_ROLE_* */
+	_Atomic uint32_t owner_pid;
+	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22) */
+	_Atomic uint32_t keeper_pid;
+	uint32_t pad1;
+	_Atomic uint64_t keeper_start;
+	_Atomic uint64_t handoffs;     /* keeper: times the table was given */
+	_Atomic uint64_t reattaches;   /* worker: attaches that ran recovery */
+
+	/* ---- worker state ---- */
+	alignas(HL_CACHELINE) _Atomic uint64_t revision; /* global; fetch_add by shard threads */
+	_Atomic uint64_t next_observer_seq; /* stored before an observer is linked */
+	_Atomic uint64_t keys_used, observers_used, endpoints_used;
+	_Atomic uint64_t heap_used;        /* bytes in allocated blocks (class sizes) */
+	_Atomic uint64_t last_recovery_ns; /* duration of the last recovery pass */
+	_Atomic uint64_t last_recovery_repairs;
+	_Atomic uint64_t recoveries;
+	_Atomic uint64_t resyncs_hint;     /* reserved */
+	_Atomic uint64_t endpoints_attached, endpoints_removed;
+	_Atomic uint64_t cleanup_runs, cleanup_removed;
+	_Atomic uint32_t worker_ready;     /* 1 while a worker serves */
+	uint32_t pad2;
+
+	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
+	 * The writer fills the record, then increments log_head (release). */
+	alignas(HL_CACHELINE) _Atomic uint64_t log_head;
+	struct hl_shm_logrec log[HL_ERRLOG_LEN];
+
+	struct hl_shm_shard shard[64];
+};
+
+/* A bucket of the key index: a chain of key slots linked by hl_shm_key.next.
+ * Written by the shard thread that owns the bucket (bucket % shards); read
+ * lock-free by clients. seq is odd while the chain is being changed. */
+struct hl_shm_bucket {
+	_Atomic uint32_t seq;
+	_Atomic uint32_t head; /* 1-based key slot, HL_NIL = empty */
+};
+_Static_assert(sizeof(struct hl_shm_bucket) == 8, "bucket is 8 bytes");
+
+/*
+ * A key slot (key_stride bytes: this header, then the key bytes).
+ * Written only by the owning shard thread; read by clients under `seq`.
+ * A slot is in use iff it is reachable from its bucket; `used` mirrors that
+ * for cheap scans and is rebuilt by recovery.
+ */
+struct hl_shm_key {
+	_Atomic uint64_t seq;      /* value seqlock: odd while val/rev change */
+	_Atomic uint64_t val;      /* heap offset of the current value block, 0 = none.
+	                            * Commit point of publish/delete (release). */
+	_Atomic uint64_t rev;      /* revision of the current value or delete */
+	_Atomic uint32_t next;     /* next slot in the bucket chain */
+	_Atomic uint32_t obs_head; /* first observer (1-based), HL_NIL = none */
+	_Atomic uint32_t nobs;     /* observers linked (for inspect; rebuilt) */
+	_Atomic uint32_t used;     /* 1 while linked in a bucket */
+	uint64_t hash;             /* hl__hash(key) */
+	uint32_t key_len;
+	uint32_t pad;
+	uint64_t pad2;
+	/* key bytes follow (key_stride - 64) */
+};
+_Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
+
+/* Value block in the heap: this header, meta bytes, value bytes.
+ * Written by the shard thread before `val` is published; immutable after,
+ * except `prev`, which is cleared when dispatch of this revision is done. */
+#define HL_VAL_PUT 1u
+#define HL_VAL_PENDING_NEW 0x100u /* type flag: first value of the key, dispatch
+                                   * pending (there is no prev to mark it) */
+/* Bit 0 of hl_shm_key.val: the key was deleted and the delete's dispatch is
+ * pending; the rest of the word is the old value block (kept until then).
+ * Readers treat the key as absent. */
+#define HL_VAL_DELETED 1ull
+struct hl_shm_value {
+	uint64_t rev;
+	_Atomic uint64_t prev; /* old value block kept while dispatch of `rev` is
+	                        * unfinished; 0 once every observer has the event.
+	                        * Recovery redelivers when it finds it non-zero. */
+	uint32_t len;          /* value bytes */
+	uint16_t meta_len;
+	uint16_t type;         /* HL_VAL_* */
+	uint32_t pub_pid;
+	uint32_t klass;        /* allocator size class of this block */
+	uint64_t ts_ns;        /* CLOCK_MONOTONIC at publish (from the request) */
+	uint64_t pad;
+	/* meta then value bytes follow */
+};
+_Static_assert(sizeof(struct hl_shm_value) == 48, "value header");
+
+/* Observer slot. Written only by the worker; read by clients (inspect).
+ * Linked into its key's list by next/prev (1-based). Readers follow only
+ * `next`: unlinking stores prev->next first (the commit), and the slot is
+ * reused only after an RCU grace period in the worker. */
+struct hl_shm_observer {
+	_Atomic uint64_t id;          /* 0 = free */
+	_Atomic uint32_t next, prev;
+	uint32_t key;                 /* 1-based key slot */
+	uint32_t endpoint;            /* 0-based endpoint index */
+	uint32_t ep_gen;              /* endpoint incarnation that owns it */
+	uint32_t flags;
+	_Atomic uint64_t delivered_rev; /* last revision written to its ring */
+	_Atomic uint64_t dropped;       /* events dropped for lag */
+	uint64_t created_ns;            /* CLOCK_REALTIME */
+	uint64_t req_pos;               /* request position that created it */
+};
+_Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
+
+/* ---- endpoints ---- */
+
+/* Claim word of an endpoint: pid in the low 32 bits, incarnation (gen) in the
+ * high 32. pid 0 = free. A client claims with CAS {0,g} -> {pid,g+1}; the
+ * worker frees with a store of {0,g} once the endpoint is cleaned up. */
+#define HL_CLAIM_PID(w) ((uint32_t)((w)&0xffffffffu))
+#define HL_CLAIM_GEN(w) ((uint32_t)((w) >> 32))
+#define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))
+
+struct hl_shm_claim {
+	_Atomic uint64_t word;
+	_Atomic uint64_t start_time; /* claimer's start time, written after the CAS */
+	_Atomic uint32_t ready;      /* = gen once the client block is initialised */
+	uint32_t pad[11];
+};
+_Static_assert(sizeof(struct hl_shm_claim) == 64, "claim is one line");
+
+/* Per shard in the claims region: the doorbell the shard thread sleeps on
+ * and one pending bit per endpoint (set by a client after it queued a
+ * request for this shard; exchanged to 0 by the shard thread). */
+struct hl_shm_doorbell {
+	alignas(HL_CACHELINE) _Atomic uint32_t word;
+	uint32_t pad[15];
+};
+
+/* Worker side of one endpoint-shard pair (in ep_worker, read-only for
+ * clients). `req_tail` is the request ring's consumer position: a request
+ * below it has been applied (it is also the acknowledgement). `ev_head` is
+ * the event ring's producer position. */
+struct hl_shm_epw_shard {
+	alignas(HL_CACHELINE) _Atomic uint64_t req_tail;
+	_Atomic uint64_t ev_head;
+	_Atomic uint64_t result_pos;  /* request whose result is in `result` (+1) */
+	_Atomic int64_t result;       /* observer id or -errno */
+	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker */
+	_Atomic uint64_t lag_seq;     /* +1 whenever an event was dropped */
+	_Atomic uint64_t async_errs;  /* failed requests nobody waited for */
+	_Atomic int32_t last_err;
+	uint32_t pad;
+};
+
+/* Worker side of one endpoint: its header, then one hl_shm_epw_shard per
+ * shard, then the shards' event rings (ev_ring_bytes each). */
+struct hl_shm_epw {
+	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal; /* futex word clients sleep on */
+	_Atomic uint32_t state;       /* HL_EP_* */
+	_Atomic uint32_t gen;         /* incarnation adopted by the worker */
+	_Atomic uint32_t pid;
+	_Atomic uint64_t start_time;
+	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption */
+	_Atomic uint64_t nobs;        /* observers held */
+	_Atomic uint64_t last_read_ns;/* reserved: slow-reader report */
+};
+
+#define HL_EP_FREE 0u
+#define HL_EP_ACTIVE 1u
+#define HL_EP_DEAD 2u  /* process gone, cleanup running */
+#define HL_EP_BANNED 3u /* dropped for garbage in its rings */
+
+/* Client side of one endpoint-shard pair: written by that client only. */
+struct hl_shm_epc_shard {
+	alignas(HL_CACHELINE) _Atomic uint64_t req_head; /* request ring producer position */
+	_Atomic uint64_t ev_tail;                        /* event ring consumer position */
+};
+
+/* Client side of one endpoint: header, per-shard cursors, then request rings. */
+struct hl_shm_epc {
+	alignas(HL_CACHELINE) _Atomic uint32_t sleeping; /* client waits on epw.ev_signal */
+	_Atomic uint32_t gen;
+};
+
+/* ---- ring records ---- */
+
+/* Every record in a request or event ring starts with this, is 8-byte
+ * aligned and never wraps: a record that would cross the end is preceded by
+ * a HL_REC_PAD filling the rest. size includes the header. */
+struct hl_rec_hdr {
+	uint32_t size;
+	uint16_t type;
+	uint16_t key_len;
+};
+
+#define HL_REC_PAD 0u
+/* requests */
+#define HL_REQ_PUBLISH 1u
+#define HL_REQ_DELETE 2u
+#define HL_REQ_OBSERVE 3u
+#define HL_REQ_UNOBSERVE 4u
+#define HL_REQ_CLOSE 5u
+/* events */
+#define HL_EVR_PUT 16u
+#define HL_EVR_DELETE 17u
+
+/* Request: header, then key, meta, value (each unpadded), then padding. */
+struct hl_req {
+	struct hl_rec_hdr h;
+	uint32_t val_len;
+	uint16_t meta_len;
+	uint16_t flags;
+	uint64_t arg;   /* observer id for UNOBSERVE, flags for OBSERVE */
+	uint64_t ts_ns; /* CLOCK_MONOTONIC when queued */
+};
+_Static_assert(sizeof(struct hl_req) == 32, "request header");
+
+/* Event: header, then nobs observer ids (u64), then key, meta, old, new. One
+ * record carries the change for every observer of the key in this endpoint
+ * (fan-out batching); a record never holds more than HL_EV_IDS_MAX ids. */
+struct hl_evrec {
+	struct hl_rec_hdr h;
+	uint32_t nobs;
+	uint32_t pub_pid;
+	uint32_t old_len; /* UINT32_MAX = no old value */
+	uint32_t new_len;
+	uint16_t meta_len;
+	uint16_t pad0;
+	uint32_t pad1;
+	uint64_t rev;
+	uint64_t ts_ns;
+};
+_Static_assert(sizeof(struct hl_evrec) == 48, "event header");
+#define HL_EV_IDS_MAX 512u
+#define HL_NO_LEN UINT32_MAX
+
+/* ---- computed layout ---- */
+
+struct hl_layout_params {
+	uint32_t max_keys, max_observers, max_endpoints, max_value, shards;
+	uint32_t req_ring_bytes, ev_ring_bytes;
+	uint64_t heap_bytes;
+};
+
+/* Fill in defaults for zero fields and check ranges. Returns 0 or -EINVAL. */
+int hl__layout_defaults(struct hl_layout_params *p);
+/* Write the identity, capacity and offset fields of a header for P. */
+int hl__layout_compute(const struct hl_layout_params *p, struct hl_shm_header *h);
+/* A hash of the format's struct sizes and offsets (the "format word"). */
+uint64_t hl__layout_format(void);
+
+static inline uint32_t
+hl__rec_align(uint32_t n)
+{
+	return (n + 7u) & ~7u;
+}
+
+#endif /* HL_LAYOUT_H */

@@ -1,0 +1,114 @@
+/*
+ * table_read.c: lock-free, bounds-checked reads of keys and values (see
+ * table_read.h). Owns no state and never writes to the segment.
+ */
+#include "table_read.h"
+
+#include "heirloom/heirloom.h"
+#include "seqlock.h"
+#include "util.h"
+
+#include <sched.h>
+
+#define READ_RETRIES 1000
+
+int
+hl__key_lookup(const struct hl_seg *s, const void *key, size_t len, uint64_t hash, uint32_t *idx)
+{
+	const struct hl_shm_header *h = s->h;
+	struct hl_shm_bucket *b = hl__bucket(s, hl__bucket_of(h, hash));
+	for (int tries = 0; tries < READ_RETRIES; tries++) {
+		uint32_t seq = atomic_load_explicit(&b->seq, memory_order_acquire);
+		if (seq & 1u) {
+			sched_yield();
+			continue;
+		}
+		uint32_t i = atomic_load_explicit(&b->head, memory_order_acquire);
+		uint32_t found = 0, steps = 0;
+		int bad = 0;
+		while (i != HL_NIL) {
+			if (i > h->max_keys || ++steps > h->max_keys) {
+				bad = 1;
+				break;
+			}
+			struct hl_shm_key *k = hl__key(s, i);
+			uint64_t kh = __atomic_load_n(&k->hash, __ATOMIC_RELAXED);
+			uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
+			if (kh == hash && kl == len) {
+				uint8_t tmp[HL_KEY_MAX];
+				hl__racy_copy_out(tmp, hl__key_bytes(k), len);
+				if (memcmp(tmp, key, len) == 0) {
+					found = i;
+					break;
+				}
+			}
+			i = atomic_load_explicit(&k->next, memory_order_acquire);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&b->seq, memory_order_relaxed) != seq)
+			continue; /* the chain changed under us: the walk proves nothing */
+		if (bad)
+			return HL_ECORRUPT;
+		if (!found)
+			return -ENOENT;
+		*idx = found;
+		return 0;
+	}
+	return -EBUSY;
+}
+
+int
+hl__value_ok(const struct hl_seg *s, uint64_t off, uint32_t len, uint32_t meta_len)
+{
+	const struct hl_shm_header *h = s->h;
+	if (off < h->heap_off || off >= h->heap_off + h->heap_bytes || (off & 63u))
+		return 0;
+	if (len > h->max_value || meta_len > HL_META_MAX)
+		return 0;
+	uint64_t end = off + sizeof(struct hl_shm_value) + meta_len + len;
+	return end <= h->heap_off + h->heap_bytes;
+}
+
+int
+hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size_t *len,
+               uint64_t *rev)
+{
+	if (idx < 1 || idx > s->h->max_keys)
+		return HL_ECORRUPT;
+	struct hl_shm_key *k = hl__key(s, idx);
+	for (int tries = 0; tries < READ_RETRIES; tries++) {
+		uint64_t seq = hl__seq_read_begin(&k->seq);
+		if (seq & 1u) {
+			sched_yield();
+			continue;
+		}
+		uint64_t off = atomic_load_explicit(&k->val, memory_order_relaxed);
+		uint64_t r = atomic_load_explicit(&k->rev, memory_order_relaxed);
+		if (off == 0 || (off & HL_VAL_DELETED)) {
+			if (hl__seq_read_retry(&k->seq, seq))
+				continue;
+			return -ENOENT;
+		}
+		struct hl_shm_value vh;
+		if (off < s->h->heap_off || off + sizeof(vh) > s->h->heap_off + s->h->heap_bytes) {
+			if (hl__seq_read_retry(&k->seq, seq))
+				continue;
+			return HL_ECORRUPT;
+		}
+		hl__racy_copy_out(&vh, hl__val(s, off), sizeof(vh));
+		int ok = (vh.type & 0xffu) == HL_VAL_PUT && hl__value_ok(s, off, vh.len, vh.meta_len);
+		if (ok && buf && cap)
+			hl__racy_copy_out(buf, (uint8_t *)hl__val(s, off) + sizeof(vh) + vh.meta_len,
+			                  vh.len < cap ? vh.len : cap);
+		if (hl__seq_read_retry(&k->seq, seq))
+			continue;
+		if (!ok)
+			return HL_ECORRUPT;
+		if (len)
+			*len = vh.len;
+		if (rev)
+			*rev = r;
+		return 0;
+	}
+	return -EBUSY;
+}

@@ -1,0 +1,29 @@
+/*
+ * table_read.h: lock-free readers of the key index and the value blocks,
+ * used by clients (hl_get, hl_inspect_key, hl_keys) and by the worker. The
+ * segment is written concurrently by shard threads of another process and
+ * may be corrupt, so every index and offset read here is bounds-checked
+ * before use and every walk is bounded.
+ */
+#ifndef HL_TABLE_READ_H
+#define HL_TABLE_READ_H
+
+#include "segment.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Find KEY's slot (1-based) in its bucket: 0 and *idx, -ENOENT, -EBUSY (the
+ * chain kept changing), HL_ECORRUPT (an index out of range or a loop). */
+int hl__key_lookup(const struct hl_seg *s, const void *key, size_t len, uint64_t hash,
+                   uint32_t *idx);
+
+/* Whether value-block offset OFF with header V lies wholly inside the heap. */
+int hl__value_ok(const struct hl_seg *s, uint64_t off, uint32_t len, uint32_t meta_len);
+
+/* Read slot IDX's current value under its seqlock. Copies up to CAP bytes;
+ * *len = full length, *rev = revision; -ENOENT when the key has no value. */
+int hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size_t *len,
+                   uint64_t *rev);
+
+#endif /* HL_TABLE_READ_H */
