@@ -362,6 +362,12 @@ hl__seg_map_rw(int fd, struct hl_seg *s)
 }
 
 int
+hl__seg_map_ro(int fd, struct hl_seg *s)
+{
+	return map_common(fd, s, PROT_READ);
+}
+
+int
 hl__seg_map_client(int fd, struct hl_seg *s)
 {
 	int rc = map_common(fd, s, PROT_READ);

@@ -48,6 +48,10 @@ int hl__seg_validate(const struct hl_shm_header *h, uint64_t file_size);
 /* Map the whole segment read-write (daemons). Validates first. */
 int hl__seg_map_rw(int fd, struct hl_seg *s);
 
+/* Map everything read-only (observers of the segment: heirloomctl status,
+ * tests). Works on an O_RDONLY descriptor. */
+int hl__seg_map_ro(int fd, struct hl_seg *s);
+
 /* Map for a client: everything read-only, then the claims region read-write.
  * hl__seg_map_own_block() makes one ep_client block writable afterwards. */
 int hl__seg_map_client(int fd, struct hl_seg *s);

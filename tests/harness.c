@@ -51,7 +51,7 @@ hl_t_wait_ready(const char *name, int ms)
 		int fd;
 		if (hl__seg_open_fd(name, 0, &fd) == 0) {
 			struct hl_seg s;
-			if (hl__seg_map_client(fd, &s) == 0) {
+			if (hl__seg_map_ro(fd, &s) == 0) {
 				int ready = atomic_load(&s.h->worker_ready) &&
 				            atomic_load(&s.h->owner_role) == HL_ROLE_WORKER;
 				hl__seg_unmap(&s);

@@ -1,0 +1,370 @@
+/*
+ * test_delivery.c: the delivery guarantees, across real processes and a
+ * real worker: every observer gets every revision exactly once and in
+ * order; unchanged values notify nobody; deletes notify; a reader that
+ * falls behind gets LAGGED + RESYNC and ends at the latest value while the
+ * others lose nothing.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define KEY "counter"
+
+struct shared_progress {
+	_Atomic int ready;             /* observer processes done observing */
+	_Atomic uint64_t seen[64];     /* per observer process: events taken */
+	_Atomic int failed;
+	char why[256];
+};
+
+static struct shared_progress *
+progress_map(void)
+{
+	void *p = mmap(NULL, sizeof(struct shared_progress), PROT_READ | PROT_WRITE,
+	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, sizeof(struct shared_progress));
+	return p;
+}
+
+static void
+child_fail(struct shared_progress *sp, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (atomic_exchange(&sp->failed, 1) == 0)
+		vsnprintf(sp->why, sizeof(sp->why), fmt, ap);
+	va_end(ap);
+	_exit(1);
+}
+
+struct obs_track {
+	hl_observer_id id;
+	uint64_t last_rev;
+	uint32_t count;
+};
+
+static struct obs_track *
+track_find(struct obs_track *t, int n, hl_observer_id id)
+{
+	for (int i = 0; i < n; i++)
+		if (t[i].id == id)
+			return &t[i];
+	return NULL;
+}
+
+/* Observer process: hold N observers on KEY, expect exactly `expect`
+ * events per observer, in increasing revision order, values "v<i>" with i
+ * increasing by one. */
+static void
+observer_proc(const char *name, int idx, int n, int expect, struct shared_progress *sp)
+{
+	struct hl_client *c = NULL;
+	struct hl_open_opts o = {.timeout_ms = hl_t_ms(20000)};
+	int rc = hl_open(name, &o, &c);
+	if (rc)
+		child_fail(sp, "observer %d: open: %s", idx, hl_strerror(rc));
+	struct obs_track *t = calloc((size_t)n, sizeof(*t));
+	for (int i = 0; i < n; i++) {
+		rc = hl_observe(c, KEY, strlen(KEY), 0, &t[i].id);
+		if (rc)
+			child_fail(sp, "observer %d: observe #%d: %s", idx, i, hl_strerror(rc));
+	}
+	atomic_fetch_add(&sp->ready, 1);
+	uint64_t total = 0, want = (uint64_t)n * (uint64_t)expect;
+	while (total < want) {
+		struct hl_event ev;
+		rc = hl_next(c, &ev, hl_t_ms(30000));
+		if (rc)
+			child_fail(sp, "observer %d: next after %lu events: %s", idx,
+			           (unsigned long)total, hl_strerror(rc));
+		if (ev.type != HL_EV_PUT)
+			child_fail(sp, "observer %d: unexpected event type %d", idx, ev.type);
+		struct obs_track *tr = track_find(t, n, ev.observer);
+		if (!tr)
+			child_fail(sp, "observer %d: event for unknown observer", idx);
+		if (ev.revision <= tr->last_rev)
+			child_fail(sp, "observer %d: revision %lu after %lu", idx,
+			           (unsigned long)ev.revision, (unsigned long)tr->last_rev);
+		char want_v[32];
+		snprintf(want_v, sizeof(want_v), "v%u", tr->count + 1);
+		if (ev.new_len != strlen(want_v) || memcmp(ev.new_value, want_v, ev.new_len) != 0)
+			child_fail(sp, "observer %d: got '%.*s', want %s", idx, (int)ev.new_len,
+			           (const char *)ev.new_value, want_v);
+		tr->last_rev = ev.revision;
+		tr->count++;
+		total++;
+		atomic_store(&sp->seen[idx], total);
+	}
+	for (int i = 0; i < n; i++)
+		if (t[i].count != (uint32_t)expect)
+			child_fail(sp, "observer %d: observer %d got %u events", idx, i, t[i].count);
+	/* Nothing more may arrive: no duplicates. */
+	struct hl_event ev;
+	rc = hl_next(c, &ev, 100);
+	if (rc != -ETIMEDOUT)
+		child_fail(sp, "observer %d: extra event after all (rc %d)", idx, rc);
+	hl_close(c);
+	free(t);
+	_exit(0);
+}
+
+static void
+test_every_observer_gets_every_revision_in_order(void **state)
+{
+	(void)state;
+	enum { PROCS = 8, OBSERVERS = 10000, PUBLISHES = 1000 };
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_start(name, "--max-keys", "1024", "--max-observers", "16384",
+	                            "--max-endpoints", "16", "--heap", "1048576", "--ev-ring",
+	                            "4194304", NULL);
+	struct shared_progress *sp = progress_map();
+	pid_t kids[PROCS];
+	for (int i = 0; i < PROCS; i++) {
+		kids[i] = fork();
+		assert_true(kids[i] >= 0);
+		if (kids[i] == 0)
+			observer_proc(name, i, OBSERVERS / PROCS, PUBLISHES, sp);
+	}
+	for (int waited = 0; atomic_load(&sp->ready) < PROCS && !atomic_load(&sp->failed);
+	     waited++) {
+		assert_true(waited < hl_t_ms(60000) / 10);
+		usleep(10000);
+	}
+	assert_int_equal(atomic_load(&sp->failed), 0);
+
+	struct hl_client *pub = hl_t_open(name, 0);
+	for (int i = 1; i <= PUBLISHES && !atomic_load(&sp->failed); i++) {
+		char v[32];
+		int n = snprintf(v, sizeof(v), "v%d", i);
+		assert_int_equal(hl_publish(pub, KEY, strlen(KEY), v, (size_t)n, "meta", 4), 0);
+		/* Flow control so that the test proves delivery, not ring size:
+		 * stay within 200 publishes of the slowest observer process. */
+		for (int k = 0; k < PROCS; k++) {
+			uint64_t need = (uint64_t)(i > 200 ? i - 200 : 0) * (OBSERVERS / PROCS);
+			while (atomic_load(&sp->seen[k]) < need && !atomic_load(&sp->failed))
+				usleep(200);
+		}
+	}
+	assert_int_equal(hl_flush(pub, hl_t_ms(30000)), 0);
+	for (int i = 0; i < PROCS; i++) {
+		int st = hl_t_wait_exit(kids[i], hl_t_ms(120000));
+		if (st != 0)
+			fail_msg("observer process %d: status %d: %s", i, st, sp->why);
+	}
+	char buf[32];
+	size_t len;
+	uint64_t rev;
+	assert_int_equal(hl_get(pub, KEY, strlen(KEY), buf, sizeof(buf), &len, &rev), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "v1000", 5);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(pub, &st), 0);
+	assert_int_equal(st.publishes, PUBLISHES);
+	assert_int_equal(st.notifications, (uint64_t)PUBLISHES * OBSERVERS);
+	assert_int_equal(st.lagged_drops, 0);
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+static void
+test_publish_same_value_notifies_nobody(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "k", 1, 0, &id), 0);
+	assert_int_equal(hl_publish(c, "k", 1, "same", 4, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "k", 1, "same", 4, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "k", 1, "same", 4, "other meta", 10), 0);
+	struct hl_event ev;
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.type, HL_EV_PUT);
+	assert_false(ev.has_old);
+	assert_int_equal(hl_next(c, &ev, 200), -ETIMEDOUT);
+	struct hl_stats st;
+	hl_stats(c, &st);
+	assert_int_equal(st.publishes, 1);
+	assert_int_equal(st.skipped_unchanged, 2);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+static void
+test_delete_notifies_with_old_value(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "gone", 4, 0, &id), 0);
+	assert_int_equal(hl_publish(c, "gone", 4, "x1", 2, NULL, 0), 0);
+	assert_int_equal(hl_delete(c, "gone", 4), 0);
+	assert_int_equal(hl_delete(c, "gone", 4), 0); /* absent: nobody told */
+	struct hl_event ev;
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.type, HL_EV_PUT);
+	uint64_t put_rev = ev.revision;
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.type, HL_EV_DELETE);
+	assert_true(ev.revision > put_rev);
+	assert_true(ev.has_old);
+	assert_int_equal(ev.old_len, 2);
+	assert_memory_equal(ev.old_value, "x1", 2);
+	assert_false(ev.has_new);
+	assert_int_equal(hl_next(c, &ev, 200), -ETIMEDOUT);
+	assert_int_equal(hl_get(c, "gone", 4, NULL, 0, NULL, NULL), -ENOENT);
+	/* Observing keeps the key slot; a new publish notifies again. */
+	assert_int_equal(hl_publish(c, "gone", 4, "back", 4, NULL, 0), 0);
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.type, HL_EV_PUT);
+	assert_false(ev.has_old);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* A process that observes and then does not read while 2,000 publishes go
+ * by (its ring holds far fewer), while another process reads everything. */
+static void
+test_slow_observer_lags_then_resyncs_to_latest(void **state)
+{
+	(void)state;
+	enum { PUBLISHES = 2000 };
+	const char *name = hl_t_name();
+	const char *const args[] = {"--max-keys", "1024", "--max-observers", "1024",
+	                            "--max-endpoints", "16", "--heap", "1048576",
+	                            "--ev-ring", "65536", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct shared_progress *sp = progress_map();
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t slow = fork();
+	assert_true(slow >= 0);
+	if (slow == 0) {
+		struct hl_client *c = NULL;
+		if (hl_open(name, NULL, &c))
+			child_fail(sp, "slow: open");
+		hl_observer_id id;
+		if (hl_observe(c, KEY, strlen(KEY), 0, &id))
+			child_fail(sp, "slow: observe");
+		atomic_fetch_add(&sp->ready, 1);
+		char b;
+		if (read(go[0], &b, 1) != 1) /* wait until every publish is applied */
+			child_fail(sp, "slow: pipe");
+		struct hl_event ev;
+		uint64_t last = 0;
+		int lagged = 0, resynced = 0, rc;
+		char final[32] = "";
+		while ((rc = hl_next(c, &ev, 500)) == 0) {
+			if (ev.revision < last)
+				child_fail(sp, "slow: revision went back");
+			if (ev.type == HL_EV_LAGGED) {
+				lagged = 1;
+				if (ev.lagged == 0)
+					child_fail(sp, "slow: lagged with count 0");
+				continue;
+			}
+			if (ev.type == HL_EV_RESYNC)
+				resynced = 1;
+			if (ev.revision <= last)
+				child_fail(sp, "slow: duplicate revision %lu", (unsigned long)ev.revision);
+			last = ev.revision;
+			snprintf(final, sizeof(final), "%.*s", (int)ev.new_len, (const char *)ev.new_value);
+		}
+		if (!lagged || !resynced)
+			child_fail(sp, "slow: lagged %d resynced %d", lagged, resynced);
+		char want[32];
+		snprintf(want, sizeof(want), "v%d", PUBLISHES);
+		if (strcmp(final, want) != 0)
+			child_fail(sp, "slow: ended at '%s', want %s", final, want);
+		hl_close(c);
+		_exit(0);
+	}
+	pid_t fast = fork();
+	assert_true(fast >= 0);
+	if (fast == 0)
+		observer_proc(name, 1, 1, PUBLISHES, sp);
+	while (atomic_load(&sp->ready) < 2 && !atomic_load(&sp->failed))
+		usleep(1000);
+	struct hl_client *pub = hl_t_open(name, 0);
+	for (int i = 1; i <= PUBLISHES; i++) {
+		char v[32];
+		int n = snprintf(v, sizeof(v), "v%d", i);
+		assert_int_equal(hl_publish(pub, KEY, strlen(KEY), v, (size_t)n, NULL, 0), 0);
+		while (atomic_load(&sp->seen[1]) + 100 < (uint64_t)i && !atomic_load(&sp->failed))
+			usleep(100);
+	}
+	assert_int_equal(hl_flush(pub, hl_t_ms(30000)), 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	int st = hl_t_wait_exit(fast, hl_t_ms(60000));
+	if (st != 0)
+		fail_msg("fast observer: %d: %s", st, sp->why);
+	st = hl_t_wait_exit(slow, hl_t_ms(60000));
+	if (st != 0)
+		fail_msg("slow observer: %d: %s", st, sp->why);
+	struct hl_stats s;
+	hl_stats(pub, &s);
+	assert_true(s.lagged_drops > 0);
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+static void
+test_unobserve_of_another_process_is_eperm(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct hl_client *c = NULL;
+		hl_observer_id id = 0;
+		if (hl_open(name, NULL, &c) || hl_observe(c, "mine", 4, 0, &id))
+			_exit(1);
+		if (write(p[1], &id, sizeof(id)) != sizeof(id))
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	hl_observer_id theirs = 0;
+	assert_int_equal(read(p[0], &theirs, sizeof(theirs)), sizeof(theirs));
+	struct hl_client *c = hl_t_open(name, 0);
+	assert_int_equal(hl_unobserve(c, theirs), -EPERM);
+	assert_int_equal(hl_unobserve(c, theirs ^ (1ull << 40)), -ENOENT);
+	hl_t_kill9(kid);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_publish_same_value_notifies_nobody),
+	        cmocka_unit_test(test_delete_notifies_with_old_value),
+	        cmocka_unit_test(test_unobserve_of_another_process_is_eperm),
+	        cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
+	        cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
+	};
+	return cmocka_run_group_tests_name("delivery", tests, NULL, NULL);
+}
