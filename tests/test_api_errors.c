@@ -1,0 +1,280 @@
+/*
+ * test_api_errors.c: every public call answers bad input and exhausted
+ * capacity with its documented error, and nothing crashes.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct fx {
+	const char *name;
+	pid_t worker;
+	struct hl_client *c;
+};
+
+static int
+setup(void **state)
+{
+	static struct fx f;
+	static char name[64];
+	snprintf(name, sizeof(name), "%s", hl_t_name());
+	f.name = name;
+	/* Tiny capacities so that exhaustion is cheap to reach. */
+	f.worker = hl_t_worker_start(name, "--max-keys", "8", "--max-observers", "16",
+	                             "--max-endpoints", "4", "--heap", "65536", "--max-value",
+	                             "1024", NULL);
+	f.c = hl_t_open(name, HL_OPEN_SYNC);
+	*state = &f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *f = *state;
+	hl_close(f->c);
+	assert_int_equal(hl_t_worker_stop(f->worker), 0);
+	hl_t_unlink(f->name);
+	return 0;
+}
+
+static void
+test_null_pointers_are_einval(void **state)
+{
+	struct fx *f = *state;
+	hl_observer_id id;
+	struct hl_event ev;
+	struct hl_stats st;
+	assert_int_equal(hl_open("x", NULL, NULL), -EINVAL);
+	assert_int_equal(hl_observe(NULL, "k", 1, 0, &id), -EINVAL);
+	assert_int_equal(hl_observe(f->c, NULL, 1, 0, &id), -EINVAL);
+	assert_int_equal(hl_observe(f->c, "k", 1, 0, NULL), -EINVAL);
+	assert_int_equal(hl_publish(NULL, "k", 1, "v", 1, NULL, 0), -EINVAL);
+	assert_int_equal(hl_publish(f->c, NULL, 1, "v", 1, NULL, 0), -EINVAL);
+	assert_int_equal(hl_publish(f->c, "k", 1, NULL, 1, NULL, 0), -EINVAL);
+	assert_int_equal(hl_publish(f->c, "k", 1, "v", 1, NULL, 3), -EINVAL);
+	assert_int_equal(hl_delete(NULL, "k", 1), -EINVAL);
+	assert_int_equal(hl_get(NULL, "k", 1, NULL, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(hl_get(f->c, "k", 1, NULL, 4, NULL, NULL), -EINVAL);
+	assert_int_equal(hl_next(NULL, &ev, 0), -EINVAL);
+	assert_int_equal(hl_next(f->c, NULL, 0), -EINVAL);
+	assert_int_equal(hl_next(f->c, &ev, -2), -EINVAL);
+	assert_int_equal(hl_stats(NULL, &st), -EINVAL);
+	assert_int_equal(hl_stats(f->c, NULL), -EINVAL);
+	assert_int_equal(hl_unobserve(NULL, 1), -EINVAL);
+	assert_int_equal(hl_flush(NULL, 0), -EINVAL);
+	assert_int_equal(hl_inspect_key(f->c, "k", 1, NULL, 3), -EINVAL);
+	assert_int_equal(hl_close(NULL), 0);
+}
+
+static void
+test_empty_and_overlong_keys_are_einval(void **state)
+{
+	struct fx *f = *state;
+	char big[HL_KEY_MAX + 2];
+	memset(big, 'k', sizeof(big));
+	hl_observer_id id;
+	assert_int_equal(hl_publish(f->c, "", 0, "v", 1, NULL, 0), -EINVAL);
+	assert_int_equal(hl_publish(f->c, big, HL_KEY_MAX + 1, "v", 1, NULL, 0), -EINVAL);
+	assert_int_equal(hl_observe(f->c, "", 0, 0, &id), -EINVAL);
+	assert_int_equal(hl_observe(f->c, big, HL_KEY_MAX + 1, 0, &id), -EINVAL);
+	assert_int_equal(hl_get(f->c, big, HL_KEY_MAX + 1, NULL, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(hl_delete(f->c, "", 0), -EINVAL);
+	/* The longest legal key works. */
+	assert_int_equal(hl_publish(f->c, big, HL_KEY_MAX, "v", 1, NULL, 0), 0);
+	size_t len;
+	assert_int_equal(hl_get(f->c, big, HL_KEY_MAX, NULL, 0, &len, NULL), 0);
+	assert_int_equal(len, 1);
+}
+
+static void
+test_oversized_value_and_meta_are_emsgsize(void **state)
+{
+	struct fx *f = *state;
+	struct hl_caps caps;
+	assert_int_equal(hl_caps(f->c, &caps), 0);
+	assert_int_equal(caps.max_value, 1024);
+	char *v = calloc(1, caps.max_value + 1);
+	assert_int_equal(hl_publish(f->c, "k", 1, v, caps.max_value + 1, NULL, 0), -EMSGSIZE);
+	assert_int_equal(hl_publish(f->c, "k", 1, "v", 1, v, HL_META_MAX + 1), -EMSGSIZE);
+	assert_int_equal(hl_publish(f->c, "k", 1, v, caps.max_value, v, HL_META_MAX), 0);
+	free(v);
+}
+
+static void
+test_unknown_observer_id_is_enoent(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hl_unobserve(f->c, 0), -EINVAL);
+	assert_int_equal(hl_unobserve(f->c, 12345), -ENOENT);
+	assert_int_equal(hl_unobserve(f->c, (1ull << 24) | 3), -ENOENT);
+	assert_int_equal(hl_unobserve(f->c, ~0ull >> 1), -ENOENT);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(f->c, "k", 1, 0, &id), 0);
+	assert_int_equal(hl_unobserve(f->c, id), 0);
+	assert_int_equal(hl_unobserve(f->c, id), -ENOENT);
+}
+
+static void
+test_missing_segment_is_enoent(void **state)
+{
+	(void)state;
+	struct hl_client *c = NULL;
+	assert_int_equal(hl_open("no-such-segment-here", NULL, &c), -ENOENT);
+	assert_null(c);
+	assert_int_equal(hl_open("bad/name", NULL, &c), -EINVAL);
+	assert_int_equal(hl_open("", NULL, &c), -EINVAL);
+}
+
+static void
+test_garbage_object_is_refused_not_crashed(void **state)
+{
+	(void)state;
+	const char *name = "t-garbage-object";
+	char path[128];
+	snprintf(path, sizeof(path), "/heirloom.%s", name);
+	shm_unlink(path);
+	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	char junk[8192];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 131 + 7);
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	struct hl_client *c = NULL;
+	assert_int_equal(hl_open(name, NULL, &c), HL_EBADMAGIC);
+	/* Empty object (a crash before ftruncate). */
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(hl_open(name, NULL, &c), HL_EBADMAGIC);
+	close(fd);
+	shm_unlink(path);
+}
+
+static void
+test_full_key_table_is_enospc_to_the_publisher(void **state)
+{
+	struct fx *f = *state;
+	int rc = 0, n = 0;
+	for (; n < 64 && rc == 0; n++) {
+		char k[16];
+		int kl = snprintf(k, sizeof(k), "key%d", n);
+		rc = hl_publish(f->c, k, (size_t)kl, "v", 1, NULL, 0);
+	}
+	assert_int_equal(rc, -ENOSPC);
+	assert_int_equal(n - 1, 8); /* max-keys */
+	/* A delete frees a slot; the next publish fits. */
+	assert_int_equal(hl_delete(f->c, "key0", 4), 0);
+	assert_int_equal(hl_publish(f->c, "fresh", 5, "v", 1, NULL, 0), 0);
+}
+
+static void
+test_full_observer_table_is_enospc(void **state)
+{
+	struct fx *f = *state;
+	hl_observer_id id;
+	int rc = 0, n = 0;
+	for (; n < 64 && rc == 0; n++)
+		rc = hl_observe(f->c, "o", 1, 0, &id);
+	assert_int_equal(rc, -ENOSPC);
+	assert_int_equal(n - 1, 16); /* max-observers */
+}
+
+static void
+test_full_heap_is_enospc_and_async_error_reaches_flush(void **state)
+{
+	(void)state;
+	/* A heap of 4 chunks of 2 KiB: each 1 KiB value takes one chunk. */
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_start(name, "--max-keys", "16", "--max-observers", "16",
+	                            "--max-endpoints", "4", "--heap", "8192", "--max-value",
+	                            "1024", NULL);
+	struct hl_client *a = hl_t_open(name, 0); /* asynchronous publishes */
+	struct hl_client *s = hl_t_open(name, HL_OPEN_SYNC);
+	char v[1024];
+	memset(v, 'x', sizeof(v));
+	for (int i = 0; i < 5; i++) {
+		char k[8];
+		int kl = snprintf(k, sizeof(k), "h%d", i);
+		/* Queuing succeeds: the failure is the worker's to report. */
+		assert_int_equal(hl_publish(a, k, (size_t)kl, v, sizeof(v), NULL, 0), 0);
+	}
+	assert_int_equal(hl_flush(a, hl_t_ms(5000)), -ENOSPC);
+	assert_int_equal(hl_flush(a, hl_t_ms(5000)), 0); /* reported once */
+	assert_int_equal(hl_publish(s, "h9", 2, v, sizeof(v), NULL, 0), -ENOSPC);
+	/* Nothing of the failed publishes is visible. */
+	assert_int_equal(hl_get(s, "h4", 2, NULL, 0, NULL, NULL), -ENOENT);
+	assert_int_equal(hl_get(s, "h9", 2, NULL, 0, NULL, NULL), -ENOENT);
+	/* Space comes back exactly: delete one, the next fits. */
+	assert_int_equal(hl_delete(s, "h0", 2), 0);
+	assert_int_equal(hl_publish(s, "h9", 2, v, sizeof(v), NULL, 0), 0);
+	struct hl_stats st;
+	hl_stats(s, &st);
+	assert_int_equal(st.heap_used, 4 * 2048);
+	assert_int_equal(st.heap_capacity, 8192);
+	hl_close(a);
+	hl_close(s);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+static void
+test_endpoints_run_out_with_enospc(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c[8] = {0};
+	int rc = 0, n = 0;
+	for (; n < 8; n++) {
+		struct hl_open_opts o = {.timeout_ms = 1000};
+		rc = hl_open(f->name, &o, &c[n]);
+		if (rc)
+			break;
+	}
+	assert_int_equal(rc, -ENOSPC);
+	assert_int_equal(n, 3); /* 4 endpoints, the fixture holds one */
+	for (int i = 0; i < n; i++)
+		hl_close(c[i]);
+}
+
+static void
+test_strerror_covers_every_code(void **state)
+{
+	(void)state;
+	const int codes[] = {HL_EBADMAGIC, HL_EVERSION, HL_ECORRUPT, HL_ENOWORKER, HL_ESTALE,
+	                     HL_ETRUNCATED, -ENOSPC, -EMSGSIZE, -EAGAIN, -ETIMEDOUT};
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		assert_non_null(hl_strerror(codes[i]));
+		assert_string_not_equal(hl_strerror(codes[i]), "unknown error");
+		assert_string_not_equal(hl_err_name(codes[i]), "EUNKNOWN");
+	}
+	assert_string_equal(hl_err_name(-ENOSPC), "ENOSPC");
+	assert_string_equal(hl_err_name(HL_EVERSION), "HL_EVERSION");
+	assert_string_equal(hl_strerror(-99999), "unknown error");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_setup_teardown(test_null_pointers_are_einval, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_empty_and_overlong_keys_are_einval, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_oversized_value_and_meta_are_emsgsize, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_unknown_observer_id_is_enoent, setup, teardown),
+	        cmocka_unit_test(test_missing_segment_is_enoent),
+	        cmocka_unit_test(test_garbage_object_is_refused_not_crashed),
+	        cmocka_unit_test_setup_teardown(test_full_key_table_is_enospc_to_the_publisher,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_full_observer_table_is_enospc, setup,
+	                                        teardown),
+	        cmocka_unit_test(test_full_heap_is_enospc_and_async_error_reaches_flush),
+	        cmocka_unit_test_setup_teardown(test_endpoints_run_out_with_enospc, setup, teardown),
+	        cmocka_unit_test(test_strerror_covers_every_code),
+	};
+	return cmocka_run_group_tests_name("api_errors", tests, NULL, NULL);
+}
