@@ -67,11 +67,11 @@ hl__heap_init(struct hl_heap *hp, uint64_t base, uint64_t bytes, uint32_t chunk)
 	hp->pnext = calloc(hp->nchunks, sizeof(uint32_t));
 	hp->pprev = calloc(hp->nchunks, sizeof(uint32_t));
 	hp->free_stack = malloc((size_t)hp->nchunks * sizeof(uint32_t));
+	pthread_mutex_init(&hp->lock, NULL);
 	if (!hp->cls || !hp->nused || !hp->bits || !hp->pnext || !hp->pprev || !hp->free_stack) {
 		hl__heap_fini(hp);
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&hp->lock, NULL);
 	hl__heap_reset(hp);
 	hl__heap_finish(hp);
 	return 0;
@@ -328,6 +328,7 @@ hl__pool_init(struct hl_pool *p, uint32_t cap)
 	if (!p->stack || !p->used) {
 		free(p->stack);
 		free(p->used);
+		memset(p, 0, sizeof(*p));
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&p->lock, NULL);

@@ -84,6 +84,13 @@ check_params(const struct hl_layout_params *p)
 		return -EINVAL;
 	if (p->heap_bytes < heap_chunk_for(p->max_value) || p->heap_bytes > (1ull << 40))
 		return -EINVAL;
+	/* An endpoint's control area and rings must fit the 32-bit strides of
+	 * the header (ep_worker_stride, ep_client_stride): a wrapped stride
+	 * would put the rings of later shards outside the segment. */
+	uint64_t ctl = hl__ep_ctl_bytes(p->shards);
+	if (ctl + (uint64_t)p->shards * p->ev_ring_bytes > UINT32_MAX ||
+	    ctl + (uint64_t)p->shards * p->req_ring_bytes > UINT32_MAX)
+		return -EINVAL;
 	return 0;
 }
 
