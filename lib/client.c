@@ -11,6 +11,7 @@
  */
 #include "heirloom/heirloom.h"
 
+#include "client_internal.h"
 #include "layout.h"
 #include "ring.h"
 #include "segment.h"
@@ -48,6 +49,7 @@ struct hl_client {
 	uint32_t ep, gen, shards;
 	uint32_t flags;
 	int timeout_ms;
+	uint64_t spin_ns; /* hl_open_opts.spin_us */
 	pid_t pid;
 
 	struct hl_ring req[HL_SHARDS_MAX];
@@ -74,6 +76,7 @@ struct hl_client {
 	uint8_t *rs_buf;
 
 	int stale;
+	uint64_t resyncs; /* HL_EV_RESYNC events handed out (hl_stats) */
 };
 
 /* ---- observer map ---- */
@@ -87,7 +90,10 @@ obs_slot_hash(hl_observer_id id, uint32_t cap)
 static struct obs_ent *
 obs_find(struct hl_client *c, hl_observer_id id)
 {
-	if (!c->obs_cap)
+	/* 0 marks an empty slot and UINT64_MAX a tombstone: neither is ever an
+	 * id, and an event record naming one (a corrupt segment) must not
+	 * match a free slot and come out as an event for observer 0. */
+	if (!c->obs_cap || id == 0 || id == UINT64_MAX)
 		return NULL;
 	for (uint32_t i = obs_slot_hash(id, c->obs_cap), n = 0; n < c->obs_cap;
 	     i = (i + 1) & (c->obs_cap - 1), n++) {
@@ -225,6 +231,8 @@ claim_endpoint(struct hl_client *c)
 	return -ENOSPC;
 }
 
+static void ring_doorbell(struct hl_client *c, uint32_t s);
+
 int
 hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **out)
 {
@@ -232,7 +240,7 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 		return -EINVAL;
 	if (opts && (opts->flags & ~(HL_OPEN_SYNC | HL_OPEN_NOWAIT)))
 		return -EINVAL;
-	if (opts && opts->timeout_ms < -1)
+	if (opts && (opts->timeout_ms < -1 || opts->spin_us > 1000000u))
 		return -EINVAL;
 	int fd, rc = hl__seg_open_fd(name, 1, &fd);
 	if (rc)
@@ -245,6 +253,7 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 	c->pid = getpid();
 	c->flags = opts ? opts->flags : 0;
 	c->timeout_ms = (opts && opts->timeout_ms) ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+	c->spin_ns = opts ? (uint64_t)opts->spin_us * 1000u : 0;
 	rc = hl__seg_map_client(fd, &c->seg);
 	if (rc)
 		goto out_close;
@@ -259,6 +268,10 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 	rc = claim_endpoint(c);
 	if (rc)
 		goto out_unmap;
+	/* Have the worker adopt the endpoint now rather than at the first
+	 * request: from here on it watches this process (pidfd), so the
+	 * endpoint is freed at once if the process dies before any request. */
+	ring_doorbell(c, 0);
 	pthread_mutex_init(&c->lock, NULL);
 	*out = c;
 	return 0;
@@ -320,6 +333,26 @@ static uint64_t
 deadline_of(int timeout_ms)
 {
 	return timeout_ms < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+/* `sleeping` counts this client's threads about to block on ev_signal
+ * (hl_next, a full request ring, a synchronous request); the worker wakes
+ * every waiter while it is non-zero (hl_w_wake_client). A count, not a flag:
+ * one thread's wake-up must not clear the mark of another still asleep.
+ * Dekker with the worker: it writes a ring or an ack, then reads `sleeping`;
+ * we raise `sleeping`, then re-read the ring, each side with a full fence in
+ * between. */
+static void
+sleep_begin(struct hl_client *c)
+{
+	atomic_fetch_add_explicit(&hl__epc(&c->seg, c->ep)->sleeping, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static void
+sleep_end(struct hl_client *c)
+{
+	atomic_fetch_sub_explicit(&hl__epc(&c->seg, c->ep)->sleeping, 1, memory_order_relaxed);
 }
 
 /* Wait for the worker to signal this endpoint (ev_signal) or until
@@ -388,11 +421,14 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 		if (hl__now_ns() >= deadline)
 			return -ETIMEDOUT;
 		ring_doorbell(c, s);
+		/* Asleep until the worker drained some of the ring: it wakes us
+		 * after each drain (hl_w_wake_client) once we say we sleep. */
+		sleep_begin(c);
 		uint32_t seen = atomic_load_explicit(&hl__epw(&c->seg, c->ep)->ev_signal,
 		                                     memory_order_acquire);
-		if (hl__ring_free(&c->req[s], c->req_head[s]) >= (uint64_t)n * 2)
-			continue;
-		wait_signal(c, seen, deadline, 10);
+		if (hl__ring_free(&c->req[s], c->req_head[s]) < (uint64_t)n * 2)
+			wait_signal(c, seen, deadline, 10);
+		sleep_end(c);
 	}
 }
 
@@ -402,7 +438,6 @@ static int64_t
 wait_applied(struct hl_client *c, uint32_t s, uint64_t pos, int timeout_ms)
 {
 	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
-	struct hl_shm_epc *epc = hl__epc(&c->seg, c->ep);
 	uint64_t deadline = deadline_of(timeout_ms);
 	int spins = 0;
 	for (;;) {
@@ -423,12 +458,11 @@ wait_applied(struct hl_client *c, uint32_t s, uint64_t pos, int timeout_ms)
 			continue;
 		}
 		struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
-		atomic_store_explicit(&epc->sleeping, 1, memory_order_relaxed);
-		atomic_thread_fence(memory_order_seq_cst);
+		sleep_begin(c);
 		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
 		if (atomic_load_explicit(&ws->req_tail, memory_order_acquire) <= pos)
 			wait_signal(c, seen, deadline, 50);
-		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+		sleep_end(c);
 	}
 }
 
@@ -518,12 +552,19 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 		return -EINVAL;
 	if (value_len > c->seg.h->max_value || meta_len > HL_META_MAX)
 		return -EMSGSIZE;
+	/* The worker's own keys (telemetry); it refuses them too. */
+	if (key_len >= sizeof(HL_SYS_PREFIX) - 1 &&
+	    memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0)
+		return -EPERM;
 	pthread_mutex_lock(&c->lock);
 	uint32_t s = shard_of(c, hl__hash(key, key_len));
 	uint64_t pos;
-	rc = c->stale ? HL_ESTALE
-	              : queue_req(c, s, type, key, key_len, meta, meta_len, value, value_len, 0,
-	                          &pos);
+	/* A dropped endpoint answers HL_ESTALE here, not 0: a request queued
+	 * into a ring nobody drains would be lost silently. The claim word's
+	 * line is written only at claim, ban and free, so this load is cheap. */
+	rc = endpoint_gone(c) ? HL_ESTALE
+	                      : queue_req(c, s, type, key, key_len, meta, meta_len, value,
+	                                  value_len, 0, &pos);
 	if (rc == 0 && (c->flags & HL_OPEN_SYNC)) {
 		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
 		rc = r < 0 ? (int)r : 0;
@@ -819,6 +860,7 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 			if (e->last_was_delete)
 				continue;
 			e->last_was_delete = 1;
+			c->resyncs++;
 			ev->type = HL_EV_RESYNC;
 			ev->revision = e->last_rev;
 			return 1;
@@ -827,6 +869,7 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 			continue; /* already current (or unreadable: nothing to add) */
 		e->last_rev = rev;
 		e->last_was_delete = 0;
+		c->resyncs++;
 		ev->type = HL_EV_RESYNC;
 		ev->revision = rev;
 		ev->has_new = 1;
@@ -859,6 +902,34 @@ try_next(struct hl_client *c, struct hl_event *ev)
 	}
 }
 
+/* hl_open_opts.spin_us: poll the rings until an event comes, spin_ns has
+ * passed or DEADLINE, whichever first. Caller holds c->lock, which another
+ * thread's hl_publish() then waits for: at most spin_ns. 1 = *ev filled,
+ * 0 = nothing, <0 error. Every 64 polls it reads the clock and yields the
+ * core: on a machine with few cores the worker (or the publisher) may be
+ * waiting for this one, and a spinner that never yields keeps it for a
+ * whole time slice (milliseconds; seen with 2 cores). */
+static int
+spin_next(struct hl_client *c, struct hl_event *ev, uint64_t deadline)
+{
+	uint64_t end = hl__now_ns() + c->spin_ns;
+	if (end > deadline)
+		end = deadline;
+	for (unsigned i = 1;; i++) {
+		int rc = try_next(c, ev);
+		if (rc != 0)
+			return rc;
+		if (i % 64 == 0) {
+			if (hl__now_ns() >= end)
+				return 0;
+			sched_yield();
+		}
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+}
+
 int
 hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 {
@@ -867,7 +938,6 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 	pthread_mutex_lock(&c->lock);
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : deadline_of(timeout_ms);
 	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
-	struct hl_shm_epc *epc = hl__epc(&c->seg, c->ep);
 	int rc;
 	for (;;) {
 		rc = try_next(c, ev);
@@ -885,22 +955,24 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 			rc = -ETIMEDOUT;
 			break;
 		}
-		/* Sleep on ev_signal. Dekker with the worker: it writes the ring
-		 * then reads `sleeping`; we store `sleeping` then re-read the
-		 * rings, each side with a full fence in between. */
-		atomic_store_explicit(&epc->sleeping, 1, memory_order_relaxed);
-		atomic_thread_fence(memory_order_seq_cst);
+		if (c->spin_ns) {
+			rc = spin_next(c, ev, deadline);
+			if (rc != 0)
+				break;
+		}
+		/* Sleep on ev_signal (Dekker: see sleep_begin()). */
+		sleep_begin(c);
 		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
 		rc = try_next(c, ev);
 		if (rc != 0) {
-			atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+			sleep_end(c);
 			break;
 		}
 		/* Unlock while blocked so that other threads can publish. */
 		pthread_mutex_unlock(&c->lock);
 		wait_signal(c, seen, deadline, 1000);
 		pthread_mutex_lock(&c->lock);
-		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
+		sleep_end(c);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc == 1 ? 0 : rc;
@@ -961,6 +1033,7 @@ hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 	st->revision = LD(h->revision);
 	st->owner_pid = (pid_t)LD(h->owner_pid);
 	st->owner_role = (int)LD(h->owner_role);
+	st->worker_mem_bytes = LD(h->worker_mem_bytes);
 }
 
 int
@@ -969,6 +1042,16 @@ hl_stats(struct hl_client *c, struct hl_stats *st)
 	if (!c || !st)
 		return -EINVAL;
 	hl__stats_from_header(c->seg.h, st);
+	const struct hl_shm_header *h = c->seg.h;
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_shm_epw *w = hl__epw(&c->seg, ep);
+		if (atomic_load_explicit(&w->state, memory_order_relaxed) == HL_EP_ACTIVE &&
+		    (atomic_load_explicit(&w->last_read_ns, memory_order_relaxed) & HL_EPW_SLOW))
+			st->slow_endpoints++;
+	}
+	pthread_mutex_lock(&c->lock);
+	st->resyncs = c->resyncs;
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
 
@@ -1052,4 +1135,12 @@ hl_keys(struct hl_client *c, hl_key_cb cb, void *arg)
 			return r;
 	}
 	return 0;
+}
+
+struct hl_seg *
+hl__client_seg(struct hl_client *c, uint32_t *ep)
+{
+	if (ep)
+		*ep = c->ep;
+	return &c->seg;
 }

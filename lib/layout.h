@@ -65,6 +65,7 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 #define HL_LOG_RECOVERY 4u      /* code: repairs made */
 #define HL_LOG_BAD_CLIENT 5u    /* endpoint dropped for garbage in its rings */
 #define HL_LOG_KEEPER_START 6u
+#define HL_LOG_SLOW_READER 7u   /* endpoint not reading its event ring; code: ms idle */
 
 /* Counters live in the header so that heirloomctl reads them with no worker
  * running and they survive a crash. Each shard thread adds to its own line
@@ -134,7 +135,12 @@ struct hl_shm_header {
 	_Atomic uint64_t last_recovery_ns; /* duration of the last recovery pass */
 	_Atomic uint64_t last_recovery_repairs;
 	_Atomic uint64_t recoveries;
-	_Atomic uint64_t resyncs_hint;     /* reserved */
+	/* Worker's monitor thread writes (relaxed), about once a second;
+	 * readers: hl_stats(). The worker process's allocated bytes from
+	 * jemalloc (mallctl "stats.allocated" after "epoch"), 0 when the
+	 * worker runs without jemalloc. Left as is when the worker stops: the
+	 * figure of the last worker. Formerly the reserved resyncs_hint. */
+	_Atomic uint64_t worker_mem_bytes;
 	_Atomic uint64_t endpoints_attached, endpoints_removed;
 	_Atomic uint64_t cleanup_runs, cleanup_removed;
 	_Atomic uint32_t worker_ready;     /* 1 while a worker serves */
@@ -228,7 +234,9 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 
 /* Claim word of an endpoint: pid in the low 32 bits, incarnation (gen) in the
  * high 32. pid 0 = free. A client claims with CAS {0,g} -> {pid,g+1}; the
- * worker frees with a store of {0,g} once the endpoint is cleaned up. */
+ * worker frees with a store of {0,g} once the endpoint is cleaned up. gen 0
+ * is never an incarnation: {pid,0} is a banned endpoint held by the worker
+ * until that process exits (quarantine, daemon/worker/endpoint.c). */
 #define HL_CLAIM_PID(w) ((uint32_t)((w)&0xffffffffu))
 #define HL_CLAIM_GEN(w) ((uint32_t)((w) >> 32))
 #define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))
@@ -275,8 +283,17 @@ struct hl_shm_epw {
 	_Atomic uint64_t start_time;
 	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption */
 	_Atomic uint64_t nobs;        /* observers held */
-	_Atomic uint64_t last_read_ns;/* reserved: slow-reader report */
+	/* Slow-reader report. Worker's monitor thread writes (relaxed), on its
+	 * ticks, while the endpoint is ACTIVE; readers: hl_stats(), heirloomctl.
+	 * Bits 0..62: CLOCK_REALTIME ns when the client was last seen reading
+	 * its event rings (a tail moved) or having nothing waiting in them.
+	 * HL_EPW_SLOW (bit 63): set while events wait and no tail moved for the
+	 * worker's --slow-reader-ms; cleared when the client reads again. Reset
+	 * at adoption. A stale value is harmless: it is a report only, the
+	 * endpoint keeps its observers either way. */
+	_Atomic uint64_t last_read_ns;
 };
+#define HL_EPW_SLOW (1ull << 63)
 
 #define HL_EP_FREE 0u
 #define HL_EP_ACTIVE 1u

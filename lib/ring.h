@@ -51,7 +51,10 @@ hl__ring_reserve(const struct hl_ring *r, uint64_t head, uint32_t n, void **rec,
 {
 	uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
 	uint64_t used = head - tail;
-	if (used > r->size)
+	/* Positions are multiples of 8 (records are 8-aligned, pads run to the
+	 * end): an unaligned one is corrupt, and an unaligned head would put
+	 * the pad header below across the end of the data area. */
+	if (used > r->size || ((head | tail) & 7u))
 		return -EPROTO;
 	uint32_t off = (uint32_t)(head & (r->size - 1));
 	uint32_t to_end = r->size - off;
@@ -99,6 +102,10 @@ static inline int
 hl__ring_peek(const struct hl_ring *r, uint64_t *tail, const uint8_t **rec, uint32_t *len)
 {
 	uint64_t head = atomic_load_explicit(r->head, memory_order_acquire);
+	/* An unaligned tail (a corrupt position) would read the header across
+	 * the end of the data area; fuzz_request found it. */
+	if (*tail & 7u)
+		return -EPROTO;
 	for (int pads = 0; pads < 2; pads++) {
 		uint64_t avail = head - *tail;
 		if (avail == 0)

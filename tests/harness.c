@@ -12,12 +12,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 const char *const hl_t_small[] = {"--max-keys", "4096", "--max-observers", "65536",
                                   "--max-endpoints", "64", "--heap", "4194304", NULL};
+
+void
+hl_t_child_setup(void)
+{
+	/* A daemon started by a test dies with the test: a failed assertion
+	 * must not leave a worker behind holding CTest's output pipe. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	int fd = open("/dev/null", O_WRONLY);
+	if (fd >= 0) {
+		dup2(fd, 1);
+		close(fd);
+	}
+}
 
 const char *
 hl_t_name(void)
@@ -44,8 +61,10 @@ sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-int
-hl_t_wait_ready(const char *name, int ms)
+/* Ready means: a worker serves, and (when PID > 0) it is that process: a
+ * crashed worker leaves worker_ready set behind it. */
+static int
+wait_ready_pid(const char *name, pid_t pid, int ms)
 {
 	for (int waited = 0; waited <= ms; waited += 10) {
 		int fd;
@@ -53,7 +72,8 @@ hl_t_wait_ready(const char *name, int ms)
 			struct hl_seg s;
 			if (hl__seg_map_ro(fd, &s) == 0) {
 				int ready = atomic_load(&s.h->worker_ready) &&
-				            atomic_load(&s.h->owner_role) == HL_ROLE_WORKER;
+				            atomic_load(&s.h->owner_role) == HL_ROLE_WORKER &&
+				            (pid <= 0 || atomic_load(&s.h->owner_pid) == (uint32_t)pid);
 				hl__seg_unmap(&s);
 				close(fd);
 				if (ready)
@@ -62,9 +82,17 @@ hl_t_wait_ready(const char *name, int ms)
 				close(fd);
 			}
 		}
+		if (pid > 0 && waitpid(pid, NULL, WNOHANG) == pid)
+			return -1; /* it died */
 		sleep_ms(10);
 	}
 	return -1;
+}
+
+int
+hl_t_wait_ready(const char *name, int ms)
+{
+	return wait_ready_pid(name, 0, ms);
 }
 
 pid_t
@@ -82,6 +110,7 @@ hl_t_worker_startv(const char *name, const char *const *extra)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		hl_t_child_setup();
 		if (!getenv("HL_TEST_VERBOSE")) {
 			int fd = open("/dev/null", O_WRONLY);
 			dup2(fd, 2);
@@ -89,7 +118,7 @@ hl_t_worker_startv(const char *name, const char *const *extra)
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
-	if (hl_t_wait_ready(name, hl_t_ms(10000)) != 0) {
+	if (wait_ready_pid(name, pid, hl_t_ms(10000)) != 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		fail_msg("worker for %s did not become ready", name);
@@ -161,4 +190,191 @@ void
 hl_t_unlink(const char *name)
 {
 	hl__seg_unlink(name);
+}
+
+/* ---- the keeper and the heir protocol ---- */
+
+pid_t
+hl_t_spawn(const char *const *argv, const char *err_path)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		hl_t_child_setup();
+		int fd = -1;
+		if (err_path)
+			fd = open(err_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		else if (!getenv("HL_TEST_VERBOSE"))
+			fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (fd >= 0)
+			dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int
+sock_accepts(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return 0;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+pid_t
+hl_t_keeper_startv(const char *name, const char *sock, const char *const *extra,
+                   const char *err_path)
+{
+	const char *argv[64];
+	int n = 0;
+	argv[n++] = HL_KEEPER_PATH;
+	argv[n++] = "--foreground";
+	argv[n++] = "--name";
+	argv[n++] = name;
+	argv[n++] = "--socket";
+	argv[n++] = sock;
+	for (int i = 0; hl_t_small[i] && n < 40; i++)
+		argv[n++] = hl_t_small[i];
+	for (int i = 0; extra && extra[i] && n < 62; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	pid_t pid = hl_t_spawn(argv, err_path);
+	for (int waited = 0; waited <= hl_t_ms(10000); waited += 5) {
+		if (sock_accepts(sock))
+			return pid;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			fail_msg("keeper for %s exited during start", name);
+		sleep_ms(5);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	fail_msg("keeper for %s did not listen on %s", name, sock);
+	return -1;
+}
+
+pid_t
+hl_t_kworker_start(const char *name, const char *sock, const char *err_path)
+{
+	const char *argv[] = {HL_WORKER_PATH, "--name", name, "--socket", sock, NULL};
+	pid_t pid = hl_t_spawn(argv, err_path);
+	if (hl_t_wait_serving(name, 0, hl_t_ms(10000)) != pid) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fail_msg("worker for %s did not take the table and serve", name);
+	}
+	return pid;
+}
+
+static int
+read_header(const char *name, struct hl_shm_header *h)
+{
+	int fd;
+	if (hl__seg_open_fd(name, 0, &fd))
+		return -1;
+	/* Racy against the writers, so take a copy whose owner_seq is even
+	 * and the same before and after. */
+	for (int i = 0; i < 1000; i++) {
+		ssize_t n = pread(fd, h, sizeof(*h), 0);
+		uint64_t seq;
+		if (n == (ssize_t)sizeof(*h) &&
+		    pread(fd, &seq, sizeof(seq), offsetof(struct hl_shm_header, owner_seq)) ==
+		            (ssize_t)sizeof(seq) &&
+		    seq == atomic_load_explicit(&h->owner_seq, memory_order_relaxed) && !(seq & 1)) {
+			close(fd);
+			return 0;
+		}
+		sleep_ms(1);
+	}
+	close(fd);
+	return -1;
+}
+
+int
+hl_t_owner_read(const char *name, struct hl_t_owner *o)
+{
+	static struct hl_shm_header h; /* large: not on the stack */
+	if (read_header(name, &h))
+		return -1;
+	o->role = atomic_load_explicit(&h.owner_role, memory_order_relaxed);
+	o->pid = atomic_load_explicit(&h.owner_pid, memory_order_relaxed);
+	o->epoch = atomic_load_explicit(&h.owner_epoch, memory_order_relaxed);
+	o->handoffs = atomic_load_explicit(&h.handoffs, memory_order_relaxed);
+	o->keeper_pid = atomic_load_explicit(&h.keeper_pid, memory_order_relaxed);
+	o->worker_ready = atomic_load_explicit(&h.worker_ready, memory_order_relaxed);
+	return 0;
+}
+
+pid_t
+hl_t_wait_serving(const char *name, pid_t not_pid, int ms)
+{
+	for (int waited = 0; waited <= ms; waited += 5) {
+		struct hl_t_owner o;
+		if (hl_t_owner_read(name, &o) == 0 && o.role == HL_ROLE_WORKER && o.worker_ready &&
+		    o.pid != (uint32_t)not_pid)
+			return (pid_t)o.pid;
+		sleep_ms(5);
+	}
+	return 0;
+}
+
+int
+hl_t_wait_owner(const char *name, uint32_t role, uint32_t pid, int ms)
+{
+	for (int waited = 0; waited <= ms; waited += 5) {
+		struct hl_t_owner o;
+		if (hl_t_owner_read(name, &o) == 0 && o.role == role && (!pid || o.pid == pid))
+			return 0;
+		sleep_ms(5);
+	}
+	return -1;
+}
+
+int
+hl_t_log_find(const char *name, uint32_t kind, uint32_t pid, struct hl_t_logrec *out)
+{
+	static struct hl_shm_header h;
+	if (read_header(name, &h))
+		return -1;
+	uint64_t head = atomic_load_explicit(&h.log_head, memory_order_relaxed);
+	for (uint64_t i = 0; i < HL_ERRLOG_LEN && i < head; i++) {
+		const struct hl_shm_logrec *r = &h.log[(head - 1 - i) % HL_ERRLOG_LEN];
+		if (r->kind != kind || r->pid != pid)
+			continue;
+		out->kind = r->kind;
+		out->pid = r->pid;
+		out->code = r->code;
+		out->epoch = r->epoch;
+		memcpy(out->text, r->text, sizeof(out->text));
+		out->text[sizeof(out->text) - 1] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+int
+hl_t_file_has(const char *path, const char *needle, int ms)
+{
+	for (int waited = 0; waited <= ms; waited += 10) {
+		static char buf[1 << 16];
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (n > 0) {
+				buf[n] = '\0';
+				if (strstr(buf, needle))
+					return 1;
+			}
+		}
+		sleep_ms(10);
+	}
+	return 0;
 }

@@ -17,6 +17,10 @@
 
 #include "heirloom/heirloom.h"
 
+/* In a forked child that execs a daemon: die with the parent (SIGKILL),
+ * stdout to /dev/null. */
+void hl_t_child_setup(void);
+
 /* A fresh segment name for this process ("t<pid>_<n>"), unlinked first. */
 const char *hl_t_name(void);
 
@@ -44,5 +48,53 @@ void hl_t_unlink(const char *name);
 
 /* Small capacity args for tests: --max-keys 4096 ... */
 extern const char *const hl_t_small[];
+
+/* ---- the keeper and the heir protocol (tests/test_handoff.c) ---- */
+
+/* Run ARGV (NULL-terminated, argv[0] a path) as a child process with its
+ * stderr appended to ERR_PATH (NULL: /dev/null, or inherited when
+ * HL_TEST_VERBOSE is set). Returns its pid; the caller reaps it. */
+pid_t hl_t_spawn(const char *const *argv, const char *err_path);
+
+/* Start heirloom-keeper --foreground --name NAME --socket SOCK with
+ * hl_t_small and EXTRA (NULL-terminated, may be NULL), stderr to ERR_PATH
+ * as hl_t_spawn(); wait until its socket accepts a connection. Returns its
+ * pid (fails the test if it does not come up). */
+pid_t hl_t_keeper_startv(const char *name, const char *sock, const char *const *extra,
+                         const char *err_path);
+
+/* Start heirloom-worker --name NAME --socket SOCK (through the keeper, not
+ * standalone) and wait until it serves. Returns its pid. */
+pid_t hl_t_kworker_start(const char *name, const char *sock, const char *err_path);
+
+/* The heir protocol's fields of the segment header, read without a client. */
+struct hl_t_owner {
+	uint32_t role, pid;  /* HL_ROLE_* (0 none, 1 keeper, 2 worker) */
+	uint64_t epoch, handoffs;
+	uint32_t keeper_pid, worker_ready;
+};
+/* 0, or -1 when the segment cannot be read. */
+int hl_t_owner_read(const char *name, struct hl_t_owner *o);
+
+/* Wait up to MS until a worker other than NOT_PID owns the table and
+ * serves (worker_ready). Returns its pid, or 0 on timeout. */
+pid_t hl_t_wait_serving(const char *name, pid_t not_pid, int ms);
+
+/* Wait up to MS until the owner record says ROLE (and PID, if not 0).
+ * 0, or -1 on timeout. */
+int hl_t_wait_owner(const char *name, uint32_t role, uint32_t pid, int ms);
+
+/* The newest record of KIND for PID in the segment's log ring. */
+struct hl_t_logrec {
+	uint32_t kind, pid;
+	int32_t code;
+	uint64_t epoch;
+	char text[32];
+};
+/* 0 and *out, or -1 when there is none. */
+int hl_t_log_find(const char *name, uint32_t kind, uint32_t pid, struct hl_t_logrec *out);
+
+/* Whether the file at PATH contains NEEDLE, waiting up to MS for it. */
+int hl_t_file_has(const char *path, const char *needle, int ms);
 
 #endif

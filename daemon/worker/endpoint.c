@@ -19,6 +19,8 @@
 #include "heirloom/heirloom.h"
 #include "util.h"
 
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,29 +81,53 @@ mark_clean(struct hl_worker *w, uint32_t ep)
 	hl_w_monitor_wake(w);
 }
 
+/* Rounds in which adopt() may find a claim with its pending bit set but
+ * `ready` not yet matching before the bit is dropped until the next
+ * doorbell. The legitimate window (the client's release of `ready` not yet
+ * visible) is nanoseconds; a claim that stays unready with its bit set is
+ * garbage and must not keep a shard thread spinning on it. */
+#define NOTREADY_ROUNDS 1024u
+
 int
 hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 {
 	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	struct hl_ep *e = &w->eps[ep];
-	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
-	uint32_t pid = HL_CLAIM_PID(word), gen = HL_CLAIM_GEN(word);
-	if (pid == 0)
-		return -ENOENT;
-	/* Acquire pairs with the client's release of `ready`: its block is
-	 * initialised once ready == gen. */
-	if (atomic_load_explicit(&cl->ready, memory_order_acquire) != gen)
-		return -EAGAIN;
 	int rc = 0;
 	pthread_mutex_lock(&e->mu);
-	if (e->gen == gen) {
-		rc = LD_RLX(&pw->state) == HL_EP_ACTIVE ? 0 : HL_ESTALE;
+	/* The claim entry is client-writable: each word is read once and only
+	 * the copies are used. Acquire on `ready` pairs with the client's
+	 * release: its block is initialised once ready == gen. */
+	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
+	uint32_t ready = atomic_load_explicit(&cl->ready, memory_order_acquire);
+	uint32_t pid = HL_CLAIM_PID(word), gen = HL_CLAIM_GEN(word);
+	if (e->gen != 0) {
+		/* Adopted: its client never writes the claim entry again, so a
+		 * change while ACTIVE is garbage (-EPROTO: the caller bans it).
+		 * Not ACTIVE (dead, banned, quarantined): nothing to serve. */
+		int same = pid == e->pid && gen == e->gen && ready == gen;
+		if (LD_RLX(&pw->state) != HL_EP_ACTIVE)
+			rc = HL_ESTALE;
+		else
+			rc = same ? 0 : -EPROTO;
 		goto out;
 	}
-	if (e->gen != 0 || LD_RLX(&pw->state) != HL_EP_FREE) {
-		/* The claim moved on while we still hold the old incarnation:
-		 * only a client writing claim words it does not own does that. */
+	if (pid == 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (ready != gen) {
+		/* Claimed but not ready: look again next round, a bounded number
+		 * of times (see NOTREADY_ROUNDS). */
+		rc = ++e->notready < NOTREADY_ROUNDS ? -EAGAIN : -EBUSY;
+		if (rc == -EBUSY)
+			e->notready = 0;
+		goto out;
+	}
+	e->notready = 0;
+	if (LD_RLX(&pw->state) != HL_EP_FREE) {
+		/* Not adopted but not free either: our own state is off; refuse. */
 		rc = -EPROTO;
 		goto out;
 	}
@@ -156,6 +182,17 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 	}
 	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	uint32_t pid = e->pid;
+	if (banned) {
+		/* Quarantine: the claim now names the process with gen 0 (never
+		 * a real incarnation). The banned library sees HL_ESTALE at once
+		 * (its claim is not its own any more), and no client can claim
+		 * the endpoint while the banned process lives: it still maps the
+		 * old ep_client block read-write, and a stray write there must
+		 * never land in another client's rings. shard_signoff() holds
+		 * the endpoint until the process exits (release_quarantine()). */
+		atomic_store_explicit(&hl__claim(&w->seg, ep)->word, HL_CLAIM(pid, 0),
+		                      memory_order_release);
+	}
 	pthread_mutex_unlock(&e->mu);
 	if (banned) {
 		hl_w_log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
@@ -205,8 +242,91 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 	}
 }
 
+/* Whether pidfd FD says its process exited (or cannot tell: -1). */
+static int
+pidfd_exited(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return fd < 0 || (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLERR | POLLNVAL)));
+}
+
+/* Free endpoint EP: state FREE, then the claim word {0, gen}. Call with
+ * e->mu held; the caller wakes ev_signal after unlocking (free_wake()). */
+static void
+free_locked(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
+	if (e->pidfd >= 0) {
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, e->pidfd, NULL);
+		close(e->pidfd);
+	}
+	uint32_t gen = e->gen;
+	e->pidfd = -1;
+	e->gen = 0;
+	e->quarantined = 0;
+	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
+	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
+	/* Last: the claim word. A crash before it leaves a FREE endpoint with
+	 * a claim naming a dead pid: the prune pass frees the claim. */
+	atomic_store_explicit(&cl->word, HL_CLAIM(0, gen), memory_order_release);
+}
+
+static void
+free_wake(struct hl_worker *w, uint32_t ep)
+{
+	/* Wake anything of the old client still waiting: it sees HL_ESTALE. */
+	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+	atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
+	hl__futex_wake(&pw->ev_signal, 1 << 30);
+}
+
+/* A banned endpoint whose process still runs is held (quarantined) rather
+ * than freed; the monitor frees it when the pidfd says the process exited.
+ * Call with e->mu held. Returns 1 when held. */
+static int
+hold_banned(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	if (e->pidfd < 0) {
+		/* Recovered from a previous worker: no pidfd yet. Open first,
+		 * then check pid + start time, so the fd names that process. */
+		int fd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
+		if (fd >= 0 && !hl__proc_alive((int)e->pid, e->start)) {
+			close(fd);
+			fd = -1;
+		}
+		e->pidfd = fd;
+	}
+	if (pidfd_exited(e->pidfd))
+		return 0;
+	e->quarantined = 1;
+	/* Watched again if the monitor stopped watching it (EEXIST otherwise);
+	 * level-triggered, so an exit in between is still seen. */
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
+	epoll_ctl(w->epfd, EPOLL_CTL_ADD, e->pidfd, &ev);
+	return 1;
+}
+
+/* Monitor thread (pidfd readable) and prune: free a quarantined endpoint
+ * whose process has exited. */
+static void
+release_quarantine(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	pthread_mutex_lock(&e->mu);
+	int freed = e->quarantined && pidfd_exited(e->pidfd);
+	if (freed)
+		free_locked(w, ep);
+	pthread_mutex_unlock(&e->mu);
+	if (freed)
+		free_wake(w, ep);
+}
+
 /* Called by a shard thread once its ring of EP is drained after a kill.
- * The last shard frees the endpoint. */
+ * The last shard frees the endpoint (or quarantines a banned one). */
 static void
 shard_signoff(struct hl_shard *sh, uint32_t ep)
 {
@@ -217,29 +337,17 @@ shard_signoff(struct hl_shard *sh, uint32_t ep)
 	if (!(before & bit) || (before & ~bit))
 		return;
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
-	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 	pthread_mutex_lock(&e->mu);
 	if (e->nobs != 0)
 		hl__die("freeing an endpoint that still holds observers");
-	if (e->pidfd >= 0) {
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, e->pidfd, NULL);
-		close(e->pidfd);
+	if (LD_RLX(&pw->state) == HL_EP_BANNED && hold_banned(w, ep)) {
+		pthread_mutex_unlock(&e->mu);
+		return;
 	}
-	uint32_t gen = e->gen;
-	e->pidfd = -1;
-	e->gen = 0;
-	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
-	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
-	/* Last: the claim word. A crash before it leaves a FREE endpoint with
-	 * a claim naming a dead pid: the prune pass frees the claim. */
-	atomic_store_explicit(&cl->word, HL_CLAIM(0, gen), memory_order_release);
+	free_locked(w, ep);
 	pthread_mutex_unlock(&e->mu);
-	/* Wake anything of the old client still waiting: it sees HL_ESTALE. */
-	atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
-	hl__futex_wake(&pw->ev_signal, 1 << 30);
+	free_wake(w, ep);
 }
-
 
 void
 hl_w_shard_cleanup(struct hl_shard *sh)
@@ -282,20 +390,37 @@ hl_w_monitor_wake(struct hl_worker *w)
 
 /* Periodic and at-attach pass: endpoints whose process is gone (checked by
  * pid AND start time, so a reused pid does not keep the old observers) and
- * claims abandoned before the client finished claiming. */
+ * claims abandoned before the client finished claiming.
+ *
+ * An active endpoint is gone when the process at its pid does not have the
+ * start time recorded at adoption, or not the one its claim records: either
+ * way, whoever runs under that pid now is not the claimer. (The claim is
+ * client-writable, so a client can only get its own endpoint dropped this
+ * way; tests use it to fake a reused pid.) */
 void
 hl_w_prune(struct hl_worker *w)
 {
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
 		struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		struct hl_ep *e = &w->eps[ep];
 		uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
 		uint32_t pid = HL_CLAIM_PID(word), gen = HL_CLAIM_GEN(word);
 		uint32_t st = atomic_load_explicit(&pw->state, memory_order_acquire);
 		if (st == HL_EP_ACTIVE) {
-			struct hl_ep *e = &w->eps[ep];
-			if (!hl__proc_alive((int)e->pid, e->start) || (pid && gen != e->gen) || !pid)
+			uint64_t cl_start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
+			pthread_mutex_lock(&e->mu);
+			uint32_t e_pid = e->pid, e_gen = e->gen;
+			uint64_t e_start = e->start;
+			pthread_mutex_unlock(&e->mu);
+			if (!pid || gen != e_gen || cl_start != e_start ||
+			    !hl__proc_alive((int)e_pid, e_start))
 				hl_w_ep_kill(w, ep, "gone (prune)");
+			continue;
+		}
+		if (st == HL_EP_BANNED) {
+			/* Belt and braces for the monitor's pidfd watch. */
+			release_quarantine(w, ep);
 			continue;
 		}
 		if (pid == 0 || st != HL_EP_FREE)
@@ -306,14 +431,81 @@ hl_w_prune(struct hl_worker *w)
 			hl_w_ep_adopt(w, ep);
 			continue;
 		}
+		/* Claimed, not ready: a client between its CAS and `ready`, or
+		 * one that died there (nothing was queued). No process at that
+		 * pid: it died. A process with another start time than the
+		 * claim's: it may be a live claimer that has not stored its
+		 * start time yet (the field still holds the last incarnation's),
+		 * so free only when the same claim is seen so on two passes. */
 		uint64_t start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
-		if (hl__proc_start_time((int)pid) == 0 ||
-		    (start && !hl__proc_alive((int)pid, start))) {
-			/* Died between its CAS and `ready`: nothing was queued. */
+		uint64_t now_start = hl__proc_start_time((int)pid);
+		int gone = now_start == 0;
+		if (!gone && start && now_start != start) {
+			gone = e->unready_word == word;
+			e->unready_word = word;
+		}
+		if (gone) {
+			e->unready_word = 0;
 			atomic_compare_exchange_strong_explicit(&cl->word, &word, HL_CLAIM(0, gen),
 			                                        memory_order_acq_rel,
 			                                        memory_order_relaxed);
 		}
+	}
+}
+
+/*
+ * Monitor thread, every tick: the slow-reader report (hl_shm_epw.last_read_ns).
+ * An active endpoint with events waiting in its event rings whose read
+ * cursors did not move for slow_reader_ms is reported once (log, segment
+ * log, HL_EPW_SLOW), and again only after it read. It keeps its observers:
+ * slow is not dead, and a full ring already costs only that client (its
+ * events lag, it resyncs). The cursors are client-written: only compared.
+ */
+static void
+watch_readers(struct hl_worker *w, uint64_t now)
+{
+	if (w->opt.slow_reader_ms <= 0)
+		return;
+	const uint64_t limit = (uint64_t)w->opt.slow_reader_ms * 1000000ull;
+	const uint64_t wall = hl__wall_ns() & ~HL_EPW_SLOW;
+	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		/* Acquire pairs with the release of ACTIVE at adoption: gen
+		 * and pid below are that incarnation's. */
+		if (atomic_load_explicit(&pw->state, memory_order_acquire) != HL_EP_ACTIVE)
+			continue;
+		struct hl_ep *e = &w->eps[ep];
+		uint64_t sum = 0;
+		int waiting = 0;
+		for (uint32_t s = 0; s < w->nshards; s++) {
+			uint64_t head = LD_RLX(&hl__epw_shard(&w->seg, ep, s)->ev_head);
+			uint64_t tail = LD_RLX(&hl__epc_shard(&w->seg, ep, s)->ev_tail);
+			sum += tail;
+			waiting |= head != tail;
+		}
+		uint32_t gen = LD_RLX(&pw->gen);
+		if (gen != e->watch_gen || !waiting || sum != e->tail_sum) {
+			if (e->slow && gen == e->watch_gen)
+				hl_w_log("endpoint %u (pid %u) is reading again", ep, LD_RLX(&pw->pid));
+			e->watch_gen = gen;
+			e->tail_sum = sum;
+			e->read_ns = now;
+			e->slow = 0;
+			atomic_store_explicit(&pw->last_read_ns, wall, memory_order_relaxed);
+			continue;
+		}
+		if (e->slow || now - e->read_ns < limit)
+			continue;
+		e->slow = 1;
+		uint64_t idle_ms = (now - e->read_ns) / 1000000ull;
+		uint32_t pid = LD_RLX(&pw->pid);
+		atomic_store_explicit(&pw->last_read_ns,
+		                      LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW, memory_order_relaxed);
+		hl_w_log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
+		         "was taken for %lu ms (it keeps its observers)",
+		         ep, pid, (unsigned long)idle_ms);
+		hl_w_seglog(w, HL_LOG_SLOW_READER, idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms,
+		            pid, "not reading");
 	}
 }
 
@@ -326,9 +518,13 @@ monitor_main(void *arg)
 	                              ? hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull
 	                              : UINT64_MAX;
 	uint32_t words = (w->seg.h->max_endpoints + 63) / 64;
+	/* Tick at least every 200 ms, or as often as telemetry may publish. */
+	int tick_ms = 200;
+	if (w->opt.telemetry_ms > 0 && w->opt.telemetry_ms < tick_ms)
+		tick_ms = (int)w->opt.telemetry_ms;
 	while (!atomic_load(&w->stop)) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(w->epfd, evs, 64, 200);
+		int n = epoll_wait(w->epfd, evs, 64, tick_ms);
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.u64 == UINT64_MAX) {
 				uint64_t v;
@@ -343,6 +539,7 @@ monitor_main(void *arg)
 				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->eps[ep].pidfd, NULL);
 			pthread_mutex_unlock(&w->eps[ep].mu);
 			hl_w_ep_kill(w, ep, "exited");
+			release_quarantine(w, ep);
 		}
 		for (uint32_t i = 0; i < words; i++) {
 			uint64_t bits = atomic_exchange_explicit(&to_clean[i], 0, memory_order_acq_rel);
@@ -356,6 +553,8 @@ monitor_main(void *arg)
 			hl_w_prune(w);
 			next_prune = hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull;
 		}
+		watch_readers(w, hl__now_ns());
+		hl_w_telemetry_tick(w);
 		/* Fencing: another owner took the table (keeper reclaimed it
 		 * while we were paused, then gave it to another worker). */
 		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) != w->epoch ||

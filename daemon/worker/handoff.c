@@ -3,35 +3,60 @@
  *
  * With a keeper (the normal case) the keeper owns the segment and hands its
  * descriptor over the control socket (daemon/keeper/, protocol in
- * daemon/common/proto.h). Without one (--standalone) the worker creates or
- * opens the segment itself and writes the owner record: the mode of the core
- * issue and of unit-level tests.
+ * daemon/common/proto.h): TAKE at start, retried until a keeper answers
+ * (bounded only by SIGTERM/SIGINT); GIVEBACK at a clean stop, after the
+ * shard and monitor threads are joined. Between the two a "link" thread
+ * keeps the connection: when the keeper dies the worker serves on, and the
+ * thread links up with the next keeper (HELLO) so that GIVEBACK reaches it.
  *
- * The owner record is written under owner_seq (a sequence lock for readers
- * such as heirloomctl); the epoch moves by one on every change of owner.
+ * Without a keeper (--standalone) the worker creates or opens the segment
+ * itself and writes the owner record: the mode of the core issue and of
+ * unit-level tests.
+ *
+ * This file must never write the owner record while a keeper may be
+ * writing it: only in standalone mode, or at stop when no keeper answered
+ * and the record still names this worker at its epoch.
  */
 #include "worker.h"
 
 #include "heirloom/heirloom.h"
+#include "proto.h"
 #include "util.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* How long to wait for the keeper's answer before treating it as gone. The
+ * keeper answers at once; this bounds a keeper that hangs. */
+#define REPLY_MS       5000
+#define RETRY_MS       250  /* between connects while waiting for a keeper */
+#define RELINK_MS      500  /* between connects after losing the keeper */
+#define RELINK_SLOW_MS 5000 /* ... after a keeper refused the link */
+
+/* The link to the keeper. `fd` belongs to the link thread while it runs and
+ * to hl_w_release() after it has been joined: never to both. */
+static struct {
+	char path[HL_SOCK_PATH_MAX];
+	int fd;
+	int stopfd; /* eventfd: tells the link thread to end */
+	pthread_t thread;
+	bool running;
+	struct hl_worker *w;
+} L = { .fd = -1, .stopfd = -1 };
 
 void
 hl_w_set_owner(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start)
 {
-	atomic_fetch_add_explicit(&h->owner_seq, 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&h->owner_role, role, memory_order_relaxed);
-	atomic_store_explicit(&h->owner_pid, pid, memory_order_relaxed);
-	atomic_store_explicit(&h->owner_start, start, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->owner_epoch, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->owner_seq, 1, memory_order_release);
+	hl__owner_write(h, role, pid, start);
 }
-
 
 int
 hl_w_acquire_standalone(struct hl_worker *w)
@@ -47,7 +72,8 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	}
 	rc = hl__seg_create(w->opt.name, &p, w->opt.mode ? w->opt.mode : 0660, (gid_t)-1, &fd);
 	if (rc == 0) {
-		hl_w_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u shards)",
+		hl_w_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u "
+		         "shards)",
 		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards);
 	} else if (rc == -EEXIST) {
 		rc = hl__seg_open_fd(w->opt.name, 1, &fd);
@@ -71,6 +97,16 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		close(fd);
 		return -EBUSY;
 	}
+	/* A living keeper writes the owner record: taking the table behind
+	 * its back would make two writers of it. */
+	uint32_t kpid = atomic_load(&h->keeper_pid);
+	if (kpid && hl__proc_alive((int)kpid, atomic_load(&h->keeper_start))) {
+		hl_w_log("segment is kept by keeper pid %u: start the worker without --standalone",
+		         kpid);
+		hl__seg_unmap(&w->seg);
+		close(fd);
+		return -EBUSY;
+	}
 	if (w->opt.shards && w->opt.shards != h->shards)
 		hl_w_log("segment has %u shards; --shards %u applies only when creating", h->shards,
 		         w->opt.shards);
@@ -79,16 +115,314 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	return 0;
 }
 
+/* Main thread only, SIGTERM and SIGINT blocked (main.c): wait up to MS for
+ * one of them. Returns the signal taken, or 0. */
+static int
+wait_for_stop(int ms)
+{
+	sigset_t set;
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	int sig = sigtimedwait(&set, NULL, &ts);
+	return sig > 0 ? sig : 0;
+}
+
+/* Send REQ and wait for the reply, at most REPLY_MS. With STOP_SIG (main
+ * thread, at start) a SIGTERM/SIGINT that arrives meanwhile is taken and
+ * stored there, and the wait goes on: the keeper may be giving us the
+ * table right now, and then it must be handed back, not abandoned. */
+static int
+exchange(int fd, const struct hl_msg *req, struct hl_msg *rep, int *passfd, int *stop_sig)
+{
+	int rc = hl__msg_send(fd, req, -1);
+	if (rc)
+		return rc;
+	for (int waited = 0; waited < REPLY_MS; waited += RETRY_MS) {
+		rc = hl__msg_recv(fd, rep, passfd, RETRY_MS);
+		if (rc != -ETIMEDOUT)
+			break;
+		if (stop_sig && !*stop_sig)
+			*stop_sig = wait_for_stop(0);
+	}
+	if (rc == 0 && rep->type != HL_MSG_OK && rep->type != HL_MSG_ERR) {
+		if (passfd && *passfd >= 0)
+			close(*passfd);
+		rc = -EPROTO;
+	}
+	return rc;
+}
+
+static void
+request(struct hl_msg *m, enum hl_msg_type type, const struct hl_worker *w)
+{
+	hl__msg_init(m, type);
+	m->epoch = w->epoch;
+	snprintf(m->text, sizeof(m->text), "%s", w->opt.name);
+}
+
+/* ---- the link thread ---- */
+
+static void
+relink(struct hl_worker *w, bool *refused)
+{
+	struct hl_msg m, r;
+	int fd;
+
+	if (hl__sock_connect(L.path, &fd))
+		return;
+	request(&m, HL_MSG_HELLO, w);
+	int rc = exchange(fd, &m, &r, NULL, NULL);
+	if (rc == 0 && r.type == HL_MSG_OK) {
+		L.fd = fd;
+		*refused = false;
+		hl_w_log("linked up with keeper pid %u at %s (epoch %lu)", r.pid, L.path,
+		         (unsigned long)r.epoch);
+		return;
+	}
+	if (rc == 0 && !*refused) /* say it once, not every few seconds */
+		hl_w_log("keeper at %s refused the link: %s", L.path, hl__msg_text(&r));
+	*refused = rc == 0;
+	close(fd);
+}
+
+static void *
+link_main(void *arg)
+{
+	struct hl_worker *w = arg;
+	bool refused = false;
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = L.stopfd, .events = POLLIN },
+			               { .fd = L.fd, .events = POLLIN } };
+		int timeout = L.fd >= 0 ? -1 : refused ? RELINK_SLOW_MS : RELINK_MS;
+		int n = poll(p, L.fd >= 0 ? 2 : 1, timeout);
+		if (n < 0 && errno != EINTR)
+			break; /* cannot happen; release still works without us */
+		if (n > 0 && p[0].revents)
+			break;
+		if (L.fd < 0) {
+			relink(w, &refused);
+			continue;
+		}
+		if (n <= 0 || !p[1].revents)
+			continue;
+		struct hl_msg m;
+		int rc = hl__msg_recv(L.fd, &m, NULL, 0);
+		if (rc == 0 || rc == -ETIMEDOUT || rc == -EAGAIN)
+			continue; /* the keeper sends nothing unasked; ignore it */
+		close(L.fd);
+		L.fd = -1;
+		hl_w_log("lost the keeper at %s; serving on, and linking up with the next one",
+		         L.path);
+	}
+	return NULL;
+}
+
+static void
+link_start(struct hl_worker *w)
+{
+	L.w = w;
+	L.stopfd = eventfd(0, EFD_CLOEXEC);
+	if (L.stopfd < 0 || pthread_create(&L.thread, NULL, link_main, w) != 0) {
+		hl_w_log("cannot start the keeper link thread; a stop will still hand back if the "
+		         "keeper lives");
+		if (L.stopfd >= 0)
+			close(L.stopfd);
+		L.stopfd = -1;
+		return;
+	}
+	L.running = true;
+}
+
+static void
+link_stop(void)
+{
+	if (!L.running)
+		return;
+	uint64_t one = 1;
+	ssize_t n = write(L.stopfd, &one, sizeof(one));
+	(void)n;
+	pthread_join(L.thread, NULL);
+	close(L.stopfd);
+	L.stopfd = -1;
+	L.running = false;
+}
+
+/* ---- taking and giving back ---- */
+
+static const char *
+socket_override(const struct hl_worker *w)
+{
+	if (w->opt.socket_path && *w->opt.socket_path)
+		return w->opt.socket_path;
+	return getenv("HEIRLOOM_SOCKET");
+}
+
+/* We were asked to stop while the keeper gave us the table: give it back
+ * at once, on the same connection, before anything of ours touched it. */
+static void
+give_back_unused(struct hl_worker *w, int fd, int sig)
+{
+	struct hl_msg m, r;
+	request(&m, HL_MSG_GIVEBACK, w);
+	int rc = exchange(fd, &m, &r, NULL, NULL);
+	hl_w_log("stopped by SIG%s while taking the table: %s", sigabbrev_np(sig),
+	         rc == 0 && r.type == HL_MSG_OK ? "handed it back unused"
+	                                        : "the keeper takes it back when we exit");
+}
+
+/* One TAKE on the fresh connection FD. 0 with the segment's descriptor in
+ * *segfd on success; 1 to try again later; -EINTR when stopped; else the
+ * error to give up with. */
+static int
+take_once(struct hl_worker *w, int fd, int *segfd)
+{
+	struct hl_msg m, r;
+	int sig = 0;
+	request(&m, HL_MSG_TAKE, w);
+	int rc = exchange(fd, &m, &r, segfd, &sig);
+	if (sig) {
+		if (rc == 0 && r.type == HL_MSG_OK) {
+			w->epoch = r.epoch;
+			give_back_unused(w, fd, sig);
+		} else {
+			hl_w_log("stopped by SIG%s while waiting for the keeper",
+			         sigabbrev_np(sig));
+		}
+		if (*segfd >= 0)
+			close(*segfd);
+		*segfd = -1;
+		return -EINTR;
+	}
+	if (rc) {
+		hl_w_log("no answer from the keeper at %s (%s); trying again", L.path,
+		         hl_strerror(rc));
+		return 1;
+	}
+	if (r.type == HL_MSG_OK && *segfd >= 0) {
+		w->epoch = r.epoch;
+		hl_w_log("got the table from keeper pid %u (epoch %lu)", r.pid,
+		         (unsigned long)r.epoch);
+		return 0;
+	}
+	if (*segfd >= 0)
+		close(*segfd);
+	*segfd = -1;
+	if (r.type == HL_MSG_OK) {
+		hl_w_log("the keeper at %s answered without a descriptor; trying again", L.path);
+		return 1;
+	}
+	hl_w_log("the keeper refused to give the table: %s", hl__msg_text(&r));
+	if (r.code == -EMFILE || r.code == -ESHUTDOWN)
+		return 1; /* busy or stopping: another keeper may come */
+	return r.code < 0 ? r.code : -EPROTO;
+}
+
 int
 hl_w_acquire(struct hl_worker *w)
 {
-	/* The keeper path lands with the crash-surviving issue. */
-	return hl_w_acquire_standalone(w);
+	int rc, last = 0;
+
+	if (w->opt.standalone)
+		return hl_w_acquire_standalone(w);
+	rc = hl__sock_path(w->opt.name, socket_override(w), L.path, sizeof(L.path), NULL);
+	if (rc) {
+		hl_w_log("control socket path for '%s': %s (use --socket)", w->opt.name,
+		         hl_strerror(rc));
+		return rc;
+	}
+	for (;;) {
+		int fd, segfd = -1;
+		rc = hl__sock_connect(L.path, &fd);
+		if (rc == 0) {
+			rc = take_once(w, fd, &segfd);
+			if (rc == 0) {
+				rc = hl__seg_map_rw(segfd, &w->seg);
+				if (rc) {
+					/* We own it on paper: exiting lets the keeper
+					 * take it back (our pidfd). */
+					hl_w_log("the keeper's segment does not validate: %s (%s)",
+					         hl_strerror(rc), hl_err_name(rc));
+					close(segfd);
+					close(fd);
+					return rc;
+				}
+				L.fd = fd;
+				link_start(w);
+				return 0;
+			}
+			close(fd);
+			if (rc < 0)
+				return rc;
+			rc = -EAGAIN;
+		}
+		if (rc != last) {
+			/* Once per kind of failure, not once per attempt. */
+			hl_w_log("waiting for keeper at %s (%s)", L.path, hl_strerror(rc));
+			last = rc;
+		}
+		int sig = wait_for_stop(RETRY_MS);
+		if (sig) {
+			hl_w_log("stopped by SIG%s while waiting for the keeper",
+			         sigabbrev_np(sig));
+			return -EINTR;
+		}
+	}
 }
 
 void
 hl_w_release(struct hl_worker *w, int clean)
 {
-	(void)clean;
-	hl_w_set_owner(w->seg.h, HL_ROLE_NONE, 0, 0);
+	struct hl_shm_header *h = w->seg.h;
+	struct hl_owner o;
+	struct hl_msg m, r;
+	int fd, rc = -ENOTCONN;
+
+	if (w->opt.standalone) {
+		hl_w_set_owner(h, HL_ROLE_NONE, 0, 0);
+		return;
+	}
+	link_stop();
+	fd = L.fd;
+	L.fd = -1;
+	if (!clean) {
+		/* Not giving back: the keeper sees our exit through its pidfd. */
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (fd < 0 && hl__sock_connect(L.path, &fd) < 0)
+		fd = -1;
+	if (fd >= 0) {
+		request(&m, HL_MSG_GIVEBACK, w);
+		rc = exchange(fd, &m, &r, NULL, NULL);
+		close(fd);
+		if (rc == 0 && r.type == HL_MSG_OK) {
+			hl_w_log("handed the table back to keeper pid %u (epoch %lu -> %lu)", r.pid,
+			         (unsigned long)w->epoch, (unsigned long)r.epoch);
+			return;
+		}
+		if (rc == 0) {
+			/* The keeper says we do not own it: then not ours to
+			 * write either. */
+			hl_w_log("the keeper refused the hand-back: %s", hl__msg_text(&r));
+			return;
+		}
+	}
+	/* No keeper answered. If the record still names us at our epoch, no
+	 * keeper took the table (a keeper only takes it from a worker that has
+	 * exited, or on our GIVEBACK), so we are its only writer: say that
+	 * nobody owns it. The next keeper takes it from there. (A keeper that
+	 * hung for REPLY_MS and then handles our GIVEBACK could write at the
+	 * same time; the record would then be torn, which that keeper's
+	 * successor repairs at start.) */
+	hl__owner_read(h, &o);
+	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch) {
+		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
+		hl_w_log("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
+		         "a keeper takes it when it starts",
+		         L.path, hl_strerror(rc), (unsigned long)epoch);
+	}
 }

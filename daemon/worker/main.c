@@ -3,10 +3,11 @@
  */
 #include "worker.h"
 
+#include "config.h"
 #include "heirloom/heirloom.h"
 #include "util.h"
 
-#include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,106 +16,153 @@
 #include <urcu/urcu-memb.h>
 
 
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-	        "Usage: heirloom-worker [OPTIONS]\n"
-	        "Serve a heirloom table: apply client requests and dispatch notifications.\n"
-	        "\n"
-	        "  --name NAME            segment name (/heirloom.NAME)            [default]\n"
-	        "  --standalone           create/open the segment without a keeper  [off]\n"
-	        "  --shards N             shards when creating the segment        [CPUs]\n"
-	        "  --max-keys N           key capacity when creating               [65536]\n"
-	        "  --max-observers N      observer capacity when creating        [1048576]\n"
-	        "  --max-endpoints N      endpoint capacity when creating           [1024]\n"
-	        "  --max-value BYTES      largest value when creating               [4096]\n"
-	        "  --heap BYTES           value heap size when creating   [max-keys * 1 KiB]\n"
-	        "  --req-ring BYTES       request ring per endpoint and shard      [65536]\n"
-	        "  --ev-ring BYTES        event ring per endpoint and shard       [262144]\n"
-	        "  --mode OCTAL           segment file mode when creating            [0660]\n"
-	        "  --prune-interval MS    dead-endpoint sweep period, 0 = off      [30000]\n"
-	        "  --spin-us US           busy-poll this long before sleeping         [50]\n"
-	        "  -h, --help             this text\n"
-	        "  --version              print the version\n"
-	        "\n"
-	        "Exit status: 0 clean stop, 1 bad usage, 2 cannot get the segment,\n"
-	        "3 invariant check failed at stop, 4 fenced (another owner took the table).\n");
-}
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define VERSION_TEXT STR(HL_VERSION_MAJOR) "." STR(HL_VERSION_MINOR) "." STR(HL_VERSION_PATCH)
+
+static const char summary[] =
+        "Serve a heirloom table: apply client requests and dispatch notifications.\n"
+        "Without --standalone the worker asks the keeper for the table over the\n"
+        "control socket: --socket, else $RUNTIME_DIRECTORY, /run/heirloom (root),\n"
+        "$XDG_RUNTIME_DIR or /tmp/heirloom-$UID, + /heirloom-NAME.sock.\n"
+        "Capacity options (shards ... ev-ring, mode) apply only when --standalone\n"
+        "creates the segment.\n"
+        "\n"
+        "Exit status: 0 clean stop, 1 bad usage or configuration, 2 cannot get the\n"
+        "segment, 3 invariant check failed at stop, 4 fenced (another owner took\n"
+        "the table).";
 
 static struct hl_worker W;
 
-static int
-parse(int argc, char **argv, struct hl_worker_opts *o)
-{
-	enum { O_NAME = 256, O_STANDALONE, O_SHARDS, O_KEYS, O_OBS, O_EPS, O_VALUE, O_HEAP,
-	       O_REQ, O_EV, O_MODE, O_PRUNE, O_SPIN, O_CRASH, O_VERSION };
-	static const struct option opts[] = {
-	        {"name", required_argument, 0, O_NAME},
-	        {"standalone", no_argument, 0, O_STANDALONE},
-	        {"shards", required_argument, 0, O_SHARDS},
-	        {"max-keys", required_argument, 0, O_KEYS},
-	        {"max-observers", required_argument, 0, O_OBS},
-	        {"max-endpoints", required_argument, 0, O_EPS},
-	        {"max-value", required_argument, 0, O_VALUE},
-	        {"heap", required_argument, 0, O_HEAP},
-	        {"req-ring", required_argument, 0, O_REQ},
-	        {"ev-ring", required_argument, 0, O_EV},
-	        {"mode", required_argument, 0, O_MODE},
-	        {"prune-interval", required_argument, 0, O_PRUNE},
-	        {"spin-us", required_argument, 0, O_SPIN},
-	        {"crash-at-step", required_argument, 0, O_CRASH},
-	        {"help", no_argument, 0, 'h'},
-	        {"version", no_argument, 0, O_VERSION},
-	        {0, 0, 0, 0},
-	};
-	o->name = "default";
-	o->prune_interval_ms = 30000;
-	o->spin_us = 50;
-	o->mode = 0660;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		char *end = NULL;
-		unsigned long long v = 0;
-		if (optarg) {
-			errno = 0;
-			v = strtoull(optarg, &end, c == O_MODE ? 8 : 0);
-			if (c != O_NAME && (errno || end == optarg || *end)) {
-				fprintf(stderr, "heirloom-worker: --%s: '%s' is not a number\n",
-				        opts[c - O_NAME].name, optarg);
-				return 1;
-			}
-		}
-		switch (c) {
-		case O_NAME: o->name = optarg; break;
-		case O_STANDALONE: o->standalone = 1; break;
-		case O_SHARDS: o->shards = (uint32_t)v; break;
-		case O_KEYS: o->create.max_keys = (uint32_t)v; break;
-		case O_OBS: o->create.max_observers = (uint32_t)v; break;
-		case O_EPS: o->create.max_endpoints = (uint32_t)v; break;
-		case O_VALUE: o->create.max_value = (uint32_t)v; break;
-		case O_HEAP: o->create.heap_bytes = v; break;
-		case O_REQ: o->create.req_ring_bytes = (uint32_t)v; break;
-		case O_EV: o->create.ev_ring_bytes = (uint32_t)v; break;
-		case O_MODE: o->mode = (mode_t)v; break;
-		case O_PRUNE: o->prune_interval_ms = (int64_t)v; break;
-		case O_SPIN: o->spin_us = (int64_t)v; break;
-		case O_CRASH: o->crash_at_step = (int)v; break;
-		case 'h': usage(stdout); exit(0);
-		case O_VERSION:
-			printf("heirloom-worker %d.%d.%d\n", HL_VERSION_MAJOR, HL_VERSION_MINOR,
-			       HL_VERSION_PATCH);
-			exit(0);
-		default:
-			fprintf(stderr, "heirloom-worker: see --help\n");
-			return 1;
-		}
+/* Option values as the config module writes them (its types), turned into
+ * struct hl_worker_opts by parse(). */
+static struct {
+	bool standalone, print_config;
+	char *socket;
+	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
+	unsigned mode;
+	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step;
+} V;
+
+/* One option: name, type, default, help, bounds, variable. */
+#define WOPT(n_, t_, d_, h_, lo_, hi_, dst_)                                              \
+	(struct hl_cfg_opt)                                                              \
+	{                                                                                \
+		.name = (n_), .type = (t_), .def = (d_), .help = (h_), .min = (lo_),     \
+		.max = (hi_), .dst = (dst_)                                              \
 	}
-	if (optind < argc) {
-		fprintf(stderr, "heirloom-worker: unexpected argument '%s' (see --help)\n", argv[optind]);
+
+static size_t
+options(struct hl_cfg_opt *o)
+{
+	size_t i = 0;
+	o[i++] = WOPT("standalone", HL_CFG_BOOL, "false",
+	              "Create or open the segment without a keeper (tests, no supervision).", 0, 0,
+	              &V.standalone);
+	o[i++] = (struct hl_cfg_opt){.name = "socket",
+	                             .type = HL_CFG_STR,
+	                             .metavar = "PATH",
+	                             .help = "The keeper's control socket (default: see above).",
+	                             .dst = &V.socket};
+	o[i++] = WOPT("shards", HL_CFG_INT, "0",
+	              "Shards of a new segment (0 = number of CPUs).", 0, HL_SHARDS_MAX, &V.shards);
+	o[i++] = WOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", 1, 1 << 24,
+	              &V.max_keys);
+	o[i++] = WOPT("max-observers", HL_CFG_INT, "1048576", "Observer capacity of a new segment.",
+	              1, 1 << 24, &V.max_observers);
+	o[i++] = WOPT("max-endpoints", HL_CFG_INT, "1024",
+	              "Client endpoint capacity of a new segment.", 1, 65536, &V.max_endpoints);
+	o[i++] = WOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", 0,
+	              HL_VALUE_MAX_LIMIT, &V.max_value);
+	o[i++] = WOPT("heap", HL_CFG_SIZE, "0",
+	              "Value heap of a new segment (0 = max-keys x 1 KiB).", 0, 1ll << 40, &V.heap);
+	o[i++] = WOPT("req-ring", HL_CFG_SIZE, "0",
+	              "Request ring per endpoint and shard, a power of two (0 = 64 KiB or what "
+	              "max-value needs).",
+	              0, 1 << 30, &V.req_ring);
+	o[i++] = WOPT("ev-ring", HL_CFG_SIZE, "0",
+	              "Event ring per endpoint and shard, a power of two (0 = 256 KiB or what "
+	              "max-value needs).",
+	              0, 1 << 30, &V.ev_ring);
+	o[i++] = WOPT("mode", HL_CFG_MODE, "0660", "File mode of a new segment.", 0, 0, &V.mode);
+	o[i++] = WOPT("prune-interval", HL_CFG_MS, "30s",
+	              "Period of the sweep for endpoints whose process is gone, missed by the "
+	              "pidfd watch (0 = only at start).",
+	              0, 24ll * 3600 * 1000, &V.prune_ms);
+	o[i++] = WOPT("slow-reader-ms", HL_CFG_MS, "10000",
+	              "Report an endpoint whose events wait unread this long (it keeps its "
+	              "observers; 0 = never).",
+	              0, 24ll * 3600 * 1000, &V.slow_ms);
+	o[i++] = WOPT("telemetry-interval", HL_CFG_MS, "100ms",
+	              "Publish the $sys/telemetry/* keys at most this often, while observed "
+	              "(0 = never).",
+	              0, 3600 * 1000, &V.telemetry_ms);
+	o[i++] = WOPT("spin-us", HL_CFG_INT, "50",
+	              "Busy-poll this many microseconds before a shard thread sleeps.", 0, 1000000,
+	              &V.spin_us);
+	o[i++] = WOPT("crash-at-step", HL_CFG_INT, "0",
+	              "Test hook: exit 99 at the N-th apply step (0 = off).", 0, INT32_MAX,
+	              &V.crash_at_step);
+	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
+	              "Print every option's value and where it came from, then exit 0.", 0, 0,
+	              &V.print_config);
+	return i;
+}
+
+/* Resolve the options (flag > HEIRLOOM_* > config file > default) into
+ * w->opt. Returns -1 to go on, else the exit status (0 after --help,
+ * --version or --print-config; 1 for a bad option, variable or file). On
+ * -1 the strings in w->opt point into *cfg: free it after the worker stops. */
+static int
+parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
+{
+	static struct hl_cfg_opt opts[24];
+	static const char *const foreign[] = {"keeper", "ctl", NULL};
+	char err[512];
+	*cfg = (struct hl_cfg){.prog = "heirloom-worker",
+	                       .version = VERSION_TEXT,
+	                       .summary = summary,
+	                       .section = "worker",
+	                       .foreign = foreign,
+	                       .opts = opts,
+	                       .nopts = options(opts)};
+	if (hl__cfg_load(cfg, argc, argv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "heirloom-worker: %s\n", err);
 		return 1;
 	}
-	return 0;
+	if (cfg->request != HL_CFG_RUN) {
+		hl__cfg_free(cfg);
+		return 0;
+	}
+	if (cfg->argind < argc) {
+		fprintf(stderr, "heirloom-worker: unexpected argument '%s' (see --help)\n",
+		        argv[cfg->argind]);
+		hl__cfg_free(cfg);
+		return 1;
+	}
+	if (V.print_config) {
+		hl__cfg_dump(cfg, stdout);
+		hl__cfg_free(cfg);
+		return 0;
+	}
+	o->name = cfg->name;
+	o->standalone = V.standalone;
+	o->socket_path = V.socket;
+	o->shards = (uint32_t)V.shards;
+	o->create = (struct hl_layout_params){.max_keys = (uint32_t)V.max_keys,
+	                                      .max_observers = (uint32_t)V.max_observers,
+	                                      .max_endpoints = (uint32_t)V.max_endpoints,
+	                                      .max_value = (uint32_t)V.max_value,
+	                                      .req_ring_bytes = (uint32_t)V.req_ring,
+	                                      .ev_ring_bytes = (uint32_t)V.ev_ring,
+	                                      .heap_bytes = (uint64_t)V.heap};
+	o->mode = (mode_t)V.mode;
+	o->prune_interval_ms = V.prune_ms;
+	o->slow_reader_ms = V.slow_ms;
+	o->telemetry_ms = V.telemetry_ms;
+	o->spin_us = V.spin_us;
+	o->crash_at_step = (int)V.crash_at_step;
+	return -1;
 }
 
 static int
@@ -158,8 +206,10 @@ int
 main(int argc, char **argv)
 {
 	struct hl_worker *w = &W;
-	if (parse(argc, argv, &w->opt))
-		return 1;
+	static struct hl_cfg cfg; /* static: its strings stay reachable until exit */
+	int st = parse(argc, argv, &cfg, &w->opt);
+	if (st >= 0)
+		return st;
 	/* Signals are taken synchronously by the main thread (sigwait): block
 	 * them before any thread starts so that every thread inherits it. */
 	sigset_t set;
@@ -171,6 +221,8 @@ main(int argc, char **argv)
 
 	urcu_memb_register_thread();
 	int rc = hl_w_acquire(w);
+	if (rc == -EINTR)
+		return 0; /* stopped while waiting for the keeper: nothing to give back */
 	if (rc) {
 		hl_w_log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
 		         hl_err_name(rc));
@@ -187,6 +239,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
+	hl_w_telemetry_init(w);
 	if (hl_w_monitor_start(w) || hl_w_shards_start(w)) {
 		hl_w_log("cannot start threads");
 		return 2;
@@ -228,5 +281,6 @@ main(int argc, char **argv)
 		hl_w_release(w, 1);
 	}
 	hl_w_log("stopped (%s)", sig > 0 ? strsignal(sig) : fenced ? "fenced" : "stop");
+	hl__cfg_free(&cfg);
 	return status;
 }

@@ -295,7 +295,15 @@ hl_w_recover_kill_dead(struct hl_worker *w)
 		} else if (st == HL_EP_ACTIVE && w->eps[ep].pidfd >= 0) {
 			hl_w_monitor_watch(w, ep);
 		}
+		/* The previous worker may have taken a pending bit and died
+		 * before draining the ring: look at every claimed endpoint once. */
+		if (HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) != 0)
+			for (uint32_t s = 0; s < w->nshards; s++)
+				atomic_fetch_or_explicit(hl__pending(&w->seg, s) + ep / 64,
+				                         1ull << (ep % 64), memory_order_relaxed);
 	}
+	for (uint32_t s = 0; s < w->nshards; s++)
+		hl_w_wake_shard(w, s);
 	hl_w_prune(w);
 }
 

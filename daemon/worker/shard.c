@@ -18,10 +18,12 @@
 #include "worker.h"
 
 #include "heirloom/heirloom.h"
+#include "request.h"
 #include "ring.h"
 #include "util.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -33,39 +35,6 @@ hl_w_wake_shard(struct hl_worker *w, uint32_t s)
 	struct hl_shm_doorbell *d = hl__doorbell(&w->seg, s);
 	atomic_fetch_add_explicit(&d->word, 1, memory_order_release);
 	hl__futex_wake(&d->word, 1);
-}
-
-/* Validate the private copy R of LEN bytes. 0 or -EPROTO. */
-static int
-check_req(const struct hl_shard *sh, const struct hl_req *r, uint32_t len)
-{
-	const struct hl_shm_header *h = sh->w->seg.h;
-	if (len < sizeof(*r) || r->h.size != len)
-		return -EPROTO;
-	if (r->h.key_len > HL_KEY_MAX || r->meta_len > HL_META_MAX || r->val_len > h->max_value)
-		return -EPROTO;
-	uint64_t need = sizeof(*r) + (uint64_t)r->h.key_len + r->meta_len + r->val_len;
-	if (hl__rec_align((uint32_t)need) != len)
-		return -EPROTO;
-	switch (r->h.type) {
-	case HL_REQ_PUBLISH:
-	case HL_REQ_OBSERVE:
-	case HL_REQ_DELETE:
-		if (r->h.key_len == 0)
-			return -EPROTO;
-		if (r->h.type != HL_REQ_PUBLISH && (r->val_len || r->meta_len))
-			return -EPROTO;
-		/* The client routes by key: a key of another shard here means a
-		 * broken or hostile client (the other shard owns that key). */
-		if (hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(r + 1, r->h.key_len))) != sh->id)
-			return -EPROTO;
-		return 0;
-	case HL_REQ_UNOBSERVE:
-	case HL_REQ_CLOSE:
-		return (r->h.key_len || r->val_len || r->meta_len) ? -EPROTO : 0;
-	default:
-		return -EPROTO;
-	}
 }
 
 /* After a crash: was request R at POS already committed? 1 = yes (and
@@ -88,7 +57,10 @@ already_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
 	for (uint32_t i = 1; i <= w->seg.h->max_observers; i++) {
 		struct hl_shm_observer *o = hl__obs(&w->seg, i);
 		uint64_t id = LD_RLX(&o->id);
-		if (id && o->endpoint == ep && o->ep_gen == w->eps[ep].gen && o->req_pos == pos) {
+		/* Positions count per ring, and each shard has its own ring:
+		 * the observer's key must be this shard's too. */
+		if (id && o->endpoint == ep && o->ep_gen == w->eps[ep].gen && o->req_pos == pos &&
+		    o->key >= 1 && o->key <= w->seg.h->max_keys && hl_w_key_shard(w, o->key) == sh->id) {
 			*result = (int64_t)id;
 			return 1;
 		}
@@ -132,7 +104,8 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		/* One copy; the client may change the ring under us. */
 		memcpy(sh->req, rec, len);
 		const struct hl_req *r = (const struct hl_req *)sh->req;
-		if (check_req(sh, r, len)) {
+		/* Validation lives in request.c (shared with the fuzz target). */
+		if (hl_w_check_req(w->seg.h, sh->id, r, len)) {
 			rc = -EPROTO;
 			break;
 		}
@@ -171,6 +144,9 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		wake = 1;
 		n++;
 	}
+	/* Also sends the wake-ups of the events these requests made, which
+	 * hl_w_apply() may have deferred to here (table.c, wake_soon()):
+	 * every run that applied a request must end in this call. */
 	if (wake)
 		hl_w_wake_client(w, ep);
 	if (rc == -EPROTO && !dead)
@@ -236,8 +212,14 @@ serve_once(struct hl_shard *sh)
 				                         memory_order_relaxed);
 				continue;
 			}
+			if (rc == -EPROTO) {
+				/* Its claim entry changed under the adopted endpoint:
+				 * the client wrote garbage there. Drop it (logged). */
+				hl_w_ep_kill(w, ep, "claim entry overwritten");
+				continue;
+			}
 			if (rc != 0)
-				continue; /* free, dead (cleanup drains it) or bogus */
+				continue; /* free, dead (cleanup drains it), or not ready */
 			if (drain(sh, ep, 0) == -EAGAIN)
 				atomic_fetch_or_explicit(&pend[i], 1ull << (ep % 64),
 				                         memory_order_relaxed);
@@ -245,6 +227,7 @@ serve_once(struct hl_shard *sh)
 		}
 	}
 	hl_w_shard_cleanup(sh);
+	served += hl_w_telemetry_apply(sh); /* the worker's own publishes, if any */
 	return served;
 }
 
@@ -264,7 +247,14 @@ shard_main(void *arg)
 			continue;
 		}
 		/* Idle: spin briefly while requests may keep coming (cheap on
-		 * the first hop), then sleep on the doorbell. */
+		 * the first hop), then sleep on the doorbell. Each round of
+		 * the spin ends in sched_yield(): a process woken onto this
+		 * core (typically the observer we just woke: the kernel
+		 * prefers the waker's core) runs at once instead of waiting
+		 * for the spin to end, which cost up to --spin-us on every
+		 * event when cores are few (bench/README.md, steady). With
+		 * nothing else runnable the yield returns in well under a
+		 * microsecond. */
 		uint64_t now = hl__now_ns();
 		if (!idle_since)
 			idle_since = now;
@@ -272,6 +262,8 @@ shard_main(void *arg)
 			urcu_memb_thread_offline();
 			for (int i = 0; i < 64 && !any_pending(sh); i++)
 				__builtin_ia32_pause();
+			if (!any_pending(sh))
+				sched_yield();
 			urcu_memb_thread_online();
 			continue;
 		}

@@ -207,7 +207,18 @@ struct dispatch_src {
 	uint32_t old_len;
 	const uint8_t *nw;     /* NULL = none */
 	uint32_t new_len;
+	int sys;               /* a HL_SYS_PREFIX key: kept out of the counters */
 };
+
+/* Keys under HL_SYS_PREFIX are the worker's own (telemetry.c): only it
+ * writes them, and their traffic is not counted, so that telemetry about
+ * dispatches and lag never reports (and feeds on) itself. */
+static int
+is_sys_key(const uint8_t *key, uint32_t len)
+{
+	return len >= sizeof(HL_SYS_PREFIX) - 1 &&
+	       memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0;
+}
 
 /* Write the events for endpoint EP's observers fan[from..from+n) into its
  * ring for this shard. Returns events delivered. */
@@ -294,8 +305,9 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, uint32_t 
 		for (; i < n; i++)
 			atomic_fetch_add_explicit(&hl__obs(&w->seg, fan[i].slot)->dropped, 1,
 			                          memory_order_relaxed);
-		atomic_fetch_add_explicit(&sh->c->lagged_drops, n - (uint32_t)delivered,
-		                          memory_order_relaxed);
+		if (!d->sys)
+			atomic_fetch_add_explicit(&sh->c->lagged_drops, n - (uint32_t)delivered,
+			                          memory_order_relaxed);
 		/* Release: the dropped counts are visible before lag_seq moves
 		 * (pairs with the acquire in hl_next()'s collect_lag()). */
 		atomic_fetch_add_explicit(&ws->lag_seq, 1, memory_order_release);
@@ -322,8 +334,17 @@ dispatch(struct hl_shard *sh, struct hl_shm_key *k, const struct dispatch_src *d
 		if (atomic_load_explicit(&o->id, memory_order_acquire) != 0 &&
 		    LD_RLX(&o->delivered_rev) < d->rev) {
 			if (n == sh->fan_cap && fan_reserve(sh, n + 1)) {
-				/* Out of memory: the rest lag; the clients resync. */
+				/* Out of memory: the rest lag; the clients resync
+				 * (lag_seq tells them to look; release pairs with
+				 * the acquire in collect_lag()). */
 				atomic_fetch_add_explicit(&o->dropped, 1, memory_order_relaxed);
+				if (!d->sys)
+					atomic_fetch_add_explicit(&sh->c->lagged_drops, 1,
+					                          memory_order_relaxed);
+				if (o->endpoint < w->seg.h->max_endpoints)
+					atomic_fetch_add_explicit(
+					        &hl__epw_shard(&w->seg, o->endpoint, sh->id)->lag_seq,
+					        1, memory_order_release);
 			} else {
 				sh->fan[n++] = (struct hl_fan){.ep = o->endpoint, .slot = i};
 			}
@@ -356,7 +377,8 @@ dispatch(struct hl_shard *sh, struct hl_shm_key *k, const struct dispatch_src *d
 		at += cnt;
 		sh->ep_count[ep] = 0;
 	}
-	atomic_fetch_add_explicit(&sh->c->notifications, delivered, memory_order_relaxed);
+	if (!d->sys)
+		atomic_fetch_add_explicit(&sh->c->notifications, delivered, memory_order_relaxed);
 out:
 	urcu_memb_read_unlock();
 }
@@ -370,6 +392,7 @@ fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t n
 	d->rev = rev;
 	d->key = hl__key_bytes(k);
 	d->key_len = k->key_len;
+	d->sys = is_sys_key(d->key, d->key_len);
 	if (old_off) {
 		struct hl_shm_value *ov = hl__val(&w->seg, old_off);
 		d->old = (const uint8_t *)(ov + 1) + ov->meta_len;
@@ -398,7 +421,7 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 	uint64_t val = LD_RLX(&k->val);
 	uint64_t rev = LD_RLX(&k->rev);
 	uint64_t t0 = hl__now_ns();
-	struct dispatch_src d;
+	struct dispatch_src d = {.sys = 0};
 	if (val & HL_VAL_DELETED) {
 		uint64_t old = val & ~(uint64_t)HL_VAL_DELETED;
 		fill_src(w, k, old, 0, HL_EVR_DELETE, rev, &d);
@@ -435,7 +458,9 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 		}
 	}
 	uint64_t dt = hl__now_ns() - t0;
-	atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1, memory_order_relaxed);
+	if (!d.sys)
+		atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1,
+		                          memory_order_relaxed);
 }
 
 /* ---- apply ---- */
@@ -463,7 +488,8 @@ apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const ui
 	if (old) {
 		struct hl_shm_value *ov = hl__val(&w->seg, old);
 		if (ov->len == r->val_len && memcmp((uint8_t *)(ov + 1) + ov->meta_len, val, r->val_len) == 0) {
-			atomic_fetch_add_explicit(&sh->c->skipped, 1, memory_order_relaxed);
+			if (ep != HL_W_EP_SELF)
+				atomic_fetch_add_explicit(&sh->c->skipped, 1, memory_order_relaxed);
 			goto out;
 		}
 	}
@@ -481,7 +507,8 @@ apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const ui
 	                           .len = r->val_len,
 	                           .meta_len = r->meta_len,
 	                           .type = old ? HL_VAL_PUT : HL_VAL_PUT | HL_VAL_PENDING_NEW,
-	                           .pub_pid = LD_RLX(&hl__epw(&w->seg, ep)->pid),
+	                           .pub_pid = ep == HL_W_EP_SELF ? (uint32_t)getpid()
+	                                                         : LD_RLX(&hl__epw(&w->seg, ep)->pid),
 	                           .klass = klass,
 	                           .ts_ns = r->ts_ns};
 	atomic_init(&hdr.prev, old);
@@ -500,7 +527,8 @@ apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const ui
 	atomic_store_explicit(&k->val, nb, memory_order_release);
 	ST_RLX(&k->rev, rev);
 	hl__seq_write_end(&k->seq);
-	atomic_fetch_add_explicit(&sh->c->publishes, 1, memory_order_relaxed);
+	if (ep != HL_W_EP_SELF)
+		atomic_fetch_add_explicit(&sh->c->publishes, 1, memory_order_relaxed);
 	*dispatch_key = idx;
 out:
 	pthread_mutex_unlock(&sh->mu);
@@ -683,7 +711,10 @@ apply_unobserve(struct hl_shard *sh, uint32_t ep, const struct hl_req *r)
 /*
  * Apply request R (a private, validated copy) from endpoint EP at ring
  * position POS. Returns 0 or -errno (the request's own failure, answered to
- * the client); *result gets an observer id for OBSERVE.
+ * the client); *result gets an observer id for OBSERVE. EP is HL_W_EP_SELF
+ * for the worker's own publishes (telemetry.c, on this shard's thread, POS
+ * unused): they alone may write HL_SYS_PREFIX keys (-EPERM both ways) and
+ * they are not counted as publishes.
  */
 int
 hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r, uint32_t len,
@@ -696,6 +727,10 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	uint32_t dk = 0;
 	int rc;
 	*result = 0;
+	/* The worker's own keys: its publishes only (HL_W_EP_SELF). */
+	if ((r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) &&
+	    is_sys_key(key, r->h.key_len) != (ep == HL_W_EP_SELF))
+		return -EPERM;
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:
 		rc = apply_publish(sh, ep, r, key, meta, val, &dk);

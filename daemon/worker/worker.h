@@ -73,6 +73,18 @@ struct hl_ep {
 	/* Cleanup in progress: shards that still have to run it. */
 	_Atomic uint64_t cleanup_pending;
 	int closing;
+	/* Under mu (endpoint.c): adopt() rounds that found the claim not yet
+	 * ready, and whether a banned endpoint is held until its process
+	 * exits (quarantine: see hl_w_ep_kill()). */
+	uint32_t notready;
+	int quarantined;
+	/* Monitor thread only (endpoint.c): the slow-reader watch and the
+	 * prune pass's memory of a claim seen unfinished. */
+	uint64_t tail_sum;     /* sum of the client's ev_tail over shards, last tick */
+	uint64_t read_ns;      /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
+	uint32_t watch_gen;    /* incarnation the two fields above describe */
+	int slow;              /* reported as not reading */
+	uint64_t unready_word; /* claim word seen claimed but not ready by the last prune */
 };
 
 struct hl_worker_opts {
@@ -81,7 +93,11 @@ struct hl_worker_opts {
 	struct hl_layout_params create; /* capacities when creating */
 	mode_t mode;
 	int standalone;           /* create/own the segment without a keeper */
+	const char *socket_path;  /* keeper's control socket; NULL = $HEIRLOOM_SOCKET or
+	                           * the runtime-dir rule (daemon/common/proto.h) */
 	int64_t prune_interval_ms; /* 0 disables the periodic pass */
+	int64_t slow_reader_ms;   /* report an endpoint not reading this long; 0 = never */
+	int64_t telemetry_ms;     /* $sys/telemetry keys period; 0 = never (telemetry.c) */
 	int64_t spin_us;          /* busy-poll before sleeping */
 	int crash_at_step;        /* test hook: _exit(99) at that apply step */
 };
@@ -129,6 +145,14 @@ void hl_w_prune(struct hl_worker *w);
 void hl_w_wake_client(struct hl_worker *w, uint32_t ep);
 void hl_w_monitor_watch(struct hl_worker *w, uint32_t ep);
 int hl_w_drain_dead(struct hl_shard *sh, uint32_t ep);
+
+/* telemetry.c: the worker's own statistics and the $sys/telemetry keys.
+ * hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
+ * publishes: they may (only they may) write keys under HL_SYS_PREFIX. */
+#define HL_W_EP_SELF UINT32_MAX
+int hl_w_telemetry_init(struct hl_worker *w);
+void hl_w_telemetry_tick(struct hl_worker *w);
+int hl_w_telemetry_apply(struct hl_shard *sh);
 
 /* shard.c */
 int hl_w_shards_start(struct hl_worker *w);

@@ -75,6 +75,16 @@ struct hl_open_opts {
 	int timeout_ms;     /* how long calls that need the worker may wait:
 	                     * 0 = the default (5000), -1 = forever */
 	const char *runtime_dir; /* reserved; NULL */
+	uint32_t spin_us;   /* hl_next() with a non-zero timeout polls this
+	                     * client's event rings for up to spin_us
+	                     * microseconds before it sleeps on its futex
+	                     * (0 = sleep at once, the default; at most
+	                     * 1000000). Spinning saves the wake-up (a futex
+	                     * syscall in the worker and a reschedule here) when
+	                     * events come faster than that, at the price of
+	                     * one busy core while it polls: on a machine with
+	                     * few cores it takes CPU from the worker and the
+	                     * publishers (bench/README.md has the figures). */
 };
 
 /*
@@ -135,6 +145,7 @@ HL_API int hl_unobserve(struct hl_client *c, hl_observer_id id);
  * Returns once the request sits in this client's request ring, which survives
  * a crash of the worker: it will be applied exactly once (unless HL_OPEN_SYNC,
  * see hl_open()). Errors: -EINVAL, -EMSGSIZE (value or meta too large),
+ * -EPERM (KEY starts with HL_SYS_PREFIX: the worker's own keys),
  * -EAGAIN / -ETIMEDOUT (ring full and no room within the timeout), HL_ESTALE.
  */
 HL_API int hl_publish(struct hl_client *c, const void *key, size_t key_len, const void *value,
@@ -200,13 +211,29 @@ HL_API int hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms);
 
 /* ---- Introspection. ---- */
 
+/*
+ * Counters are totals since the segment was created (they live in it and
+ * survive worker restarts); "current counts" are what exists now. Traffic on
+ * the worker's own HL_SYS_PREFIX keys (telemetry) is left out of publishes,
+ * skipped_unchanged, deletes, notifications, lagged_drops and dispatch_hist.
+ */
 struct hl_stats {
-	uint64_t publishes, skipped_unchanged, deletes;
-	uint64_t notifications, lagged_drops, resyncs;
-	uint64_t observers_added, observers_removed;
-	uint64_t endpoints_attached, endpoints_removed;
-	uint64_t cleanup_runs, cleanup_removed;
-	uint64_t handoffs, reattaches, epoch;
+	uint64_t publishes;         /* publishes applied that changed the value */
+	uint64_t skipped_unchanged; /* publishes equal to the current value */
+	uint64_t deletes;           /* deletes of a key that had a value */
+	uint64_t notifications;     /* events written to observers (one per observer) */
+	uint64_t lagged_drops;      /* events dropped for observers whose ring was full */
+	uint64_t resyncs;           /* HL_EV_RESYNC events THIS client's hl_next() made:
+	                             * resyncs are made by the library in each client,
+	                             * so other processes' resyncs are not counted here */
+	uint64_t observers_added, observers_removed; /* removed: unobserve and cleanup */
+	uint64_t endpoints_attached; /* endpoints adopted by a worker (one per hl_open) */
+	uint64_t endpoints_removed;  /* endpoints freed (close, exit, prune, bad client) */
+	uint64_t cleanup_runs;       /* endpoint cleanups (closed or process gone) */
+	uint64_t cleanup_removed;    /* observers those cleanups removed */
+	uint64_t handoffs;           /* times the keeper gave the table to a worker */
+	uint64_t reattaches;         /* worker attaches (each runs recovery) */
+	uint64_t epoch;              /* owner epoch */
 	uint64_t last_recovery_ns;
 	uint64_t keys, observers, endpoints;   /* current counts */
 	uint64_t heap_used, heap_capacity;     /* value heap bytes */
@@ -215,6 +242,14 @@ struct hl_stats {
 	int owner_role;                        /* 0 none, 1 keeper, 2 worker */
 	uint64_t dispatch_hist[16]; /* publish applied -> last event written,
 	                             * bucket i counts latencies < 2^(i+7) ns */
+	uint64_t worker_mem_bytes;  /* the worker's process memory in use (jemalloc
+	                             * stats.allocated, refreshed about once a
+	                             * second); 0 when unknown (built without
+	                             * jemalloc, or no worker has run) */
+	uint64_t slow_endpoints;    /* current count of endpoints reported as not
+	                             * reading: events wait in their rings and none
+	                             * was taken for the worker's --slow-reader-ms.
+	                             * They keep their observers. */
 };
 
 /* Fill *st from the segment's counters (no worker needed). */
@@ -252,6 +287,39 @@ HL_API int hl_caps(struct hl_client *c, struct hl_caps *caps);
  * stops the walk and is returned. Lock-free and best effort under change. */
 typedef int (*hl_key_cb)(const void *key, size_t key_len, uint64_t revision, void *arg);
 HL_API int hl_keys(struct hl_client *c, hl_key_cb cb, void *arg);
+
+/* ---- Telemetry. ----
+ *
+ * The worker reports what it does as ordinary values on reserved keys, so an
+ * embedding application receives telemetry without polling: hl_observe() the
+ * keys below, and hl_next() hands over each report as an HL_EV_PUT like any
+ * other change (in order, never blocking the worker; a reader that falls
+ * behind gets LAGGED + RESYNC with the latest report, as for any key).
+ *
+ *   HL_TELEMETRY_DISPATCH  notifications written to observers' event rings
+ *                          (hl_stats.notifications)
+ *   HL_TELEMETRY_CLEANUP   observers removed by endpoint cleanups: their
+ *                          process exited, closed or was found gone by the
+ *                          prune pass (hl_stats.cleanup_removed)
+ *   HL_TELEMETRY_LAGGED    events dropped because an observer's event ring was
+ *                          full (hl_stats.lagged_drops)
+ *
+ * Each value is the text "count=N total=M" (no NUL): M is the counter's total
+ * since the segment was created, N how much it grew since the previous value
+ * of that key was published, or since the worker started or someone began to
+ * observe the key, whichever is latest. The worker publishes a key only while
+ * it has at least one observer, only when M moved, and at most once per its
+ * --telemetry-interval (default 100 ms; 0 turns telemetry off), so a burst
+ * of activity becomes one report. Telemetry does not count itself: events of
+ * HL_SYS_PREFIX keys are left out of every traffic counter.
+ *
+ * Keys starting with HL_SYS_PREFIX belong to the worker: clients may observe
+ * and read them, but hl_publish() and hl_delete() on them fail with -EPERM.
+ */
+#define HL_SYS_PREFIX "$sys/"
+#define HL_TELEMETRY_DISPATCH "$sys/telemetry/dispatch"
+#define HL_TELEMETRY_CLEANUP "$sys/telemetry/cleanup"
+#define HL_TELEMETRY_LAGGED "$sys/telemetry/lagged"
 
 /* ---- Errors. ---- */
 

@@ -1,0 +1,335 @@
+/*
+ * heirloom_latency: heirloom through its public API against the baselines'
+ * own scenarios, in their terms (bench/README.md): one publisher process
+ * (this one), observer processes forked per repetition, the same ack board.
+ *
+ * Series (scenario/variant):
+ *   steady/heirloom          one observer process blocking in hl_next(); one
+ *                            publish every ~20 us after the previous event
+ *                            arrived; latency = receive - ev.timestamp_ns
+ *   steady/heirloom-poll     the same, observer busy-polls hl_next(c, &ev, 0)
+ *                            (and yields every 1,024 empty polls, as ring-spin)
+ *   steady/heirloom-spin     the same, blocking hl_next() with
+ *                            hl_open_opts.spin_us = 50 (spin, then sleep)
+ *   steady/heirloom-b2b      blocking, the next publish right after the event
+ *                            (back to back, no pacing)
+ *   fanout8/heirloom, fanout64/heirloom
+ *                            one observer in each of 8 / 64 processes; latency
+ *                            to the last one
+ *   burst/heirloom           publishes back to back, at most WINDOW not yet
+ *                            received; msg/s per 10 ms window at the observer
+ *   burst/heirloom-spin      the same, observer with spin_us = 50
+ *   burst-fanout8/heirloom, burst-fanout64/heirloom   the same to 8 / 64
+ *                            processes: msg/s and ev/s
+ *   burst-batch64/heirloom   64 observers of the key in ONE process (one
+ *                            batched record per publish): msg/s and ev/s
+ *
+ * The publisher's stamp is the one heirloom carries: each observer copies
+ * ev.timestamp_ns (CLOCK_MONOTONIC when hl_publish() queued the request) to
+ * a shared word; latency = the last observer's receive time - that stamp.
+ *
+ * It owns the observer processes (harness.h) and must never leave one
+ * running; every wait is bounded.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "heirloom_common.h"
+#include "stats.h"
+
+#define STEADY_INTERVAL_NS 20000u
+#define RATE_WINDOW_NS     (10 * BENCH_NS_PER_MS)
+#define OBS_POLL_MS        50
+#define CONSUMER_GRACE_NS  (10 * BENCH_NS_PER_S)
+/* Burst: publishes not yet received by the slowest observer process. Below
+ * what one event ring holds (256 KiB / ~120 B records), so a fast publisher
+ * measures delivery, not dropped events (bl_redis keeps 1024 too). */
+#define WINDOW   1024u
+#define STOP_SEQ UINT64_MAX
+#define MAX_PROCS 64
+
+/* What one scenario row runs: indexed by bench_scenario.param. */
+struct variant {
+	uint32_t procs;    /* observer processes */
+	uint32_t per_proc; /* observers of the key in each */
+	int poll;          /* hl_next(c, &ev, 0) busy loop */
+	int spin_us;       /* hl_open_opts.spin_us of the observer */
+	int paced;         /* steady: 20 us between stamps */
+};
+
+enum { V_STEADY, V_POLL, V_SPIN, V_B2B, V_FAN8, V_FAN64, V_BURST, V_BSPIN, V_BFAN8, V_BFAN64,
+       V_BATCH };
+
+static const struct variant variants[] = {
+	[V_STEADY] = {1, 1, 0, 0, 1},  [V_POLL] = {1, 1, 1, 0, 1},   [V_SPIN] = {1, 1, 0, 50, 1},
+	[V_B2B] = {1, 1, 0, 0, 0},     [V_FAN8] = {8, 1, 0, 0, 1},   [V_FAN64] = {64, 1, 0, 0, 1},
+	[V_BURST] = {1, 1, 0, 0, 0},   [V_BSPIN] = {1, 1, 0, 50, 0}, [V_BFAN8] = {8, 1, 0, 0, 0},
+	[V_BFAN64] = {64, 1, 0, 0, 0},
+	[V_BATCH] = {1, 64, 0, 0, 0},
+};
+
+/* clang-format off */
+static const struct bench_scenario scenarios[] = {
+	{"steady", "heirloom", 0, 1, V_STEADY},
+	{"steady", "heirloom-poll", 0, 1, V_POLL},
+	{"steady", "heirloom-spin", 0, 1, V_SPIN},
+	{"steady", "heirloom-b2b", 0, 1, V_B2B},
+	{"fanout8", "heirloom", 0, 8, V_FAN8},
+	{"fanout64", "heirloom", 0, 64, V_FAN64},
+	{"burst", "heirloom", 1, 1, V_BURST},
+	{"burst", "heirloom-spin", 1, 1, V_BSPIN},
+	{"burst-fanout8", "heirloom", 1, 8, V_BFAN8},
+	{"burst-fanout64", "heirloom", 1, 64, V_BFAN64},
+	{"burst-batch64", "heirloom", 1, 64, V_BATCH},
+};
+/* clang-format on */
+
+/* Shared with the observers, besides the board. */
+struct shared {
+	/* ev.timestamp_ns of the message being acked: every observer writes
+	 * the same value (relaxed) before its ack, which releases it. */
+	_Alignas(64) _Atomic uint64_t ts;
+	/* Events dropped for lag (LAGGED counts), summed by all observers. */
+	_Alignas(64) _Atomic uint64_t lagged;
+};
+
+static struct hl_client *pub; /* the publisher's client, for the whole run */
+
+struct msg {
+	uint64_t seq;
+	uint64_t pad;
+};
+
+static int
+observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, struct shared *sh,
+              const char *key, uint64_t hard_ns)
+{
+	struct hl_client *c;
+	int rc = hlb_open(0, stats_now_ns() + 10 * BENCH_NS_PER_S, &c);
+	if (rc)
+		return 10;
+	if (v->spin_us) {
+		/* Reopen with the spin option (hlb_open uses defaults). */
+		hl_close(c);
+		struct hl_open_opts so = {.timeout_ms = 5000, .spin_us = (uint32_t)v->spin_us};
+		if (hl_open(hlb_name(), &so, &c))
+			return 11;
+	}
+	for (uint32_t i = 0; i < v->per_proc; i++) {
+		hl_observer_id id;
+		if (hl_observe(c, key, strlen(key), 0, &id))
+			return 12;
+	}
+	bench_board_ready(b);
+	uint64_t got = 0, count = 0;
+	unsigned idle = 0;
+	for (;;) {
+		struct hl_event ev;
+		rc = hl_next(c, &ev, v->poll ? 0 : OBS_POLL_MS);
+		if (rc == -EAGAIN || rc == -ETIMEDOUT) {
+			/* A poller gives the core away now and then, as
+			 * ring-spin does: on 2 cores the worker may need it. */
+			if (v->poll && ++idle % 1024)
+				continue;
+			if (v->poll)
+				sched_yield();
+			if (atomic_load_explicit(&b->stop, memory_order_relaxed) ||
+			    stats_now_ns() > hard_ns)
+				break;
+			continue;
+		}
+		if (rc < 0)
+			return 13;
+		uint64_t now = stats_now_ns();
+		if (ev.type == HL_EV_LAGGED) {
+			atomic_fetch_add_explicit(&sh->lagged, ev.lagged, memory_order_relaxed);
+			continue;
+		}
+		if (ev.type != HL_EV_PUT || ev.new_len != sizeof(struct msg))
+			continue;
+		struct msg m;
+		memcpy(&m, ev.new_value, sizeof(m));
+		if (m.seq == STOP_SEQ)
+			break;
+		count++;
+		atomic_store_explicit(&b->slot[idx].count, count, memory_order_relaxed);
+		if (++got == v->per_proc) {
+			got = 0;
+			atomic_store_explicit(&sh->ts, ev.timestamp_ns, memory_order_relaxed);
+			bench_board_ack(b, idx, now);
+		}
+	}
+	hl_close(c);
+	return 0;
+}
+
+static int
+publish(const char *key, uint64_t seq)
+{
+	struct msg m = {.seq = seq, .pad = 0x6865697266f6f6dull};
+	int rc;
+	/* The request ring has room for ~2000 of these; a full one waits. */
+	while ((rc = hl_publish(pub, key, strlen(key), &m, sizeof(m), NULL, 0)) == -EAGAIN)
+		sched_yield();
+	return rc;
+}
+
+static int
+run_steady(const struct variant *v, const struct bench_opts *o, const char *key,
+           struct bench_board *b, struct shared *sh, struct stats_samples *lat, uint64_t *seq)
+{
+	uint64_t deadline = bench_rep_deadline(o), last = 0;
+	int err = stats_reserve(lat, o->iters);
+	if (err < 0)
+		return err;
+	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
+		uint64_t stamp, recv;
+		/* Pace from the previous stamp, spinning (as bl_futex_ring). */
+		while ((stamp = stats_now_ns()) < last + (v->paced ? STEADY_INTERVAL_NS : 0))
+			bench_cpu_relax();
+		if (stamp > deadline)
+			break;
+		last = stamp;
+		bench_board_arm(b);
+		err = publish(key, (*seq)++);
+		if (err < 0)
+			return err;
+		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S, &recv);
+		if (err < 0)
+			return err;
+		uint64_t ts = atomic_load_explicit(&sh->ts, memory_order_relaxed);
+		if (i >= BENCH_WARMUP)
+			stats_add(lat, recv > ts ? recv - ts : 0);
+	}
+	return 0;
+}
+
+static uint64_t
+min_count(struct bench_board *b)
+{
+	uint64_t m = UINT64_MAX;
+	for (uint32_t i = 0; i < b->n; i++) {
+		uint64_t c = atomic_load_explicit(&b->slot[i].count, memory_order_relaxed);
+		if (c < m)
+			m = c;
+	}
+	return m;
+}
+
+static int
+run_burst(const struct variant *v, const struct bench_opts *o, const char *key,
+          struct bench_board *b, struct bench_rep_out *out, uint64_t *seq)
+{
+	uint64_t deadline = bench_rep_deadline(o), sent = 0;
+	struct bench_rate rm, re;
+	unsigned spins = 0;
+	int err = 0;
+	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
+	bench_rate_start(&re, RATE_WINDOW_NS, 0);
+	while (err == 0) {
+		uint64_t now = stats_now_ns();
+		if (now > deadline)
+			break;
+		/* Per-process counts are events: per_proc of them a message. */
+		uint64_t done = min_count(b) / v->per_proc;
+		/* A batched record is ~8 B an observer bigger: fewer fit. */
+		if (sent - done < (v->per_proc > 1 ? WINDOW / 4 : WINDOW)) {
+			err = publish(key, (*seq)++);
+			sent++;
+		} else if (++spins % 64 == 0) {
+			/* 2 cores: the worker or an observer may need ours. */
+			sched_yield();
+			if (spins % 65536 == 0 && bench_check_children() < 0)
+				err = -ECHILD;
+		}
+		uint64_t ev = bench_board_count(b);
+		if (bench_rate_tick(&rm, ev / ((uint64_t)v->procs * v->per_proc), &out->msg) < 0 ||
+		    bench_rate_tick(&re, ev, &out->ev) < 0)
+			err = -ENOMEM;
+	}
+	return err;
+}
+
+static int
+run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct bench_rep_out *out)
+{
+	const struct variant *v = &variants[sc->param];
+	static uint64_t seq = 1;
+	static unsigned rep_no;
+	char key[64];
+	int err = 0, failed;
+	/* A fresh key per repetition: observers of earlier ones are gone. */
+	snprintf(key, sizeof(key), "hb/%s/%s/%u", sc->name, sc->variant, rep_no++);
+	struct bench_board *b = bench_board_create(v->procs);
+	if (!b)
+		return -errno;
+	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+	                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		bench_board_destroy(b);
+		return -errno;
+	}
+	uint64_t hard = stats_now_ns() + o->budget_ns + CONSUMER_GRACE_NS;
+	for (uint32_t i = 0; i < v->procs; i++) {
+		pid_t pid = bench_fork();
+		if (pid == 0)
+			_exit(observer_main(v, i, b, sh, key, hard));
+		if (pid < 0) {
+			err = -errno;
+			goto out_kill;
+		}
+	}
+	err = bench_board_wait_ready(b, stats_now_ns() + 20 * BENCH_NS_PER_S);
+	if (err < 0)
+		goto out_kill;
+	if (sc->burst)
+		err = run_burst(v, o, key, b, out, &seq);
+	else
+		err = run_steady(v, o, key, b, sh, &out->lat, &seq);
+	if (err < 0)
+		goto out_kill;
+	err = publish(key, STOP_SEQ);
+	if (err < 0)
+		goto out_kill;
+	failed = bench_reap_all(stats_now_ns() + 5 * BENCH_NS_PER_S);
+	if (failed > 0) {
+		fprintf(stderr, "%s/%s: %d observer(s) failed\n", sc->name, sc->variant, failed);
+		err = -ECHILD;
+	}
+	if (atomic_load(&sh->lagged))
+		fprintf(stderr, "%s/%s: %lu events dropped for lag\n", sc->name, sc->variant,
+		        (unsigned long)atomic_load(&sh->lagged));
+	goto out;
+out_kill:
+	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
+	bench_kill_all();
+out:
+	munmap(sh, sizeof(*sh));
+	bench_board_destroy(b);
+	return err;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct bench_opts o;
+	bench_parse_args(argc, argv, &o);
+	int rc = hlb_setup();
+	if (rc == 0)
+		rc = hlb_open(0, stats_now_ns() + 20 * BENCH_NS_PER_S, &pub);
+	if (rc) {
+		fprintf(stderr, "heirloom_latency: no worker serving '%s': %s\n", hlb_name(),
+		        hl_strerror(rc));
+		return 1;
+	}
+	rc = bench_run_all(&o, scenarios, sizeof(scenarios) / sizeof(scenarios[0]), run_rep);
+	hl_close(pub);
+	hlb_teardown();
+	return rc;
+}

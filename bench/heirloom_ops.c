@@ -1,0 +1,286 @@
+/*
+ * heirloom_ops: how fast the worker takes requests, and what the table
+ * costs in memory.
+ *
+ * Series (scenario/variant, unit):
+ *   publish-skip/heirloom      pub/s    one client publishes the value each of
+ *                                       1,000 keys already has (skip path)
+ *   publish-change/heirloom    pub/s    the same with a new value each time,
+ *                                       nobody observing
+ *   publish-observed/heirloom  pub/s    the same into 1,000 keys that each have
+ *                                       one observer (in one other process,
+ *                                       draining with hl_next)
+ *   observe-pairs/heirloom     pairs/s  hl_observe + hl_unobserve, synchronous
+ *   memory/segment             B/observer, B/key   from the layout (ring space
+ *                                       apart): what the segment reserves
+ *   memory/worker-rss          B/observer  worker VmRSS growth per observer
+ *                                       added (100,000 of them), which
+ *                                       includes the segment pages it touched
+ *   memory/worker-rss          B        worker VmRSS with them
+ * Rates are per 10 ms window, counted by the worker (hl_stats), so they are
+ * requests applied, not requests queued.
+ *
+ * It owns its observer process (harness.h); every loop is bounded.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "heirloom_common.h"
+#include "layout.h"
+#include "stats.h"
+
+#define RATE_WINDOW_NS (10 * BENCH_NS_PER_MS)
+#define NKEYS          1000u
+#define MEM_OBSERVERS  100000u
+
+static struct hl_client *pub;
+
+static uint64_t
+applied(void)
+{
+	struct hl_stats st;
+	hl_stats(pub, &st);
+	return st.publishes + st.skipped_unchanged;
+}
+
+static void
+key_name(char *buf, size_t len, unsigned i)
+{
+	snprintf(buf, len, "hb/ops/%05u", i);
+}
+
+/* The keys' names, made once: the timed loops measure heirloom, not
+ * snprintf. */
+static char keys[NKEYS][16];
+
+static int
+publish_loop(const struct bench_opts *o, int change, struct stats_samples *out)
+{
+	uint64_t deadline = bench_rep_deadline(o), n = 0;
+	static uint64_t gen = 1;
+	struct bench_rate r;
+	int err = 0;
+	bench_rate_start(&r, RATE_WINDOW_NS, applied());
+	while (err == 0) {
+		for (unsigned k = 0; k < 64; k++, n++) {
+			uint64_t v[2] = {change ? gen++ : 1, 0};
+			const char *key = keys[n % NKEYS];
+			err = hl_publish(pub, key, strlen(key), v, sizeof(v), NULL, 0);
+			if (err == -EAGAIN) {
+				sched_yield();
+				err = 0;
+			}
+			if (err)
+				break;
+		}
+		if (stats_now_ns() > deadline)
+			break;
+		if (bench_rate_tick(&r, applied(), out) < 0)
+			err = -ENOMEM;
+	}
+	int f = hl_flush(pub, 5000);
+	return err ? err : f;
+}
+
+/* The observer of publish-observed: one observer on each key, drains. */
+static int
+observer_main(struct bench_board *b, uint64_t hard_ns)
+{
+	struct hl_client *c;
+	char key[32];
+	if (hlb_open(0, stats_now_ns() + 10 * BENCH_NS_PER_S, &c))
+		return 10;
+	for (unsigned i = 0; i < NKEYS; i++) {
+		hl_observer_id id;
+		key_name(key, sizeof(key), i);
+		if (hl_observe(c, key, strlen(key), 0, &id))
+			return 11;
+	}
+	bench_board_ready(b);
+	uint64_t n = 0;
+	while (!atomic_load_explicit(&b->stop, memory_order_relaxed) && stats_now_ns() < hard_ns) {
+		struct hl_event ev;
+		int rc = hl_next(c, &ev, 50);
+		if (rc == 0)
+			atomic_store_explicit(&b->slot[0].count, ++n, memory_order_relaxed);
+		else if (rc != -ETIMEDOUT)
+			return 12;
+	}
+	hl_close(c);
+	return 0;
+}
+
+static int
+rep_publish(int variant, const struct bench_opts *o, struct stats_samples *out)
+{
+	char key[32];
+	/* Every key exists with value 1 first, so the skip path is a skip. */
+	for (unsigned i = 0; i < NKEYS; i++) {
+		uint64_t v[2] = {1, 0};
+		key_name(key, sizeof(key), i);
+		int rc = hl_publish(pub, key, strlen(key), v, sizeof(v), NULL, 0);
+		if (rc)
+			return rc;
+	}
+	int err = hl_flush(pub, 5000);
+	if (err)
+		return err;
+	if (variant < 2)
+		return publish_loop(o, variant == 1, out);
+	struct bench_board *b = bench_board_create(1);
+	if (!b)
+		return -errno;
+	uint64_t hard = stats_now_ns() + o->budget_ns + 10 * BENCH_NS_PER_S;
+	pid_t pid = bench_fork();
+	if (pid == 0)
+		_exit(observer_main(b, hard));
+	if (pid < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = bench_board_wait_ready(b, stats_now_ns() + 20 * BENCH_NS_PER_S);
+	if (err == 0)
+		err = publish_loop(o, 1, out);
+	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
+	if (bench_reap_all(stats_now_ns() + 5 * BENCH_NS_PER_S) > 0 && err == 0)
+		err = -ECHILD;
+out:
+	bench_kill_all();
+	bench_board_destroy(b);
+	return err;
+}
+
+static int
+rep_pairs(const struct bench_opts *o, struct stats_samples *out)
+{
+	uint64_t deadline = bench_rep_deadline(o), n = 0;
+	struct bench_rate r;
+	bench_rate_start(&r, RATE_WINDOW_NS, 0);
+	while (stats_now_ns() < deadline) {
+		for (unsigned k = 0; k < 32; k++) {
+			hl_observer_id id;
+			int rc = hl_observe(pub, "hb/pairs", 8, 0, &id);
+			if (rc == 0)
+				rc = hl_unobserve(pub, id);
+			if (rc)
+				return rc;
+			n++;
+		}
+		if (bench_rate_tick(&r, n, out) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int
+run_series(const char *scenario, const char *unit, int which, const struct bench_opts *o)
+{
+	struct bench_series s;
+	int err = 0;
+	if (!bench_wanted(o, scenario, "heirloom"))
+		return 0;
+	bench_series_init(&s, scenario, "heirloom", STATS_RATE, unit);
+	for (unsigned r = 0; r < o->reps && err == 0; r++) {
+		struct stats_samples rep;
+		stats_init(&rep);
+		err = which < 3 ? rep_publish(which, o, &rep) : rep_pairs(o, &rep);
+		if (err == 0)
+			err = bench_series_add_rep(&s, &rep);
+		stats_fini(&rep);
+	}
+	if (err < 0)
+		fprintf(stderr, "%s/heirloom: %s\n", scenario, hl_strerror(err));
+	bench_series_report(&s, o);
+	bench_series_fini(&s);
+	return err;
+}
+
+/* One-sample rows: the figure is computed, not sampled. */
+static void
+report_value(const struct bench_opts *o, const char *scenario, const char *variant,
+             const char *unit, uint64_t v)
+{
+	struct bench_series s;
+	struct stats_samples one;
+	bench_series_init(&s, scenario, variant, STATS_RATE, unit);
+	stats_init(&one);
+	stats_add(&one, v);
+	bench_series_add_rep(&s, &one);
+	bench_series_report(&s, o);
+	stats_fini(&one);
+	bench_series_fini(&s);
+}
+
+static int
+run_memory(const struct bench_opts *o)
+{
+	if (!bench_wanted(o, "memory", "segment") && !bench_wanted(o, "memory", "worker-rss"))
+		return 0;
+	/* From the layout of a segment with the default capacities: the
+	 * observer and key regions over their capacities (pages rounded). */
+	struct hl_layout_params p = {0};
+	struct hl_shm_header h;
+	if (hl__layout_defaults(&p) || hl__layout_compute(&p, &h))
+		return -EINVAL;
+	uint64_t per_obs = (h.heap_off - h.observers_off) / h.max_observers;
+	uint64_t per_key = (h.observers_off - h.buckets_off) / h.max_keys;
+	report_value(o, "memory", "segment", "B/observer", per_obs);
+	report_value(o, "memory", "segment", "B/key", per_key);
+
+	pid_t w = hlb_worker_pid(pub);
+	uint64_t before = hlb_rss_bytes(w);
+	hl_observer_id *ids = malloc(MEM_OBSERVERS * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	char key[32];
+	unsigned n = 0;
+	int err = 0;
+	for (; n < MEM_OBSERVERS && err == 0; n++) {
+		key_name(key, sizeof(key), n % NKEYS);
+		err = hl_observe(pub, key, strlen(key), 0, &ids[n]);
+	}
+	uint64_t after = hlb_rss_bytes(w);
+	if (err == 0 && before && after) {
+		report_value(o, "memory", "worker-rss", "B/observer",
+		             after > before ? (after - before) / MEM_OBSERVERS : 0);
+		report_value(o, "memory", "worker-rss", "B", after);
+	}
+	for (unsigned i = 0; i + 1 < n; i++)
+		hl_unobserve(pub, ids[i]);
+	free(ids);
+	return err;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct bench_opts o;
+	bench_parse_args(argc, argv, &o);
+	for (unsigned i = 0; i < NKEYS; i++)
+		key_name(keys[i], sizeof(keys[i]), i);
+	int rc = hlb_setup();
+	if (rc == 0)
+		rc = hlb_open(0, stats_now_ns() + 20 * BENCH_NS_PER_S, &pub);
+	if (rc) {
+		fprintf(stderr, "heirloom_ops: no worker serving '%s': %s\n", hlb_name(),
+		        hl_strerror(rc));
+		return 1;
+	}
+	bench_install_guards((unsigned)(120 + 4 * o.reps * (o.budget_ns / BENCH_NS_PER_S + 5)));
+	stats_print_header(stdout);
+	int failed = 0;
+	failed |= run_series("publish-skip", "pub/s", 0, &o) < 0;
+	failed |= run_series("publish-change", "pub/s", 1, &o) < 0;
+	failed |= run_series("publish-observed", "pub/s", 2, &o) < 0;
+	failed |= run_series("observe-pairs", "pairs/s", 3, &o) < 0;
+	failed |= run_memory(&o) < 0;
+	hl_close(pub);
+	hlb_teardown();
+	return failed;
+}

@@ -1,0 +1,228 @@
+/*
+ * heirloom_reattach: SIGKILL the worker with N observers in the table
+ * (N = 1,000, 100,000, 1,000,000) and time how long until a publish is
+ * dispatched again.
+ *
+ * One holder process observes a probe key once and N - 1 observers over
+ * min(N, 10,000) other keys, then waits in hl_next(). For each kill the
+ * bench stamps t0, SIGKILLs the worker, queues a publish of the probe key
+ * at once (the request ring survives the worker), and has a new worker
+ * started: by the keeper when one supervises (production), else by the bench
+ * (heirloom-worker --standalone, as scripts/bench started it).
+ *
+ * Series (scenario reattach-obsN, ns):
+ *   heirloom (or heirloom-keeper)  t0 -> the holder received the probe event
+ *   heirloom-recovery              the new worker's recovery pass alone
+ *                                  (hl_stats.last_recovery_ns)
+ *
+ * It owns the holder process (harness.h) and a worker it restarted
+ * (heirloom_common.h); every wait is bounded.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "heirloom_common.h"
+#include "stats.h"
+
+#define PROBE    "hb/reattach/probe"
+#define MAX_KEYS 10000u
+#define GRACE_NS (60 * BENCH_NS_PER_S)
+
+static const uint32_t counts[] = {1000, 100000, 1000000};
+static struct hl_client *pub;
+
+static int
+holder_main(uint32_t n, struct bench_board *b, uint64_t hard_ns)
+{
+	struct hl_client *c;
+	char key[32];
+	hl_observer_id id;
+	if (hlb_open(0, stats_now_ns() + 10 * BENCH_NS_PER_S, &c))
+		return 10;
+	if (hl_observe(c, PROBE, strlen(PROBE), 0, &id))
+		return 11;
+	uint32_t nkeys = n < MAX_KEYS ? n : MAX_KEYS;
+	for (uint32_t i = 1; i < n; i++) {
+		snprintf(key, sizeof(key), "hb/ra/%u", i % nkeys);
+		int rc = hl_observe(c, key, strlen(key), 0, &id);
+		if (rc) {
+			fprintf(stderr, "reattach: observe %u of %u: %s\n", i, n, hl_strerror(rc));
+			return 12;
+		}
+	}
+	bench_board_ready(b);
+	while (!atomic_load_explicit(&b->stop, memory_order_relaxed) && stats_now_ns() < hard_ns) {
+		struct hl_event ev;
+		int rc = hl_next(c, &ev, 50);
+		if (rc == -ETIMEDOUT)
+			continue;
+		if (rc < 0)
+			return 13;
+		uint64_t now = stats_now_ns();
+		if (ev.type == HL_EV_PUT && ev.key_len == strlen(PROBE) &&
+		    memcmp(ev.key, PROBE, ev.key_len) == 0)
+			bench_board_ack(b, 0, now);
+	}
+	hl_close(c);
+	return 0;
+}
+
+/* A killed process is gone, or a zombie its parent has not reaped yet. */
+static int
+wait_dead(pid_t pid, uint64_t deadline)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	while (stats_now_ns() < deadline) {
+		FILE *f = fopen(path, "r");
+		if (!f)
+			return 0;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		char *p = strrchr(buf, ')');
+		if (!p || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')))
+			return 0;
+		sched_yield();
+	}
+	return -ETIMEDOUT;
+}
+
+/* Wait until the table is back to at most LIMIT observers (cleanup of an
+ * earlier holder is asynchronous). */
+static int
+wait_observers(uint64_t limit, uint64_t deadline)
+{
+	struct hl_stats st;
+	while (hl_stats(pub, &st) == 0 && st.observers > limit) {
+		if (stats_now_ns() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+static int
+kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
+          struct stats_samples *rec)
+{
+	struct hl_stats st0, st;
+	hl_stats(pub, &st0);
+	bench_board_arm(b);
+	uint64_t t0 = stats_now_ns();
+	int pid = hlb_worker_kill(pub);
+	if (pid < 0)
+		return pid;
+	/* Queued while no worker runs: applied by the next one. */
+	int err = hl_publish(pub, PROBE, strlen(PROBE), &seq, 8, NULL, 0);
+	if (err)
+		return err;
+	err = wait_dead(pid, t0 + 5 * BENCH_NS_PER_S);
+	if (err == 0)
+		err = hlb_worker_restart();
+	uint64_t recv;
+	if (err == 0)
+		err = bench_board_wait_acks(b, t0 + GRACE_NS, &recv);
+	if (err)
+		return err;
+	stats_add(lat, recv - t0);
+	/* The recovery time is stored before the worker serves. */
+	if (hl_stats(pub, &st) == 0 && st.reattaches > st0.reattaches)
+		stats_add(rec, st.last_recovery_ns);
+	return 0;
+}
+
+static int
+run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *lat,
+      struct stats_samples *rec)
+{
+	static uint64_t seq = 1;
+	unsigned kills = o->quick ? 3 : 7;
+	int err = wait_observers(0, stats_now_ns() + GRACE_NS);
+	if (err)
+		return err;
+	struct bench_board *b = bench_board_create(1);
+	if (!b)
+		return -errno;
+	uint64_t hard = stats_now_ns() + GRACE_NS * (kills + 2);
+	pid_t pid = bench_fork();
+	if (pid == 0)
+		_exit(holder_main(n, b, hard));
+	if (pid < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = bench_board_wait_ready(b, stats_now_ns() + GRACE_NS);
+	for (unsigned k = 0; k < kills && err == 0; k++)
+		err = kill_once(b, seq++, lat, rec);
+	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
+	if (bench_reap_all(stats_now_ns() + 10 * BENCH_NS_PER_S) > 0 && err == 0)
+		err = -ECHILD;
+out:
+	bench_kill_all();
+	bench_board_destroy(b);
+	return err;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct bench_opts o;
+	bench_parse_args(argc, argv, &o);
+	int rc = hlb_setup();
+	if (rc == 0)
+		rc = hlb_open(0, stats_now_ns() + 20 * BENCH_NS_PER_S, &pub);
+	if (rc) {
+		fprintf(stderr, "heirloom_reattach: no worker serving '%s': %s\n", hlb_name(),
+		        hl_strerror(rc));
+		return 1;
+	}
+	bench_install_guards(600);
+	stats_print_header(stdout);
+	const char *variant = hlb_have_keeper() ? "heirloom-keeper" : "heirloom";
+	int failed = 0;
+	for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		static char names[3][32];
+		snprintf(names[k], sizeof(names[k]), "reattach-obs%u", counts[k]);
+		if (!bench_wanted(&o, names[k], variant))
+			continue;
+		struct bench_series sl, sr;
+		struct stats_samples l, r;
+		bench_series_init(&sl, names[k], variant, STATS_LATENCY, "ns");
+		bench_series_init(&sr, names[k], "heirloom-recovery", STATS_LATENCY, "ns");
+		stats_init(&l);
+		stats_init(&r);
+		/* One series of kills: each kill is a sample (and its own
+		 * repetition of the whole reattach). */
+		int err = run_n(counts[k], &o, &l, &r);
+		if (err) {
+			fprintf(stderr, "%s: %s\n", names[k], hl_strerror(err));
+			failed = 1;
+		}
+		for (size_t i = 0; i < l.n; i++) {
+			struct stats_samples one = {.v = &l.v[i], .n = 1, .cap = 1};
+			bench_series_add_rep(&sl, &one);
+		}
+		for (size_t i = 0; i < r.n; i++) {
+			struct stats_samples one = {.v = &r.v[i], .n = 1, .cap = 1};
+			bench_series_add_rep(&sr, &one);
+		}
+		bench_series_report(&sl, &o);
+		bench_series_report(&sr, &o);
+		stats_fini(&l);
+		stats_fini(&r);
+		bench_series_fini(&sl);
+		bench_series_fini(&sr);
+	}
+	hl_close(pub);
+	hlb_teardown();
+	return failed;
+}

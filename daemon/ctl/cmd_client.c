@@ -1,0 +1,304 @@
+/*
+ * cmd_client.c: the commands that go through the worker: set, del and
+ * watch. They open a real client (hl_open claims an endpoint, released by
+ * hl_close or, if we die, by the worker's process monitor).
+ *
+ * A request queued while no worker serves stays in the ring and is applied
+ * whenever a worker comes, even after we gave up waiting. So these commands
+ * first wait, read-only, until a worker serves (up to --timeout) and queue
+ * nothing if none does: a failed "set" then really changed nothing.
+ */
+#include "ctl.h"
+#include "out.h"
+#include "util.h"
+#include "view.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_TIMEOUT_MS 5000
+
+static int
+parse_timeout(struct ctl *c, const char *s, int *ms)
+{
+	uint64_t v;
+	if (ctl_parse_u64(s, 1, INT32_MAX, &v))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--timeout needs milliseconds (1 or more), not '%s'", s);
+	*ms = (int)v;
+	return 0;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Wait until a worker serves NAME, at most TIMEOUT_MS (-1 forever): 0,
+ * 1 when none did, or a negative error opening the segment. */
+static int
+wait_worker(const char *name, int timeout_ms)
+{
+	uint64_t deadline =
+	        timeout_ms < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		struct view v;
+		int rc = view_open(&v, name);
+		if (rc)
+			return rc;
+		struct view_owner ow;
+		view_owner(&v, &ow);
+		int ready = atomic_load_explicit(&v.seg.h->worker_ready, memory_order_acquire);
+		view_close(&v);
+		if (ready && ow.role == HL_ROLE_WORKER && ow.alive)
+			return 0;
+		if (hl__now_ns() >= deadline)
+			return 1;
+		sleep_ms(10);
+	}
+}
+
+/* Wait for a worker, then open a client. Returns CTL_OK with *out set, or
+ * the exit code after reporting. */
+static int
+open_client(struct ctl *c, uint32_t flags, int timeout_ms, struct hl_client **out)
+{
+	int rc = wait_worker(c->name, timeout_ms);
+	if (rc < 0)
+		return ctl_fail_segment(c, rc);
+	if (rc > 0)
+		return ctl_fail(c, CTL_FAILED, HL_ENOWORKER,
+		                "no worker is serving segment '%s' (waited %d ms); nothing was "
+		                "queued",
+		                c->name, timeout_ms);
+	struct hl_open_opts o = { .flags = flags, .timeout_ms = timeout_ms };
+	rc = hl_open(c->name, &o, out);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	return CTL_OK;
+}
+
+/* Report the error of a request that was queued. */
+static int
+request_failed(struct ctl *c, int rc, int timeout_ms)
+{
+	if (rc == -ETIMEDOUT || rc == -EAGAIN)
+		return ctl_fail(c, CTL_FAILED, rc,
+		                "the worker did not apply the request within %d ms; it stays "
+		                "queued and is applied when the worker catches up",
+		                timeout_ms);
+	return ctl_fail(c, CTL_FAILED, rc, "%s", hl_strerror(rc));
+}
+
+static int
+print_ok(struct ctl *c, const char *key)
+{
+	if (!c->json)
+		return CTL_OK;
+	struct out o;
+	out_init(&o, stdout, 1);
+	out_obj_begin(&o, NULL);
+	out_bool(&o, "ok", 1);
+	out_str(&o, "key", key);
+	out_obj_end(&o);
+	return out_finish(&o) ? CTL_FAILED : CTL_OK;
+}
+
+int
+ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
+{
+	const char *key = a->pos[0], *val = a->pos[1], *meta = a->val[SET_META];
+	int timeout = DEFAULT_TIMEOUT_MS;
+	if (ctl_check_key(c, key))
+		return CTL_USAGE;
+	if (a->set[SET_TIMEOUT] && parse_timeout(c, a->val[SET_TIMEOUT], &timeout))
+		return CTL_USAGE;
+	size_t meta_len = meta ? strlen(meta) : 0;
+	if (meta_len > HL_META_MAX)
+		return ctl_fail(c, CTL_USAGE, -EMSGSIZE, "--meta is at most %u bytes, not %zu",
+		                HL_META_MAX, meta_len);
+	struct hl_client *cl;
+	int rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
+	if (rc)
+		return rc;
+	struct hl_caps caps;
+	hl_caps(cl, &caps);
+	rc = hl_publish(cl, key, strlen(key), val, strlen(val), meta, meta_len);
+	hl_close(cl);
+	if (rc == -EMSGSIZE)
+		return ctl_fail(c, CTL_FAILED, rc,
+		                "value of %zu bytes is larger than the segment's limit of %u bytes",
+		                strlen(val), caps.max_value);
+	if (rc == -ENOSPC)
+		return ctl_fail(c, CTL_FAILED, rc, "the table is full: %s", hl_strerror(rc));
+	if (rc)
+		return request_failed(c, rc, timeout);
+	return print_ok(c, key);
+}
+
+int
+ctl_cmd_del(struct ctl *c, const struct ctl_args *a)
+{
+	const char *key = a->pos[0];
+	int timeout = DEFAULT_TIMEOUT_MS;
+	if (ctl_check_key(c, key))
+		return CTL_USAGE;
+	if (a->set[DEL_TIMEOUT] && parse_timeout(c, a->val[DEL_TIMEOUT], &timeout))
+		return CTL_USAGE;
+	/* Deleting a missing key is no error for the library; for a person it
+	 * usually is a typo, so say so (and send nothing). */
+	struct view v;
+	int rc = view_open(&v, c->name);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	rc = view_get(&v, key, strlen(key), NULL, 0, NULL, NULL);
+	view_close(&v);
+	if (rc == -ENOENT)
+		return ctl_fail(c, CTL_NOTFOUND, rc, "not found: no such key '%s'", key);
+	if (rc)
+		return ctl_fail(c, CTL_FAILED, rc, "%s", hl_strerror(rc));
+	struct hl_client *cl;
+	rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
+	if (rc)
+		return rc;
+	rc = hl_delete(cl, key, strlen(key));
+	hl_close(cl);
+	if (rc)
+		return request_failed(c, rc, timeout);
+	return print_ok(c, key);
+}
+
+/* ---- watch ---- */
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static const char *
+ev_type(enum hl_event_type t)
+{
+	switch (t) {
+	case HL_EV_PUT: return "put";
+	case HL_EV_DELETE: return "delete";
+	case HL_EV_LAGGED: return "lagged";
+	case HL_EV_RESYNC: return "resync";
+	default: return "unknown";
+	}
+}
+
+static void
+print_event(const struct ctl *c, const struct hl_event *ev)
+{
+	if (c->json) {
+		struct out o;
+		out_init(&o, stdout, 1);
+		out_obj_begin(&o, NULL);
+		out_str(&o, "type", ev_type(ev->type));
+		out_u64(&o, "observer", ev->observer);
+		out_bytes(&o, "key", ev->key, ev->key_len);
+		out_u64(&o, "revision", ev->revision);
+		out_i64(&o, "publisher", ev->publisher);
+		out_u64(&o, "timestamp_ns", ev->timestamp_ns);
+		if (ev->has_new)
+			out_bytes(&o, "value", ev->new_value, ev->new_len);
+		else
+			out_null(&o, "value");
+		if (ev->has_old)
+			out_bytes(&o, "old_value", ev->old_value, ev->old_len);
+		else
+			out_null(&o, "old_value");
+		out_bytes(&o, "meta", ev->meta, ev->meta_len);
+		if (ev->type == HL_EV_LAGGED)
+			out_u64(&o, "lagged", ev->lagged);
+		out_obj_end(&o);
+		out_finish(&o);
+		return;
+	}
+	printf("%s %llu %d", ev_type(ev->type), (unsigned long long)ev->revision,
+	       (int)ev->publisher);
+	if (ev->type == HL_EV_LAGGED) {
+		printf(" %llu", (unsigned long long)ev->lagged);
+	} else if (ev->has_new && ev->type != HL_EV_DELETE) {
+		putchar(' ');
+		out_text_escape(stdout, ev->new_value, ev->new_len, 0);
+	}
+	putchar('\n');
+	fflush(stdout);
+}
+
+int
+ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
+{
+	const char *key = a->pos[0];
+	uint64_t count = 0;
+	int timeout = -1;
+	if (ctl_check_key(c, key))
+		return CTL_USAGE;
+	if (a->set[WATCH_COUNT] && ctl_parse_u64(a->val[WATCH_COUNT], 1, UINT32_MAX, &count))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--count needs a number of events (1 or more), not '%s'",
+		                a->val[WATCH_COUNT]);
+	if (a->set[WATCH_TIMEOUT] && parse_timeout(c, a->val[WATCH_TIMEOUT], &timeout))
+		return CTL_USAGE;
+	uint64_t deadline =
+	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
+
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	/* A closed pipe ends the watch through a failed write, so that the
+	 * endpoint is given back by hl_close(). */
+	signal(SIGPIPE, SIG_IGN);
+
+	struct hl_client *cl;
+	int rc = open_client(c, 0, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout, &cl);
+	if (rc)
+		return rc;
+	hl_observer_id id;
+	rc = hl_observe(cl, key, strlen(key), 0, &id);
+	if (rc) {
+		hl_close(cl);
+		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);
+	}
+	uint64_t got = 0;
+	int code = CTL_OK;
+	while (!count || got < count) {
+		uint64_t now = hl__now_ns();
+		if (stop_signal || now >= deadline) {
+			if (count)
+				code = ctl_fail(c, CTL_FAILED, -ETIMEDOUT,
+				                "%s after %llu of %llu events",
+				                stop_signal ? "stopped by a signal" : "timed out",
+				                (unsigned long long)got, (unsigned long long)count);
+			break;
+		}
+		/* Short slices, so that a signal or the deadline is noticed
+		 * promptly (hl_next() itself retries an interrupted wait). */
+		uint64_t left_ms = (deadline - now) / 1000000ull;
+		struct hl_event ev;
+		rc = hl_next(cl, &ev, left_ms < 200 ? (int)left_ms + 1 : 200);
+		if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
+			continue;
+		if (rc) {
+			code = request_failed(c, rc, 0);
+			break;
+		}
+		print_event(c, &ev);
+		if (ferror(stdout)) {
+			code = CTL_FAILED;
+			break;
+		}
+		got++;
+	}
+	hl_close(cl);
+	return code;
+}

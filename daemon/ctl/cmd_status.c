@@ -1,0 +1,226 @@
+/*
+ * cmd_status.c: heirloomctl status and stats. Both read the segment through
+ * view.h only (no endpoint, no worker needed) and never write to it;
+ * stats --prometheus hands the same snapshot to prom.c.
+ */
+#include "ctl.h"
+#include "out.h"
+#include "prom.h"
+#include "view.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void
+log_detail(const struct hl_shm_logrec *r, char *buf, size_t len)
+{
+	switch (r->kind) {
+	case HL_LOG_WORKER_EXIT:
+		if (r->code >= 0)
+			snprintf(buf, len, "exit status %d", r->code);
+		else if (r->code > -65)
+			snprintf(buf, len, "killed by signal %d (SIG%s)", -r->code,
+			         sigabbrev_np(-r->code) ? sigabbrev_np(-r->code) : "?");
+		else
+			snprintf(buf, len, "code %d", r->code);
+		break;
+	case HL_LOG_RECOVERY: snprintf(buf, len, "%d repairs", r->code); break;
+	case HL_LOG_BAD_CLIENT: snprintf(buf, len, "%s", hl_err_name(r->code)); break;
+	default: snprintf(buf, len, "code %d", r->code); break;
+	}
+}
+
+static void
+write_log(struct out *o, const struct view *v)
+{
+	struct hl_shm_logrec recs[HL_ERRLOG_LEN];
+	unsigned n = view_log(v, recs, HL_ERRLOG_LEN);
+	out_arr_begin(o, "log");
+	for (unsigned i = 0; i < n; i++) {
+		char detail[64];
+		log_detail(&recs[i], detail, sizeof(detail));
+		out_obj_begin(o, NULL);
+		out_time(o, "time", recs[i].time_ns);
+		out_str(o, "kind", view_log_kind(recs[i].kind));
+		out_u64(o, "pid", recs[i].pid);
+		out_u64(o, "epoch", recs[i].epoch);
+		out_i64(o, "code", recs[i].code);
+		out_str(o, "detail", detail);
+		out_str(o, "text", recs[i].text);
+		out_obj_end(o);
+	}
+	out_arr_end(o);
+}
+
+int
+ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
+{
+	(void)a;
+	struct view v;
+	int rc = view_open(&v, c->name);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	const struct hl_shm_header *h = v.seg.h;
+	struct view_owner ow;
+	struct view_stats s;
+	view_owner(&v, &ow);
+	view_stats(&v, &s);
+	char path[128];
+	snprintf(path, sizeof(path), "/dev/shm/heirloom.%s", c->name);
+
+	struct out o;
+	out_init(&o, stdout, c->json);
+	out_obj_begin(&o, NULL);
+	out_obj_begin(&o, "segment");
+	out_str(&o, "name", c->name);
+	out_str(&o, "path", path);
+	out_u64(&o, "size", h->size);
+	out_u64(&o, "layout_version", h->version);
+	out_time(&o, "created", h->created_ns);
+	out_obj_end(&o);
+
+	out_obj_begin(&o, "capacities");
+	out_u64(&o, "keys", h->max_keys);
+	out_u64(&o, "observers", h->max_observers);
+	out_u64(&o, "endpoints", h->max_endpoints);
+	out_u64(&o, "value_bytes", h->max_value);
+	out_u64(&o, "shards", h->shards);
+	out_u64(&o, "request_ring_bytes", h->req_ring_bytes);
+	out_u64(&o, "event_ring_bytes", h->ev_ring_bytes);
+	out_u64(&o, "heap_bytes", h->heap_bytes);
+	out_obj_end(&o);
+
+	out_obj_begin(&o, "owner");
+	out_str(&o, "role", view_role_name(ow.role));
+	out_u64(&o, "pid", ow.pid);
+	out_bool(&o, "alive", ow.alive);
+	out_u64(&o, "epoch", ow.epoch);
+	if (ow.torn)
+		out_str(&o, "warning", "owner record kept changing; fields may be mixed");
+	out_obj_end(&o);
+	out_obj_begin(&o, "keeper");
+	out_u64(&o, "pid", ow.keeper_pid);
+	out_bool(&o, "alive", ow.keeper_alive);
+	out_obj_end(&o);
+
+	/* worker_ready stays set when a worker is SIGKILLed: "serving" also
+	 * asks that the owner be a worker that still runs. */
+	out_bool(&o, "worker_ready", s.worker_ready);
+	out_bool(&o, "serving", s.worker_ready && ow.role == HL_ROLE_WORKER && ow.alive);
+	out_u64(&o, "handoffs", s.st.handoffs);
+	out_u64(&o, "reattaches", s.st.reattaches);
+	out_u64(&o, "recoveries", s.recoveries);
+	out_obj_begin(&o, "last_recovery");
+	out_dur(&o, "duration", s.st.last_recovery_ns);
+	out_u64(&o, "repairs", s.last_recovery_repairs);
+	out_obj_end(&o);
+
+	out_obj_begin(&o, "in_use");
+	out_u64(&o, "keys", s.st.keys);
+	out_u64(&o, "observers", s.st.observers);
+	out_u64(&o, "endpoints", s.st.endpoints);
+	out_u64(&o, "heap_used_bytes", s.st.heap_used);
+	out_u64(&o, "heap_capacity_bytes", s.st.heap_capacity);
+	out_u64(&o, "revision", s.st.revision);
+	out_obj_end(&o);
+
+	write_log(&o, &v);
+	out_obj_end(&o);
+	view_close(&v);
+	return out_finish(&o) ? CTL_FAILED : CTL_OK;
+}
+
+static void
+write_counters(struct out *o, const struct view_stats *s)
+{
+	const struct hl_stats *st = &s->st;
+	out_obj_begin(o, "counters");
+	out_u64(o, "publishes", st->publishes);
+	out_u64(o, "skipped_unchanged", st->skipped_unchanged);
+	out_u64(o, "deletes", st->deletes);
+	out_u64(o, "notifications", st->notifications);
+	out_u64(o, "lagged_drops", st->lagged_drops);
+	out_u64(o, "resyncs", st->resyncs);
+	out_u64(o, "observers_added", st->observers_added);
+	out_u64(o, "observers_removed", st->observers_removed);
+	out_u64(o, "endpoints_attached", st->endpoints_attached);
+	out_u64(o, "endpoints_removed", st->endpoints_removed);
+	out_u64(o, "cleanup_runs", st->cleanup_runs);
+	out_u64(o, "cleanup_removed", st->cleanup_removed);
+	out_u64(o, "handoffs", st->handoffs);
+	out_u64(o, "reattaches", st->reattaches);
+	out_u64(o, "recoveries", s->recoveries);
+	out_u64(o, "async_errors", s->async_errors);
+	out_obj_end(o);
+}
+
+static void
+write_gauges(struct out *o, const struct view_stats *s)
+{
+	const struct hl_stats *st = &s->st;
+	out_obj_begin(o, "current");
+	out_u64(o, "keys", st->keys);
+	out_u64(o, "observers", st->observers);
+	out_u64(o, "endpoints", st->endpoints);
+	out_u64(o, "heap_used_bytes", st->heap_used);
+	out_u64(o, "heap_capacity_bytes", st->heap_capacity);
+	out_u64(o, "revision", st->revision);
+	out_u64(o, "epoch", st->epoch);
+	out_str(o, "owner_role", view_role_name((uint32_t)st->owner_role));
+	out_u64(o, "owner_pid", (uint64_t)st->owner_pid);
+	out_bool(o, "worker_ready", s->worker_ready);
+	out_dur(o, "last_recovery", st->last_recovery_ns);
+	out_u64(o, "last_recovery_repairs", s->last_recovery_repairs);
+	out_obj_end(o);
+}
+
+/* Bucket i of dispatch_hist (see prom.h for the bounds). */
+static void
+write_latency(struct out *o, const struct hl_stats *st)
+{
+	uint64_t total = 0;
+	out_obj_begin(o, "dispatch_latency");
+	out_arr_begin(o, "buckets");
+	for (unsigned i = 0; i < PROM_HIST_BUCKETS; i++) {
+		out_obj_begin(o, NULL);
+		out_u64(o, "from_ns", prom_bucket_lower_ns(i));
+		if (i + 1 < PROM_HIST_BUCKETS)
+			out_u64(o, "below_ns", prom_bucket_upper_ns(i));
+		else
+			out_null(o, "below_ns");
+		out_u64(o, "count", st->dispatch_hist[i]);
+		out_obj_end(o);
+		total += st->dispatch_hist[i];
+	}
+	out_arr_end(o);
+	out_u64(o, "count", total);
+	out_obj_end(o);
+}
+
+int
+ctl_cmd_stats(struct ctl *c, const struct ctl_args *a)
+{
+	struct view v;
+	int rc = view_open(&v, c->name);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	struct view_stats s;
+	view_stats(&v, &s);
+	const struct hl_shm_header *h = v.seg.h;
+	if (a->set[STATS_PROMETHEUS]) {
+		rc = prom_write(stdout, c->name, &s, h);
+		view_close(&v);
+		return rc || fflush(stdout) ? CTL_FAILED : CTL_OK;
+	}
+	view_close(&v);
+	struct out o;
+	out_init(&o, stdout, c->json);
+	out_obj_begin(&o, NULL);
+	out_str(&o, "name", c->name);
+	write_counters(&o, &s);
+	write_gauges(&o, &s);
+	write_latency(&o, &s.st);
+	out_obj_end(&o);
+	return out_finish(&o) ? CTL_FAILED : CTL_OK;
+}

@@ -1,0 +1,89 @@
+/*
+ * ctl.h: what the parts of heirloomctl share: exit codes, the parsed
+ * command line, error reporting and the command entry points.
+ *
+ * heirloomctl is a tool for people and scripts. Its contract with scripts
+ * is the exit code, the "heirloomctl: ..." line on stderr and, with --json,
+ * one JSON document on stdout (one per line for watch). Commands that only
+ * read (status, stats, keys, inspect, get, observers, endpoints, segment
+ * inspect) map the segment read-only and never claim an endpoint, so they
+ * work with no worker running and with read permission alone.
+ */
+#ifndef HL_CTL_H
+#define HL_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes: a script may rely on these. */
+#define CTL_OK       0
+#define CTL_NOTFOUND 1 /* no such key (get, del, inspect) */
+#define CTL_USAGE    2 /* bad command line */
+#define CTL_SEGMENT  3 /* the segment is missing or unusable */
+#define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
+
+#define CTL_MAX_POS  4
+#define CTL_MAX_OPTS 8
+
+/* One option of a command: "--count N" (has_arg) or "--force". */
+struct ctl_opt {
+	const char *name;
+	int has_arg;
+};
+
+/* The command line after the global options, parsed against a command's
+ * options. Strings point into argv. */
+struct ctl_args {
+	const char *pos[CTL_MAX_POS];
+	int npos;
+	const char *val[CTL_MAX_OPTS]; /* value of option i, or NULL */
+	int set[CTL_MAX_OPTS];         /* option i was given */
+};
+
+struct ctl {
+	const char *name; /* segment name: --name, $HEIRLOOM_NAME, "default" */
+	int json;
+	const char *cmd; /* for messages: "get", "segment remove", ... */
+};
+
+/* Report an error on stderr as "heirloomctl: CMD: message" and, with
+ * --json, as {"error": ...} on stdout. ERR is 0 or a negative error code
+ * (its hl_err_name goes into the JSON). Returns CODE, the exit code. */
+int ctl_fail(const struct ctl *c, int code, int err, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* ctl_fail() for an error that came from opening the segment: the exit code
+ * and wording follow from ERR (missing, not heirloom, other version ...). */
+int ctl_fail_segment(const struct ctl *c, int err);
+
+/* A key given on the command line: 1..HL_KEY_MAX bytes, else a usage error
+ * (reported; returns CTL_USAGE). 0 when fine. */
+int ctl_check_key(const struct ctl *c, const char *key);
+
+/* Parse a decimal in [min, max] (strict: the whole string). 0 or -1. */
+int ctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Commands: each returns an exit code. ARGS was parsed against the
+ * command's own option table (see main.c). */
+int ctl_cmd_status(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_stats(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_keys(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_inspect(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_get(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_observers(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_endpoints(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_set(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_del(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_watch(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
+
+/* Option indexes of each command's table (main.c defines the tables). */
+enum { STATS_PROMETHEUS };
+enum { OBSERVERS_PID };
+enum { SET_META, SET_TIMEOUT };
+enum { DEL_TIMEOUT };
+enum { WATCH_COUNT, WATCH_TIMEOUT };
+enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
+
+#endif /* HL_CTL_H */

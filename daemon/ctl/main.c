@@ -1,0 +1,444 @@
+/*
+ * main.c: heirloomctl's command line: global options, the command table,
+ * per-command option parsing, --help texts, and the error reporting every
+ * command shares. It must never touch the segment itself: the commands do.
+ */
+#include "ctl.h"
+
+#include "heirloom/heirloom.h"
+#include "layout.h"
+#include "out.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const top_help =
+        "Usage: heirloomctl [--name NAME] [--json] COMMAND [ARGS...]\n"
+        "Inspect and use a heirloom table: the shared-memory segment /heirloom.NAME.\n"
+        "\n"
+        "Global options (accepted before or after the command):\n"
+        "  --name NAME   segment name; default $HEIRLOOM_NAME, else \"default\"\n"
+        "  --json        machine-readable output: one JSON document on stdout\n"
+        "                (watch: one JSON object per line)\n"
+        "  -h, --help    this text; 'heirloomctl COMMAND --help' for a command\n"
+        "  --version     print the version\n"
+        "\n"
+        "Commands that only read the segment (no worker needed, no endpoint taken):\n"
+        "  status                      segment, capacities, owner, counts, recent log\n"
+        "  stats [--prometheus]        every counter and the dispatch latency histogram\n"
+        "  keys                        every key with its revision\n"
+        "  inspect KEY                 a key's value length, revision and observers\n"
+        "  get KEY                     write KEY's value, raw, to stdout\n"
+        "  observers [--pid PID]       observers (of process PID)\n"
+        "  endpoints                   endpoints in use: state, pid, queued bytes\n"
+        "  segment inspect             validate the object, show its header fields\n"
+        "\n"
+        "Commands that go through the worker (they wait --timeout for one to serve):\n"
+        "  set KEY VALUE [--meta M]    publish and wait until the worker applied it\n"
+        "  del KEY                     delete KEY\n"
+        "  watch KEY [--count N]       one line per change of KEY\n"
+        "\n"
+        "  segment remove --force      shm_unlink the object (see its --help)\n"
+        "\n"
+        "Exit status:\n"
+        "  0  success\n"
+        "  1  no such key (get, del, inspect)\n"
+        "  2  usage error\n"
+        "  3  the segment is missing or unusable (not a heirloom segment, another\n"
+        "     layout version, truncated, corrupt, no permission)\n"
+        "  4  the request failed (no worker, worker error, timeout, refused)\n"
+        "\n"
+        "Errors go to stderr as \"heirloomctl: ...\"; with --json, stdout also gets\n"
+        "{\"error\": NAME, \"code\": N, \"message\": TEXT, \"exit_code\": N}, where NAME is\n"
+        "the error's symbolic name (ENOENT, HL_EBADMAGIC, ...) or \"usage\".\n"
+        "\n"
+        "Keys and values are binary. Text output writes printable ASCII and valid\n"
+        "UTF-8 as is, backslash as \\\\, newline, tab and carriage return as \\n, \\t\n"
+        "and \\r, and every other byte as \\xNN (get writes the raw bytes). JSON\n"
+        "output writes control bytes as \\u00XX and each byte that is not valid\n"
+        "UTF-8 as \\ufffd; when that happened, a sibling member \"<name>_hex\" holds\n"
+        "the exact bytes in hex.\n";
+
+struct cmd {
+	const char *name;
+	int (*run)(struct ctl *, const struct ctl_args *);
+	int min_pos, max_pos;
+	struct ctl_opt opts[CTL_MAX_OPTS];
+	const char *help;
+};
+
+static const struct cmd cmds[] = {
+	{ .name = "status",
+	  .run = ctl_cmd_status,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .help = "Usage: heirloomctl [--name NAME] [--json] status\n"
+	          "Show the segment (name, size, layout version), its capacities, the owner\n"
+	          "record (role, pid, epoch, whether the pid is alive), the keeper, whether a\n"
+	          "worker serves, hand-offs, reattaches, the last recovery, what is in use\n"
+	          "and the last records of the segment's log (worker exits, hand-backs, bad\n"
+	          "clients). Reads the segment only: works with no worker running.\n" },
+	{ .name = "stats",
+	  .run = ctl_cmd_stats,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "prometheus", 0 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] stats [--prometheus]\n"
+	          "Print every counter, the current counts and the dispatch latency\n"
+	          "histogram (publish applied -> last observer's event written).\n"
+	          "  --prometheus  the Prometheus text exposition format (version 0.0.4),\n"
+	          "                every sample labelled name=\"NAME\", for a scrape or a\n"
+	          "                node_exporter textfile collector. Counters are\n"
+	          "                heirloom_*_total. The latency buckets are exported as the\n"
+	          "                gauge heirloom_dispatch_latency_cumulative{le=\"SECONDS\"}\n"
+	          "                (cumulative counts, usable with histogram_quantile()),\n"
+	          "                not as a histogram: the segment keeps no latency sum,\n"
+	          "                which a histogram's _sum requires.\n" },
+	{ .name = "keys",
+	  .run = ctl_cmd_keys,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .help = "Usage: heirloomctl [--name NAME] [--json] keys\n"
+	          "List every key that has a value, sorted by its bytes: \"KEY<TAB>REVISION\"\n"
+	          "per line; --json: an array of {\"key\", \"revision\"}.\n" },
+	{ .name = "inspect",
+	  .run = ctl_cmd_inspect,
+	  .min_pos = 1,
+	  .max_pos = 1,
+	  .help = "Usage: heirloomctl [--name NAME] [--json] inspect KEY\n"
+	          "Show KEY's value length and revision and its observers: id, pid, whether\n"
+	          "the process is alive, age, bytes queued in its event ring, events dropped\n"
+	          "for lag and the last revision delivered. Exit 1 if there is no such key.\n" },
+	{ .name = "get",
+	  .run = ctl_cmd_get,
+	  .min_pos = 1,
+	  .max_pos = 1,
+	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY\n"
+	          "Write KEY's current value, raw, to stdout (no newline added). --json:\n"
+	          "{\"key\", \"value\", \"length\", \"revision\"}. Exit 1 if there is no such "
+	          "key.\n" },
+	{ .name = "observers",
+	  .run = ctl_cmd_observers,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "pid", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] observers [--pid PID]\n"
+	          "List the observers in the segment (only those whose endpoint belongs to\n"
+	          "process PID with --pid): id, pid, alive, endpoint, key, delivered\n"
+	          "revision, dropped, age.\n" },
+	{ .name = "endpoints",
+	  .run = ctl_cmd_endpoints,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .help = "Usage: heirloomctl [--name NAME] [--json] endpoints\n"
+	          "List the endpoints in use: index, state (active, dead, banned, or free\n"
+	          "while claimed but not yet adopted by a worker), pid, alive, incarnation,\n"
+	          "observers held, when it was attached, and the bytes queued per shard in\n"
+	          "its request and event rings (\"-\"/null when the client's cursor is\n"
+	          "impossible).\n" },
+	{ .name = "set",
+	  .run = ctl_cmd_set,
+	  .min_pos = 2,
+	  .max_pos = 2,
+	  .opts = { { "meta", 1 }, { "timeout", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE [--meta M] [--timeout "
+	          "MS]\n"
+	          "Publish VALUE under KEY (with metadata M for the observers) and wait until\n"
+	          "the worker applied it, so that errors such as a full table (ENOSPC) or an\n"
+	          "oversized value (EMSGSIZE) are reported. Waits up to --timeout MS\n"
+	          "(default 5000) for a worker to serve and to apply; exit 4 otherwise.\n"
+	          "Use -- before a KEY or VALUE that starts with \"--\".\n" },
+	{ .name = "del",
+	  .run = ctl_cmd_del,
+	  .min_pos = 1,
+	  .max_pos = 1,
+	  .opts = { { "timeout", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] del KEY [--timeout MS]\n"
+	          "Delete KEY (its observers get a delete event) and wait until applied.\n"
+	          "Exit 1, changing nothing, if KEY has no value. --timeout as for set.\n" },
+	{ .name = "watch",
+	  .run = ctl_cmd_watch,
+	  .min_pos = 1,
+	  .max_pos = 1,
+	  .opts = { { "count", 1 }, { "timeout", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
+	          "Observe KEY and print one line per event:\n"
+	          "  put REVISION PUBLISHER_PID VALUE\n"
+	          "  delete REVISION PUBLISHER_PID\n"
+	          "  lagged REVISION 0 DROPPED_EVENTS   (this watcher read too slowly)\n"
+	          "  resync REVISION 0 [VALUE]          (the current value after a lag;\n"
+	          "                                      none when the key is gone)\n"
+	          "VALUE is escaped as described in 'heirloomctl --help'. --json: one object\n"
+	          "per line {\"type\", \"observer\", \"key\", \"revision\", \"publisher\",\n"
+	          "\"timestamp_ns\", \"value\", \"old_value\", \"meta\", \"lagged\"}.\n"
+	          "  --count N     exit 0 after N events\n"
+	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
+	          "                fewer than N events came (default: no limit)\n"
+	          "SIGINT or SIGTERM stop it as --timeout does.\n" },
+	{ .name = "segment",
+	  .run = ctl_cmd_segment,
+	  .min_pos = 1,
+	  .max_pos = 1,
+	  .opts = { { "force", 0 }, { "force-live", 0 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] segment inspect\n"
+	          "       heirloomctl [--name NAME] [--json] segment remove --force "
+	          "[--force-live]\n"
+	          "inspect: open the object read-only, validate it and print what validation\n"
+	          "  says (ok, not a heirloom segment, another layout version, truncated,\n"
+	          "  corrupt) and every header field it could read. Exit 0 if usable, 3 if\n"
+	          "  not (or missing).\n"
+	          "remove: shm_unlink the object, for a segment left by another layout version\n"
+	          "  or by a crash of both daemons. Refused (exit 2) without --force. Refused\n"
+	          "  (exit 4) while the segment records a living keeper or worker, unless\n"
+	          "  --force-live. Processes that have it mapped keep their mapping.\n" },
+};
+
+int
+ctl_fail(const struct ctl *c, int code, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fflush(stdout);
+	if (c->cmd)
+		fprintf(stderr, "heirloomctl: %s: %s\n", c->cmd, msg);
+	else
+		fprintf(stderr, "heirloomctl: %s\n", msg);
+	if (c->json) {
+		struct out o;
+		out_init(&o, stdout, 1);
+		out_obj_begin(&o, NULL);
+		out_str(&o, "error",
+		        err                 ? hl_err_name(err)
+		        : code == CTL_USAGE ? "usage"
+		                            : "failed");
+		out_i64(&o, "code", err);
+		out_str(&o, "message", msg);
+		out_i64(&o, "exit_code", code);
+		out_finish(&o);
+	}
+	return code;
+}
+
+int
+ctl_fail_segment(const struct ctl *c, int err)
+{
+	switch (err) {
+	case -ENOENT:
+		return ctl_fail(c, CTL_SEGMENT, err,
+		                "no segment '%s' (/dev/shm/heirloom.%s does not exist); is a "
+		                "keeper or worker running with --name %s?",
+		                c->name, c->name, c->name);
+	case -EINVAL:
+		return ctl_fail(c, CTL_USAGE, err,
+		                "invalid segment name '%s' (1 to 64 printable characters, no '/')",
+		                c->name);
+	case -ENOSPC:
+		return ctl_fail(c, CTL_FAILED, err, "segment '%s': every endpoint is taken",
+		                c->name);
+	case -ENOMEM: return ctl_fail(c, CTL_FAILED, err, "out of memory");
+	case HL_EBADMAGIC:
+	case HL_EVERSION:
+	case HL_ETRUNCATED:
+	case HL_ECORRUPT:
+		return ctl_fail(c, CTL_SEGMENT, err,
+		                "segment '%s': %s; 'heirloomctl --name %s segment inspect' "
+		                "shows more, 'segment remove --force' removes it",
+		                c->name, hl_strerror(err), c->name);
+	default:
+		return ctl_fail(c, CTL_SEGMENT, err, "segment '%s': %s", c->name, hl_strerror(err));
+	}
+}
+
+int
+ctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+ctl_check_key(const struct ctl *c, const char *key)
+{
+	size_t n = strlen(key);
+	if (n == 0 || n > HL_KEY_MAX)
+		return ctl_fail(c, CTL_USAGE, -EINVAL, "a key is 1 to %u bytes, not %zu",
+		                HL_KEY_MAX, n);
+	return 0;
+}
+
+static const struct cmd *
+find_cmd(const char *name)
+{
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(cmds[i].name, name) == 0)
+			return &cmds[i];
+	return NULL;
+}
+
+/* "--opt" or "--opt=value": 1 when ARG names OPT, with *val set for "=". */
+static int
+opt_is(const char *arg, const char *opt, const char **val)
+{
+	size_t n = strlen(opt);
+	if (strncmp(arg + 2, opt, n) != 0)
+		return 0;
+	if (arg[2 + n] == '\0') {
+		*val = NULL;
+		return 1;
+	}
+	if (arg[2 + n] == '=') {
+		*val = arg + 3 + n;
+		return 1;
+	}
+	return 0;
+}
+
+enum { G_NONE, G_HELP, G_VERSION, G_ERROR };
+
+/* A global option at argv[*i]: 1 handled (and *i advanced past a value),
+ * 0 not a global option, -1 error (reported). *what gets G_HELP/G_VERSION. */
+static int
+global_opt(struct ctl *c, int argc, char **argv, int *i, int *what)
+{
+	const char *a = argv[*i], *val;
+	if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+		*what = G_HELP;
+		return 1;
+	}
+	if (strcmp(a, "--version") == 0) {
+		*what = G_VERSION;
+		return 1;
+	}
+	if (strcmp(a, "--json") == 0) {
+		c->json = 1;
+		return 1;
+	}
+	if (strncmp(a, "--", 2) == 0 && opt_is(a, "name", &val)) {
+		if (!val) {
+			if (*i + 1 >= argc) {
+				ctl_fail(c, CTL_USAGE, 0, "--name needs a value");
+				return -1;
+			}
+			val = argv[++*i];
+		}
+		c->name = val;
+		return 1;
+	}
+	return 0;
+}
+
+/* Parse the command's arguments argv[i..]: positionals, its own options and
+ * the global ones. Returns -1 after reporting a usage error. */
+static int
+parse_cmd(struct ctl *c, const struct cmd *cmd, int argc, char **argv, int i, struct ctl_args *a,
+          int *what)
+{
+	int opts_done = 0;
+	memset(a, 0, sizeof(*a));
+	for (; i < argc; i++) {
+		const char *arg = argv[i];
+		if (!opts_done && strcmp(arg, "--") == 0) {
+			opts_done = 1;
+			continue;
+		}
+		if (!opts_done && (strncmp(arg, "--", 2) == 0 || strcmp(arg, "-h") == 0)) {
+			int g = global_opt(c, argc, argv, &i, what);
+			if (g < 0)
+				return -1;
+			if (g > 0)
+				continue;
+			int k, found = 0;
+			const char *val = NULL;
+			for (k = 0; k < CTL_MAX_OPTS && cmd->opts[k].name; k++)
+				if (opt_is(arg, cmd->opts[k].name, &val)) {
+					found = 1;
+					break;
+				}
+			if (!found)
+				return ctl_fail(c, CTL_USAGE, 0, "unknown option %s (see --help)",
+				                arg),
+				       -1;
+			if (cmd->opts[k].has_arg && !val) {
+				if (i + 1 >= argc)
+					return ctl_fail(c, CTL_USAGE, 0, "%s needs a value", arg),
+					       -1;
+				val = argv[++i];
+			} else if (!cmd->opts[k].has_arg && val) {
+				return ctl_fail(c, CTL_USAGE, 0, "--%s takes no value",
+				                cmd->opts[k].name),
+				       -1;
+			}
+			a->set[k] = 1;
+			a->val[k] = val;
+			continue;
+		}
+		if (a->npos >= cmd->max_pos)
+			return ctl_fail(c, CTL_USAGE, 0, "unexpected argument '%s' (see --help)",
+			                arg),
+			       -1;
+		a->pos[a->npos++] = arg;
+	}
+	if (*what == G_NONE && a->npos < cmd->min_pos)
+		return ctl_fail(c, CTL_USAGE, 0, "missing argument (see 'heirloomctl %s --help')",
+		                cmd->name),
+		       -1;
+	return 0;
+}
+
+static int
+version(void)
+{
+	printf("heirloomctl %d.%d.%d (segment layout version %u)\n", HL_VERSION_MAJOR,
+	       HL_VERSION_MINOR, HL_VERSION_PATCH, HL_LAYOUT_VERSION);
+	return fflush(stdout) == 0 ? CTL_OK : CTL_FAILED;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ctl c = { .name = getenv("HEIRLOOM_NAME") };
+	if (!c.name || !*c.name)
+		c.name = "default";
+	int what = G_NONE, i;
+	for (i = 1; i < argc; i++) {
+		int g = global_opt(&c, argc, argv, &i, &what);
+		if (g < 0)
+			return CTL_USAGE;
+		if (g == 0)
+			break;
+	}
+	if (i >= argc || what != G_NONE) {
+		if (what == G_VERSION)
+			return version();
+		fputs(top_help, what == G_HELP ? stdout : stderr);
+		return what == G_HELP ? CTL_OK : CTL_USAGE;
+	}
+	if (argv[i][0] == '-')
+		return ctl_fail(&c, CTL_USAGE, 0, "unknown option %s (see --help)", argv[i]);
+	const struct cmd *cmd = find_cmd(argv[i]);
+	if (!cmd)
+		return ctl_fail(&c, CTL_USAGE, 0, "unknown command '%s' (see --help)", argv[i]);
+	c.cmd = cmd->name;
+	struct ctl_args a;
+	if (parse_cmd(&c, cmd, argc, argv, i + 1, &a, &what))
+		return CTL_USAGE;
+	if (what == G_VERSION)
+		return version();
+	if (what == G_HELP) {
+		fputs(cmd->help, stdout);
+		return CTL_OK;
+	}
+	return cmd->run(&c, &a);
+}

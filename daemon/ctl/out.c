@@ -1,0 +1,415 @@
+/*
+ * out.c: structured output as text or JSON, and the escaping of binary
+ * bytes (see out.h for the exact rules). It writes only to the FILE it was
+ * given and knows nothing of heirloom.
+ */
+#include "out.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void
+out_init(struct out *o, FILE *f, int json)
+{
+	memset(o, 0, sizeof(*o));
+	o->f = f;
+	o->json = json;
+}
+
+/* ---- UTF-8 ---- */
+
+/* Length of the valid UTF-8 sequence at P (1..4) and its code point, or 0
+ * when the bytes there are not valid UTF-8 (overlong forms, surrogates and
+ * code points above U+10FFFF are invalid). */
+static size_t
+utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
+{
+	unsigned char b = p[0];
+	size_t len;
+	uint32_t c, min;
+	if (b < 0x80) {
+		*cp = b;
+		return 1;
+	} else if (b >= 0xc2 && b <= 0xdf) {
+		len = 2, c = b & 0x1f, min = 0x80;
+	} else if (b >= 0xe0 && b <= 0xef) {
+		len = 3, c = b & 0x0f, min = 0x800;
+	} else if (b >= 0xf0 && b <= 0xf4) {
+		len = 4, c = b & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (p[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+void
+out_text_escape(FILE *f, const void *p, size_t n, int quote)
+{
+	const unsigned char *s = p;
+	size_t i = 0;
+	while (i < n) {
+		unsigned char b = s[i];
+		uint32_t cp;
+		size_t len;
+		if (b == '\\') {
+			fputs("\\\\", f);
+		} else if (b == '"' && quote) {
+			fputs("\\\"", f);
+		} else if (b >= 0x20 && b < 0x7f) {
+			putc(b, f);
+		} else if (b == '\n') {
+			fputs("\\n", f);
+		} else if (b == '\t') {
+			fputs("\\t", f);
+		} else if (b == '\r') {
+			fputs("\\r", f);
+		} else if (b >= 0x80 && (len = utf8_seq(s + i, n - i, &cp)) > 1 && cp >= 0xa0) {
+			fwrite(s + i, 1, len, f);
+			i += len;
+			continue;
+		} else {
+			fprintf(f, "\\x%02x", b);
+		}
+		i++;
+	}
+}
+
+int
+out_json_string(FILE *f, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	int replaced = 0;
+	size_t i = 0;
+	putc('"', f);
+	while (i < n) {
+		unsigned char b = s[i];
+		uint32_t cp;
+		size_t len;
+		if (b == '"' || b == '\\') {
+			putc('\\', f);
+			putc(b, f);
+		} else if (b < 0x20 || b == 0x7f) {
+			fprintf(f, "\\u%04x", b);
+		} else if (b < 0x80) {
+			putc(b, f);
+		} else if ((len = utf8_seq(s + i, n - i, &cp)) > 0) {
+			if (cp < 0xa0)
+				fprintf(f, "\\u%04x", (unsigned)cp);
+			else
+				fwrite(s + i, 1, len, f);
+			i += len;
+			continue;
+		} else {
+			fputs("\\ufffd", f);
+			replaced = 1;
+		}
+		i++;
+	}
+	putc('"', f);
+	return replaced;
+}
+
+void
+out_hex(FILE *f, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%02x", s[i]);
+}
+
+void
+out_fmt_time(char *buf, size_t len, uint64_t wall_ns)
+{
+	time_t t = (time_t)(wall_ns / 1000000000ull);
+	struct tm tm;
+	if (!gmtime_r(&t, &tm)) {
+		snprintf(buf, len, "@%llu", (unsigned long long)wall_ns);
+		return;
+	}
+	char day[24];
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03uZ", day, (unsigned)(wall_ns / 1000000ull % 1000ull));
+}
+
+/* ---- the tree ---- */
+
+static struct out_frame *
+top(struct out *o)
+{
+	return o->depth ? &o->st[o->depth - 1] : NULL;
+}
+
+static void
+indent(struct out *o)
+{
+	/* Members of the top-level object sit at column 0. */
+	for (int i = 1; i < o->depth; i++)
+		fputs("  ", o->f);
+}
+
+/* Everything before a scalar member's value. */
+static void
+pre(struct out *o, const char *name)
+{
+	struct out_frame *fr = top(o);
+	if (o->json) {
+		if (fr && fr->count)
+			putc(',', o->f);
+		if (fr && !fr->arr) {
+			out_json_string(o->f, name, strlen(name));
+			putc(':', o->f);
+		}
+	} else if (fr && fr->line) {
+		if (!fr->arr)
+			fprintf(o->f, " %s=", name);
+		else if (fr->count)
+			putc(',', o->f);
+	} else if (fr && !fr->arr) {
+		indent(o);
+		fprintf(o->f, "%s: ", name);
+	} else if (fr) {
+		indent(o);
+		fputs("- ", o->f);
+	}
+	if (fr)
+		fr->count++;
+}
+
+/* After a scalar: in multi-line text, the end of its line. */
+static void
+post(struct out *o)
+{
+	struct out_frame *fr = top(o);
+	if (!o->json && fr && !fr->line)
+		putc('\n', o->f);
+}
+
+static void
+push(struct out *o, int arr, int line)
+{
+	if (o->depth == OUT_DEPTH) {
+		/* A command nests deeper than any document of ours needs: a bug
+		 * in heirloomctl, never caused by input. */
+		fputs("heirloomctl: internal error: output nested too deep\n", stderr);
+		abort();
+	}
+	o->st[o->depth++] = (struct out_frame){ .arr = arr, .line = line };
+}
+
+/*
+ * Text layout of containers:
+ *   in an object:           "name:" then the members indented below;
+ *   in an array:            "- " then the container on that one line;
+ *   in a one-line container: " name={...}" or ",[...]".
+ */
+static void
+begin(struct out *o, const char *name, int arr)
+{
+	struct out_frame *fr = top(o);
+	if (o->json) {
+		pre(o, name);
+		putc(arr ? '[' : '{', o->f);
+		push(o, arr, 0);
+		return;
+	}
+	if (!fr) {
+		push(o, arr, 0);
+	} else if (fr->line) {
+		pre(o, name);
+		putc(arr ? '[' : '{', o->f);
+		push(o, arr, 1);
+	} else if (fr->arr) {
+		fr->count++;
+		indent(o);
+		fputs(arr ? "- [" : "-", o->f);
+		push(o, arr, 1);
+	} else {
+		fr->count++;
+		indent(o);
+		fprintf(o->f, "%s:\n", name);
+		push(o, arr, 0);
+	}
+}
+
+static void
+end(struct out *o)
+{
+	struct out_frame *fr = top(o);
+	if (!fr)
+		return;
+	o->depth--;
+	struct out_frame *up = top(o);
+	if (o->json) {
+		putc(fr->arr ? ']' : '}', o->f);
+		if (o->depth == 0)
+			putc('\n', o->f);
+	} else if (fr->line) {
+		if (up && up->line)
+			putc(fr->arr ? ']' : '}', o->f);
+		else
+			fputs(fr->arr ? "]\n" : "\n", o->f);
+	} else if (fr->arr && fr->count == 0) {
+		indent(o);
+		fputs(o->depth ? "  (none)\n" : "(none)\n", o->f);
+	}
+}
+
+void
+out_obj_begin(struct out *o, const char *name)
+{
+	begin(o, name, 0);
+}
+
+void
+out_obj_end(struct out *o)
+{
+	end(o);
+}
+
+void
+out_arr_begin(struct out *o, const char *name)
+{
+	begin(o, name, 1);
+}
+
+void
+out_arr_end(struct out *o)
+{
+	end(o);
+}
+
+void
+out_u64(struct out *o, const char *name, uint64_t v)
+{
+	pre(o, name);
+	fprintf(o->f, "%llu", (unsigned long long)v);
+	post(o);
+}
+
+void
+out_i64(struct out *o, const char *name, int64_t v)
+{
+	pre(o, name);
+	fprintf(o->f, "%lld", (long long)v);
+	post(o);
+}
+
+void
+out_bool(struct out *o, const char *name, int v)
+{
+	pre(o, name);
+	fputs(o->json ? (v ? "true" : "false") : (v ? "yes" : "no"), o->f);
+	post(o);
+}
+
+void
+out_null(struct out *o, const char *name)
+{
+	pre(o, name);
+	fputs(o->json ? "null" : "-", o->f);
+	post(o);
+}
+
+/* A text value on a one-line container is quoted when it would otherwise
+ * be ambiguous. */
+static int
+needs_quotes(const unsigned char *s, size_t n)
+{
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == ' ' || s[i] == '=' || s[i] == '"' || s[i] == ',')
+			return 1;
+	return 0;
+}
+
+void
+out_bytes(struct out *o, const char *name, const void *p, size_t n)
+{
+	struct out_frame *fr = top(o);
+	pre(o, name);
+	if (o->json) {
+		if (out_json_string(o->f, p, n) && fr && !fr->arr) {
+			putc(',', o->f);
+			char hname[96];
+			snprintf(hname, sizeof(hname), "%s_hex", name);
+			out_json_string(o->f, hname, strlen(hname));
+			fputs(":\"", o->f);
+			out_hex(o->f, p, n);
+			putc('"', o->f);
+		}
+	} else if (fr && fr->line && needs_quotes(p, n)) {
+		putc('"', o->f);
+		out_text_escape(o->f, p, n, 1);
+		putc('"', o->f);
+	} else {
+		out_text_escape(o->f, p, n, 0);
+	}
+	post(o);
+}
+
+void
+out_str(struct out *o, const char *name, const char *s)
+{
+	out_bytes(o, name, s, strlen(s));
+}
+
+void
+out_time(struct out *o, const char *name, uint64_t wall_ns)
+{
+	char buf[48];
+	out_fmt_time(buf, sizeof(buf), wall_ns);
+	if (!o->json) {
+		out_str(o, name, wall_ns ? buf : "never");
+		return;
+	}
+	char nsname[96];
+	snprintf(nsname, sizeof(nsname), "%s_ns", name);
+	if (wall_ns)
+		out_str(o, name, buf);
+	else
+		out_null(o, name);
+	out_u64(o, nsname, wall_ns);
+}
+
+void
+out_dur(struct out *o, const char *name, uint64_t ns)
+{
+	if (o->json) {
+		char nsname[96];
+		snprintf(nsname, sizeof(nsname), "%s_ns", name);
+		out_u64(o, nsname, ns);
+		return;
+	}
+	char buf[48];
+	if (ns < 1000)
+		snprintf(buf, sizeof(buf), "%lluns", (unsigned long long)ns);
+	else if (ns < 1000000)
+		snprintf(buf, sizeof(buf), "%.3fus", (double)ns / 1e3);
+	else if (ns < 1000000000)
+		snprintf(buf, sizeof(buf), "%.3fms", (double)ns / 1e6);
+	else
+		snprintf(buf, sizeof(buf), "%.3fs", (double)ns / 1e9);
+	out_str(o, name, buf);
+}
+
+int
+out_finish(struct out *o)
+{
+	while (o->depth)
+		end(o);
+	if (fflush(o->f) != 0 || ferror(o->f))
+		return -1;
+	return 0;
+}

@@ -1,0 +1,353 @@
+/*
+ * view.c: read-only snapshots of a segment for heirloomctl (see view.h).
+ * It must never write to the segment (the mapping is PROT_READ: a stray
+ * write faults here rather than corrupting the table) and must never trust
+ * an index, offset or length it reads without checking it against the
+ * validated header.
+ *
+ * view_keys(), view_get() and view_inspect() give the answers of hl_keys(),
+ * hl_get() and hl_inspect_key(); they are here rather than called through a
+ * struct hl_client because hl_open() claims an endpoint (and needs write
+ * access), which a read-only command must not do. They use the library's
+ * own readers (table_read.h) for everything that is not a plain walk.
+ */
+#include "view.h"
+
+#include "table_read.h"
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SEQ_TRIES 1000
+
+#define LD(p) atomic_load_explicit((p), memory_order_relaxed)
+
+int
+view_open(struct view *v, const char *name)
+{
+	int fd, rc = hl__seg_open_fd(name, 0, &fd);
+	if (rc)
+		return rc;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	rc = hl__seg_map_ro(fd, &v->seg);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	v->file_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+void
+view_close(struct view *v)
+{
+	int fd = v->seg.fd;
+	hl__seg_unmap(&v->seg);
+	if (fd >= 0)
+		close(fd);
+}
+
+int
+view_pid_alive(uint32_t pid, uint64_t start)
+{
+	if (pid == 0 || pid > INT32_MAX)
+		return 0;
+	if (start)
+		return hl__proc_alive((int)pid, start);
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+void
+view_owner(const struct view *v, struct view_owner *o)
+{
+	struct hl_shm_header *h = v->seg.h;
+	memset(o, 0, sizeof(*o));
+	o->torn = 1;
+	for (int i = 0; i < SEQ_TRIES; i++) {
+		/* Pairs with the release increments in the writer's
+		 * hl_w_set_owner(): an even, unchanged owner_seq around the
+		 * loads means they belong to one record. */
+		uint64_t s = atomic_load_explicit(&h->owner_seq, memory_order_acquire);
+		if (s & 1u)
+			continue;
+		o->role = LD(&h->owner_role);
+		o->pid = LD(&h->owner_pid);
+		o->start = LD(&h->owner_start);
+		o->epoch = LD(&h->owner_epoch);
+		atomic_thread_fence(memory_order_acquire);
+		if (LD(&h->owner_seq) == s) {
+			o->torn = 0;
+			break;
+		}
+	}
+	o->alive = o->role != HL_ROLE_NONE && view_pid_alive(o->pid, o->start);
+	o->keeper_pid = LD(&h->keeper_pid);
+	o->keeper_start = LD(&h->keeper_start);
+	o->keeper_alive = view_pid_alive(o->keeper_pid, o->keeper_start);
+}
+
+/* The library's own reader of the counters (lib/client.c; it has no
+ * private header): hl_stats() without a client. */
+void hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st);
+
+void
+view_stats(const struct view *v, struct view_stats *s)
+{
+	const struct hl_shm_header *h = v->seg.h;
+	memset(s, 0, sizeof(*s));
+	hl__stats_from_header(h, &s->st);
+	s->recoveries = LD(&h->recoveries);
+	s->last_recovery_repairs = LD(&h->last_recovery_repairs);
+	for (uint32_t i = 0; i < h->shards && i < HL_SHARDS_MAX; i++)
+		s->async_errors += LD(&h->shard[i].c.async_errors);
+	s->worker_ready = (int)LD(&h->worker_ready);
+}
+
+unsigned
+view_log(const struct view *v, struct hl_shm_logrec *out, unsigned cap)
+{
+	struct hl_shm_header *h = v->seg.h;
+	uint64_t head = atomic_load_explicit(&h->log_head, memory_order_acquire);
+	uint64_t n = head < HL_ERRLOG_LEN ? head : HL_ERRLOG_LEN;
+	if (n > cap)
+		n = cap;
+	for (uint64_t i = 0; i < n; i++) {
+		/* A record may be half written while we copy: the copy is
+		 * what it is, and its text is terminated below. */
+		hl__racy_copy_out(&out[i], &h->log[(head - n + i) % HL_ERRLOG_LEN], sizeof(out[i]));
+		out[i].text[sizeof(out[i].text) - 1] = '\0';
+	}
+	return (unsigned)n;
+}
+
+const char *
+view_role_name(uint32_t role)
+{
+	switch (role) {
+	case HL_ROLE_NONE: return "none";
+	case HL_ROLE_KEEPER: return "keeper";
+	case HL_ROLE_WORKER: return "worker";
+	default: return "unknown";
+	}
+}
+
+const char *
+view_log_kind(uint32_t kind)
+{
+	switch (kind) {
+	case HL_LOG_WORKER_EXIT: return "worker_exit";
+	case HL_LOG_HANDBACK: return "handback";
+	case HL_LOG_HANDOFF: return "handoff";
+	case HL_LOG_RECOVERY: return "recovery";
+	case HL_LOG_BAD_CLIENT: return "bad_client";
+	case HL_LOG_KEEPER_START: return "keeper_start";
+	default: return "unknown";
+	}
+}
+
+const char *
+view_ep_state(uint32_t state)
+{
+	switch (state) {
+	case HL_EP_FREE: return "free";
+	case HL_EP_ACTIVE: return "active";
+	case HL_EP_DEAD: return "dead";
+	case HL_EP_BANNED: return "banned";
+	default: return "unknown";
+	}
+}
+
+/* ---- keys and values (the answers of hl_keys, hl_get, hl_inspect_key) ---- */
+
+int
+view_keys(const struct view *v, view_key_cb cb, void *arg)
+{
+	const struct hl_shm_header *h = v->seg.h;
+	for (uint32_t i = 1; i <= h->max_keys; i++) {
+		struct hl_shm_key *k = hl__key(&v->seg, i);
+		if (!atomic_load_explicit(&k->used, memory_order_acquire))
+			continue;
+		uint8_t key[HL_KEY_MAX];
+		uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
+		if (kl == 0 || kl > HL_KEY_MAX)
+			continue;
+		hl__racy_copy_out(key, hl__key_bytes(k), kl);
+		size_t len;
+		uint64_t rev;
+		/* Only keys with a value, read consistently under the slot's
+		 * seqlock, are listed (as hl_keys()). */
+		if (hl__value_read(&v->seg, i, NULL, 0, &len, &rev) != 0)
+			continue;
+		int r = cb(key, kl, rev, arg);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int
+lookup(const struct view *v, const void *key, size_t key_len, uint32_t *idx)
+{
+	if (!key || key_len == 0 || key_len > HL_KEY_MAX)
+		return -EINVAL;
+	return hl__key_lookup(&v->seg, key, key_len, hl__hash(key, key_len), idx);
+}
+
+int
+view_get(const struct view *v, const void *key, size_t key_len, void *buf, size_t cap, size_t *len,
+         uint64_t *rev)
+{
+	uint32_t idx;
+	int rc = lookup(v, key, key_len, &idx);
+	if (rc)
+		return rc;
+	return hl__value_read(&v->seg, idx, buf, cap, len, rev);
+}
+
+int
+view_inspect(const struct view *v, const void *key, size_t key_len, struct hl_observer_info *out,
+             size_t cap)
+{
+	uint32_t idx;
+	int rc = lookup(v, key, key_len, &idx);
+	if (rc)
+		return rc;
+	const struct hl_shm_header *h = v->seg.h;
+	struct hl_shm_key *k = hl__key(&v->seg, idx);
+	uint64_t hash = __atomic_load_n(&k->hash, __ATOMIC_RELAXED);
+	uint32_t sh = hl__shard_of_bucket(h, hl__bucket_of(h, hash));
+	uint64_t now = hl__wall_ns();
+	size_t n = 0;
+	uint32_t steps = 0;
+	/* Readers follow only `next` (layout.h): a walk concurrent with an
+	 * unlink may skip or repeat one observer, never leave the slots. */
+	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
+		if (i > h->max_observers || ++steps > h->max_observers)
+			return HL_ECORRUPT;
+		struct hl_shm_observer *o = hl__obs(&v->seg, i);
+		uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
+		uint32_t ep = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
+		if (id && n < cap && ep < h->max_endpoints) {
+			struct hl_shm_epw *w = hl__epw(&v->seg, ep);
+			uint32_t pid = LD(&w->pid);
+			uint64_t head = LD(&hl__epw_shard(&v->seg, ep, sh)->ev_head);
+			uint64_t tail = LD(&hl__epc_shard(&v->seg, ep, sh)->ev_tail);
+			uint64_t created = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+			out[n] = (struct hl_observer_info){
+				.id = id,
+				.pid = (pid_t)pid,
+				.alive = view_pid_alive(pid, LD(&w->start_time)),
+				.age_ns = now > created ? now - created : 0,
+				.queue_depth = head - tail <= h->ev_ring_bytes ? head - tail : 0,
+				.dropped = LD(&o->dropped),
+				.delivered_revision = LD(&o->delivered_rev),
+			};
+		}
+		if (id)
+			n++;
+		i = atomic_load_explicit(&o->next, memory_order_acquire);
+	}
+	return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* ---- endpoints and observers ---- */
+
+/* Bytes between a producer and a consumer position, or UINT64_MAX when the
+ * pair is impossible (one side is client-writable and may hold anything). */
+static uint64_t
+depth(uint64_t head, uint64_t tail, uint64_t size)
+{
+	return head - tail <= size ? head - tail : UINT64_MAX;
+}
+
+int
+view_endpoint(const struct view *v, uint32_t ep, struct view_ep *e)
+{
+	const struct hl_shm_header *h = v->seg.h;
+	memset(e, 0, sizeof(*e));
+	e->idx = ep;
+	if (ep >= h->max_endpoints)
+		return 0;
+	struct hl_shm_claim *cl = hl__claim(&v->seg, ep);
+	struct hl_shm_epw *w = hl__epw(&v->seg, ep);
+	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
+	e->claim_pid = HL_CLAIM_PID(word);
+	e->claim_gen = HL_CLAIM_GEN(word);
+	e->state = atomic_load_explicit(&w->state, memory_order_acquire);
+	e->gen = LD(&w->gen);
+	e->pid = LD(&w->pid);
+	e->start = LD(&w->start_time);
+	e->attached_ns = LD(&w->attached_ns);
+	e->nobs = LD(&w->nobs);
+	if (e->state == HL_EP_FREE) {
+		/* Claimed but not adopted yet (or no worker runs): what the
+		 * client wrote is all there is. */
+		e->pid = e->claim_pid;
+		e->start = LD(&cl->start_time);
+	}
+	e->alive = view_pid_alive(e->pid, e->start);
+	for (uint32_t s = 0; s < h->shards && s < HL_SHARDS_MAX; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&v->seg, ep, s);
+		struct hl_shm_epc_shard *cs = hl__epc_shard(&v->seg, ep, s);
+		e->req_depth[s] = depth(LD(&cs->req_head), LD(&ws->req_tail), h->req_ring_bytes);
+		e->ev_depth[s] = depth(LD(&ws->ev_head), LD(&cs->ev_tail), h->ev_ring_bytes);
+	}
+	return e->claim_pid != 0 || e->state != HL_EP_FREE;
+}
+
+int
+view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *), void *arg)
+{
+	const struct hl_shm_header *h = v->seg.h;
+	/* Liveness per endpoint, looked up once: -1 unknown. */
+	signed char *alive = malloc(h->max_endpoints);
+	if (!alive)
+		return -ENOMEM;
+	memset(alive, -1, h->max_endpoints);
+	int r = 0;
+	for (uint32_t i = 1; i <= h->max_observers && !r; i++) {
+		struct hl_shm_observer *o = hl__obs(&v->seg, i);
+		struct view_obs ob;
+		ob.id = atomic_load_explicit(&o->id, memory_order_acquire);
+		if (!ob.id)
+			continue;
+		ob.slot = i;
+		ob.endpoint = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
+		ob.ep_gen = __atomic_load_n(&o->ep_gen, __ATOMIC_RELAXED);
+		ob.delivered_rev = LD(&o->delivered_rev);
+		ob.dropped = LD(&o->dropped);
+		ob.created_ns = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+		ob.pid = 0;
+		ob.alive = 0;
+		if (ob.endpoint < h->max_endpoints) {
+			struct hl_shm_epw *w = hl__epw(&v->seg, ob.endpoint);
+			ob.pid = LD(&w->pid);
+			if (alive[ob.endpoint] < 0)
+				alive[ob.endpoint] =
+				        (signed char)view_pid_alive(ob.pid, LD(&w->start_time));
+			ob.alive = alive[ob.endpoint];
+		}
+		ob.key_len = 0;
+		uint32_t k = __atomic_load_n(&o->key, __ATOMIC_RELAXED);
+		if (k >= 1 && k <= h->max_keys) {
+			struct hl_shm_key *ks = hl__key(&v->seg, k);
+			uint32_t kl = __atomic_load_n(&ks->key_len, __ATOMIC_RELAXED);
+			if (kl >= 1 && kl <= HL_KEY_MAX) {
+				hl__racy_copy_out(ob.key, hl__key_bytes(ks), kl);
+				ob.key_len = kl;
+			}
+		}
+		r = cb(&ob, arg);
+	}
+	free(alive);
+	return r;
+}

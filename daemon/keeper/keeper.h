@@ -1,0 +1,139 @@
+/*
+ * keeper.h: heirloom-keeper's process state and the contracts between its
+ * parts:
+ *   main.c       options, the segment (create or validate, lock, map), the
+ *                control socket, the event loop, signals, stop
+ *   handoff.c    the heir protocol: giving the table (TAKE), taking it back
+ *                on a confirmed exit or a clean GIVEBACK, re-linking a
+ *                worker (HELLO), adopting a living owner at start
+ *   supervise.c  --spawn-worker: starting the worker, restarting it with
+ *                back-off, stopping it
+ *
+ * The keeper is one thread around one epoll set; nothing here is shared
+ * between threads. It does almost nothing so that it almost never fails:
+ * no allocation after start, no blocking call in the loop (every socket is
+ * non-blocking, every child is reaped through its pidfd).
+ */
+#ifndef HL_KEEPER_H
+#define HL_KEEPER_H
+
+#include "layout.h"
+#include "proto.h"
+#include "segment.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HL_K_MAX_CONNS 32
+/* A connection that is not the owner's link and says nothing this long is
+ * dropped, so that idle peers cannot hold every slot. */
+#define HL_K_IDLE_MS 10000
+/* Supervisor back-off: first delay, cap, and the run time after which a
+ * worker counts as stable (the delay starts over). */
+#define HL_K_BACKOFF_MIN_MS 100
+#define HL_K_BACKOFF_MAX_MS 5000
+#define HL_K_STABLE_MS      10000
+
+/* epoll tags (data.u64); a connection is HL_K_TAG_CONN + its slot. */
+enum {
+	HL_K_TAG_LISTEN = 1,
+	HL_K_TAG_SIGNAL,
+	HL_K_TAG_OWNER, /* pidfd of an owner that is not our child */
+	HL_K_TAG_CHILD, /* pidfd of the worker we spawned */
+	HL_K_TAG_CONN = 16,
+};
+
+struct hl_kconn {
+	int fd;    /* -1 = free slot */
+	pid_t pid; /* SO_PEERCRED at accept */
+	uid_t uid;
+	gid_t gid;
+	uint64_t last_ns; /* CLOCK_MONOTONIC of the last message (or accept) */
+	bool owner_link;  /* the owner worker's connection: never idles out */
+};
+
+/* Options, resolved by the config module (flag > env > file > default). */
+struct hl_kopts {
+	char *spawn;       /* --spawn-worker: NULL = do not supervise */
+	char *worker_args; /* extra words for the spawned worker */
+	char *socket;      /* --socket override, NULL = the runtime-dir rule */
+	char *group;       /* --group name or number, NULL = none */
+	unsigned mode;     /* segment and socket mode */
+	bool foreground;
+	int64_t stop_timeout_ms;
+	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
+	int64_t heap, req_ring, ev_ring;
+};
+
+struct hl_keeper {
+	const char *name;
+	struct hl_kopts o;
+	gid_t gid; /* from o.group, (gid_t)-1 = none */
+	uint64_t self_start;
+
+	/* the segment: created or validated at start, held for life */
+	int segfd;  /* O_RDWR; the descriptor given to workers */
+	int lockfd; /* a second open of the object, flock'ed: one keeper per segment */
+	struct hl_seg seg;
+
+	/* the control socket */
+	char sock_path[HL_SOCK_PATH_MAX];
+	dev_t sock_dev;
+	ino_t sock_ino; /* of the socket we bound: unlink only our own */
+	int lfd;
+	int epfd;
+	int sigfd;
+	struct hl_kconn conns[HL_K_MAX_CONNS];
+
+	/* The worker that owns the table, if one does (owner record role
+	 * worker). owner_pidfd is -1 when it is our child: then child_pidfd
+	 * watches it and gives its exit status. */
+	pid_t owner_pid;
+	uint64_t owner_start;
+	int owner_pidfd;
+
+	/* --spawn-worker */
+	char worker_path[4096];
+	pid_t child; /* 0 = none running */
+	int child_pidfd;
+	uint64_t child_started_ns;
+	bool child_handed_back;    /* it gave the table back cleanly: do not restart */
+	uint64_t child_recheck_ns; /* its pidfd said exited but waitid found no zombie
+	                            * yet (a tracer holds it): look again then, instead
+	                            * of spinning on a readable pidfd */
+	uint64_t restart_at_ns;    /* 0 = no restart scheduled */
+	int64_t backoff_ms;
+
+	/* stopping (SIGTERM/SIGINT) */
+	bool stopping;
+	bool restart_disabled; /* a clean hand-back that we did not ask for */
+	uint64_t stop_deadline_ns;
+};
+
+/* main.c */
+void hl_k_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hl_k_watch(struct hl_keeper *k, int fd, uint64_t tag);
+void hl_k_unwatch(struct hl_keeper *k, int fd);
+
+/* handoff.c */
+/* Whether PIDFD's process has exited (the pidfd is readable), without
+ * blocking. The only test of "exited" the keeper acts on. */
+bool hl_k_pidfd_exited(int pidfd);
+void hl_k_seglog(struct hl_keeper *k, uint32_t kind, int32_t code, uint32_t pid, uint64_t epoch,
+                 const char *text);
+int hl_k_adopt_at_start(struct hl_keeper *k);
+bool hl_k_on_message(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m);
+void hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how);
+void hl_k_reply_err(struct hl_kconn *c, int code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+void hl_k_release_at_exit(struct hl_keeper *k);
+
+/* supervise.c */
+int hl_k_find_worker(struct hl_keeper *k);
+int hl_k_spawn(struct hl_keeper *k);
+void hl_k_child_exited(struct hl_keeper *k);
+void hl_k_stop_child(struct hl_keeper *k, int sig);
+void hl_k_exit_text(int32_t code, char *buf, size_t len);
+
+#endif /* HL_KEEPER_H */

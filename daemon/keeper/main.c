@@ -1,0 +1,768 @@
+/*
+ * main.c: heirloom-keeper: options, the segment (create it, or reopen and
+ * validate it, then lock and map it for life), the control socket, the one
+ * event loop, signals and the stop sequence.
+ *
+ * The keeper must never map a segment it has not validated, never die from
+ * what a peer sends, and never block in the loop: a peer is answered or
+ * dropped, a child is reaped through its pidfd.
+ */
+#include "keeper.h"
+
+#include "config.h"
+#include "heirloom/heirloom.h"
+#include "util.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define STR_(x)      #x
+#define STR(x)       STR_(x)
+#define VERSION_TEXT STR(HL_VERSION_MAJOR) "." STR(HL_VERSION_MINOR) "." STR(HL_VERSION_PATCH)
+
+/* Exit statuses (listed in --help). */
+enum { EXIT_USAGE = 1, EXIT_SEGMENT = 2, EXIT_TAKEN = 3 };
+
+static struct hl_keeper K;
+
+void
+hl_k_log(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	/* One line per event, no timestamp: journald adds its own. */
+	fprintf(stderr, "heirloom-keeper[%d]: %s\n", (int)getpid(), buf);
+}
+
+void
+hl_k_watch(struct hl_keeper *k, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+	if (epoll_ctl(k->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		hl_k_log("epoll_ctl(add %d): %s", fd, strerror(errno));
+}
+
+void
+hl_k_unwatch(struct hl_keeper *k, int fd)
+{
+	epoll_ctl(k->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* ---- options ---- */
+
+static const char summary[] =
+        "Own a heirloom segment and hand it to one worker at a time over a control\n"
+        "socket; take it back when the worker exits (the heir). With --spawn-worker,\n"
+        "also start the worker and restart it after any exit but a clean hand-back,\n"
+        "waiting 100 ms doubling to 5 s between starts (back to 100 ms after 10 s up).\n"
+        "\n"
+        "The control socket is --socket, else $RUNTIME_DIRECTORY/heirloom-NAME.sock,\n"
+        "else /run/heirloom/ as root, else $XDG_RUNTIME_DIR, else /tmp/heirloom-$UID/.\n"
+        "Capacity options apply only when the segment is created.\n"
+        "\n"
+        "Exit status: 0 stopped cleanly; 1 bad usage or configuration; 2 the segment\n"
+        "cannot be created, opened or validated; 3 another keeper holds the segment\n"
+        "or the control socket cannot be set up.";
+
+/* One option: name, type, default, help, placeholder, bounds, variable. */
+#define KOPT(n_, t_, d_, h_, mv_, lo_, hi_, dst_)                                                  \
+	(struct hl_cfg_opt)                                                                        \
+	{                                                                                          \
+		.name = (n_), .type = (t_), .def = (d_), .help = (h_), .metavar = (mv_),           \
+		.min = (lo_), .max = (hi_), .dst = (dst_)                                          \
+	}
+
+static void
+options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
+{
+	struct hl_kopts *p = &k->o;
+	size_t i = 0;
+	o[i++] = (struct hl_cfg_opt){
+		.name = "spawn-worker",
+		.type = HL_CFG_STR,
+		.implicit = "heirloom-worker",
+		.metavar = "PATH",
+		.help = "Start the worker and restart it (a bare name is looked up next to "
+		        "this binary, then in $PATH).",
+		.dst = &p->spawn
+	};
+	o[i++] = KOPT("worker-args", HL_CFG_STR, NULL,
+	              "Extra arguments for the spawned worker, split at spaces.", "ARGS", 0, 0,
+	              &p->worker_args);
+	o[i++] = KOPT("socket", HL_CFG_STR, NULL,
+	              "Control socket path (default: see below; the worker must use the same).",
+	              "PATH", 0, 0, &p->socket);
+	o[i++] = KOPT("mode", HL_CFG_MODE, "0660", "File mode of a new segment and of the socket.",
+	              NULL, 0, 0, &p->mode);
+	o[i++] = KOPT("group", HL_CFG_STR, NULL,
+	              "Group of the segment and socket; its members may use the socket.", "GROUP",
+	              0, 0, &p->group);
+	o[i++] = KOPT("foreground", HL_CFG_BOOL, "false",
+	              "Stay in the foreground (for systemd, a terminal or a test).", NULL, 0, 0,
+	              &p->foreground);
+	o[i++] =
+	        KOPT("stop-timeout", HL_CFG_MS, "30s",
+	             "On stop, wait this long for the spawned worker's hand-back, then SIGKILL it.",
+	             NULL, 0, 3600000, &p->stop_timeout_ms);
+	o[i++] = KOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).",
+	              NULL, 0, HL_SHARDS_MAX, &p->shards);
+	o[i++] = KOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", NULL, 1,
+	              1 << 24, &p->max_keys);
+	o[i++] = KOPT("max-observers", HL_CFG_INT, "1048576", "Observer capacity of a new segment.",
+	              NULL, 1, 1 << 24, &p->max_observers);
+	o[i++] = KOPT("max-endpoints", HL_CFG_INT, "1024",
+	              "Client endpoint capacity of a new segment.", NULL, 1, 65536,
+	              &p->max_endpoints);
+	o[i++] = KOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", NULL, 0,
+	              HL_VALUE_MAX_LIMIT, &p->max_value);
+	o[i++] = KOPT("heap", HL_CFG_SIZE, "0",
+	              "Value heap of a new segment (0 = max-keys x 1 KiB).", NULL, 0, 1ll << 40,
+	              &p->heap);
+	o[i++] = KOPT("req-ring", HL_CFG_SIZE, "0",
+	              "Request ring per endpoint and shard, a power of two (0 = 64 KiB or what "
+	              "max-value needs).",
+	              NULL, 0, 1 << 30, &p->req_ring);
+	o[i++] = KOPT("ev-ring", HL_CFG_SIZE, "0",
+	              "Event ring per endpoint and shard, a power of two (0 = 256 KiB or what "
+	              "max-value needs).",
+	              NULL, 0, 1 << 30, &p->ev_ring);
+	*n = i;
+}
+
+static int
+resolve_group(struct hl_keeper *k)
+{
+	k->gid = (gid_t)-1;
+	if (!k->o.group || !*k->o.group)
+		return 0;
+	struct group *g = getgrnam(k->o.group);
+	if (g) {
+		k->gid = g->gr_gid;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(k->o.group, &end, 10);
+	if (!errno && end != k->o.group && !*end && v < (gid_t)-1) {
+		k->gid = (gid_t)v;
+		return 0;
+	}
+	fprintf(stderr, "heirloom-keeper: --group: no group '%s'\n", k->o.group);
+	return -EINVAL;
+}
+
+/* ---- readiness: systemd's notify socket and the detaching parent ---- */
+
+static void
+sd_notify(const char *msg)
+{
+	const char *p = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = p ? strlen(p) : 0;
+	if (n == 0 || n >= sizeof(sa.sun_path) || (p[0] != '/' && p[0] != '@'))
+		return;
+	memcpy(sa.sun_path, p, n);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0'; /* abstract namespace */
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+	close(fd);
+}
+
+/* Detach: the parent exits 0 once the child says it is ready (socket
+ * listening), or with the child's status if it fails first; so a script
+ * that starts the keeper can connect as soon as the command returns. */
+static int
+detach(int *ready_fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		char b;
+		int st = 0;
+		close(p[1]);
+		ssize_t n;
+		do
+			n = read(p[0], &b, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		waitpid(pid, &st, 0);
+		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_USAGE);
+	}
+	close(p[0]);
+	setsid();
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		close(devnull);
+	}
+	*ready_fd = p[1];
+	return 0;
+}
+
+/* ---- the segment ---- */
+
+static bool
+given(const struct hl_cfg *cfg, const char *opt)
+{
+	enum hl_cfg_source s = hl__cfg_source(cfg, opt, NULL);
+	return s == HL_CFG_SRC_FLAG || s == HL_CFG_SRC_ENV || s == HL_CFG_SRC_FILE;
+}
+
+static int
+open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
+{
+	struct hl_layout_params p = {
+		.max_keys = (uint32_t)k->o.max_keys,
+		.max_observers = (uint32_t)k->o.max_observers,
+		.max_endpoints = (uint32_t)k->o.max_endpoints,
+		.max_value = (uint32_t)k->o.max_value,
+		.shards = (uint32_t)k->o.shards,
+		.req_ring_bytes = (uint32_t)k->o.req_ring,
+		.ev_ring_bytes = (uint32_t)k->o.ev_ring,
+		.heap_bytes = (uint64_t)k->o.heap,
+	};
+	bool created = false;
+	int rc = hl__layout_defaults(&p);
+	if (rc) {
+		hl_k_log("invalid capacities (ring sizes must be powers of two large enough for "
+		         "two records of max-value; the heap must hold one value): %s",
+		         hl_strerror(rc));
+		return EXIT_USAGE;
+	}
+	rc = hl__seg_create(k->name, &p, (mode_t)k->o.mode, k->gid, &k->segfd);
+	if (rc == 0) {
+		created = true;
+		hl_k_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
+		         "%u shards, mode %04o)",
+		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
+		         k->o.mode);
+	} else if (rc == -EEXIST) {
+		rc = hl__seg_open_fd(k->name, 1, &k->segfd);
+	}
+	if (rc) {
+		hl_k_log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
+		         k->name, hl_strerror(rc), hl_err_name(rc));
+		return EXIT_SEGMENT;
+	}
+
+	/* One keeper per segment: a lock on our own open of the object (a
+	 * separate open file description from segfd, which workers share: a
+	 * worker outliving us must not keep our lock). The kernel drops it
+	 * when we die, whatever the way. */
+	rc = hl__seg_open_fd(k->name, 0, &k->lockfd);
+	if (rc == 0 && flock(k->lockfd, LOCK_EX | LOCK_NB) < 0)
+		rc = -errno;
+	if (rc) {
+		struct hl_shm_header copy;
+		uint32_t other = 0;
+		if (pread(k->segfd, &copy, sizeof(copy), 0) == (ssize_t)sizeof(copy))
+			other = atomic_load_explicit(&copy.keeper_pid, memory_order_relaxed);
+		if (rc == -EWOULDBLOCK)
+			hl_k_log(
+			        "another keeper (pid %u) holds segment /heirloom.%s; stop it first",
+			        other, k->name);
+		else
+			hl_k_log("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
+		return EXIT_TAKEN;
+	}
+
+	rc = hl__seg_map_rw(k->segfd, &k->seg);
+	if (rc) {
+		/* Never map what did not validate: say what is wrong and what
+		 * to do, and leave the object as it is for inspection. */
+		hl_k_log(
+		        "segment /heirloom.%s is not usable: %s (%s). It was made by another "
+		        "heirloom version or is damaged, so the keeper will not map it. Inspect it "
+		        "(/dev/shm/heirloom.%s); to start over, remove it with "
+		        "'rm /dev/shm/heirloom.%s' (its contents are lost) and start the keeper "
+		        "again.",
+		        k->name, hl_strerror(rc), hl_err_name(rc), k->name, k->name);
+		return EXIT_SEGMENT;
+	}
+	if (!created) {
+		const struct hl_shm_header *h = k->seg.h;
+		if (given(cfg, "shards") || given(cfg, "max-keys") || given(cfg, "max-observers") ||
+		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
+		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
+			hl_k_log("segment exists, capacity options ignored (it has %u keys, %u "
+			         "observers, %u endpoints, %u shards)",
+			         h->max_keys, h->max_observers, h->max_endpoints, h->shards);
+		hl_k_log("reopened segment /heirloom.%s (validated)", k->name);
+	}
+	return 0;
+}
+
+/* ---- the control socket ---- */
+
+static int
+listen_socket(struct hl_keeper *k)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int ours = 0, rc;
+
+	rc = hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), &ours);
+	if (rc) {
+		hl_k_log("control socket path for '%s': %s", k->name, hl_strerror(rc));
+		return EXIT_TAKEN;
+	}
+	if (ours && (rc = hl__sock_dir_prepare(k->sock_path, k->gid)) != 0) {
+		hl_k_log("cannot use the directory of %s: %s (it must be a directory owned by this "
+		         "user or root and not writable by others)",
+		         k->sock_path, hl_strerror(rc));
+		return EXIT_TAKEN;
+	}
+	memcpy(sa.sun_path, k->sock_path, strlen(k->sock_path) + 1);
+	k->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (k->lfd < 0) {
+		hl_k_log("socket: %s", strerror(errno));
+		return EXIT_TAKEN;
+	}
+	for (int attempt = 0;; attempt++) {
+		/* Created 0600 by bind (umask), widened by chmod below: no
+		 * moment where the socket is more open than configured. */
+		mode_t old = umask(0177);
+		rc = bind(k->lfd, (struct sockaddr *)&sa, sizeof(sa));
+		umask(old);
+		if (rc == 0)
+			break;
+		if (errno != EADDRINUSE || attempt > 0) {
+			hl_k_log("cannot bind %s: %s", k->sock_path, strerror(errno));
+			return EXIT_TAKEN;
+		}
+		/* Something is there. A live keeper of another segment
+		 * configured with the same path answers a connect; a file left
+		 * by a dead keeper refuses it and is replaced. Anything that is
+		 * not a socket is not ours to remove. */
+		int probe;
+		if (lstat(k->sock_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			hl_k_log("%s exists and is not a socket: remove it or choose --socket",
+			         k->sock_path);
+			return EXIT_TAKEN;
+		}
+		if (hl__sock_connect(k->sock_path, &probe) == 0) {
+			close(probe);
+			hl_k_log("another keeper listens on %s; stop it or choose --socket",
+			         k->sock_path);
+			return EXIT_TAKEN;
+		}
+		unlink(k->sock_path);
+	}
+	if (chmod(k->sock_path, (mode_t)k->o.mode & 0777) < 0 ||
+	    (k->gid != (gid_t)-1 && chown(k->sock_path, (uid_t)-1, k->gid) < 0))
+		hl_k_log("warning: cannot set mode/group of %s: %s", k->sock_path, strerror(errno));
+	if (stat(k->sock_path, &st) == 0) {
+		k->sock_dev = st.st_dev;
+		k->sock_ino = st.st_ino;
+	}
+	if (listen(k->lfd, 16) < 0) {
+		hl_k_log("listen %s: %s", k->sock_path, strerror(errno));
+		return EXIT_TAKEN;
+	}
+	hl_k_log("listening on %s", k->sock_path);
+	return 0;
+}
+
+static bool
+peer_allowed(const struct hl_keeper *k, int fd, const struct ucred *cr)
+{
+	if (cr->uid == 0 || cr->uid == geteuid())
+		return true;
+	if (k->gid == (gid_t)-1)
+		return false;
+	if (cr->gid == k->gid)
+		return true;
+	/* Supplementary groups of the peer at connect time (Linux >= 4.13). */
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == k->gid)
+			return true;
+	return false;
+}
+
+/* Read and discard what the peer already sent (descriptors included):
+ * closing with unread data makes the peer's next read fail with a reset
+ * instead of showing it our last reply. Bounded: never a loop a peer
+ * controls. */
+static void
+drain_and_close(int fd)
+{
+	struct hl_msg m;
+	for (int i = 0; i < 8; i++) {
+		int rc = hl__msg_recv(fd, &m, NULL, 0);
+		if (rc != 0 && rc != -EPROTO)
+			break;
+	}
+	close(fd);
+}
+
+static void
+drop_conn(struct hl_keeper *k, struct hl_kconn *c)
+{
+	if (c->fd < 0)
+		return;
+	hl_k_unwatch(k, c->fd);
+	drain_and_close(c->fd);
+	c->fd = -1;
+	c->owner_link = false;
+}
+
+static void
+accept_all(struct hl_keeper *k)
+{
+	for (;;) {
+		int fd = accept4(k->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				hl_k_log("accept: %s", strerror(errno));
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return;
+		}
+		struct ucred cr;
+		socklen_t len = sizeof(cr);
+		struct hl_kconn tmp = { .fd = fd };
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+			close(fd);
+			continue;
+		}
+		if (!peer_allowed(k, fd, &cr)) {
+			hl_k_log("refused a connection from pid %d uid %u: not this user, root or "
+			         "group %s",
+			         (int)cr.pid, (unsigned)cr.uid,
+			         k->o.group ? k->o.group : "(none set)");
+			hl_k_reply_err(&tmp, -EACCES,
+			               "uid %u may not use this keeper (run as uid %u, root, or a "
+			               "member of its --group)",
+			               (unsigned)cr.uid, (unsigned)geteuid());
+			drain_and_close(fd);
+			continue;
+		}
+		struct hl_kconn *c = NULL;
+		for (int i = 0; i < HL_K_MAX_CONNS && !c; i++)
+			if (k->conns[i].fd < 0)
+				c = &k->conns[i];
+		if (!c) {
+			hl_k_reply_err(&tmp, -EMFILE, "the keeper has too many connections; retry");
+			drain_and_close(fd);
+			continue;
+		}
+		*c = (struct hl_kconn){ .fd = fd,
+			                .pid = cr.pid,
+			                .uid = cr.uid,
+			                .gid = cr.gid,
+			                .last_ns = hl__now_ns() };
+		hl_k_watch(k, fd, HL_K_TAG_CONN + (uint64_t)(c - k->conns));
+	}
+}
+
+static void
+on_conn(struct hl_keeper *k, struct hl_kconn *c, uint32_t events)
+{
+	struct hl_msg m;
+	int rc = hl__msg_recv(c->fd, &m, NULL, 0);
+	if (rc == 0) {
+		if (!hl_k_on_message(k, c, &m))
+			drop_conn(k, c);
+		return;
+	}
+	if (rc == -ETIMEDOUT || rc == -EAGAIN) {
+		if (events & (EPOLLHUP | EPOLLERR))
+			drop_conn(k, c);
+		return;
+	}
+	if (rc == -EPROTO) {
+		/* Garbage: answer once so that a confused peer learns why,
+		 * then drop it. Nothing it sent was acted on. */
+		hl_k_log("dropped pid %d: not a heirloom control message", (int)c->pid);
+		hl_k_reply_err(c, -EPROTO, "not a heirloom control message (protocol %u)",
+		               HL_PROTO_VERSION);
+	}
+	drop_conn(k, c);
+}
+
+/* ---- the loop ---- */
+
+static void
+begin_stop(struct hl_keeper *k, int sig)
+{
+	if (!k->stopping) {
+		k->stopping = true;
+		k->restart_at_ns = 0;
+		sd_notify("STOPPING=1");
+		hl_k_log("stopping (SIG%s)", sigabbrev_np(sig));
+		if (k->child) {
+			hl_k_stop_child(k, SIGTERM);
+			k->stop_deadline_ns =
+			        hl__now_ns() + (uint64_t)k->o.stop_timeout_ms * 1000000ull;
+		}
+	} else if (k->child) {
+		hl_k_log("second signal: not waiting for the hand-back");
+		hl_k_stop_child(k, SIGKILL);
+		k->stop_deadline_ns = 0;
+	}
+}
+
+static int
+loop_timeout(const struct hl_keeper *k)
+{
+	uint64_t now = hl__now_ns(), next = UINT64_MAX;
+	if (k->restart_at_ns)
+		next = k->restart_at_ns;
+	if (k->stop_deadline_ns && k->stop_deadline_ns < next)
+		next = k->stop_deadline_ns;
+	if (k->child_recheck_ns && k->child_recheck_ns < next)
+		next = k->child_recheck_ns;
+	for (int i = 0; i < HL_K_MAX_CONNS; i++)
+		if (k->conns[i].fd >= 0 && !k->conns[i].owner_link) {
+			uint64_t idle = k->conns[i].last_ns + (uint64_t)HL_K_IDLE_MS * 1000000ull;
+			if (idle < next)
+				next = idle;
+		}
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)((next - now + 999999) / 1000000);
+}
+
+static void
+timers(struct hl_keeper *k)
+{
+	uint64_t now = hl__now_ns();
+	for (int i = 0; i < HL_K_MAX_CONNS; i++) {
+		struct hl_kconn *c = &k->conns[i];
+		if (c->fd >= 0 && !c->owner_link &&
+		    now >= c->last_ns + (uint64_t)HL_K_IDLE_MS * 1000000ull)
+			drop_conn(k, c);
+	}
+	if (k->stop_deadline_ns && now >= k->stop_deadline_ns) {
+		hl_k_log("the worker did not hand the table back within %ld ms",
+		         (long)k->o.stop_timeout_ms);
+		hl_k_stop_child(k, SIGKILL);
+		k->stop_deadline_ns = 0; /* wait for the confirmed exit, however long */
+	}
+	if (k->child_recheck_ns && now >= k->child_recheck_ns)
+		hl_k_child_exited(k);
+	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping)
+		hl_k_spawn(k);
+}
+
+static void
+run(struct hl_keeper *k)
+{
+	while (!(k->stopping && !k->child)) {
+		struct epoll_event evs[16];
+		int n = epoll_wait(k->epfd, evs, 16, loop_timeout(k));
+		if (n < 0 && errno != EINTR) {
+			hl_k_log("epoll_wait: %s", strerror(errno));
+			sleep(1); /* cannot happen; never spin if it does */
+		}
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = evs[i].data.u64;
+			if (tag == HL_K_TAG_LISTEN) {
+				accept_all(k);
+			} else if (tag == HL_K_TAG_SIGNAL) {
+				struct signalfd_siginfo si;
+				while (read(k->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+					if (si.ssi_signo == SIGHUP)
+						hl_k_log("SIGHUP ignored: nothing to reload");
+					else
+						begin_stop(k, (int)si.ssi_signo);
+				}
+			} else if (tag == HL_K_TAG_OWNER) {
+				/* The event may be stale: a TAKE earlier in this
+				 * batch can have settled that exit and given the
+				 * table to a new owner. Ask the pidfd we hold now. */
+				if (!hl_k_pidfd_exited(k->owner_pidfd))
+					continue;
+				hl_k_owner_exited(k, HL_EXIT_UNKNOWN, "exited");
+				/* A worker we adopted at start (not our child) died:
+				 * a supervisor starts its own now. */
+				if (k->o.spawn && !k->child && !k->stopping && !k->restart_at_ns &&
+				    !k->restart_disabled)
+					k->restart_at_ns =
+					        hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
+			} else if (tag == HL_K_TAG_CHILD) {
+				if (k->child && hl_k_pidfd_exited(k->child_pidfd)) /* stale? */
+					hl_k_child_exited(k);
+			} else if (tag >= HL_K_TAG_CONN && tag < HL_K_TAG_CONN + HL_K_MAX_CONNS) {
+				struct hl_kconn *c = &k->conns[tag - HL_K_TAG_CONN];
+				if (c->fd >= 0)
+					on_conn(k, c, evs[i].events);
+			}
+		}
+		timers(k);
+	}
+}
+
+static void
+cleanup(struct hl_keeper *k)
+{
+	struct stat st;
+	hl_k_release_at_exit(k);
+	for (int i = 0; i < HL_K_MAX_CONNS; i++)
+		drop_conn(k, &k->conns[i]);
+	if (k->lfd >= 0) {
+		/* Only our own socket file: never one a later keeper bound. */
+		if (stat(k->sock_path, &st) == 0 && st.st_dev == k->sock_dev &&
+		    st.st_ino == k->sock_ino)
+			unlink(k->sock_path);
+		close(k->lfd);
+	}
+	if (k->owner_pidfd >= 0)
+		close(k->owner_pidfd);
+	if (k->child_pidfd >= 0)
+		close(k->child_pidfd);
+	if (k->sigfd >= 0)
+		close(k->sigfd);
+	if (k->epfd >= 0)
+		close(k->epfd);
+	hl__seg_unmap(&k->seg);
+	if (k->segfd >= 0)
+		close(k->segfd);
+	if (k->lockfd >= 0)
+		close(k->lockfd); /* releases the lock */
+}
+
+int
+main(int argc, char **argv)
+{
+	struct hl_keeper *k = &K;
+	struct hl_cfg_opt opts[24];
+	size_t nopts;
+	char err[512];
+	static const char *const foreign[] = { "worker", "ctl", NULL };
+	int status = 0, ready_fd = -1;
+
+	k->segfd = k->lockfd = k->lfd = k->epfd = k->sigfd = -1;
+	k->owner_pidfd = k->child_pidfd = -1;
+	for (int i = 0; i < HL_K_MAX_CONNS; i++)
+		k->conns[i].fd = -1;
+
+	options(k, opts, &nopts);
+	struct hl_cfg cfg = { .prog = "heirloom-keeper",
+		              .version = VERSION_TEXT,
+		              .summary = summary,
+		              .section = "keeper",
+		              .foreign = foreign,
+		              .opts = opts,
+		              .nopts = nopts };
+	if (hl__cfg_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "heirloom-keeper: %s\n", err);
+		return EXIT_USAGE;
+	}
+	if (cfg.request != HL_CFG_RUN) {
+		hl__cfg_free(&cfg);
+		return 0;
+	}
+	if (cfg.argind < argc) {
+		fprintf(stderr,
+		        "heirloom-keeper: unexpected argument '%s' (a worker path is given as "
+		        "--spawn-worker=PATH; see --help)\n",
+		        argv[cfg.argind]);
+		status = EXIT_USAGE;
+		goto out_cfg;
+	}
+	k->name = cfg.name;
+	if (resolve_group(k)) {
+		status = EXIT_USAGE;
+		goto out_cfg;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (!k->o.foreground && detach(&ready_fd) < 0) {
+		fprintf(stderr, "heirloom-keeper: cannot detach: %s\n", strerror(errno));
+		status = EXIT_USAGE;
+		goto out_cfg;
+	}
+	k->self_start = hl__proc_start_time(getpid());
+
+	/* Signals arrive through the loop (signalfd): block them first, so
+	 * that none is lost between here and the loop. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	k->epfd = epoll_create1(EPOLL_CLOEXEC);
+	k->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (k->epfd < 0 || k->sigfd < 0) {
+		hl_k_log("epoll/signalfd: %s", strerror(errno));
+		status = EXIT_USAGE;
+		goto out;
+	}
+	hl_k_watch(k, k->sigfd, HL_K_TAG_SIGNAL);
+
+	/* The socket path first (the spawned worker's argv needs it), then
+	 * the segment, then the socket itself: a worker must not find a
+	 * socket before the table is ready to be given. */
+	if (hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), NULL) < 0) {
+		hl_k_log("control socket path for '%s' is invalid or too long; use --socket",
+		         k->name);
+		status = EXIT_TAKEN;
+		goto out;
+	}
+	if (k->o.spawn && hl_k_find_worker(k)) {
+		status = EXIT_USAGE;
+		goto out;
+	}
+	if ((status = open_segment(k, &cfg)) != 0)
+		goto out;
+	hl_k_adopt_at_start(k);
+	if ((status = listen_socket(k)) != 0)
+		goto out;
+	hl_k_watch(k, k->lfd, HL_K_TAG_LISTEN);
+
+	sd_notify("READY=1");
+	if (ready_fd >= 0) {
+		ssize_t w = write(ready_fd, "r", 1);
+		(void)w;
+		close(ready_fd);
+		ready_fd = -1;
+	}
+	if (k->o.spawn && !k->owner_pid)
+		hl_k_spawn(k);
+	else if (k->o.spawn)
+		hl_k_log("not starting a worker: worker pid %d serves the table; supervising "
+		         "begins when it exits",
+		         (int)k->owner_pid);
+	run(k);
+out:
+	cleanup(k);
+	if (k->stopping)
+		hl_k_log("stopped");
+	if (ready_fd >= 0)
+		close(ready_fd);
+out_cfg:
+	hl__cfg_free(&cfg);
+	return status;
+}

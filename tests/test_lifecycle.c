@@ -1,0 +1,651 @@
+/*
+ * test_lifecycle.c: what happens to a client's observers and endpoint when
+ * its process goes away, across real processes and a real worker:
+ *  - 1,000 clients killed with SIGKILL (some in the middle of a request,
+ *    some while still attaching) leave nothing behind: observer, endpoint and
+ *    key counts, the heap's used bytes and the claim words are back to where
+ *    they started, and the worker's own invariant check passes at stop;
+ *  - the pidfd watch alone frees a dead client at once (no prune pass);
+ *  - a pid reused by another process does not keep the old observers, at
+ *    the prune pass and at adoption (faked: the claim's start time is
+ *    rewritten, as if another process now ran under that pid);
+ *  - a claim left by a process that died before the worker adopted it is
+ *    freed by the periodic prune pass, or with the pass disabled only by the
+ *    next worker's pass at start;
+ *  - a client that lives but does not read is reported as slow and keeps
+ *    its observers, and is no longer reported once it reads.
+ * Every wait is bounded (hl_t_ms); nothing asserts on how long a step took.
+ */
+#include "harness.h"
+
+#include "client_internal.h"
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SHARED_KEYS 50
+#define VALUE_LEN 7 /* every value of a shared key: same size class */
+
+/* Shared with the child processes (MAP_SHARED anonymous). */
+struct board {
+	_Atomic int ready[256]; /* child i of the current wave observed its keys */
+	_Atomic int failed;
+	char why[256];
+};
+
+static struct board *
+board_map(void)
+{
+	void *p = mmap(NULL, sizeof(struct board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	               -1, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, sizeof(struct board));
+	return p;
+}
+
+static void
+child_fail(struct board *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (atomic_exchange(&b->failed, 1) == 0)
+		vsnprintf(b->why, sizeof(b->why), fmt, ap);
+	va_end(ap);
+	_exit(1);
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static void
+sleep_us(long us)
+{
+	struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L};
+	nanosleep(&ts, NULL);
+}
+
+static struct hl_stats
+stats_of(struct hl_client *c)
+{
+	struct hl_stats s;
+	assert_int_equal(hl_stats(c, &s), 0);
+	return s;
+}
+
+/* Claim words held (pid != 0) by anyone but the endpoint OWN of client C. */
+static uint32_t
+claims_held(struct hl_client *c)
+{
+	uint32_t own, n = 0;
+	struct hl_seg *seg = hl__client_seg(c, &own);
+	for (uint32_t ep = 0; ep < seg->h->max_endpoints; ep++) {
+		uint64_t w = atomic_load(&hl__claim(seg, ep)->word);
+		if (ep != own && HL_CLAIM_PID(w) != 0)
+			n++;
+	}
+	return n;
+}
+
+/* Whether what the table holds is what it held in BASE: observers,
+ * endpoints, keys and the heap's used bytes, and no claim but C's own. */
+static int
+back_to(struct hl_client *c, const struct hl_stats *base, struct hl_stats *now)
+{
+	*now = stats_of(c);
+	return now->observers == base->observers && now->endpoints == base->endpoints &&
+	       now->keys == base->keys && now->heap_used == base->heap_used && claims_held(c) == 0;
+}
+
+/* Poll (bounded) until back_to() holds; fail with the figures if not. */
+static void
+wait_back_to(struct hl_client *c, const struct hl_stats *base, const char *when)
+{
+	struct hl_stats now;
+	for (int waited = 0; waited <= hl_t_ms(30000); waited += 5) {
+		if (back_to(c, base, &now))
+			return;
+		sleep_ms(5);
+	}
+	fail_msg("%s: not back to the start: observers %lu (start %lu), endpoints %lu (%lu), "
+	         "keys %lu (%lu), heap used %lu (%lu), claims held %u",
+	         when, (unsigned long)now.observers, (unsigned long)base->observers,
+	         (unsigned long)now.endpoints, (unsigned long)base->endpoints,
+	         (unsigned long)now.keys, (unsigned long)base->keys,
+	         (unsigned long)now.heap_used, (unsigned long)base->heap_used, claims_held(c));
+}
+
+static void
+shared_key(char *buf, size_t len, int i)
+{
+	snprintf(buf, len, "s%d", i % SHARED_KEYS);
+}
+
+/* ---- the 1,000 clients ---- */
+
+enum child_kind {
+	K_IDLE,     /* observe, then wait to be killed */
+	K_PUBLISH,  /* observe, then publish in a loop: killed mid-publish */
+	K_CHURN,    /* observe, then observe/unobserve in a loop: killed mid-observe */
+	K_EARLY,    /* killed at a random moment while attaching and observing */
+	K_READ,     /* observe, then read events in a loop */
+	K_KINDS,
+};
+
+/* Client process IDX (global number I): 10 observers, 5 on shared keys (which
+ * have values) and 5 on keys of its own (created by observing, so they must
+ * go when the observers go). */
+static void
+client_proc(const char *name, struct board *b, int idx, int i)
+{
+	enum child_kind kind = (enum child_kind)(i % K_KINDS);
+	struct hl_client *c = NULL;
+	struct hl_open_opts o = {.timeout_ms = hl_t_ms(30000)};
+	int rc = hl_open(name, &o, &c);
+	if (rc)
+		child_fail(b, "client %d: open: %s", i, hl_strerror(rc));
+	for (int j = 0; j < 10; j++) {
+		char key[32];
+		if (j < 5)
+			shared_key(key, sizeof(key), i + j);
+		else
+			snprintf(key, sizeof(key), "c%d/%d", i, j);
+		hl_observer_id id;
+		rc = hl_observe(c, key, strlen(key), 0, &id);
+		if (rc)
+			child_fail(b, "client %d: observe %s: %s", i, key, hl_strerror(rc));
+	}
+	atomic_store(&b->ready[idx], 1);
+	char key[32], val[16];
+	for (unsigned n = 0;; n++) {
+		switch (kind) {
+		case K_PUBLISH:
+			shared_key(key, sizeof(key), (int)n);
+			snprintf(val, sizeof(val), "p-%05u", n % 100000);
+			rc = hl_publish(c, key, strlen(key), val, VALUE_LEN, NULL, 0);
+			if (rc && rc != -ETIMEDOUT && rc != -EAGAIN)
+				child_fail(b, "client %d: publish: %s", i, hl_strerror(rc));
+			break;
+		case K_CHURN: {
+			hl_observer_id id;
+			snprintf(key, sizeof(key), "c%d/x", i);
+			rc = hl_observe(c, key, strlen(key), 0, &id);
+			if (rc == 0)
+				rc = hl_unobserve(c, id);
+			if (rc && rc != -ETIMEDOUT && rc != -EAGAIN)
+				child_fail(b, "client %d: churn: %s", i, hl_strerror(rc));
+			break;
+		}
+		case K_READ: {
+			struct hl_event ev;
+			rc = hl_next(c, &ev, 100);
+			if (rc && rc != -ETIMEDOUT)
+				child_fail(b, "client %d: next: %s", i, hl_strerror(rc));
+			break;
+		}
+		default:
+			pause();
+			break;
+		}
+	}
+}
+
+static void
+test_thousand_killed_clients_leave_nothing_behind(void **state)
+{
+	(void)state;
+	enum { CLIENTS = 1000, WAVE = 200 };
+	const char *name = hl_t_name();
+	/* 256 endpoints: a wave of 200 plus this process. The prune pass runs
+	 * too (200 ms): clients killed while attaching may die between their
+	 * claim and `ready`, which only the pass can tell. */
+	const char *const args[] = {"--max-endpoints", "256", "--max-keys", "8192",
+	                            "--max-observers", "65536", "--heap", "8388608",
+	                            "--ev-ring", "65536", "--prune-interval", "200", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	for (int i = 0; i < SHARED_KEYS; i++) {
+		char key[32];
+		shared_key(key, sizeof(key), i);
+		assert_int_equal(hl_publish(c, key, strlen(key), "v-00000", VALUE_LEN, NULL, 0), 0);
+	}
+	struct hl_stats base = stats_of(c);
+	assert_int_equal(base.endpoints, 1);
+	assert_int_equal(base.keys, SHARED_KEYS);
+	assert_int_equal(base.observers, 0);
+
+	struct board *b = board_map();
+	pid_t kids[WAVE];
+	srand(4);
+	for (int first = 0; first < CLIENTS; first += WAVE) {
+		memset((void *)b->ready, 0, sizeof(b->ready));
+		uint64_t early_kill_us[WAVE];
+		struct timespec t0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (int k = 0; k < WAVE; k++) {
+			kids[k] = fork();
+			assert_true(kids[k] >= 0);
+			if (kids[k] == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				client_proc(name, b, k, first + k);
+			}
+			/* K_EARLY: killed 0..20 ms after its fork, anywhere in
+			 * hl_open() or its observes. */
+			early_kill_us[k] = (uint64_t)(rand() % 20000);
+		}
+		/* Wait for the others to hold their observers, killing the early
+		 * ones on their schedule meanwhile. */
+		for (int waited = 0;; waited++) {
+			assert_int_equal(atomic_load(&b->failed), 0);
+			struct timespec t;
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			uint64_t us = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000000u +
+			              (uint64_t)((t.tv_nsec - t0.tv_nsec) / 1000);
+			int pending = 0;
+			for (int k = 0; k < WAVE; k++) {
+				if ((first + k) % K_KINDS == K_EARLY) {
+					if (kids[k] && us >= early_kill_us[k]) {
+						kill(kids[k], SIGKILL);
+						waitpid(kids[k], NULL, 0);
+						kids[k] = 0;
+					}
+					pending += kids[k] != 0;
+				} else {
+					pending += !atomic_load(&b->ready[k]);
+				}
+			}
+			if (!pending)
+				break;
+			if (waited > hl_t_ms(120000))
+				fail_msg("wave at %d: %d clients not ready", first, pending);
+			sleep_us(1000);
+		}
+		/* Let the publishers, churners and readers get into a request. */
+		sleep_ms(20);
+		for (int k = 0; k < WAVE; k++)
+			if (kids[k])
+				kill(kids[k], SIGKILL);
+		for (int k = 0; k < WAVE; k++)
+			if (kids[k])
+				waitpid(kids[k], NULL, 0);
+		assert_int_equal(atomic_load(&b->failed), 0);
+		char when[64];
+		snprintf(when, sizeof(when), "after clients %d..%d", first, first + WAVE - 1);
+		wait_back_to(c, &base, when);
+	}
+
+	struct hl_stats s = stats_of(c);
+	/* Every client that finished attaching was adopted and then removed,
+	 * each removal by one cleanup run; every observer added was removed. */
+	uint64_t attached = s.endpoints_attached - base.endpoints_attached;
+	uint64_t removed = s.endpoints_removed - base.endpoints_removed;
+	assert_int_equal(attached, removed);
+	assert_true(removed >= CLIENTS - CLIENTS / K_KINDS);
+	assert_int_equal(s.cleanup_runs - base.cleanup_runs, removed);
+	assert_int_equal(s.observers_added - base.observers_added,
+	                 s.observers_removed - base.observers_removed);
+	assert_true(s.observers_added - base.observers_added >= 10u * (CLIENTS - CLIENTS / K_KINDS));
+	assert_true(s.cleanup_removed - base.cleanup_removed >= 10u * (CLIENTS - CLIENTS / K_KINDS));
+	assert_int_equal(s.heap_used, base.heap_used);
+	hl_close(c);
+	/* Exit status 0: the worker's full invariant check (reachable blocks
+	 * and slots == allocated, counters == reachable) passed at stop. */
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	munmap(b, sizeof(*b));
+	hl_t_unlink(name);
+}
+
+/* ---- the pidfd watch alone ---- */
+
+static void
+test_dead_client_removed_at_once_without_prune(void **state)
+{
+	(void)state;
+	enum { KIDS = 24 };
+	const char *name = hl_t_name();
+	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
+	                            "--max-endpoints", "64", "--heap", "4194304",
+	                            "--ev-ring", "65536", "--prune-interval", "0", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	for (int i = 0; i < SHARED_KEYS; i++) {
+		char key[32];
+		shared_key(key, sizeof(key), i);
+		assert_int_equal(hl_publish(c, key, strlen(key), "v-00000", VALUE_LEN, NULL, 0), 0);
+	}
+	struct hl_stats base = stats_of(c);
+	struct board *b = board_map();
+	pid_t kids[KIDS];
+	for (int k = 0; k < KIDS; k++) {
+		kids[k] = fork();
+		assert_true(kids[k] >= 0);
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (k % K_KINDS == K_EARLY) {
+				/* Attached, never asked anything: the worker adopts
+				 * it at hl_open() and watches it from then on. */
+				struct hl_client *x = NULL;
+				if (hl_open(name, NULL, &x))
+					child_fail(b, "open");
+				atomic_store(&b->ready[k], 1);
+				pause();
+			}
+			client_proc(name, b, k, k);
+		}
+	}
+	for (int waited = 0;; waited++) {
+		int pending = 0;
+		for (int k = 0; k < KIDS; k++)
+			pending += !atomic_load(&b->ready[k]);
+		assert_int_equal(atomic_load(&b->failed), 0);
+		if (!pending)
+			break;
+		if (waited > hl_t_ms(60000))
+			fail_msg("%d clients not ready", pending);
+		sleep_ms(1);
+	}
+	/* Every attached client is an endpoint now. */
+	for (int waited = 0; stats_of(c).endpoints != base.endpoints + KIDS; waited++) {
+		if (waited > hl_t_ms(10000))
+			fail_msg("endpoints: %lu, want %lu", (unsigned long)stats_of(c).endpoints,
+			         (unsigned long)(base.endpoints + KIDS));
+		sleep_ms(1);
+	}
+	assert_true(stats_of(c).observers > base.observers);
+	sleep_ms(20);
+	for (int k = 0; k < KIDS; k++)
+		hl_t_kill9(kids[k]);
+	wait_back_to(c, &base, "after the kills, with no prune pass");
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	munmap(b, sizeof(*b));
+	hl_t_unlink(name);
+}
+
+/* ---- a reused pid ---- */
+
+/* Rewrite client C's claim as if the process now running under its pid had
+ * started later than the one that claimed the endpoint. */
+static void
+fake_reused_pid(struct hl_client *c)
+{
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	struct hl_shm_claim *cl = hl__claim(seg, ep);
+	atomic_fetch_add(&cl->start_time, 12345);
+}
+
+static void
+test_reused_pid_loses_the_dead_ones_observers_at_prune(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
+	                            "--max-endpoints", "64", "--heap", "4194304",
+	                            "--prune-interval", "200", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(pub, "r0", 2, "a", 1, NULL, 0), 0);
+	struct hl_stats base = stats_of(pub);
+
+	struct hl_client *c = hl_t_open(name, 0);
+	hl_observer_id ids[3];
+	for (int i = 0; i < 3; i++) {
+		char key[8];
+		snprintf(key, sizeof(key), "r%d", i);
+		assert_int_equal(hl_observe(c, key, 2, 0, &ids[i]), 0);
+	}
+	assert_int_equal(stats_of(pub).observers, base.observers + 3);
+	assert_int_equal(stats_of(pub).endpoints, base.endpoints + 1);
+
+	fake_reused_pid(c);
+	/* The next prune pass treats the endpoint as gone: observers,
+	 * endpoint, the keys made by observing and the claim all go. */
+	wait_back_to(pub, &base, "after the prune pass");
+	struct hl_stats s = stats_of(pub);
+	assert_int_equal(s.cleanup_removed - base.cleanup_removed, 3);
+
+	/* The client learns it lost its endpoint. */
+	struct hl_event ev;
+	assert_int_equal(hl_next(c, &ev, 0), HL_ESTALE);
+	assert_int_equal(hl_publish(c, "r1", 2, "b", 1, NULL, 0), HL_ESTALE);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "r1", 2, 0, &id), HL_ESTALE);
+	/* And nobody is told about changes of its old keys any more. */
+	assert_int_equal(hl_publish(pub, "r0", 2, "c", 1, NULL, 0), 0);
+	assert_int_equal(stats_of(pub).notifications, s.notifications);
+	assert_int_equal(hl_close(c), 0);
+
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* While no worker runs, a client attaches and "its pid is reused" before
+ * any worker adopted it: the next worker adopts the endpoint as dead, so the
+ * client's requests fail with HL_ESTALE and nothing is left behind. */
+static void
+test_reused_pid_is_refused_at_adoption(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(pub, "a0", 2, "x", 1, NULL, 0), 0);
+	struct hl_stats base = stats_of(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+
+	struct hl_client *c = hl_t_open(name, 0);
+	fake_reused_pid(c);
+	w = hl_t_worker_startv(name, hl_t_small);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "a0", 2, 0, &id), HL_ESTALE);
+	wait_back_to(pub, &base, "after adopting the endpoint as dead");
+	assert_int_equal(stats_of(pub).observers, 0);
+	hl_close(c);
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* ---- a claim abandoned before adoption ---- */
+
+/* Claim a free endpoint for DEAD_PID the way a client does, then stop
+ * before `ready`, as if it had been killed right after its CAS. Returns the
+ * endpoint. */
+static uint32_t
+abandon_claim(struct hl_client *c, pid_t dead_pid)
+{
+	uint32_t own;
+	struct hl_seg *seg = hl__client_seg(c, &own);
+	for (uint32_t ep = 0; ep < seg->h->max_endpoints; ep++) {
+		struct hl_shm_claim *cl = hl__claim(seg, ep);
+		uint64_t word = atomic_load(&cl->word);
+		if (ep == own || HL_CLAIM_PID(word) != 0 ||
+		    atomic_load(&hl__epw(seg, ep)->state) != HL_EP_FREE)
+			continue;
+		uint64_t mine = HL_CLAIM((uint32_t)dead_pid, HL_CLAIM_GEN(word) + 1);
+		if (atomic_compare_exchange_strong(&cl->word, &word, mine))
+			return ep;
+	}
+	fail_msg("no free endpoint to claim");
+	return 0;
+}
+
+static pid_t
+dead_pid(void)
+{
+	pid_t p = fork();
+	assert_true(p >= 0);
+	if (p == 0)
+		_exit(0);
+	waitpid(p, NULL, 0);
+	return p;
+}
+
+static uint32_t
+claim_pid(struct hl_client *c, uint32_t ep)
+{
+	return HL_CLAIM_PID(atomic_load(&hl__claim(hl__client_seg(c, NULL), ep)->word));
+}
+
+static void
+test_abandoned_claim_freed_by_periodic_prune(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
+	                            "--max-endpoints", "64", "--heap", "4194304",
+	                            "--prune-interval", "200", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	uint32_t ep = abandon_claim(c, dead_pid());
+	int waited = 0;
+	while (claim_pid(c, ep) != 0) {
+		if (waited++ > hl_t_ms(10000))
+			fail_msg("claim of endpoint %u still held", ep);
+		sleep_ms(1);
+	}
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* --prune-interval 0 turns the periodic pass off: then a claim whose
+ * process died between its CAS and `ready` (never adopted, so never
+ * watched) stays until the next worker's pass at start. */
+static void
+test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
+	                            "--max-endpoints", "64", "--heap", "4194304",
+	                            "--prune-interval", "0", NULL};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	pid_t dead = dead_pid();
+	uint32_t ep = abandon_claim(c, dead);
+	/* Several prune periods of the other test: still held. */
+	sleep_ms(1000);
+	assert_int_equal(claim_pid(c, ep), (uint32_t)dead);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	w = hl_t_worker_startv(name, args);
+	int waited = 0;
+	while (claim_pid(c, ep) != 0) {
+		if (waited++ > hl_t_ms(10000))
+			fail_msg("claim of endpoint %u survived a worker start", ep);
+		sleep_ms(1);
+	}
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* ---- slow readers ---- */
+
+static uint64_t
+last_read(struct hl_client *c)
+{
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	return atomic_load(&hl__epw(seg, ep)->last_read_ns);
+}
+
+static void
+test_slow_reader_is_reported_and_keeps_its_observers(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	char log[128];
+	snprintf(log, sizeof(log), "/tmp/hl_lifecycle_%d.log", (int)getpid());
+	unlink(log);
+	const char *argv[] = {HL_WORKER_PATH,      "--standalone",  "--name",        name,
+	                      "--max-keys",        "4096",          "--max-observers", "65536",
+	                      "--max-endpoints",   "64",            "--heap",        "4194304",
+	                      "--slow-reader-ms",  "300",           NULL};
+	pid_t w = hl_t_spawn(argv, log);
+	assert_int_equal(hl_t_wait_ready(name, hl_t_ms(10000)), 0);
+
+	struct hl_client *slow = hl_t_open(name, 0);
+	struct hl_client *fast = hl_t_open(name, 0);
+	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id a, b;
+	assert_int_equal(hl_observe(slow, "k", 1, 0, &a), 0);
+	assert_int_equal(hl_observe(fast, "k", 1, 0, &b), 0);
+	for (int i = 0; i < 3; i++) {
+		char v[8];
+		snprintf(v, sizeof(v), "v%d", i);
+		assert_int_equal(hl_publish(pub, "k", 1, v, strlen(v), NULL, 0), 0);
+	}
+	struct hl_event ev;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(hl_next(fast, &ev, hl_t_ms(5000)), 0);
+
+	int waited = 0;
+	while (!(last_read(slow) & HL_EPW_SLOW)) {
+		if (waited++ > hl_t_ms(20000))
+			fail_msg("the slow reader was not reported");
+		sleep_ms(1);
+	}
+	assert_false(last_read(fast) & HL_EPW_SLOW);
+	assert_false(last_read(pub) & HL_EPW_SLOW); /* nothing waits for it */
+	struct hl_stats s = stats_of(pub);
+	assert_int_equal(s.slow_endpoints, 1);
+	assert_int_equal(s.observers, 2); /* slow, not dead: it keeps its observer */
+	assert_int_equal(s.endpoints, 3);
+	assert_true(hl_t_file_has(log, "is not reading", hl_t_ms(5000)));
+	struct hl_t_logrec rec;
+	assert_int_equal(hl_t_log_find(name, HL_LOG_SLOW_READER, (uint32_t)getpid(), &rec), 0);
+	/* The time it last read is kept beside the flag. */
+	assert_true((last_read(slow) & ~HL_EPW_SLOW) > 0);
+
+	/* It reads: everything is still there, and the report goes away. */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(hl_next(slow, &ev, hl_t_ms(5000)), 0);
+		assert_int_equal(ev.type, HL_EV_PUT);
+	}
+	waited = 0;
+	while (last_read(slow) & HL_EPW_SLOW) {
+		if (waited++ > hl_t_ms(20000))
+			fail_msg("the slow reader is still reported after reading");
+		sleep_ms(1);
+	}
+	assert_int_equal(stats_of(pub).slow_endpoints, 0);
+
+	hl_close(slow);
+	hl_close(fast);
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	unlink(log);
+	hl_t_unlink(name);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_dead_client_removed_at_once_without_prune),
+	        cmocka_unit_test(test_reused_pid_loses_the_dead_ones_observers_at_prune),
+	        cmocka_unit_test(test_reused_pid_is_refused_at_adoption),
+	        cmocka_unit_test(test_abandoned_claim_freed_by_periodic_prune),
+	        cmocka_unit_test(test_abandoned_claim_without_prune_waits_for_next_worker),
+	        cmocka_unit_test(test_slow_reader_is_reported_and_keeps_its_observers),
+	        cmocka_unit_test(test_thousand_killed_clients_leave_nothing_behind),
+	};
+	return cmocka_run_group_tests_name("lifecycle", tests, NULL, NULL);
+}

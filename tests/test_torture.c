@@ -1,0 +1,272 @@
+/*
+ * test_torture.c: 4 client processes do a random mix of observe, unobserve,
+ * publish and delete while the worker is killed with SIGKILL at random
+ * moments (HL_TORTURE_KILLS times, default 200) and restarted. Afterwards:
+ *  - every acknowledged observe is present unless an acknowledged unobserve
+ *    removed it, and nothing else of that client is;
+ *  - each observer's revisions strictly increased;
+ *  - each observer's last value of its key equals hl_get (or the key is gone
+ *    and the observer's last event was a delete);
+ *  - the worker's stop-time invariant check passes (allocator accounting
+ *    exact, every structure consistent): exit status 0.
+ * HL_TORTURE_KILLS=10000 runs the long version outside CI.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CLIENTS 4
+#define KEYS 8
+#define MAX_OBS 64
+
+struct shared {
+	_Atomic int stop;        /* 1: stop issuing operations */
+	_Atomic int flushed;     /* clients done with their last request */
+	_Atomic int quiet;       /* 1: the worker lives and no more kills come */
+	_Atomic long ops[CLIENTS];
+	_Atomic int failed;
+	char why[256];
+};
+
+struct mine {
+	hl_observer_id id;
+	int key;
+	uint64_t rev;
+	int has_value;
+	char last[32];
+};
+
+static struct shared *S;
+
+#define FAIL(...)                                                                                  \
+	do {                                                                                       \
+		if (atomic_exchange(&S->failed, 1) == 0)                                           \
+			snprintf(S->why, sizeof(S->why), __VA_ARGS__);                             \
+		_exit(1);                                                                          \
+	} while (0)
+
+static void
+keyname(int k, char *buf)
+{
+	snprintf(buf, 8, "k%d", k);
+}
+
+static struct mine *
+find(struct mine *m, int n, hl_observer_id id)
+{
+	for (int i = 0; i < n; i++)
+		if (m[i].id == id)
+			return &m[i];
+	return NULL;
+}
+
+static void
+drain(struct hl_client *c, struct mine *m, int n, int timeout_ms, int me)
+{
+	struct hl_event ev;
+	int rc;
+	while ((rc = hl_next(c, &ev, timeout_ms)) == 0) {
+		struct mine *o = find(m, n, ev.observer);
+		if (!o)
+			FAIL("client %d: event for an observer it does not hold", me);
+		if (ev.type == HL_EV_LAGGED)
+			continue;
+		if (ev.revision <= o->rev)
+			FAIL("client %d: revision %lu after %lu", me, (unsigned long)ev.revision,
+			     (unsigned long)o->rev);
+		o->rev = ev.revision;
+		o->has_value = ev.has_new;
+		snprintf(o->last, sizeof(o->last), "%.*s", ev.has_new ? (int)ev.new_len : 0,
+		         ev.has_new ? (const char *)ev.new_value : "");
+	}
+	if (rc != -EAGAIN && rc != -ETIMEDOUT)
+		FAIL("client %d: hl_next: %s", me, hl_strerror(rc));
+}
+
+static void
+client(const char *name, int me)
+{
+	struct hl_client *c = NULL;
+	struct hl_open_opts opts = {.flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(60000)};
+	int rc = hl_open(name, &opts, &c);
+	if (rc)
+		FAIL("client %d: open: %s", me, hl_strerror(rc));
+	unsigned seed = (unsigned)(me * 7919 + 1);
+	struct mine m[MAX_OBS];
+	int n = 0;
+	long count = 0;
+	while (!atomic_load(&S->stop)) {
+		int r = rand_r(&seed) % 100, k = rand_r(&seed) % KEYS;
+		char key[8];
+		keyname(k, key);
+		if (r < 20 && n < MAX_OBS) {
+			hl_observer_id id;
+			rc = hl_observe(c, key, strlen(key), 0, &id);
+			if (rc)
+				FAIL("client %d: observe: %s", me, hl_strerror(rc));
+			if (find(m, n, id))
+				FAIL("client %d: observer id handed out twice", me);
+			/* Its start: the key's revision now (events can only be newer). */
+			m[n] = (struct mine){.id = id, .key = k};
+			n++;
+		} else if (r < 30 && n > 0) {
+			int i = rand_r(&seed) % n;
+			rc = hl_unobserve(c, m[i].id);
+			if (rc)
+				FAIL("client %d: unobserve: %s", me, hl_strerror(rc));
+			m[i] = m[--n];
+		} else if (r < 90) {
+			char v[32];
+			int vl = snprintf(v, sizeof(v), "c%d-%ld", me, count);
+			rc = hl_publish(c, key, strlen(key), v, (size_t)vl, NULL, 0);
+			if (rc)
+				FAIL("client %d: publish: %s", me, hl_strerror(rc));
+		} else {
+			rc = hl_delete(c, key, strlen(key));
+			if (rc)
+				FAIL("client %d: delete: %s", me, hl_strerror(rc));
+		}
+		count++;
+		atomic_store(&S->ops[me], count);
+		drain(c, m, n, 0, me);
+	}
+	if ((rc = hl_flush(c, hl_t_ms(60000))))
+		FAIL("client %d: flush: %s", me, hl_strerror(rc));
+	atomic_fetch_add(&S->flushed, 1);
+	while (!atomic_load(&S->quiet))
+		usleep(1000);
+	/* Everything is applied and the worker stays up: take every event
+	 * still on its way (including redeliveries after the last crash). */
+	drain(c, m, n, hl_t_ms(1500), me);
+
+	for (int i = 0; i < n; i++) {
+		char key[8], buf[64];
+		keyname(m[i].key, key);
+		size_t len = 0;
+		uint64_t rev = 0;
+		rc = hl_get(c, key, strlen(key), buf, sizeof(buf), &len, &rev);
+		if (rc == -ENOENT) {
+			if (m[i].has_value)
+				FAIL("client %d: key %s gone, observer last saw '%s'", me, key, m[i].last);
+		} else if (rc == 0) {
+			if (rev != m[i].rev && m[i].rev != 0)
+				FAIL("client %d: key %s at rev %lu, observer at %lu", me, key,
+				     (unsigned long)rev, (unsigned long)m[i].rev);
+			if (m[i].rev != 0 && (len != strlen(m[i].last) || memcmp(buf, m[i].last, len)))
+				FAIL("client %d: key %s is '%.*s', observer last saw '%s'", me, key,
+				     (int)len, buf, m[i].last);
+		} else {
+			FAIL("client %d: get: %s", me, hl_strerror(rc));
+		}
+	}
+	/* Acknowledged observers exist; nothing else of ours does. */
+	for (int k = 0; k < KEYS; k++) {
+		char key[8];
+		keyname(k, key);
+		struct hl_observer_info info[CLIENTS * MAX_OBS];
+		rc = hl_inspect_key(c, key, strlen(key), info, CLIENTS * MAX_OBS);
+		int count_mine = 0;
+		for (int j = 0; j < rc; j++)
+			if (info[j].pid == getpid()) {
+				count_mine++;
+				struct mine *o = find(m, n, info[j].id);
+				if (!o || o->key != k)
+					FAIL("client %d: observer %lx on %s was never acknowledged", me,
+					     (unsigned long)info[j].id, key);
+			}
+		int want = 0;
+		for (int i = 0; i < n; i++)
+			want += m[i].key == k;
+		if (count_mine != want)
+			FAIL("client %d: key %s holds %d of my observers, want %d", me, key,
+			     count_mine, want);
+	}
+	hl_close(c);
+	_exit(0);
+}
+
+static int
+kills_wanted(void)
+{
+	const char *e = getenv("HL_TORTURE_KILLS");
+	int n = e ? atoi(e) : 200;
+	return n > 0 ? n : 200;
+}
+
+static void
+test_random_ops_survive_repeated_worker_kills(void **state)
+{
+	(void)state;
+	S = mmap(NULL, sizeof(*S), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(S != MAP_FAILED);
+	memset(S, 0, sizeof(*S));
+	const char *name = hl_t_name();
+	const char *const caps[] = {"--max-keys", "256", "--max-observers", "1024",
+	                            "--max-endpoints", "16", "--heap", "262144", NULL};
+	pid_t w = hl_t_worker_startv(name, caps);
+	pid_t kids[CLIENTS];
+	for (int i = 0; i < CLIENTS; i++) {
+		kids[i] = fork();
+		assert_true(kids[i] >= 0);
+		if (kids[i] == 0)
+			client(name, i);
+	}
+	unsigned seed = 12345;
+	int kills = kills_wanted();
+	for (int i = 0; i < kills && !atomic_load(&S->failed); i++) {
+		/* Let some operations through between kills (bounded wait). */
+		long before = 0;
+		for (int j = 0; j < CLIENTS; j++)
+			before += atomic_load(&S->ops[j]);
+		for (int waited = 0; waited < 2000; waited++) {
+			long now = 0;
+			for (int j = 0; j < CLIENTS; j++)
+				now += atomic_load(&S->ops[j]);
+			if (now >= before + 1 + rand_r(&seed) % 8)
+				break;
+			usleep(500);
+		}
+		usleep((useconds_t)(rand_r(&seed) % 3000));
+		hl_t_kill9(w);
+		w = hl_t_worker_startv(name, caps);
+	}
+	atomic_store(&S->stop, 1);
+	for (int waited = 0; atomic_load(&S->flushed) < CLIENTS && !atomic_load(&S->failed);
+	     waited++) {
+		assert_true(waited < hl_t_ms(120000) / 10);
+		usleep(10000);
+	}
+	atomic_store(&S->quiet, 1);
+	for (int i = 0; i < CLIENTS; i++) {
+		int st = hl_t_wait_exit(kids[i], hl_t_ms(120000));
+		if (st != 0)
+			fail_msg("client %d: status %d: %s", i, st, S->why);
+	}
+	long total = 0;
+	for (int j = 0; j < CLIENTS; j++)
+		total += atomic_load(&S->ops[j]);
+	print_message("%d kills, %ld operations\n", kills, total);
+	assert_true(total >= kills);
+	int st = hl_t_worker_stop(w);
+	if (st != 0)
+		fail_msg("worker stop status %d (3 = invariant check failed)", st);
+	hl_t_unlink(name);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_random_ops_survive_repeated_worker_kills),
+	};
+	return cmocka_run_group_tests_name("torture", tests, NULL, NULL);
+}
