@@ -65,6 +65,10 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 #define HL_LOG_RECOVERY 4u      /* code: repairs made */
 #define HL_LOG_BAD_CLIENT 5u    /* endpoint dropped for garbage in its rings */
 #define HL_LOG_KEEPER_START 6u
+
+/* hl_shm_logrec.code of HL_LOG_WORKER_EXIT when the exit status is unknown
+ * (the keeper is not the worker's parent). */
+#define HL_EXIT_UNKNOWN INT32_MIN
 #define HL_LOG_SLOW_READER 7u   /* endpoint not reading its event ring; code: ms idle */
 
 /* Counters live in the header so that heirloomctl reads them with no worker
@@ -147,7 +151,9 @@ struct hl_shm_header {
 	uint32_t pad2;
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
-	 * The writer fills the record, then increments log_head (release). */
+	 * Writers claim a slot (fetch_add), fill it with kind = 0, and store
+	 * kind last (release); readers skip records whose kind is 0
+	 * (hl__seglog() in lib/seglog.c is the one writer). */
 	alignas(HL_CACHELINE) _Atomic uint64_t log_head;
 	struct hl_shm_logrec log[HL_ERRLOG_LEN];
 
@@ -180,8 +186,8 @@ struct hl_shm_key {
 	_Atomic uint32_t used;     /* 1 while linked in a bucket */
 	uint64_t hash;             /* hl__hash(key) */
 	uint32_t key_len;
-	uint32_t pad;
-	uint64_t pad2;
+	uint32_t del_pid;          /* who deleted it (pending or last delete) */
+	uint64_t del_ts;           /* CLOCK_MONOTONIC of that delete's request */
 	/* key bytes follow (key_stride - 64) */
 };
 _Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
@@ -363,6 +369,10 @@ struct hl_evrec {
 _Static_assert(sizeof(struct hl_evrec) == 48, "event header");
 #define HL_EV_IDS_MAX 512u
 #define HL_NO_LEN UINT32_MAX
+
+/* Append to the header's log ring (lib/seglog.c). */
+void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t pid,
+                uint64_t epoch, const char *text);
 
 /* ---- computed layout ---- */
 

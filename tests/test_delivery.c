@@ -15,9 +15,18 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KEY "counter"
+
+static uint64_t
+mono_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 struct shared_progress {
 	_Atomic int ready;             /* observer processes done observing */
@@ -226,6 +235,9 @@ test_delete_notifies_with_old_value(void **state)
 	assert_int_equal(ev.old_len, 2);
 	assert_memory_equal(ev.old_value, "x1", 2);
 	assert_false(ev.has_new);
+	/* The deleter and the time it asked, like a put's publisher. */
+	assert_int_equal(ev.publisher, getpid());
+	assert_true(ev.timestamp_ns > 0 && ev.timestamp_ns <= (uint64_t)mono_now_ns());
 	assert_int_equal(hl_next(c, &ev, 200), -ETIMEDOUT);
 	assert_int_equal(hl_get(c, "gone", 4, NULL, 0, NULL, NULL), -ENOENT);
 	/* Observing keeps the key slot; a new publish notifies again. */

@@ -71,7 +71,7 @@ _Static_assert(sizeof(struct hl_msg) == 128, "the message size is the protocol")
  * the keeper is not the worker's parent (it was started by someone else, or
  * by a keeper that has since died), so only the exit itself was seen, through
  * the pidfd. The record's text then says "exited". */
-#define HL_EXIT_UNKNOWN INT32_MIN
+/* HL_EXIT_UNKNOWN: see lib/layout.h */
 
 /* A message of TYPE with magic, version and the caller's pid filled in. */
 void hl__msg_init(struct hl_msg *m, enum hl_msg_type type);

@@ -120,13 +120,20 @@ view_log(const struct view *v, struct hl_shm_logrec *out, unsigned cap)
 	uint64_t n = head < HL_ERRLOG_LEN ? head : HL_ERRLOG_LEN;
 	if (n > cap)
 		n = cap;
+	unsigned got = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		/* A record may be half written while we copy: the copy is
-		 * what it is, and its text is terminated below. */
-		hl__racy_copy_out(&out[i], &h->log[(head - n + i) % HL_ERRLOG_LEN], sizeof(out[i]));
-		out[i].text[sizeof(out[i].text) - 1] = '\0';
+		struct hl_shm_logrec *r = &h->log[(head - n + i) % HL_ERRLOG_LEN];
+		/* kind is stored last by the writer (lib/seglog.c): 0 means the
+		 * record is being written (or its writer died): skip it. A
+		 * record overwritten while we copy is only a diagnostic glitch;
+		 * its text is terminated below. */
+		if (__atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) == 0)
+			continue;
+		hl__racy_copy_out(&out[got], r, sizeof(out[got]));
+		out[got].text[sizeof(out[got].text) - 1] = '\0';
+		got++;
 	}
-	return (unsigned)n;
+	return got;
 }
 
 const char *

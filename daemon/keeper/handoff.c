@@ -31,22 +31,7 @@ void
 hl_k_seglog(struct hl_keeper *k, uint32_t kind, int32_t code, uint32_t pid, uint64_t epoch,
             const char *text)
 {
-	struct hl_shm_header *h = k->seg.h;
-	/* Claim a slot first: the worker appends too (hl_w_seglog), and two
-	 * writers that filled before incrementing could fill one slot. kind
-	 * is zeroed while the record is filled and stored last (release), so
-	 * a reader that finds kind != 0 with an acquire load reads a whole
-	 * record. A crash in between leaves kind 0: an empty slot, skipped. */
-	uint64_t at = atomic_fetch_add_explicit(&h->log_head, 1, memory_order_acq_rel);
-	struct hl_shm_logrec *r = &h->log[at % HL_ERRLOG_LEN];
-	__atomic_store_n(&r->kind, 0u, __ATOMIC_RELAXED);
-	r->time_ns = hl__wall_ns();
-	r->code = code;
-	r->pid = pid;
-	r->pad = 0;
-	r->epoch = epoch;
-	snprintf(r->text, sizeof(r->text), "%s", text ? text : "");
-	__atomic_store_n(&r->kind, kind, __ATOMIC_RELEASE);
+	hl__seglog(k->seg.h, kind, code, pid, epoch, text);
 }
 
 void

@@ -211,20 +211,20 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 	for (uint32_t s = 0; s < w->nshards; s++) {
 		struct hl_shard *sh = &w->shards[s];
 		pthread_mutex_lock(&sh->mu);
-		for (;;) {
-			/* Find one of this endpoint's observers in this shard. */
-			uint32_t slot = 0;
+		/* One pass over the endpoint's list, from its end: removing
+		 * obs[i] moves the last entry, already looked at (so of another
+		 * shard), into i. No observer of this shard joins meanwhile: we
+		 * hold shard.mu and the endpoint is not ACTIVE (apply_observe
+		 * refuses). O(n) per shard; shard_signoff() checks none is left. */
+		pthread_mutex_lock(&e->mu);
+		uint32_t i = e->nobs;
+		pthread_mutex_unlock(&e->mu);
+		while (i-- > 0) {
 			pthread_mutex_lock(&e->mu);
-			for (uint32_t i = 0; i < e->nobs; i++) {
-				uint32_t cand = e->obs[i];
-				if (hl_w_key_shard(w, hl__obs(&w->seg, cand)->key) == s) {
-					slot = cand;
-					break;
-				}
-			}
+			uint32_t slot = i < e->nobs ? e->obs[i] : 0;
 			pthread_mutex_unlock(&e->mu);
-			if (!slot)
-				break;
+			if (!slot || hl_w_key_shard(w, hl__obs(&w->seg, slot)->key) != s)
+				continue;
 			hl_w_remove_observer(sh, slot);
 			removed++;
 		}
@@ -593,13 +593,6 @@ hl_w_log(const char *fmt, ...)
 void
 hl_w_seglog(struct hl_worker *w, uint32_t kind, int32_t code, uint32_t pid, const char *text)
 {
-	struct hl_shm_header *h = w->seg.h;
-	uint64_t at = atomic_fetch_add_explicit(&h->log_head, 1, memory_order_acq_rel);
-	struct hl_shm_logrec *r = &h->log[at % HL_ERRLOG_LEN];
-	r->time_ns = hl__wall_ns();
-	r->kind = kind;
-	r->code = code;
-	r->pid = pid;
-	r->epoch = atomic_load_explicit(&h->owner_epoch, memory_order_relaxed);
-	snprintf(r->text, sizeof(r->text), "%s", text ? text : "");
+	hl__seglog(w->seg.h, kind, code, pid,
+	           atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_relaxed), text);
 }

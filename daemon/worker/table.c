@@ -181,8 +181,8 @@ hist_bucket(uint64_t ns)
 	return b;
 }
 
-void
-hl_w_wake_client(struct hl_worker *w, uint32_t ep)
+static void
+wake_one(struct hl_worker *w, uint32_t ep)
 {
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	/* Dekker with hl_next(): our ring/ack stores are ordered before the
@@ -193,6 +193,64 @@ hl_w_wake_client(struct hl_worker *w, uint32_t ep)
 		atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
 		hl__futex_wake(&pw->ev_signal, INT_MAX);
 	}
+}
+
+/*
+ * Deferred wake-ups. Waking a sleeping client costs the worker a FUTEX_WAKE
+ * and the reschedule it triggers, a few microseconds: in a burst of
+ * publishes to 8 observer processes it was most of the worker's time (perf:
+ * futex_wake ~30% of all samples, 27k msg/s; bench/README.md). So while the
+ * shard thread applies a run of requests (hl_w_apply() sets wk.active), the
+ * events' wake-ups are collected here, one per endpoint, and sent when the
+ * oldest is WAKE_DEFER_NS old (checked after each dispatch) or when the
+ * drain ends: drain() calls hl_w_wake_client() after every run that applied
+ * anything, and that call flushes them. Other threads (recovery, cleanup)
+ * and anything outside hl_w_apply() wake at once. Deferring only delays a
+ * wake-up: each ring commit still precedes the read of `sleeping` (Dekker
+ * with hl_next()), so none is lost.
+ */
+#define WAKE_DEFER_NS 10000u
+#define WAKE_DEFER_MAX 64u
+static _Thread_local struct {
+	int active;    /* inside hl_w_apply() on a shard thread */
+	uint32_t n;    /* endpoints in eps[] */
+	uint64_t since; /* hl__now_ns() when eps[0] was deferred */
+	uint32_t eps[WAKE_DEFER_MAX];
+} wk;
+
+static void
+wake_flush(struct hl_worker *w)
+{
+	uint32_t n = wk.n;
+	wk.n = 0;
+	for (uint32_t i = 0; i < n; i++)
+		wake_one(w, wk.eps[i]);
+}
+
+static void
+wake_soon(struct hl_worker *w, uint32_t ep)
+{
+	if (!wk.active) {
+		wake_one(w, ep);
+		return;
+	}
+	for (uint32_t i = 0; i < wk.n; i++)
+		if (wk.eps[i] == ep)
+			return;
+	if (wk.n == WAKE_DEFER_MAX)
+		wake_flush(w);
+	if (wk.n == 0)
+		wk.since = hl__now_ns();
+	wk.eps[wk.n++] = ep;
+}
+
+/* Wake EP if it sleeps, and every endpoint whose wake-up this thread
+ * deferred (see wake_soon()). */
+void
+hl_w_wake_client(struct hl_worker *w, uint32_t ep)
+{
+	wake_flush(w);
+	wake_one(w, ep);
 }
 
 struct dispatch_src {
@@ -315,7 +373,7 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, uint32_t 
 	if (bad)
 		hl_w_ep_kill(w, ep, "impossible event ring tail");
 	else
-		hl_w_wake_client(w, ep);
+		wake_soon(w, ep);
 	return delivered;
 }
 
@@ -398,6 +456,10 @@ fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t n
 		d->old = (const uint8_t *)(ov + 1) + ov->meta_len;
 		d->old_len = ov->len;
 	}
+	if (type == HL_EVR_DELETE) {
+		d->pub_pid = k->del_pid;
+		d->ts = k->del_ts;
+	}
 	if (new_off) {
 		struct hl_shm_value *nv = hl__val(&w->seg, new_off);
 		d->meta = (const uint8_t *)(nv + 1);
@@ -406,8 +468,6 @@ fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t n
 		d->new_len = nv->len;
 		d->ts = nv->ts_ns;
 		d->pub_pid = nv->pub_pid;
-	} else if (old_off) {
-		d->ts = hl__now_ns();
 	}
 }
 
@@ -536,7 +596,7 @@ out:
 }
 
 static int
-apply_delete(struct hl_shard *sh, const struct hl_req *r, const uint8_t *key,
+apply_delete(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uint8_t *key,
              uint32_t *dispatch_key)
 {
 	struct hl_worker *w = sh->w;
@@ -551,8 +611,13 @@ apply_delete(struct hl_shard *sh, const struct hl_req *r, const uint8_t *key,
 			        atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
 			hl_w_crash_point(w);
 			/* COMMIT: the key reads as absent from here on; its old
-			 * value stays, flagged, until the delete is dispatched. */
+			 * value stays, flagged, until the delete is dispatched.
+			 * Who and when ride in the slot, for the delete event. */
 			hl__seq_write_begin(&k->seq);
+			__atomic_store_n(&k->del_pid, atomic_load_explicit(&hl__epw(&w->seg, ep)->pid,
+			                                                   memory_order_relaxed),
+			                 __ATOMIC_RELAXED);
+			__atomic_store_n(&k->del_ts, r->ts_ns, __ATOMIC_RELAXED);
 			atomic_store_explicit(&k->val, old | HL_VAL_DELETED, memory_order_release);
 			ST_RLX(&k->rev, rev);
 			hl__seq_write_end(&k->seq);
@@ -736,7 +801,7 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 		rc = apply_publish(sh, ep, r, key, meta, val, &dk);
 		break;
 	case HL_REQ_DELETE:
-		rc = apply_delete(sh, r, key, &dk);
+		rc = apply_delete(sh, ep, r, key, &dk);
 		break;
 	case HL_REQ_OBSERVE:
 		rc = apply_observe(sh, ep, pos, r, key, result);
@@ -748,7 +813,16 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 		rc = -EINVAL;
 		break;
 	}
-	if (dk)
+	if (dk) {
+		/* Wake-ups of this dispatch may wait for the end of the run
+		 * (wake_soon()), but not longer than WAKE_DEFER_NS. Only a
+		 * client's request defers: drain() applies those, and ends
+		 * every run with hl_w_wake_client(), which sends them. */
+		wk.active = ep < sh->w->seg.h->max_endpoints;
 		hl_w_dispatch_pending(sh, dk);
+		wk.active = 0;
+		if (wk.n && hl__now_ns() - wk.since >= WAKE_DEFER_NS)
+			wake_flush(sh->w);
+	}
 	return rc;
 }
