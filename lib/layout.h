@@ -368,6 +368,10 @@ struct hl_evrec {
 };
 _Static_assert(sizeof(struct hl_evrec) == 48, "event header");
 #define HL_EV_IDS_MAX 512u
+
+/* Observer ids are (seq << 24) | slot and travel as non-negative int64
+ * results: seq stays below 2^39 (5.5e11 observes per segment). */
+#define HL_OBS_SEQ_LIMIT (1ull << 39)
 #define HL_NO_LEN UINT32_MAX
 
 /* Append to the header's log ring (lib/seglog.c). */

@@ -73,6 +73,7 @@ walk_observers(struct hl_worker *w, struct rec_state *st, uint32_t kidx)
 		struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
 		uint64_t id = o ? LD_RLX(&o->id) : 0;
 		if (!o || st->obs_seen[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
+		    (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT ||
 		    o->key != kidx || o->endpoint >= h->max_endpoints) {
 			/* Bad link (or a loop): cut the list here. */
 			ST_RLX(link, HL_NIL);
@@ -120,8 +121,6 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 				break;
 			}
 			st->key_seen[i - 1] = 1;
-			hl__pool_mark(&w->keys, i);
-			ST_RLX(&k->used, 1);
 			st->repairs += (uint64_t)hl__seq_repair(&k->seq);
 			uint64_t val = LD_RLX(&k->val);
 			uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
@@ -149,6 +148,17 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 			if (LD_RLX(&k->rev) > st->max_rev)
 				st->max_rev = LD_RLX(&k->rev);
 			walk_observers(w, st, i);
+			if (val == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
+				/* Nothing left (damage cost it its value and its
+				 * observers): a slot with neither is unlinked, as
+				 * hl_w_maybe_free_key() would have. */
+				ST_RLX(link, LD_RLX(&k->next));
+				st->key_seen[i - 1] = 0;
+				st->repairs++;
+				continue;
+			}
+			hl__pool_mark(&w->keys, i);
+			ST_RLX(&k->used, 1);
 			if (pending)
 				st->pending[st->npending++] = i;
 			link = &k->next;
@@ -206,8 +216,15 @@ hl_w_recover(struct hl_worker *w)
 	hl__pool_finish(&w->obs);
 
 	/* Ids and revisions only move forward. */
-	if (LD_RLX(&h->next_observer_seq) <= st.max_obs_seq)
+	/* A sequence beyond the id space is damage (no segment lives that
+	 * long): restart right after the highest live id, which keeps every
+	 * live id unique. */
+	uint64_t nseq = LD_RLX(&h->next_observer_seq);
+	if (nseq <= st.max_obs_seq || nseq >= HL_OBS_SEQ_LIMIT) {
+		if (nseq >= HL_OBS_SEQ_LIMIT)
+			st.repairs++;
 		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
+	}
 	if (LD_RLX(&h->revision) < st.max_rev)
 		ST_RLX(&h->revision, st.max_rev);
 	ST_RLX(&h->keys_used, nkeys);
@@ -229,6 +246,13 @@ hl_w_recover(struct hl_worker *w)
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
 		uint32_t state = LD_RLX(&pw->state);
+		if (state != HL_EP_FREE && state != HL_EP_ACTIVE && state != HL_EP_DEAD &&
+		    state != HL_EP_BANNED) {
+			/* Not a state we write: damage. Clean it like a dead one. */
+			state = HL_EP_DEAD;
+			ST_RLX(&pw->state, HL_EP_DEAD);
+			st.repairs++;
+		}
 		if (state == HL_EP_FREE) {
 			if (e->nobs) {
 				/* Observers of a freed endpoint: a crash in the

@@ -664,6 +664,13 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	 * so no id handed out is ever handed out again, even after a crash
 	 * (recovery also raises it past every live id). */
 	uint64_t seq = atomic_fetch_add_explicit(&w->seg.h->next_observer_seq, 1, memory_order_relaxed);
+	if (seq == 0 || seq >= HL_OBS_SEQ_LIMIT) {
+		hl__pool_free(&w->obs, slot);
+		if (created)
+			hl_w_maybe_free_key(sh, idx);
+		rc = -EOVERFLOW;
+		goto out;
+	}
 	uint64_t id = (seq << 24) | slot;
 	uint32_t head = LD_RLX(&k->obs_head);
 	ST_RLX(&o->next, head);

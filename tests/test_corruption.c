@@ -1,0 +1,211 @@
+/*
+ * test_corruption.c: random bytes written into each region of a stopped
+ * segment are refused or repaired with a clear message; the worker never
+ * crashes on them. Header identity damage is refused at attach (exit 2 with
+ * the reason); damage in the table regions is cut out by recovery (which
+ * counts repairs) and the worker then serves, and its stop-time invariant
+ * check passes.
+ */
+#include "harness.h"
+
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *const caps[] = {"--max-keys", "64", "--max-observers", "256",
+                                   "--max-endpoints", "8", "--heap", "65536", NULL};
+
+/* A worker, a client with observers and values, then a clean stop. */
+static void
+populate(const char *name)
+{
+	pid_t w = hl_t_worker_startv(name, caps);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	for (int i = 0; i < 32; i++) {
+		char k[8], v[64];
+		int kl = snprintf(k, sizeof(k), "k%d", i);
+		int vl = snprintf(v, sizeof(v), "value-%d-%0*d", i, i, 0);
+		hl_observer_id id;
+		assert_int_equal(hl_observe(c, k, (size_t)kl, 0, &id), 0);
+		assert_int_equal(hl_publish(c, k, (size_t)kl, v, (size_t)vl, "m", 1), 0);
+	}
+	assert_int_equal(hl_delete(c, "k3", 2), 0);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+}
+
+struct region {
+	const char *what;
+	uint64_t off, len;
+};
+
+static void
+regions(const struct hl_shm_header *h, struct region *r, int *n)
+{
+	int i = 0;
+	r[i++] = (struct region){"buckets", h->buckets_off, h->keys_off - h->buckets_off};
+	r[i++] = (struct region){"keys", h->keys_off, h->observers_off - h->keys_off};
+	r[i++] = (struct region){"observers", h->observers_off, h->heap_off - h->observers_off};
+	r[i++] = (struct region){"heap", h->heap_off, h->heap_bytes};
+	r[i++] = (struct region){"ep_worker", h->ep_worker_off, h->claims_off - h->ep_worker_off};
+	r[i++] = (struct region){"claims", h->claims_off, h->ep_client_off - h->claims_off};
+	r[i++] = (struct region){"ep_client", h->ep_client_off, h->size - h->ep_client_off};
+	r[i++] = (struct region){"header state", offsetof(struct hl_shm_header, owner_seq),
+	                         sizeof(*h) - offsetof(struct hl_shm_header, owner_seq)};
+	*n = i;
+}
+
+/* Overwrite LEN bytes at random places of [off, off+len) (a few hundred
+ * scattered spans), with a seeded generator. */
+static void
+scribble(uint8_t *base, uint64_t off, uint64_t len, unsigned seed)
+{
+	for (int i = 0; i < 300; i++) {
+		uint64_t at = off + (uint64_t)rand_r(&seed) % len;
+		uint64_t span = 1 + (uint64_t)rand_r(&seed) % 64;
+		for (uint64_t j = 0; j < span && at + j < off + len; j++)
+			base[at + j] = (uint8_t)rand_r(&seed);
+	}
+}
+
+static void
+test_random_bytes_in_each_region_are_repaired_and_served(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 3; round++) {
+		struct region r[16];
+		int nr = 0;
+		{
+			const char *probe = hl_t_name();
+			populate(probe);
+			int fd;
+			struct hl_seg s;
+			assert_int_equal(hl__seg_open_fd(probe, 1, &fd), 0);
+			assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+			regions(s.h, r, &nr);
+			hl__seg_unmap(&s);
+			close(fd);
+			hl_t_unlink(probe);
+		}
+		for (int i = 0; i < nr; i++) {
+			const char *name = hl_t_name();
+			populate(name);
+			int fd;
+			struct hl_seg s;
+			assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+			assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+			scribble(s.base, r[i].off, r[i].len, (unsigned)(i * 977 + round * 13 + 1));
+			hl__seg_unmap(&s);
+			close(fd);
+			/* The worker must come up (repairing what it must) and serve. */
+			pid_t w = hl_t_worker_startv(name, caps);
+			struct hl_client *c = NULL;
+			struct hl_open_opts o = {.flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(5000)};
+			int rc = hl_open(name, &o, &c);
+			if (rc == 0) {
+				/* New work goes through whatever the damage was. */
+				hl_observer_id id;
+				assert_int_equal(hl_observe(c, "fresh", 5, 0, &id), 0);
+				assert_int_equal(hl_publish(c, "fresh", 5, "ok", 2, NULL, 0), 0);
+				struct hl_event ev;
+				assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+				assert_int_equal(ev.new_len, 2);
+				for (int k = 0; k < 32; k++) {
+					char key[8], buf[128];
+					int kl = snprintf(key, sizeof(key), "k%d", k);
+					size_t len;
+					rc = hl_get(c, key, (size_t)kl, buf, sizeof(buf), &len, NULL);
+					/* Each key is intact, or lost to the damage: never a crash.
+					 * Value bytes carry no checksum, so heap damage may show
+					 * in a value's content (docs/security.md); elsewhere a
+					 * value read is one that was written. */
+					assert_true(rc == 0 || rc == -ENOENT);
+					if (rc == 0 && strcmp(r[i].what, "heap") != 0)
+						assert_memory_equal(buf, "value-", 6);
+				}
+				hl_close(c);
+			} else {
+				/* Only damage to the claims region may leave no endpoint free:
+				 * every claim word garbage looks taken by a live-or-not pid,
+				 * until the worker's prune frees it. */
+				assert_string_equal(r[i].what, "claims");
+			}
+			int st = hl_t_worker_stop(w);
+			if (st != 0)
+				fail_msg("%s damaged: worker stop status %d", r[i].what, st);
+			hl_t_unlink(name);
+		}
+	}
+}
+
+static void
+test_damaged_header_identity_is_refused_with_its_reason(void **state)
+{
+	(void)state;
+	struct {
+		size_t off;
+		int want_exit;
+	} cases[] = {
+	        {offsetof(struct hl_shm_header, magic), 2},
+	        {offsetof(struct hl_shm_header, version), 2},
+	        {offsetof(struct hl_shm_header, size), 2},
+	        {offsetof(struct hl_shm_header, max_keys), 2},
+	        {offsetof(struct hl_shm_header, heap_off), 2},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *name = hl_t_name();
+		populate(name);
+		int fd;
+		struct hl_seg s;
+		assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+		assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+		s.base[cases[i].off] ^= 0x5a;
+		hl__seg_unmap(&s);
+		close(fd);
+		char errpath[] = "/tmp/hl-corrupt-XXXXXX";
+		int efd = mkstemp(errpath);
+		assert_true(efd >= 0);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			dup2(efd, 2);
+			execl(HL_WORKER_PATH, HL_WORKER_PATH, "--standalone", "--name", name, (char *)NULL);
+			_exit(127);
+		}
+		int st = hl_t_wait_exit(pid, hl_t_ms(10000));
+		assert_int_equal(st, cases[i].want_exit);
+		char buf[512] = "";
+		ssize_t n = pread(efd, buf, sizeof(buf) - 1, 0);
+		assert_true(n > 0);
+		/* It names the segment and the reason, not just a code. */
+		assert_non_null(strstr(buf, "cannot get segment"));
+		assert_true(strstr(buf, "not a heirloom segment") || strstr(buf, "layout version") ||
+		            strstr(buf, "corrupt") || strstr(buf, "truncated"));
+		close(efd);
+		unlink(errpath);
+		/* And a client gets the same answer, without crashing. */
+		struct hl_client *c = NULL;
+		int rc = hl_open(name, NULL, &c);
+		assert_true(rc == HL_EBADMAGIC || rc == HL_EVERSION || rc == HL_ECORRUPT ||
+		            rc == HL_ETRUNCATED);
+		hl_t_unlink(name);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_damaged_header_identity_is_refused_with_its_reason),
+	        cmocka_unit_test(test_random_bytes_in_each_region_are_repaired_and_served),
+	};
+	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
+}
