@@ -29,10 +29,8 @@
 /* A connection that is not the owner's link and says nothing this long is
  * dropped, so that idle peers cannot hold every slot. */
 #define HL_K_IDLE_MS 10000
-/* Supervisor back-off: first delay, cap, and the run time after which a
- * worker counts as stable (the delay starts over). */
-#define HL_K_BACKOFF_MIN_MS 100
-#define HL_K_BACKOFF_MAX_MS 5000
+/* Supervisor back-off: the run time after which a worker counts as stable
+ * (the delay starts over at --restart-min). */
 #define HL_K_STABLE_MS      10000
 
 /* epoll tags (data.u64); a connection is HL_K_TAG_CONN + its slot. */
@@ -62,6 +60,7 @@ struct hl_kopts {
 	unsigned mode;     /* segment and socket mode */
 	bool foreground;
 	int64_t stop_timeout_ms;
+	int64_t restart_min_ms, restart_max_ms; /* supervisor back-off bounds */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
 	int64_t heap, req_ring, ev_ring;
 };

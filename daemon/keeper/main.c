@@ -71,7 +71,8 @@ static const char summary[] =
         "Own a heirloom segment and hand it to one worker at a time over a control\n"
         "socket; take it back when the worker exits (the heir). With --spawn-worker,\n"
         "also start the worker and restart it after any exit but a clean hand-back,\n"
-        "waiting 100 ms doubling to 5 s between starts (back to 100 ms after 10 s up).\n"
+        "waiting --restart-min doubling to --restart-max between starts (back to\n"
+        "--restart-min after 10 s up).\n"
         "\n"
         "The control socket is --socket, else $RUNTIME_DIRECTORY/heirloom-NAME.sock,\n"
         "else /run/heirloom/ as root, else $XDG_RUNTIME_DIR, else /tmp/heirloom-$UID/.\n"
@@ -88,6 +89,8 @@ static const char summary[] =
 		.name = (n_), .type = (t_), .def = (d_), .help = (h_), .metavar = (mv_),           \
 		.min = (lo_), .max = (hi_), .dst = (dst_)                                          \
 	}
+
+#define HL_K_MAX_OPTS 32
 
 static void
 options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
@@ -121,6 +124,12 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	        KOPT("stop-timeout", HL_CFG_MS, "30s",
 	             "On stop, wait this long for the spawned worker's hand-back, then SIGKILL it.",
 	             NULL, 0, 3600000, &p->stop_timeout_ms);
+	o[i++] = KOPT("restart-min", HL_CFG_MS, "100ms",
+	              "Supervisor: first delay before restarting a worker that exited.", NULL, 0,
+	              3600000, &p->restart_min_ms);
+	o[i++] = KOPT("restart-max", HL_CFG_MS, "5s",
+	              "Supervisor: the delay doubles after each quick exit up to this.", NULL, 0,
+	              3600000, &p->restart_max_ms);
 	o[i++] = KOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).",
 	              NULL, 0, HL_SHARDS_MAX, &p->shards);
 	o[i++] = KOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", NULL, 1,
@@ -143,6 +152,8 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	              "Event ring per endpoint and shard, a power of two (0 = 256 KiB or what "
 	              "max-value needs).",
 	              NULL, 0, 1 << 30, &p->ev_ring);
+	if (i > HL_K_MAX_OPTS)
+		hl__die("keeper option table overflow");
 	*n = i;
 }
 
@@ -657,7 +668,7 @@ int
 main(int argc, char **argv)
 {
 	struct hl_keeper *k = &K;
-	struct hl_cfg_opt opts[24];
+	struct hl_cfg_opt opts[HL_K_MAX_OPTS];
 	size_t nopts;
 	char err[512];
 	static const char *const foreign[] = { "worker", "ctl", NULL };

@@ -106,7 +106,7 @@ hl_k_find_worker(struct hl_keeper *k)
 		}
 	}
 	worker_argv[n] = NULL;
-	k->backoff_ms = HL_K_BACKOFF_MIN_MS;
+	k->backoff_ms = k->o.restart_min_ms;
 	return 0;
 }
 
@@ -231,11 +231,11 @@ hl_k_child_exited(struct hl_keeper *k)
 		return;
 	}
 	if (ran_ms >= HL_K_STABLE_MS)
-		k->backoff_ms = HL_K_BACKOFF_MIN_MS;
+		k->backoff_ms = k->o.restart_min_ms;
 	k->restart_at_ns = hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
 	hl_k_log("restarting the worker in %ld ms", (long)k->backoff_ms);
-	k->backoff_ms =
-	        k->backoff_ms * 2 > HL_K_BACKOFF_MAX_MS ? HL_K_BACKOFF_MAX_MS : k->backoff_ms * 2;
+	k->backoff_ms = k->backoff_ms * 2 > k->o.restart_max_ms ? k->o.restart_max_ms
+	                                                        : k->backoff_ms * 2;
 }
 
 void
