@@ -87,6 +87,10 @@ hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size
 		if (off == 0 || (off & HL_VAL_DELETED)) {
 			if (hl__seq_read_retry(&k->seq, seq))
 				continue;
+			/* No value, but the slot lives (observers keep it): its
+			 * revision is the delete's (0 if it never had a value). */
+			if (rev)
+				*rev = r;
 			return -ENOENT;
 		}
 		struct hl_shm_value vh;

@@ -22,7 +22,8 @@ int hl__key_lookup(const struct hl_seg *s, const void *key, size_t len, uint64_t
 int hl__value_ok(const struct hl_seg *s, uint64_t off, uint32_t len, uint32_t meta_len);
 
 /* Read slot IDX's current value under its seqlock. Copies up to CAP bytes;
- * *len = full length, *rev = revision; -ENOENT when the key has no value. */
+ * *len = full length, *rev = revision; -ENOENT when the key has no value
+ * (then *rev is the revision of its delete, 0 if it never had a value). */
 int hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size_t *len,
                    uint64_t *rev);
 

@@ -266,7 +266,16 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 	long total = 0;
 	for (int j = 0; j < CLIENTS; j++)
 		total += atomic_load(&S->ops[j]);
-	print_message("%d kills, %ld operations\n", kills, total);
+	{
+		struct hl_client *sc = hl_t_open(name, 0);
+		struct hl_stats ss;
+		hl_stats(sc, &ss);
+		print_message("%d kills, %ld operations, %lu publishes, %lu notifications, "
+		              "%lu lagged drops\n",
+		              kills, total, (unsigned long)ss.publishes,
+		              (unsigned long)ss.notifications, (unsigned long)ss.lagged_drops);
+		hl_close(sc);
+	}
 	assert_true(total >= kills);
 	/* Stop: the keeper stops its worker, which hands the table back. */
 	kill(keeper, SIGTERM);

@@ -97,7 +97,10 @@ struct hl_open_opts {
  * If hl_open() fails there is nothing to close and *out is untouched.
  *
  * The client belongs to the calling process: after fork() the child must not
- * use it (it must hl_open() its own).
+ * use it (it must hl_open() its own). The worker watches the process from
+ * here on: when it exits for any reason, even SIGKILL in the middle of a
+ * call, its observers and its endpoint are removed at once (publishes and
+ * deletes it had queued are still applied).
  */
 HL_API int hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **out);
 
@@ -158,7 +161,9 @@ HL_API int hl_delete(struct hl_client *c, const void *key, size_t key_len);
 /*
  * Read KEY's current value straight from the segment (sequence lock; no
  * worker needed). Copies at most CAP bytes into BUF; *len gets the value's
- * full length (so *len > cap means truncated) and *revision its revision.
+ * full length (so *len > cap means truncated) and *revision its revision
+ * (on -ENOENT: the revision of the key's delete while an observer keeps the
+ * key known, else 0).
  * len and revision may be NULL. Errors: -ENOENT no such key, -EINVAL,
  * -EBUSY the value kept changing under the reader (retried internally first).
  */
