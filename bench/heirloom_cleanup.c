@@ -37,7 +37,7 @@
 #define GRACE_NS    (60 * BENCH_NS_PER_S)
 #define CLEANUP_MAX (30 * BENCH_NS_PER_S)
 
-static const uint32_t counts[] = {1, 10000};
+static const uint32_t counts[] = { 1, 10000 };
 static struct hl_client *mon;
 
 static void
@@ -89,7 +89,7 @@ wait_counts(uint64_t obs, uint64_t eps, uint64_t deadline)
 			return 0;
 		if (stats_now_ns() > deadline)
 			return -ETIMEDOUT;
-		struct timespec ts = {0, 100000};
+		struct timespec ts = { 0, 100000 };
 		nanosleep(&ts, NULL);
 	}
 }
@@ -119,7 +119,7 @@ kill_once(uint32_t n, struct stats_samples *out)
 		_exit(victim_main(n, p[1]));
 	}
 	close(p[1]);
-	struct pollfd pf = {.fd = p[0], .events = POLLIN};
+	struct pollfd pf = { .fd = p[0], .events = POLLIN };
 	char b;
 	if (poll(&pf, 1, (int)(GRACE_NS / BENCH_NS_PER_MS)) != 1 || read(p[0], &b, 1) != 1) {
 		rc = -ETIMEDOUT;

@@ -12,8 +12,16 @@
  *
  * Series (scenario reattach-obsN, ns):
  *   heirloom (or heirloom-keeper)  t0 -> the holder received the probe event
+ *   heirloom-attached              the new worker owns the table (hl_stats
+ *                                  owner, polled every 50 us) -> the holder
+ *                                  received the event: recovery, start of
+ *                                  the threads and the first dispatch,
+ *                                  without the restart delay before it
  *   heirloom-recovery              the new worker's recovery pass alone
  *                                  (hl_stats.last_recovery_ns)
+ * With a keeper, scripts/bench runs it with --restart-max 100ms: every kill
+ * is then restarted as a first crash after a stable run is (--restart-min,
+ * 100 ms by default), not with the doubling delay of a crash loop.
  *
  * It owns the holder process (harness.h) and a worker it restarted
  * (heirloom_common.h); every wait is bounded.
@@ -110,9 +118,34 @@ wait_observers(uint64_t limit, uint64_t deadline)
 	return 0;
 }
 
+/* Wait for the holder's ack of the probe event, noting when a new worker
+ * (not OLD) took the table: *owned_ns. Polls every 50 us (hl_stats() reads
+ * the header; no worker involved). */
+static int
+wait_probe(struct bench_board *b, pid_t old, uint64_t deadline, uint64_t *owned_ns,
+           uint64_t *recv_ns)
+{
+	*owned_ns = 0;
+	while (atomic_load_explicit(&b->done, memory_order_acquire) < 1) {
+		uint64_t now = stats_now_ns();
+		struct hl_stats st;
+		if (!*owned_ns && hl_stats(pub, &st) == 0 && st.owner_role == 2 &&
+		    st.owner_pid != old)
+			*owned_ns = now;
+		if (now > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = {0, 50000};
+		nanosleep(&ts, NULL);
+	}
+	*recv_ns = atomic_load_explicit(&b->slot[0].recv_ns, memory_order_relaxed);
+	if (!*owned_ns)
+		*owned_ns = *recv_ns; /* taken and served within one poll */
+	return 0;
+}
+
 static int
 kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
-          struct stats_samples *rec)
+          struct stats_samples *att, struct stats_samples *rec)
 {
 	struct hl_stats st0, st;
 	hl_stats(pub, &st0);
@@ -128,12 +161,13 @@ kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
 	err = wait_dead(pid, t0 + 5 * BENCH_NS_PER_S);
 	if (err == 0)
 		err = hlb_worker_restart();
-	uint64_t recv;
+	uint64_t recv, owned;
 	if (err == 0)
-		err = bench_board_wait_acks(b, t0 + GRACE_NS, &recv);
+		err = wait_probe(b, pid, t0 + GRACE_NS, &owned, &recv);
 	if (err)
 		return err;
 	stats_add(lat, recv - t0);
+	stats_add(att, recv > owned ? recv - owned : 0);
 	/* The recovery time is stored before the worker serves. */
 	if (hl_stats(pub, &st) == 0 && st.reattaches > st0.reattaches)
 		stats_add(rec, st.last_recovery_ns);
@@ -142,7 +176,7 @@ kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
 
 static int
 run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *lat,
-      struct stats_samples *rec)
+      struct stats_samples *att, struct stats_samples *rec)
 {
 	static uint64_t seq = 1;
 	unsigned kills = o->quick ? 3 : 7;
@@ -162,7 +196,7 @@ run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *lat,
 	}
 	err = bench_board_wait_ready(b, stats_now_ns() + GRACE_NS);
 	for (unsigned k = 0; k < kills && err == 0; k++)
-		err = kill_once(b, seq++, lat, rec);
+		err = kill_once(b, seq++, lat, att, rec);
 	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
 	if (bench_reap_all(stats_now_ns() + 10 * BENCH_NS_PER_S) > 0 && err == 0)
 		err = -ECHILD;
@@ -194,33 +228,29 @@ main(int argc, char **argv)
 		snprintf(names[k], sizeof(names[k]), "reattach-obs%u", counts[k]);
 		if (!bench_wanted(&o, names[k], variant))
 			continue;
-		struct bench_series sl, sr;
-		struct stats_samples l, r;
-		bench_series_init(&sl, names[k], variant, STATS_LATENCY, "ns");
-		bench_series_init(&sr, names[k], "heirloom-recovery", STATS_LATENCY, "ns");
-		stats_init(&l);
-		stats_init(&r);
+		struct bench_series ser[3];
+		struct stats_samples smp[3];
+		bench_series_init(&ser[0], names[k], variant, STATS_LATENCY, "ns");
+		bench_series_init(&ser[1], names[k], "heirloom-attached", STATS_LATENCY, "ns");
+		bench_series_init(&ser[2], names[k], "heirloom-recovery", STATS_LATENCY, "ns");
+		for (int j = 0; j < 3; j++)
+			stats_init(&smp[j]);
 		/* One series of kills: each kill is a sample (and its own
 		 * repetition of the whole reattach). */
-		int err = run_n(counts[k], &o, &l, &r);
+		int err = run_n(counts[k], &o, &smp[0], &smp[1], &smp[2]);
 		if (err) {
 			fprintf(stderr, "%s: %s\n", names[k], hl_strerror(err));
 			failed = 1;
 		}
-		for (size_t i = 0; i < l.n; i++) {
-			struct stats_samples one = {.v = &l.v[i], .n = 1, .cap = 1};
-			bench_series_add_rep(&sl, &one);
+		for (int j = 0; j < 3; j++) {
+			for (size_t i = 0; i < smp[j].n; i++) {
+				struct stats_samples one = {.v = &smp[j].v[i], .n = 1, .cap = 1};
+				bench_series_add_rep(&ser[j], &one);
+			}
+			bench_series_report(&ser[j], &o);
+			stats_fini(&smp[j]);
+			bench_series_fini(&ser[j]);
 		}
-		for (size_t i = 0; i < r.n; i++) {
-			struct stats_samples one = {.v = &r.v[i], .n = 1, .cap = 1};
-			bench_series_add_rep(&sr, &one);
-		}
-		bench_series_report(&sl, &o);
-		bench_series_report(&sr, &o);
-		stats_fini(&l);
-		stats_fini(&r);
-		bench_series_fini(&sl);
-		bench_series_fini(&sr);
 	}
 	hl_close(pub);
 	hlb_teardown();

@@ -312,6 +312,26 @@ hl__seg_open_fd(const char *name, int writable, int *fd_out)
 }
 
 int
+hl__seg_open_own(const char *name, int *fd_out)
+{
+	int fd = -1, rc = hl__seg_open_fd(name, 1, &fd);
+	if (rc)
+		return rc;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		close(fd);
+		return -EPERM;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+int
 hl__seg_unlink(const char *name)
 {
 	char path[HL_NAME_MAX + 16];

@@ -38,6 +38,13 @@ int hl__seg_create(const char *name, const struct hl_layout_params *p, mode_t mo
 /* Open an existing segment's descriptor: -ENOENT, -EACCES, ... */
 int hl__seg_open_fd(const char *name, int writable, int *fd_out);
 
+/* For the daemons, when the object already exists: open it read-write like
+ * hl__seg_open_fd(), but refuse one owned by another user than us or root
+ * (-EPERM). /dev/shm is writable by everyone: another local user could
+ * have created the name first, with a mode that lets them read and write
+ * every value published into it. */
+int hl__seg_open_own(const char *name, int *fd_out);
+
 /* Validate header H (a private copy) against the object's real size FILE_SIZE:
  * magic, version, format word, sizes, capacities and that every region lies
  * inside the object and matches the layout recomputed from the capacities.

@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #define SHARED_KEYS 50
-#define VALUE_LEN 7 /* every value of a shared key: same size class */
+#define VALUE_LEN   7 /* every value of a shared key: same size class */
 
 /* Shared with the child processes (MAP_SHARED anonymous). */
 struct board {
@@ -47,8 +47,8 @@ struct board {
 static struct board *
 board_map(void)
 {
-	void *p = mmap(NULL, sizeof(struct board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-	               -1, 0);
+	void *p = mmap(NULL, sizeof(struct board), PROT_READ | PROT_WRITE,
+	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	assert_true(p != MAP_FAILED);
 	memset(p, 0, sizeof(struct board));
 	return p;
@@ -68,14 +68,14 @@ child_fail(struct board *b, const char *fmt, ...)
 static void
 sleep_ms(int ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
 static void
 sleep_us(long us)
 {
-	struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L};
+	struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L };
 	nanosleep(&ts, NULL);
 }
 
@@ -125,8 +125,8 @@ wait_back_to(struct hl_client *c, const struct hl_stats *base, const char *when)
 	         "keys %lu (%lu), heap used %lu (%lu), claims held %u",
 	         when, (unsigned long)now.observers, (unsigned long)base->observers,
 	         (unsigned long)now.endpoints, (unsigned long)base->endpoints,
-	         (unsigned long)now.keys, (unsigned long)base->keys,
-	         (unsigned long)now.heap_used, (unsigned long)base->heap_used, claims_held(c));
+	         (unsigned long)now.keys, (unsigned long)base->keys, (unsigned long)now.heap_used,
+	         (unsigned long)base->heap_used, claims_held(c));
 }
 
 static void
@@ -138,11 +138,11 @@ shared_key(char *buf, size_t len, int i)
 /* ---- the 1,000 clients ---- */
 
 enum child_kind {
-	K_IDLE,     /* observe, then wait to be killed */
-	K_PUBLISH,  /* observe, then publish in a loop: killed mid-publish */
-	K_CHURN,    /* observe, then observe/unobserve in a loop: killed mid-observe */
-	K_EARLY,    /* killed at a random moment while attaching and observing */
-	K_READ,     /* observe, then read events in a loop */
+	K_IDLE,    /* observe, then wait to be killed */
+	K_PUBLISH, /* observe, then publish in a loop: killed mid-publish */
+	K_CHURN,   /* observe, then observe/unobserve in a loop: killed mid-observe */
+	K_EARLY,   /* killed at a random moment while attaching and observing */
+	K_READ,    /* observe, then read events in a loop */
 	K_KINDS,
 };
 
@@ -154,7 +154,7 @@ client_proc(const char *name, struct board *b, int idx, int i)
 {
 	enum child_kind kind = (enum child_kind)(i % K_KINDS);
 	struct hl_client *c = NULL;
-	struct hl_open_opts o = {.timeout_ms = hl_t_ms(30000)};
+	struct hl_open_opts o = { .timeout_ms = hl_t_ms(30000) };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		child_fail(b, "client %d: open: %s", i, hl_strerror(rc));
@@ -197,9 +197,7 @@ client_proc(const char *name, struct board *b, int idx, int i)
 				child_fail(b, "client %d: next: %s", i, hl_strerror(rc));
 			break;
 		}
-		default:
-			pause();
-			break;
+		default: pause(); break;
 		}
 	}
 }
@@ -213,9 +211,19 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 	/* 256 endpoints: a wave of 200 plus this process. The prune pass runs
 	 * too (200 ms): clients killed while attaching may die between their
 	 * claim and `ready`, which only the pass can tell. */
-	const char *const args[] = {"--max-endpoints", "256", "--max-keys", "8192",
-	                            "--max-observers", "65536", "--heap", "8388608",
-	                            "--ev-ring", "65536", "--prune-interval", "200", NULL};
+	const char *const args[] = { "--max-endpoints",
+		                     "256",
+		                     "--max-keys",
+		                     "8192",
+		                     "--max-observers",
+		                     "65536",
+		                     "--heap",
+		                     "8388608",
+		                     "--ev-ring",
+		                     "65536",
+		                     "--prune-interval",
+		                     "200",
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	for (int i = 0; i < SHARED_KEYS; i++) {
@@ -298,8 +306,10 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 	assert_int_equal(s.cleanup_runs - base.cleanup_runs, removed);
 	assert_int_equal(s.observers_added - base.observers_added,
 	                 s.observers_removed - base.observers_removed);
-	assert_true(s.observers_added - base.observers_added >= 10u * (CLIENTS - CLIENTS / K_KINDS));
-	assert_true(s.cleanup_removed - base.cleanup_removed >= 10u * (CLIENTS - CLIENTS / K_KINDS));
+	assert_true(s.observers_added - base.observers_added >=
+	            10u * (CLIENTS - CLIENTS / K_KINDS));
+	assert_true(s.cleanup_removed - base.cleanup_removed >=
+	            10u * (CLIENTS - CLIENTS / K_KINDS));
 	assert_int_equal(s.heap_used, base.heap_used);
 	hl_close(c);
 	/* Exit status 0: the worker's full invariant check (reachable blocks
@@ -317,9 +327,11 @@ test_dead_client_removed_at_once_without_prune(void **state)
 	(void)state;
 	enum { KIDS = 24 };
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--ev-ring", "65536", "--prune-interval", "0", NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",    "--max-observers", "65536", "--max-endpoints",  "64",
+		"--heap",     "4194304", "--ev-ring",       "65536", "--prune-interval", "0",
+		NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	for (int i = 0; i < SHARED_KEYS; i++) {
@@ -394,9 +406,17 @@ test_reused_pid_loses_the_dead_ones_observers_at_prune(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--prune-interval", "200", NULL};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "65536",
+		                     "--max-endpoints",
+		                     "64",
+		                     "--heap",
+		                     "4194304",
+		                     "--prune-interval",
+		                     "200",
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
 	assert_int_equal(hl_publish(pub, "r0", 2, "a", 1, NULL, 0), 0);
@@ -508,9 +528,17 @@ test_abandoned_claim_freed_by_periodic_prune(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--prune-interval", "200", NULL};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "65536",
+		                     "--max-endpoints",
+		                     "64",
+		                     "--heap",
+		                     "4194304",
+		                     "--prune-interval",
+		                     "200",
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	uint32_t ep = abandon_claim(c, dead_pid());
@@ -533,9 +561,17 @@ test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--prune-interval", "0", NULL};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "65536",
+		                     "--max-endpoints",
+		                     "64",
+		                     "--heap",
+		                     "4194304",
+		                     "--prune-interval",
+		                     "0",
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	pid_t dead = dead_pid();
@@ -574,10 +610,21 @@ test_slow_reader_is_reported_and_keeps_its_observers(void **state)
 	char log[128];
 	snprintf(log, sizeof(log), "/tmp/hl_lifecycle_%d.log", (int)getpid());
 	unlink(log);
-	const char *argv[] = {HL_WORKER_PATH,      "--standalone",  "--name",        name,
-	                      "--max-keys",        "4096",          "--max-observers", "65536",
-	                      "--max-endpoints",   "64",            "--heap",        "4194304",
-	                      "--slow-reader-ms",  "300",           NULL};
+	const char *argv[] = { HL_WORKER_PATH,
+		               "--standalone",
+		               "--name",
+		               name,
+		               "--max-keys",
+		               "4096",
+		               "--max-observers",
+		               "65536",
+		               "--max-endpoints",
+		               "64",
+		               "--heap",
+		               "4194304",
+		               "--slow-reader-ms",
+		               "300",
+		               NULL };
 	pid_t w = hl_t_spawn(argv, log);
 	assert_int_equal(hl_t_wait_ready(name, hl_t_ms(10000)), 0);
 
@@ -639,13 +686,13 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_dead_client_removed_at_once_without_prune),
-	        cmocka_unit_test(test_reused_pid_loses_the_dead_ones_observers_at_prune),
-	        cmocka_unit_test(test_reused_pid_is_refused_at_adoption),
-	        cmocka_unit_test(test_abandoned_claim_freed_by_periodic_prune),
-	        cmocka_unit_test(test_abandoned_claim_without_prune_waits_for_next_worker),
-	        cmocka_unit_test(test_slow_reader_is_reported_and_keeps_its_observers),
-	        cmocka_unit_test(test_thousand_killed_clients_leave_nothing_behind),
+		cmocka_unit_test(test_dead_client_removed_at_once_without_prune),
+		cmocka_unit_test(test_reused_pid_loses_the_dead_ones_observers_at_prune),
+		cmocka_unit_test(test_reused_pid_is_refused_at_adoption),
+		cmocka_unit_test(test_abandoned_claim_freed_by_periodic_prune),
+		cmocka_unit_test(test_abandoned_claim_without_prune_waits_for_next_worker),
+		cmocka_unit_test(test_slow_reader_is_reported_and_keeps_its_observers),
+		cmocka_unit_test(test_thousand_killed_clients_leave_nothing_behind),
 	};
 	return cmocka_run_group_tests_name("lifecycle", tests, NULL, NULL);
 }

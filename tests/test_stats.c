@@ -19,16 +19,16 @@
 #define HL_HAVE_JEMALLOC 0
 #endif
 
-#define NKEYS 5
-#define N_CHANGES 100  /* publishes over k0..k4 that change the value */
-#define M_SAME 7       /* publishes of k0's current value */
+#define NKEYS         5
+#define N_CHANGES     100 /* publishes over k0..k4 that change the value */
+#define M_SAME        7   /* publishes of k0's current value */
 #define HOT_PUBLISHES 2000
-#define HOT_LEN 100
+#define HOT_LEN       100
 
 static void
 sleep_ms(int ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
@@ -77,9 +77,11 @@ test_every_counter_equals_what_the_script_did(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--ev-ring", "65536", NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",   "--max-observers", "65536",     "--max-endpoints",
+		"64",         "--heap", "4194304",         "--ev-ring", "65536",
+		NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	/* The publisher: synchronous, so each publish is applied (and
 	 * dispatched) when the call returns. */
@@ -98,7 +100,7 @@ test_every_counter_equals_what_the_script_did(void **state)
 	uint64_t publishes = 0, skipped = 0, deletes = 0, notifications = 0;
 	uint64_t obs_added = 0, obs_removed = 0, attached = 0, removed = 0;
 	uint64_t cleanup_runs = 0, cleanup_removed = 0;
-	int observers_of[NKEYS] = {0};
+	int observers_of[NKEYS] = { 0 };
 
 	/* Endpoints and observers. B reads everything, L will lag, X comes
 	 * and goes. */
@@ -282,7 +284,8 @@ test_sys_keys_are_refused_to_clients(void **state)
 	assert_int_equal(hl_get(c, "$sys/other", 10, NULL, 0, NULL, NULL), -ENOENT);
 	/* Observing them is what they are for. */
 	hl_observer_id id;
-	assert_int_equal(hl_observe(c, HL_TELEMETRY_CLEANUP, strlen(HL_TELEMETRY_CLEANUP), 0, &id), 0);
+	assert_int_equal(hl_observe(c, HL_TELEMETRY_CLEANUP, strlen(HL_TELEMETRY_CLEANUP), 0, &id),
+	                 0);
 	/* "$sy" and "$sysx" are ordinary keys. */
 	assert_int_equal(hl_publish(c, "$sysx", 5, "x", 1, NULL, 0), 0);
 	struct hl_stats after = stats_of(c);
@@ -323,8 +326,8 @@ tel_add(struct tel *t, const struct hl_event *ev)
 static void
 tel_wait(struct hl_client *c, struct tel t[3], const char *key, uint64_t total)
 {
-	static const char *const keys[3] = {HL_TELEMETRY_DISPATCH, HL_TELEMETRY_CLEANUP,
-	                                    HL_TELEMETRY_LAGGED};
+	static const char *const keys[3] = { HL_TELEMETRY_DISPATCH, HL_TELEMETRY_CLEANUP,
+		                             HL_TELEMETRY_LAGGED };
 	int want = strcmp(key, keys[0]) == 0 ? 0 : strcmp(key, keys[1]) == 0 ? 1 : 2;
 	for (int waited = 0; t[want].total < total; waited++) {
 		if (waited > 100)
@@ -336,7 +339,8 @@ tel_wait(struct hl_client *c, struct tel t[3], const char *key, uint64_t total)
 			continue;
 		assert_int_equal(rc, 0);
 		for (int i = 0; i < 3; i++)
-			if (ev.key_len == strlen(keys[i]) && memcmp(ev.key, keys[i], ev.key_len) == 0)
+			if (ev.key_len == strlen(keys[i]) &&
+			    memcmp(ev.key, keys[i], ev.key_len) == 0)
 				tel_add(&t[i], &ev);
 	}
 }
@@ -346,18 +350,23 @@ test_telemetry_reports_dispatch_cleanup_and_lag(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--ev-ring", "65536", NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",   "--max-observers", "65536",     "--max-endpoints",
+		"64",         "--heap", "4194304",         "--ev-ring", "65536",
+		NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *app = hl_t_open(name, 0);
 	hl_observer_id id;
-	assert_int_equal(hl_observe(app, HL_TELEMETRY_DISPATCH, strlen(HL_TELEMETRY_DISPATCH), 0, &id), 0);
-	assert_int_equal(hl_observe(app, HL_TELEMETRY_CLEANUP, strlen(HL_TELEMETRY_CLEANUP), 0, &id), 0);
-	assert_int_equal(hl_observe(app, HL_TELEMETRY_LAGGED, strlen(HL_TELEMETRY_LAGGED), 0, &id), 0);
+	assert_int_equal(
+	        hl_observe(app, HL_TELEMETRY_DISPATCH, strlen(HL_TELEMETRY_DISPATCH), 0, &id), 0);
+	assert_int_equal(
+	        hl_observe(app, HL_TELEMETRY_CLEANUP, strlen(HL_TELEMETRY_CLEANUP), 0, &id), 0);
+	assert_int_equal(hl_observe(app, HL_TELEMETRY_LAGGED, strlen(HL_TELEMETRY_LAGGED), 0, &id),
+	                 0);
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
 	struct hl_stats base = stats_of(pub);
-	struct tel t[3] = {{0}};
+	struct tel t[3] = { { 0 } };
 
 	/* Dispatch: 3 observers x 10 changes. */
 	struct hl_client *obs = hl_t_open(name, 0);
@@ -444,10 +453,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_every_counter_equals_what_the_script_did),
-	        cmocka_unit_test(test_sys_keys_are_refused_to_clients),
-	        cmocka_unit_test(test_telemetry_reports_dispatch_cleanup_and_lag),
-	        cmocka_unit_test(test_telemetry_unobserved_writes_nothing),
+		cmocka_unit_test(test_every_counter_equals_what_the_script_did),
+		cmocka_unit_test(test_sys_keys_are_refused_to_clients),
+		cmocka_unit_test(test_telemetry_reports_dispatch_cleanup_and_lag),
+		cmocka_unit_test(test_telemetry_unobserved_writes_nothing),
 	};
 	return cmocka_run_group_tests_name("stats", tests, NULL, NULL);
 }

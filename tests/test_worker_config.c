@@ -73,7 +73,8 @@ run_worker(const char *const *args, const char *const *env, struct run *r)
 	close(pe[1]);
 	memset(r, 0, sizeof(*r));
 	size_t ol = 0, el = 0;
-	struct pollfd p[2] = {{.fd = po[0], .events = POLLIN}, {.fd = pe[0], .events = POLLIN}};
+	struct pollfd p[2] = { { .fd = po[0], .events = POLLIN },
+		               { .fd = pe[0], .events = POLLIN } };
 	int open_fds = 2;
 	for (int waited = 0; open_fds > 0 && waited < hl_t_ms(10000); waited += 10) {
 		if (poll(p, 2, 10) <= 0)
@@ -100,8 +101,8 @@ run_worker(const char *const *args, const char *const *env, struct run *r)
 	}
 	for (int i = 0; i < 2; i++)
 		if (p[i].fd >= 0) {
-			drain_fd(p[i].fd, i == 0 ? r->out : r->err, i == 0 ? sizeof(r->out) : sizeof(r->err),
-			         i == 0 ? &ol : &el);
+			drain_fd(p[i].fd, i == 0 ? r->out : r->err,
+			         i == 0 ? sizeof(r->out) : sizeof(r->err), i == 0 ? &ol : &el);
 			close(p[i].fd);
 		}
 	r->status = hl_t_wait_exit(pid, hl_t_ms(10000));
@@ -178,15 +179,15 @@ test_flag_over_env_over_file_over_default(void **state)
 	                              "spin-us = 7\n");
 	char cfg_env[160], line[256];
 	snprintf(cfg_env, sizeof(cfg_env), "HEIRLOOM_CONFIG=%s", path);
-	const char *const print[] = {"--print-config", NULL};
+	const char *const print[] = { "--print-config", NULL };
 
-	const char *const none[] = {NULL};
+	const char *const none[] = { NULL };
 	run_worker(print, none, &r);
 	expect_line(&r, "prune-interval", "prune-interval = 30000ms  (default)");
 	expect_line(&r, "spin-us", "spin-us = 50  (default)");
 	expect_line(&r, "slow-reader-ms", "slow-reader-ms = 10000ms  (default)");
 
-	const char *const file[] = {cfg_env, NULL};
+	const char *const file[] = { cfg_env, NULL };
 	run_worker(print, file, &r);
 	snprintf(line, sizeof(line), "prune-interval = 5000ms  (file:%s:7)", path);
 	expect_line(&r, "prune-interval", line);
@@ -194,25 +195,26 @@ test_flag_over_env_over_file_over_default(void **state)
 	snprintf(line, sizeof(line), "spin-us = 7  (file:%s:8)", path);
 	expect_line(&r, "spin-us", line);
 
-	const char *const env[] = {cfg_env, "HEIRLOOM_PRUNE_INTERVAL=2m", "HEIRLOOM_SPIN_US=9", NULL};
+	const char *const env[] = { cfg_env, "HEIRLOOM_PRUNE_INTERVAL=2m", "HEIRLOOM_SPIN_US=9",
+		                    NULL };
 	run_worker(print, env, &r);
 	expect_line(&r, "prune-interval", "prune-interval = 120000ms  (env)");
 	expect_line(&r, "spin-us", "spin-us = 9  (env)");
 
-	const char *const flags[] = {"--print-config", "--prune-interval", "250",
-	                             "--spin-us=11", NULL};
+	const char *const flags[] = { "--print-config", "--prune-interval", "250", "--spin-us=11",
+		                      NULL };
 	run_worker(flags, env, &r);
 	expect_line(&r, "prune-interval", "prune-interval = 250ms  (flag)");
 	expect_line(&r, "spin-us", "spin-us = 11  (flag)");
 
 	/* --config as a flag finds the same file. */
-	const char *const by_flag[] = {"--print-config", "--config", path, NULL};
+	const char *const by_flag[] = { "--print-config", "--config", path, NULL };
 	run_worker(by_flag, none, &r);
 	snprintf(line, sizeof(line), "prune-interval = 5000ms  (file:%s:7)", path);
 	expect_line(&r, "prune-interval", line);
 
 	/* 0 is allowed: it turns the periodic pass off. */
-	const char *const off[] = {"--print-config", "--prune-interval", "0", NULL};
+	const char *const off[] = { "--print-config", "--prune-interval", "0", NULL };
 	run_worker(off, none, &r);
 	expect_line(&r, "prune-interval", "prune-interval = 0ms  (flag)");
 }
@@ -239,11 +241,11 @@ test_bad_config_file_names_file_and_line(void **state)
 	                              "prune-interval = banana\n");
 	snprintf(cfg_env, sizeof(cfg_env), "HEIRLOOM_CONFIG=%s", path);
 	snprintf(where, sizeof(where), "%s:3", path);
-	const char *const env[] = {cfg_env, NULL};
-	const char *const print[] = {"--print-config", NULL};
+	const char *const env[] = { cfg_env, NULL };
+	const char *const print[] = { "--print-config", NULL };
 	expect_error(print, env, where, "prune-interval");
 	/* Even when a flag overrides the bad line: it must not lie in wait. */
-	const char *const flag[] = {"--print-config", "--prune-interval", "1s", NULL};
+	const char *const flag[] = { "--print-config", "--prune-interval", "1s", NULL };
 	expect_error(flag, env, where, "prune-interval");
 
 	path = write_conf("[worker]\n\nno-such-option = 1\n");
@@ -255,14 +257,14 @@ test_bad_config_file_names_file_and_line(void **state)
 	expect_error(print, env, where, NULL);
 
 	/* A missing explicit file, a bad flag, a bad variable. */
-	const char *const missing[] = {"--print-config", "--config", "/nonexistent/w.conf", NULL};
-	const char *const none[] = {NULL};
+	const char *const missing[] = { "--print-config", "--config", "/nonexistent/w.conf", NULL };
+	const char *const none[] = { NULL };
 	expect_error(missing, none, "/nonexistent/w.conf", NULL);
-	const char *const bad_flag[] = {"--print-config", "--spin-us", "fast", NULL};
+	const char *const bad_flag[] = { "--print-config", "--spin-us", "fast", NULL };
 	expect_error(bad_flag, none, "--spin-us", "fast");
-	const char *const bad_env[] = {"HEIRLOOM_SLOW_READER_MS=-5", NULL};
+	const char *const bad_env[] = { "HEIRLOOM_SLOW_READER_MS=-5", NULL };
 	expect_error(print, bad_env, "HEIRLOOM_SLOW_READER_MS", NULL);
-	const char *const unknown[] = {"--print-config", "--prune", "1", NULL};
+	const char *const unknown[] = { "--print-config", "--prune", "1", NULL };
 	expect_error(unknown, none, "--prune", NULL);
 }
 
@@ -271,13 +273,27 @@ test_help_lists_every_option_with_default_and_variable(void **state)
 {
 	(void)state;
 	static struct run r;
-	static const char *const options[] = {
-	        "name",      "config",    "standalone",     "socket",         "shards",
-	        "max-keys",  "max-observers", "max-endpoints", "max-value",   "heap",
-	        "req-ring",  "ev-ring",   "mode",           "prune-interval", "slow-reader-ms",
-	        "telemetry-interval", "spin-us", "print-config", NULL};
-	const char *const help[] = {"--help", NULL};
-	const char *const none[] = {NULL};
+	static const char *const options[] = { "name",
+		                               "config",
+		                               "standalone",
+		                               "socket",
+		                               "shards",
+		                               "max-keys",
+		                               "max-observers",
+		                               "max-endpoints",
+		                               "max-value",
+		                               "heap",
+		                               "req-ring",
+		                               "ev-ring",
+		                               "mode",
+		                               "prune-interval",
+		                               "slow-reader-ms",
+		                               "telemetry-interval",
+		                               "spin-us",
+		                               "print-config",
+		                               NULL };
+	const char *const help[] = { "--help", NULL };
+	const char *const none[] = { NULL };
 	run_worker(help, none, &r);
 	assert_int_equal(r.status, 0);
 	for (int i = 0; options[i]; i++) {
@@ -295,12 +311,12 @@ test_help_lists_every_option_with_default_and_variable(void **state)
 		if ((!strstr(r.out, flag) && !strstr(r.out, bflag)) || !strstr(r.out, var))
 			fail_msg("--help lacks %s or %s", flag, var);
 	}
-	assert_non_null(strstr(r.out, "default 30s"));    /* prune-interval */
-	assert_non_null(strstr(r.out, "default 10000"));  /* slow-reader-ms */
-	assert_non_null(strstr(r.out, "default 0660"));   /* mode */
+	assert_non_null(strstr(r.out, "default 30s"));   /* prune-interval */
+	assert_non_null(strstr(r.out, "default 10000")); /* slow-reader-ms */
+	assert_non_null(strstr(r.out, "default 0660"));  /* mode */
 	assert_non_null(strstr(r.out, "[worker]"));
 
-	const char *const version[] = {"--version", NULL};
+	const char *const version[] = { "--version", NULL };
 	run_worker(version, none, &r);
 	assert_int_equal(r.status, 0);
 	char want[64];
@@ -321,9 +337,9 @@ test_running_worker_uses_resolved_values(void **state)
 	char cfg_env[160], name_env[96];
 	snprintf(cfg_env, sizeof(cfg_env), "HEIRLOOM_CONFIG=%s", path);
 	snprintf(name_env, sizeof(name_env), "HEIRLOOM_NAME=%s", name);
-	const char *const env[] = {cfg_env, name_env, "HEIRLOOM_MAX_ENDPOINTS=7",
-	                           "HEIRLOOM_MAX_OBSERVERS=5000", NULL};
-	const char *const argv[] = {HL_WORKER_PATH, "--max-value", "2K", NULL};
+	const char *const env[] = { cfg_env, name_env, "HEIRLOOM_MAX_ENDPOINTS=7",
+		                    "HEIRLOOM_MAX_OBSERVERS=5000", NULL };
+	const char *const argv[] = { HL_WORKER_PATH, "--max-value", "2K", NULL };
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -356,10 +372,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test_teardown(test_flag_over_env_over_file_over_default, teardown),
-	        cmocka_unit_test_teardown(test_bad_config_file_names_file_and_line, teardown),
-	        cmocka_unit_test(test_help_lists_every_option_with_default_and_variable),
-	        cmocka_unit_test_teardown(test_running_worker_uses_resolved_values, teardown),
+		cmocka_unit_test_teardown(test_flag_over_env_over_file_over_default, teardown),
+		cmocka_unit_test_teardown(test_bad_config_file_names_file_and_line, teardown),
+		cmocka_unit_test(test_help_lists_every_option_with_default_and_variable),
+		cmocka_unit_test_teardown(test_running_worker_uses_resolved_values, teardown),
 	};
 	return cmocka_run_group_tests_name("worker_config", tests, NULL, NULL);
 }

@@ -408,7 +408,8 @@ hl_w_prune(struct hl_worker *w)
 		uint32_t pid = HL_CLAIM_PID(word), gen = HL_CLAIM_GEN(word);
 		uint32_t st = atomic_load_explicit(&pw->state, memory_order_acquire);
 		if (st == HL_EP_ACTIVE) {
-			uint64_t cl_start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
+			uint64_t cl_start =
+			        atomic_load_explicit(&cl->start_time, memory_order_relaxed);
 			pthread_mutex_lock(&e->mu);
 			uint32_t e_pid = e->pid, e_gen = e->gen;
 			uint64_t e_start = e->start;
@@ -486,7 +487,8 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		uint32_t gen = LD_RLX(&pw->gen);
 		if (gen != e->watch_gen || !waiting || sum != e->tail_sum) {
 			if (e->slow && gen == e->watch_gen)
-				hl_w_log("endpoint %u (pid %u) is reading again", ep, LD_RLX(&pw->pid));
+				hl_w_log("endpoint %u (pid %u) is reading again", ep,
+				         LD_RLX(&pw->pid));
 			e->watch_gen = gen;
 			e->tail_sum = sum;
 			e->read_ns = now;
@@ -499,13 +501,13 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		e->slow = 1;
 		uint64_t idle_ms = (now - e->read_ns) / 1000000ull;
 		uint32_t pid = LD_RLX(&pw->pid);
-		atomic_store_explicit(&pw->last_read_ns,
-		                      LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW, memory_order_relaxed);
+		atomic_store_explicit(&pw->last_read_ns, LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW,
+		                      memory_order_relaxed);
 		hl_w_log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
 		         "was taken for %lu ms (it keeps its observers)",
 		         ep, pid, (unsigned long)idle_ms);
-		hl_w_seglog(w, HL_LOG_SLOW_READER, idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms,
-		            pid, "not reading");
+		hl_w_seglog(w, HL_LOG_SLOW_READER,
+		            idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms, pid, "not reading");
 	}
 }
 

@@ -76,7 +76,12 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		         "shards)",
 		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards);
 	} else if (rc == -EEXIST) {
-		rc = hl__seg_open_fd(w->opt.name, 1, &fd);
+		/* Not one another user created first (docs/security.md). */
+		rc = hl__seg_open_own(w->opt.name, &fd);
+		if (rc == -EPERM)
+			hl_w_log("/heirloom.%s belongs to another user: refusing it (remove it "
+			         "if it is not yours)",
+			         w->opt.name);
 		if (rc)
 			return rc;
 	} else {

@@ -15,9 +15,8 @@
 #include <sys/eventfd.h>
 #include <urcu/urcu-memb.h>
 
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
+#define STR_(x)      #x
+#define STR(x)       STR_(x)
 #define VERSION_TEXT STR(HL_VERSION_MAJOR) "." STR(HL_VERSION_MINOR) "." STR(HL_VERSION_PATCH)
 
 static const char summary[] =
@@ -45,11 +44,11 @@ static struct {
 } V;
 
 /* One option: name, type, default, help, bounds, variable. */
-#define WOPT(n_, t_, d_, h_, lo_, hi_, dst_)                                              \
-	(struct hl_cfg_opt)                                                              \
-	{                                                                                \
-		.name = (n_), .type = (t_), .def = (d_), .help = (h_), .min = (lo_),     \
-		.max = (hi_), .dst = (dst_)                                              \
+#define WOPT(n_, t_, d_, h_, lo_, hi_, dst_)                                                       \
+	(struct hl_cfg_opt)                                                                        \
+	{                                                                                          \
+		.name = (n_), .type = (t_), .def = (d_), .help = (h_), .min = (lo_), .max = (hi_), \
+		.dst = (dst_)                                                                      \
 	}
 
 static size_t
@@ -59,13 +58,13 @@ options(struct hl_cfg_opt *o)
 	o[i++] = WOPT("standalone", HL_CFG_BOOL, "false",
 	              "Create or open the segment without a keeper (tests, no supervision).", 0, 0,
 	              &V.standalone);
-	o[i++] = (struct hl_cfg_opt){.name = "socket",
-	                             .type = HL_CFG_STR,
-	                             .metavar = "PATH",
-	                             .help = "The keeper's control socket (default: see above).",
-	                             .dst = &V.socket};
-	o[i++] = WOPT("shards", HL_CFG_INT, "0",
-	              "Shards of a new segment (0 = number of CPUs).", 0, HL_SHARDS_MAX, &V.shards);
+	o[i++] = (struct hl_cfg_opt){ .name = "socket",
+		                      .type = HL_CFG_STR,
+		                      .metavar = "PATH",
+		                      .help = "The keeper's control socket (default: see above).",
+		                      .dst = &V.socket };
+	o[i++] = WOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).", 0,
+	              HL_SHARDS_MAX, &V.shards);
 	o[i++] = WOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", 1, 1 << 24,
 	              &V.max_keys);
 	o[i++] = WOPT("max-observers", HL_CFG_INT, "1048576", "Observer capacity of a new segment.",
@@ -117,15 +116,15 @@ static int
 parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 {
 	static struct hl_cfg_opt opts[24];
-	static const char *const foreign[] = {"keeper", "ctl", NULL};
+	static const char *const foreign[] = { "keeper", "ctl", NULL };
 	char err[512];
-	*cfg = (struct hl_cfg){.prog = "heirloom-worker",
-	                       .version = VERSION_TEXT,
-	                       .summary = summary,
-	                       .section = "worker",
-	                       .foreign = foreign,
-	                       .opts = opts,
-	                       .nopts = options(opts)};
+	*cfg = (struct hl_cfg){ .prog = "heirloom-worker",
+		                .version = VERSION_TEXT,
+		                .summary = summary,
+		                .section = "worker",
+		                .foreign = foreign,
+		                .opts = opts,
+		                .nopts = options(opts) };
 	if (hl__cfg_load(cfg, argc, argv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "heirloom-worker: %s\n", err);
 		return 1;
@@ -149,13 +148,13 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->standalone = V.standalone;
 	o->socket_path = V.socket;
 	o->shards = (uint32_t)V.shards;
-	o->create = (struct hl_layout_params){.max_keys = (uint32_t)V.max_keys,
-	                                      .max_observers = (uint32_t)V.max_observers,
-	                                      .max_endpoints = (uint32_t)V.max_endpoints,
-	                                      .max_value = (uint32_t)V.max_value,
-	                                      .req_ring_bytes = (uint32_t)V.req_ring,
-	                                      .ev_ring_bytes = (uint32_t)V.ev_ring,
-	                                      .heap_bytes = (uint64_t)V.heap};
+	o->create = (struct hl_layout_params){ .max_keys = (uint32_t)V.max_keys,
+		                               .max_observers = (uint32_t)V.max_observers,
+		                               .max_endpoints = (uint32_t)V.max_endpoints,
+		                               .max_value = (uint32_t)V.max_value,
+		                               .req_ring_bytes = (uint32_t)V.req_ring,
+		                               .ev_ring_bytes = (uint32_t)V.ev_ring,
+		                               .heap_bytes = (uint64_t)V.heap };
 	o->mode = (mode_t)V.mode;
 	o->prune_interval_ms = V.prune_ms;
 	o->slow_reader_ms = V.slow_ms;

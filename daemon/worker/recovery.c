@@ -33,7 +33,7 @@
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 struct rec_state {
-	uint8_t *key_seen;  /* per key slot */
+	uint8_t *key_seen;  /* per key slot: 1 linked, 2 visited but unlinked (empty) */
 	uint8_t *obs_seen;  /* per observer slot */
 	uint32_t *pending;  /* keys with a pending dispatch */
 	uint32_t npending;
@@ -153,7 +153,11 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 				 * observers): a slot with neither is unlinked, as
 				 * hl_w_maybe_free_key() would have. */
 				ST_RLX(link, LD_RLX(&k->next));
-				st->key_seen[i - 1] = 0;
+				/* Still marked as visited, so that a chain looping
+				 * back to this slot is cut there. Clearing the mark
+				 * let a cycle through an empty slot spin recovery
+				 * forever (fuzz_attach, regress_empty_key_cycle). */
+				st->key_seen[i - 1] = 2;
 				st->repairs++;
 				continue;
 			}
@@ -190,7 +194,7 @@ hl_w_recover(struct hl_worker *w)
 	/* Slots not reached are free: clear what a crash left marked. */
 	uint64_t nkeys = 0, nobs = 0;
 	for (uint32_t i = 1; i <= h->max_keys; i++) {
-		if (st.key_seen[i - 1]) {
+		if (st.key_seen[i - 1] == 1) {
 			nkeys++;
 			continue;
 		}

@@ -31,13 +31,12 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 			return -EPROTO;
 		/* The client routes by key: a key of another shard here means a
 		 * broken or hostile client (the other shard owns that key). */
-		if (hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(r + 1, r->h.key_len))) != shard)
+		if (hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(r + 1, r->h.key_len))) !=
+		    shard)
 			return -EPROTO;
 		return 0;
 	case HL_REQ_UNOBSERVE:
-	case HL_REQ_CLOSE:
-		return (r->h.key_len || r->val_len || r->meta_len) ? -EPROTO : 0;
-	default:
-		return -EPROTO;
+	case HL_REQ_CLOSE: return (r->h.key_len || r->val_len || r->meta_len) ? -EPROTO : 0;
+	default: return -EPROTO;
 	}
 }

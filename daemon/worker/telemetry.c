@@ -39,10 +39,10 @@
 
 enum { TEL_DISPATCH, TEL_CLEANUP, TEL_LAGGED, TEL_N };
 
-static const char *const tel_key[TEL_N] = {HL_TELEMETRY_DISPATCH, HL_TELEMETRY_CLEANUP,
-                                           HL_TELEMETRY_LAGGED};
+static const char *const tel_key[TEL_N] = { HL_TELEMETRY_DISPATCH, HL_TELEMETRY_CLEANUP,
+	                                    HL_TELEMETRY_LAGGED };
 
-#define TEL_KEY_MAX 32u
+#define TEL_KEY_MAX   32u
 #define TEL_VALUE_MAX 64u /* "count=N total=M" with two 20-digit numbers: 53 */
 _Static_assert(sizeof(HL_TELEMETRY_DISPATCH) <= TEL_KEY_MAX &&
                        sizeof(HL_TELEMETRY_CLEANUP) <= TEL_KEY_MAX &&
@@ -62,8 +62,8 @@ struct tel_box {
 	_Atomic uint32_t full;
 	uint32_t shard; /* set by init, read-only after */
 	uint32_t len;
-	int failed;     /* shard thread: a failure was logged (log it once) */
-	uint64_t base;  /* monitor: the total when the last report was queued */
+	int failed;    /* shard thread: a failure was logged (log it once) */
+	uint64_t base; /* monitor: the total when the last report was queued */
 	alignas(8) uint8_t req[sizeof(struct hl_req) + TEL_KEY_MAX + TEL_VALUE_MAX];
 };
 
@@ -115,17 +115,16 @@ observed(struct hl_worker *w, const char *key)
 /* Fill box B with a publish of KEY = "count=N total=M". 0, or -EMSGSIZE
  * when the segment's values are too small for it. */
 static int
-fill_box(struct hl_worker *w, struct tel_box *b, const char *key, uint64_t count,
-         uint64_t total)
+fill_box(struct hl_worker *w, struct tel_box *b, const char *key, uint64_t count, uint64_t total)
 {
 	char val[TEL_VALUE_MAX];
 	int vlen = snprintf(val, sizeof(val), "count=%" PRIu64 " total=%" PRIu64, count, total);
 	uint32_t klen = (uint32_t)strlen(key);
 	if (vlen < 0 || (uint32_t)vlen >= sizeof(val) || (uint32_t)vlen > w->seg.h->max_value)
 		return -EMSGSIZE;
-	struct hl_req r = {.h = {.type = HL_REQ_PUBLISH, .key_len = (uint16_t)klen},
-	                   .val_len = (uint32_t)vlen,
-	                   .ts_ns = hl__now_ns()};
+	struct hl_req r = { .h = { .type = HL_REQ_PUBLISH, .key_len = (uint16_t)klen },
+		            .val_len = (uint32_t)vlen,
+		            .ts_ns = hl__now_ns() };
 	r.h.size = hl__rec_align((uint32_t)sizeof(r) + klen + (uint32_t)vlen);
 	memset(b->req, 0, sizeof(b->req));
 	memcpy(b->req, &r, sizeof(r));
@@ -199,8 +198,8 @@ hl_w_telemetry_apply(struct hl_shard *sh)
 		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) != w->epoch)
 			return n;
 		int64_t result;
-		int rc = hl_w_apply(sh, HL_W_EP_SELF, 0, (const struct hl_req *)(void *)b->req, b->len,
-		                    &result);
+		int rc = hl_w_apply(sh, HL_W_EP_SELF, 0, (const struct hl_req *)(void *)b->req,
+		                    b->len, &result);
 		if (rc && !b->failed)
 			hl_w_log("telemetry: publishing %s failed: %s (reported once)", tel_key[i],
 			         hl_strerror(rc));

@@ -85,8 +85,8 @@ fuzz_header(const uint8_t *data, size_t size)
 	uint64_t ctl = hl__ep_ctl_bytes(h.shards);
 	CHECK(h.ep_worker_stride >= ctl + (uint64_t)h.shards * h.ev_ring_bytes);
 	CHECK(h.ep_client_stride >= ctl + (uint64_t)h.shards * h.req_ring_bytes);
-	CHECK(within(h.buckets_off, (uint64_t)h.nbuckets * sizeof(struct hl_shm_bucket),
-	             sizeof(h), h.keys_off));
+	CHECK(within(h.buckets_off, (uint64_t)h.nbuckets * sizeof(struct hl_shm_bucket), sizeof(h),
+	             h.keys_off));
 	CHECK(within(h.keys_off, (uint64_t)h.max_keys * h.key_stride, h.buckets_off,
 	             h.observers_off));
 	CHECK(within(h.observers_off, (uint64_t)h.max_observers * sizeof(struct hl_shm_observer),
@@ -126,8 +126,9 @@ worker_setup(void)
 	memcpy(base, &hdr, sizeof(hdr));
 	CHECK(hl__seg_validate((struct hl_shm_header *)(void *)base, hdr.size) == 0);
 	struct hl_worker *w = &W;
-	w->seg = (struct hl_seg){.base = base, .size = hdr.size, .fd = -1,
-	                         .h = (struct hl_shm_header *)(void *)base};
+	w->seg = (struct hl_seg){
+		.base = base, .size = hdr.size, .fd = -1, .h = (struct hl_shm_header *)(void *)base
+	};
 	const struct hl_shm_header *h = w->seg.h;
 	CHECK(hl__heap_init(&w->heap, h->heap_off, h->heap_bytes, h->heap_chunk) == 0);
 	CHECK(hl__pool_init(&w->keys, h->max_keys) == 0);
@@ -177,7 +178,8 @@ load_segment(const uint8_t *data, size_t size)
 	for (uint32_t ep = 0; ep < hdr.max_endpoints; ep++) {
 		struct hl_shm_claim *cl = hl__claim(&W.seg, ep);
 		uint64_t word = atomic_load_explicit(&cl->word, memory_order_relaxed);
-		atomic_store_explicit(&cl->word, HL_CLAIM(0, HL_CLAIM_GEN(word)), memory_order_relaxed);
+		atomic_store_explicit(&cl->word, HL_CLAIM(0, HL_CLAIM_GEN(word)),
+		                      memory_order_relaxed);
 	}
 }
 

@@ -47,9 +47,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	static const char *const vars[] = {
-	        "HEIRLOOM_NAME",  "HEIRLOOM_CONFIG",  "HEIRLOOM_SHARDS",    "HEIRLOOM_FOREGROUND",
-	        "HEIRLOOM_SOCKET", "HEIRLOOM_TIMEOUT", "HEIRLOOM_MODE",      "HEIRLOOM_SEGMENT_SIZE",
-	        "HEIRLOOM_SPAWN_WORKER", "HEIRLOOM_LABEL",
+		"HEIRLOOM_NAME",       "HEIRLOOM_CONFIG",       "HEIRLOOM_SHARDS",
+		"HEIRLOOM_FOREGROUND", "HEIRLOOM_SOCKET",       "HEIRLOOM_TIMEOUT",
+		"HEIRLOOM_MODE",       "HEIRLOOM_SEGMENT_SIZE", "HEIRLOOM_SPAWN_WORKER",
+		"HEIRLOOM_LABEL",
 	};
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
 		unsetenv(vars[i]);
@@ -105,30 +106,59 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned mode = 0;
 	char *socket = NULL, *spawn = NULL, *label = NULL;
 	struct hl_cfg_opt opts[] = {
-	        {.name = "shards", .short_name = 's', .type = HL_CFG_INT, .def = "16", .min = 1,
-	         .max = 1024, .help = "shards", .dst = &shards},
-	        {.name = "foreground", .short_name = 'f', .type = HL_CFG_BOOL, .def = "false",
-	         .help = "fg", .dst = &fg},
-	        {.name = "socket", .type = HL_CFG_STR, .help = "socket", .dst = &socket},
-	        {.name = "timeout", .type = HL_CFG_MS, .def = "30s", .min = 1, .max = 3600000,
-	         .help = "timeout", .dst = &timeout},
-	        {.name = "mode", .type = HL_CFG_MODE, .def = "0660", .help = "mode", .dst = &mode},
-	        {.name = "segment-size", .type = HL_CFG_SIZE, .def = "64M", .help = "size",
-	         .dst = &segsize},
-	        {.name = "spawn-worker", .type = HL_CFG_STR, .implicit = "/usr/bin/w",
-	         .help = "spawn", .dst = &spawn},
-	        {.name = "label", .short_name = 'l', .type = HL_CFG_STR, .def = "x", .help = "label",
-	         .dst = &label},
+		{ .name = "shards",
+		  .short_name = 's',
+		  .type = HL_CFG_INT,
+		  .def = "16",
+		  .min = 1,
+		  .max = 1024,
+		  .help = "shards",
+		  .dst = &shards },
+		{ .name = "foreground",
+		  .short_name = 'f',
+		  .type = HL_CFG_BOOL,
+		  .def = "false",
+		  .help = "fg",
+		  .dst = &fg },
+		{ .name = "socket", .type = HL_CFG_STR, .help = "socket", .dst = &socket },
+		{ .name = "timeout",
+		  .type = HL_CFG_MS,
+		  .def = "30s",
+		  .min = 1,
+		  .max = 3600000,
+		  .help = "timeout",
+		  .dst = &timeout },
+		{ .name = "mode",
+		  .type = HL_CFG_MODE,
+		  .def = "0660",
+		  .help = "mode",
+		  .dst = &mode },
+		{ .name = "segment-size",
+		  .type = HL_CFG_SIZE,
+		  .def = "64M",
+		  .help = "size",
+		  .dst = &segsize },
+		{ .name = "spawn-worker",
+		  .type = HL_CFG_STR,
+		  .implicit = "/usr/bin/w",
+		  .help = "spawn",
+		  .dst = &spawn },
+		{ .name = "label",
+		  .short_name = 'l',
+		  .type = HL_CFG_STR,
+		  .def = "x",
+		  .help = "label",
+		  .dst = &label },
 	};
-	static const char *const foreign[] = {"worker", NULL};
-	struct hl_cfg cfg = {.prog = "heirloom-keeper",
-	                     .version = "0",
-	                     .section = "keeper",
-	                     .foreign = foreign,
-	                     .config_dir = "/nonexistent-heirloom-fuzz",
-	                     .out = devnull,
-	                     .opts = opts,
-	                     .nopts = sizeof(opts) / sizeof(opts[0])};
+	static const char *const foreign[] = { "worker", NULL };
+	struct hl_cfg cfg = { .prog = "heirloom-keeper",
+		              .version = "0",
+		              .section = "keeper",
+		              .foreign = foreign,
+		              .config_dir = "/nonexistent-heirloom-fuzz",
+		              .out = devnull,
+		              .opts = opts,
+		              .nopts = sizeof(opts) / sizeof(opts[0]) };
 	char err[256];
 	int rc = hl__cfg_load(&cfg, argc, argv, err, sizeof(err));
 	if (rc == 0) {

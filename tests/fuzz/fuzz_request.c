@@ -40,7 +40,7 @@ volatile unsigned hl_fz_sink;
 			abort();                                                                   \
 	} while (0)
 
-static const uint32_t value_choices[] = {0, 1, 64, 4096, HL_VALUE_MAX_LIMIT};
+static const uint32_t value_choices[] = { 0, 1, 64, 4096, HL_VALUE_MAX_LIMIT };
 
 static uint64_t
 rd64(const uint8_t *p)
@@ -67,7 +67,8 @@ use_request(const struct hl_shm_header *h, uint32_t shard, const struct hl_req *
 	const uint8_t *meta = key + r->h.key_len;
 	const uint8_t *val = meta + r->meta_len;
 	CHECK((size_t)(val + r->val_len - (const uint8_t *)r) <= len);
-	CHECK(r->h.key_len <= HL_KEY_MAX && r->meta_len <= HL_META_MAX && r->val_len <= h->max_value);
+	CHECK(r->h.key_len <= HL_KEY_MAX && r->meta_len <= HL_META_MAX &&
+	      r->val_len <= h->max_value);
 	unsigned sum = 0;
 	for (uint32_t i = 0; i < r->h.key_len; i++)
 		sum += key[i];
@@ -80,7 +81,8 @@ use_request(const struct hl_shm_header *h, uint32_t shard, const struct hl_req *
 	case HL_REQ_DELETE:
 	case HL_REQ_OBSERVE:
 		CHECK(r->h.key_len > 0);
-		CHECK(hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(key, r->h.key_len))) == shard);
+		CHECK(hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(key, r->h.key_len))) ==
+		      shard);
 		break;
 	case HL_REQ_UNOBSERVE: {
 		/* apply_unobserve()'s decoding of the client-chosen id. */
@@ -89,10 +91,8 @@ use_request(const struct hl_shm_header *h, uint32_t shard, const struct hl_req *
 			sum += slot;
 		break;
 	}
-	case HL_REQ_CLOSE:
-		break;
-	default:
-		abort(); /* hl_w_check_req() accepted an unknown type */
+	case HL_REQ_CLOSE: break;
+	default: abort(); /* hl_w_check_req() accepted an unknown type */
 	}
 	return sum;
 }
@@ -103,12 +103,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 16)
 		return 0;
 	struct hl_layout_params p = {
-	        .max_keys = 64,
-	        .max_observers = 64,
-	        .max_endpoints = 1,
-	        .max_value = value_choices[data[1] % HL_ARRAY_SIZE(value_choices)],
-	        .shards = 1u + data[0] % HL_SHARDS_MAX,
-	        .heap_bytes = 1u << 20,
+		.max_keys = 64,
+		.max_observers = 64,
+		.max_endpoints = 1,
+		.max_value = value_choices[data[1] % HL_ARRAY_SIZE(value_choices)],
+		.shards = 1u + data[0] % HL_SHARDS_MAX,
+		.heap_bytes = 1u << 20,
 	};
 	if (p.max_value == 0)
 		p.max_value = 1; /* 0 means "default" to hl__layout_defaults() */
@@ -128,7 +128,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < n && i < rsize; i++)
 		ring[(tail + i) & (rsize - 1)] = data[16 + i];
 	_Atomic uint64_t ahead = head, atail = tail;
-	struct hl_ring r = {.head = &ahead, .tail = &atail, .data = ring, .size = rsize};
+	struct hl_ring r = { .head = &ahead, .tail = &atail, .data = ring, .size = rsize };
 
 	/* Consumer: drain() on the ring. */
 	uint64_t pos = tail;

@@ -22,14 +22,14 @@
 static inline struct hl_layout_params
 hl_fz_params(void)
 {
-	struct hl_layout_params p = {.max_keys = 8,
-	                             .max_observers = 16,
-	                             .max_endpoints = 2,
-	                             .max_value = 64,
-	                             .shards = 2,
-	                             .req_ring_bytes = 2048,
-	                             .ev_ring_bytes = 2048,
-	                             .heap_bytes = 4096};
+	struct hl_layout_params p = { .max_keys = 8,
+		                      .max_observers = 16,
+		                      .max_endpoints = 2,
+		                      .max_value = 64,
+		                      .shards = 2,
+		                      .req_ring_bytes = 2048,
+		                      .ev_ring_bytes = 2048,
+		                      .heap_bytes = 4096 };
 	return p;
 }
 
@@ -46,22 +46,23 @@ hl_fz_windows(const struct hl_shm_header *h, struct hl_fz_win *w)
 {
 	size_t n = 0;
 	/* The worker-state counters recovery raises (revision, next id). */
-	w[n++] = (struct hl_fz_win){offsetof(struct hl_shm_header, revision), 16};
-	w[n++] = (struct hl_fz_win){h->buckets_off, (uint64_t)h->nbuckets * sizeof(struct hl_shm_bucket)};
-	w[n++] = (struct hl_fz_win){h->keys_off, (uint64_t)h->max_keys * h->key_stride};
-	w[n++] = (struct hl_fz_win){h->observers_off,
-	                            (uint64_t)h->max_observers * sizeof(struct hl_shm_observer)};
-	w[n++] = (struct hl_fz_win){h->heap_off, h->heap_bytes};
+	w[n++] = (struct hl_fz_win){ offsetof(struct hl_shm_header, revision), 16 };
+	w[n++] = (struct hl_fz_win){ h->buckets_off,
+		                     (uint64_t)h->nbuckets * sizeof(struct hl_shm_bucket) };
+	w[n++] = (struct hl_fz_win){ h->keys_off, (uint64_t)h->max_keys * h->key_stride };
+	w[n++] = (struct hl_fz_win){ h->observers_off,
+		                     (uint64_t)h->max_observers * sizeof(struct hl_shm_observer) };
+	w[n++] = (struct hl_fz_win){ h->heap_off, h->heap_bytes };
 	for (uint32_t ep = 0; ep < h->max_endpoints && n < HL_FZ_MAX_WIN - 1; ep++)
-		w[n++] = (struct hl_fz_win){h->ep_worker_off + (uint64_t)ep * h->ep_worker_stride,
-		                            (uint64_t)HL_CACHELINE * (1 + h->shards)};
-	w[n++] = (struct hl_fz_win){h->claims_off,
-	                            (uint64_t)h->max_endpoints * sizeof(struct hl_shm_claim)};
+		w[n++] = (struct hl_fz_win){ h->ep_worker_off + (uint64_t)ep * h->ep_worker_stride,
+			                     (uint64_t)HL_CACHELINE * (1 + h->shards) };
+	w[n++] = (struct hl_fz_win){ h->claims_off,
+		                     (uint64_t)h->max_endpoints * sizeof(struct hl_shm_claim) };
 	return n;
 }
 
 /* Input mode bytes (the first byte of a fuzz_attach input). */
-#define HL_FZ_MODE_HEADER 1u  /* header bytes + file size -> hl__seg_validate() */
+#define HL_FZ_MODE_HEADER  1u /* header bytes + file size -> hl__seg_validate() */
 #define HL_FZ_MODE_SEGMENT 0u /* windows of a small segment -> hl_w_recover() */
 
 #endif /* HL_FUZZ_SEG_H */

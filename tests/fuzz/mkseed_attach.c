@@ -21,7 +21,7 @@ static int
 drive(const char *name)
 {
 	struct hl_client *c;
-	struct hl_open_opts o = {.timeout_ms = 2000};
+	struct hl_open_opts o = { .timeout_ms = 2000 };
 	if (hl_open(name, &o, &c))
 		return 1;
 	hl_observer_id a = 0, b = 0, x = 0;
@@ -91,7 +91,8 @@ dump(const char *name, const char *seg_path, const char *hdr_path)
 	uint8_t hb[1 + 8];
 	hb[0] = HL_FZ_MODE_HEADER;
 	memcpy(hb + 1, &s.size, 8);
-	rc |= write_file(hdr_path, hb, sizeof(hb), s.base, offsetof(struct hl_shm_header, owner_seq));
+	rc |= write_file(hdr_path, hb, sizeof(hb), s.base,
+	                 offsetof(struct hl_shm_header, owner_seq));
 	free(buf);
 	hl__seg_unmap(&s);
 	close(fd);
