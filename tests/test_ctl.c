@@ -510,6 +510,34 @@ test_watch_count_prints_one_line_per_event(void **state)
 }
 
 static void
+test_top_reports_the_busy_key_and_rates(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	/* Publishing goes on while top samples twice. */
+	ctl_start(&p, f->name, "--json", "top", "--interval", "300", "--count", "2", NULL);
+	struct hl_client *c = hl_t_open(f->name, 0);
+	for (int i = 0; i < 400; i++) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "v%d", i);
+		assert_int_equal(hl_publish(c, "busy", 4, v, (size_t)n, NULL, 0), 0);
+		usleep(1000);
+	}
+	struct run r;
+	finish(&p, &r, hl_t_ms(20000));
+	hl_close(c);
+	assert_exit(&r, 0);
+	/* Two frames, one JSON object per line, the busy key among the top. */
+	int lines = 0;
+	for (const char *q = r.out; *q; q++)
+		lines += *q == '\n';
+	assert_int_equal(lines, 2);
+	assert_non_null(strstr(r.out, "\"key\":\"busy\""));
+	assert_non_null(strstr(r.out, "\"publishes_per_s\":"));
+	run_free(&r);
+}
+
+static void
 test_watch_json_prints_one_object_per_line(void **state)
 {
 	struct fx *f = *state;
@@ -888,6 +916,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_json_prints_one_object_per_line, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_top_reports_the_busy_key_and_rates, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_times_out_short_of_count_with_exit_4,
 		                                setup, teardown),

@@ -77,6 +77,7 @@ int ctl_cmd_set(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_del(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_watch(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
 
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };

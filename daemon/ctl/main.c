@@ -138,6 +138,18 @@ static const struct cmd cmds[] = {
 	          "observers held, when it was attached, and the bytes queued per shard in\n"
 	          "its request and event rings (\"-\"/null when the client's cursor is\n"
 	          "impossible).\n" },
+	{ .name = "top",
+	  .run = ctl_cmd_top,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "interval", 1 }, { "count", 1 }, { "limit", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] top [--interval MS] [--count N]\n"
+	          "                  [--limit K]\n"
+	          "A live view, refreshed every --interval MS (default 1000) until Ctrl-C or\n"
+	          "--count frames: rates per second (publishes, skipped, deletes,\n"
+	          "notifications, lag drops), the K busiest keys (changes/s, from each key's\n"
+	          "sequence lock: a delete counts twice) and endpoints (ring bytes/s, events\n"
+	          "queued). --json: one object per frame, one per line. Read-only.\n" },
 	{ .name = "set",
 	  .run = ctl_cmd_set,
 	  .min_pos = 2,
