@@ -1066,6 +1066,17 @@ hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 	st->owner_pid = (pid_t)LD(h->owner_pid);
 	st->owner_role = (int)LD(h->owner_role);
 	st->worker_mem_bytes = LD(h->worker_mem_bytes);
+	/* The header starts the mapping, so the endpoint blocks are found from
+	 * it (every offset was validated at attach). */
+	const uint8_t *base = (const uint8_t *)h;
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		const struct hl_shm_epw *w =
+		        (const struct hl_shm_epw *)(const void *)(base + h->ep_worker_off +
+		                                                  (uint64_t)ep * h->ep_worker_stride);
+		if (atomic_load_explicit(&w->state, memory_order_relaxed) == HL_EP_ACTIVE &&
+		    (atomic_load_explicit(&w->last_read_ns, memory_order_relaxed) & HL_EPW_SLOW))
+			st->slow_endpoints++;
+	}
 }
 
 int
@@ -1074,13 +1085,6 @@ hl_stats(struct hl_client *c, struct hl_stats *st)
 	if (!c || !st)
 		return -EINVAL;
 	hl__stats_from_header(c->seg.h, st);
-	const struct hl_shm_header *h = c->seg.h;
-	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
-		struct hl_shm_epw *w = hl__epw(&c->seg, ep);
-		if (atomic_load_explicit(&w->state, memory_order_relaxed) == HL_EP_ACTIVE &&
-		    (atomic_load_explicit(&w->last_read_ns, memory_order_relaxed) & HL_EPW_SLOW))
-			st->slow_endpoints++;
-	}
 	st->resyncs = atomic_load_explicit(&c->resyncs, memory_order_relaxed);
 	return 0;
 }

@@ -141,7 +141,8 @@ write_counters(struct out *o, const struct view_stats *s)
 	out_u64(o, "deletes", st->deletes);
 	out_u64(o, "notifications", st->notifications);
 	out_u64(o, "lagged_drops", st->lagged_drops);
-	out_u64(o, "resyncs", st->resyncs);
+	out_u64(o, "worker_mem_bytes", st->worker_mem_bytes);
+	out_u64(o, "slow_endpoints", st->slow_endpoints);
 	out_u64(o, "observers_added", st->observers_added);
 	out_u64(o, "observers_removed", st->observers_removed);
 	out_u64(o, "endpoints_attached", st->endpoints_attached);

@@ -86,8 +86,8 @@ prom_write(FILE *f, const char *name, const struct view_stats *s, const struct h
 		  "Events written to observers' event rings.", st->notifications },
 		{ "heirloom_lagged_drops_total", "counter",
 		  "Events dropped because an observer's event ring was full.", st->lagged_drops },
-		{ "heirloom_resyncs_total", "counter", "Resyncs handed to observers after a lag.",
-		  st->resyncs },
+		/* resyncs are made inside each client (hl_stats of that client
+		 * counts its own); the segment has no total to export. */
 		{ "heirloom_observers_added_total", "counter", "Observers added.",
 		  st->observers_added },
 		{ "heirloom_observers_removed_total", "counter", "Observers removed.",
@@ -108,6 +108,12 @@ prom_write(FILE *f, const char *name, const struct view_stats *s, const struct h
 		{ "heirloom_async_errors_total", "counter",
 		  "Requests that failed with no caller waiting for the answer.", s->async_errors },
 		{ "heirloom_keys", "gauge", "Keys in the table.", st->keys },
+		{ "heirloom_worker_memory_bytes", "gauge",
+		  "Worker process memory in use (jemalloc stats.allocated; 0 when unknown).",
+		  st->worker_mem_bytes },
+		{ "heirloom_slow_endpoints", "gauge",
+		  "Endpoints whose events wait unread past the worker's --slow-reader-ms.",
+		  st->slow_endpoints },
 		{ "heirloom_keys_capacity", "gauge", "Keys the segment can hold.", h->max_keys },
 		{ "heirloom_observers", "gauge", "Observers registered.", st->observers },
 		{ "heirloom_observers_capacity", "gauge", "Observers the segment can hold.",
