@@ -17,6 +17,10 @@
  *                                       added (100,000 of them), which
  *                                       includes the segment pages it touched
  *   memory/worker-rss          B        worker VmRSS with them
+ *   memory/worker-jemalloc     B/observer, B   the same from the worker's
+ *                                       jemalloc stats.allocated
+ *                                       (hl_stats.worker_mem_bytes, when
+ *                                       the worker exports it)
  * Rates are per 10 ms window, counted by the worker (hl_stats), so they are
  * requests applied, not requests queued.
  *
@@ -28,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -217,6 +222,19 @@ report_value(const struct bench_opts *o, const char *scenario, const char *varia
 	bench_series_fini(&s);
 }
 
+/* The worker's jemalloc stats.allocated (hl_stats.worker_mem_bytes), after
+ * a refresh: the worker samples it about once a second. 0 = not exported. */
+static uint64_t
+jemalloc_bytes(void)
+{
+	struct hl_stats st;
+	struct timespec ts = {1, 200000000};
+	nanosleep(&ts, NULL);
+	if (hl_stats(pub, &st))
+		return 0;
+	return st.worker_mem_bytes;
+}
+
 static int
 run_memory(const struct bench_opts *o)
 {
@@ -235,6 +253,7 @@ run_memory(const struct bench_opts *o)
 
 	pid_t w = hlb_worker_pid(pub);
 	uint64_t before = hlb_rss_bytes(w);
+	uint64_t je_before = jemalloc_bytes();
 	hl_observer_id *ids = malloc(MEM_OBSERVERS * sizeof(*ids));
 	if (!ids)
 		return -ENOMEM;
@@ -246,10 +265,16 @@ run_memory(const struct bench_opts *o)
 		err = hl_observe(pub, key, strlen(key), 0, &ids[n]);
 	}
 	uint64_t after = hlb_rss_bytes(w);
+	uint64_t je_after = jemalloc_bytes();
 	if (err == 0 && before && after) {
 		report_value(o, "memory", "worker-rss", "B/observer",
 		             after > before ? (after - before) / MEM_OBSERVERS : 0);
 		report_value(o, "memory", "worker-rss", "B", after);
+	}
+	if (err == 0 && je_before && je_after) {
+		report_value(o, "memory", "worker-jemalloc", "B/observer",
+		             je_after > je_before ? (je_after - je_before) / MEM_OBSERVERS : 0);
+		report_value(o, "memory", "worker-jemalloc", "B", je_after);
 	}
 	for (unsigned i = 0; i + 1 < n; i++)
 		hl_unobserve(pub, ids[i]);

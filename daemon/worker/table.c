@@ -44,7 +44,8 @@ hl_w_crash_point(struct hl_worker *w)
 {
 	/* Test hook (--crash-at-step): die at the k-th step so that tests can
 	 * leave a half-done change at every step and check recovery. */
-	if (w->opt.crash_at_step > 0 && ++w->step == w->opt.crash_at_step)
+	if (w->opt.crash_at_step > 0 &&
+	    atomic_fetch_add_explicit(&w->step, 1, memory_order_relaxed) + 1 == w->opt.crash_at_step)
 		_exit(99);
 }
 

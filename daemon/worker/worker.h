@@ -118,7 +118,7 @@ struct hl_worker {
 	int epfd;                 /* epoll: pidfds + wake eventfd */
 	int wakefd;               /* eventfd to wake the monitor */
 	pthread_t monitor;
-	int step;                 /* apply-step counter for the crash hook */
+	_Atomic int step;         /* apply-step counter for the crash hook (all shards) */
 };
 
 /* table.c */

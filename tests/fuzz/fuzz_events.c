@@ -31,7 +31,10 @@
 #include "segment.h"
 #include "util.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,11 +145,32 @@ mini_worker(void *arg)
 	return NULL;
 }
 
+/* A run that crashed (a finding) left its segment behind: remove those of
+ * processes that no longer exist. */
+static void
+remove_stale(void)
+{
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		int pid;
+		char n[64];
+		if (sscanf(e->d_name, "heirloom.fzev.%d", &pid) == 1 && pid > 0 &&
+		    kill(pid, 0) < 0 && errno == ESRCH) {
+			snprintf(n, sizeof(n), "fzev.%d", pid);
+			hl__seg_unlink(n);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
+	remove_stale();
 	snprintf(name, sizeof(name), "fzev.%d", (int)getpid());
 	hl__seg_unlink(name);
 	struct hl_layout_params p = { .max_keys = 16,
