@@ -318,8 +318,12 @@ ring_doorbell(struct hl_client *c, uint32_t s)
 {
 	_Atomic uint64_t *pend = hl__pending(&c->seg, s) + c->ep / 64;
 	uint64_t bit = 1ull << (c->ep % 64);
-	if (!(atomic_load_explicit(pend, memory_order_relaxed) & bit))
-		atomic_fetch_or_explicit(pend, bit, memory_order_relaxed);
+	/* Always the RMW, with release: the shard thread's acquire exchange
+	 * that takes this bit then also sees the ring head stored before it.
+	 * Skipping the RMW when the bit looks set would lose the request if
+	 * that load ran before our head store became visible and the thread
+	 * cleared the bit in between (store-load reordering, even on x86). */
+	atomic_fetch_or_explicit(pend, bit, memory_order_release);
 	/* Dekker with the shard thread: our pending bit (and the ring head
 	 * before it) must be visible before we read `sleeping`; it sets
 	 * `sleeping` before it re-reads the pending bits. */

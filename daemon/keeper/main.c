@@ -275,7 +275,14 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
 		         k->o.mode);
 	} else if (rc == -EEXIST) {
-		rc = hl__seg_open_fd(k->name, 1, &k->segfd);
+		/* Only an object of ours (or root's): another local user could
+		 * have created the name first to read or rewrite every value. */
+		rc = hl__seg_open_own(k->name, &k->segfd);
+		if (rc == -EPERM)
+			hl_k_log("segment /heirloom.%s belongs to another user: refusing it; "
+			         "remove it (heirloomctl --name %s segment remove --force) if it "
+			         "is not yours to serve",
+			         k->name, k->name);
 	}
 	if (rc) {
 		hl_k_log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
