@@ -208,6 +208,17 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 {
 	struct hl_ep *e = &w->eps[ep];
 	uint64_t removed = 0;
+	/* Once per incarnation: two paths may ask for the same cleanup (a
+	 * shard thread and the prune pass both adopting a dead claimer, an
+	 * exit seen while a ban is under way). Running it twice would make
+	 * every shard sign off twice and free the endpoint twice. */
+	pthread_mutex_lock(&e->mu);
+	if (e->gen == 0 || e->cleaned_gen == e->gen) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	e->cleaned_gen = e->gen;
+	pthread_mutex_unlock(&e->mu);
 	for (uint32_t s = 0; s < w->nshards; s++) {
 		struct hl_shard *sh = &w->shards[s];
 		pthread_mutex_lock(&sh->mu);
@@ -266,6 +277,8 @@ free_locked(struct hl_worker *w, uint32_t ep)
 	e->pidfd = -1;
 	e->gen = 0;
 	e->quarantined = 0;
+	if (hl_w_ep_fix_positions(w, ep))
+		hl_w_log("endpoint %u: impossible ring positions reset", ep);
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
 	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
@@ -368,6 +381,28 @@ hl_w_shard_cleanup(struct hl_shard *sh)
 			shard_signoff(sh, ep);
 		}
 	}
+}
+
+/* The next client of a free endpoint starts its rings at the worker's
+ * positions (req_tail, ev_head). They are always multiples of 8; anything
+ * else is damage that client would be banned for: start over at 0 then.
+ * Call only while no client holds EP. Returns 1 when it repaired. */
+int
+hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep)
+{
+	int bad = 0;
+	for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
+		if ((LD_RLX(&ws->req_tail) | LD_RLX(&ws->ev_head)) & 7u)
+			bad = 1;
+	}
+	if (bad)
+		for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
+			struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
+			atomic_store_explicit(&ws->req_tail, 0, memory_order_relaxed);
+			atomic_store_explicit(&ws->ev_head, 0, memory_order_relaxed);
+		}
+	return bad;
 }
 
 void

@@ -257,6 +257,10 @@ hl_w_recover(struct hl_worker *w)
 			ST_RLX(&pw->state, HL_EP_DEAD);
 			st.repairs++;
 		}
+		if (state == HL_EP_FREE &&
+		    HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) == 0) {
+			st.repairs += (uint64_t)hl_w_ep_fix_positions(w, ep);
+		}
 		if (state == HL_EP_FREE) {
 			if (e->nobs) {
 				/* Observers of a freed endpoint: a crash in the

@@ -73,6 +73,7 @@ struct hl_ep {
 	/* Cleanup in progress: shards that still have to run it. */
 	_Atomic uint64_t cleanup_pending;
 	int closing;
+	uint32_t cleaned_gen; /* incarnation whose cleanup already ran (once each) */
 	/* Under mu (endpoint.c): adopt() rounds that found the claim not yet
 	 * ready, and whether a banned endpoint is held until its process
 	 * exits (quarantine: see hl_w_ep_kill()). */
@@ -144,6 +145,7 @@ void hl_w_monitor_wake(struct hl_worker *w);
 void hl_w_prune(struct hl_worker *w);
 void hl_w_wake_client(struct hl_worker *w, uint32_t ep);
 void hl_w_monitor_watch(struct hl_worker *w, uint32_t ep);
+int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
 int hl_w_drain_dead(struct hl_shard *sh, uint32_t ep);
 
 /* telemetry.c: the worker's own statistics and the $sys/telemetry keys.
