@@ -180,8 +180,13 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
-	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	uint32_t pid = e->pid;
+	/* The record first: once the state or the claim moves, the offender
+	 * can see it was dropped, and whoever watches it (an operator, a
+	 * test) must then find the reason already in the log. */
+	if (banned)
+		hl_w_seglog(w, HL_LOG_BAD_CLIENT, -EPROTO, pid, why);
+	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	if (banned) {
 		/* Quarantine: the claim now names the process with gen 0 (never
 		 * a real incarnation). The banned library sees HL_ESTALE at once
@@ -194,10 +199,8 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		                      memory_order_release);
 	}
 	pthread_mutex_unlock(&e->mu);
-	if (banned) {
+	if (banned)
 		hl_w_log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
-		hl_w_seglog(w, HL_LOG_BAD_CLIENT, -EPROTO, pid, why);
-	}
 	mark_clean(w, ep);
 }
 
