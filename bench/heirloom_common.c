@@ -26,8 +26,8 @@
 static char seg_name[64];
 static char cmd_buf[PATH_MAX + 256];
 static char *cmd_argv[MAX_ARGS + 1];
-static pid_t own_worker;  /* a worker we started, 0 = none */
-static int own_segment;   /* we chose the name: remove the segment at the end */
+static pid_t own_worker; /* a worker we started, 0 = none */
+static int own_segment;  /* we chose the name: remove the segment at the end */
 static int keeper;
 static pid_t main_pid;
 
@@ -60,7 +60,7 @@ kill_own_worker(int sig)
 			waitpid(own_worker, NULL, 0);
 			break;
 		}
-		struct timespec ts = {0, 2000000};
+		struct timespec ts = { 0, 2000000 };
 		nanosleep(&ts, NULL);
 	}
 	own_worker = 0;
@@ -145,7 +145,7 @@ hlb_have_keeper(void)
 int
 hlb_open(uint32_t flags, uint64_t deadline_ns, struct hl_client **out)
 {
-	struct hl_open_opts o = {.flags = flags, .timeout_ms = 2000};
+	struct hl_open_opts o = { .flags = flags, .timeout_ms = 2000 };
 	int rc;
 	for (;;) {
 		rc = hl_open(seg_name, &o, out);
@@ -155,7 +155,7 @@ hlb_open(uint32_t flags, uint64_t deadline_ns, struct hl_client **out)
 			return rc;
 		if (stats_now_ns() > deadline_ns)
 			return -ETIMEDOUT;
-		struct timespec ts = {0, 5000000};
+		struct timespec ts = { 0, 5000000 };
 		nanosleep(&ts, NULL);
 	}
 	/* Serving means answering: one observe round trip. */

@@ -34,12 +34,12 @@
 #include "heirloom_common.h"
 #include "stats.h"
 
-#define PROCS     8u
-#define STOP_SEQ  UINT64_MAX
-#define GRACE_NS  (20 * BENCH_NS_PER_S)
-#define WARMUP    3u
+#define PROCS    8u
+#define STOP_SEQ UINT64_MAX
+#define GRACE_NS (20 * BENCH_NS_PER_S)
+#define WARMUP   3u
 
-static const uint32_t counts[] = {1, 100, 10000, 100000};
+static const uint32_t counts[] = { 1, 100, 10000, 100000 };
 
 struct shared {
 	_Alignas(64) _Atomic uint64_t ts;
@@ -118,8 +118,8 @@ rep(uint32_t n, const struct bench_opts *o, struct stats_samples *written,
 	struct bench_board *b = bench_board_create(procs);
 	if (!b)
 		return -errno;
-	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-	                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shared *sh =
+	        mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
 		bench_board_destroy(b);
 		return -errno;

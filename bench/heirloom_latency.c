@@ -50,8 +50,8 @@
 /* Burst: publishes not yet received by the slowest observer process. Below
  * what one event ring holds (256 KiB / ~120 B records), so a fast publisher
  * measures delivery, not dropped events (bl_redis keeps 1024 too). */
-#define WINDOW   1024u
-#define STOP_SEQ UINT64_MAX
+#define WINDOW    1024u
+#define STOP_SEQ  UINT64_MAX
 #define MAX_PROCS 64
 
 /* What one scenario row runs: indexed by bench_scenario.param. */
@@ -63,18 +63,26 @@ struct variant {
 	int paced;         /* steady: 20 us between stamps */
 };
 
+/* One variant a line: the tables are read, not formatted. */
+/* clang-format off */
 enum { V_STEADY, V_POLL, V_SPIN, V_B2B, V_FAN8, V_FAN64, V_BURST, V_BSPIN, V_BFAN8, V_BFAN64,
        V_BATCH };
 
 static const struct variant variants[] = {
-	[V_STEADY] = {1, 1, 0, 0, 1},  [V_POLL] = {1, 1, 1, 0, 1},   [V_SPIN] = {1, 1, 0, 50, 1},
-	[V_B2B] = {1, 1, 0, 0, 0},     [V_FAN8] = {8, 1, 0, 0, 1},   [V_FAN64] = {64, 1, 0, 0, 1},
-	[V_BURST] = {1, 1, 0, 0, 0},   [V_BSPIN] = {1, 1, 0, 50, 0}, [V_BFAN8] = {8, 1, 0, 0, 0},
-	[V_BFAN64] = {64, 1, 0, 0, 0},
-	[V_BATCH] = {1, 64, 0, 0, 0},
+	/*            procs  per_proc  poll  spin_us  paced */
+	[V_STEADY] = {1,     1,        0,    0,       1},
+	[V_POLL]   = {1,     1,        1,    0,       1},
+	[V_SPIN]   = {1,     1,        0,    50,      1},
+	[V_B2B]    = {1,     1,        0,    0,       0},
+	[V_FAN8]   = {8,     1,        0,    0,       1},
+	[V_FAN64]  = {64,    1,        0,    0,       1},
+	[V_BURST]  = {1,     1,        0,    0,       0},
+	[V_BSPIN]  = {1,     1,        0,    50,      0},
+	[V_BFAN8]  = {8,     1,        0,    0,       0},
+	[V_BFAN64] = {64,    1,        0,    0,       0},
+	[V_BATCH]  = {1,     64,       0,    0,       0},
 };
 
-/* clang-format off */
 static const struct bench_scenario scenarios[] = {
 	{"steady", "heirloom", 0, 1, V_STEADY},
 	{"steady", "heirloom-poll", 0, 1, V_POLL},
@@ -117,7 +125,7 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 	if (v->spin_us) {
 		/* Reopen with the spin option (hlb_open uses defaults). */
 		hl_close(c);
-		struct hl_open_opts so = {.timeout_ms = 5000, .spin_us = (uint32_t)v->spin_us};
+		struct hl_open_opts so = { .timeout_ms = 5000, .spin_us = (uint32_t)v->spin_us };
 		if (hl_open(hlb_name(), &so, &c))
 			return 11;
 	}
@@ -172,7 +180,7 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 static int
 publish(const char *key, uint64_t seq)
 {
-	struct msg m = {.seq = seq, .pad = 0x6865697266f6f6dull};
+	struct msg m = { .seq = seq, .pad = 0x6865697266f6f6dull };
 	int rc;
 	/* The request ring has room for ~2000 of these; a full one waits. */
 	while ((rc = hl_publish(pub, key, strlen(key), &m, sizeof(m), NULL, 0)) == -EAGAIN)
@@ -269,8 +277,8 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 	struct bench_board *b = bench_board_create(v->procs);
 	if (!b)
 		return -errno;
-	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-	                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shared *sh =
+	        mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
 		bench_board_destroy(b);
 		return -errno;

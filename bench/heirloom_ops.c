@@ -74,7 +74,7 @@ publish_loop(const struct bench_opts *o, int change, struct stats_samples *out)
 	bench_rate_start(&r, RATE_WINDOW_NS, applied());
 	while (err == 0) {
 		for (unsigned k = 0; k < 64; k++, n++) {
-			uint64_t v[2] = {change ? gen++ : 1, 0};
+			uint64_t v[2] = { change ? gen++ : 1, 0 };
 			const char *key = keys[n % NKEYS];
 			err = hl_publish(pub, key, strlen(key), v, sizeof(v), NULL, 0);
 			if (err == -EAGAIN) {
@@ -127,7 +127,7 @@ rep_publish(int variant, const struct bench_opts *o, struct stats_samples *out)
 	char key[32];
 	/* Every key exists with value 1 first, so the skip path is a skip. */
 	for (unsigned i = 0; i < NKEYS; i++) {
-		uint64_t v[2] = {1, 0};
+		uint64_t v[2] = { 1, 0 };
 		key_name(key, sizeof(key), i);
 		int rc = hl_publish(pub, key, strlen(key), v, sizeof(v), NULL, 0);
 		if (rc)
@@ -228,7 +228,7 @@ static uint64_t
 jemalloc_bytes(void)
 {
 	struct hl_stats st;
-	struct timespec ts = {1, 200000000};
+	struct timespec ts = { 1, 200000000 };
 	nanosleep(&ts, NULL);
 	if (hl_stats(pub, &st))
 		return 0;
@@ -242,7 +242,7 @@ run_memory(const struct bench_opts *o)
 		return 0;
 	/* From the layout of a segment with the default capacities: the
 	 * observer and key regions over their capacities (pages rounded). */
-	struct hl_layout_params p = {0};
+	struct hl_layout_params p = { 0 };
 	struct hl_shm_header h;
 	if (hl__layout_defaults(&p) || hl__layout_compute(&p, &h))
 		return -EINVAL;

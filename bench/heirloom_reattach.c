@@ -43,7 +43,7 @@
 #define MAX_KEYS 10000u
 #define GRACE_NS (60 * BENCH_NS_PER_S)
 
-static const uint32_t counts[] = {1000, 100000, 1000000};
+static const uint32_t counts[] = { 1000, 100000, 1000000 };
 static struct hl_client *pub;
 
 static int
@@ -112,7 +112,7 @@ wait_observers(uint64_t limit, uint64_t deadline)
 	while (hl_stats(pub, &st) == 0 && st.observers > limit) {
 		if (stats_now_ns() > deadline)
 			return -ETIMEDOUT;
-		struct timespec ts = {0, 10000000};
+		struct timespec ts = { 0, 10000000 };
 		nanosleep(&ts, NULL);
 	}
 	return 0;
@@ -134,7 +134,7 @@ wait_probe(struct bench_board *b, pid_t old, uint64_t deadline, uint64_t *owned_
 			*owned_ns = now;
 		if (now > deadline)
 			return -ETIMEDOUT;
-		struct timespec ts = {0, 50000};
+		struct timespec ts = { 0, 50000 };
 		nanosleep(&ts, NULL);
 	}
 	*recv_ns = atomic_load_explicit(&b->slot[0].recv_ns, memory_order_relaxed);
@@ -144,8 +144,8 @@ wait_probe(struct bench_board *b, pid_t old, uint64_t deadline, uint64_t *owned_
 }
 
 static int
-kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
-          struct stats_samples *att, struct stats_samples *rec)
+kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat, struct stats_samples *att,
+          struct stats_samples *rec)
 {
 	struct hl_stats st0, st;
 	hl_stats(pub, &st0);
@@ -175,8 +175,8 @@ kill_once(struct bench_board *b, uint64_t seq, struct stats_samples *lat,
 }
 
 static int
-run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *lat,
-      struct stats_samples *att, struct stats_samples *rec)
+run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *lat, struct stats_samples *att,
+      struct stats_samples *rec)
 {
 	static uint64_t seq = 1;
 	unsigned kills = o->quick ? 3 : 7;
@@ -244,7 +244,7 @@ main(int argc, char **argv)
 		}
 		for (int j = 0; j < 3; j++) {
 			for (size_t i = 0; i < smp[j].n; i++) {
-				struct stats_samples one = {.v = &smp[j].v[i], .n = 1, .cap = 1};
+				struct stats_samples one = { .v = &smp[j].v[i], .n = 1, .cap = 1 };
 				bench_series_add_rep(&ser[j], &one);
 			}
 			bench_series_report(&ser[j], &o);
