@@ -181,6 +181,14 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		return;
 	}
 	uint32_t pid = e->pid;
+	/* However it ends (exit, close, prune), an endpoint whose claim word
+	 * is not the one adopted was rewritten by its client: that is
+	 * misbehaviour, logged and handled as a ban (quarantine included). */
+	if (!banned && atomic_load_explicit(&hl__claim(&w->seg, ep)->word, memory_order_acquire) !=
+	                       HL_CLAIM(pid, e->gen)) {
+		banned = 1;
+		why = "claim entry overwritten";
+	}
 	/* The record first: once the state or the claim moves, the offender
 	 * can see it was dropped, and whoever watches it (an operator, a
 	 * test) must then find the reason already in the log. */
