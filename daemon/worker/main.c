@@ -239,11 +239,18 @@ main(int argc, char **argv)
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
 	hl_w_telemetry_init(w);
-	if (hl_w_monitor_start(w) || hl_w_shards_start(w)) {
+	/* Endpoints recovery found dead are handed to the monitor before any
+	 * shard thread runs: the pass touches endpoint state that shard
+	 * threads also change (adoption), and must not race with them. */
+	if (hl_w_monitor_start(w)) {
 		hl_w_log("cannot start threads");
 		return 2;
 	}
 	hl_w_recover_kill_dead(w);
+	if (hl_w_shards_start(w)) {
+		hl_w_log("cannot start threads");
+		return 2;
+	}
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	hl_w_log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
 	         (unsigned long)w->epoch, w->nshards);

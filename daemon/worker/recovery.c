@@ -324,8 +324,8 @@ hl_w_recover_kill_dead(struct hl_worker *w)
 			 * path (it ignores non-active endpoints). */
 			ST_RLX(&pw->state, HL_EP_ACTIVE);
 			hl_w_ep_kill(w, ep, st == HL_EP_BANNED ? "banned (recovered)" : "gone (recovered)");
-		} else if (st == HL_EP_ACTIVE && w->eps[ep].pidfd >= 0) {
-			hl_w_monitor_watch(w, ep);
+		} else if (st == HL_EP_ACTIVE) {
+			hl_w_monitor_watch(w, ep); /* checks the pidfd under the lock */
 		}
 		/* The previous worker may have taken a pending bit and died
 		 * before draining the ring: look at every claimed endpoint once. */
