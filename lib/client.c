@@ -1035,8 +1035,6 @@ hl_caps(struct hl_client *c, struct hl_caps *caps)
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-void hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st);
-
 void
 hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 {
@@ -1152,27 +1150,7 @@ hl_keys(struct hl_client *c, hl_key_cb cb, void *arg)
 {
 	if (!c || !cb)
 		return -EINVAL;
-	const struct hl_shm_header *h = c->seg.h;
-	for (uint32_t i = 1; i <= h->max_keys; i++) {
-		struct hl_shm_key *k = hl__key(&c->seg, i);
-		if (!atomic_load_explicit(&k->used, memory_order_acquire))
-			continue;
-		uint8_t key[HL_KEY_MAX];
-		uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
-		if (kl == 0 || kl > HL_KEY_MAX)
-			continue;
-		hl__racy_copy_out(key, hl__key_bytes(k), kl);
-		size_t len;
-		uint64_t rev;
-		/* Only keys with a value are listed; the value read checks the
-		 * slot is consistent under its seqlock. */
-		if (hl__value_read(&c->seg, i, NULL, 0, &len, &rev) != 0)
-			continue;
-		int r = cb(key, kl, rev, arg);
-		if (r)
-			return r;
-	}
-	return 0;
+	return hl__keys_walk(&c->seg, cb, arg);
 }
 
 struct hl_seg *

@@ -116,3 +116,30 @@ hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size
 	}
 	return -EBUSY;
 }
+
+int
+hl__keys_walk(const struct hl_seg *s,
+              int (*cb)(const void *key, size_t len, uint64_t rev, void *arg), void *arg)
+{
+	const struct hl_shm_header *h = s->h;
+	for (uint32_t i = 1; i <= h->max_keys; i++) {
+		struct hl_shm_key *k = hl__key(s, i);
+		if (!atomic_load_explicit(&k->used, memory_order_acquire))
+			continue;
+		uint8_t key[HL_KEY_MAX];
+		uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
+		if (kl == 0 || kl > HL_KEY_MAX)
+			continue;
+		hl__racy_copy_out(key, hl__key_bytes(k), kl);
+		size_t len;
+		uint64_t rev;
+		/* Only keys with a value are listed; the value read checks the
+		 * slot is consistent under its seqlock. */
+		if (hl__value_read(s, i, NULL, 0, &len, &rev) != 0)
+			continue;
+		int r = cb(key, kl, rev, arg);
+		if (r)
+			return r;
+	}
+	return 0;
+}

@@ -27,4 +27,15 @@ int hl__value_ok(const struct hl_seg *s, uint64_t off, uint32_t len, uint32_t me
 int hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size_t *len,
                    uint64_t *rev);
 
+/* Call CB for every key that has a value, read consistently under its
+ * seqlock (the walk of hl_keys() and heirloomctl keys). A non-zero return
+ * from CB stops the walk and is returned. Best effort under change. */
+int hl__keys_walk(const struct hl_seg *s,
+                  int (*cb)(const void *key, size_t len, uint64_t rev, void *arg), void *arg);
+
+/* The counters in header H summed over shards, as hl_stats() gives them
+ * (lib/client.c); for readers with no client, such as heirloomctl. */
+struct hl_stats;
+void hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st);
+
 #endif /* HL_TABLE_READ_H */

@@ -97,7 +97,6 @@ view_owner(const struct view *v, struct view_owner *o)
 
 /* The library's own reader of the counters (lib/client.c; it has no
  * private header): hl_stats() without a client. */
-void hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st);
 
 void
 view_stats(const struct view *v, struct view_stats *s)
@@ -176,30 +175,24 @@ view_ep_state(uint32_t state)
 
 /* ---- keys and values (the answers of hl_keys, hl_get, hl_inspect_key) ---- */
 
+/* hl_keys()'s walk; view_key_cb takes the key as bytes, the walk as void. */
+struct keys_adapt {
+	view_key_cb cb;
+	void *arg;
+};
+
+static int
+keys_adapt_cb(const void *key, size_t len, uint64_t rev, void *arg)
+{
+	struct keys_adapt *a = arg;
+	return a->cb(key, (uint32_t)len, rev, a->arg);
+}
+
 int
 view_keys(const struct view *v, view_key_cb cb, void *arg)
 {
-	const struct hl_shm_header *h = v->seg.h;
-	for (uint32_t i = 1; i <= h->max_keys; i++) {
-		struct hl_shm_key *k = hl__key(&v->seg, i);
-		if (!atomic_load_explicit(&k->used, memory_order_acquire))
-			continue;
-		uint8_t key[HL_KEY_MAX];
-		uint32_t kl = __atomic_load_n(&k->key_len, __ATOMIC_RELAXED);
-		if (kl == 0 || kl > HL_KEY_MAX)
-			continue;
-		hl__racy_copy_out(key, hl__key_bytes(k), kl);
-		size_t len;
-		uint64_t rev;
-		/* Only keys with a value, read consistently under the slot's
-		 * seqlock, are listed (as hl_keys()). */
-		if (hl__value_read(&v->seg, i, NULL, 0, &len, &rev) != 0)
-			continue;
-		int r = cb(key, kl, rev, arg);
-		if (r)
-			return r;
-	}
-	return 0;
+	struct keys_adapt a = {.cb = cb, .arg = arg};
+	return hl__keys_walk(&v->seg, keys_adapt_cb, &a);
 }
 
 static int
