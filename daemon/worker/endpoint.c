@@ -194,7 +194,6 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 	 * test) must then find the reason already in the log. */
 	if (banned)
 		hl_w_seglog(w, HL_LOG_BAD_CLIENT, -EPROTO, pid, why);
-	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	if (banned) {
 		/* Quarantine: the claim now names the process with gen 0 (never
 		 * a real incarnation). The banned library sees HL_ESTALE at once
@@ -202,10 +201,13 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		 * the endpoint while the banned process lives: it still maps the
 		 * old ep_client block read-write, and a stray write there must
 		 * never land in another client's rings. shard_signoff() holds
-		 * the endpoint until the process exits (release_quarantine()). */
+		 * the endpoint until the process exits (release_quarantine()).
+		 * Before the state: whoever sees the endpoint leave ACTIVE must
+		 * already find the claim gone (the library then says HL_ESTALE). */
 		atomic_store_explicit(&hl__claim(&w->seg, ep)->word, HL_CLAIM(pid, 0),
 		                      memory_order_release);
 	}
+	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	pthread_mutex_unlock(&e->mu);
 	if (banned)
 		hl_w_log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
