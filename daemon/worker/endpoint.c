@@ -192,9 +192,8 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 	/* The record first: once the state or the claim moves, the offender
 	 * can see it was dropped, and whoever watches it (an operator, a
 	 * test) must then find the reason already in the log. */
-	if (banned)
-		hl_w_seglog(w, HL_LOG_BAD_CLIENT, -EPROTO, pid, why);
 	if (banned) {
+		hl_w_seglog(w, HL_LOG_BAD_CLIENT, -EPROTO, pid, why);
 		/* Quarantine: the claim now names the process with gen 0 (never
 		 * a real incarnation). The banned library sees HL_ESTALE at once
 		 * (its claim is not its own any more), and no client can claim
