@@ -193,9 +193,15 @@ claim_endpoint(struct hl_client *c)
 		                                             memory_order_acq_rel,
 		                                             memory_order_relaxed))
 			continue;
+		/* Right after the CAS: from now on the prune pass can tell a
+		 * dead claimer (pid reused) from a live one (hl_w_prune()). */
 		atomic_store_explicit(&cl->start_time, me, memory_order_relaxed);
 		int rc = hl__seg_map_own_block(&c->seg, e);
 		if (rc) {
+			/* Give it back as we found it: start time 0, then the
+			 * word (the worker's prune pass relies on a free claim
+			 * holding start time 0). */
+			atomic_store_explicit(&cl->start_time, 0, memory_order_relaxed);
 			atomic_store_explicit(&cl->word, w, memory_order_release);
 			return rc;
 		}

@@ -249,7 +249,7 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 
 struct hl_shm_claim {
 	_Atomic uint64_t word;
-	_Atomic uint64_t start_time; /* claimer's start time, written after the CAS */
+	_Atomic uint64_t start_time; /* claimer's start time, written after the CAS; 0 while free */
 	_Atomic uint32_t ready;      /* = gen once the client block is initialised */
 	uint32_t pad[11];
 };

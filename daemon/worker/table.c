@@ -739,7 +739,13 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 {
 	struct hl_worker *w = sh->w;
 	struct hl_shm_observer *o = hl__obs(&w->seg, slot);
-	struct hl_shm_key *k = hl__key(&w->seg, o->key);
+	/* Everything needed of the slot is read now: once call_rcu() below has
+	 * it, a grace period may end at once (this thread is not in a read-side
+	 * section) and another shard may reuse the slot for a key of its own.
+	 * Reading o->key after that (as this code once did, found by TSan)
+	 * could free a key another shard is just linking an observer to. */
+	const uint32_t idx = o->key, ep = o->endpoint;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
 	uint32_t p = LD_RLX(&o->prev), n = LD_RLX(&o->next);
 	hl_w_crash_point(w);
 	/* COMMIT: unlink (readers follow next only). A crash right after it
@@ -751,7 +757,6 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 		atomic_store_explicit(&k->obs_head, n, memory_order_release);
 	if (n != HL_NIL)
 		ST_RLX(&hl__obs(&w->seg, n)->prev, p);
-	uint32_t ep = o->endpoint;
 	atomic_store_explicit(&o->id, 0, memory_order_release);
 	atomic_fetch_sub_explicit(&k->nobs, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&w->seg.h->observers_used, 1, memory_order_relaxed);
@@ -767,7 +772,7 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 		urcu_memb_synchronize_rcu();
 		hl__pool_free(&w->obs, slot);
 	}
-	hl_w_maybe_free_key(sh, o->key);
+	hl_w_maybe_free_key(sh, idx);
 	return 0;
 }
 

@@ -85,7 +85,6 @@ struct hl_ep {
 	uint64_t read_ns;      /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
 	uint32_t watch_gen;    /* incarnation the two fields above describe */
 	int slow;              /* reported as not reading */
-	uint64_t unready_word; /* claim word seen claimed but not ready by the last prune */
 };
 
 struct hl_worker_opts {
