@@ -243,10 +243,18 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 		uint32_t i = e->nobs;
 		pthread_mutex_unlock(&e->mu);
 		while (i-- > 0) {
+			/* The slot's key is read under e->mu too: while the slot
+			 * is in this list it is this endpoint's observer and its
+			 * key is fixed. Once its own shard removed it (under
+			 * e->mu), the slot may be reused at once for another
+			 * endpoint's key (a TSan report: reading o->key after
+			 * the unlock could take a stranger's observer for ours). */
 			pthread_mutex_lock(&e->mu);
 			uint32_t slot = i < e->nobs ? e->obs[i] : 0;
+			uint32_t key = slot ? hl__obs(&w->seg, slot)->key : 0;
 			pthread_mutex_unlock(&e->mu);
-			if (!slot || hl_w_key_shard(w, hl__obs(&w->seg, slot)->key) != s)
+			/* Observers of shard s stay put while we hold its mu. */
+			if (!slot || hl_w_key_shard(w, key) != s)
 				continue;
 			hl_w_remove_observer(sh, slot);
 			removed++;

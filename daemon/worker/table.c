@@ -29,6 +29,30 @@
 #include <stdlib.h>
 #include <urcu/urcu-memb.h>
 
+/*
+ * RCU orders a reader's last access to an observer slot, and the remover's,
+ * before the slot's reuse: call_rcu() runs free_obs_slot_cb() only after
+ * every read-side section that could see the slot has ended. liburcu does
+ * that with code ThreadSanitizer does not instrument, so under TSan the two
+ * ends are annotated: every read-side section and every remover releases a
+ * token before it lets go, and the callback acquires it before the slot
+ * goes back to the pool. Nothing in other builds.
+ */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) && !defined(__SANITIZE_THREAD__)
+#define __SANITIZE_THREAD__ 1 /* clang's spelling of gcc's macro */
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+static char rcu_tsan_token;
+#define rcu_tsan_release() __tsan_release(&rcu_tsan_token)
+#define rcu_tsan_acquire() __tsan_acquire(&rcu_tsan_token)
+#else
+#define rcu_tsan_release() ((void)0)
+#define rcu_tsan_acquire() ((void)0)
+#endif
+
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
@@ -452,6 +476,7 @@ dispatch(struct hl_shard *sh, struct hl_shm_key *k, const struct dispatch_src *d
 	if (!d->sys)
 		atomic_fetch_add_explicit(&sh->c->notifications, delivered, memory_order_relaxed);
 out:
+	rcu_tsan_release();
 	urcu_memb_read_unlock();
 }
 
@@ -727,6 +752,7 @@ static void
 free_obs_slot_cb(struct rcu_head *head)
 {
 	struct deferred_slot *d = caa_container_of(head, struct deferred_slot, rh);
+	rcu_tsan_acquire();
 	hl__pool_free(&d->w->obs, d->slot);
 	free(d);
 }
@@ -766,10 +792,12 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 	if (d) {
 		d->w = w;
 		d->slot = slot;
+		rcu_tsan_release();
 		urcu_memb_call_rcu(&d->rh, free_obs_slot_cb);
 	} else {
 		/* No memory for the deferral: wait for the grace period here. */
 		urcu_memb_synchronize_rcu();
+		rcu_tsan_acquire();
 		hl__pool_free(&w->obs, slot);
 	}
 	hl_w_maybe_free_key(sh, idx);
