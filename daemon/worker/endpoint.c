@@ -181,11 +181,16 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		return;
 	}
 	uint32_t pid = e->pid;
-	/* However it ends (exit, close, prune), an endpoint whose claim word
-	 * is not the one adopted was rewritten by its client: that is
-	 * misbehaviour, logged and handled as a ban (quarantine included). */
-	if (!banned && atomic_load_explicit(&hl__claim(&w->seg, ep)->word, memory_order_acquire) !=
-	                       HL_CLAIM(pid, e->gen)) {
+	/* However it ends (exit, close, prune), an endpoint whose claim entry
+	 * (word or start time) is not the one adopted was rewritten by its
+	 * client: that is misbehaviour, logged and handled as a ban, so the
+	 * endpoint is quarantined while that process lives. Freed instead, the
+	 * next client would get a block the rewriter still maps read-write.
+	 * A real reused pid leaves the claim as adopted: "gone", freed. */
+	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
+	if (!banned &&
+	    (atomic_load_explicit(&cl->word, memory_order_acquire) != HL_CLAIM(pid, e->gen) ||
+	     atomic_load_explicit(&cl->start_time, memory_order_relaxed) != e->start)) {
 		banned = 1;
 		why = "claim entry overwritten";
 	}
@@ -203,8 +208,7 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 		 * the endpoint until the process exits (release_quarantine()).
 		 * Before the state: whoever sees the endpoint leave ACTIVE must
 		 * already find the claim gone (the library then says HL_ESTALE). */
-		atomic_store_explicit(&hl__claim(&w->seg, ep)->word, HL_CLAIM(pid, 0),
-		                      memory_order_release);
+		atomic_store_explicit(&cl->word, HL_CLAIM(pid, 0), memory_order_release);
 	}
 	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	pthread_mutex_unlock(&e->mu);
@@ -453,10 +457,9 @@ hl_w_monitor_wake(struct hl_worker *w)
  * claims abandoned before the client finished claiming.
  *
  * An active endpoint is gone when the process at its pid does not have the
- * start time recorded at adoption, or not the one its claim records: either
- * way, whoever runs under that pid now is not the claimer. (The claim is
- * client-writable, so a client can only get its own endpoint dropped this
- * way; tests use it to fake a reused pid.) */
+ * start time recorded at adoption: whoever runs under that pid now is not the
+ * claimer. One whose claim entry no longer says what was adopted (pid, gen,
+ * start time) was rewritten by its client: hl_w_ep_kill() bans it. */
 void
 hl_w_prune(struct hl_worker *w)
 {
