@@ -4,6 +4,8 @@
  */
 #include "harness.h"
 
+#include "segment.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -268,6 +270,62 @@ test_strerror_covers_every_code(void **state)
 	assert_string_equal(hl_strerror(-99999), "unknown error");
 }
 
+/* Read or set the header's next observer sequence of segment NAME (no
+ * worker running). Returns the old value. */
+static uint64_t
+next_seq(const char *name, int set, uint64_t v)
+{
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	uint64_t old = atomic_load(&s.h->next_observer_seq);
+	if (set)
+		atomic_store(&s.h->next_observer_seq, v);
+	hl__seg_unmap(&s);
+	close(fd);
+	return old;
+}
+
+/* Observer ids are sequence << 24 | slot and are never handed out twice.
+ * When the sequence space is used up, observing says -EOVERFLOW, and keeps
+ * saying it across worker restarts: recovery neither takes the used-up
+ * counter for damage nor restarts it lower (the fuzz_attach finding
+ * regress_seq_limit_idempotent). */
+static void
+test_used_up_observer_ids_give_eoverflow_and_are_never_reused(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "a", 1, 0, &id), 0);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+
+	next_seq(name, 1, HL_OBS_SEQ_LIMIT - 1);
+	w = hl_t_worker_startv(name, hl_t_small);
+	c = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_observe(c, "b", 1, 0, &id), 0);
+	assert_int_equal(id >> 24, HL_OBS_SEQ_LIMIT - 1); /* the last one */
+	assert_int_equal(hl_observe(c, "c", 1, 0, &id), -EOVERFLOW);
+	assert_int_equal(hl_observe(c, "c", 1, 0, &id), -EOVERFLOW);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0); /* its invariant check passed */
+	assert_int_equal(next_seq(name, 0, 0), HL_OBS_SEQ_LIMIT);
+
+	for (int round = 0; round < 2; round++) {
+		w = hl_t_worker_startv(name, hl_t_small);
+		c = hl_t_open(name, HL_OPEN_SYNC);
+		assert_int_equal(hl_observe(c, "d", 1, 0, &id), -EOVERFLOW);
+		hl_close(c);
+		assert_int_equal(hl_t_worker_stop(w), 0);
+		assert_int_equal(next_seq(name, 0, 0), HL_OBS_SEQ_LIMIT);
+	}
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -287,6 +345,7 @@ main(void)
 	        cmocka_unit_test(test_full_heap_is_enospc_and_async_error_reaches_flush),
 	        cmocka_unit_test_setup_teardown(test_endpoints_run_out_with_enospc, setup, teardown),
 	        cmocka_unit_test(test_strerror_covers_every_code),
+	        cmocka_unit_test(test_used_up_observer_ids_give_eoverflow_and_are_never_reused),
 	};
 	return cmocka_run_group_tests_name("api_errors", tests, NULL, NULL);
 }

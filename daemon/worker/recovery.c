@@ -219,14 +219,19 @@ hl_w_recover(struct hl_worker *w)
 	hl__pool_finish(&w->keys);
 	hl__pool_finish(&w->obs);
 
-	/* Ids and revisions only move forward. */
-	/* A sequence beyond the id space is damage (no segment lives that
-	 * long): restart right after the highest live id, which keeps every
-	 * live id unique. */
+	/* Ids and revisions only move forward. next_observer_seq == LIMIT is
+	 * a real state: the id space is used up (an observer with sequence
+	 * LIMIT - 1 may live) and observing answers -EOVERFLOW; apply_observe()
+	 * puts the counter back to LIMIT when a refused observe pushed it past.
+	 * Beyond LIMIT is damage (or a crash inside that refusal): restart
+	 * right after the highest live id, which keeps every live id unique.
+	 * Either way the result is at most LIMIT, so a second pass finds
+	 * nothing to repair (fuzz_attach: regress_seq_limit_idempotent). */
 	uint64_t nseq = LD_RLX(&h->next_observer_seq);
-	if (nseq <= st.max_obs_seq || nseq >= HL_OBS_SEQ_LIMIT) {
-		if (nseq >= HL_OBS_SEQ_LIMIT)
-			st.repairs++;
+	if (nseq > HL_OBS_SEQ_LIMIT) {
+		st.repairs++;
+		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
+	} else if (nseq <= st.max_obs_seq) {
 		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
 	}
 	if (LD_RLX(&h->revision) < st.max_rev)

@@ -704,6 +704,11 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	 * (recovery also raises it past every live id). */
 	uint64_t seq = atomic_fetch_add_explicit(&w->seg.h->next_observer_seq, 1, memory_order_relaxed);
 	if (seq == 0 || seq >= HL_OBS_SEQ_LIMIT) {
+		/* Used up: keep the counter at the limit (recovery takes more
+		 * than that for damage and restarts it lower). */
+		if (seq >= HL_OBS_SEQ_LIMIT)
+			atomic_store_explicit(&w->seg.h->next_observer_seq, HL_OBS_SEQ_LIMIT,
+			                      memory_order_relaxed);
 		hl__pool_free(&w->obs, slot);
 		if (created)
 			hl_w_maybe_free_key(sh, idx);
