@@ -720,30 +720,39 @@ check_evrec(const struct hl_client *c, const struct hl_evrec *r)
  * 0 = skipped (unknown observer or duplicate revision). */
 #define PREFETCH_AHEAD 8u
 
-/* Start loading the observer map's entry for id number I of the record in
- * evbuf. The lookups of a batched record miss the cache (its ids are spread
- * over the map: 80% of an observer's time per event with 12,500 observers,
- * bench/README.md); fetched a few events ahead, the misses overlap. */
-static void
-prefetch_obs(const struct hl_client *c, uint32_t i)
+/* The observer map's home slot of id number I of the record in evbuf
+ * (NULL past the record's end): where its lookup will start. The lookups
+ * of a batched record miss the cache (its ids are spread over the map:
+ * most of an observer's time per event with 12,500 observers), so
+ * expand_one() fetches a few events ahead and the misses overlap.
+ *
+ * The prefetch itself stays in expand_one(), never in a helper: GCC 12
+ * finds a void function whose only effect is __builtin_prefetch "looping
+ * pure" (-fdump-tree-local-pure-const1) and deletes every call to it, which
+ * left the client with no prefetch at all. */
+static const struct obs_ent *
+obs_home(const struct hl_client *c, uint32_t i)
 {
 	const struct hl_evrec *r = (const struct hl_evrec *)c->evbuf;
 	hl_observer_id id;
 	if (i >= r->nobs || !c->obs_cap)
-		return;
+		return NULL;
 	memcpy(&id, c->evbuf + sizeof(*r) + 8ull * i, 8);
-	__builtin_prefetch(&c->obs[obs_slot_hash(id, c->obs_cap)]);
+	return &c->obs[obs_slot_hash(id, c->obs_cap)];
 }
 
 static int
 expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 {
 	const struct hl_evrec *r = (const struct hl_evrec *)c->evbuf;
+	const struct obs_ent *pf;
 	hl_observer_id id;
 	if (i == 0)
 		for (uint32_t k = 1; k < PREFETCH_AHEAD; k++)
-			prefetch_obs(c, k);
-	prefetch_obs(c, i + PREFETCH_AHEAD);
+			if ((pf = obs_home(c, k)) != NULL)
+				__builtin_prefetch(pf);
+	if ((pf = obs_home(c, i + PREFETCH_AHEAD)) != NULL)
+		__builtin_prefetch(pf);
 	memcpy(&id, c->evbuf + sizeof(*r) + 8ull * i, 8);
 	struct obs_ent *e = obs_find(c, id);
 	if (!e || r->rev <= e->last_rev)
