@@ -28,6 +28,19 @@
 
 struct hl_worker;
 
+/* Dispatch's private copy of one key's observer list (table.c): the slots
+ * in list order, so that the walk knows every address up front and can
+ * prefetch instead of chasing `next` one cache miss at a time. `gen` counts
+ * the list's changes (bumped under the key's shard.mu, after the change);
+ * the copy is valid while built == gen + 1. Only the key's shard thread
+ * (or recovery, before threads run) reads or builds the copy. */
+struct hl_obs_cache {
+	_Atomic uint64_t gen;
+	uint64_t built;
+	uint32_t n, cap;
+	uint32_t *slots;
+};
+
 /* Per observer id pair collected during a dispatch. */
 struct hl_fan {
 	uint32_t ep;
@@ -109,6 +122,7 @@ struct hl_worker {
 	struct hl_pool keys;
 	struct hl_pool obs;
 	uint32_t *obs_pos;        /* per observer slot: index in its hl_ep.obs */
+	struct hl_obs_cache *ocache; /* per key slot: dispatch's list copy (table.c) */
 	struct hl_ep *eps;
 	uint32_t nshards;
 	struct hl_shard *shards;
