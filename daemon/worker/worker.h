@@ -29,16 +29,24 @@
 struct hl_worker;
 
 /* Dispatch's private copy of one key's observer list (table.c): the slots
- * in list order, so that the walk knows every address up front and can
- * prefetch instead of chasing `next` one cache miss at a time. `gen` counts
- * the list's changes (bumped under the key's shard.mu, after the change);
- * the copy is valid while built == gen + 1. Only the key's shard thread
- * (or recovery, before threads run) reads or builds the copy. */
+ * grouped by endpoint (groups in order of first appearance in the list,
+ * list order within a group: the order dispatch delivers in), so that
+ * dispatch knows every address up front and can prefetch instead of
+ * chasing `next` one cache miss at a time, and reads and then marks one
+ * endpoint's slots while they are still in cache. `gen` counts the list's
+ * changes (bumped under the key's shard.mu, after the change); the copy is
+ * valid while built == gen + 1. Only the key's shard thread (or recovery,
+ * before threads run) reads or builds the copy. */
+struct hl_obs_group {
+	uint32_t ep, n;
+};
 struct hl_obs_cache {
 	_Atomic uint64_t gen;
 	uint64_t built;
-	uint32_t n, cap;
+	uint32_t n, cap; /* slots */
+	uint32_t ngroups, gcap;
 	uint32_t *slots;
+	struct hl_obs_group *groups;
 };
 
 /* Per observer id pair collected during a dispatch. */
