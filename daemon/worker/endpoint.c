@@ -66,16 +66,16 @@ hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot)
  * and one allocation per endpoint (hl_w_ep_add_obs() per observer cost a
  * lock and a possible realloc each: 14 ms for a million observers).
  *
- * On entry: every endpoint's nobs is 0; for each slot s with seen[s - 1]
- * set, w->obs_pos[s] holds the slot's endpoint (a valid index); count[ep]
- * is the number of such slots of ep. On return: each endpoint's obs[] lists
- * its slots in ascending order, obs_pos[] holds each slot's position there,
- * and the segment's per-endpoint nobs (for heirloomctl) is stored.
- * Returns -ENOMEM, with no endpoint given any slot, when an array cannot
- * grow (obs_pos[] then still holds endpoints: the caller gives up).
+ * On entry: every endpoint's nobs is 0; ep1[s - 1] is 0 for a slot s
+ * recovery did not reach, else the slot's endpoint + 1 (a valid index);
+ * count[ep] is the number of reached slots of ep. On return: each
+ * endpoint's obs[] lists its slots in ascending order, obs_pos[] holds each
+ * slot's position there, and the segment's per-endpoint nobs (for
+ * heirloomctl) is stored. Returns -ENOMEM, with no endpoint given any slot,
+ * when an array cannot grow (the caller gives up).
  */
 int
-hl_w_ep_build_lists(struct hl_worker *w, const uint8_t *seen, const uint32_t *count)
+hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *count)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
@@ -92,9 +92,9 @@ hl_w_ep_build_lists(struct hl_worker *w, const uint8_t *seen, const uint32_t *co
 		e->cap = ncap;
 	}
 	for (uint32_t s = 1; s <= h->max_observers; s++) {
-		if (!seen[s - 1])
+		if (!ep1[s - 1])
 			continue;
-		uint32_t ep = w->obs_pos[s];
+		uint32_t ep = ep1[s - 1] - 1;
 		if (ep >= h->max_endpoints || w->eps[ep].nobs >= count[ep])
 			hl__die("recovery's observer counts do not match its endpoints");
 		struct hl_ep *e = &w->eps[ep];

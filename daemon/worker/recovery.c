@@ -21,7 +21,7 @@
  * lists side by side (walk_lists()): a list is a chain of cache misses, and
  * walking one at a time costs one memory latency per observer. The result
  * does not depend on the order: an observer is only accepted into the list
- * of the key it names (o->key), and at most once (obs_seen).
+ * of the key it names (o->key), and at most once (obs_ep).
  *
  * hl_w_check() is the full invariant check used by tests and the torture
  * run: it walks the same structures and compares with the allocators.
@@ -46,7 +46,10 @@ struct rec_key {
 
 struct rec_state {
 	uint8_t *key_seen;  /* per key slot: 1 linked, 2 visited but unlinked (empty) */
-	uint8_t *obs_seen;  /* per observer slot */
+	/* Per observer slot: 0 = not reached, else its endpoint + 1. One
+	 * array for "seen" and the endpoint, so that the walk writes one
+	 * random place per observer (hl_w_ep_build_lists() reads it in order). */
+	uint32_t *obs_ep;
 	struct rec_key *keys; /* keys linked after walk_keys(), chain order */
 	uint32_t nkeys;
 	uint32_t *pending;  /* keys with a pending dispatch */
@@ -88,16 +91,15 @@ struct obs_lane {
 	uint32_t prev, n;        /* the last accepted observer, how many so far */
 };
 
-/* What accepting observer slot I touches: the slot, its seen mark and its
- * obs_pos entry. always_inline: GCC 12 found a static function that only
+/* What accepting observer slot I touches: the slot and its obs_ep entry.
+ * always_inline: GCC 12 found a static function that only
  * prefetches free of side effects and dropped every call to it. */
 static inline __attribute__((always_inline)) void
 prefetch_obs(struct hl_worker *w, const struct rec_state *st, uint32_t i)
 {
 	if (i != HL_NIL && i <= w->seg.h->max_observers) {
 		__builtin_prefetch(hl__obs(&w->seg, i));
-		__builtin_prefetch(&st->obs_seen[i - 1], 1);
-		__builtin_prefetch(&w->obs_pos[i], 1);
+		__builtin_prefetch(&st->obs_ep[i - 1], 1);
 	}
 }
 
@@ -124,7 +126,7 @@ lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
 	struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
 	uint64_t id = o ? LD_RLX(&o->id) : 0;
 	uint32_t ep = o ? o->endpoint : 0;
-	if (!o || st->obs_seen[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
+	if (!o || st->obs_ep[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
 	    (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT || o->key != l->key ||
 	    ep >= h->max_endpoints) {
 		/* Bad link (or a loop): cut the list here. */
@@ -132,10 +134,8 @@ lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
 		st->repairs++;
 		return 0;
 	}
-	st->obs_seen[i - 1] = 1;
+	st->obs_ep[i - 1] = ep + 1;
 	hl__pool_mark(&w->obs, i);
-	/* Parked here until hl_w_ep_build_lists() turns it into a position. */
-	w->obs_pos[i] = ep;
 	st->ep_count[ep]++;
 	if (LD_RLX(&o->prev) != l->prev) {
 		ST_RLX(&o->prev, l->prev); /* half-done link or unlink */
@@ -313,7 +313,7 @@ static void
 rec_free(struct rec_state *st)
 {
 	free(st->key_seen);
-	free(st->obs_seen);
+	free(st->obs_ep);
 	free(st->keys);
 	free(st->pending);
 	free(st->ep_count);
@@ -326,11 +326,11 @@ hl_w_recover(struct hl_worker *w)
 	uint64_t t0 = hl__now_ns();
 	struct rec_state st = {0};
 	st.key_seen = calloc(h->max_keys, 1);
-	st.obs_seen = calloc(h->max_observers, 1);
+	st.obs_ep = calloc(h->max_observers, sizeof(*st.obs_ep));
 	st.keys = calloc(h->max_keys, sizeof(*st.keys));
 	st.pending = calloc(h->max_keys, sizeof(uint32_t));
 	st.ep_count = calloc(h->max_endpoints, sizeof(uint32_t));
-	if (!st.key_seen || !st.obs_seen || !st.keys || !st.pending || !st.ep_count) {
+	if (!st.key_seen || !st.obs_ep || !st.keys || !st.pending || !st.ep_count) {
 		rec_free(&st);
 		return -ENOMEM;
 	}
@@ -357,7 +357,7 @@ hl_w_recover(struct hl_worker *w)
 		}
 	}
 	for (uint32_t i = 1; i <= h->max_observers; i++) {
-		if (st.obs_seen[i - 1]) {
+		if (st.obs_ep[i - 1]) {
 			nobs++;
 			continue;
 		}
@@ -394,7 +394,7 @@ hl_w_recover(struct hl_worker *w)
 		e->gen = 0;
 		e->pidfd = -1;
 	}
-	int rc = hl_w_ep_build_lists(w, st.obs_seen, st.ep_count);
+	int rc = hl_w_ep_build_lists(w, st.obs_ep, st.ep_count);
 	if (rc) {
 		/* Nothing is served: the next worker recovers from scratch
 		 * (every step above is safe to run again). */
