@@ -4,8 +4,9 @@
  * (SIGKILL) or a clean hand-back (SIGTERM); a second worker is refused; a
  * keeper killed and restarted under a running worker adopts it without
  * disturbing it and without losing a publish or an event; a supervising
- * keeper restarts a killed worker and the data carries on; nothing a peer
- * sends on the socket stops the keeper.
+ * keeper restarts a killed worker and the data carries on, at once after a
+ * stable run and with back-off after quick exits; nothing a peer sends on
+ * the socket stops the keeper.
  *
  * Every wait is bounded (hl_t_ms); nothing asserts on how long a step took.
  * Each test has its own segment and its own socket in a fresh directory.
@@ -15,6 +16,9 @@
 #include "layout.h"
 #include "proto.h"
 #include "segment.h"
+/* The supervisor's restart policy is a pure header: tested here with a
+ * made-up clock, next to the keeper that uses it. */
+#include "../daemon/keeper/restart.h"
 
 #include <dirent.h>
 #include <grp.h>
@@ -645,6 +649,120 @@ test_supervisor_does_not_restart_a_worker_that_handed_back(void **state)
 	assert_int_equal(o.pid, k);
 }
 
+/* How many times NEEDLE occurs in the file at PATH (0 if unreadable), and
+ * the offset of the first occurrence at or after FROM in *at (-1: none). */
+static int
+file_count(const char *path, const char *needle, long from, long *at)
+{
+	static char buf[1 << 16];
+	int n = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (at)
+		*at = -1;
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	for (const char *p = strstr(buf, needle); p; p = strstr(p + 1, needle)) {
+		if (at && *at < 0 && p - buf >= from)
+			*at = (long)(p - buf);
+		n++;
+	}
+	return n;
+}
+
+static void
+test_restart_policy_backs_off_only_quick_exits_in_a_row(void **state)
+{
+	(void)state;
+	struct hl_k_backoff b;
+	/* --restart-min 100ms --restart-max 1s --restart-stable 1s */
+	hl_k_backoff_init(&b, 100, 1000, 1000);
+	/* A worker that served for a while: at once, every time. */
+	assert_int_equal(hl_k_backoff_next(&b, 5000), 0);
+	assert_int_equal(hl_k_backoff_next(&b, 1000), 0);
+	/* Quick exits in a row: min, doubling, capped at max. */
+	assert_int_equal(hl_k_backoff_next(&b, 3), 100);
+	assert_int_equal(hl_k_backoff_next(&b, 999), 200);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 400);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 800);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 1000);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 1000);
+	/* A stable run ends the loop: at once, and the next quick exit
+	 * starts over at min. */
+	assert_int_equal(hl_k_backoff_next(&b, 60000), 0);
+	assert_int_equal(hl_k_backoff_next(&b, 10), 100);
+	assert_int_equal(hl_k_backoff_next(&b, 10), 200);
+	/* --restart-stable 0: never a crash loop, always at once. */
+	hl_k_backoff_init(&b, 100, 5000, 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(hl_k_backoff_next(&b, 0), 0);
+	/* --restart-min 0 backs off by nothing (as before this policy). */
+	hl_k_backoff_init(&b, 0, 5000, 1000);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 0);
+	assert_int_equal(hl_k_backoff_next(&b, 0), 0);
+}
+
+static void
+test_supervisor_restarts_a_worker_that_ran_stably_at_once(void **state)
+{
+	struct fx *f = *state;
+	/* Every run counts as stable (a worker that serves has run far more
+	 * than 1 ms since it was started): no kill may wait. */
+	const char *extra[] = { "--spawn-worker=" HL_WORKER_PATH, "--restart-stable=1ms", NULL };
+	keeper(f, extra);
+	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
+	assert_true(w > 0);
+	for (int i = 1; i <= 3; i++) {
+		assert_int_equal(kill(w, SIGKILL), 0);
+		pid_t next = hl_t_wait_serving(f->name, w, hl_t_ms(15000));
+		assert_true(next > 0);
+		w = next;
+		assert_int_equal(file_count(f->klog, "restarting the worker at once", 0, NULL), i);
+	}
+	assert_int_equal(file_count(f->klog, "restarting the worker in ", 0, NULL), 0);
+}
+
+static void
+test_supervisor_backs_off_quick_exits_after_a_stable_run(void **state)
+{
+	struct fx *f = *state;
+	/* The "worker" is a script: it runs the real worker the first time,
+	 * and exits 1 at once every later time (a worker that cannot start
+	 * any more). */
+	char script[192], ran[160], stable[48], spawn[224];
+	snprintf(script, sizeof(script), "%s/worker.sh", f->dir);
+	snprintf(ran, sizeof(ran), "%s/ran", f->dir);
+	FILE *sf = fopen(script, "w");
+	assert_non_null(sf);
+	fprintf(sf, "#!/bin/sh\n[ -e '%s' ] && exit 1\n: > '%s'\nexec '%s' \"$@\"\n", ran, ran,
+	        HL_WORKER_PATH);
+	assert_int_equal(fclose(sf), 0);
+	assert_int_equal(chmod(script, 0700), 0);
+	/* Stable after 300 ms (scaled like every wait): the real worker is
+	 * killed well after that, the script's exits come well before. */
+	int stable_ms = hl_t_ms(300);
+	snprintf(stable, sizeof(stable), "--restart-stable=%dms", stable_ms);
+	snprintf(spawn, sizeof(spawn), "--spawn-worker=%s", script);
+	const char *extra[] = { spawn, stable, NULL };
+	keeper(f, extra);
+	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
+	assert_true(w > 0);
+	sleep_ms(2 * stable_ms);
+	assert_int_equal(kill(w, SIGKILL), 0);
+	/* The kill after a stable run restarts at once; the quick exits that
+	 * follow wait --restart-min (100 ms), then twice that. */
+	assert_true(hl_t_file_has(f->klog, "restarting the worker in 200 ms", hl_t_ms(10000)));
+	long once, first, second;
+	assert_int_equal(file_count(f->klog, "restarting the worker at once", 0, &once), 1);
+	assert_int_equal(file_count(f->klog, "restarting the worker in 100 ms", once, &first), 1);
+	assert_int_equal(file_count(f->klog, "restarting the worker in 200 ms", first, &second), 1);
+	assert_true(once >= 0 && first > once && second > first);
+	assert_true(hl_t_file_has(f->klog, "exited with status 1 without taking the table",
+	                          hl_t_ms(2000)));
+}
+
 /* ---- what the keeper refuses ---- */
 
 static void
@@ -993,6 +1111,9 @@ main(void)
 		T(test_killing_the_keeper_mid_run_loses_nothing),
 		T(test_supervisor_restarts_a_killed_worker_and_the_counter_survives),
 		T(test_supervisor_does_not_restart_a_worker_that_handed_back),
+		T(test_restart_policy_backs_off_only_quick_exits_in_a_row),
+		T(test_supervisor_restarts_a_worker_that_ran_stably_at_once),
+		T(test_supervisor_backs_off_quick_exits_after_a_stable_run),
 		T(test_second_keeper_on_the_same_segment_is_refused),
 		T(test_keeper_refuses_a_segment_that_does_not_validate),
 		T(test_garbage_on_the_socket_never_stops_the_keeper),

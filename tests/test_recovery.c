@@ -8,8 +8,15 @@
  * dies. Afterwards: every observer saw every revision of its keys in order,
  * exactly once, ending at the latest value; the table holds exactly what the
  * script left; the worker's invariant check passes (exit 0 on SIGTERM).
+ *
+ * Also what recovery rebuilds in bulk after a SIGKILL: many observer lists
+ * walked side by side and every endpoint's list of its observers, and keys
+ * whose only observers were damage.
  */
 #include "harness.h"
+
+#include "layout.h"
+#include "segment.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -18,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 struct result {
@@ -218,12 +226,154 @@ test_crash_at_every_step_of_every_mutation_is_repaired(void **state)
 	print_message("covered %d crash points\n", steps);
 }
 
+/* ---- what recovery rebuilds in bulk ---- */
+
+static const char *const bulk_caps[] = { "--max-keys", "256", "--max-observers", "2048",
+	                                 "--max-endpoints", "8", "--heap", "65536", NULL };
+
+#define BULK_KEYS 100
+
+/* Take events from C until none comes for a while; count them per key
+ * index (keys are "k<i>"). */
+static void
+count_events(struct hl_client *c, int *per_key)
+{
+	struct hl_event ev;
+	while (hl_next(c, &ev, hl_t_ms(300)) == 0) {
+		assert_int_equal(ev.type, HL_EV_PUT);
+		char key[16];
+		assert_true(ev.key_len > 1 && ev.key_len < sizeof(key));
+		memcpy(key, ev.key, ev.key_len);
+		key[ev.key_len] = '\0';
+		int i = atoi(key + 1);
+		assert_true(i >= 0 && i < BULK_KEYS);
+		per_key[i]++;
+	}
+}
+
+static void
+test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	/* Two endpoints; their observers interleaved over the slots and
+	 * the keys (3 of A's and 2 of B's per key), half the keys with a
+	 * value: many lists, more than recovery walks side by side. */
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC), *b = hl_t_open(name, HL_OPEN_SYNC);
+	static hl_observer_id ids_a[BULK_KEYS * 3], ids_b[BULK_KEYS * 2];
+	int na = 0, nb = 0;
+	for (int round = 0; round < 3; round++)
+		for (int i = 0; i < BULK_KEYS; i++) {
+			char k[8];
+			int kl = snprintf(k, sizeof(k), "k%d", i);
+			assert_int_equal(hl_observe(a, k, (size_t)kl, 0, &ids_a[na++]), 0);
+			if (round < 2)
+				assert_int_equal(hl_observe(b, k, (size_t)kl, 0, &ids_b[nb++]), 0);
+			if (round == 0 && i % 2)
+				assert_int_equal(hl_publish(a, k, (size_t)kl, "v0", 2, NULL, 0), 0);
+		}
+	int before[BULK_KEYS] = { 0 };
+	count_events(a, before);
+	count_events(b, before);
+
+	hl_t_kill9(w);
+	w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(a, &st), 0);
+	assert_int_equal(st.observers, BULK_KEYS * 5);
+	assert_int_equal(st.keys, BULK_KEYS);
+
+	/* Every observer of every key gets the next change, once. */
+	for (int i = 0; i < BULK_KEYS; i++) {
+		char k[8];
+		int kl = snprintf(k, sizeof(k), "k%d", i);
+		assert_int_equal(hl_publish(b, k, (size_t)kl, "v1", 2, NULL, 0), 0);
+	}
+	int got_a[BULK_KEYS] = { 0 }, got_b[BULK_KEYS] = { 0 };
+	count_events(a, got_a);
+	count_events(b, got_b);
+	for (int i = 0; i < BULK_KEYS; i++) {
+		assert_int_equal(got_a[i], 3);
+		assert_int_equal(got_b[i], 2);
+	}
+	/* Each endpoint's rebuilt list knows each of its observers (the
+	 * worker dies on one missing from its endpoint's list). */
+	for (int i = 0; i < nb; i++)
+		assert_int_equal(hl_unobserve(b, ids_b[i]), 0);
+	for (int i = 0; i < na; i += 2)
+		assert_int_equal(hl_unobserve(a, ids_a[i]), 0);
+	assert_int_equal(hl_stats(a, &st), 0);
+	assert_int_equal(st.observers, (uint64_t)(na - (na + 1) / 2));
+	hl_close(b);
+	hl_close(a);
+	assert_int_equal(hl_t_worker_stop(w), 0); /* the invariant check passes */
+	hl_t_unlink(name);
+}
+
+static void
+test_keys_whose_only_observers_were_damage_are_unlinked(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	/* "lonely<i>": observed, never given a value; "kept": a value too.
+	 * 60 lonely keys in 256 slots share bucket chains, so some chains
+	 * hold several keys to unlink in a row. */
+	for (int i = 0; i < 60; i++) {
+		char k[16];
+		int kl = snprintf(k, sizeof(k), "lonely%d", i);
+		hl_observer_id id;
+		assert_int_equal(hl_observe(c, k, (size_t)kl, 0, &id), 0);
+	}
+	hl_observer_id kept;
+	assert_int_equal(hl_observe(c, "kept", 4, 0, &kept), 0);
+	assert_int_equal(hl_publish(c, "kept", 4, "v", 1, NULL, 0), 0);
+	struct hl_event ev;
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+
+	/* The worker dies; every observer slot's id is then damaged (0), so
+	 * every list is cut at its head. */
+	hl_t_kill9(w);
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	for (uint32_t i = 1; i <= s.h->max_observers; i++)
+		atomic_store_explicit(&hl__obs(&s, i)->id, 0, memory_order_relaxed);
+	hl__seg_unmap(&s);
+	close(fd);
+
+	w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(c, &st), 0);
+	assert_int_equal(st.keys, 1); /* only "kept": it has a value */
+	assert_int_equal(st.observers, 0);
+	char buf[8];
+	size_t len;
+	assert_int_equal(hl_get(c, "kept", 4, buf, sizeof(buf), &len, NULL), 0);
+	assert_int_equal(hl_get(c, "lonely0", 7, buf, sizeof(buf), &len, NULL), -ENOENT);
+	/* The slots are free again: all 60 keys and their observers fit. */
+	for (int i = 0; i < 60; i++) {
+		char k[16];
+		int kl = snprintf(k, sizeof(k), "lonely%d", i);
+		hl_observer_id id;
+		assert_int_equal(hl_observe(c, k, (size_t)kl, 0, &id), 0);
+	}
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_script_passes_without_crash),
 	        cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
+	        cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
+	        cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 	};
 	return cmocka_run_group_tests_name("recovery", tests, NULL, NULL);
 }

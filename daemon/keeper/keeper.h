@@ -6,8 +6,9 @@
  *   handoff.c    the heir protocol: giving the table (TAKE), taking it back
  *                on a confirmed exit or a clean GIVEBACK, re-linking a
  *                worker (HELLO), adopting a living owner at start
- *   supervise.c  --spawn-worker: starting the worker, restarting it with
- *                back-off, stopping it
+ *   supervise.c  --spawn-worker: starting the worker, restarting it (at
+ *                once after a stable run, with back-off after quick
+ *                exits: restart.h), stopping it
  *
  * The keeper is one thread around one epoll set; nothing here is shared
  * between threads. It does almost nothing so that it almost never fails:
@@ -19,6 +20,7 @@
 
 #include "layout.h"
 #include "proto.h"
+#include "restart.h"
 #include "segment.h"
 
 #include <stdbool.h>
@@ -29,9 +31,6 @@
 /* A connection that is not the owner's link and says nothing this long is
  * dropped, so that idle peers cannot hold every slot. */
 #define HL_K_IDLE_MS 10000
-/* Supervisor back-off: the run time after which a worker counts as stable
- * (the delay starts over at --restart-min). */
-#define HL_K_STABLE_MS      10000
 
 /* epoll tags (data.u64); a connection is HL_K_TAG_CONN + its slot. */
 enum {
@@ -61,6 +60,7 @@ struct hl_kopts {
 	bool foreground;
 	int64_t stop_timeout_ms;
 	int64_t restart_min_ms, restart_max_ms; /* supervisor back-off bounds */
+	int64_t restart_stable_ms; /* a run this long ends with a restart at once */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
 	int64_t heap, req_ring, ev_ring;
 };
@@ -102,7 +102,7 @@ struct hl_keeper {
 	                            * yet (a tracer holds it): look again then, instead
 	                            * of spinning on a readable pidfd */
 	uint64_t restart_at_ns;    /* 0 = no restart scheduled */
-	int64_t backoff_ms;
+	struct hl_k_backoff backoff; /* restart.h */
 
 	/* stopping (SIGTERM/SIGINT) */
 	bool stopping;
@@ -131,6 +131,9 @@ void hl_k_release_at_exit(struct hl_keeper *k);
 /* supervise.c */
 int hl_k_find_worker(struct hl_keeper *k);
 int hl_k_spawn(struct hl_keeper *k);
+/* Schedule the next start of the worker after one that ran RAN_MS exited
+ * (restart.h decides the delay), and log it. */
+void hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms);
 void hl_k_child_exited(struct hl_keeper *k);
 void hl_k_stop_child(struct hl_keeper *k, int sig);
 void hl_k_exit_text(int32_t code, char *buf, size_t len);

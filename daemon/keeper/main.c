@@ -70,9 +70,10 @@ hl_k_unwatch(struct hl_keeper *k, int fd)
 static const char summary[] =
         "Own a heirloom segment and hand it to one worker at a time over a control\n"
         "socket; take it back when the worker exits (the heir). With --spawn-worker,\n"
-        "also start the worker and restart it after any exit but a clean hand-back,\n"
-        "waiting --restart-min doubling to --restart-max between starts (back to\n"
-        "--restart-min after 10 s up).\n"
+        "also start the worker and restart it after any exit but a clean hand-back:\n"
+        "at once when it ran at least --restart-stable; after a quicker exit, wait\n"
+        "--restart-min, doubling on each further quick exit in a row up to\n"
+        "--restart-max (crash-loop protection; a stable run starts over).\n"
         "\n"
         "The control socket is --socket, else $RUNTIME_DIRECTORY/heirloom-NAME.sock,\n"
         "else /run/heirloom/ as root, else $XDG_RUNTIME_DIR, else /tmp/heirloom-$UID/.\n"
@@ -124,12 +125,16 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	        KOPT("stop-timeout", HL_CFG_MS, "30s",
 	             "On stop, wait this long for the spawned worker's hand-back, then SIGKILL it.",
 	             NULL, 0, 3600000, &p->stop_timeout_ms);
+	o[i++] = KOPT("restart-stable", HL_CFG_MS, "1s",
+	              "Supervisor: a worker that ran this long is restarted at once when it "
+	              "exits; a quicker exit is a crash loop and backs off (0 = never back off).",
+	              NULL, 0, 3600000, &p->restart_stable_ms);
 	o[i++] = KOPT("restart-min", HL_CFG_MS, "100ms",
-	              "Supervisor: first delay before restarting a worker that exited.", NULL, 0,
-	              3600000, &p->restart_min_ms);
+	              "Supervisor: delay before restarting a worker after its first quick exit.",
+	              NULL, 0, 3600000, &p->restart_min_ms);
 	o[i++] = KOPT("restart-max", HL_CFG_MS, "5s",
-	              "Supervisor: the delay doubles after each quick exit up to this.", NULL, 0,
-	              3600000, &p->restart_max_ms);
+	              "Supervisor: the delay doubles after each further quick exit up to this.",
+	              NULL, 0, 3600000, &p->restart_max_ms);
 	o[i++] = KOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).",
 	              NULL, 0, HL_SHARDS_MAX, &p->shards);
 	o[i++] = KOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", NULL, 1,
@@ -624,11 +629,12 @@ run(struct hl_keeper *k)
 					continue;
 				hl_k_owner_exited(k, HL_EXIT_UNKNOWN, "exited");
 				/* A worker we adopted at start (not our child) died:
-				 * a supervisor starts its own now. */
+				 * a supervisor starts its own now. It was serving
+				 * before this keeper started, so it counts as a
+				 * stable run: at once. */
 				if (k->o.spawn && !k->child && !k->stopping && !k->restart_at_ns &&
 				    !k->restart_disabled)
-					k->restart_at_ns =
-					        hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
+					hl_k_schedule_restart(k, UINT64_MAX);
 			} else if (tag == HL_K_TAG_CHILD) {
 				if (k->child && hl_k_pidfd_exited(k->child_pidfd)) /* stale? */
 					hl_k_child_exited(k);

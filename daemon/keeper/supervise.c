@@ -1,8 +1,9 @@
 /*
  * supervise.c: --spawn-worker. Starts the worker as the keeper's child,
  * reaps it through its pidfd (waitid P_PIDFD: the exit status goes into the
- * exit record), restarts it after any exit except a clean hand-back, with
- * exponential back-off, and stops it when the keeper stops.
+ * exit record), restarts it after any exit except a clean hand-back (at once
+ * after a stable run, with exponential back-off after quick exits: the
+ * policy is restart.h), and stops it when the keeper stops.
  *
  * It never decides about the table: a spawned worker asks for it over the
  * socket like any other, and its exit reaches the heir logic in handoff.c
@@ -106,8 +107,23 @@ hl_k_find_worker(struct hl_keeper *k)
 		}
 	}
 	worker_argv[n] = NULL;
-	k->backoff_ms = k->o.restart_min_ms;
+	hl_k_backoff_init(&k->backoff, k->o.restart_min_ms, k->o.restart_max_ms,
+	                  k->o.restart_stable_ms);
 	return 0;
+}
+
+void
+hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms)
+{
+	int64_t ms = hl_k_backoff_next(&k->backoff, ran_ms);
+	/* restart_at_ns != 0 means "scheduled"; now + 0 is never 0, and the
+	 * loop's timers() start the worker in this very iteration. */
+	k->restart_at_ns = hl__now_ns() + (uint64_t)ms * 1000000ull;
+	if (ms == 0 && ran_ms >= (uint64_t)k->o.restart_stable_ms)
+		hl_k_log("restarting the worker at once (it ran at least --restart-stable %ld ms)",
+		         (long)k->o.restart_stable_ms);
+	else
+		hl_k_log("restarting the worker in %ld ms", (long)ms);
 }
 
 int
@@ -117,9 +133,9 @@ hl_k_spawn(struct hl_keeper *k)
 	pid_t pid = fork();
 	if (pid < 0) {
 		int e = errno;
-		hl_k_log("cannot start the worker: fork: %s; trying again in %ld ms", strerror(e),
-		         (long)k->backoff_ms);
-		k->restart_at_ns = hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
+		/* A start that failed is a quick exit: it backs off the same. */
+		hl_k_log("cannot start the worker: fork: %s", strerror(e));
+		hl_k_schedule_restart(k, 0);
 		return -e;
 	}
 	if (pid == 0) {
@@ -146,7 +162,7 @@ hl_k_spawn(struct hl_keeper *k)
 		         strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		k->restart_at_ns = hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
+		hl_k_schedule_restart(k, 0);
 		return -e;
 	}
 	k->child = pid;
@@ -230,12 +246,7 @@ hl_k_child_exited(struct hl_keeper *k)
 		         "supervise again");
 		return;
 	}
-	if (ran_ms >= HL_K_STABLE_MS)
-		k->backoff_ms = k->o.restart_min_ms;
-	k->restart_at_ns = hl__now_ns() + (uint64_t)k->backoff_ms * 1000000ull;
-	hl_k_log("restarting the worker in %ld ms", (long)k->backoff_ms);
-	k->backoff_ms = k->backoff_ms * 2 > k->o.restart_max_ms ? k->o.restart_max_ms
-	                                                        : k->backoff_ms * 2;
+	hl_k_schedule_restart(k, ran_ms);
 }
 
 void

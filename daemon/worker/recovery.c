@@ -17,6 +17,12 @@
  *     delivered_rev is behind, then drop the old value.
  * Requests still in the rings are replayed by the shard threads (shard.c).
  *
+ * Step 1 walks the key chains first and the observer lists after, several
+ * lists side by side (walk_lists()): a list is a chain of cache misses, and
+ * walking one at a time costs one memory latency per observer. The result
+ * does not depend on the order: an observer is only accepted into the list
+ * of the key it names (o->key), and at most once (obs_ep).
+ *
  * hl_w_check() is the full invariant check used by tests and the torture
  * run: it walks the same structures and compares with the allocators.
  */
@@ -32,11 +38,24 @@
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
+/* A key reached through its bucket chain, in chain order. */
+struct rec_key {
+	uint32_t idx;
+	uint32_t pending; /* a dispatch is unfinished (new value, prev or delete) */
+};
+
 struct rec_state {
 	uint8_t *key_seen;  /* per key slot: 1 linked, 2 visited but unlinked (empty) */
-	uint8_t *obs_seen;  /* per observer slot */
+	/* Per observer slot: 0 = not reached, else its endpoint + 1. One
+	 * array for "seen" and the endpoint, so that the walk writes one
+	 * random place per observer (hl_w_ep_build_lists() reads it in order). */
+	uint32_t *obs_ep;
+	struct rec_key *keys; /* keys linked after walk_keys(), chain order */
+	uint32_t nkeys;
 	uint32_t *pending;  /* keys with a pending dispatch */
 	uint32_t npending;
+	uint32_t *ep_count; /* per endpoint: observers reached (for hl_w_ep_build_lists) */
+	uint32_t emptied;   /* keys left with neither value nor observer by walk_lists() */
 	uint64_t repairs;
 	uint64_t max_obs_seq;
 	uint64_t max_rev;
@@ -59,41 +78,173 @@ mark_value(struct hl_worker *w, uint64_t off)
 	return hl__heap_mark(&w->heap, off, (uint32_t)k);
 }
 
+/* Observer lists followed side by side. Each lane holds one list; a step
+ * accepts one observer and prefetches what the lane's next step touches,
+ * so up to WALK_LANES misses are in flight instead of one (a core has
+ * 10-24 outstanding misses). The walk alone (AMD EPYC, KVM guest):
+ * a million observers over 10,000 keys whose slots were allocated in turn
+ * (bench/heirloom_reattach) 25 -> 17 ms, in random slots 190 -> 18 ms;
+ * in the worker, with the pool marks, ~50 -> ~30 ms. */
+#define WALK_LANES 16
+
+struct obs_lane {
+	uint32_t key;            /* 0 = idle */
+	_Atomic uint32_t *link;  /* where the next observer's index is read */
+	uint32_t prev, n;        /* the last accepted observer, how many so far */
+};
+
+/* What accepting observer slot I touches: the slot and its obs_ep entry.
+ * always_inline: GCC 12 found a static function that only
+ * prefetches free of side effects and dropped every call to it. */
+static inline __attribute__((always_inline)) void
+prefetch_obs(struct hl_worker *w, const struct rec_state *st, uint32_t i)
+{
+	if (i != HL_NIL && i <= w->seg.h->max_observers) {
+		__builtin_prefetch(hl__obs(&w->seg, i));
+		__builtin_prefetch(&st->obs_ep[i - 1], 1);
+	}
+}
+
 static void
-walk_observers(struct hl_worker *w, struct rec_state *st, uint32_t kidx)
+lane_start(struct hl_worker *w, const struct rec_state *st, struct obs_lane *l, uint32_t kidx)
+{
+	struct hl_shm_key *k = hl__key(&w->seg, kidx);
+	l->key = kidx;
+	l->link = &k->obs_head;
+	l->prev = HL_NIL;
+	l->n = 0;
+	prefetch_obs(w, st, LD_RLX(&k->obs_head));
+}
+
+/* Accept the observer at *l->link into key l->key's list, or cut the list
+ * there. Returns 0 at the end of the list (or at the cut). */
+static int
+lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
 {
 	const struct hl_shm_header *h = w->seg.h;
-	struct hl_shm_key *k = hl__key(&w->seg, kidx);
-	_Atomic uint32_t *link = &k->obs_head;
-	uint32_t prev = HL_NIL, n = 0;
-	for (;;) {
-		uint32_t i = LD_RLX(link);
-		if (i == HL_NIL)
-			break;
-		struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
-		uint64_t id = o ? LD_RLX(&o->id) : 0;
-		if (!o || st->obs_seen[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
-		    (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT ||
-		    o->key != kidx || o->endpoint >= h->max_endpoints) {
-			/* Bad link (or a loop): cut the list here. */
-			ST_RLX(link, HL_NIL);
-			st->repairs++;
-			break;
-		}
-		st->obs_seen[i - 1] = 1;
-		hl__pool_mark(&w->obs, i);
-		if (LD_RLX(&o->prev) != prev) {
-			ST_RLX(&o->prev, prev); /* half-done link or unlink */
-			st->repairs++;
-		}
-		if (id >> 24 > st->max_obs_seq)
-			st->max_obs_seq = id >> 24;
-		prev = i;
-		n++;
-		link = &o->next;
+	uint32_t i = LD_RLX(l->link);
+	if (i == HL_NIL)
+		return 0;
+	struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
+	uint64_t id = o ? LD_RLX(&o->id) : 0;
+	uint32_t ep = o ? o->endpoint : 0;
+	if (!o || st->obs_ep[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
+	    (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT || o->key != l->key ||
+	    ep >= h->max_endpoints) {
+		/* Bad link (or a loop): cut the list here. */
+		ST_RLX(l->link, HL_NIL);
+		st->repairs++;
+		return 0;
 	}
-	if (LD_RLX(&k->nobs) != n)
-		ST_RLX(&k->nobs, n);
+	st->obs_ep[i - 1] = ep + 1;
+	hl__pool_mark(&w->obs, i);
+	st->ep_count[ep]++;
+	if (LD_RLX(&o->prev) != l->prev) {
+		ST_RLX(&o->prev, l->prev); /* half-done link or unlink */
+		st->repairs++;
+	}
+	if (id >> 24 > st->max_obs_seq)
+		st->max_obs_seq = id >> 24;
+	l->prev = i;
+	l->n++;
+	l->link = &o->next;
+	prefetch_obs(w, st, LD_RLX(&o->next));
+	return 1;
+}
+
+static void
+lane_finish(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
+{
+	struct hl_shm_key *k = hl__key(&w->seg, l->key);
+	if (LD_RLX(&k->nobs) != l->n)
+		ST_RLX(&k->nobs, l->n);
+	/* Its only observers were damage: it now has nothing left. */
+	if (l->n == 0 && LD_RLX(&k->val) == 0)
+		st->emptied++;
+	l->key = 0;
+}
+
+/* Walk the observer list of every key walk_keys() kept. */
+static void
+walk_lists(struct hl_worker *w, struct rec_state *st)
+{
+	struct obs_lane lane[WALK_LANES] = { 0 };
+	uint32_t next = 0;
+	for (;;) {
+		int busy = 0;
+		for (int j = 0; j < WALK_LANES; j++) {
+			struct obs_lane *l = &lane[j];
+			if (!l->key && next < st->nkeys)
+				lane_start(w, st, l, st->keys[next++].idx);
+			if (!l->key)
+				continue;
+			busy = 1;
+			if (!lane_step(w, st, l))
+				lane_finish(w, st, l);
+		}
+		if (!busy)
+			return;
+	}
+}
+
+/* Key slot I, linked at *LINK in bucket B's chain: checked, its value and
+ * pending dispatch looked at. Returns 0 to keep it, -1 when the chain is
+ * cut here (bad slot), 1 when the slot was unlinked (nothing left in it). */
+static int
+visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_t *link,
+          uint32_t i)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
+	if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
+	    hl__bucket_of(h, k->hash) != b || hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
+		ST_RLX(link, HL_NIL);
+		st->repairs++;
+		return -1;
+	}
+	st->key_seen[i - 1] = 1;
+	st->repairs += (uint64_t)hl__seq_repair(&k->seq);
+	uint64_t val = LD_RLX(&k->val);
+	uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
+	uint32_t pending = 0;
+	if (val && mark_value(w, off) != 0) {
+		/* An impossible value: the key loses it (logged). */
+		hl__seq_write_begin(&k->seq);
+		ST_RLX(&k->val, 0);
+		hl__seq_write_end(&k->seq);
+		st->repairs++;
+		val = 0;
+	}
+	if (val & HL_VAL_DELETED) {
+		pending = 1;
+	} else if (val) {
+		struct hl_shm_value *v = hl__val(&w->seg, val);
+		uint64_t prev = LD_RLX(&v->prev);
+		if (prev && mark_value(w, prev) != 0) {
+			ST_RLX(&v->prev, 0);
+			st->repairs++;
+			prev = 0;
+		}
+		pending = prev != 0 || (v->type & HL_VAL_PENDING_NEW);
+	}
+	if (LD_RLX(&k->rev) > st->max_rev)
+		st->max_rev = LD_RLX(&k->rev);
+	if (val == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
+		/* Nothing left (damage cost it its value and its observers):
+		 * a slot with neither is unlinked, as hl_w_maybe_free_key()
+		 * would have. Still marked as visited, so that a chain looping
+		 * back to this slot is cut there. Clearing the mark let a cycle
+		 * through an empty slot spin recovery forever (fuzz_attach,
+		 * regress_empty_key_cycle). */
+		if (LD_RLX(&k->nobs) != 0)
+			ST_RLX(&k->nobs, 0);
+		ST_RLX(link, LD_RLX(&k->next));
+		st->key_seen[i - 1] = 2;
+		st->repairs++;
+		return 1;
+	}
+	st->keys[st->nkeys++] = (struct rec_key){ .idx = i, .pending = pending };
+	return 0;
 }
 
 static void
@@ -112,62 +263,62 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 			uint32_t i = LD_RLX(link);
 			if (i == HL_NIL)
 				break;
-			struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
-			if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
-			    hl__bucket_of(h, k->hash) != b ||
-			    hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
-				ST_RLX(link, HL_NIL);
-				st->repairs++;
+			int rc = visit_key(w, st, b, link, i);
+			if (rc < 0)
 				break;
-			}
-			st->key_seen[i - 1] = 1;
-			st->repairs += (uint64_t)hl__seq_repair(&k->seq);
-			uint64_t val = LD_RLX(&k->val);
-			uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
-			int pending = 0;
-			if (val && mark_value(w, off) != 0) {
-				/* An impossible value: the key loses it (logged). */
-				hl__seq_write_begin(&k->seq);
-				ST_RLX(&k->val, 0);
-				hl__seq_write_end(&k->seq);
-				st->repairs++;
-				val = 0;
-			}
-			if (val & HL_VAL_DELETED) {
-				pending = 1;
-			} else if (val) {
-				struct hl_shm_value *v = hl__val(&w->seg, val);
-				uint64_t prev = LD_RLX(&v->prev);
-				if (prev && mark_value(w, prev) != 0) {
-					ST_RLX(&v->prev, 0);
-					st->repairs++;
-					prev = 0;
-				}
-				pending = prev != 0 || (v->type & HL_VAL_PENDING_NEW);
-			}
-			if (LD_RLX(&k->rev) > st->max_rev)
-				st->max_rev = LD_RLX(&k->rev);
-			walk_observers(w, st, i);
-			if (val == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
-				/* Nothing left (damage cost it its value and its
-				 * observers): a slot with neither is unlinked, as
-				 * hl_w_maybe_free_key() would have. */
+			if (rc == 0)
+				link = &hl__key(&w->seg, i)->next;
+		}
+	}
+}
+
+/* After walk_lists(): unlink the keys it left with neither value nor
+ * observer (their only observers were damage). Rare: only then are the
+ * chains, already checked and loop-free, walked again. */
+static void
+unlink_emptied(struct hl_worker *w, struct rec_state *st)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	for (uint32_t b = 0; b < h->nbuckets && st->emptied; b++) {
+		_Atomic uint32_t *link = &hl__bucket(&w->seg, b)->head;
+		for (uint32_t i = LD_RLX(link); i != HL_NIL; i = LD_RLX(link)) {
+			struct hl_shm_key *k = hl__key(&w->seg, i);
+			if (LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
 				ST_RLX(link, LD_RLX(&k->next));
-				/* Still marked as visited, so that a chain looping
-				 * back to this slot is cut there. Clearing the mark
-				 * let a cycle through an empty slot spin recovery
-				 * forever (fuzz_attach, regress_empty_key_cycle). */
 				st->key_seen[i - 1] = 2;
 				st->repairs++;
+				st->emptied--;
 				continue;
 			}
-			hl__pool_mark(&w->keys, i);
-			ST_RLX(&k->used, 1);
-			if (pending)
-				st->pending[st->npending++] = i;
 			link = &k->next;
 		}
 	}
+}
+
+/* The keys that stay: allocated, marked used, pending dispatches noted
+ * (chain order, as they are dispatched). */
+static void
+keep_keys(struct hl_worker *w, struct rec_state *st)
+{
+	for (uint32_t j = 0; j < st->nkeys; j++) {
+		uint32_t i = st->keys[j].idx;
+		if (st->key_seen[i - 1] != 1)
+			continue;
+		hl__pool_mark(&w->keys, i);
+		ST_RLX(&hl__key(&w->seg, i)->used, 1);
+		if (st->keys[j].pending)
+			st->pending[st->npending++] = i;
+	}
+}
+
+static void
+rec_free(struct rec_state *st)
+{
+	free(st->key_seen);
+	free(st->obs_ep);
+	free(st->keys);
+	free(st->pending);
+	free(st->ep_count);
 }
 
 int
@@ -177,12 +328,12 @@ hl_w_recover(struct hl_worker *w)
 	uint64_t t0 = hl__now_ns();
 	struct rec_state st = {0};
 	st.key_seen = calloc(h->max_keys, 1);
-	st.obs_seen = calloc(h->max_observers, 1);
+	st.obs_ep = calloc(h->max_observers, sizeof(*st.obs_ep));
+	st.keys = calloc(h->max_keys, sizeof(*st.keys));
 	st.pending = calloc(h->max_keys, sizeof(uint32_t));
-	if (!st.key_seen || !st.obs_seen || !st.pending) {
-		free(st.key_seen);
-		free(st.obs_seen);
-		free(st.pending);
+	st.ep_count = calloc(h->max_endpoints, sizeof(uint32_t));
+	if (!st.key_seen || !st.obs_ep || !st.keys || !st.pending || !st.ep_count) {
+		rec_free(&st);
 		return -ENOMEM;
 	}
 	hl__heap_reset(&w->heap);
@@ -190,6 +341,9 @@ hl_w_recover(struct hl_worker *w)
 	hl__pool_reset(&w->obs);
 
 	walk_keys(w, &st);
+	walk_lists(w, &st);
+	unlink_emptied(w, &st);
+	keep_keys(w, &st);
 
 	/* Slots not reached are free: clear what a crash left marked. */
 	uint64_t nkeys = 0, nobs = 0;
@@ -205,7 +359,7 @@ hl_w_recover(struct hl_worker *w)
 		}
 	}
 	for (uint32_t i = 1; i <= h->max_observers; i++) {
-		if (st.obs_seen[i - 1]) {
+		if (st.obs_ep[i - 1]) {
 			nobs++;
 			continue;
 		}
@@ -247,9 +401,13 @@ hl_w_recover(struct hl_worker *w)
 		e->gen = 0;
 		e->pidfd = -1;
 	}
-	for (uint32_t i = 1; i <= h->max_observers; i++)
-		if (st.obs_seen[i - 1])
-			hl_w_ep_add_obs(w, hl__obs(&w->seg, i)->endpoint, i);
+	int rc = hl_w_ep_build_lists(w, st.obs_ep, st.ep_count);
+	if (rc) {
+		/* Nothing is served: the next worker recovers from scratch
+		 * (every step above is safe to run again). */
+		rec_free(&st);
+		return rc;
+	}
 	uint64_t neps = 0;
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
@@ -311,9 +469,7 @@ hl_w_recover(struct hl_worker *w)
 	         (unsigned long)st.repairs, (double)dt / 1e6);
 	if (st.repairs)
 		hl_w_seglog(w, HL_LOG_RECOVERY, (int32_t)st.repairs, (uint32_t)getpid(), "repaired");
-	free(st.key_seen);
-	free(st.obs_seen);
-	free(st.pending);
+	rec_free(&st);
 	return 0;
 }
 

@@ -159,6 +159,7 @@ int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
 int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
 void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why);
 void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
+int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *count);
 void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
 void hl_w_shard_cleanup(struct hl_shard *sh);
 int hl_w_monitor_start(struct hl_worker *w);
