@@ -423,6 +423,22 @@ hl__pool_mark(struct hl_pool *p, uint32_t idx)
 }
 
 void
+hl__pool_rebuild(struct hl_pool *p, const uint32_t *reached)
+{
+	pthread_mutex_lock(&p->lock);
+	memset(p->used, 0, ((size_t)p->cap + 64) / 64 * sizeof(uint64_t));
+	p->nfree = 0;
+	/* As hl__pool_finish(): lowest index on top of the stack. */
+	for (uint32_t i = p->cap; i >= 1; i--) {
+		if (reached[i - 1])
+			p->used[i / 64] |= 1ull << (i % 64);
+		else
+			p->stack[p->nfree++] = i;
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void
 hl__pool_finish(struct hl_pool *p)
 {
 	pthread_mutex_lock(&p->lock);

@@ -77,6 +77,13 @@ void hl__pool_fini(struct hl_pool *p);
 uint32_t hl__pool_alloc(struct hl_pool *p); /* 0 = none left */
 int hl__pool_free(struct hl_pool *p, uint32_t idx); /* -EINVAL when not allocated */
 uint32_t hl__pool_used(struct hl_pool *p);
+/* Recovery's bulk rebuild, in one pass under one lock: slot i is allocated
+ * iff REACHED[i - 1] != 0 (an array of cap entries). Equivalent to reset,
+ * hl__pool_mark() of each reached slot and hl__pool_finish(), without a
+ * locked instruction per slot: those also serialise the memory accesses of
+ * the list walk they sat in (recovery.c walks 16 lists side by side so
+ * that their cache misses overlap). */
+void hl__pool_rebuild(struct hl_pool *p, const uint32_t *reached);
 void hl__pool_reset(struct hl_pool *p);
 int hl__pool_mark(struct hl_pool *p, uint32_t idx); /* -EINVAL / -EEXIST */
 void hl__pool_finish(struct hl_pool *p);

@@ -450,6 +450,41 @@ test_pool_rebuild_by_reset_mark_finish_keeps_exactly_the_marked_slots(void **sta
 	assert_int_equal(got, POOL_CAP - used);
 }
 
+/* hl__pool_rebuild() (recovery's bulk form) leaves the pool as reset + mark
+ * + finish would: exactly the reached slots used, the others handed out
+ * lowest first, whatever state the pool was in before. */
+static void
+test_pool_bulk_rebuild_keeps_exactly_the_reached_slots(void **state)
+{
+	struct fx *f = *state;
+	uint32_t reached[POOL_CAP] = { 0 }, used = 0;
+	for (uint32_t i = 0; i < 100; i++)
+		(void)hl__pool_alloc(&f->pool); /* state to be thrown away */
+	for (uint32_t i = 1; i <= POOL_CAP; i++)
+		if (rnd(&f->seed) % 3 == 0) {
+			reached[i - 1] = 1 + (uint32_t)(rnd(&f->seed) % 7); /* endpoint + 1 */
+			used++;
+		}
+	hl__pool_rebuild(&f->pool, reached);
+	assert_int_equal(hl__pool_used(&f->pool), used);
+	for (uint32_t i = 1; i <= POOL_CAP; i++)
+		assert_int_equal(hl__pool_is_used(&f->pool, i), reached[i - 1] != 0);
+	uint32_t prev = 0, got = 0, idx;
+	while ((idx = hl__pool_alloc(&f->pool)) != 0) {
+		assert_int_equal(reached[idx - 1], 0);
+		assert_true(idx > prev);
+		prev = idx;
+		got++;
+	}
+	assert_int_equal(got, POOL_CAP - used);
+	/* A reached slot frees like any allocated one. */
+	for (uint32_t i = 1; i <= POOL_CAP; i++)
+		if (reached[i - 1]) {
+			assert_int_equal(hl__pool_free(&f->pool, i), 0);
+			break;
+		}
+}
+
 int
 main(void)
 {
@@ -472,6 +507,7 @@ main(void)
 		T(test_pool_free_makes_the_slot_available_again),
 		T(test_pool_double_free_and_out_of_range_give_einval),
 		T(test_pool_rebuild_by_reset_mark_finish_keeps_exactly_the_marked_slots),
+		T(test_pool_bulk_rebuild_keeps_exactly_the_reached_slots),
 #undef T
 	};
 	return cmocka_run_group_tests_name("alloc", tests, NULL, NULL);

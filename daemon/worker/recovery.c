@@ -136,8 +136,7 @@ lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
 		st->repairs++;
 		return 0;
 	}
-	st->obs_ep[i - 1] = ep + 1;
-	hl__pool_mark(&w->obs, i);
+	st->obs_ep[i - 1] = ep + 1; /* the pool is rebuilt from this (hl__pool_rebuild) */
 	st->ep_count[ep]++;
 	if (LD_RLX(&o->prev) != l->prev) {
 		ST_RLX(&o->prev, l->prev); /* half-done link or unlink */
@@ -338,7 +337,6 @@ hl_w_recover(struct hl_worker *w)
 	}
 	hl__heap_reset(&w->heap);
 	hl__pool_reset(&w->keys);
-	hl__pool_reset(&w->obs);
 
 	walk_keys(w, &st);
 	walk_lists(w, &st);
@@ -371,7 +369,7 @@ hl_w_recover(struct hl_worker *w)
 	}
 	hl__heap_finish(&w->heap);
 	hl__pool_finish(&w->keys);
-	hl__pool_finish(&w->obs);
+	hl__pool_rebuild(&w->obs, st.obs_ep);
 
 	/* Ids and revisions only move forward. next_observer_seq == LIMIT is
 	 * a real state: the id space is used up (an observer with sequence
