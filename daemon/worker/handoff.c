@@ -55,6 +55,12 @@ static struct {
 void
 hl_w_set_owner(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start)
 {
+	/* Not serving until main.c says so (after recovery and the threads):
+	 * a worker that crashed left worker_ready set, and a standalone worker
+	 * takes the table straight from it, with no keeper to clear it. Before
+	 * the owner record, so that nobody sees the new owner "ready" while it
+	 * still recovers (the tests' readiness check did, under TSan). */
+	atomic_store_explicit(&h->worker_ready, 0, memory_order_release);
 	hl__owner_write(h, role, pid, start);
 }
 

@@ -53,19 +53,12 @@ already_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
 	}
 	if (r->h.type != HL_REQ_OBSERVE)
 		return 0;
-	/* Find an observer this very request created. */
-	for (uint32_t i = 1; i <= w->seg.h->max_observers; i++) {
-		struct hl_shm_observer *o = hl__obs(&w->seg, i);
-		uint64_t id = LD_RLX(&o->id);
-		/* Positions count per ring, and each shard has its own ring:
-		 * the observer's key must be this shard's too. */
-		if (id && o->endpoint == ep && o->ep_gen == w->eps[ep].gen && o->req_pos == pos &&
-		    o->key >= 1 && o->key <= w->seg.h->max_keys && hl_w_key_shard(w, o->key) == sh->id) {
-			*result = (int64_t)id;
-			return 1;
-		}
-	}
-	return 0;
+	/* An observer this very request created, on its key's list. */
+	uint64_t id;
+	if (!hl_w_observe_applied(sh, ep, pos, r, &id))
+		return 0;
+	*result = (int64_t)id;
+	return 1;
 }
 
 /*

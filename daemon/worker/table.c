@@ -979,6 +979,44 @@ out:
 	return rc;
 }
 
+/*
+ * Replay check for an OBSERVE request R at ring position POS of endpoint EP
+ * (shard.c, already_applied()): the observer that request created, if the
+ * previous worker committed it before dying. 1 with its id in *id, else 0.
+ * Only the request's key's list is looked at, under shard.mu: its slots are
+ * this shard's, written only under that mutex (by this thread or the
+ * monitor's cleanup). Scanning every slot instead read other shards' slots
+ * while their threads wrote them (a TSan report), and cost the capacity.
+ */
+int
+hl_w_observe_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+                     uint64_t *id)
+{
+	struct hl_worker *w = sh->w;
+	const uint8_t *key = (const uint8_t *)(r + 1);
+	int found = 0;
+	*id = 0;
+	pthread_mutex_lock(&sh->mu);
+	uint32_t idx = key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
+	if (idx) {
+		uint32_t steps = 0;
+		for (uint32_t i = LD_RLX(&hl__key(&w->seg, idx)->obs_head);
+		     i != HL_NIL && steps++ <= w->seg.h->max_observers;) {
+			struct hl_shm_observer *o = hl__obs(&w->seg, i);
+			uint64_t oid = LD_RLX(&o->id);
+			if (oid && o->endpoint == ep && o->ep_gen == w->eps[ep].gen &&
+			    o->req_pos == pos) {
+				*id = oid;
+				found = 1;
+				break;
+			}
+			i = LD_RLX(&o->next);
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return found;
+}
+
 static void
 free_obs_slot_cb(struct rcu_head *head);
 

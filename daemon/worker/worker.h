@@ -148,6 +148,8 @@ int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_r
                uint32_t len, int64_t *result);
 void hl_w_dispatch_pending(struct hl_shard *sh, uint32_t key);
 int hl_w_remove_observer(struct hl_shard *sh, uint32_t slot);
+int hl_w_observe_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+                         uint64_t *id);
 int hl_w_shard_init(struct hl_shard *sh);
 void hl_w_shard_fini(struct hl_shard *sh);
 void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t key);
