@@ -67,6 +67,20 @@ child_fail(struct board *b, const char *fmt, ...)
 	_exit(1);
 }
 
+/* hl_t_small with the prune pass every MS milliseconds ("0": at start only). */
+static const char *const *
+small_with_prune(const char *ms)
+{
+	static const char *args[16];
+	int n = 0;
+	for (; hl_t_small[n]; n++)
+		args[n] = hl_t_small[n];
+	args[n++] = "--prune-interval";
+	args[n++] = ms;
+	args[n] = NULL;
+	return args;
+}
+
 /* What the endpoint of C looks like from the client (for a failure message:
  * a stalled request is otherwise a bare "timed out"). */
 static void
@@ -505,18 +519,7 @@ test_rewritten_claim_start_time_is_banned_and_held_at_prune(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = { "--max-keys",
-		                     "4096",
-		                     "--max-observers",
-		                     "65536",
-		                     "--max-endpoints",
-		                     "64",
-		                     "--heap",
-		                     "4194304",
-		                     "--prune-interval",
-		                     "200",
-		                     NULL };
-	pid_t w = hl_t_worker_startv(name, args);
+	pid_t w = hl_t_worker_startv(name, small_with_prune("200"));
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
 	assert_int_equal(hl_publish(pub, "r0", 2, "a", 1, NULL, 0), 0);
 	struct hl_stats base = stats_of(pub);
@@ -652,18 +655,7 @@ test_abandoned_claim_freed_by_periodic_prune(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = { "--max-keys",
-		                     "4096",
-		                     "--max-observers",
-		                     "65536",
-		                     "--max-endpoints",
-		                     "64",
-		                     "--heap",
-		                     "4194304",
-		                     "--prune-interval",
-		                     "200",
-		                     NULL };
-	pid_t w = hl_t_worker_startv(name, args);
+	pid_t w = hl_t_worker_startv(name, small_with_prune("200"));
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	uint32_t ep = abandon_claim(c, dead_pid());
 	int waited = 0;
@@ -689,18 +681,7 @@ test_claimer_paused_before_its_start_time_keeps_its_claim(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = { "--max-keys",
-		                     "4096",
-		                     "--max-observers",
-		                     "65536",
-		                     "--max-endpoints",
-		                     "64",
-		                     "--heap",
-		                     "4194304",
-		                     "--prune-interval",
-		                     "50",
-		                     NULL };
-	pid_t w = hl_t_worker_startv(name, args);
+	pid_t w = hl_t_worker_startv(name, small_with_prune("50"));
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	/* An endpoint with a past: a client that came and went. */
 	struct hl_client *gone = hl_t_open(name, HL_OPEN_SYNC);
@@ -744,18 +725,7 @@ test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = { "--max-keys",
-		                     "4096",
-		                     "--max-observers",
-		                     "65536",
-		                     "--max-endpoints",
-		                     "64",
-		                     "--heap",
-		                     "4194304",
-		                     "--prune-interval",
-		                     "0",
-		                     NULL };
-	pid_t w = hl_t_worker_startv(name, args);
+	pid_t w = hl_t_worker_startv(name, small_with_prune("0"));
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
 	pid_t dead = dead_pid();
 	uint32_t ep = abandon_claim(c, dead);
@@ -763,7 +733,7 @@ test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
 	sleep_ms(1000);
 	assert_int_equal(claim_pid(c, ep), (uint32_t)dead);
 	assert_int_equal(hl_t_worker_stop(w), 0);
-	w = hl_t_worker_startv(name, args);
+	w = hl_t_worker_startv(name, small_with_prune("0"));
 	int waited = 0;
 	while (claim_pid(c, ep) != 0) {
 		if (waited++ > hl_t_ms(10000))
