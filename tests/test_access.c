@@ -102,6 +102,15 @@ open_and_publish(const void *arg)
 	return C_OK;
 }
 
+/* A worker serving a tiny segment NAME created with mode 0660. */
+static pid_t
+start_tiny_0660(const char *name)
+{
+	return hl_t_worker_start(name, "--max-keys", "64", "--max-observers", "64",
+	                         "--max-endpoints", "4", "--heap", "65536", "--mode", "0660",
+	                         NULL);
+}
+
 static void
 test_other_uid_cannot_open_the_segment(void **state)
 {
@@ -110,9 +119,7 @@ test_other_uid_cannot_open_the_segment(void **state)
 		skip();
 	char name[64];
 	snprintf(name, sizeof(name), "%s", hl_t_name());
-	pid_t w = hl_t_worker_start(name, "--max-keys", "64", "--max-observers", "64",
-	                            "--max-endpoints", "4", "--heap", "65536", "--mode", "0660",
-	                            NULL);
+	pid_t w = start_tiny_0660(name);
 	assert_int_equal(as_nobody(open_is_eacces, name, (gid_t)-1), C_OK);
 	assert_int_equal(hl_t_worker_stop(w), 0);
 	hl_t_unlink(name);
@@ -126,9 +133,7 @@ test_group_member_can_open_the_segment(void **state)
 		skip();
 	char name[64];
 	snprintf(name, sizeof(name), "%s", hl_t_name());
-	pid_t w = hl_t_worker_start(name, "--max-keys", "64", "--max-observers", "64",
-	                            "--max-endpoints", "4", "--heap", "65536", "--mode", "0660",
-	                            NULL);
+	pid_t w = start_tiny_0660(name);
 	/* The object's group is the creator's (root's, 0): a member may use it. */
 	assert_int_equal(as_nobody(open_and_publish, name, getegid()), C_OK);
 	/* With mode 0600 the same member may not. */

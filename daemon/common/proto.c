@@ -280,6 +280,14 @@ hl__msg_recv(int fd, struct hl_msg *m, int *passfd, int timeout_ms)
 uint64_t
 hl__owner_write(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start)
 {
+	/* Whoever owns the table next is not serving until it says so
+	 * (worker_ready = 1, after its recovery and threads: worker main.c).
+	 * Cleared here, before the record, for every change of owner: a
+	 * crashed worker leaves it set, and a standalone worker takes the
+	 * table straight from it, with no keeper in between. A crash right
+	 * after this store leaves the old record with "not ready": clients
+	 * wait (or -EAGAIN), the keeper's pidfd or the next keeper repairs. */
+	atomic_store_explicit(&h->worker_ready, 0, memory_order_release);
 	/* Odd seq first: readers (hl__owner_read) retry until it is even
 	 * again. The release fence orders the odd seq before the field
 	 * stores; pairs with the acquire fence in hl__owner_read(). */

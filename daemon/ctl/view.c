@@ -74,7 +74,7 @@ view_owner(const struct view *v, struct view_owner *o)
 	o->torn = 1;
 	for (int i = 0; i < SEQ_TRIES; i++) {
 		/* Pairs with the release increments in the writer's
-		 * hl_w_set_owner(): an even, unchanged owner_seq around the
+		 * hl__owner_write(): an even, unchanged owner_seq around the
 		 * loads means they belong to one record. */
 		uint64_t s = atomic_load_explicit(&h->owner_seq, memory_order_acquire);
 		if (s & 1u)

@@ -81,15 +81,14 @@ forget_owner(struct hl_keeper *k)
 		k->conns[i].owner_link = false;
 }
 
-/* Make the keeper the owner: worker_ready first (clients stop sending to
- * a worker that is gone), then the record. A crash between the two leaves
- * a dead worker named owner with worker_ready 0: the next keeper finds it
- * dead and does this again. */
+/* Make the keeper the owner. hl__owner_write() clears worker_ready first
+ * (clients stop sending to a worker that is gone), then writes the record.
+ * A crash between the two leaves a dead worker named owner with
+ * worker_ready 0: the next keeper finds it dead and does this again. */
 static uint64_t
 become_owner(struct hl_keeper *k)
 {
 	struct hl_shm_header *h = k->seg.h;
-	atomic_store_explicit(&h->worker_ready, 0, memory_order_release);
 	return hl__owner_write(h, HL_ROLE_KEEPER, (uint32_t)getpid(), k->self_start);
 }
 
@@ -235,8 +234,8 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 
 	/* Crash after this write and before the reply: the worker sees the
 	 * connection close and asks the next keeper, which finds it alive
-	 * as owner (heir adoption) and answers its TAKE as a repeat (above). */
-	atomic_store_explicit(&h->worker_ready, 0, memory_order_release);
+	 * as owner (heir adoption) and answers its TAKE as a repeat (above).
+	 * The new worker is not "ready" until it says so (hl__owner_write). */
 	uint64_t epoch = hl__owner_write(h, HL_ROLE_WORKER, (uint32_t)c->pid, start);
 	atomic_fetch_add_explicit(&h->handoffs, 1, memory_order_relaxed);
 	hl_k_seglog(k, HL_LOG_HANDOFF, 0, (uint32_t)c->pid, epoch, "given");

@@ -52,18 +52,6 @@ static struct {
 	struct hl_worker *w;
 } L = { .fd = -1, .stopfd = -1 };
 
-void
-hl_w_set_owner(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start)
-{
-	/* Not serving until main.c says so (after recovery and the threads):
-	 * a worker that crashed left worker_ready set, and a standalone worker
-	 * takes the table straight from it, with no keeper to clear it. Before
-	 * the owner record, so that nobody sees the new owner "ready" while it
-	 * still recovers (the tests' readiness check did, under TSan). */
-	atomic_store_explicit(&h->worker_ready, 0, memory_order_release);
-	hl__owner_write(h, role, pid, start);
-}
-
 int
 hl_w_acquire_standalone(struct hl_worker *w)
 {
@@ -121,7 +109,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	if (w->opt.shards && w->opt.shards != h->shards)
 		hl_w_log("segment has %u shards; --shards %u applies only when creating", h->shards,
 		         w->opt.shards);
-	hl_w_set_owner(h, HL_ROLE_WORKER, (uint32_t)getpid(), hl__proc_start_time(getpid()));
+	hl__owner_write(h, HL_ROLE_WORKER, (uint32_t)getpid(), hl__proc_start_time(getpid()));
 	w->epoch = atomic_load(&h->owner_epoch);
 	return 0;
 }
@@ -392,7 +380,7 @@ hl_w_release(struct hl_worker *w, int clean)
 	int fd, rc = -ENOTCONN;
 
 	if (w->opt.standalone) {
-		hl_w_set_owner(h, HL_ROLE_NONE, 0, 0);
+		hl__owner_write(h, HL_ROLE_NONE, 0, 0);
 		return;
 	}
 	link_stop();

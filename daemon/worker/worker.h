@@ -194,7 +194,6 @@ void hl_w_recover_kill_dead(struct hl_worker *w);
 int hl_w_acquire(struct hl_worker *w);
 void hl_w_release(struct hl_worker *w, int clean);
 int hl_w_acquire_standalone(struct hl_worker *w);
-void hl_w_set_owner(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start);
 
 /* log */
 void hl_w_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
