@@ -10,7 +10,15 @@
  *   publish-observed/heirloom  pub/s    the same into 1,000 keys that each have
  *                                       one observer (in one other process,
  *                                       draining with hl_next)
- *   observe-pairs/heirloom     pairs/s  hl_observe + hl_unobserve, synchronous
+ *   observe-pairs/heirloom     pairs/s  hl_observe (waits for its id) +
+ *                                       hl_unobserve (of an id the client
+ *                                       holds: queued, no wait); counted
+ *                                       by the client after each pair, at
+ *                                       most one unobserve unapplied (the
+ *                                       next observe waits behind it)
+ *   observe-pairs/heirloom-sync pairs/s the same from a client opened
+ *                                       HL_OPEN_SYNC: both calls wait for
+ *                                       the worker (two round trips)
  *   memory/segment             B/observer, B/key   from the layout (ring space
  *                                       apart): what the segment reserves
  *   memory/worker-rss          B/observer  worker VmRSS growth per observer
@@ -162,7 +170,7 @@ out:
 }
 
 static int
-rep_pairs(const struct bench_opts *o, struct stats_samples *out)
+rep_pairs(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *out)
 {
 	uint64_t deadline = bench_rep_deadline(o), n = 0;
 	struct bench_rate r;
@@ -170,9 +178,9 @@ rep_pairs(const struct bench_opts *o, struct stats_samples *out)
 	while (stats_now_ns() < deadline) {
 		for (unsigned k = 0; k < 32; k++) {
 			hl_observer_id id;
-			int rc = hl_observe(pub, "hb/pairs", 8, 0, &id);
+			int rc = hl_observe(cl, "hb/pairs", 8, 0, &id);
 			if (rc == 0)
-				rc = hl_unobserve(pub, id);
+				rc = hl_unobserve(cl, id);
 			if (rc)
 				return rc;
 			n++;
@@ -183,26 +191,39 @@ rep_pairs(const struct bench_opts *o, struct stats_samples *out)
 	return 0;
 }
 
+/* which: 0..2 the publish series (rep_publish), 3 pairs from `pub`, 4 pairs
+ * from a client of its own opened HL_OPEN_SYNC. */
 static int
-run_series(const char *scenario, const char *unit, int which, const struct bench_opts *o)
+run_series(const char *scenario, const char *variant, const char *unit, int which,
+           const struct bench_opts *o)
 {
 	struct bench_series s;
+	struct hl_client *cl = pub;
 	int err = 0;
-	if (!bench_wanted(o, scenario, "heirloom"))
+	if (!bench_wanted(o, scenario, variant))
 		return 0;
-	bench_series_init(&s, scenario, "heirloom", STATS_RATE, unit);
+	if (which == 4) {
+		err = hlb_open(HL_OPEN_SYNC, stats_now_ns() + 20 * BENCH_NS_PER_S, &cl);
+		if (err) {
+			fprintf(stderr, "%s/%s: %s\n", scenario, variant, hl_strerror(err));
+			return err;
+		}
+	}
+	bench_series_init(&s, scenario, variant, STATS_RATE, unit);
 	for (unsigned r = 0; r < o->reps && err == 0; r++) {
 		struct stats_samples rep;
 		stats_init(&rep);
-		err = which < 3 ? rep_publish(which, o, &rep) : rep_pairs(o, &rep);
+		err = which < 3 ? rep_publish(which, o, &rep) : rep_pairs(cl, o, &rep);
 		if (err == 0)
 			err = bench_series_add_rep(&s, &rep);
 		stats_fini(&rep);
 	}
 	if (err < 0)
-		fprintf(stderr, "%s/heirloom: %s\n", scenario, hl_strerror(err));
+		fprintf(stderr, "%s/%s: %s\n", scenario, variant, hl_strerror(err));
 	bench_series_report(&s, o);
 	bench_series_fini(&s);
+	if (cl != pub)
+		hl_close(cl);
 	return err;
 }
 
@@ -300,10 +321,11 @@ main(int argc, char **argv)
 	bench_install_guards((unsigned)(120 + 4 * o.reps * (o.budget_ns / BENCH_NS_PER_S + 5)));
 	stats_print_header(stdout);
 	int failed = 0;
-	failed |= run_series("publish-skip", "pub/s", 0, &o) < 0;
-	failed |= run_series("publish-change", "pub/s", 1, &o) < 0;
-	failed |= run_series("publish-observed", "pub/s", 2, &o) < 0;
-	failed |= run_series("observe-pairs", "pairs/s", 3, &o) < 0;
+	failed |= run_series("publish-skip", "heirloom", "pub/s", 0, &o) < 0;
+	failed |= run_series("publish-change", "heirloom", "pub/s", 1, &o) < 0;
+	failed |= run_series("publish-observed", "heirloom", "pub/s", 2, &o) < 0;
+	failed |= run_series("observe-pairs", "heirloom", "pairs/s", 3, &o) < 0;
+	failed |= run_series("observe-pairs", "heirloom-sync", "pairs/s", 4, &o) < 0;
 	failed |= run_memory(&o) < 0;
 	hl_close(pub);
 	hlb_teardown();

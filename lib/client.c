@@ -389,7 +389,7 @@ wait_signal(struct hl_client *c, uint32_t seen, uint64_t deadline, int cap_ms)
 static int
 queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_t key_len,
           const void *meta, size_t meta_len, const void *val, size_t val_len, uint64_t arg,
-          uint64_t *pos_out)
+          uint16_t rflags, uint64_t *pos_out)
 {
 	uint32_t n = hl__rec_align((uint32_t)(sizeof(struct hl_req) + key_len + meta_len + val_len));
 	uint64_t deadline = 0;
@@ -401,6 +401,7 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 			struct hl_req r = {.h = {.size = n, .type = type, .key_len = (uint16_t)key_len},
 			                   .val_len = (uint32_t)val_len,
 			                   .meta_len = (uint16_t)meta_len,
+			                   .flags = rflags,
 			                   .arg = arg,
 			                   .ts_ns = hl__now_ns()};
 			uint8_t *p = rec;
@@ -500,7 +501,7 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 	uint32_t s = shard_of(c, hl__hash(key, key_len));
 	uint64_t pos;
 	rc = c->stale ? HL_ESTALE
-	              : queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags, &pos);
+	              : queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags, 0, &pos);
 	if (rc == 0) {
 		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
 		if (r > 0) {
@@ -525,9 +526,29 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	int rc;
+	uint64_t pos;
 	struct obs_ent *e = obs_find(c, id);
-	/* An id we never got is either unknown or another client's: the worker
-	 * tells which. Route by the slot's key when we do not know it. */
+	if (e && !(c->flags & HL_OPEN_SYNC)) {
+		/* One of ours: nothing the worker could answer is unknown here
+		 * (only this client's requests, or its death, remove its
+		 * observers), so do not wait for it. Forgetting the id now is
+		 * what the caller sees: hl_next() drops every event of an id
+		 * it does not hold, those queued and those the worker writes
+		 * until it reaches this request. The worker unlinks the
+		 * observer in request order; hl_flush() waits for that, and
+		 * reports a failure there (HL_REQF_NOWAIT). This halves the
+		 * round trips of an observe + unobserve pair (issue 5,
+		 * scenario 5). */
+		rc = c->stale ? HL_ESTALE
+		              : queue_req(c, e->shard, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id,
+		                          HL_REQF_NOWAIT, &pos);
+		if (rc == 0)
+			obs_del(c, e);
+		pthread_mutex_unlock(&c->lock);
+		return rc;
+	}
+	/* An id we do not hold is either unknown or another client's: the
+	 * worker tells which. Route by the slot's key when we do not know it. */
 	uint32_t s = e ? e->shard : 0;
 	if (!e) {
 		uint32_t slot = (uint32_t)(id & 0xffffffu);
@@ -539,9 +560,8 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 				                                __ATOMIC_RELAXED));
 		}
 	}
-	uint64_t pos;
 	rc = c->stale ? HL_ESTALE
-	              : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id, &pos);
+	              : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id, 0, &pos);
 	if (rc == 0) {
 		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
 		rc = (int)r;
@@ -577,7 +597,7 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 	 * line is written only at claim, ban and free, so this load is cheap. */
 	rc = endpoint_gone(c) ? HL_ESTALE
 	                      : queue_req(c, s, type, key, key_len, meta, meta_len, value,
-	                                  value_len, 0, &pos);
+	                                  value_len, 0, 0, &pos);
 	if (rc == 0 && (c->flags & HL_OPEN_SYNC)) {
 		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
 		rc = r < 0 ? (int)r : 0;
@@ -660,7 +680,7 @@ hl_close(struct hl_client *c)
 		 * this process gone (or this request, whichever first). */
 		uint64_t pos;
 		if (!c->stale)
-			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, &pos);
+			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, 0, &pos);
 	}
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);

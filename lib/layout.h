@@ -336,6 +336,11 @@ struct hl_rec_hdr {
 #define HL_REQ_OBSERVE 3u
 #define HL_REQ_UNOBSERVE 4u
 #define HL_REQ_CLOSE 5u
+/* hl_req.flags (UNOBSERVE only; 0 elsewhere). NOWAIT: the client did not
+ * wait for the answer (hl_unobserve() of one of its own observers), so a
+ * failure is reported like an asynchronous publish's: last_err, async_errs,
+ * read by hl_flush(). Any other bit is a protocol error. */
+#define HL_REQF_NOWAIT 1u
 /* events */
 #define HL_EVR_PUT 16u
 #define HL_EVR_DELETE 17u

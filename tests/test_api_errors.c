@@ -4,9 +4,15 @@
  */
 #include "harness.h"
 
+#include "client_internal.h"
+#include "layout.h"
+#include "ring.h"
 #include "segment.h"
+#include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +127,94 @@ test_unknown_observer_id_is_enoent(void **state)
 	assert_int_equal(hl_observe(f->c, "k", 1, 0, &id), 0);
 	assert_int_equal(hl_unobserve(f->c, id), 0);
 	assert_int_equal(hl_unobserve(f->c, id), -ENOENT);
+}
+
+/* Write request Q into shard 0's request ring of C's endpoint behind the
+ * library's back (as a client whose own bookkeeping went wrong would) and
+ * ring the doorbell. C's cached ring head is stale afterwards: the caller
+ * only waits, flushes and closes it. Returns the ring position after Q. */
+static uint64_t
+raw_request(struct hl_client *c, const struct hl_req *q)
+{
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	struct hl_ring r = {.head = &hl__epc_shard(seg, ep, 0)->req_head,
+	                    .tail = &hl__epw_shard(seg, ep, 0)->req_tail,
+	                    .data = hl__req_ring(seg, ep, 0),
+	                    .size = seg->h->req_ring_bytes};
+	void *rec = NULL;
+	uint64_t next = 0;
+	assert_int_equal(hl__ring_reserve(&r, atomic_load(r.head), q->h.size, &rec, &next), 0);
+	assert_non_null(rec);
+	memcpy(rec, q, sizeof(*q));
+	hl__ring_commit(&r, next);
+	atomic_fetch_or(hl__pending(seg, 0) + ep / 64, 1ull << (ep % 64));
+	atomic_fetch_add(&hl__doorbell(seg, 0)->word, 1);
+	hl__futex_wake(&hl__doorbell(seg, 0)->word, 1);
+	return next;
+}
+
+/* Wait (bounded) until the worker has taken C's shard-0 ring up to POS, or
+ * has banned C when BANNED. */
+static void
+wait_worker(struct hl_client *c, uint64_t pos, int banned)
+{
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	for (int i = 0;; i++) {
+		if (banned ? atomic_load(&hl__epw(seg, ep)->state) == HL_EP_BANNED
+		           : atomic_load(&hl__epw_shard(seg, ep, 0)->req_tail) >= pos)
+			return;
+		assert_true(i < hl_t_ms(5000));
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+	}
+}
+
+/* hl_unobserve() sends HL_REQF_NOWAIT only for ids the client holds, which
+ * the worker has no reason to refuse; should it refuse one anyway, the
+ * failure must reach hl_flush() like an asynchronous publish's, not vanish
+ * because nobody waited for the answer. */
+static void
+test_failed_unobserve_nobody_waited_for_reaches_flush(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, 0);
+	/* A first request of its own, on shard 0: then hl_flush() has a
+	 * position to wait for (the raw one is past its cached head). */
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	char key[16];
+	for (int i = 0;; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		if (hl__shard_of_bucket(seg->h, hl__bucket_of(seg->h, hl__hash(key, strlen(key)))) ==
+		    0)
+			break;
+	}
+	assert_int_equal(hl_publish(c, key, strlen(key), "v", 1, NULL, 0), 0);
+	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
+	                   .flags = HL_REQF_NOWAIT,
+	                   .arg = (1ull << 24) | 3};
+	wait_worker(c, raw_request(c, &q), 0);
+	assert_int_equal(hl_flush(c, hl_t_ms(2000)), -ENOENT);
+	assert_int_equal(hl_flush(c, hl_t_ms(2000)), 0); /* reported once */
+	hl_close(c);
+}
+
+/* A request flag the protocol does not define is garbage in the ring: the
+ * worker drops that client (HL_ESTALE) and serves the others. */
+static void
+test_unknown_request_flag_drops_the_client(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, 0);
+	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
+	                   .flags = 2,
+	                   .arg = (1ull << 24) | 3};
+	wait_worker(c, raw_request(c, &q), 1);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), HL_ESTALE);
+	hl_close(c);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(f->c, "k", 1, 0, &id), 0);
 }
 
 static void
@@ -336,6 +430,10 @@ main(void)
 	        cmocka_unit_test_setup_teardown(test_oversized_value_and_meta_are_emsgsize, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_unknown_observer_id_is_enoent, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_failed_unobserve_nobody_waited_for_reaches_flush,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_unknown_request_flag_drops_the_client, setup,
+	                                        teardown),
 	        cmocka_unit_test(test_missing_segment_is_enoent),
 	        cmocka_unit_test(test_garbage_object_is_refused_not_crashed),
 	        cmocka_unit_test_setup_teardown(test_full_key_table_is_enospc_to_the_publisher,

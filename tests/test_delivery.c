@@ -440,6 +440,62 @@ test_unobserve_of_another_process_is_eperm(void **state)
 	hl_t_unlink(name);
 }
 
+/* hl_unobserve() of an id the client holds returns without the worker
+ * (issue 5, scenario 5): with the worker stopped it still returns 0 at
+ * once, where a round trip would time out; from then on hl_next() gives
+ * nothing for that observer, even for a change the worker dispatches to it
+ * before it reaches the request; and once the worker runs, hl_flush() says
+ * the observer is gone from the table. A client opened HL_OPEN_SYNC keeps
+ * the round trip. */
+static void
+test_unobserve_of_own_observer_takes_effect_without_the_worker(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *c = NULL, *sync = NULL, *pub = hl_t_open(name, 0);
+	struct hl_open_opts o = {.timeout_ms = 300};
+	assert_int_equal(hl_open(name, &o, &c), 0);
+	o.flags = HL_OPEN_SYNC;
+	assert_int_equal(hl_open(name, &o, &sync), 0);
+	hl_observer_id gone, kept, sync_id;
+	assert_int_equal(hl_observe(c, "k", 1, 0, &gone), 0);
+	assert_int_equal(hl_observe(c, "k", 1, 0, &kept), 0);
+	assert_int_equal(hl_observe(sync, "k", 1, 0, &sync_id), 0);
+
+	assert_int_equal(kill(w, SIGSTOP), 0);
+	/* Queued before the unobserve, in another endpoint's ring: the worker
+	 * is free to dispatch it to both of c's observers first. */
+	assert_int_equal(hl_publish(pub, "k", 1, "v1", 2, NULL, 0), 0);
+	assert_int_equal(hl_unobserve(c, gone), 0);
+	assert_int_equal(hl_unobserve(sync, sync_id), -ETIMEDOUT);
+	assert_int_equal(hl_unobserve(c, gone), -ETIMEDOUT); /* no longer ours: asks */
+	assert_int_equal(kill(w, SIGCONT), 0);
+
+	assert_int_equal(hl_flush(c, hl_t_ms(5000)), 0);
+	struct hl_event ev;
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.observer, kept);
+	assert_int_equal(hl_next(c, &ev, 200), -ETIMEDOUT);
+	struct hl_observer_info info[4];
+	int n = hl_inspect_key(c, "k", 1, info, 4);
+	assert_true(n >= 1);
+	int saw_kept = 0;
+	for (int i = 0; i < n && i < 4; i++) {
+		assert_true(info[i].id != gone);
+		saw_kept |= info[i].id == kept;
+	}
+	assert_true(saw_kept);
+	/* The unknown id is answered by the worker, after its queued twin. */
+	assert_int_equal(hl_unobserve(c, gone), -ENOENT);
+
+	hl_close(sync);
+	hl_close(c);
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -448,6 +504,7 @@ main(void)
 	        cmocka_unit_test(test_spinning_reader_gets_every_revision_in_order),
 	        cmocka_unit_test(test_delete_notifies_with_old_value),
 	        cmocka_unit_test(test_unobserve_of_another_process_is_eperm),
+	        cmocka_unit_test(test_unobserve_of_own_observer_takes_effect_without_the_worker),
 	        cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
 	        cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
 	};

@@ -21,6 +21,8 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 	uint64_t need = sizeof(*r) + (uint64_t)r->h.key_len + r->meta_len + r->val_len;
 	if (hl__rec_align((uint32_t)need) != len)
 		return -EPROTO;
+	if (r->flags & ~(r->h.type == HL_REQ_UNOBSERVE ? HL_REQF_NOWAIT : 0u))
+		return -EPROTO;
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:
 	case HL_REQ_OBSERVE:

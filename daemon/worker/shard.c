@@ -105,7 +105,10 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		uint64_t pos = at;
 		int64_t result = 0;
 		int err = 0;
-		int sync = r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE;
+		/* Somebody waits for the answer in `result`: every observe, and
+		 * an unobserve unless the client said it will not wait. */
+		int sync = r->h.type == HL_REQ_OBSERVE ||
+		           (r->h.type == HL_REQ_UNOBSERVE && !(r->flags & HL_REQF_NOWAIT));
 		if (r->h.type == HL_REQ_CLOSE) {
 			hl_w_ep_kill(w, ep, "closed");
 			dead = 1;

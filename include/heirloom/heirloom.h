@@ -133,9 +133,18 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
 HL_API int hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
                       hl_observer_id *out);
 
-/* Stop observer ID. Events already queued for it are dropped by hl_next().
- * Errors: -ENOENT no such observer, -EPERM it belongs to another client,
- * -ETIMEDOUT / -EAGAIN as above. */
+/* Stop observer ID. From the return on, hl_next() gives no event for it
+ * (those already queued are dropped).
+ *
+ * For an id this client holds, it returns once the request is queued (no
+ * round trip to the worker, unless the client was opened HL_OPEN_SYNC): the
+ * worker unlinks the observer in request order, and hl_flush() waits for
+ * that and reports a failure, as for a publish. Until then the observer
+ * still counts in hl_inspect_key() and in the table's capacity.
+ * An id this client does not hold is checked by the worker, and the call
+ * waits for the answer. Errors: -ENOENT no such observer, -EPERM it belongs
+ * to another client, -ETIMEDOUT / -EAGAIN as above (for an id it holds:
+ * only when the request ring stays full), HL_ESTALE. */
 HL_API int hl_unobserve(struct hl_client *c, hl_observer_id id);
 
 /* ---- Writing and reading values. ---- */
