@@ -321,6 +321,17 @@ hl__heap_check(struct hl_heap *hp)
 int
 hl__pool_init(struct hl_pool *p, uint32_t cap)
 {
+	int rc = hl__pool_init_unfilled(p, cap);
+	if (rc == 0) {
+		hl__pool_reset(p);
+		hl__pool_finish(p);
+	}
+	return rc;
+}
+
+int
+hl__pool_init_unfilled(struct hl_pool *p, uint32_t cap)
+{
 	memset(p, 0, sizeof(*p));
 	p->cap = cap;
 	p->stack = malloc((size_t)cap * sizeof(uint32_t));
@@ -332,8 +343,6 @@ hl__pool_init(struct hl_pool *p, uint32_t cap)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&p->lock, NULL);
-	hl__pool_reset(p);
-	hl__pool_finish(p);
 	return 0;
 }
 

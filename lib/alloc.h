@@ -73,6 +73,11 @@ struct hl_pool {
 };
 
 int hl__pool_init(struct hl_pool *p, uint32_t cap);
+/* The same, but with no free slot until hl__pool_rebuild() or
+ * hl__pool_reset() + hl__pool_finish(): the worker's observer pool, which
+ * recovery rebuilds anyway (filling a million slots twice cost ~2 ms of
+ * the worker's start, on the reattach path). */
+int hl__pool_init_unfilled(struct hl_pool *p, uint32_t cap);
 void hl__pool_fini(struct hl_pool *p);
 uint32_t hl__pool_alloc(struct hl_pool *p); /* 0 = none left */
 int hl__pool_free(struct hl_pool *p, uint32_t idx); /* -EINVAL when not allocated */

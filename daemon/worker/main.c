@@ -172,7 +172,7 @@ setup(struct hl_worker *w)
 	if (rc == 0)
 		rc = hl__pool_init(&w->keys, h->max_keys);
 	if (rc == 0)
-		rc = hl__pool_init(&w->obs, h->max_observers);
+		rc = hl__pool_init_unfilled(&w->obs, h->max_observers); /* recovery fills it */
 	if (rc)
 		return rc;
 	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));

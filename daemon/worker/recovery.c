@@ -370,11 +370,12 @@ populate(void *p, size_t len)
  * Beside the walk, on the other core: fault in the private memory that
  * hl_w_ep_build_lists() writes at the end of recovery, so that it does not
  * take a page fault every 1,024 observers (7-9 ms of a 36 ms recovery at a
- * million observers, two thirds of it faults). That is obs_pos[], and each
+ * million observers, two thirds of it faults). That is obs_pos[], the
+ * observer pool's stack (hl__pool_rebuild(), not filled before), and each
  * endpoint's obs[] at the size the previous worker left in the segment
  * (hl_shm_epw.nobs: a hint only; build_lists grows what is too small). It
- * touches only obs_pos and the endpoints' obs and cap, which nothing else
- * reads until the caller joins it.
+ * touches only obs_pos, the pool's stack and the endpoints' obs and cap,
+ * which nothing else reads until the caller joins it.
  */
 static void *
 prefault_lists(void *arg)
@@ -382,6 +383,7 @@ prefault_lists(void *arg)
 	struct hl_worker *w = arg;
 	const struct hl_shm_header *h = w->seg.h;
 	populate(w->obs_pos, ((size_t)h->max_observers + 1) * sizeof(uint32_t));
+	populate(w->obs.stack, (size_t)h->max_observers * sizeof(uint32_t));
 	uint64_t total = 0;
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		uint64_t hint = LD_RLX(&hl__epw(&w->seg, ep)->nobs);
@@ -466,6 +468,10 @@ hl_w_recover(struct hl_worker *w)
 	}
 	hl__heap_finish(&w->heap);
 	hl__pool_finish(&w->keys);
+	if (prefaulting) {
+		pthread_join(pf, NULL);
+		prefaulting = 0;
+	}
 	hl__pool_rebuild(&w->obs, st.obs_ep);
 
 	/* Ids and revisions only move forward. next_observer_seq == LIMIT is
