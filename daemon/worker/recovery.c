@@ -32,15 +32,9 @@
 #include "seqlock.h"
 #include "util.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <unistd.h>
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
@@ -353,53 +347,6 @@ data_run(const struct hl_worker *w, uint64_t off, uint32_t sz, uint32_t n, uint3
 	return i;
 }
 
-/* Fault in LEN bytes at P (private memory whose content stays as it is). */
-static void
-populate(void *p, size_t len)
-{
-	uintptr_t a = ((uintptr_t)p + HL_PAGE - 1) & ~(uintptr_t)(HL_PAGE - 1);
-	uintptr_t b = ((uintptr_t)p + len) & ~(uintptr_t)(HL_PAGE - 1);
-	if (b <= a || madvise((void *)a, b - a, MADV_POPULATE_WRITE) == 0)
-		return;
-	/* An older kernel: one write a page, of what is there. */
-	for (volatile uint8_t *q = (volatile uint8_t *)a; (uintptr_t)q < b; q += HL_PAGE)
-		*q = *q;
-}
-
-/*
- * Beside the walk, on the other core: fault in the private memory that
- * hl_w_ep_build_lists() writes at the end of recovery, so that it does not
- * take a page fault every 1,024 observers (7-9 ms of a 36 ms recovery at a
- * million observers, two thirds of it faults). That is obs_pos[], the
- * observer pool's stack (hl__pool_rebuild(), not filled before), and each
- * endpoint's obs[] at the size the previous worker left in the segment
- * (hl_shm_epw.nobs: a hint only; build_lists grows what is too small). It
- * touches only obs_pos, the pool's stack and the endpoints' obs and cap,
- * which nothing else reads until the caller joins it.
- */
-static void *
-prefault_lists(void *arg)
-{
-	struct hl_worker *w = arg;
-	const struct hl_shm_header *h = w->seg.h;
-	populate(w->obs_pos, ((size_t)h->max_observers + 1) * sizeof(uint32_t));
-	populate(w->obs.stack, (size_t)h->max_observers * sizeof(uint32_t));
-	uint64_t total = 0;
-	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
-		uint64_t hint = LD_RLX(&hl__epw(&w->seg, ep)->nobs);
-		struct hl_ep *e = &w->eps[ep];
-		if (hint < 1024 || hint <= e->cap || (total += hint) > h->max_observers)
-			continue;
-		uint32_t *n = realloc(e->obs, (size_t)hint * sizeof(*n));
-		if (!n)
-			break;
-		e->obs = n;
-		e->cap = (uint32_t)hint;
-		populate(n, (size_t)hint * sizeof(*n));
-	}
-	return NULL;
-}
-
 static void
 rec_free(struct rec_state *st)
 {
@@ -427,10 +374,6 @@ hl_w_recover(struct hl_worker *w)
 	}
 	hl__heap_reset(&w->heap);
 	hl__pool_reset(&w->keys);
-	/* Worth a thread only when there is much to fault in. */
-	pthread_t pf;
-	int prefaulting = LD_RLX(&h->observers_used) >= 65536 &&
-	                  pthread_create(&pf, NULL, prefault_lists, w) == 0;
 
 	walk_keys(w, &st);
 	walk_lists(w, &st);
@@ -468,10 +411,6 @@ hl_w_recover(struct hl_worker *w)
 	}
 	hl__heap_finish(&w->heap);
 	hl__pool_finish(&w->keys);
-	if (prefaulting) {
-		pthread_join(pf, NULL);
-		prefaulting = 0;
-	}
 	hl__pool_rebuild(&w->obs, st.obs_ep);
 
 	/* Ids and revisions only move forward. next_observer_seq == LIMIT is
@@ -502,8 +441,6 @@ hl_w_recover(struct hl_worker *w)
 		e->gen = 0;
 		e->pidfd = -1;
 	}
-	if (prefaulting)
-		pthread_join(pf, NULL);
 	int rc = hl_w_ep_build_lists(w, st.obs_ep, st.ep_count);
 	if (rc) {
 		/* Nothing is served: the next worker recovers from scratch
