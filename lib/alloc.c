@@ -322,10 +322,8 @@ int
 hl__pool_init(struct hl_pool *p, uint32_t cap)
 {
 	int rc = hl__pool_init_unfilled(p, cap);
-	if (rc == 0) {
-		hl__pool_reset(p);
-		hl__pool_finish(p);
-	}
+	if (rc == 0)
+		hl__pool_finish(p); /* nothing is used yet: every slot is free */
 	return rc;
 }
 

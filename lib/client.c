@@ -525,28 +525,17 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 	if (!c || id == 0 || id == UINT64_MAX)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	int rc;
-	uint64_t pos;
 	struct obs_ent *e = obs_find(c, id);
-	if (e && !(c->flags & HL_OPEN_SYNC)) {
-		/* One of ours: nothing the worker could answer is unknown here
-		 * (only this client's requests, or its death, remove its
-		 * observers), so do not wait for it. Forgetting the id now is
-		 * what the caller sees: hl_next() drops every event of an id
-		 * it does not hold, those queued and those the worker writes
-		 * until it reaches this request. The worker unlinks the
-		 * observer in request order; hl_flush() waits for that, and
-		 * reports a failure there (HL_REQF_NOWAIT). This halves the
-		 * round trips of an observe + unobserve pair (issue 5,
-		 * scenario 5). */
-		rc = c->stale ? HL_ESTALE
-		              : queue_req(c, e->shard, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id,
-		                          HL_REQF_NOWAIT, &pos);
-		if (rc == 0)
-			obs_del(c, e);
-		pthread_mutex_unlock(&c->lock);
-		return rc;
-	}
+	/* One of ours: nothing the worker could answer is unknown here (only
+	 * this client's requests, or its death, remove its observers), so do
+	 * not wait for it (unless HL_OPEN_SYNC). Forgetting the id is what the
+	 * caller sees: hl_next() drops every event of an id it does not hold,
+	 * those queued and those the worker writes until it reaches this
+	 * request. The worker unlinks the observer in request order;
+	 * hl_flush() waits for that, and reports a failure there
+	 * (HL_REQF_NOWAIT). This halves the round trips of an observe +
+	 * unobserve pair (issue 5, scenario 5). */
+	int nowait = e && !(c->flags & HL_OPEN_SYNC);
 	/* An id we do not hold is either unknown or another client's: the
 	 * worker tells which. Route by the slot's key when we do not know it. */
 	uint32_t s = e ? e->shard : 0;
@@ -560,14 +549,14 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 				                                __ATOMIC_RELAXED));
 		}
 	}
-	rc = c->stale ? HL_ESTALE
-	              : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id, 0, &pos);
-	if (rc == 0) {
-		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
-		rc = (int)r;
-		if (rc == 0 && e)
-			obs_del(c, e);
-	}
+	uint64_t pos;
+	int rc = c->stale ? HL_ESTALE
+	                  : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id,
+	                              nowait ? HL_REQF_NOWAIT : 0, &pos);
+	if (rc == 0 && !nowait)
+		rc = (int)wait_applied(c, s, pos, c->timeout_ms);
+	if (rc == 0 && e)
+		obs_del(c, e);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }

@@ -319,9 +319,10 @@ keep_keys(struct hl_worker *w, struct rec_state *st)
  * and reading it would allocate it: the first recovery of a new segment
  * read every observer slot and made the object 64 MB bigger at the default
  * million observers (63 ms, most of a fresh worker's start). A slot that
- * straddles the edge of a run is kept in it. Without a descriptor (the fuzz
- * target's in-memory segment) or if lseek fails, everything is data: a
- * wrong answer costs time, never a repair.
+ * straddles the edge of a run is kept in it. tmpfs counts a page swapped
+ * out as data, so a hole really is zeroes. Without a descriptor (the fuzz
+ * target's in-memory segment) or if lseek fails, everything is data: that
+ * costs time only.
  */
 static uint32_t
 data_run(const struct hl_worker *w, uint64_t off, uint32_t sz, uint32_t n, uint32_t i,
