@@ -95,9 +95,8 @@ view_owner(const struct view *v, struct view_owner *o)
 	o->keeper_alive = view_pid_alive(o->keeper_pid, o->keeper_start);
 }
 
-/* The library's own reader of the counters (lib/client.c; it has no
- * private header): hl_stats() without a client. */
-
+/* hl_stats() without a client: the library's own reader of the counters
+ * (hl__stats_from_header(), table_read.h). */
 void
 view_stats(const struct view *v, struct view_stats *s)
 {
