@@ -309,6 +309,7 @@ hl_t_owner_read(const char *name, struct hl_t_owner *o)
 	o->handoffs = atomic_load_explicit(&h.handoffs, memory_order_relaxed);
 	o->keeper_pid = atomic_load_explicit(&h.keeper_pid, memory_order_relaxed);
 	o->worker_ready = atomic_load_explicit(&h.worker_ready, memory_order_relaxed);
+	o->recoveries = atomic_load_explicit(&h.recoveries, memory_order_relaxed);
 	return 0;
 }
 

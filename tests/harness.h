@@ -72,6 +72,7 @@ struct hl_t_owner {
 	uint32_t role, pid;  /* HL_ROLE_* (0 none, 1 keeper, 2 worker) */
 	uint64_t epoch, handoffs;
 	uint32_t keeper_pid, worker_ready;
+	uint64_t recoveries; /* recovery passes finished (both parts) */
 };
 /* 0, or -1 when the segment cannot be read. */
 int hl_t_owner_read(const char *name, struct hl_t_owner *o);

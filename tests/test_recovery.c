@@ -427,6 +427,106 @@ test_keys_whose_only_observers_were_damage_are_unlinked(void **state)
 	hl_t_unlink(name);
 }
 
+/* Recovery's second part (every observer list, the pools, the endpoints'
+ * lists) runs while the shard threads serve (recovery.c): a publish after
+ * a kill is dispatched before it ends, to every observer once, even to a
+ * key whose list was damaged into a loop (the dispatch repairs that list
+ * itself first: walking the loop would kill the worker); an observe and a
+ * new client's first request wait for its end; nothing is lost. The
+ * worker's --recovery-pause holds the second part back. */
+static void
+test_publishes_are_served_before_recovery_checks_every_list(void **state)
+{
+	(void)state;
+	enum { NK = 10, PER = 3 };
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC), *p = hl_t_open(name, 0);
+	hl_observer_id ids[NK][PER];
+	char k[16];
+	for (int i = 0; i < NK; i++)
+		for (int j = 0; j < PER; j++) {
+			int kl = snprintf(k, sizeof(k), "k%d", i);
+			assert_int_equal(hl_observe(a, k, (size_t)kl, 0, &ids[i][j]), 0);
+		}
+	hl_t_kill9(w);
+
+	/* k5's list is ids[5][2] -> [1] -> [0] (observe prepends): the last
+	 * one now links back to the head. */
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	uint32_t head = (uint32_t)(ids[5][2] & 0xffffffu), last = (uint32_t)(ids[5][0] & 0xffffffu);
+	assert_int_equal(atomic_load(&hl__obs(&s, last)->next), HL_NIL);
+	atomic_store(&hl__obs(&s, last)->next, head);
+	hl__seg_unmap(&s);
+	close(fd);
+
+	struct hl_t_owner o;
+	assert_int_equal(hl_t_owner_read(name, &o), 0);
+	uint64_t recoveries = o.recoveries;
+	char pause[32];
+	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(4000));
+	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", name, "--max-keys", "256",
+		               "--max-observers", "2048", "--max-endpoints", "8", "--heap", "65536",
+		               "--recovery-pause", pause, NULL };
+	w = hl_t_spawn(argv, NULL);
+	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
+
+	for (int i = 0; i < NK; i++) {
+		int kl = snprintf(k, sizeof(k), "k%d", i);
+		assert_int_equal(hl_publish(p, k, (size_t)kl, "v1", 2, NULL, 0), 0);
+	}
+	int got[NK][PER] = { { 0 } };
+	struct hl_event ev;
+	for (int n = 0; n < NK * PER; n++) {
+		assert_int_equal(hl_next(a, &ev, hl_t_ms(3000)), 0);
+		assert_int_equal(ev.type, HL_EV_PUT);
+		int found = 0;
+		for (int i = 0; i < NK; i++)
+			for (int j = 0; j < PER; j++)
+				if (ids[i][j] == ev.observer) {
+					assert_int_equal(got[i][j]++, 0);
+					found = 1;
+				}
+		assert_true(found);
+	}
+	/* All of it before the second part ended. */
+	assert_int_equal(hl_t_owner_read(name, &o), 0);
+	assert_int_equal(o.recoveries, recoveries);
+	assert_int_equal(o.worker_ready, 0);
+
+	/* A new client: its publish waits (not adopted yet), then arrives. */
+	struct hl_client *c = hl_t_open(name, 0);
+	assert_int_equal(hl_publish(c, "k1", 2, "v2", 2, NULL, 0), 0);
+	/* An observe is answered only after the second part. */
+	hl_observer_id late;
+	assert_int_equal(hl_observe(p, "k1", 2, 0, &late), 0);
+	assert_int_equal(hl_t_owner_read(name, &o), 0);
+	assert_int_equal(o.recoveries, recoveries + 1);
+	for (int j = 0; j < PER; j++) {
+		assert_int_equal(hl_next(a, &ev, hl_t_ms(5000)), 0);
+		assert_true(ev.key_len == 2 && memcmp(ev.key, "k1", 2) == 0);
+		assert_int_equal(ev.new_len, 2);
+		assert_memory_equal(ev.new_value, "v2", 2);
+	}
+	assert_int_equal(hl_next(a, &ev, 200), -ETIMEDOUT); /* and no more */
+	struct hl_stats st;
+	assert_int_equal(hl_stats(a, &st), 0);
+	assert_int_equal(st.observers, NK * PER + 1);
+	assert_int_equal(hl__seg_open_fd(name, 0, &fd), 0);
+	assert_int_equal(hl__seg_map_ro(fd, &s), 0);
+	assert_int_equal(atomic_load(&s.h->last_recovery_repairs), 1); /* the loop, cut once */
+	hl__seg_unmap(&s);
+	close(fd);
+	hl_close(c);
+	hl_close(p);
+	hl_close(a);
+	assert_int_equal(hl_t_worker_stop(w), 0); /* the invariant check passes */
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -436,6 +536,7 @@ main(void)
 	        cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
 	        cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 	        cmocka_unit_test(test_large_table_is_rebuilt_after_a_kill),
+	        cmocka_unit_test(test_publishes_are_served_before_recovery_checks_every_list),
 	};
 	return cmocka_run_group_tests_name("recovery", tests, NULL, NULL);
 }

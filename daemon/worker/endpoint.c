@@ -27,6 +27,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
+#include <time.h>
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -61,23 +62,37 @@ hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot)
 }
 
 /*
- * Recovery only, before any other thread runs (so no lock is taken): give
- * each endpoint exactly the observer slots recovery reached, in one pass
- * and one allocation per endpoint (hl_w_ep_add_obs() per observer cost a
- * lock and a possible realloc each: 14 ms for a million observers).
+ * Recovery only (recovery.c, part 2): give each endpoint exactly the
+ * observer slots recovery reached, in one pass and one allocation per
+ * endpoint (hl_w_ep_add_obs() per observer cost a lock and a possible
+ * realloc each: 14 ms for a million observers). No lock is taken: shard
+ * threads may run, but nothing touches an endpoint's list (obs, nobs, cap,
+ * obs_pos[]) until recovery ends: observe, unobserve, adoption of a new
+ * client and cleanup all wait for it.
  *
  * On entry: every endpoint's nobs is 0; ep1[s - 1] is 0 for a slot s
- * recovery did not reach, else the slot's endpoint + 1 (a valid index);
- * count[ep] is the number of reached slots of ep. On return: each
- * endpoint's obs[] lists its slots in ascending order, obs_pos[] holds each
- * slot's position there, and the segment's per-endpoint nobs (for
- * heirloomctl) is stored. Returns -ENOMEM, with no endpoint given any slot,
- * when an array cannot grow (the caller gives up).
+ * recovery did not reach, else the slot's endpoint + 1 (a valid index).
+ * On return: each endpoint's obs[] lists its slots in ascending order,
+ * obs_pos[] holds each slot's position there, the segment's per-endpoint
+ * nobs (for heirloomctl) is stored, and *total is the number of slots.
+ * Returns -ENOMEM, with no endpoint given any slot, when an array cannot
+ * grow (the caller gives up).
  */
 int
-hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *count)
+hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total)
 {
 	const struct hl_shm_header *h = w->seg.h;
+	uint32_t *count = calloc(h->max_endpoints, sizeof(*count));
+	if (!count)
+		return -ENOMEM;
+	uint64_t n = 0;
+	for (uint32_t s = 0; s < h->max_observers; s++)
+		if (ep1[s]) {
+			if (ep1[s] > h->max_endpoints)
+				hl__die("recovery reached an observer of no endpoint");
+			count[ep1[s] - 1]++;
+			n++;
+		}
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_ep *e = &w->eps[ep];
 		if (count[ep] <= e->cap)
@@ -85,19 +100,19 @@ hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *co
 		/* At least hl_w_ep_add_obs()'s first size: later adds grow the
 		 * array as they always did. */
 		uint32_t ncap = count[ep] < 16 ? 16 : count[ep];
-		uint32_t *n = realloc(e->obs, (size_t)ncap * sizeof(*n));
-		if (!n)
+		uint32_t *a = realloc(e->obs, (size_t)ncap * sizeof(*a));
+		if (!a) {
+			free(count);
 			return -ENOMEM;
-		e->obs = n;
+		}
+		e->obs = a;
 		e->cap = ncap;
 	}
+	free(count);
 	for (uint32_t s = 1; s <= h->max_observers; s++) {
 		if (!ep1[s - 1])
 			continue;
-		uint32_t ep = ep1[s - 1] - 1;
-		if (ep >= h->max_endpoints || w->eps[ep].nobs >= count[ep])
-			hl__die("recovery's observer counts do not match its endpoints");
-		struct hl_ep *e = &w->eps[ep];
+		struct hl_ep *e = &w->eps[ep1[s - 1] - 1];
 		w->obs_pos[s] = e->nobs;
 		e->obs[e->nobs++] = s;
 	}
@@ -106,6 +121,7 @@ hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *co
 		if (atomic_load_explicit(nobs, memory_order_relaxed) != w->eps[ep].nobs)
 			atomic_store_explicit(nobs, w->eps[ep].nobs, memory_order_relaxed);
 	}
+	*total = n;
 	return 0;
 }
 
@@ -166,6 +182,13 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 		rc = -ENOENT;
 		goto out;
 	}
+	if (atomic_load_explicit(&w->recovering, memory_order_acquire)) {
+		/* Not adopted by recovery: a new client, or a free endpoint
+		 * recovery may yet find holding observers (adopt_orphans()).
+		 * Its requests wait for the end of recovery (shard.c). */
+		rc = -EINPROGRESS;
+		goto out;
+	}
 	if (ready != gen) {
 		/* Claimed but not ready: look again next round, a bounded number
 		 * of times (see NOTREADY_ROUNDS). */
@@ -216,8 +239,10 @@ out:
 	return rc;
 }
 
-void
-hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
+/* Kill EP if its state is still EXPECT (ACTIVE, or DEAD / BANNED for an
+ * endpoint recovery found so). */
+static void
+kill_from(struct hl_worker *w, uint32_t ep, const char *why, uint32_t expect)
 {
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	struct hl_ep *e = &w->eps[ep];
@@ -225,7 +250,7 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 	             strncmp(why, "gone", 4) != 0;
 	pthread_mutex_lock(&e->mu);
 	uint32_t st = LD_RLX(&pw->state);
-	if (st != HL_EP_ACTIVE || e->gen == 0) {
+	if (st != expect || e->gen == 0) {
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
@@ -264,6 +289,18 @@ hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
 	if (banned)
 		hl_w_log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
 	mark_clean(w, ep);
+}
+
+void
+hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why)
+{
+	kill_from(w, ep, why, HL_EP_ACTIVE);
+}
+
+void
+hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state)
+{
+	kill_from(w, ep, state == HL_EP_BANNED ? "banned (recovered)" : "gone (recovered)", state);
 }
 
 /* Monitor thread: unlink every observer of EP, shard by shard, then ask
@@ -639,6 +676,25 @@ monitor_main(void *arg)
 	                              ? hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull
 	                              : UINT64_MAX;
 	uint32_t words = (w->seg.h->max_endpoints + 63) / 64;
+	/* Recovery's part 2 first (recovery.c): shard threads serve publishes
+	 * meanwhile. Everything below (cleanup, prune, adoption) needs it. */
+	if (w->opt.recovery_pause_ms > 0) {
+		struct timespec ts = {.tv_sec = w->opt.recovery_pause_ms / 1000,
+		                      .tv_nsec = (long)(w->opt.recovery_pause_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	int rc = hl_w_recover_finish(w);
+	if (rc) {
+		hl_w_log("recovery failed: %s", hl_strerror(rc));
+		atomic_store(&w->rec_failed, 1);
+		atomic_store(&w->stop, 1);
+		for (uint32_t s = 0; s < w->nshards; s++)
+			hl_w_wake_shard(w, s);
+		urcu_memb_unregister_thread();
+		return NULL;
+	}
+	hl_w_recover_serve(w);
+	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	/* Tick at least every 200 ms, or as often as telemetry may publish. */
 	int tick_ms = 200;
 	if (w->opt.telemetry_ms > 0 && w->opt.telemetry_ms < tick_ms)

@@ -40,7 +40,7 @@ static struct {
 	char *socket;
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
 	unsigned mode;
-	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step;
+	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
 } V;
 
 /* One option: name, type, default, help, bounds, variable. */
@@ -102,6 +102,10 @@ options(struct hl_cfg_opt *o)
 	o[i++] = WOPT("crash-at-step", HL_CFG_INT, "0",
 	              "Test hook: exit 99 at the N-th apply step (0 = off).", 0, INT32_MAX,
 	              &V.crash_at_step);
+	o[i++] = WOPT("recovery-pause", HL_CFG_MS, "0",
+	              "Test hook: the second part of recovery (observer lists) waits this long "
+	              "while publishes are served (0 = off).",
+	              0, 60 * 1000, &V.rec_pause_ms);
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
@@ -161,6 +165,7 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->telemetry_ms = V.telemetry_ms;
 	o->spin_us = V.spin_us;
 	o->crash_at_step = (int)V.crash_at_step;
+	o->recovery_pause_ms = V.rec_pause_ms;
 	return -1;
 }
 
@@ -232,26 +237,26 @@ main(int argc, char **argv)
 		hl_w_log("setup failed: %s", hl_strerror(rc));
 		return 2;
 	}
-	rc = hl_w_recover(w);
+	/* Recovery, part 1: keys, values, endpoints, pending dispatches.
+	 * Publishes can be served after it; the monitor thread runs part 2
+	 * (the observer lists) first thing, and then sets worker_ready
+	 * (recovery.c, endpoint.c). */
+	rc = hl_w_recover_begin(w);
 	if (rc) {
 		hl_w_log("recovery failed: %s", hl_strerror(rc));
 		return 2;
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
 	hl_w_telemetry_init(w);
-	/* Endpoints recovery found dead are handed to the monitor before any
-	 * shard thread runs: the pass touches endpoint state that shard
-	 * threads also change (adoption), and must not race with them. */
+	hl_w_recover_kick(w);
 	if (hl_w_monitor_start(w)) {
 		hl_w_log("cannot start threads");
 		return 2;
 	}
-	hl_w_recover_kill_dead(w);
 	if (hl_w_shards_start(w)) {
 		hl_w_log("cannot start threads");
 		return 2;
 	}
-	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	hl_w_log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
 	         (unsigned long)w->epoch, w->nshards);
 
@@ -271,6 +276,12 @@ main(int argc, char **argv)
 	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
+	if (atomic_load(&w->rec_failed)) {
+		/* Part 2 of recovery failed (logged): nothing to check, and
+		 * nothing to give back cleanly; the next worker recovers. */
+		hl__cfg_free(&cfg);
+		return 2;
+	}
 	if (fenced) {
 		hl_w_log("fenced: the table has another owner now (epoch %lu); stopping",
 		         (unsigned long)atomic_load(&w->seg.h->owner_epoch));

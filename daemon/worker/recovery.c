@@ -1,6 +1,6 @@
 /*
- * recovery.c: what a worker does to a table before serving it, after a
- * clean hand-back or after a crash at any instruction:
+ * recovery.c: what a worker does to a table before and while it serves it,
+ * after a clean hand-back or after a crash at any instruction:
  *
  *  1. Walk everything reachable from the buckets: key slots, value blocks
  *     (and the `prev` blocks of pending dispatches), observer lists. Check
@@ -17,11 +17,25 @@
  *     delivered_rev is behind, then drop the old value.
  * Requests still in the rings are replayed by the shard threads (shard.c).
  *
- * Step 1 walks the key chains first and the observer lists after, several
- * lists side by side (walk_lists()): a list is a chain of cache misses, and
- * walking one at a time costs one memory latency per observer. The result
- * does not depend on the order: an observer is only accepted into the list
- * of the key it names (o->key), and at most once (obs_ep).
+ * In two parts, so that a publish after a crash waits only for the first:
+ *  - hl_w_recover_begin() (main thread, no other thread yet): key chains,
+ *    values, heap, key pool, endpoint states, pending dispatches;
+ *  - hl_w_recover_finish() (monitor thread, while shard threads serve
+ *    publishes and deletes): the observer lists, the observer slots nobody
+ *    reached, the observer pool, the endpoints' lists; then
+ *    hl_w_recover_serve() lets everything else through.
+ * A list is walked by one thread only, whichever claims it first: the
+ * background pass, or a shard thread about to dispatch that key
+ * (hl_w_rec_key_ready()). Observe, unobserve, close, the adoption of new
+ * clients and endpoint cleanup wait for the end (shard.c, endpoint.c), so
+ * observer slots, the observer pool and the endpoints' lists have no other
+ * writer meanwhile. docs/architecture.md, "Recovery in two parts".
+ *
+ * The observer lists are walked 16 side by side (walk_lists()): a list is
+ * a chain of cache misses, and walking one at a time costs one memory
+ * latency per observer. The result does not depend on the order: an
+ * observer is only accepted into the list of the key it names (o->key),
+ * and at most once (obs_ep).
  *
  * hl_w_check() is the full invariant check used by tests and the torture
  * run: it walks the same structures and compares with the allocators.
@@ -34,6 +48,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <unistd.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -45,21 +60,40 @@ struct rec_key {
 	uint32_t pending; /* a dispatch is unfinished (new value, prev or delete) */
 };
 
-struct rec_state {
+/* What one walker (thread) found: merged when the walks are over. */
+struct rec_acc {
+	uint64_t repairs;
+	uint64_t max_obs_seq;
+};
+
+/* Per key slot, while the observer lists are walked (kstate[]). A key's
+ * list is walked by exactly one thread: the background pass or a shard
+ * thread about to dispatch it (hl_w_rec_key_ready()), whichever claims
+ * it first (CAS TODO -> WALKING); DONE is stored with release once the
+ * list is repaired, so whoever acquires DONE sees the repaired list. */
+enum { KEY_TODO = 0, KEY_WALKING = 1, KEY_DONE = 2 };
+
+struct hl_rec {
 	uint8_t *key_seen;  /* per key slot: 1 linked, 2 visited but unlinked (empty) */
 	/* Per observer slot: 0 = not reached, else its endpoint + 1. One
 	 * array for "seen" and the endpoint, so that the walk writes one
-	 * random place per observer (hl_w_ep_build_lists() reads it in order). */
+	 * random place per observer (hl_w_ep_build_lists() reads it in
+	 * order). Slot s is only written by the walker of key o->key: no
+	 * two threads write one entry. */
 	uint32_t *obs_ep;
+	_Atomic uint8_t *kstate; /* per key slot (index = slot): KEY_* */
 	struct rec_key *keys; /* keys linked after walk_keys(), chain order */
 	uint32_t nkeys;
 	uint32_t *pending;  /* keys with a pending dispatch */
 	uint32_t npending;
-	uint32_t *ep_count; /* per endpoint: observers reached (for hl_w_ep_build_lists) */
-	uint32_t emptied;   /* keys left with neither value nor observer by walk_lists() */
-	uint64_t repairs;
-	uint64_t max_obs_seq;
+	uint32_t *emptied;  /* keys the background walk left with nothing */
+	uint32_t nemptied;
+	struct rec_acc acc; /* the main thread's part, then the background pass's */
+	/* The walks shard threads ran (any thread may add). */
+	_Atomic uint64_t fg_repairs, fg_max_obs_seq;
 	uint64_t max_rev;
+	uint64_t nkeys_kept, neps;
+	uint64_t t0, t_keys, t_served, t_lists, t_clear, t_pools, t_eps;
 };
 
 /* Mark value block OFF; 0 if fine, else a reason to drop it. */
@@ -98,29 +132,37 @@ struct obs_lane {
  * always_inline: GCC 12 found a static function that only
  * prefetches free of side effects and dropped every call to it. */
 static inline __attribute__((always_inline)) void
-prefetch_obs(struct hl_worker *w, const struct rec_state *st, uint32_t i)
+prefetch_obs(struct hl_worker *w, const struct hl_rec *rec, uint32_t i)
 {
 	if (i != HL_NIL && i <= w->seg.h->max_observers) {
 		__builtin_prefetch(hl__obs(&w->seg, i));
-		__builtin_prefetch(&st->obs_ep[i - 1], 1);
+		__builtin_prefetch(&rec->obs_ep[i - 1], 1);
 	}
 }
 
 static void
-lane_start(struct hl_worker *w, const struct rec_state *st, struct obs_lane *l, uint32_t kidx)
+lane_start(struct hl_worker *w, const struct hl_rec *rec, struct obs_lane *l, uint32_t kidx)
 {
 	struct hl_shm_key *k = hl__key(&w->seg, kidx);
 	l->key = kidx;
 	l->link = &k->obs_head;
 	l->prev = HL_NIL;
 	l->n = 0;
-	prefetch_obs(w, st, LD_RLX(&k->obs_head));
+	prefetch_obs(w, rec, LD_RLX(&k->obs_head));
 }
 
 /* Accept the observer at *l->link into key l->key's list, or cut the list
- * there. Returns 0 at the end of the list (or at the cut). */
+ * there. Returns 0 at the end of the list (or at the cut).
+ *
+ * o->key is compared before obs_ep[] is read: a slot is accepted only by
+ * the walker of the key it names, which is then the only thread that
+ * reads or writes its obs_ep entry (another walker reaching it through a
+ * bad link cuts there on the key alone). Observer slots do not change
+ * while lists are walked, except o->prev and o->next, which only the
+ * walker of their own key writes (observe, unobserve and cleanup wait for
+ * the walks: shard.c). */
 static int
-lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
+lane_step(struct hl_worker *w, struct hl_rec *rec, struct rec_acc *acc, struct obs_lane *l)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	uint32_t i = LD_RLX(l->link);
@@ -129,44 +171,54 @@ lane_step(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
 	struct hl_shm_observer *o = i <= h->max_observers ? hl__obs(&w->seg, i) : NULL;
 	uint64_t id = o ? LD_RLX(&o->id) : 0;
 	uint32_t ep = o ? o->endpoint : 0;
-	if (!o || st->obs_ep[i - 1] || id == 0 || (uint32_t)(id & 0xffffffu) != i ||
-	    (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT || o->key != l->key ||
+	if (!o || o->key != l->key || rec->obs_ep[i - 1] || id == 0 ||
+	    (uint32_t)(id & 0xffffffu) != i || (id >> 24) == 0 || (id >> 24) >= HL_OBS_SEQ_LIMIT ||
 	    ep >= h->max_endpoints) {
 		/* Bad link (or a loop): cut the list here. */
 		ST_RLX(l->link, HL_NIL);
-		st->repairs++;
+		acc->repairs++;
 		return 0;
 	}
-	st->obs_ep[i - 1] = ep + 1; /* the pool is rebuilt from this (hl__pool_rebuild) */
-	st->ep_count[ep]++;
+	rec->obs_ep[i - 1] = ep + 1; /* the pool is rebuilt from this (hl__pool_rebuild) */
 	if (LD_RLX(&o->prev) != l->prev) {
 		ST_RLX(&o->prev, l->prev); /* half-done link or unlink */
-		st->repairs++;
+		acc->repairs++;
 	}
-	if (id >> 24 > st->max_obs_seq)
-		st->max_obs_seq = id >> 24;
+	if (id >> 24 > acc->max_obs_seq)
+		acc->max_obs_seq = id >> 24;
 	l->prev = i;
 	l->n++;
 	l->link = &o->next;
-	prefetch_obs(w, st, LD_RLX(&o->next));
+	prefetch_obs(w, rec, LD_RLX(&o->next));
 	return 1;
 }
 
-static void
-lane_finish(struct hl_worker *w, struct rec_state *st, struct obs_lane *l)
+/* The list of l->key is walked: fix its count, publish it (DONE). Returns
+ * 1 when the key has nothing left (its only observers were damage). */
+static int
+lane_finish(struct hl_worker *w, struct hl_rec *rec, struct obs_lane *l)
 {
 	struct hl_shm_key *k = hl__key(&w->seg, l->key);
 	if (LD_RLX(&k->nobs) != l->n)
 		ST_RLX(&k->nobs, l->n);
-	/* Its only observers were damage: it now has nothing left. */
-	if (l->n == 0 && LD_RLX(&k->val) == 0)
-		st->emptied++;
+	int empty = l->n == 0 && LD_RLX(&k->val) == 0;
+	atomic_store_explicit(&rec->kstate[l->key], KEY_DONE, memory_order_release);
 	l->key = 0;
+	return empty;
 }
 
-/* Walk the observer list of every key walk_keys() kept. */
+static int
+claim_key(struct hl_rec *rec, uint32_t idx)
+{
+	uint8_t v = KEY_TODO;
+	return atomic_compare_exchange_strong_explicit(&rec->kstate[idx], &v, KEY_WALKING,
+	                                               memory_order_acq_rel, memory_order_acquire);
+}
+
+/* The background pass: walk the observer list of every key walk_keys()
+ * kept that no shard thread claimed first. */
 static void
-walk_lists(struct hl_worker *w, struct rec_state *st)
+walk_lists(struct hl_worker *w, struct hl_rec *rec)
 {
 	struct obs_lane lane[WALK_LANES] = { 0 };
 	uint32_t next = 0;
@@ -174,36 +226,75 @@ walk_lists(struct hl_worker *w, struct rec_state *st)
 		int busy = 0;
 		for (int j = 0; j < WALK_LANES; j++) {
 			struct obs_lane *l = &lane[j];
-			if (!l->key && next < st->nkeys)
-				lane_start(w, st, l, st->keys[next++].idx);
+			while (!l->key && next < rec->nkeys) {
+				uint32_t idx = rec->keys[next++].idx;
+				if (claim_key(rec, idx))
+					lane_start(w, rec, l, idx);
+			}
 			if (!l->key)
 				continue;
 			busy = 1;
-			if (!lane_step(w, st, l))
-				lane_finish(w, st, l);
+			if (!lane_step(w, rec, &rec->acc, l)) {
+				uint32_t idx = l->key;
+				if (lane_finish(w, rec, l))
+					rec->emptied[rec->nemptied++] = idx;
+			}
 		}
 		if (!busy)
 			return;
 	}
 }
 
+void
+hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
+{
+	/* Acquire: pairs with the release that ends the recovery (every
+	 * list was DONE before it). */
+	if (!atomic_load_explicit(&w->recovering, memory_order_acquire))
+		return;
+	struct hl_rec *rec = w->rec;
+	if (atomic_load_explicit(&rec->kstate[idx], memory_order_acquire) == KEY_DONE)
+		return;
+	if (claim_key(rec, idx)) {
+		struct rec_acc acc = { 0 };
+		struct obs_lane l;
+		lane_start(w, rec, &l, idx);
+		while (lane_step(w, rec, &acc, &l))
+			;
+		/* Never empty here: the caller dispatches a value or a delete,
+		 * so the key holds one (k->val != 0) until after this returns. */
+		(void)lane_finish(w, rec, &l);
+		if (acc.repairs)
+			atomic_fetch_add_explicit(&rec->fg_repairs, acc.repairs, memory_order_relaxed);
+		uint64_t m = atomic_load_explicit(&rec->fg_max_obs_seq, memory_order_relaxed);
+		while (acc.max_obs_seq > m &&
+		       !atomic_compare_exchange_weak_explicit(&rec->fg_max_obs_seq, &m,
+		                                              acc.max_obs_seq, memory_order_relaxed,
+		                                              memory_order_relaxed))
+			;
+		return;
+	}
+	/* The background pass has it in one of its lanes: one list, soon done. */
+	while (atomic_load_explicit(&rec->kstate[idx], memory_order_acquire) != KEY_DONE)
+		sched_yield();
+}
+
 /* Key slot I, linked at *LINK in bucket B's chain: checked, its value and
  * pending dispatch looked at. Returns 0 to keep it, -1 when the chain is
  * cut here (bad slot), 1 when the slot was unlinked (nothing left in it). */
 static int
-visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_t *link,
-          uint32_t i)
+visit_key(struct hl_worker *w, struct hl_rec *st, uint32_t b, _Atomic uint32_t *link, uint32_t i)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
 	if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
 	    hl__bucket_of(h, k->hash) != b || hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
 		ST_RLX(link, HL_NIL);
-		st->repairs++;
+		st->acc.repairs++;
 		return -1;
 	}
 	st->key_seen[i - 1] = 1;
-	st->repairs += (uint64_t)hl__seq_repair(&k->seq);
+	st->acc.repairs += (uint64_t)hl__seq_repair(&k->seq);
 	uint64_t val = LD_RLX(&k->val);
 	uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
 	uint32_t pending = 0;
@@ -212,7 +303,7 @@ visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_
 		hl__seq_write_begin(&k->seq);
 		ST_RLX(&k->val, 0);
 		hl__seq_write_end(&k->seq);
-		st->repairs++;
+		st->acc.repairs++;
 		val = 0;
 	}
 	if (val & HL_VAL_DELETED) {
@@ -222,7 +313,7 @@ visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_
 		uint64_t prev = LD_RLX(&v->prev);
 		if (prev && mark_value(w, prev) != 0) {
 			ST_RLX(&v->prev, 0);
-			st->repairs++;
+			st->acc.repairs++;
 			prev = 0;
 		}
 		pending = prev != 0 || (v->type & HL_VAL_PENDING_NEW);
@@ -240,7 +331,7 @@ visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_
 			ST_RLX(&k->nobs, 0);
 		ST_RLX(link, LD_RLX(&k->next));
 		st->key_seen[i - 1] = 2;
-		st->repairs++;
+		st->acc.repairs++;
 		return 1;
 	}
 	st->keys[st->nkeys++] = (struct rec_key){ .idx = i, .pending = pending };
@@ -248,7 +339,7 @@ visit_key(struct hl_worker *w, struct rec_state *st, uint32_t b, _Atomic uint32_
 }
 
 static void
-walk_keys(struct hl_worker *w, struct rec_state *st)
+walk_keys(struct hl_worker *w, struct hl_rec *st)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	for (uint32_t b = 0; b < h->nbuckets; b++) {
@@ -256,7 +347,7 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 		uint32_t seq = LD_RLX(&bk->seq);
 		if (seq & 1u) {
 			ST_RLX(&bk->seq, seq + 1);
-			st->repairs++;
+			st->acc.repairs++;
 		}
 		_Atomic uint32_t *link = &bk->head;
 		for (;;) {
@@ -272,42 +363,40 @@ walk_keys(struct hl_worker *w, struct rec_state *st)
 	}
 }
 
-/* After walk_lists(): unlink the keys it left with neither value nor
- * observer (their only observers were damage). Rare: only then are the
- * chains, already checked and loop-free, walked again. */
-static void
-unlink_emptied(struct hl_worker *w, struct rec_state *st)
-{
-	const struct hl_shm_header *h = w->seg.h;
-	for (uint32_t b = 0; b < h->nbuckets && st->emptied; b++) {
-		_Atomic uint32_t *link = &hl__bucket(&w->seg, b)->head;
-		for (uint32_t i = LD_RLX(link); i != HL_NIL; i = LD_RLX(link)) {
-			struct hl_shm_key *k = hl__key(&w->seg, i);
-			if (LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
-				ST_RLX(link, LD_RLX(&k->next));
-				st->key_seen[i - 1] = 2;
-				st->repairs++;
-				st->emptied--;
-				continue;
-			}
-			link = &k->next;
-		}
-	}
-}
-
 /* The keys that stay: allocated, marked used, pending dispatches noted
- * (chain order, as they are dispatched). */
+ * (chain order, as they are dispatched). A key whose observers all turn
+ * out to be damage is freed after the walk (free_emptied()). */
 static void
-keep_keys(struct hl_worker *w, struct rec_state *st)
+keep_keys(struct hl_worker *w, struct hl_rec *st)
 {
 	for (uint32_t j = 0; j < st->nkeys; j++) {
 		uint32_t i = st->keys[j].idx;
-		if (st->key_seen[i - 1] != 1)
-			continue;
 		hl__pool_mark(&w->keys, i);
 		ST_RLX(&hl__key(&w->seg, i)->used, 1);
 		if (st->keys[j].pending)
 			st->pending[st->npending++] = i;
+	}
+}
+
+/* After the walks: free the keys the background walk left with neither
+ * value nor observer (their only observers were damage), under their
+ * shard's mutex as any unlink is. Shard threads may have served such a
+ * key since: published to it (it has a value now: kept) or deleted it
+ * (freed already: `used` is 0). Observe waits for the end of recovery, so
+ * a used slot with neither value nor observer is one of ours. */
+static void
+free_emptied(struct hl_worker *w, struct hl_rec *rec)
+{
+	for (uint32_t j = 0; j < rec->nemptied; j++) {
+		uint32_t i = rec->emptied[j];
+		struct hl_shm_key *k = hl__key(&w->seg, i);
+		struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
+		pthread_mutex_lock(&sh->mu);
+		if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
+			hl_w_maybe_free_key(sh, i);
+			rec->acc.repairs++;
+		}
+		pthread_mutex_unlock(&sh->mu);
 	}
 }
 
@@ -349,138 +438,110 @@ data_run(const struct hl_worker *w, uint64_t off, uint32_t sz, uint32_t n, uint3
 }
 
 static void
-rec_free(struct rec_state *st)
+rec_free(struct hl_rec *rec)
 {
-	free(st->key_seen);
-	free(st->obs_ep);
-	free(st->keys);
-	free(st->pending);
-	free(st->ep_count);
+	if (!rec)
+		return;
+	free(rec->key_seen);
+	free(rec->obs_ep);
+	free(rec->kstate);
+	free(rec->keys);
+	free(rec->pending);
+	free(rec->emptied);
+	free(rec);
 }
 
+static double
+ms(uint64_t a, uint64_t b)
+{
+	return (double)(b - a) / 1e6;
+}
+
+/*
+ * Part 1, before any request is served: keys, values, the heap and the key
+ * pool, endpoints' states, pending dispatches. After it, publishes and
+ * deletes can be applied: their dispatch walks (repairs) the key's list
+ * first if the background part has not yet (hl_w_rec_key_ready()).
+ */
 int
-hl_w_recover(struct hl_worker *w)
+hl_w_recover_begin(struct hl_worker *w)
 {
 	struct hl_shm_header *h = w->seg.h;
-	uint64_t t0 = hl__now_ns();
-	struct rec_state st = {0};
-	st.key_seen = calloc(h->max_keys, 1);
-	st.obs_ep = calloc(h->max_observers, sizeof(*st.obs_ep));
-	st.keys = calloc(h->max_keys, sizeof(*st.keys));
-	st.pending = calloc(h->max_keys, sizeof(uint32_t));
-	st.ep_count = calloc(h->max_endpoints, sizeof(uint32_t));
-	if (!st.key_seen || !st.obs_ep || !st.keys || !st.pending || !st.ep_count) {
-		rec_free(&st);
+	/* A previous pass's state (hl_w_recover() run again, no thread). */
+	rec_free(w->rec);
+	w->rec = NULL;
+	struct hl_rec *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->t0 = hl__now_ns();
+	st->key_seen = calloc(h->max_keys, 1);
+	st->obs_ep = calloc(h->max_observers, sizeof(*st->obs_ep));
+	st->kstate = calloc((size_t)h->max_keys + 1, sizeof(*st->kstate));
+	st->keys = calloc(h->max_keys, sizeof(*st->keys));
+	st->pending = calloc(h->max_keys, sizeof(uint32_t));
+	st->emptied = calloc(h->max_keys, sizeof(uint32_t));
+	if (!st->key_seen || !st->obs_ep || !st->kstate || !st->keys || !st->pending ||
+	    !st->emptied) {
+		rec_free(st);
 		return -ENOMEM;
 	}
+	w->rec = st;
+	atomic_store_explicit(&w->recovering, 1, memory_order_relaxed);
 	hl__heap_reset(&w->heap);
 	hl__pool_reset(&w->keys);
 
-	walk_keys(w, &st);
-	walk_lists(w, &st);
-	unlink_emptied(w, &st);
-	keep_keys(w, &st);
-
-	/* Slots not reached are free: clear what a crash left marked. Only
-	 * where the object holds data (data_run()); the counts come from the
-	 * walk's marks. */
-	uint64_t nkeys = 0, nobs = 0;
-	for (uint32_t i = 0; i < h->max_keys; i++)
-		nkeys += st.key_seen[i] == 1;
-	for (uint32_t ep = 0; ep < h->max_endpoints; ep++)
-		nobs += st.ep_count[ep];
+	walk_keys(w, st);
+	keep_keys(w, st);
+	st->nkeys_kept = st->nkeys;
+	/* Key slots not reached are free: clear what a crash left marked.
+	 * Only where the object holds data (data_run()). */
 	for (uint32_t i = 1, end; i <= h->max_keys; i = end) {
 		i = data_run(w, h->keys_off, h->key_stride, h->max_keys, i, &end);
 		for (; i < end; i++) {
 			struct hl_shm_key *k = hl__key(&w->seg, i);
-			if (st.key_seen[i - 1] != 1 && LD_RLX(&k->used)) {
+			if (st->key_seen[i - 1] != 1 && LD_RLX(&k->used)) {
 				ST_RLX(&k->used, 0);
-				st.repairs++;
-			}
-		}
-	}
-	for (uint32_t i = 1, end; i <= h->max_observers; i = end) {
-		i = data_run(w, h->observers_off, sizeof(struct hl_shm_observer), h->max_observers, i,
-		             &end);
-		for (; i < end; i++) {
-			struct hl_shm_observer *o = hl__obs(&w->seg, i);
-			if (!st.obs_ep[i - 1] && LD_RLX(&o->id)) {
-				ST_RLX(&o->id, 0);
-				st.repairs++;
+				st->acc.repairs++;
 			}
 		}
 	}
 	hl__heap_finish(&w->heap);
 	hl__pool_finish(&w->keys);
-	hl__pool_rebuild(&w->obs, st.obs_ep);
-
-	/* Ids and revisions only move forward. next_observer_seq == LIMIT is
-	 * a real state: the id space is used up (an observer with sequence
-	 * LIMIT - 1 may live) and observing answers -EOVERFLOW; apply_observe()
-	 * puts the counter back to LIMIT when a refused observe pushed it past.
-	 * Beyond LIMIT is damage (or a crash inside that refusal): restart
-	 * right after the highest live id, which keeps every live id unique.
-	 * Either way the result is at most LIMIT, so a second pass finds
-	 * nothing to repair (fuzz_attach: regress_seq_limit_idempotent). */
-	uint64_t nseq = LD_RLX(&h->next_observer_seq);
-	if (nseq > HL_OBS_SEQ_LIMIT) {
-		st.repairs++;
-		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
-	} else if (nseq <= st.max_obs_seq) {
-		ST_RLX(&h->next_observer_seq, st.max_obs_seq + 1);
-	}
-	if (LD_RLX(&h->revision) < st.max_rev)
-		ST_RLX(&h->revision, st.max_rev);
-	ST_RLX(&h->keys_used, nkeys);
-	ST_RLX(&h->observers_used, nobs);
+	/* Revisions only move forward. */
+	if (LD_RLX(&h->revision) < st->max_rev)
+		ST_RLX(&h->revision, st->max_rev);
+	ST_RLX(&h->keys_used, st->nkeys_kept);
 	ST_RLX(&h->heap_used, hl__heap_used(&w->heap));
+	st->t_keys = hl__now_ns();
 
-	/* Endpoints: rebuild each one's observer list from the observers. */
+	/* Endpoints: states, and the incarnation of each one in use. A free
+	 * endpoint that still holds observers (a crash in the middle of its
+	 * cleanup) is known only after the walks: part 2 adopts it as dead
+	 * (adopt_orphans()); until then no new client is adopted (endpoint.c). */
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
 		e->nobs = 0;
 		e->gen = 0;
 		e->pidfd = -1;
-	}
-	int rc = hl_w_ep_build_lists(w, st.obs_ep, st.ep_count);
-	if (rc) {
-		/* Nothing is served: the next worker recovers from scratch
-		 * (every step above is safe to run again). */
-		rec_free(&st);
-		return rc;
-	}
-	uint64_t neps = 0;
-	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
-		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
-		struct hl_ep *e = &w->eps[ep];
 		uint32_t state = LD_RLX(&pw->state);
 		if (state != HL_EP_FREE && state != HL_EP_ACTIVE && state != HL_EP_DEAD &&
 		    state != HL_EP_BANNED) {
 			/* Not a state we write: damage. Clean it like a dead one. */
 			state = HL_EP_DEAD;
 			ST_RLX(&pw->state, HL_EP_DEAD);
-			st.repairs++;
+			st->acc.repairs++;
 		}
 		if (state == HL_EP_FREE &&
 		    HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) == 0) {
-			st.repairs += (uint64_t)hl_w_ep_fix_positions(w, ep);
+			st->acc.repairs += (uint64_t)hl_w_ep_fix_positions(w, ep);
 		}
-		if (state == HL_EP_FREE) {
-			if (e->nobs) {
-				/* Observers of a freed endpoint: a crash in the
-				 * middle of cleanup. Adopt it as dead to finish. */
-				state = HL_EP_DEAD;
-				ST_RLX(&pw->state, HL_EP_DEAD);
-				ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
-				st.repairs++;
-			} else {
-				continue;
-			}
-		}
+		if (state == HL_EP_FREE)
+			continue;
 		e->gen = LD_RLX(&pw->gen);
 		e->pid = LD_RLX(&pw->pid);
 		e->start = LD_RLX(&pw->start_time);
-		neps++;
+		st->neps++;
 		/* Same process still there? Keep it (a new pidfd); else clean. */
 		if (state == HL_EP_ACTIVE) {
 			uint64_t word = LD_RLX(&hl__claim(&w->seg, ep)->word);
@@ -492,53 +553,182 @@ hl_w_recover(struct hl_worker *w)
 			ST_RLX(&pw->state, HL_EP_DEAD);
 		}
 	}
-	ST_RLX(&h->endpoints_used, neps);
+	ST_RLX(&h->endpoints_used, st->neps);
 
-	/* Finish pending dispatches, shard by shard (no threads run yet). */
-	for (uint32_t i = 0; i < st.npending; i++) {
-		uint32_t k = st.pending[i];
+	/* Finish pending dispatches, shard by shard (no shard thread runs
+	 * yet; each walks its key's list first). */
+	for (uint32_t i = 0; i < st->npending; i++) {
+		uint32_t k = st->pending[i];
 		hl_w_dispatch_pending(&w->shards[hl_w_key_shard(w, k)], k);
 	}
-
-	uint64_t dt = hl__now_ns() - t0;
-	ST_RLX(&h->last_recovery_ns, dt);
-	ST_RLX(&h->last_recovery_repairs, st.repairs);
-	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-	hl_w_log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
-	         "%lu repairs, %.3f ms",
-	         (unsigned long)nkeys, (unsigned long)nobs, (unsigned long)neps, st.npending,
-	         (unsigned long)st.repairs, (double)dt / 1e6);
-	if (st.repairs)
-		hl_w_seglog(w, HL_LOG_RECOVERY, (int32_t)st.repairs, (uint32_t)getpid(), "repaired");
-	rec_free(&st);
+	st->t_served = hl__now_ns();
 	return 0;
 }
 
-/* Endpoints found dead by recovery are cleaned once the monitor runs. */
+/* Free endpoints that hold observers: a crash in the middle of a cleanup.
+ * Adopted as dead, so that hl_w_recover_serve() cleans them. Under e->mu:
+ * shard threads run; none adopts a free endpoint until recovery ends. */
+static void
+adopt_orphans(struct hl_worker *w, struct hl_rec *st)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	uint64_t more = 0;
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		struct hl_ep *e = &w->eps[ep];
+		pthread_mutex_lock(&e->mu);
+		if (e->nobs && e->gen == 0 && LD_RLX(&pw->state) == HL_EP_FREE) {
+			ST_RLX(&pw->state, HL_EP_DEAD);
+			ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
+			e->gen = LD_RLX(&pw->gen);
+			e->pid = LD_RLX(&pw->pid);
+			e->start = LD_RLX(&pw->start_time);
+			st->acc.repairs++;
+			more++;
+		}
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (more)
+		atomic_fetch_add_explicit(&w->seg.h->endpoints_used, more, memory_order_relaxed);
+	st->neps += more;
+}
+
+/*
+ * Part 2, while shard threads may already serve publishes: every observer
+ * list, the slots nobody reached, the observer pool, the endpoints' lists.
+ * Nothing here races with a shard thread: it walks a list only after
+ * claiming it (hl_w_rec_key_ready() does the same), and observe,
+ * unobserve, new clients and cleanup wait until hl_w_recover_serve().
+ * Returns -ENOMEM when an endpoint's list cannot be allocated: the worker
+ * must stop then (main.c), and the next one recovers from scratch.
+ */
+int
+hl_w_recover_finish(struct hl_worker *w)
+{
+	struct hl_shm_header *h = w->seg.h;
+	struct hl_rec *st = w->rec;
+	walk_lists(w, st);
+	/* Lists a shard thread claimed first: wait for them (acquire DONE:
+	 * their obs_ep entries and repairs are visible after it). */
+	for (uint32_t j = 0; j < st->nkeys; j++)
+		while (atomic_load_explicit(&st->kstate[st->keys[j].idx], memory_order_acquire) !=
+		       KEY_DONE)
+			sched_yield();
+	st->acc.repairs += atomic_load_explicit(&st->fg_repairs, memory_order_relaxed);
+	uint64_t fg_seq = atomic_load_explicit(&st->fg_max_obs_seq, memory_order_relaxed);
+	if (fg_seq > st->acc.max_obs_seq)
+		st->acc.max_obs_seq = fg_seq;
+	st->t_lists = hl__now_ns();
+
+	/* Observer slots not reached are free: clear what a crash left
+	 * marked, where the object holds data. */
+	for (uint32_t i = 1, end; i <= h->max_observers; i = end) {
+		i = data_run(w, h->observers_off, sizeof(struct hl_shm_observer), h->max_observers, i,
+		             &end);
+		for (; i < end; i++) {
+			struct hl_shm_observer *o = hl__obs(&w->seg, i);
+			if (!st->obs_ep[i - 1] && LD_RLX(&o->id)) {
+				ST_RLX(&o->id, 0);
+				st->acc.repairs++;
+			}
+		}
+	}
+	st->t_clear = hl__now_ns();
+	hl__pool_rebuild(&w->obs, st->obs_ep);
+	st->t_pools = hl__now_ns();
+	uint64_t nobs = 0;
+	int rc = hl_w_ep_build_lists(w, st->obs_ep, &nobs);
+	if (rc)
+		return rc;
+	st->t_eps = hl__now_ns();
+	adopt_orphans(w, st);
+	free_emptied(w, st);
+
+	/* Ids only move forward. next_observer_seq == LIMIT is a real state:
+	 * the id space is used up (an observer with sequence LIMIT - 1 may
+	 * live) and observing answers -EOVERFLOW; apply_observe() puts the
+	 * counter back to LIMIT when a refused observe pushed it past.
+	 * Beyond LIMIT is damage (or a crash inside that refusal): restart
+	 * right after the highest live id, which keeps every live id unique.
+	 * Either way the result is at most LIMIT, so a second pass finds
+	 * nothing to repair (fuzz_attach: regress_seq_limit_idempotent). */
+	uint64_t nseq = LD_RLX(&h->next_observer_seq);
+	if (nseq > HL_OBS_SEQ_LIMIT) {
+		st->acc.repairs++;
+		ST_RLX(&h->next_observer_seq, st->acc.max_obs_seq + 1);
+	} else if (nseq <= st->acc.max_obs_seq) {
+		ST_RLX(&h->next_observer_seq, st->acc.max_obs_seq + 1);
+	}
+	ST_RLX(&h->observers_used, nobs);
+
+	uint64_t t1 = hl__now_ns(), dt = t1 - st->t0;
+	ST_RLX(&h->last_recovery_ns, dt);
+	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
+	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
+	hl_w_log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
+	         "%lu repairs, %.3f ms; publishes served after %.1f ms (ms: keys %.1f, "
+	         "dispatch %.1f, lists %.1f, clear %.1f, pool %.1f, endpoint lists %.1f, rest %.1f)",
+	         (unsigned long)LD_RLX(&h->keys_used), (unsigned long)nobs,
+	         (unsigned long)st->neps, st->npending, (unsigned long)st->acc.repairs,
+	         (double)dt / 1e6, ms(st->t0, st->t_served), ms(st->t0, st->t_keys),
+	         ms(st->t_keys, st->t_served), ms(st->t_served, st->t_lists),
+	         ms(st->t_lists, st->t_clear), ms(st->t_clear, st->t_pools),
+	         ms(st->t_pools, st->t_eps), ms(st->t_eps, t1));
+	if (st->acc.repairs)
+		hl_w_seglog(w, HL_LOG_RECOVERY, (int32_t)st->acc.repairs, (uint32_t)getpid(),
+		            "repaired");
+	return 0;
+}
+
+/* Both parts in the calling thread, no shard thread running (the fuzz
+ * target and tests). */
+int
+hl_w_recover(struct hl_worker *w)
+{
+	int rc = hl_w_recover_begin(w);
+	if (rc == 0)
+		rc = hl_w_recover_finish(w);
+	if (rc == 0)
+		atomic_store_explicit(&w->recovering, 0, memory_order_release);
+	/* Kept until exit: a shard thread may still look at it (kstate). */
+	return rc;
+}
+
+/* Monitor thread, right after hl_w_recover_finish(): everything waits no
+ * more. Then endpoints found dead are cleaned as usual, and every claimed
+ * endpoint is looked at once. */
 void
-hl_w_recover_kill_dead(struct hl_worker *w)
+hl_w_recover_serve(struct hl_worker *w)
+{
+	/* Release: every list, pool and endpoint list is complete before a
+	 * shard thread sees recovery over (acquire in hl_w_rec_key_ready()
+	 * and shard.c). */
+	atomic_store_explicit(&w->recovering, 0, memory_order_release);
+	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+		uint32_t st = atomic_load_explicit(&hl__epw(&w->seg, ep)->state, memory_order_acquire);
+		if (st == HL_EP_DEAD || st == HL_EP_BANNED)
+			hl_w_ep_kill_recovered(w, ep, st);
+	}
+	for (uint32_t s = 0; s < w->nshards; s++)
+		hl_w_wake_shard(w, s);
+	hl_w_prune(w);
+}
+
+/* Main thread, after hl_w_recover_begin(), before shard threads run:
+ * watch the live endpoints' processes, and look at every claimed
+ * endpoint's rings once: the previous worker may have taken a pending
+ * bit and died before draining the ring. */
+void
+hl_w_recover_kick(struct hl_worker *w)
 {
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
-		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
-		uint32_t st = LD_RLX(&pw->state);
-		if (st == HL_EP_DEAD || st == HL_EP_BANNED) {
-			/* Back to ACTIVE for one moment so kill() runs the usual
-			 * path (it ignores non-active endpoints). */
-			ST_RLX(&pw->state, HL_EP_ACTIVE);
-			hl_w_ep_kill(w, ep, st == HL_EP_BANNED ? "banned (recovered)" : "gone (recovered)");
-		} else if (st == HL_EP_ACTIVE) {
+		if (LD_RLX(&hl__epw(&w->seg, ep)->state) == HL_EP_ACTIVE)
 			hl_w_monitor_watch(w, ep); /* checks the pidfd under the lock */
-		}
-		/* The previous worker may have taken a pending bit and died
-		 * before draining the ring: look at every claimed endpoint once. */
 		if (HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) != 0)
 			for (uint32_t s = 0; s < w->nshards; s++)
 				atomic_fetch_or_explicit(hl__pending(&w->seg, s) + ep / 64,
 				                         1ull << (ep % 64), memory_order_relaxed);
 	}
-	for (uint32_t s = 0; s < w->nshards; s++)
-		hl_w_wake_shard(w, s);
-	hl_w_prune(w);
 }
 
 int

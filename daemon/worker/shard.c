@@ -65,7 +65,8 @@ already_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
  * Drain up to BATCH requests of endpoint EP's ring for this shard.
  * dead: the endpoint's process is gone: apply publishes and deletes (they
  * were acknowledged), refuse the rest. Returns 0 when the ring is empty,
- * -EAGAIN when more remain, -EPROTO when the ring held garbage.
+ * -EAGAIN when more remain, -EPROTO when the ring held garbage,
+ * -EINPROGRESS when the next request waits for the end of recovery.
  */
 static int
 drain(struct hl_shard *sh, uint32_t ep, int dead)
@@ -100,6 +101,14 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		/* Validation lives in request.c (shared with the fuzz target). */
 		if (hl_w_check_req(w->seg.h, sh->id, r, len)) {
 			rc = -EPROTO;
+			break;
+		}
+		/* Right after a restart, while recovery still walks the
+		 * observer lists (recovery.c), only publishes and deletes are
+		 * applied: the rest waits, in order, behind the first one. */
+		if (!dead && r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE &&
+		    atomic_load_explicit(&w->recovering, memory_order_acquire)) {
+			rc = -EINPROGRESS;
 			break;
 		}
 		uint64_t pos = at;
@@ -162,10 +171,40 @@ hl_w_drain_dead(struct hl_shard *sh, uint32_t ep)
 	return rc == -EAGAIN ? -EAGAIN : 0;
 }
 
+/* Endpoint EP waits for the end of recovery: remember it here rather
+ * than in the pending bits, which would keep this thread from sleeping. */
+static void
+defer(struct hl_shard *sh, uint32_t ep)
+{
+	sh->deferred[ep / 64] |= 1ull << (ep % 64);
+	sh->ndeferred = 1;
+}
+
+/* Recovery is over (acquire: pairs with the release in
+ * hl_w_recover_serve(), which then rings every doorbell): the deferred
+ * endpoints are pending again. */
+static int
+undefer(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	if (!sh->ndeferred || atomic_load_explicit(&w->recovering, memory_order_acquire))
+		return 0;
+	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
+	for (uint32_t i = 0; i < hl__pending_words(w->seg.h); i++)
+		if (sh->deferred[i]) {
+			atomic_fetch_or_explicit(&pend[i], sh->deferred[i], memory_order_relaxed);
+			sh->deferred[i] = 0;
+		}
+	sh->ndeferred = 0;
+	return 1;
+}
+
 static int
 any_pending(struct hl_shard *sh)
 {
 	struct hl_worker *w = sh->w;
+	if (sh->ndeferred && !atomic_load_explicit(&w->recovering, memory_order_acquire))
+		return 1;
 	uint32_t words = hl__pending_words(w->seg.h);
 	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
 	for (uint32_t i = 0; i < words; i++)
@@ -185,6 +224,7 @@ serve_once(struct hl_shard *sh)
 	uint32_t words = hl__pending_words(w->seg.h);
 	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
 	int served = 0;
+	undefer(sh);
 	for (uint32_t i = 0; i < words && i * 64 < w->seg.h->max_endpoints; i++) {
 		if (!LD_RLX(&pend[i]))
 			continue;
@@ -208,6 +248,10 @@ serve_once(struct hl_shard *sh)
 				                         memory_order_relaxed);
 				continue;
 			}
+			if (rc == -EINPROGRESS) {
+				defer(sh, ep);
+				continue;
+			}
 			if (rc == -EPROTO) {
 				/* Its claim entry changed under the adopted endpoint:
 				 * the client wrote garbage there. Drop it (logged). */
@@ -216,9 +260,12 @@ serve_once(struct hl_shard *sh)
 			}
 			if (rc != 0)
 				continue; /* free, dead (cleanup drains it), or not ready */
-			if (drain(sh, ep, 0) == -EAGAIN)
+			rc = drain(sh, ep, 0);
+			if (rc == -EAGAIN)
 				atomic_fetch_or_explicit(&pend[i], 1ull << (ep % 64),
 				                         memory_order_relaxed);
+			else if (rc == -EINPROGRESS)
+				defer(sh, ep);
 			served++;
 		}
 	}

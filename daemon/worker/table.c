@@ -87,13 +87,15 @@ hl_w_shard_init(struct hl_shard *sh)
 	sh->req_cap = h->req_ring_bytes;
 	sh->req = malloc(sh->req_cap);
 	sh->cleanup = calloc((h->max_endpoints + 63) / 64, sizeof(uint64_t));
+	sh->deferred = calloc(hl__pending_words(h), sizeof(uint64_t));
 	/* One array for the worker, made by the first shard's init: every
 	 * shard is initialised before recovery or any thread runs. */
 	if (sh->id == 0 && !w->ocache)
 		w->ocache = calloc((size_t)h->max_keys + 1, sizeof(*w->ocache));
 	if (!w->ocache)
 		return -ENOMEM;
-	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req || !sh->cleanup)
+	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req || !sh->cleanup ||
+	    !sh->deferred)
 		return -ENOMEM;
 	return 0;
 }
@@ -108,6 +110,7 @@ hl_w_shard_fini(struct hl_shard *sh)
 	free(sh->ids);
 	free(sh->req);
 	free((void *)sh->cleanup);
+	free(sh->deferred);
 	if (sh->id == 0 && sh->w->ocache) {
 		for (uint32_t i = 0; i <= sh->w->seg.h->max_keys; i++) {
 			free(sh->w->ocache[i].slots);
@@ -220,8 +223,9 @@ hl_w_maybe_free_key(struct hl_shard *sh, uint32_t idx)
  *    is being cleaned up (as a walk that passed it before the unlink would);
  *  - observers are linked only by the shard thread that dispatches, so
  *    none joins during a dispatch.
- * recovery.c repairs lists before this process dispatches anything, so no
- * copy predates a repair; any other code that changes a list must call
+ * recovery.c repairs a key's list before this process dispatches it
+ * (hl_w_rec_key_ready() at the top of dispatch()), so no copy predates a
+ * repair; any other code that changes a list must call
  * obs_list_changed() (the check of the head against the copy's first slot
  * is only a cheap second guard). tests/test_fanout.c fails when an unlink
  * does not bump gen.
@@ -686,6 +690,8 @@ dispatch(struct hl_shard *sh, uint32_t idx, struct hl_shm_key *k, const struct d
 	struct hl_worker *w = sh->w;
 	struct hl_obs_cache *oc = &w->ocache[idx];
 	uint64_t delivered;
+	/* Right after a restart, the list may not be repaired yet. */
+	hl_w_rec_key_ready(w, idx);
 	urcu_memb_read_lock();
 	/* The acquire on gen pairs with the release in obs_list_changed();
 	 * see above for why a copy built at this gen names only slots we may

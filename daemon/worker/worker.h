@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 struct hl_worker;
+struct hl_rec;
 
 /* Dispatch's private copy of one key's observer list (table.c): the slots
  * grouped by endpoint (groups in order of first appearance in the list,
@@ -78,6 +79,11 @@ struct hl_shard {
 	uint32_t rec_cap;
 	/* Endpoints whose cleanup this shard must run (bit per endpoint). */
 	_Atomic uint64_t *cleanup;
+	/* Endpoints whose next request waits for the end of recovery (bit
+	 * per endpoint; shard thread only): given back to the pending bits
+	 * once it is over. */
+	uint64_t *deferred;
+	int ndeferred;
 };
 
 /* The worker's view of one endpoint. */
@@ -121,6 +127,7 @@ struct hl_worker_opts {
 	int64_t telemetry_ms;     /* $sys/telemetry keys period; 0 = never (telemetry.c) */
 	int64_t spin_us;          /* busy-poll before sleeping */
 	int crash_at_step;        /* test hook: _exit(99) at that apply step */
+	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
 };
 
 struct hl_worker {
@@ -141,6 +148,12 @@ struct hl_worker {
 	int wakefd;               /* eventfd to wake the monitor */
 	pthread_t monitor;
 	_Atomic int step;         /* apply-step counter for the crash hook (all shards) */
+	/* 1 from the start of recovery until its second part is done
+	 * (recovery.c): meanwhile shard threads apply publishes and deletes
+	 * only, and adopt no new client (release when cleared). */
+	_Atomic int recovering;
+	_Atomic int rec_failed;   /* part 2 failed: the worker stops (status 2) */
+	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
 };
 
 /* table.c */
@@ -160,8 +173,9 @@ void hl_w_crash_point(struct hl_worker *w);
 int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
 int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
 void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why);
+void hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state);
 void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
-int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, const uint32_t *count);
+int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total);
 void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
 void hl_w_shard_cleanup(struct hl_shard *sh);
 int hl_w_monitor_start(struct hl_worker *w);
@@ -185,10 +199,19 @@ int hl_w_shards_start(struct hl_worker *w);
 void hl_w_shards_join(struct hl_worker *w);
 void hl_w_wake_shard(struct hl_worker *w, uint32_t s);
 
-/* recovery.c */
+/* recovery.c: in two parts (see there). The worker runs part 1 in its
+ * main thread, then hl_w_recover_kick(), and starts the shard threads;
+ * the monitor thread runs part 2 and then hl_w_recover_serve() before its
+ * loop. hl_w_recover() runs both parts in the calling thread. */
+int hl_w_recover_begin(struct hl_worker *w);
+void hl_w_recover_kick(struct hl_worker *w);
+int hl_w_recover_finish(struct hl_worker *w);
+void hl_w_recover_serve(struct hl_worker *w);
 int hl_w_recover(struct hl_worker *w);
+/* Before a shard thread reads key IDX's observer list: returns once that
+ * list is repaired (at once when recovery is over). */
+void hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx);
 int hl_w_check(struct hl_worker *w, char *msg, size_t len);
-void hl_w_recover_kill_dead(struct hl_worker *w);
 
 /* handoff.c */
 int hl_w_acquire(struct hl_worker *w);
