@@ -527,6 +527,45 @@ test_publishes_are_served_before_recovery_checks_every_list(void **state)
 	hl_t_unlink(name);
 }
 
+/* A SIGTERM while recovery's second part runs: the worker finishes it,
+ * passes its invariant check (exit 0) and hands back a table in which
+ * nothing is lost: the next worker finds every observer and value. */
+static void
+test_a_stop_during_recovery_finishes_it_first(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id;
+	char k[16];
+	for (int i = 0; i < BULK_KEYS; i++) {
+		int kl = snprintf(k, sizeof(k), "k%d", i);
+		assert_int_equal(hl_observe(c, k, (size_t)kl, 0, &id), 0);
+		assert_int_equal(hl_publish(c, k, (size_t)kl, "v", 1, NULL, 0), 0);
+	}
+	hl_t_kill9(w);
+	char pause[32];
+	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(1000));
+	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", name, "--max-keys", "256",
+		               "--max-observers", "2048", "--max-endpoints", "8", "--heap", "65536",
+		               "--recovery-pause", pause, NULL };
+	w = hl_t_spawn(argv, NULL);
+	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
+	struct hl_t_owner o;
+	assert_int_equal(hl_t_owner_read(name, &o), 0);
+	assert_int_equal(o.worker_ready, 0); /* still in the pause */
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(c, &st), 0);
+	assert_int_equal(st.observers, BULK_KEYS);
+	assert_int_equal(st.keys, BULK_KEYS);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -537,6 +576,7 @@ main(void)
 	        cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 	        cmocka_unit_test(test_large_table_is_rebuilt_after_a_kill),
 	        cmocka_unit_test(test_publishes_are_served_before_recovery_checks_every_list),
+	        cmocka_unit_test(test_a_stop_during_recovery_finishes_it_first),
 	};
 	return cmocka_run_group_tests_name("recovery", tests, NULL, NULL);
 }
