@@ -261,9 +261,10 @@ hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
 		lane_start(w, rec, &l, idx);
 		while (lane_step(w, rec, &acc, &l))
 			;
-		/* Never empty here: the caller dispatches a value or a delete,
-		 * so the key holds one (k->val != 0) until after this returns. */
-		(void)lane_finish(w, rec, &l);
+		/* What the walk found goes in before DONE (release, in
+		 * lane_finish()): the background pass reads these totals once
+		 * every list is DONE, and the highest live id keeps ids
+		 * unique (next_observer_seq). */
 		if (acc.repairs)
 			atomic_fetch_add_explicit(&rec->fg_repairs, acc.repairs, memory_order_relaxed);
 		uint64_t m = atomic_load_explicit(&rec->fg_max_obs_seq, memory_order_relaxed);
@@ -272,6 +273,9 @@ hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
 		                                              acc.max_obs_seq, memory_order_relaxed,
 		                                              memory_order_relaxed))
 			;
+		/* Never empty here: the caller dispatches a value or a delete,
+		 * so the key holds one (k->val != 0) until after this returns. */
+		(void)lane_finish(w, rec, &l);
 		return;
 	}
 	/* The background pass has it in one of its lanes: one list, soon done. */
