@@ -427,6 +427,25 @@ test_keys_whose_only_observers_were_damage_are_unlinked(void **state)
 	hl_t_unlink(name);
 }
 
+/* A standalone worker with bulk_caps whose recovery's second part waits
+ * MS (scaled) first: returns its pid once it owns the table. */
+static pid_t
+start_paused(const char *name, int ms)
+{
+	char pause[32];
+	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(ms));
+	const char *argv[32] = { HL_WORKER_PATH, "--standalone", "--name", name };
+	int n = 4;
+	for (int i = 0; bulk_caps[i]; i++)
+		argv[n++] = bulk_caps[i];
+	argv[n++] = "--recovery-pause";
+	argv[n++] = pause;
+	argv[n] = NULL;
+	pid_t w = hl_t_spawn(argv, NULL);
+	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
+	return w;
+}
+
 /* Recovery's second part (every observer list, the pools, the endpoints'
  * lists) runs while the shard threads serve (recovery.c): a publish after
  * a kill is dispatched before it ends, to every observer once, even to a
@@ -469,13 +488,7 @@ test_publishes_are_served_before_recovery_checks_every_list(void **state)
 	struct hl_t_owner o;
 	assert_int_equal(hl_t_owner_read(name, &o), 0);
 	uint64_t recoveries = o.recoveries;
-	char pause[32];
-	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(4000));
-	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", name, "--max-keys", "256",
-		               "--max-observers", "2048", "--max-endpoints", "8", "--heap", "65536",
-		               "--recovery-pause", pause, NULL };
-	w = hl_t_spawn(argv, NULL);
-	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
+	w = start_paused(name, 4000);
 
 	for (int i = 0; i < NK; i++) {
 		int kl = snprintf(k, sizeof(k), "k%d", i);
@@ -551,13 +564,7 @@ test_a_stop_during_recovery_finishes_it_first(void **state)
 		assert_int_equal(hl_publish(c, k, (size_t)kl, "v", 1, NULL, 0), 0);
 	}
 	hl_t_kill9(w);
-	char pause[32];
-	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(1000));
-	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", name, "--max-keys", "256",
-		               "--max-observers", "2048", "--max-endpoints", "8", "--heap", "65536",
-		               "--recovery-pause", pause, NULL };
-	w = hl_t_spawn(argv, NULL);
-	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
+	w = start_paused(name, 1000);
 	struct hl_t_owner o;
 	assert_int_equal(hl_t_owner_read(name, &o), 0);
 	assert_int_equal(o.worker_ready, 0); /* still in the pause */
