@@ -657,13 +657,17 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		e->slow = 1;
 		uint64_t idle_ms = (now - e->read_ns) / 1000000ull;
 		uint32_t pid = LD_RLX(&pw->pid);
+		/* The record first, as hl_w_ep_kill() does: whoever sees the
+		 * flag (heirloomctl, a test) must find the record already in
+		 * the segment's log (test_lifecycle failed once, under ASan,
+		 * in the window between the two). */
+		hl_w_seglog(w, HL_LOG_SLOW_READER,
+		            idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms, pid, "not reading");
 		atomic_store_explicit(&pw->last_read_ns, LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW,
-		                      memory_order_relaxed);
+		                      memory_order_release);
 		hl_w_log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
 		         "was taken for %lu ms (it keeps its observers)",
 		         ep, pid, (unsigned long)idle_ms);
-		hl_w_seglog(w, HL_LOG_SLOW_READER,
-		            idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms, pid, "not reading");
 	}
 }
 
