@@ -96,7 +96,7 @@ hl_t_wait_ready(const char *name, int ms)
 }
 
 pid_t
-hl_t_worker_startv(const char *name, const char *const *extra)
+hl_t_worker_spawnv(const char *name, const char *const *extra)
 {
 	const char *argv[64];
 	int n = 0;
@@ -107,17 +107,13 @@ hl_t_worker_startv(const char *name, const char *const *extra)
 	for (int i = 0; extra && extra[i] && n < 62; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		hl_t_child_setup();
-		if (!getenv("HL_TEST_VERBOSE")) {
-			int fd = open("/dev/null", O_WRONLY);
-			dup2(fd, 2);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+	return hl_t_spawn(argv, NULL);
+}
+
+pid_t
+hl_t_worker_startv(const char *name, const char *const *extra)
+{
+	pid_t pid = hl_t_worker_spawnv(name, extra);
 	if (wait_ready_pid(name, pid, hl_t_ms(10000)) != 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);

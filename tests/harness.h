@@ -31,6 +31,9 @@ int hl_t_ms(int ms);
  * terminated), wait until it serves. Returns its pid (asserts on failure). */
 pid_t hl_t_worker_start(const char *name, ...);
 pid_t hl_t_worker_startv(const char *name, const char *const *extra);
+/* The same without waiting: returns the pid at once (stderr as
+ * hl_t_spawn(path NULL)); the caller waits as it needs. */
+pid_t hl_t_worker_spawnv(const char *name, const char *const *extra);
 /* SIGTERM and wait: returns the exit status (or 128+signal). */
 int hl_t_worker_stop(pid_t pid);
 /* SIGKILL and reap. */

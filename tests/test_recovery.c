@@ -434,14 +434,14 @@ start_paused(const char *name, int ms)
 {
 	char pause[32];
 	snprintf(pause, sizeof(pause), "%dms", hl_t_ms(ms));
-	const char *argv[32] = { HL_WORKER_PATH, "--standalone", "--name", name };
-	int n = 4;
+	const char *extra[16];
+	int n = 0;
 	for (int i = 0; bulk_caps[i]; i++)
-		argv[n++] = bulk_caps[i];
-	argv[n++] = "--recovery-pause";
-	argv[n++] = pause;
-	argv[n] = NULL;
-	pid_t w = hl_t_spawn(argv, NULL);
+		extra[n++] = bulk_caps[i];
+	extra[n++] = "--recovery-pause";
+	extra[n++] = pause;
+	extra[n] = NULL;
+	pid_t w = hl_t_worker_spawnv(name, extra);
 	assert_int_equal(hl_t_wait_owner(name, HL_ROLE_WORKER, (uint32_t)w, hl_t_ms(10000)), 0);
 	return w;
 }

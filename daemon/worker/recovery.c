@@ -92,7 +92,7 @@ struct hl_rec {
 	/* The walks shard threads ran (any thread may add). */
 	_Atomic uint64_t fg_repairs, fg_max_obs_seq;
 	uint64_t max_rev;
-	uint64_t nkeys_kept, neps;
+	uint64_t neps;
 	uint64_t t0, t_keys, t_served, t_lists, t_clear, t_pools, t_eps;
 };
 
@@ -496,7 +496,6 @@ hl_w_recover_begin(struct hl_worker *w)
 
 	walk_keys(w, st);
 	keep_keys(w, st);
-	st->nkeys_kept = st->nkeys;
 	/* Key slots not reached are free: clear what a crash left marked.
 	 * Only where the object holds data (data_run()). */
 	for (uint32_t i = 1, end; i <= h->max_keys; i = end) {
@@ -514,7 +513,7 @@ hl_w_recover_begin(struct hl_worker *w)
 	/* Revisions only move forward. */
 	if (LD_RLX(&h->revision) < st->max_rev)
 		ST_RLX(&h->revision, st->max_rev);
-	ST_RLX(&h->keys_used, st->nkeys_kept);
+	ST_RLX(&h->keys_used, st->nkeys);
 	ST_RLX(&h->heap_used, hl__heap_used(&w->heap));
 	st->t_keys = hl__now_ns();
 

@@ -177,33 +177,32 @@ static void
 defer(struct hl_shard *sh, uint32_t ep)
 {
 	sh->deferred[ep / 64] |= 1ull << (ep % 64);
-	sh->ndeferred = 1;
+	sh->deferred_any = 1;
 }
 
 /* Recovery is over (acquire: pairs with the release in
  * hl_w_recover_serve(), which then rings every doorbell): the deferred
  * endpoints are pending again. */
-static int
+static void
 undefer(struct hl_shard *sh)
 {
 	struct hl_worker *w = sh->w;
-	if (!sh->ndeferred || atomic_load_explicit(&w->recovering, memory_order_acquire))
-		return 0;
+	if (!sh->deferred_any || atomic_load_explicit(&w->recovering, memory_order_acquire))
+		return;
 	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);
 	for (uint32_t i = 0; i < hl__pending_words(w->seg.h); i++)
 		if (sh->deferred[i]) {
 			atomic_fetch_or_explicit(&pend[i], sh->deferred[i], memory_order_relaxed);
 			sh->deferred[i] = 0;
 		}
-	sh->ndeferred = 0;
-	return 1;
+	sh->deferred_any = 0;
 }
 
 static int
 any_pending(struct hl_shard *sh)
 {
 	struct hl_worker *w = sh->w;
-	if (sh->ndeferred && !atomic_load_explicit(&w->recovering, memory_order_acquire))
+	if (sh->deferred_any && !atomic_load_explicit(&w->recovering, memory_order_acquire))
 		return 1;
 	uint32_t words = hl__pending_words(w->seg.h);
 	_Atomic uint64_t *pend = hl__pending(&w->seg, sh->id);

@@ -83,7 +83,7 @@ struct hl_shard {
 	 * per endpoint; shard thread only): given back to the pending bits
 	 * once it is over. */
 	uint64_t *deferred;
-	int ndeferred;
+	int deferred_any; /* some bit in deferred[] is set */
 };
 
 /* The worker's view of one endpoint. */
