@@ -43,6 +43,15 @@ struct resync {
 	uint64_t lagged;
 };
 
+/* A SYNC request of this client that a worker took but did not answer in
+ * time (the call returned -ETIMEDOUT); see settle(). */
+struct doubt {
+	uint64_t pos;
+	uint16_t type;         /* HL_REQ_* */
+	int set;
+	hl_observer_id orphan; /* a settled observe's id, whose removal is due */
+};
+
 struct hl_client {
 	pthread_mutex_t lock;
 	struct hl_seg seg;
@@ -58,6 +67,9 @@ struct hl_client {
 	uint64_t ev_tail[HL_SHARDS_MAX];
 	uint64_t lag_seen[HL_SHARDS_MAX];
 	uint64_t errs_seen[HL_SHARDS_MAX];
+	struct doubt doubt[HL_SHARDS_MAX];
+	uint32_t ndoubt;
+	int doubt_err; /* first error of a settled in-doubt request (hl_flush) */
 	uint32_t rr;
 
 	/* the event record being expanded into per-observer events */
@@ -131,28 +143,36 @@ obs_grow(struct hl_client *c)
 	return 0;
 }
 
+/* Make room for one more observer and copy its key (*kcopy, freed by the
+ * caller unless obs_insert() takes it): after this, obs_insert() cannot
+ * fail. */
 static int
-obs_add(struct hl_client *c, hl_observer_id id, uint32_t shard, const void *key, size_t len)
+obs_prepare(struct hl_client *c, const void *key, size_t len, uint8_t **kcopy)
 {
 	if ((c->obs_n + c->obs_tomb + 1) * 2 > c->obs_cap) {
 		int rc = obs_grow(c);
 		if (rc)
 			return rc;
 	}
-	uint8_t *k = malloc(len);
-	if (!k)
+	*kcopy = malloc(len);
+	if (!*kcopy)
 		return -ENOMEM;
-	memcpy(k, key, len);
+	memcpy(*kcopy, key, len);
+	return 0;
+}
+
+static void
+obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcopy, size_t len)
+{
 	uint32_t i = obs_slot_hash(id, c->obs_cap);
 	while (c->obs[i].id != 0 && c->obs[i].id != UINT64_MAX)
 		i = (i + 1) & (c->obs_cap - 1);
 	if (c->obs[i].id == UINT64_MAX)
 		c->obs_tomb--;
-	c->obs[i] = (struct obs_ent){.id = id, .shard = shard, .key = k, .key_len = (uint32_t)len};
 	/* The observer starts at the key's revision when it was added: events
 	 * can only carry later revisions, so nothing is filtered wrongly. */
+	c->obs[i] = (struct obs_ent){.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len};
 	c->obs_n++;
-	return 0;
 }
 
 static void
@@ -385,14 +405,38 @@ wait_signal(struct hl_client *c, uint32_t seen, uint64_t deadline, int cap_ms)
 	hl__futex_wait(&w->ev_signal, seen, &ts);
 }
 
-/* Queue one request. Caller holds c->lock. *pos_out = its ring position. */
+/*
+ * The failure contract (heirloom.h, "Outcomes"). Every request a call waits
+ * for is queued with HL_REQF_SYNC. Until a worker takes it (one
+ * compare-and-swap of the record's flags word, shard.c take()), the
+ * library may withdraw it with the same kind of swap (withdraw()); the
+ * swap that lands first decides, so a call that gives up either withdrew
+ * its request (it is never applied: a definite error) or finds it taken
+ * (it will be applied exactly once: -ETIMEDOUT, the request "in doubt").
+ * An in-doubt request is settled (settle()) before the next SYNC request
+ * on its shard, by hl_flush() and, without waiting, by hl_next(): its
+ * answer then sits in result/result_pos, which only SYNC requests write
+ * and which no later SYNC request of this shard can overwrite first. A
+ * settled observe's observer is removed (nobody holds its id); a settled
+ * publish's or delete's error is reported by hl_flush().
+ */
+
+/* The record at position POS of shard S's request ring. */
+static uint8_t *
+req_at(struct hl_client *c, uint32_t s, uint64_t pos)
+{
+	return c->req[s].data + (pos & (c->req[s].size - 1));
+}
+
+/* Queue one request. Caller holds c->lock. *pos_out = its ring position.
+ * When the ring is full it waits for room until DEADLINE (not at all with
+ * HL_OPEN_NOWAIT) and then returns -EAGAIN: nothing was queued. */
 static int
 queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_t key_len,
           const void *meta, size_t meta_len, const void *val, size_t val_len, uint64_t arg,
-          uint16_t rflags, uint64_t *pos_out)
+          uint16_t rflags, uint64_t deadline, uint64_t *pos_out)
 {
 	uint32_t n = hl__rec_align((uint32_t)(sizeof(struct hl_req) + key_len + meta_len + val_len));
-	uint64_t deadline = 0;
 	for (;;) {
 		void *rec;
 		uint64_t next;
@@ -428,12 +472,8 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 		/* Full: the worker is behind or absent. */
 		if (endpoint_gone(c))
 			return HL_ESTALE;
-		if (c->flags & HL_OPEN_NOWAIT)
+		if ((c->flags & HL_OPEN_NOWAIT) || hl__now_ns() >= deadline)
 			return -EAGAIN;
-		if (!deadline)
-			deadline = deadline_of(c->timeout_ms);
-		if (hl__now_ns() >= deadline)
-			return -ETIMEDOUT;
 		ring_doorbell(c, s);
 		/* Asleep until the worker drained some of the ring: it wakes us
 		 * after each drain (hl_w_wake_client) once we say we sleep. */
@@ -446,27 +486,55 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 	}
 }
 
-/* Wait until request POS on shard S has been applied; return its result
- * (observer id >= 0 or -errno) when the worker left one, else 0. */
+/* Give up SYNC request POS on shard S: swap its flags SYNC -> SYNC |
+ * WITHDRAWN, unless the worker swapped SYNC -> SYNC | TAKEN first. 1 =
+ * withdrawn (the worker will skip it: never applied), 0 = taken (it will
+ * be applied exactly once). The flags word is the record's second 8-byte
+ * word (layout.h); the record stays in place until the worker consumes it,
+ * since only this client writes the ring and it writes past the head. */
+static int
+withdraw(struct hl_client *c, uint32_t s, uint64_t pos)
+{
+	uint64_t *word = (uint64_t *)(void *)(req_at(c, s, pos) + 8);
+	uint64_t expect = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+	struct hl_req r;
+	memcpy((uint8_t *)&r + 8, &expect, 8);
+	if (r.flags != HL_REQF_SYNC)
+		return 0;
+	r.flags = HL_REQF_SYNC | HL_REQF_WITHDRAWN;
+	uint64_t desired;
+	memcpy(&desired, (uint8_t *)&r + 8, 8);
+	return __atomic_compare_exchange_n(word, &expect, desired, 0, __ATOMIC_ACQ_REL,
+	                                   __ATOMIC_ACQUIRE);
+}
+
+/* The answer of SYNC request POS on shard S, which the worker consumed. */
 static int64_t
-wait_applied(struct hl_client *c, uint32_t s, uint64_t pos, int timeout_ms)
+answer_of(struct hl_client *c, uint32_t s, uint64_t pos)
 {
 	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
-	uint64_t deadline = deadline_of(timeout_ms);
+	if (atomic_load_explicit(&ws->result_pos, memory_order_acquire) != pos + 1)
+		return HL_ECORRUPT; /* every SYNC request is answered there */
+	return atomic_load_explicit(&ws->result, memory_order_relaxed);
+}
+
+/* Wait until the worker consumed request POS of shard S (1), or until
+ * DEADLINE, or at once when HL_OPEN_NOWAIT and no worker serves (0), or
+ * the endpoint is gone (HL_ESTALE). */
+static int
+wait_consumed(struct hl_client *c, uint32_t s, uint64_t pos, uint64_t deadline)
+{
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
 	int spins = 0;
 	for (;;) {
-		uint64_t t = atomic_load_explicit(&ws->req_tail, memory_order_acquire);
-		if (t > pos) {
-			if (atomic_load_explicit(&ws->result_pos, memory_order_acquire) == pos + 1)
-				return atomic_load_explicit(&ws->result, memory_order_relaxed);
-			return 0;
-		}
+		if (atomic_load_explicit(&ws->req_tail, memory_order_acquire) > pos)
+			return 1;
 		if (endpoint_gone(c))
 			return HL_ESTALE;
 		if ((c->flags & HL_OPEN_NOWAIT) && !worker_serving(c))
-			return -EAGAIN;
+			return 0;
 		if (hl__now_ns() >= deadline)
-			return worker_serving(c) ? -ETIMEDOUT : -EAGAIN;
+			return 0;
 		if (++spins < 200) {
 			sched_yield();
 			continue;
@@ -478,6 +546,87 @@ wait_applied(struct hl_client *c, uint32_t s, uint64_t pos, int timeout_ms)
 			wait_signal(c, seen, deadline, 50);
 		sleep_end(c);
 	}
+}
+
+/* Wait for the answer of SYNC request POS on shard S until DEADLINE, then
+ * withdraw it. Returns its answer (an observer id, 0, or the worker's
+ * -errno), -EAGAIN (withdrawn: never applied), HL_ESTALE (the endpoint is
+ * gone and the request was withdrawn), or -ETIMEDOUT: a worker took it and
+ * did not answer in time; it will be applied exactly once (the caller
+ * records it in c->doubt[s]). */
+static int64_t
+await_answer(struct hl_client *c, uint32_t s, uint64_t pos, uint64_t deadline)
+{
+	int rc = wait_consumed(c, s, pos, deadline);
+	if (rc == 1)
+		return answer_of(c, s, pos);
+	if (withdraw(c, s, pos))
+		return rc == HL_ESTALE ? HL_ESTALE : -EAGAIN;
+	/* Taken: it may have been answered as we looked. */
+	if (atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->req_tail,
+	                         memory_order_acquire) > pos)
+		return answer_of(c, s, pos);
+	return -ETIMEDOUT;
+}
+
+static void
+doubt_set(struct hl_client *c, uint32_t s, uint64_t pos, uint16_t type)
+{
+	c->doubt[s] = (struct doubt){.pos = pos, .type = type, .set = 1};
+	c->ndoubt++;
+}
+
+/*
+ * Settle shard S's in-doubt request (see above), waiting for it until
+ * DEADLINE. Returns 0 when there is none (any more), -EAGAIN when it is
+ * still unanswered (the caller queues nothing behind it), HL_ESTALE.
+ */
+static int
+settle(struct hl_client *c, uint32_t s, uint64_t deadline)
+{
+	struct doubt *d = &c->doubt[s];
+	if (!d->set)
+		return 0;
+	if (d->type == HL_REQ_OBSERVE && d->orphan) {
+		/* Its observer's removal could not be queued yet. */
+	} else {
+		int rc = wait_consumed(c, s, d->pos, deadline);
+		if (rc == HL_ESTALE) {
+			d->set = 0;
+			c->ndoubt--;
+			return HL_ESTALE;
+		}
+		if (rc == 0)
+			return -EAGAIN;
+		int64_t r = answer_of(c, s, d->pos);
+		if (d->type == HL_REQ_OBSERVE && r > 0) {
+			d->orphan = (hl_observer_id)r;
+		} else if (r < 0 && d->type != HL_REQ_OBSERVE && d->type != HL_REQ_UNOBSERVE &&
+		           !c->doubt_err) {
+			c->doubt_err = (int)r; /* hl_flush() reports it */
+		}
+	}
+	if (d->orphan) {
+		/* Nobody holds this id: remove the observer (its events are
+		 * dropped meanwhile: hl_next() knows no such id). */
+		uint64_t pos;
+		int rc = queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, d->orphan, 0,
+		                   deadline, &pos);
+		if (rc)
+			return rc == HL_ESTALE ? rc : -EAGAIN;
+	}
+	*d = (struct doubt){0};
+	c->ndoubt--;
+	return 0;
+}
+
+/* hl_next(): settle what can be settled without waiting. */
+static void
+settle_ready(struct hl_client *c)
+{
+	for (uint32_t s = 0; s < c->shards && c->ndoubt; s++)
+		if (c->doubt[s].set)
+			(void)settle(c, s, 0);
 }
 
 static int
@@ -498,23 +647,33 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&c->lock);
+	uint64_t deadline = deadline_of(c->timeout_ms);
 	uint32_t s = shard_of(c, hl__hash(key, key_len));
 	uint64_t pos;
-	rc = c->stale ? HL_ESTALE
-	              : queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags, 0, &pos);
+	/* Room for the id before the request: once the worker answers, the
+	 * observer exists, and failing to record it would leave it held by
+	 * nobody. */
+	uint8_t *kcopy = NULL;
+	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, &kcopy);
+	if (rc == 0)
+		rc = settle(c, s, deadline);
+	if (rc == 0)
+		rc = queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags,
+		               HL_REQF_SYNC, deadline, &pos);
 	if (rc == 0) {
-		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
+		int64_t r = await_answer(c, s, pos, deadline);
 		if (r > 0) {
-			rc = obs_add(c, (hl_observer_id)r, s, key, key_len);
-			if (rc == 0)
-				*out = (hl_observer_id)r;
+			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len);
+			kcopy = NULL;
+			*out = (hl_observer_id)r;
+		} else if (r == -ETIMEDOUT) {
+			doubt_set(c, s, pos, HL_REQ_OBSERVE);
+			rc = -ETIMEDOUT;
 		} else {
-			/* 0 cannot be an id: a result was expected. A timed-out
-			 * observe stays queued and the worker will add the
-			 * observer later; hl_close() or process exit removes it. */
-			rc = r < 0 ? (int)r : HL_ECORRUPT;
+			rc = r < 0 ? (int)r : HL_ECORRUPT; /* 0 is never an id */
 		}
 	}
+	free(kcopy);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -526,15 +685,15 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	struct obs_ent *e = obs_find(c, id);
+	uint64_t deadline = deadline_of(c->timeout_ms);
 	/* One of ours: nothing the worker could answer is unknown here (only
 	 * this client's requests, or its death, remove its observers), so do
 	 * not wait for it (unless HL_OPEN_SYNC). Forgetting the id is what the
 	 * caller sees: hl_next() drops every event of an id it does not hold,
 	 * those queued and those the worker writes until it reaches this
 	 * request. The worker unlinks the observer in request order;
-	 * hl_flush() waits for that, and reports a failure there
-	 * (HL_REQF_NOWAIT). This halves the round trips of an observe +
-	 * unobserve pair (issue 5, scenario 5). */
+	 * hl_flush() waits for that, and reports a failure there. This halves
+	 * the round trips of an observe + unobserve pair (issue 5, scenario 5). */
 	int nowait = e && !(c->flags & HL_OPEN_SYNC);
 	/* An id we do not hold is either unknown or another client's: the
 	 * worker tells which. Route by the slot's key when we do not know it. */
@@ -550,12 +709,17 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 		}
 	}
 	uint64_t pos;
-	int rc = c->stale ? HL_ESTALE
-	                  : queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id,
-	                              nowait ? HL_REQF_NOWAIT : 0, &pos);
-	if (rc == 0 && !nowait)
-		rc = (int)wait_applied(c, s, pos, c->timeout_ms);
-	if (rc == 0 && e)
+	int rc = c->stale ? HL_ESTALE : nowait ? 0 : settle(c, s, deadline);
+	if (rc == 0)
+		rc = queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, id,
+		               nowait ? 0 : HL_REQF_SYNC, deadline, &pos);
+	if (rc == 0 && !nowait) {
+		int64_t r = await_answer(c, s, pos, deadline);
+		if (r == -ETIMEDOUT)
+			doubt_set(c, s, pos, HL_REQ_UNOBSERVE); /* taken: it will be removed */
+		rc = (int)r;
+	}
+	if ((rc == 0 || rc == -ETIMEDOUT) && e)
 		obs_del(c, e);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -579,16 +743,21 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 	    memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0)
 		return -EPERM;
 	pthread_mutex_lock(&c->lock);
+	uint64_t deadline = deadline_of(c->timeout_ms);
 	uint32_t s = shard_of(c, hl__hash(key, key_len));
+	int sync = (c->flags & HL_OPEN_SYNC) != 0;
 	uint64_t pos;
 	/* A dropped endpoint answers HL_ESTALE here, not 0: a request queued
 	 * into a ring nobody drains would be lost silently. The claim word's
 	 * line is written only at claim, ban and free, so this load is cheap. */
-	rc = endpoint_gone(c) ? HL_ESTALE
-	                      : queue_req(c, s, type, key, key_len, meta, meta_len, value,
-	                                  value_len, 0, 0, &pos);
-	if (rc == 0 && (c->flags & HL_OPEN_SYNC)) {
-		int64_t r = wait_applied(c, s, pos, c->timeout_ms);
+	rc = endpoint_gone(c) ? HL_ESTALE : sync ? settle(c, s, deadline) : 0;
+	if (rc == 0)
+		rc = queue_req(c, s, type, key, key_len, meta, meta_len, value, value_len, 0,
+		               sync ? HL_REQF_SYNC : 0, deadline, &pos);
+	if (rc == 0 && sync) {
+		int64_t r = await_answer(c, s, pos, deadline);
+		if (r == -ETIMEDOUT)
+			doubt_set(c, s, pos, type);
 		rc = r < 0 ? (int)r : 0;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -608,37 +777,48 @@ hl_delete(struct hl_client *c, const void *key, size_t key_len)
 	return write_req(c, HL_REQ_DELETE, key, key_len, NULL, 0, NULL, 0);
 }
 
-/* Collect (and forget) async errors. Caller holds the lock. */
+/* Collect (and forget) the errors of requests nobody waited for: a settled
+ * in-doubt request's first, else the most recent asynchronous one. Caller
+ * holds the lock. */
 static int
 take_async_errors(struct hl_client *c)
 {
-	int rc = 0;
+	int rc = c->doubt_err;
+	c->doubt_err = 0;
 	for (uint32_t s = 0; s < c->shards; s++) {
 		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
 		uint64_t n = atomic_load_explicit(&ws->async_errs, memory_order_acquire);
 		if (n != c->errs_seen[s]) {
 			c->errs_seen[s] = n;
-			rc = atomic_load_explicit(&ws->last_err, memory_order_relaxed);
-			if (rc >= 0)
-				rc = HL_ECORRUPT;
+			if (!rc) {
+				rc = atomic_load_explicit(&ws->last_err, memory_order_relaxed);
+				if (rc >= 0)
+					rc = HL_ECORRUPT;
+			}
 		}
 	}
 	return rc;
 }
 
+/* -ETIMEDOUT: something is still queued (it stays queued and will be
+ * applied exactly once); nothing is withdrawn here. */
 static int
 flush_locked(struct hl_client *c, int timeout_ms)
 {
 	if (c->stale)
 		return HL_ESTALE;
+	uint64_t deadline = deadline_of(timeout_ms);
 	for (uint32_t s = 0; s < c->shards; s++) {
+		int rc = settle(c, s, deadline);
+		if (rc)
+			return rc == HL_ESTALE ? rc : -ETIMEDOUT;
 		if (c->req_head[s] == atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->req_tail,
 		                                           memory_order_acquire))
 			continue;
 		/* Waiting for the last byte means waiting for the last record. */
-		int64_t r = wait_applied(c, s, c->req_head[s] - 1, timeout_ms);
-		if (r == -ETIMEDOUT || r == -EAGAIN || r == HL_ESTALE)
-			return (int)r;
+		rc = wait_consumed(c, s, c->req_head[s] - 1, deadline);
+		if (rc != 1)
+			return rc == HL_ESTALE ? rc : -ETIMEDOUT;
 	}
 	return take_async_errors(c);
 }
@@ -664,12 +844,14 @@ hl_close(struct hl_client *c)
 	if (!c->stale && c->pid == getpid()) {
 		int t = c->timeout_ms < 0 ? 5000 : c->timeout_ms;
 		rc = flush_locked(c, t);
-		/* Ask the worker to drop our observers and free the endpoint.
-		 * If none runs, the endpoint is reclaimed when a worker finds
-		 * this process gone (or this request, whichever first). */
+		/* Ask the worker to drop our observers and free the endpoint
+		 * (in-doubt observes included). If none runs, the endpoint is
+		 * reclaimed when a worker finds this process gone (or this
+		 * request, whichever first). Queued requests stay queued. */
 		uint64_t pos;
 		if (!c->stale)
-			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, 0, &pos);
+			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, 0,
+			                deadline_of(t), &pos);
 	}
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
@@ -683,7 +865,7 @@ hl_close(struct hl_client *c)
 	free(c->evbuf);
 	free(c->rs_buf);
 	free(c);
-	return rc == -ETIMEDOUT || rc == -EAGAIN ? 0 : rc;
+	return rc == -ETIMEDOUT ? 0 : rc;
 }
 
 /* ---- reads ---- */
@@ -795,6 +977,8 @@ expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 	return 1;
 }
 
+static int collect_lag_shard(struct hl_client *c, uint32_t s);
+
 /* Take the next record from any shard's event ring into evbuf.
  * 1 = got one, 0 = all empty, <0 error. */
 static int
@@ -826,6 +1010,11 @@ take_record(struct hl_client *c)
 		c->ev_idx = 0;
 		c->ev_n = ((const struct hl_evrec *)c->evbuf)->nobs;
 		c->rr = (s + 1) % c->shards;
+		/* Events were dropped just before this record: their LAGGED +
+		 * RESYNC pairs come first (try_next() empties the queue before
+		 * it expands a record). */
+		if (((const struct hl_evrec *)c->evbuf)->flags & HL_EVRF_LAG_BEFORE)
+			(void)collect_lag_shard(c, s);
 		return 1;
 	}
 	return 0;
@@ -846,36 +1035,45 @@ rs_push(struct hl_client *c, hl_observer_id id, uint64_t lagged)
 	return 0;
 }
 
-/* With every ring drained: find observers whose events were dropped since
- * we last looked and queue a LAGGED + RESYNC pair for each. */
+/* Queue a LAGGED + RESYNC pair for each of shard S's observers whose
+ * events were dropped since we last looked. 1 = found some. */
+static int
+collect_lag_shard(struct hl_client *c, uint32_t s)
+{
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+	/* Acquire: the dropped counts the worker raised before lag_seq. */
+	c->lag_seen[s] = atomic_load_explicit(&ws->lag_seq, memory_order_acquire);
+	int found = 0;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX || e->shard != s)
+			continue;
+		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
+		if (slot < 1 || slot > c->seg.h->max_observers)
+			continue;
+		struct hl_shm_observer *o = hl__obs(&c->seg, slot);
+		uint64_t d = atomic_load_explicit(&o->dropped, memory_order_relaxed);
+		if (atomic_load_explicit(&o->id, memory_order_acquire) != e->id ||
+		    d == e->dropped_seen)
+			continue;
+		uint64_t n = d - e->dropped_seen;
+		e->dropped_seen = d;
+		if (rs_push(c, e->id, n) == 0)
+			found = 1;
+	}
+	return found;
+}
+
+/* With every ring drained: drops that no later record reported (nothing
+ * was written after them). */
 static int
 collect_lag(struct hl_client *c)
 {
 	int found = 0;
-	for (uint32_t s = 0; s < c->shards; s++) {
-		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
-		uint64_t ls = atomic_load_explicit(&ws->lag_seq, memory_order_acquire);
-		if (ls == c->lag_seen[s])
-			continue;
-		c->lag_seen[s] = ls;
-		for (uint32_t i = 0; i < c->obs_cap; i++) {
-			struct obs_ent *e = &c->obs[i];
-			if (!e->id || e->id == UINT64_MAX || e->shard != s)
-				continue;
-			uint32_t slot = (uint32_t)(e->id & 0xffffffu);
-			if (slot < 1 || slot > c->seg.h->max_observers)
-				continue;
-			struct hl_shm_observer *o = hl__obs(&c->seg, slot);
-			uint64_t d = atomic_load_explicit(&o->dropped, memory_order_relaxed);
-			if (atomic_load_explicit(&o->id, memory_order_acquire) != e->id ||
-			    d == e->dropped_seen)
-				continue;
-			uint64_t n = d - e->dropped_seen;
-			e->dropped_seen = d;
-			if (rs_push(c, e->id, n) == 0)
-				found = 1;
-		}
-	}
+	for (uint32_t s = 0; s < c->shards; s++)
+		if (atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->lag_seq,
+		                         memory_order_acquire) != c->lag_seen[s])
+			found |= collect_lag_shard(c, s);
 	return found;
 }
 
@@ -904,32 +1102,33 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 		}
 		c->rs_phase = 0;
 		c->rs_pos++;
+		/* Every LAGGED is followed by its RESYNC: the key's state now.
+		 * hl_get() retries a seqlock read internally; -EBUSY (the value
+		 * kept changing) is retried here, a bounded number of times. */
 		size_t len = 0;
 		uint64_t rev = 0;
-		int rc = hl_get(c, e->key, e->key_len, c->rs_buf, c->seg.h->max_value, &len, &rev);
-		if (rc == -ENOENT) {
-			/* Gone. The slot (kept by this observer) still holds the
-			 * delete's revision: resync to it unless the observer is
-			 * already there; never repeat a revision. */
-			if (rev <= e->last_rev)
-				continue;
-			e->last_rev = rev;
-			e->last_was_delete = 1;
-			atomic_fetch_add_explicit(&c->resyncs, 1, memory_order_relaxed);
-			ev->type = HL_EV_RESYNC;
-			ev->revision = rev;
-			return 1;
+		int rc = -EBUSY;
+		for (int tries = 0; tries < 1000 && rc == -EBUSY; tries++) {
+			if (tries)
+				sched_yield();
+			rc = hl_get(c, e->key, e->key_len, c->rs_buf, c->seg.h->max_value, &len, &rev);
 		}
-		if (rc < 0 || rev <= e->last_rev)
-			continue; /* already current (or unreadable: nothing to add) */
-		e->last_rev = rev;
-		e->last_was_delete = 0;
 		atomic_fetch_add_explicit(&c->resyncs, 1, memory_order_relaxed);
 		ev->type = HL_EV_RESYNC;
+		/* Never behind what was handed out before: a key no longer in
+		 * the table reads as revision 0. */
+		if (rev < e->last_rev)
+			rev = e->last_rev;
+		e->last_rev = rev;
 		ev->revision = rev;
-		ev->has_new = 1;
-		ev->new_value = c->rs_buf;
-		ev->new_len = len < c->seg.h->max_value ? len : c->seg.h->max_value;
+		if (rc == 0) {
+			e->last_was_delete = 0;
+			ev->has_new = 1;
+			ev->new_value = c->rs_buf;
+			ev->new_len = len < c->seg.h->max_value ? len : c->seg.h->max_value;
+		} else {
+			e->last_was_delete = 1; /* gone (or unreadable: reported as gone) */
+		}
 		return 1;
 	}
 	c->rs_n = c->rs_pos = 0;
@@ -941,11 +1140,13 @@ static int
 try_next(struct hl_client *c, struct hl_event *ev)
 {
 	for (;;) {
+		/* Resyncs first: queued only when no record is half expanded
+		 * (collect_lag()) or right before the record they precede. */
+		if (c->rs_n && next_resync(c, ev))
+			return 1;
 		while (c->ev_idx < c->ev_n)
 			if (expand_one(c, c->ev_idx++, ev))
 				return 1;
-		if (c->rs_n && next_resync(c, ev))
-			return 1;
 		int rc = take_record(c);
 		if (rc < 0)
 			return rc;
@@ -997,6 +1198,8 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 	uint64_t deadline = 0;
 	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
 	int rc;
+	if (c->ndoubt)
+		settle_ready(c);
 	for (;;) {
 		rc = try_next(c, ev);
 		if (rc != 0)

@@ -34,7 +34,8 @@
 #include <stdint.h>
 
 #define HL_MAGIC 0x4d4f4f4c52494548ull /* "HEIRLOOM" little-endian */
-#define HL_LAYOUT_VERSION 1u
+#define HL_LAYOUT_VERSION 2u /* 2: request flags SYNC/TAKEN/WITHDRAWN, the done
+                              * record, value origins, event LAG_BEFORE flag */
 #define HL_CACHELINE 64u
 #define HL_PAGE 4096u
 
@@ -213,10 +214,21 @@ struct hl_shm_value {
 	uint32_t pub_pid;
 	uint32_t klass;        /* allocator size class of this block */
 	uint64_t ts_ns;        /* CLOCK_MONOTONIC at publish (from the request) */
-	uint64_t pad;
+	/* Origin: the request whose commit made this block what the key
+	 * holds: its endpoint, that endpoint's incarnation and the request's
+	 * ring position. Written by the publish that fills the block, before
+	 * the commit; rewritten (before its commit) by the delete that
+	 * deletes it, so that a deleted key's pending old block names the
+	 * delete. Read only by recovery's replay check (hl_w_req_committed()):
+	 * the evidence, stored in the same commit step as the effect, that
+	 * the request in flight at a crash was applied. Never read by
+	 * clients. org_ep = UINT32_MAX: the worker's own publish. */
+	uint32_t org_ep;
+	uint32_t org_gen;
+	uint64_t org_pos;
 	/* meta then value bytes follow */
 };
-_Static_assert(sizeof(struct hl_shm_value) == 48, "value header");
+_Static_assert(sizeof(struct hl_shm_value) == 56, "value header");
 
 /* Observer slot. Written only by the worker; read by clients (inspect).
  * Linked into its key's list by next/prev (1-based). Readers follow only
@@ -232,7 +244,12 @@ struct hl_shm_observer {
 	_Atomic uint64_t delivered_rev; /* last revision written to its ring */
 	_Atomic uint64_t dropped;       /* events dropped for lag */
 	uint64_t created_ns;            /* CLOCK_REALTIME */
-	uint64_t req_pos;               /* request position that created it */
+	uint64_t req_pos;               /* ring position (of endpoint/ep_gen, on its
+	                                 * key's shard) of the request that last
+	                                 * changed it: the observe that linked it,
+	                                 * then the unobserve that unlinks it
+	                                 * (stored before that unlink). Recovery's
+	                                 * replay check reads it. */
 };
 _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 
@@ -264,20 +281,48 @@ struct hl_shm_doorbell {
 };
 
 /* Worker side of one endpoint-shard pair (in ep_worker, read-only for
- * clients). `req_tail` is the request ring's consumer position: a request
- * below it has been applied (it is also the acknowledgement). `ev_head` is
- * the event ring's producer position. */
+ * clients). All fields are written by the shard thread that owns the pair
+ * (or by recovery before any shard thread runs).
+ *
+ * The life of one request at ring position P (docs/architecture.md, "The
+ * failure contract"):
+ *   intent_pos = P + 1          the request is being applied (relaxed; the
+ *                               commit's release orders it first)
+ *   COMMIT                      its effect, one store (table.c), naming P
+ *                               in the record it publishes (value origin,
+ *                               observer req_pos)
+ *   done_pos = P + 1 (release)  with done_result: the outcome, recorded
+ *                               right after the commit and before anything
+ *                               (dispatch, frees) could erase the evidence
+ *   result_pos = P + 1          SYNC requests only: the answer the client
+ *                               reads (release, after `result`)
+ *   req_tail past P (release)   the acknowledgement: P leaves the ring
+ * A restarted worker finds at most one request per shard with intent_pos
+ * == P + 1 and req_tail <= P: if done_pos == P + 1 it was applied with
+ * done_result; else recovery looks for the commit's evidence
+ * (hl_w_req_committed()). Either way it is answered and consumed before
+ * any other request is applied, or left to be applied for the first time.
+ */
 struct hl_shm_epw_shard {
 	alignas(HL_CACHELINE) _Atomic uint64_t req_tail;
 	_Atomic uint64_t ev_head;
-	_Atomic uint64_t result_pos;  /* request whose result is in `result` (+1) */
+	_Atomic uint64_t result_pos;  /* SYNC request whose answer is in `result` (+1) */
 	_Atomic int64_t result;       /* observer id or -errno */
 	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker */
+	_Atomic uint64_t done_pos;    /* request whose outcome is done_result (+1) */
+	_Atomic int64_t done_result;  /* its outcome: 0, observer id or -errno */
 	_Atomic uint64_t lag_seq;     /* +1 whenever an event was dropped */
-	_Atomic uint64_t async_errs;  /* failed requests nobody waited for */
+	/* second line: written rarely (errors, lag) */
+	alignas(HL_CACHELINE) _Atomic uint64_t async_errs; /* failed requests nobody waited for */
+	_Atomic uint64_t err_pos;     /* the request whose failure last_err is (+1) */
 	_Atomic int32_t last_err;
 	uint32_t pad;
+	/* lag_seq when the last event record flagged HL_EVRF_LAG_BEFORE was
+	 * written: while it differs from lag_seq, the next record written to
+	 * this ring carries the flag (table.c, deliver_ep()). */
+	_Atomic uint64_t lag_marked;
 };
+_Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines");
 
 /* Worker side of one endpoint: its header, then one hl_shm_epw_shard per
  * shard, then the shards' event rings (ev_ring_bytes each). */
@@ -336,11 +381,25 @@ struct hl_rec_hdr {
 #define HL_REQ_OBSERVE 3u
 #define HL_REQ_UNOBSERVE 4u
 #define HL_REQ_CLOSE 5u
-/* hl_req.flags (UNOBSERVE only; 0 elsewhere). NOWAIT: the client did not
- * wait for the answer (hl_unobserve() of one of its own observers), so a
- * failure is reported like an asynchronous publish's: last_err, async_errs,
- * read by hl_flush(). Any other bit is a protocol error. */
-#define HL_REQF_NOWAIT 1u
+/* hl_req.flags. The word holding them (with val_len and meta_len) is the
+ * record's second 8-byte word: the client and the worker change it with
+ * one compare-and-swap each, and whoever swaps first decides whether the
+ * request is applied (the withdraw-versus-take race, lib/client.c
+ * withdraw() and shard.c take()).
+ *  SYNC       set by the client: it waits for the answer in result /
+ *             result_pos, and it may withdraw the request until a worker
+ *             takes it. Without it a failure is reported like an
+ *             asynchronous publish's (last_err, async_errs, hl_flush()).
+ *  TAKEN      set by the worker (CAS from SYNC) before it applies a SYNC
+ *             request; from then on the request will be applied, through
+ *             any crash.
+ *  WITHDRAWN  set by the client (CAS from SYNC) when it gives up on the
+ *             request: the worker skips it, and it is never applied.
+ * Any other bit, or TAKEN and WITHDRAWN together, or either without SYNC,
+ * is a protocol error. */
+#define HL_REQF_SYNC 1u
+#define HL_REQF_TAKEN 2u
+#define HL_REQF_WITHDRAWN 4u
 /* events */
 #define HL_EVR_PUT 16u
 #define HL_EVR_DELETE 17u
@@ -366,12 +425,17 @@ struct hl_evrec {
 	uint32_t old_len; /* UINT32_MAX = no old value */
 	uint32_t new_len;
 	uint16_t meta_len;
-	uint16_t pad0;
+	uint16_t flags; /* HL_EVRF_* */
 	uint32_t pad1;
 	uint64_t rev;
 	uint64_t ts_ns;
 };
 _Static_assert(sizeof(struct hl_evrec) == 48, "event header");
+/* hl_evrec.flags. LAG_BEFORE: events for observers of this endpoint-shard
+ * were dropped (ring full) after the previous record and before this one;
+ * the client hands out LAGGED + RESYNC for them before this record's
+ * events, so the resync takes the place of what was dropped. */
+#define HL_EVRF_LAG_BEFORE 1u
 #define HL_EV_IDS_MAX 512u
 
 /* Observer ids are (seq << 24) | slot and travel as non-negative int64

@@ -170,7 +170,7 @@ wait_worker(struct hl_client *c, uint64_t pos, int banned)
 	}
 }
 
-/* hl_unobserve() sends HL_REQF_NOWAIT only for ids the client holds, which
+/* hl_unobserve() sends no HL_REQF_SYNC only for ids the client holds, which
  * the worker has no reason to refuse; should it refuse one anyway, the
  * failure must reach hl_flush() like an asynchronous publish's, not vanish
  * because nobody waited for the answer. */
@@ -192,7 +192,7 @@ test_failed_unobserve_nobody_waited_for_reaches_flush(void **state)
 	}
 	assert_int_equal(hl_publish(c, key, strlen(key), "v", 1, NULL, 0), 0);
 	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
-	                   .flags = HL_REQF_NOWAIT,
+	                   .flags = 0,
 	                   .arg = (1ull << 24) | 3};
 	wait_worker(c, raw_request(c, &q), 0);
 	assert_int_equal(hl_flush(c, hl_t_ms(2000)), -ENOENT);
@@ -208,7 +208,7 @@ test_unknown_request_flag_drops_the_client(void **state)
 	struct fx *f = *state;
 	struct hl_client *c = hl_t_open(f->name, 0);
 	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
-	                   .flags = 2,
+	                   .flags = 8,
 	                   .arg = (1ull << 24) | 3};
 	wait_worker(c, raw_request(c, &q), 1);
 	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), HL_ESTALE);

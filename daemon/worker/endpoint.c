@@ -516,6 +516,11 @@ hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep)
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
 			atomic_store_explicit(&ws->req_tail, 0, memory_order_relaxed);
 			atomic_store_explicit(&ws->ev_head, 0, memory_order_relaxed);
+			/* Positions start again: no record may name one. */
+			atomic_store_explicit(&ws->intent_pos, 0, memory_order_relaxed);
+			atomic_store_explicit(&ws->done_pos, 0, memory_order_relaxed);
+			atomic_store_explicit(&ws->result_pos, 0, memory_order_relaxed);
+			atomic_store_explicit(&ws->err_pos, 0, memory_order_relaxed);
 		}
 	return bad;
 }

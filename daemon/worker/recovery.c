@@ -15,7 +15,12 @@
  *  5. Finish pending dispatches (new value with prev/PENDING_NEW set, or a
  *     deleted key still holding its old value): deliver to observers whose
  *     delivered_rev is behind, then drop the old value.
- * Requests still in the rings are replayed by the shard threads (shard.c).
+ *  6. Resolve the request each shard thread was applying when the previous
+ *     worker died (resolve_in_flight()): applied, by its done record or by
+ *     the commit's evidence, is answered and consumed; anything else is
+ *     left in its ring and applied by the shard threads for the first time
+ *     (shard.c). This runs before any dispatch or request, which could
+ *     erase the evidence.
  *
  * In two parts, so that a publish after a crash waits only for the first:
  *  - hl_w_recover_begin() (main thread, no other thread yet): key chains,
@@ -43,6 +48,8 @@
 #include "worker.h"
 
 #include "heirloom/heirloom.h"
+#include "request.h"
+#include "ring.h"
 #include "seqlock.h"
 #include "util.h"
 
@@ -86,6 +93,7 @@ struct hl_rec {
 	uint32_t nkeys;
 	uint32_t *pending;  /* keys with a pending dispatch */
 	uint32_t npending;
+	uint64_t resolved; /* in-flight requests found applied (resolve_in_flight()) */
 	uint32_t *emptied;  /* keys the background walk left with nothing */
 	uint32_t nemptied;
 	struct rec_acc acc; /* the main thread's part, then the background pass's */
@@ -462,6 +470,77 @@ ms(uint64_t a, uint64_t b)
 }
 
 /*
+ * Step 6 (see the top of this file). For each endpoint-shard pair whose
+ * intent_pos names the record at its ring's tail, the previous worker was
+ * applying that request when it died (each shard thread applies one
+ * request at a time, so there is at most one per shard). Applied (done
+ * record, or the evidence hl_w_req_committed() reads): answer it as the
+ * first application did and consume it. Otherwise leave it: it was never
+ * applied, and the shard thread applies it in ring order. A crash in here
+ * leaves the same question to the next worker, with the same answers.
+ * Returns how many were found applied.
+ */
+static uint64_t
+resolve_in_flight(struct hl_worker *w)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	uint64_t resolved = 0;
+	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		uint32_t state = LD_RLX(&pw->state);
+		/* A banned endpoint's rings are garbage: nothing there is
+		 * trusted, nothing is answered. */
+		if (state != HL_EP_ACTIVE && state != HL_EP_DEAD)
+			continue;
+		uint32_t gen = LD_RLX(&pw->gen);
+		for (uint32_t s = 0; s < w->nshards; s++) {
+			struct hl_shard *sh = &w->shards[s];
+			struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, s);
+			struct hl_ring ring = {.head = &hl__epc_shard(&w->seg, ep, s)->req_head,
+			                       .tail = &ws->req_tail,
+			                       .data = hl__req_ring(&w->seg, ep, s),
+			                       .size = h->req_ring_bytes};
+			uint64_t at = LD_RLX(&ws->req_tail), intent = LD_RLX(&ws->intent_pos);
+			if (intent <= at)
+				continue;
+			const uint8_t *rec;
+			uint32_t len;
+			if (hl__ring_peek(&ring, &at, &rec, &len) != 1 || intent != at + 1)
+				continue;
+			/* One copy, validated (the client may write the ring);
+			 * a bad record is left for the shard thread to refuse. */
+			memcpy(sh->req, rec, len);
+			const struct hl_req *r = (const struct hl_req *)sh->req;
+			if (hl_w_check_req(h, s, r, len))
+				continue;
+			int64_t res = 0;
+			int done = LD_RLX(&ws->done_pos) == at + 1;
+			if (done)
+				res = LD_RLX(&ws->done_result);
+			else if (!hl_w_req_committed(sh, ep, gen, at, r, &res))
+				continue;
+			if (!done) {
+				ST_RLX(&ws->done_result, res);
+				atomic_store_explicit(&ws->done_pos, at + 1, memory_order_release);
+			}
+			if (r->flags & HL_REQF_SYNC) {
+				ST_RLX(&ws->result, res);
+				atomic_store_explicit(&ws->result_pos, at + 1, memory_order_release);
+			} else if (res < 0 && LD_RLX(&ws->err_pos) != at + 1) {
+				/* The report the dead worker did not finish. */
+				ST_RLX(&ws->last_err, (int32_t)res);
+				atomic_fetch_add_explicit(&ws->async_errs, 1, memory_order_release);
+				ST_RLX(&ws->err_pos, at + 1);
+			}
+			hl__ring_consume(&ring, at + len);
+			hl_w_wake_client(w, ep);
+			resolved++;
+		}
+	}
+	return resolved;
+}
+
+/*
  * Part 1, before any request is served: keys, values, the heap and the key
  * pool, endpoints' states, pending dispatches. After it, publishes and
  * deletes can be applied: their dispatch walks (repairs) the key's list
@@ -557,6 +636,10 @@ hl_w_recover_begin(struct hl_worker *w)
 		}
 	}
 	ST_RLX(&h->endpoints_used, st->neps);
+
+	/* Before the pending dispatches: finishing a delete's frees the key,
+	 * which is the evidence resolve_in_flight() reads. */
+	st->resolved = resolve_in_flight(w);
 
 	/* Finish pending dispatches, shard by shard (no shard thread runs
 	 * yet; each walks its key's list first). */
@@ -669,10 +752,11 @@ hl_w_recover_finish(struct hl_worker *w)
 	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
 	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
 	hl_w_log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
-	         "%lu repairs, %.3f ms; publishes served after %.1f ms (ms: keys %.1f, "
+	         "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served after %.1f ms (ms: keys %.1f, "
 	         "dispatch %.1f, lists %.1f, clear %.1f, pool %.1f, endpoint lists %.1f, rest %.1f)",
 	         (unsigned long)LD_RLX(&h->keys_used), (unsigned long)nobs,
-	         (unsigned long)st->neps, st->npending, (unsigned long)st->acc.repairs,
+	         (unsigned long)st->neps, st->npending, (unsigned long)st->resolved,
+	         (unsigned long)st->acc.repairs,
 	         (double)dt / 1e6, ms(st->t0, st->t_served), ms(st->t0, st->t_keys),
 	         ms(st->t_keys, st->t_served), ms(st->t_served, st->t_lists),
 	         ms(st->t_lists, st->t_clear), ms(st->t_clear, st->t_pools),

@@ -21,7 +21,13 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 	uint64_t need = sizeof(*r) + (uint64_t)r->h.key_len + r->meta_len + r->val_len;
 	if (hl__rec_align((uint32_t)need) != len)
 		return -EPROTO;
-	if (r->flags & ~(r->h.type == HL_REQ_UNOBSERVE ? HL_REQF_NOWAIT : 0u))
+	/* TAKEN and WITHDRAWN only ever follow SYNC, never both (layout.h). */
+	if (r->flags & ~(HL_REQF_SYNC | HL_REQF_TAKEN | HL_REQF_WITHDRAWN))
+		return -EPROTO;
+	if ((r->flags & (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)) &&
+	    (!(r->flags & HL_REQF_SYNC) ||
+	     (r->flags & (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)) ==
+	             (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)))
 		return -EPROTO;
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:

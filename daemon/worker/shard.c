@@ -4,12 +4,16 @@
  * the copy, applies it (table.c), answers it, and only then advances the
  * ring's tail: a request leaves its ring only after it has been applied.
  *
- * Replay after a crash: before applying the request at position P the
- * thread stores intent_pos = P + 1. A restarted worker that finds
- * intent_pos == tail + 1 knows the previous one may have committed that
- * request, and checks before applying it again (already_applied()).
- * Publish and delete need no check: applying them twice is a no-op (same
- * value: skipped; absent key: nothing to delete).
+ * The life of a request (layout.h, struct hl_shm_epw_shard): a SYNC one is
+ * first taken (take(): the compare-and-swap that decides the race with a
+ * client withdrawing it); then intent_pos = P + 1, the commit (table.c),
+ * the done record, the answer, and last the consume. A worker killed
+ * anywhere in between leaves the request at the ring's tail with
+ * intent_pos == P + 1, and recovery decides from the done record or from
+ * the commit's own evidence whether it was applied (recovery.c,
+ * resolve_in_flight()), before any other request is applied. Requests
+ * recovery leaves in the ring were never applied: they are applied here
+ * for the first time, with no check.
  *
  * Everything read from a ring is client-written: it is copied once into
  * shard-private memory and only the copy is validated and used (no double
@@ -37,28 +41,38 @@ hl_w_wake_shard(struct hl_worker *w, uint32_t s)
 	hl__futex_wake(&d->word, 1);
 }
 
-/* After a crash: was request R at POS already committed? 1 = yes (and
- * *result set), 0 = apply it. */
+/* Take SYNC request R (the private copy of the record at REC): swap
+ * SYNC -> SYNC|TAKEN in the ring, the one atomic step that decides the
+ * race with the client's withdraw() (lib/client.c). 1 = taken (or taken
+ * already, by a previous worker), 0 = the client withdrew it first (skip
+ * it), -EPROTO = the word changed to something no honest client writes. */
 static int
-already_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-                int64_t *result)
+take(const uint8_t *rec, struct hl_req *r)
 {
-	struct hl_worker *w = sh->w;
-	*result = 0;
-	if (r->h.type == HL_REQ_UNOBSERVE) {
-		uint32_t slot = (uint32_t)(r->arg & 0xffffffu);
-		if (slot < 1 || slot > w->seg.h->max_observers)
-			return 0;
-		return LD_RLX(&hl__obs(&w->seg, slot)->id) != r->arg;
+	if (!(r->flags & HL_REQF_SYNC) || (r->flags & HL_REQF_TAKEN))
+		return 1;
+	if (r->flags & HL_REQF_WITHDRAWN)
+		return 0;
+	struct hl_req want = *r;
+	want.flags |= HL_REQF_TAKEN;
+	uint64_t expect, desired;
+	memcpy(&expect, (const uint8_t *)r + 8, 8);
+	memcpy(&desired, (const uint8_t *)&want + 8, 8);
+	/* The word is 8-aligned (records are) and lives in the client's own
+	 * ring: a hostile client can change it at any time, which only ever
+	 * affects its own request. Acq_rel: nothing of the apply moves before
+	 * the take. */
+	if (__atomic_compare_exchange_n((uint64_t *)(uintptr_t)(rec + 8), &expect, desired, 0,
+	                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		r->flags = want.flags;
+		return 1;
 	}
-	if (r->h.type != HL_REQ_OBSERVE)
+	struct hl_req now;
+	memcpy((uint8_t *)&now + 8, &expect, 8);
+	if (now.flags == (HL_REQF_SYNC | HL_REQF_WITHDRAWN) && now.val_len == r->val_len &&
+	    now.meta_len == r->meta_len)
 		return 0;
-	/* An observer this very request created, on its key's list. */
-	uint64_t id;
-	if (!hl_w_observe_applied(sh, ep, pos, r, &id))
-		return 0;
-	*result = (int64_t)id;
-	return 1;
+	return -EPROTO;
 }
 
 /*
@@ -103,6 +117,14 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 			rc = -EPROTO;
 			break;
 		}
+		uint64_t pos = at;
+		if ((r->flags & HL_REQF_WITHDRAWN) && !(r->flags & HL_REQF_TAKEN)) {
+			/* Withdrawn by its client: never applied, nobody waits. */
+			tail = pos + len;
+			hl__ring_consume(&ring, tail);
+			n++;
+			continue;
+		}
 		/* Right after a restart, while recovery still walks the
 		 * observer lists (recovery.c), only publishes and deletes are
 		 * applied: the rest waits, in order, behind the first one. */
@@ -111,40 +133,56 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 			rc = -EINPROGRESS;
 			break;
 		}
-		uint64_t pos = at;
 		int64_t result = 0;
 		int err = 0;
-		/* Somebody waits for the answer in `result`: every observe, and
-		 * an unobserve unless the client said it will not wait. */
-		int sync = r->h.type == HL_REQ_OBSERVE ||
-		           (r->h.type == HL_REQ_UNOBSERVE && !(r->flags & HL_REQF_NOWAIT));
+		int t = take(rec, (struct hl_req *)sh->req);
+		if (t < 0) {
+			rc = -EPROTO;
+			break;
+		}
+		if (t == 0) {
+			/* Withdrawn as we looked: as above. */
+			tail = pos + len;
+			hl__ring_consume(&ring, tail);
+			n++;
+			continue;
+		}
+		hl_w_crash_point(w); /* taken, not yet applied */
+		int sync = (r->flags & HL_REQF_SYNC) != 0;
 		if (r->h.type == HL_REQ_CLOSE) {
 			hl_w_ep_kill(w, ep, "closed");
 			dead = 1;
 		} else if (dead && (r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE)) {
 			err = HL_ESTALE;
-		} else if (LD_RLX(&ws->intent_pos) == pos + 1 &&
-		           already_applied(sh, ep, pos, r, &result)) {
-			/* committed by the previous worker; answer only */
 		} else {
+			/* Relaxed: the commit's release store orders it first. */
 			atomic_store_explicit(&ws->intent_pos, pos + 1, memory_order_relaxed);
+			sh->cur_ws = ws;
+			sh->cur_pos = pos;
+			sh->cur_done = 0;
 			err = hl_w_apply(sh, ep, pos, r, len, &result);
+			sh->cur_ws = NULL;
+			hl_w_crash_point(w); /* done recorded, not yet answered */
 		}
 		if (err < 0)
 			result = err;
-		if (sync || err < 0) {
+		if (sync) {
 			atomic_store_explicit(&ws->result, result, memory_order_relaxed);
 			/* Release: result before result_pos (client acquires). */
 			atomic_store_explicit(&ws->result_pos, pos + 1, memory_order_release);
-		}
-		if (err < 0 && !sync) {
+		} else if (err < 0) {
 			atomic_store_explicit(&ws->last_err, err, memory_order_relaxed);
 			atomic_fetch_add_explicit(&ws->async_errs, 1, memory_order_release);
+			/* After the count: recovery completes a report whose
+			 * err_pos is missing (a second count is harmless: the
+			 * client only looks for a change). */
+			atomic_store_explicit(&ws->err_pos, pos + 1, memory_order_relaxed);
 			atomic_fetch_add_explicit(&sh->c->async_errors, 1, memory_order_relaxed);
 		}
+		hl_w_crash_point(w); /* answered, still in the ring */
 		tail = pos + len;
 		/* The acknowledgement: the request leaves the ring. A crash
-		 * before this store replays it (see already_applied()). */
+		 * before this store leaves it to recovery's resolve_in_flight(). */
 		hl__ring_consume(&ring, tail);
 		wake = 1;
 		n++;

@@ -73,6 +73,24 @@ hl_w_crash_point(struct hl_worker *w)
 		_exit(99);
 }
 
+/*
+ * The done record of the request being applied (struct hl_shm_epw_shard):
+ * its outcome, stored right after its commit (or once it is known to have
+ * none), before anything that could erase the commit's evidence (the
+ * dispatch, which frees a deleted key; the RCU free of an unlinked
+ * observer). Release: the commit is visible before it. Nothing for the
+ * worker's own publishes (cur_ws NULL). Shard thread only.
+ */
+static void
+req_done(struct hl_shard *sh, int64_t result)
+{
+	if (!sh->cur_ws || sh->cur_done)
+		return;
+	atomic_store_explicit(&sh->cur_ws->done_result, result, memory_order_relaxed);
+	atomic_store_explicit(&sh->cur_ws->done_pos, sh->cur_pos + 1, memory_order_release);
+	sh->cur_done = 1;
+}
+
 int
 hl_w_shard_init(struct hl_shard *sh)
 {
@@ -395,6 +413,11 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 	uint32_t payload = d->key_len + d->meta_len + d->old_len + d->new_len;
 	uint32_t i = 0;
 	int lagged = 0, bad = 0;
+	/* Events were dropped since the last flagged record: the first record
+	 * written now says so (HL_EVRF_LAG_BEFORE), so that the client resyncs
+	 * before it hands out anything written after the drop. */
+	uint64_t lseq = LD_RLX(&ws->lag_seq);
+	uint16_t evflags = lseq != LD_RLX(&ws->lag_marked) ? HL_EVRF_LAG_BEFORE : 0;
 	while (i < n) {
 		uint32_t cnt = n - i < HL_EV_IDS_MAX ? n - i : HL_EV_IDS_MAX;
 		uint32_t size = hl__rec_align((uint32_t)sizeof(struct hl_evrec) + 8u * cnt + payload);
@@ -428,6 +451,7 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 		                     .old_len = d->old ? d->old_len : HL_NO_LEN,
 		                     .new_len = d->nw ? d->new_len : HL_NO_LEN,
 		                     .meta_len = (uint16_t)d->meta_len,
+		                     .flags = evflags,
 		                     .rev = d->rev,
 		                     .ts_ns = d->ts};
 		uint8_t *q = p;
@@ -453,12 +477,15 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 		head = next;
 		delivered += cnt;
 		i += cnt;
+		evflags = 0;
 	}
 	/* COMMIT of this endpoint's events (release: record bytes first).
 	 * delivered_rev moves only after it: a crash in between makes
 	 * recovery send these events again, and the client library drops the
 	 * duplicates by revision; the other order could lose them. */
 	hl__ring_commit(&ring, head);
+	if (delivered && lseq != LD_RLX(&ws->lag_marked))
+		ST_RLX(&ws->lag_marked, lseq); /* a crash before it flags one more: harmless */
 	/* The slots were read by pass 1, but 100,000 of them no longer fit
 	 * in L2: fetch ahead (for writing), as pass 1 does. */
 	for (uint32_t j = 0; j < delivered; j++) {
@@ -805,8 +832,8 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 /* ---- apply ---- */
 
 static int
-apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uint8_t *key,
-              const uint8_t *meta, const uint8_t *val, uint32_t *dispatch_key)
+apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+              const uint8_t *key, const uint8_t *meta, const uint8_t *val, uint32_t *dispatch_key)
 {
 	struct hl_worker *w = sh->w;
 	uint64_t hash = hl__hash(key, r->h.key_len);
@@ -849,7 +876,10 @@ apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const ui
 	                           .pub_pid = ep == HL_W_EP_SELF ? (uint32_t)getpid()
 	                                                         : LD_RLX(&hl__epw(&w->seg, ep)->pid),
 	                           .klass = klass,
-	                           .ts_ns = r->ts_ns};
+	                           .ts_ns = r->ts_ns,
+	                           .org_ep = ep == HL_W_EP_SELF ? UINT32_MAX : ep,
+	                           .org_gen = ep == HL_W_EP_SELF ? 0 : w->eps[ep].gen,
+	                           .org_pos = pos};
 	atomic_init(&hdr.prev, old);
 	struct hl_shm_value *nv = hl__val(&w->seg, nb);
 	/* The block may have been freed a moment ago while a client still
@@ -859,13 +889,16 @@ apply_publish(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const ui
 	hl__racy_copy_in((uint8_t *)(nv + 1) + r->meta_len, val, r->val_len);
 	hl_w_crash_point(w);
 	/* COMMIT: the new value becomes the key's value. Before this line the
-	 * block is unreachable (recovery frees it, the request is replayed);
-	 * after it, prev (or PENDING_NEW) marks the dispatch as pending and
-	 * recovery finishes it. */
+	 * block is unreachable (recovery frees it, the request is applied
+	 * anew); after it, prev (or PENDING_NEW) marks the dispatch as pending
+	 * and recovery finishes it, and the block's origin (ep, gen, pos) is
+	 * the evidence that this request was applied (hl_w_req_committed()). */
 	hl__seq_write_begin(&k->seq);
 	atomic_store_explicit(&k->val, nb, memory_order_release);
 	ST_RLX(&k->rev, rev);
 	hl__seq_write_end(&k->seq);
+	hl_w_crash_point(w); /* committed, no done record yet */
+	req_done(sh, 0);
 	if (ep != HL_W_EP_SELF)
 		atomic_fetch_add_explicit(&sh->c->publishes, 1, memory_order_relaxed);
 	*dispatch_key = idx;
@@ -875,8 +908,8 @@ out:
 }
 
 static int
-apply_delete(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uint8_t *key,
-             uint32_t *dispatch_key)
+apply_delete(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
+             const uint8_t *key, uint32_t *dispatch_key)
 {
 	struct hl_worker *w = sh->w;
 	uint64_t hash = hl__hash(key, r->h.key_len);
@@ -888,6 +921,14 @@ apply_delete(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uin
 		if (old && !(old & HL_VAL_DELETED)) {
 			uint64_t rev =
 			        atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
+			/* The old block names this delete as its origin from now
+			 * on: with the DELETED bit below, the evidence that this
+			 * request was applied. Before the commit it proves
+			 * nothing (the bit is not set); clients never read it. */
+			struct hl_shm_value *ov = hl__val(&w->seg, old);
+			__atomic_store_n(&ov->org_ep, ep, __ATOMIC_RELAXED);
+			__atomic_store_n(&ov->org_gen, w->eps[ep].gen, __ATOMIC_RELAXED);
+			__atomic_store_n(&ov->org_pos, pos, __ATOMIC_RELAXED);
 			hl_w_crash_point(w);
 			/* COMMIT: the key reads as absent from here on; its old
 			 * value stays, flagged, until the delete is dispatched.
@@ -900,6 +941,8 @@ apply_delete(struct hl_shard *sh, uint32_t ep, const struct hl_req *r, const uin
 			atomic_store_explicit(&k->val, old | HL_VAL_DELETED, memory_order_release);
 			ST_RLX(&k->rev, rev);
 			hl__seq_write_end(&k->seq);
+			hl_w_crash_point(w); /* committed, no done record yet */
+			req_done(sh, 0);
 			atomic_fetch_add_explicit(&sh->c->deletes, 1, memory_order_relaxed);
 			*dispatch_key = idx;
 		}
@@ -974,6 +1017,8 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	/* COMMIT: the observer joins its key's list. Before it the slot is
 	 * unreachable (recovery clears it; head->prev is rebuilt from next). */
 	atomic_store_explicit(&k->obs_head, slot, memory_order_release);
+	hl_w_crash_point(w); /* committed, no done record yet */
+	req_done(sh, (int64_t)id);
 	obs_list_changed(w, idx);
 	atomic_fetch_add_explicit(&k->nobs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->seg.h->observers_used, 1, memory_order_relaxed);
@@ -985,34 +1030,94 @@ out:
 	return rc;
 }
 
+/* Is observer SLOT linked in its key's list? Caller holds shard.mu. */
+static int
+obs_linked(struct hl_worker *w, uint32_t slot)
+{
+	uint32_t key = hl__obs(&w->seg, slot)->key;
+	if (key < 1 || key > w->seg.h->max_keys)
+		return 0;
+	uint32_t steps = 0;
+	for (uint32_t i = LD_RLX(&hl__key(&w->seg, key)->obs_head);
+	     i != HL_NIL && i <= w->seg.h->max_observers && steps++ <= w->seg.h->max_observers;
+	     i = LD_RLX(&hl__obs(&w->seg, i)->next))
+		if (i == slot)
+			return 1;
+	return 0;
+}
+
 /*
- * Replay check for an OBSERVE request R at ring position POS of endpoint EP
- * (shard.c, already_applied()): the observer that request created, if the
- * previous worker committed it before dying. 1 with its id in *id, else 0.
- * Only the request's key's list is looked at, under shard.mu: its slots are
- * this shard's, written only under that mutex (by this thread or the
- * monitor's cleanup). Scanning every slot instead read other shards' slots
- * while their threads wrote them (a TSan report), and cost the capacity.
+ * Recovery's replay check (recovery.c, resolve_in_flight()): did the
+ * previous worker commit request R, at ring position POS of endpoint EP
+ * (incarnation GEN), before it died without a done record? 1 with the
+ * request's outcome in *result, else 0 (it was not applied: it is applied
+ * later, for the first time).
+ *
+ * The answer is read from the record each commit publishes together with
+ * its effect, never from values (another client may have written the same
+ * value meanwhile):
+ *  PUBLISH    the key's current value block names (EP, GEN, POS) as origin;
+ *  DELETE     the key is deleted, dispatch pending, and its old block names
+ *             (EP, GEN, POS) (stored just before the commit);
+ *  OBSERVE    an observer of this endpoint incarnation with req_pos == POS
+ *             is linked in the key's list;
+ *  UNOBSERVE  the observer R names carries req_pos == POS (stored just
+ *             before the unlink) and is no longer linked.
+ * Valid only while that evidence cannot have been erased: recovery calls
+ * it before anything else is applied or dispatched, and a worker erases it
+ * only after the done record (req_done()). Caller: recovery's part 1, no
+ * other thread running; the key's list is repaired first.
  */
 int
-hl_w_observe_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-                     uint64_t *id)
+hl_w_req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
+                   const struct hl_req *r, int64_t *result)
 {
 	struct hl_worker *w = sh->w;
 	const uint8_t *key = (const uint8_t *)(r + 1);
 	int found = 0;
-	*id = 0;
+	*result = 0;
+	if (r->h.type == HL_REQ_UNOBSERVE) {
+		uint32_t slot = (uint32_t)(r->arg & 0xffffffu);
+		if (slot < 1 || slot > w->seg.h->max_observers)
+			return 0;
+		struct hl_shm_observer *o = hl__obs(&w->seg, slot);
+		uint32_t key_idx = o->key;
+		if (key_idx >= 1 && key_idx <= w->seg.h->max_keys)
+			hl_w_rec_key_ready(w, key_idx);
+		pthread_mutex_lock(&sh->mu);
+		found = o->endpoint == ep && o->ep_gen == gen && o->req_pos == pos &&
+		        !obs_linked(w, slot);
+		pthread_mutex_unlock(&sh->mu);
+		return found;
+	}
+	if (r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE &&
+	    r->h.type != HL_REQ_OBSERVE)
+		return 0;
 	pthread_mutex_lock(&sh->mu);
 	uint32_t idx = key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
-	if (idx) {
+	pthread_mutex_unlock(&sh->mu);
+	if (!idx)
+		return 0;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	if (r->h.type == HL_REQ_OBSERVE)
+		hl_w_rec_key_ready(w, idx);
+	pthread_mutex_lock(&sh->mu);
+	uint64_t val = LD_RLX(&k->val);
+	if (r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) {
+		int deleted = (val & HL_VAL_DELETED) != 0;
+		uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
+		if (off && deleted == (r->h.type == HL_REQ_DELETE)) {
+			const struct hl_shm_value *v = hl__val(&w->seg, off);
+			found = v->org_ep == ep && v->org_gen == gen && v->org_pos == pos;
+		}
+	} else {
 		uint32_t steps = 0;
-		for (uint32_t i = LD_RLX(&hl__key(&w->seg, idx)->obs_head);
-		     i != HL_NIL && steps++ <= w->seg.h->max_observers;) {
+		for (uint32_t i = LD_RLX(&k->obs_head);
+		     i != HL_NIL && i <= w->seg.h->max_observers && steps++ <= w->seg.h->max_observers;) {
 			struct hl_shm_observer *o = hl__obs(&w->seg, i);
 			uint64_t oid = LD_RLX(&o->id);
-			if (oid && o->endpoint == ep && o->ep_gen == w->eps[ep].gen &&
-			    o->req_pos == pos) {
-				*id = oid;
+			if (oid && o->endpoint == ep && o->ep_gen == gen && o->req_pos == pos) {
+				*result = (int64_t)oid;
 				found = 1;
 				break;
 			}
@@ -1043,9 +1148,13 @@ free_obs_slot_cb(struct rcu_head *head)
 
 /* Unlink observer SLOT. Caller holds the key's shard.mu. The slot goes back
  * to the pool after an RCU grace period, so that a dispatch walking the
- * list right now can still follow its `next`. */
-int
-hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
+ * list right now can still follow its `next`. DONE: the unlink is the
+ * commit of the request being applied (apply_unobserve()): its done record
+ * is stored right after the unlink and before the slot is handed to RCU,
+ * whose callback may let another shard reuse it (and erase the evidence)
+ * at once. */
+static int
+remove_observer(struct hl_shard *sh, uint32_t slot, int done)
 {
 	struct hl_worker *w = sh->w;
 	struct hl_shm_observer *o = hl__obs(&w->seg, slot);
@@ -1068,6 +1177,10 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 	if (n != HL_NIL)
 		ST_RLX(&hl__obs(&w->seg, n)->prev, p);
 	atomic_store_explicit(&o->id, 0, memory_order_release);
+	if (done) {
+		hl_w_crash_point(w); /* committed, no done record yet */
+		req_done(sh, 0);
+	}
 	/* Before call_rcu() below: a dispatch that reads the old gen began
 	 * its read-side section before the slot can be reused. */
 	obs_list_changed(w, idx);
@@ -1091,8 +1204,14 @@ hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
 	return 0;
 }
 
+int
+hl_w_remove_observer(struct hl_shard *sh, uint32_t slot)
+{
+	return remove_observer(sh, slot, 0);
+}
+
 static int
-apply_unobserve(struct hl_shard *sh, uint32_t ep, const struct hl_req *r)
+apply_unobserve(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r)
 {
 	struct hl_worker *w = sh->w;
 	uint64_t id = r->arg;
@@ -1108,8 +1227,12 @@ apply_unobserve(struct hl_shard *sh, uint32_t ep, const struct hl_req *r)
 		rc = -EINVAL; /* sent to the wrong shard: the client is broken */
 	else if (o->endpoint != ep || o->ep_gen != w->eps[ep].gen)
 		rc = -EPERM;
-	else
-		rc = hl_w_remove_observer(sh, slot);
+	else {
+		/* This request is the last to change the slot: with the unlink,
+		 * the evidence of its commit (hl_w_req_committed()). */
+		o->req_pos = pos;
+		rc = remove_observer(sh, slot, 1);
+	}
 	pthread_mutex_unlock(&sh->mu);
 	return rc;
 }
@@ -1135,25 +1258,31 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	*result = 0;
 	/* The worker's own keys: its publishes only (HL_W_EP_SELF). */
 	if ((r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) &&
-	    is_sys_key(key, r->h.key_len) != (ep == HL_W_EP_SELF))
+	    is_sys_key(key, r->h.key_len) != (ep == HL_W_EP_SELF)) {
+		req_done(sh, -EPERM);
 		return -EPERM;
+	}
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:
-		rc = apply_publish(sh, ep, r, key, meta, val, &dk);
+		rc = apply_publish(sh, ep, pos, r, key, meta, val, &dk);
 		break;
 	case HL_REQ_DELETE:
-		rc = apply_delete(sh, ep, r, key, &dk);
+		rc = apply_delete(sh, ep, pos, r, key, &dk);
 		break;
 	case HL_REQ_OBSERVE:
 		rc = apply_observe(sh, ep, pos, r, key, result);
 		break;
 	case HL_REQ_UNOBSERVE:
-		rc = apply_unobserve(sh, ep, r);
+		rc = apply_unobserve(sh, ep, pos, r);
 		break;
 	default:
 		rc = -EINVAL;
 		break;
 	}
+	/* No commit (a failure, an unchanged value, a delete of nothing): the
+	 * outcome is recorded now; a crash before this line applies the
+	 * request again later, which is its first application. */
+	req_done(sh, rc < 0 ? rc : *result);
 	if (dk) {
 		/* Wake-ups of this dispatch may wait for the end of the run
 		 * (wake_soon()), but not longer than WAKE_DEFER_NS. Only a

@@ -74,6 +74,12 @@ struct hl_shard {
 	uint32_t *touched;  /* endpoints touched by this dispatch */
 	uint64_t *ids;
 	uint8_t *req;       /* private copy of the request being applied */
+	/* The client request hl_w_apply() is applying (shard thread only;
+	 * NULL otherwise: the worker's own publishes, cleanup): where its
+	 * done record goes (table.c, req_done()). */
+	struct hl_shm_epw_shard *cur_ws;
+	uint64_t cur_pos;
+	int cur_done;
 	uint32_t req_cap;
 	uint8_t *rec;       /* event record being built */
 	uint32_t rec_cap;
@@ -161,8 +167,8 @@ int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_r
                uint32_t len, int64_t *result);
 void hl_w_dispatch_pending(struct hl_shard *sh, uint32_t key);
 int hl_w_remove_observer(struct hl_shard *sh, uint32_t slot);
-int hl_w_observe_applied(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-                         uint64_t *id);
+int hl_w_req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
+                       const struct hl_req *r, int64_t *result);
 int hl_w_shard_init(struct hl_shard *sh);
 void hl_w_shard_fini(struct hl_shard *sh);
 void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t key);
