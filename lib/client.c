@@ -85,7 +85,10 @@ struct hl_client {
 	struct resync *rs;
 	uint32_t rs_n, rs_cap, rs_pos;
 	int rs_phase; /* 0: emit LAGGED next, 1: emit RESYNC next */
-	uint8_t *rs_buf;
+	uint8_t *rs_buf; /* the RESYNC's value, read with its LAGGED */
+	size_t rs_len;
+	uint64_t rs_rev;
+	int rs_rc;
 
 	int stale;
 	/* HL_EV_RESYNC events handed out: written under lock by hl_next(),
@@ -1094,38 +1097,49 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 		ev->key = e->key;
 		ev->key_len = e->key_len;
 		if (c->rs_phase == 0) {
+			/* The key's state now, read before the LAGGED: hl_get()
+			 * retries a seqlock read internally; -EBUSY (the value
+			 * kept changing) is retried here, a bounded number of
+			 * times. */
+			int rc = -EBUSY;
+			for (int tries = 0; tries < 1000 && rc == -EBUSY; tries++) {
+				if (tries)
+					sched_yield();
+				c->rs_len = 0;
+				c->rs_rev = 0;
+				rc = hl_get(c, e->key, e->key_len, c->rs_buf, c->seg.h->max_value,
+				            &c->rs_len, &c->rs_rev);
+			}
+			c->rs_rc = rc;
+			/* Nothing missed after all: the events dropped were
+			 * copies of revisions already handed out (redelivered
+			 * after a worker restart). No LAGGED, no RESYNC. */
+			if (c->rs_rev <= e->last_rev && (rc == 0 || e->last_was_delete)) {
+				c->rs_pos++;
+				continue;
+			}
 			c->rs_phase = 1;
 			ev->type = HL_EV_LAGGED;
 			ev->lagged = r->lagged;
 			ev->revision = e->last_rev;
 			return 1;
 		}
+		/* Every LAGGED is followed by its RESYNC: the state read above. */
 		c->rs_phase = 0;
 		c->rs_pos++;
-		/* Every LAGGED is followed by its RESYNC: the key's state now.
-		 * hl_get() retries a seqlock read internally; -EBUSY (the value
-		 * kept changing) is retried here, a bounded number of times. */
-		size_t len = 0;
-		uint64_t rev = 0;
-		int rc = -EBUSY;
-		for (int tries = 0; tries < 1000 && rc == -EBUSY; tries++) {
-			if (tries)
-				sched_yield();
-			rc = hl_get(c, e->key, e->key_len, c->rs_buf, c->seg.h->max_value, &len, &rev);
-		}
 		atomic_fetch_add_explicit(&c->resyncs, 1, memory_order_relaxed);
 		ev->type = HL_EV_RESYNC;
-		/* Never behind what was handed out before: a key no longer in
-		 * the table reads as revision 0. */
-		if (rev < e->last_rev)
-			rev = e->last_rev;
+		/* Never behind what was handed out (a key gone from the table
+		 * reads as revision 0). */
+		uint64_t rev = c->rs_rev > e->last_rev ? c->rs_rev : e->last_rev;
 		e->last_rev = rev;
 		ev->revision = rev;
-		if (rc == 0) {
+		if (c->rs_rc == 0) {
 			e->last_was_delete = 0;
 			ev->has_new = 1;
 			ev->new_value = c->rs_buf;
-			ev->new_len = len < c->seg.h->max_value ? len : c->seg.h->max_value;
+			ev->new_len =
+			        c->rs_len < c->seg.h->max_value ? c->rs_len : c->seg.h->max_value;
 		} else {
 			e->last_was_delete = 1; /* gone (or unreadable: reported as gone) */
 		}

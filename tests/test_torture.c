@@ -1,7 +1,17 @@
 /*
- * test_torture.c: 4 client processes do a random mix of observe, unobserve,
- * publish and delete while the worker is killed with SIGKILL at random
- * moments (HL_TORTURE_KILLS times, default 200) and restarted. Afterwards:
+ * test_torture.c: 4 client processes, one per way of opening (HL_OPEN_SYNC
+ * with a short timeout, plain + hl_flush(), SYNC|NOWAIT, NOWAIT), do a
+ * random mix of observe, unobserve, publish and delete on shared keys, each
+ * publish a unique value, while the worker is killed with SIGKILL at random
+ * moments (HL_TORTURE_KILLS times, default 200) and restarted. Checked as
+ * it runs and afterwards (the failure contract and exactly-once):
+ *  - a call that returned a definite error (-EAGAIN) is never applied:
+ *    its value never shows up in an event or in hl_get;
+ *  - a value is seen at one revision only (a publish applied twice, or
+ *    replayed over a newer write, would show it at a second one);
+ *  - every LAGGED is followed at once by a RESYNC of the same observer;
+ *  - no event comes for an id the client does not hold (unobserved,
+ *    never acknowledged, or an observe that timed out in doubt);
  *  - every acknowledged observe is present unless an acknowledged unobserve
  *    removed it, and nothing else of that client is;
  *  - each observer's revisions strictly increased;
@@ -29,6 +39,15 @@
 #define CLIENTS 4
 #define KEYS 8
 #define MAX_OBS 64
+#define VMAX (1 << 17) /* values tracked per client */
+
+/* What the call that published value c<i>-<n> returned. */
+enum { V_NONE, V_APPLIED, V_QUEUED, V_REFUSED, V_DOUBT };
+
+static const uint32_t mode_flags[CLIENTS] = {HL_OPEN_SYNC, 0, HL_OPEN_SYNC | HL_OPEN_NOWAIT,
+                                             HL_OPEN_NOWAIT};
+static const char *const mode_name[CLIENTS] = {"SYNC (20 ms)", "plain + flush", "SYNC|NOWAIT",
+                                               "NOWAIT"};
 
 struct shared {
 	_Atomic int stop;        /* 1: stop issuing operations */
@@ -37,6 +56,10 @@ struct shared {
 	_Atomic long ops[CLIENTS];
 	_Atomic int failed;
 	char why[256];
+	_Atomic long outcomes[CLIENTS][5]; /* calls by V_* */
+	_Atomic long dropped_calls[CLIENTS]; /* observe/unobserve/delete refused or in doubt */
+	_Atomic uint8_t outcome[CLIENTS][VMAX];
+	_Atomic uint64_t seen_rev[CLIENTS][VMAX];
 };
 
 struct mine {
@@ -62,6 +85,25 @@ keyname(int k, char *buf)
 	snprintf(buf, 8, "k%d", k);
 }
 
+/* A value seen at revision REV: never one refused, never at two revisions. */
+static void
+saw_value(const void *v, size_t len, uint64_t rev, int me)
+{
+	char buf[32];
+	int who;
+	long n;
+	snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)v);
+	if (sscanf(buf, "c%d-%ld", &who, &n) != 2 || who < 0 || who >= CLIENTS || n < 0 ||
+	    n >= VMAX)
+		return;
+	if (atomic_load(&S->outcome[who][n]) == V_REFUSED)
+		FAIL("client %d: value %s applied, but its publish was refused", me, buf);
+	uint64_t want = 0;
+	if (!atomic_compare_exchange_strong(&S->seen_rev[who][n], &want, rev) && want != rev)
+		FAIL("client %d: value %s at revision %lu and %lu (applied twice)", me, buf,
+		     (unsigned long)want, (unsigned long)rev);
+}
+
 static struct mine *
 find(struct mine *m, int n, hl_observer_id id)
 {
@@ -76,12 +118,20 @@ drain(struct hl_client *c, struct mine *m, int n, int timeout_ms, int me)
 {
 	struct hl_event ev;
 	int rc;
+	hl_observer_id want_resync = 0;
 	while ((rc = hl_next(c, &ev, timeout_ms)) == 0) {
 		struct mine *o = find(m, n, ev.observer);
 		if (!o)
 			FAIL("client %d: event for an observer it does not hold", me);
-		if (ev.type == HL_EV_LAGGED)
+		if (want_resync && (ev.type != HL_EV_RESYNC || ev.observer != want_resync))
+			FAIL("client %d: LAGGED not followed by its RESYNC", me);
+		want_resync = 0;
+		if (ev.type == HL_EV_LAGGED) {
+			want_resync = ev.observer;
 			continue;
+		}
+		if (ev.has_new)
+			saw_value(ev.new_value, ev.new_len, ev.revision, me);
 		if (ev.revision <= o->rev)
 			FAIL("client %d: revision %lu after %lu", me, (unsigned long)ev.revision,
 			     (unsigned long)o->rev);
@@ -90,6 +140,8 @@ drain(struct hl_client *c, struct mine *m, int n, int timeout_ms, int me)
 		snprintf(o->last, sizeof(o->last), "%.*s", ev.has_new ? (int)ev.new_len : 0,
 		         ev.has_new ? (const char *)ev.new_value : "");
 	}
+	if (want_resync && timeout_ms > 0)
+		FAIL("client %d: LAGGED with no RESYNC", me);
 	if (rc != -EAGAIN && rc != -ETIMEDOUT)
 		FAIL("client %d: hl_next: %s", me, hl_strerror(rc));
 }
@@ -98,7 +150,9 @@ static void
 client(const char *name, int me)
 {
 	struct hl_client *c = NULL;
-	struct hl_open_opts opts = {.flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(60000)};
+	uint32_t flags = mode_flags[me];
+	struct hl_open_opts opts = {.flags = flags,
+	                            .timeout_ms = flags == HL_OPEN_SYNC ? 20 : hl_t_ms(60000)};
 	int rc = hl_open(name, &opts, &c);
 	if (rc)
 		FAIL("client %d: open: %s", me, hl_strerror(rc));
@@ -113,6 +167,11 @@ client(const char *name, int me)
 		if (r < 20 && n < MAX_OBS) {
 			hl_observer_id id;
 			rc = hl_observe(c, key, strlen(key), 0, &id);
+			if (rc == -EAGAIN || rc == -ETIMEDOUT) {
+				/* Refused, or in doubt: either way not held. */
+				atomic_fetch_add(&S->dropped_calls[me], 1);
+				goto next;
+			}
 			if (rc)
 				FAIL("client %d: observe: %s", me, hl_strerror(rc));
 			if (find(m, n, id))
@@ -123,24 +182,44 @@ client(const char *name, int me)
 		} else if (r < 30 && n > 0) {
 			int i = rand_r(&seed) % n;
 			rc = hl_unobserve(c, m[i].id);
-			if (rc)
+			if (rc == -EAGAIN) { /* refused: still held */
+				atomic_fetch_add(&S->dropped_calls[me], 1);
+				goto next;
+			}
+			if (rc && rc != -ETIMEDOUT) /* in doubt: no longer held */
 				FAIL("client %d: unobserve: %s", me, hl_strerror(rc));
 			m[i] = m[--n];
 		} else if (r < 90) {
 			char v[32];
 			int vl = snprintf(v, sizeof(v), "c%d-%ld", me, count);
 			rc = hl_publish(c, key, strlen(key), v, (size_t)vl, NULL, 0);
-			if (rc)
+			int o = rc == 0 ? ((flags & HL_OPEN_SYNC) ? V_APPLIED : V_QUEUED)
+			        : rc == -EAGAIN    ? V_REFUSED
+			        : rc == -ETIMEDOUT ? V_DOUBT
+			                           : V_NONE;
+			if (o == V_NONE)
 				FAIL("client %d: publish: %s", me, hl_strerror(rc));
+			if (count < VMAX)
+				atomic_store(&S->outcome[me][count], (uint8_t)o);
+			atomic_fetch_add(&S->outcomes[me][o], 1);
 		} else {
 			rc = hl_delete(c, key, strlen(key));
-			if (rc)
+			if (rc == -EAGAIN || rc == -ETIMEDOUT)
+				atomic_fetch_add(&S->dropped_calls[me], 1);
+			else if (rc)
 				FAIL("client %d: delete: %s", me, hl_strerror(rc));
 		}
+	next:
+		/* A refused call (no worker) is retried later, as an
+		 * application would: do not spin through the value space. */
+		if (rc == -EAGAIN)
+			usleep(200);
 		count++;
 		atomic_store(&S->ops[me], count);
 		drain(c, m, n, 0, me);
 	}
+	/* Everything queued is applied (in-doubt requests settled: an
+	 * in-doubt observe's observer removed). */
 	if ((rc = hl_flush(c, hl_t_ms(60000))))
 		FAIL("client %d: flush: %s", me, hl_strerror(rc));
 	atomic_fetch_add(&S->flushed, 1);
@@ -156,6 +235,8 @@ client(const char *name, int me)
 		size_t len = 0;
 		uint64_t rev = 0;
 		rc = hl_get(c, key, strlen(key), buf, sizeof(buf), &len, &rev);
+		if (rc == 0)
+			saw_value(buf, len, rev, me);
 		if (rc == -ENOENT) {
 			if (m[i].has_value)
 				FAIL("client %d: key %s gone, observer last saw '%s'", me, key, m[i].last);
@@ -277,6 +358,24 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 		hl_close(sc);
 	}
 	assert_true(total >= kills);
+	/* The same checks as the clients make, over everything: a refused
+	 * publish whose value anyone saw (seen_rev set) was applied. */
+	long refused_applied = 0;
+	for (int i = 0; i < CLIENTS; i++)
+		for (int n = 0; n < VMAX; n++)
+			refused_applied += atomic_load(&S->outcome[i][n]) == V_REFUSED &&
+			                   atomic_load(&S->seen_rev[i][n]) != 0;
+	for (int i = 0; i < CLIENTS; i++)
+		print_message("%-14s publishes: %ld applied, %ld queued, %ld refused, %ld in doubt; "
+		              "other calls refused or in doubt: %ld\n",
+		              mode_name[i], atomic_load(&S->outcomes[i][V_APPLIED]),
+		              atomic_load(&S->outcomes[i][V_QUEUED]),
+		              atomic_load(&S->outcomes[i][V_REFUSED]),
+		              atomic_load(&S->outcomes[i][V_DOUBT]), atomic_load(&S->dropped_calls[i]));
+	print_message("checker: refused calls applied %ld, values at two revisions 0, LAGGED "
+	              "without RESYNC 0, events for ids not held 0, observers nobody holds 0\n",
+	              refused_applied);
+	assert_int_equal(refused_applied, 0);
 	/* Stop: the keeper stops its worker, which hands the table back. */
 	kill(keeper, SIGTERM);
 	assert_int_equal(hl_t_wait_exit(keeper, hl_t_ms(60000)), 0);
