@@ -47,7 +47,7 @@ struct resync {
  * time (the call returned -ETIMEDOUT); see settle(). */
 struct doubt {
 	uint64_t pos;
-	uint16_t type;         /* HL_REQ_* */
+	uint16_t type; /* HL_REQ_* */
 	int set;
 	hl_observer_id orphan; /* a settled observe's id, whose removal is due */
 };
@@ -174,7 +174,9 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 		c->obs_tomb--;
 	/* The observer starts at the key's revision when it was added: events
 	 * can only carry later revisions, so nothing is filtered wrongly. */
-	c->obs[i] = (struct obs_ent){.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len};
+	c->obs[i] = (struct obs_ent){
+		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len
+	};
 	c->obs_n++;
 }
 
@@ -439,7 +441,8 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
           const void *meta, size_t meta_len, const void *val, size_t val_len, uint64_t arg,
           uint16_t rflags, uint64_t deadline, uint64_t *pos_out)
 {
-	uint32_t n = hl__rec_align((uint32_t)(sizeof(struct hl_req) + key_len + meta_len + val_len));
+	uint32_t n =
+	        hl__rec_align((uint32_t)(sizeof(struct hl_req) + key_len + meta_len + val_len));
 	for (;;) {
 		void *rec;
 		uint64_t next;
@@ -575,7 +578,7 @@ await_answer(struct hl_client *c, uint32_t s, uint64_t pos, uint64_t deadline)
 static void
 doubt_set(struct hl_client *c, uint32_t s, uint64_t pos, uint16_t type)
 {
-	c->doubt[s] = (struct doubt){.pos = pos, .type = type, .set = 1};
+	c->doubt[s] = (struct doubt){ .pos = pos, .type = type, .set = 1 };
 	c->ndoubt++;
 }
 
@@ -618,7 +621,7 @@ settle(struct hl_client *c, uint32_t s, uint64_t deadline)
 		if (rc)
 			return rc == HL_ESTALE ? rc : -EAGAIN;
 	}
-	*d = (struct doubt){0};
+	*d = (struct doubt){ 0 };
 	c->ndoubt--;
 	return 0;
 }

@@ -34,8 +34,9 @@
 #include <stdint.h>
 
 #define HL_MAGIC 0x4d4f4f4c52494548ull /* "HEIRLOOM" little-endian */
-#define HL_LAYOUT_VERSION 2u /* 2: request flags SYNC/TAKEN/WITHDRAWN, the done
-                              * record, value origins, event LAG_BEFORE flag */
+#define HL_LAYOUT_VERSION                                                                          \
+	2u /* 2: request flags SYNC/TAKEN/WITHDRAWN, the done                                      \
+	    * record, value origins, event LAG_BEFORE flag */
 #define HL_CACHELINE 64u
 #define HL_PAGE 4096u
 
@@ -314,7 +315,7 @@ struct hl_shm_epw_shard {
 	_Atomic uint64_t lag_seq;     /* +1 whenever an event was dropped */
 	/* second line: written rarely (errors, lag) */
 	alignas(HL_CACHELINE) _Atomic uint64_t async_errs; /* failed requests nobody waited for */
-	_Atomic uint64_t err_pos;     /* the request whose failure last_err is (+1) */
+	_Atomic uint64_t err_pos; /* the request whose failure last_err is (+1) */
 	_Atomic int32_t last_err;
 	uint32_t pad;
 	/* lag_seq when the last event record flagged HL_EVRF_LAG_BEFORE was
@@ -397,8 +398,8 @@ struct hl_rec_hdr {
  *             request: the worker skips it, and it is never applied.
  * Any other bit, or TAKEN and WITHDRAWN together, or either without SYNC,
  * is a protocol error. */
-#define HL_REQF_SYNC 1u
-#define HL_REQF_TAKEN 2u
+#define HL_REQF_SYNC      1u
+#define HL_REQF_TAKEN     2u
 #define HL_REQF_WITHDRAWN 4u
 /* events */
 #define HL_EVR_PUT 16u

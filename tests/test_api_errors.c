@@ -191,9 +191,9 @@ test_failed_unobserve_nobody_waited_for_reaches_flush(void **state)
 			break;
 	}
 	assert_int_equal(hl_publish(c, key, strlen(key), "v", 1, NULL, 0), 0);
-	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
-	                   .flags = 0,
-	                   .arg = (1ull << 24) | 3};
+	struct hl_req q = { .h = { .size = sizeof(q), .type = HL_REQ_UNOBSERVE },
+		            .flags = 0,
+		            .arg = (1ull << 24) | 3 };
 	wait_worker(c, raw_request(c, &q), 0);
 	assert_int_equal(hl_flush(c, hl_t_ms(2000)), -ENOENT);
 	assert_int_equal(hl_flush(c, hl_t_ms(2000)), 0); /* reported once */
@@ -207,9 +207,9 @@ test_unknown_request_flag_drops_the_client(void **state)
 {
 	struct fx *f = *state;
 	struct hl_client *c = hl_t_open(f->name, 0);
-	struct hl_req q = {.h = {.size = sizeof(q), .type = HL_REQ_UNOBSERVE},
-	                   .flags = 8,
-	                   .arg = (1ull << 24) | 3};
+	struct hl_req q = { .h = { .size = sizeof(q), .type = HL_REQ_UNOBSERVE },
+		            .flags = 8,
+		            .arg = (1ull << 24) | 3 };
 	wait_worker(c, raw_request(c, &q), 1);
 	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), HL_ESTALE);
 	hl_close(c);

@@ -35,7 +35,7 @@
 static struct hl_client *
 open_with(const char *name, uint32_t flags, int timeout_ms)
 {
-	struct hl_open_opts o = {.flags = flags, .timeout_ms = timeout_ms};
+	struct hl_open_opts o = { .flags = flags, .timeout_ms = timeout_ms };
 	struct hl_client *c = NULL;
 	int rc = hl_open(name, &o, &c);
 	if (rc)
@@ -71,7 +71,8 @@ snap_take(struct hl_client *c, struct snap *s)
 {
 	struct hl_stats st;
 	assert_int_equal(hl_stats(c, &st), 0);
-	*s = (struct snap){st.publishes, st.deletes, st.observers_added, st.observers, st.revision};
+	*s = (struct snap){ st.publishes, st.deletes, st.observers_added, st.observers,
+		            st.revision };
 }
 
 static void
@@ -211,10 +212,11 @@ test_full_ring_refuses_with_eagain_and_queues_nothing(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "1024",
-	                            "--max-endpoints", "16", "--heap", "4194304",
-	                            "--max-value", "64", "--req-ring", "4096", "--shards", "1",
-	                            NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
+		"16",         "--heap", "4194304",         "--max-value", "64",
+		"--req-ring", "4096",   "--shards",        "1",           NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *nw = open_with(name, HL_OPEN_NOWAIT, hl_t_ms(5000));
 	struct hl_client *to = open_with(name, 0, 20);
@@ -262,9 +264,11 @@ crash_worker_w(const char *name, int step, int wait)
 {
 	char ks[16];
 	snprintf(ks, sizeof(ks), "%d", step);
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "65536",
-	                            "--max-endpoints", "64", "--heap", "4194304",
-	                            "--telemetry-interval", "0", "--crash-at-step", ks, NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",    "--max-observers",      "65536", "--max-endpoints", "64",
+		"--heap",     "4194304", "--telemetry-interval", "0",     "--crash-at-step", ks,
+		NULL
+	};
 	return wait ? hl_t_worker_startv(name, args) : hl_t_worker_spawnv(name, args);
 }
 
@@ -415,7 +419,7 @@ run_two_writers(int del, int k, int j)
 	assert_int_equal(hl_observe(o, "k", 1, 0, &oid), 0);
 	struct hl_client *b = open_with(name, HL_OPEN_SYNC, hl_t_ms(20000));
 	struct hl_client *a = open_with(name, HL_OPEN_SYNC, hl_t_ms(20000));
-	struct seen s = {0};
+	struct seen s = { 0 };
 	if (del) {
 		assert_int_equal(hl_publish(b, "k", 1, "X0", 2, NULL, 0), 0);
 		collect(o, &s);
@@ -424,8 +428,8 @@ run_two_writers(int del, int k, int j)
 	assert_int_equal(hl_t_worker_stop(w), 0);
 
 	w = crash_worker(name, k);
-	struct call ca = {.c = a, .del = del, .val = "A1"};
-	struct call cb = {.c = b, .del = 0, .val = "B1"};
+	struct call ca = { .c = a, .del = del, .val = "A1" };
+	struct call cb = { .c = b, .del = 0, .val = "B1" };
 	assert_int_equal(pthread_create(&ca.t, NULL, call_main, &ca), 0);
 	int st = 0, crashed = crash_or_done(w, &ca, &st);
 	if (crashed) {
@@ -510,7 +514,7 @@ test_replayed_delete_never_removes_a_newer_write(void **state)
 /* ---- withdraw versus take ---- */
 
 #define RACERS 6
-#define CALLS 300
+#define CALLS  300
 
 struct racer {
 	const char *name;
@@ -552,9 +556,11 @@ toggle_main(void *arg)
 	unsigned seed = 7;
 	while (atomic_load(&toggling)) {
 		kill(tg->w, SIGSTOP);
-		nanosleep(&(struct timespec){.tv_nsec = (long)(rand_r(&seed) % 3000) * 1000}, NULL);
+		nanosleep(&(struct timespec){ .tv_nsec = (long)(rand_r(&seed) % 3000) * 1000 },
+		          NULL);
 		kill(tg->w, SIGCONT);
-		nanosleep(&(struct timespec){.tv_nsec = (long)(rand_r(&seed) % 3000) * 1000}, NULL);
+		nanosleep(&(struct timespec){ .tv_nsec = (long)(rand_r(&seed) % 3000) * 1000 },
+		          NULL);
 	}
 	kill(tg->w, SIGCONT);
 	return NULL;
@@ -579,12 +585,12 @@ test_withdraw_races_take_without_loss_or_double(void **state)
 		assert_int_equal(hl_observe(o, key, strlen(key), 0, &oid[i]), 0);
 	}
 	static struct racer rs[RACERS];
-	int joined[RACERS] = {0};
-	struct toggler tg = {.w = w};
+	int joined[RACERS] = { 0 };
+	struct toggler tg = { .w = w };
 	atomic_store(&toggling, 1);
 	assert_int_equal(pthread_create(&tg.t, NULL, toggle_main, &tg), 0);
 	for (int i = 0; i < RACERS; i++) {
-		rs[i] = (struct racer){.name = name, .me = i};
+		rs[i] = (struct racer){ .name = name, .me = i };
 		assert_int_equal(pthread_create(&rs[i].t, NULL, racer_main, &rs[i]), 0);
 	}
 	/* The observer reads along, so that its ring never fills. */
@@ -658,10 +664,12 @@ test_lagged_is_followed_by_resync_before_later_events(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "4096", "--max-observers", "1024",
-	                            "--max-endpoints", "16", "--heap", "4194304",
-	                            "--max-value", "64", "--ev-ring", "4096", "--shards", "1",
-	                            "--telemetry-interval", "0", NULL};
+	const char *const args[] = {
+		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
+		"16",         "--heap", "4194304",         "--max-value", "64",
+		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
+		"0",          NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *o = hl_t_open(name, 0);
 	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);
@@ -742,15 +750,15 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_nowait_calls_with_no_worker_change_nothing),
-	        cmocka_unit_test(test_timed_out_calls_of_a_stopped_worker_change_nothing),
-	        cmocka_unit_test(test_flush_with_no_worker_is_etimedout_and_requests_stay_queued),
-	        cmocka_unit_test(test_full_ring_refuses_with_eagain_and_queues_nothing),
-	        cmocka_unit_test(test_taken_request_times_out_and_is_applied_once),
-	        cmocka_unit_test(test_replayed_publish_never_applies_twice_nor_over_a_newer_write),
-	        cmocka_unit_test(test_replayed_delete_never_removes_a_newer_write),
-	        cmocka_unit_test(test_withdraw_races_take_without_loss_or_double),
-	        cmocka_unit_test(test_lagged_is_followed_by_resync_before_later_events),
+		cmocka_unit_test(test_nowait_calls_with_no_worker_change_nothing),
+		cmocka_unit_test(test_timed_out_calls_of_a_stopped_worker_change_nothing),
+		cmocka_unit_test(test_flush_with_no_worker_is_etimedout_and_requests_stay_queued),
+		cmocka_unit_test(test_full_ring_refuses_with_eagain_and_queues_nothing),
+		cmocka_unit_test(test_taken_request_times_out_and_is_applied_once),
+		cmocka_unit_test(test_replayed_publish_never_applies_twice_nor_over_a_newer_write),
+		cmocka_unit_test(test_replayed_delete_never_removes_a_newer_write),
+		cmocka_unit_test(test_withdraw_races_take_without_loss_or_double),
+		cmocka_unit_test(test_lagged_is_followed_by_resync_before_later_events),
 	};
 	return cmocka_run_group_tests_name("contract", tests, NULL, NULL);
 }

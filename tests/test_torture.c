@@ -39,15 +39,15 @@
 #define CLIENTS 4
 #define KEYS 8
 #define MAX_OBS 64
-#define VMAX (1 << 17) /* values tracked per client */
+#define VMAX    (1 << 17) /* values tracked per client */
 
 /* What the call that published value c<i>-<n> returned. */
 enum { V_NONE, V_APPLIED, V_QUEUED, V_REFUSED, V_DOUBT };
 
-static const uint32_t mode_flags[CLIENTS] = {HL_OPEN_SYNC, 0, HL_OPEN_SYNC | HL_OPEN_NOWAIT,
-                                             HL_OPEN_NOWAIT};
-static const char *const mode_name[CLIENTS] = {"SYNC (20 ms)", "plain + flush", "SYNC|NOWAIT",
-                                               "NOWAIT"};
+static const uint32_t mode_flags[CLIENTS] = { HL_OPEN_SYNC, 0, HL_OPEN_SYNC | HL_OPEN_NOWAIT,
+	                                      HL_OPEN_NOWAIT };
+static const char *const mode_name[CLIENTS] = { "SYNC (20 ms)", "plain + flush", "SYNC|NOWAIT",
+	                                        "NOWAIT" };
 
 struct shared {
 	_Atomic int stop;        /* 1: stop issuing operations */
@@ -56,7 +56,7 @@ struct shared {
 	_Atomic long ops[CLIENTS];
 	_Atomic int failed;
 	char why[256];
-	_Atomic long outcomes[CLIENTS][5]; /* calls by V_* */
+	_Atomic long outcomes[CLIENTS][5];   /* calls by V_* */
 	_Atomic long dropped_calls[CLIENTS]; /* observe/unobserve/delete refused or in doubt */
 	_Atomic uint8_t outcome[CLIENTS][VMAX];
 	_Atomic uint64_t seen_rev[CLIENTS][VMAX];
@@ -151,8 +151,8 @@ client(const char *name, int me)
 {
 	struct hl_client *c = NULL;
 	uint32_t flags = mode_flags[me];
-	struct hl_open_opts opts = {.flags = flags,
-	                            .timeout_ms = flags == HL_OPEN_SYNC ? 20 : hl_t_ms(60000)};
+	struct hl_open_opts opts = { .flags = flags,
+		                     .timeout_ms = flags == HL_OPEN_SYNC ? 20 : hl_t_ms(60000) };
 	int rc = hl_open(name, &opts, &c);
 	if (rc)
 		FAIL("client %d: open: %s", me, hl_strerror(rc));
@@ -193,7 +193,7 @@ client(const char *name, int me)
 			char v[32];
 			int vl = snprintf(v, sizeof(v), "c%d-%ld", me, count);
 			rc = hl_publish(c, key, strlen(key), v, (size_t)vl, NULL, 0);
-			int o = rc == 0 ? ((flags & HL_OPEN_SYNC) ? V_APPLIED : V_QUEUED)
+			int o = rc == 0            ? ((flags & HL_OPEN_SYNC) ? V_APPLIED : V_QUEUED)
 			        : rc == -EAGAIN    ? V_REFUSED
 			        : rc == -ETIMEDOUT ? V_DOUBT
 			                           : V_NONE;
@@ -366,12 +366,13 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 			refused_applied += atomic_load(&S->outcome[i][n]) == V_REFUSED &&
 			                   atomic_load(&S->seen_rev[i][n]) != 0;
 	for (int i = 0; i < CLIENTS; i++)
-		print_message("%-14s publishes: %ld applied, %ld queued, %ld refused, %ld in doubt; "
-		              "other calls refused or in doubt: %ld\n",
-		              mode_name[i], atomic_load(&S->outcomes[i][V_APPLIED]),
-		              atomic_load(&S->outcomes[i][V_QUEUED]),
-		              atomic_load(&S->outcomes[i][V_REFUSED]),
-		              atomic_load(&S->outcomes[i][V_DOUBT]), atomic_load(&S->dropped_calls[i]));
+		print_message(
+		        "%-14s publishes: %ld applied, %ld queued, %ld refused, %ld in doubt; "
+		        "other calls refused or in doubt: %ld\n",
+		        mode_name[i], atomic_load(&S->outcomes[i][V_APPLIED]),
+		        atomic_load(&S->outcomes[i][V_QUEUED]),
+		        atomic_load(&S->outcomes[i][V_REFUSED]),
+		        atomic_load(&S->outcomes[i][V_DOUBT]), atomic_load(&S->dropped_calls[i]));
 	print_message("checker: refused calls applied %ld, values at two revisions 0, LAGGED "
 	              "without RESYNC 0, events for ids not held 0, observers nobody holds 0\n",
 	              refused_applied);

@@ -93,7 +93,7 @@ struct hl_rec {
 	uint32_t nkeys;
 	uint32_t *pending;  /* keys with a pending dispatch */
 	uint32_t npending;
-	uint64_t resolved; /* in-flight requests found applied (resolve_in_flight()) */
+	uint64_t resolved;  /* in-flight requests found applied (resolve_in_flight()) */
 	uint32_t *emptied;  /* keys the background walk left with nothing */
 	uint32_t nemptied;
 	struct rec_acc acc; /* the main thread's part, then the background pass's */
@@ -496,10 +496,10 @@ resolve_in_flight(struct hl_worker *w)
 		for (uint32_t s = 0; s < w->nshards; s++) {
 			struct hl_shard *sh = &w->shards[s];
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, s);
-			struct hl_ring ring = {.head = &hl__epc_shard(&w->seg, ep, s)->req_head,
-			                       .tail = &ws->req_tail,
-			                       .data = hl__req_ring(&w->seg, ep, s),
-			                       .size = h->req_ring_bytes};
+			struct hl_ring ring = { .head = &hl__epc_shard(&w->seg, ep, s)->req_head,
+				                .tail = &ws->req_tail,
+				                .data = hl__req_ring(&w->seg, ep, s),
+				                .size = h->req_ring_bytes };
 			uint64_t at = LD_RLX(&ws->req_tail), intent = LD_RLX(&ws->intent_pos);
 			if (intent <= at)
 				continue;
@@ -525,7 +525,8 @@ resolve_in_flight(struct hl_worker *w)
 			}
 			if (r->flags & HL_REQF_SYNC) {
 				ST_RLX(&ws->result, res);
-				atomic_store_explicit(&ws->result_pos, at + 1, memory_order_release);
+				atomic_store_explicit(&ws->result_pos, at + 1,
+				                      memory_order_release);
 			} else if (res < 0 && LD_RLX(&ws->err_pos) != at + 1) {
 				/* The report the dead worker did not finish. */
 				ST_RLX(&ws->last_err, (int32_t)res);
@@ -751,16 +752,17 @@ hl_w_recover_finish(struct hl_worker *w)
 	ST_RLX(&h->last_recovery_ns, dt);
 	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
 	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-	hl_w_log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
-	         "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served after %.1f ms (ms: keys %.1f, "
-	         "dispatch %.1f, lists %.1f, clear %.1f, pool %.1f, endpoint lists %.1f, rest %.1f)",
-	         (unsigned long)LD_RLX(&h->keys_used), (unsigned long)nobs,
-	         (unsigned long)st->neps, st->npending, (unsigned long)st->resolved,
-	         (unsigned long)st->acc.repairs,
-	         (double)dt / 1e6, ms(st->t0, st->t_served), ms(st->t0, st->t_keys),
-	         ms(st->t_keys, st->t_served), ms(st->t_served, st->t_lists),
-	         ms(st->t_lists, st->t_clear), ms(st->t_clear, st->t_pools),
-	         ms(st->t_pools, st->t_eps), ms(st->t_eps, t1));
+	hl_w_log(
+	        "recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
+	        "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served "
+	        "after %.1f ms (ms: keys %.1f, "
+	        "dispatch %.1f, lists %.1f, clear %.1f, pool %.1f, endpoint lists %.1f, rest %.1f)",
+	        (unsigned long)LD_RLX(&h->keys_used), (unsigned long)nobs, (unsigned long)st->neps,
+	        st->npending, (unsigned long)st->resolved, (unsigned long)st->acc.repairs,
+	        (double)dt / 1e6, ms(st->t0, st->t_served), ms(st->t0, st->t_keys),
+	        ms(st->t_keys, st->t_served), ms(st->t_served, st->t_lists),
+	        ms(st->t_lists, st->t_clear), ms(st->t_clear, st->t_pools),
+	        ms(st->t_pools, st->t_eps), ms(st->t_eps, t1));
 	if (st->acc.repairs)
 		hl_w_seglog(w, HL_LOG_RECOVERY, (int32_t)st->acc.repairs, (uint32_t)getpid(),
 		            "repaired");

@@ -25,9 +25,8 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 	if (r->flags & ~(HL_REQF_SYNC | HL_REQF_TAKEN | HL_REQF_WITHDRAWN))
 		return -EPROTO;
 	if ((r->flags & (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)) &&
-	    (!(r->flags & HL_REQF_SYNC) ||
-	     (r->flags & (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)) ==
-	             (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)))
+	    (!(r->flags & HL_REQF_SYNC) || (r->flags & (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)) ==
+	                                           (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)))
 		return -EPROTO;
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:

@@ -445,15 +445,17 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 			lagged = 1;
 			break;
 		}
-		struct hl_evrec r = {.h = {.size = size, .type = d->type, .key_len = (uint16_t)d->key_len},
-		                     .nobs = cnt,
-		                     .pub_pid = d->pub_pid,
-		                     .old_len = d->old ? d->old_len : HL_NO_LEN,
-		                     .new_len = d->nw ? d->new_len : HL_NO_LEN,
-		                     .meta_len = (uint16_t)d->meta_len,
-		                     .flags = evflags,
-		                     .rev = d->rev,
-		                     .ts_ns = d->ts};
+		struct hl_evrec r = {
+			.h = { .size = size, .type = d->type, .key_len = (uint16_t)d->key_len },
+			.nobs = cnt,
+			.pub_pid = d->pub_pid,
+			.old_len = d->old ? d->old_len : HL_NO_LEN,
+			.new_len = d->nw ? d->new_len : HL_NO_LEN,
+			.meta_len = (uint16_t)d->meta_len,
+			.flags = evflags,
+			.rev = d->rev,
+			.ts_ns = d->ts
+		};
 		uint8_t *q = p;
 		memcpy(q, &r, sizeof(r));
 		q += sizeof(r);
@@ -869,17 +871,18 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	}
 	atomic_store_explicit(&w->seg.h->heap_used, hl__heap_used(&w->heap), memory_order_relaxed);
 	uint64_t rev = atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
-	struct hl_shm_value hdr = {.rev = rev,
-	                           .len = r->val_len,
-	                           .meta_len = r->meta_len,
-	                           .type = old ? HL_VAL_PUT : HL_VAL_PUT | HL_VAL_PENDING_NEW,
-	                           .pub_pid = ep == HL_W_EP_SELF ? (uint32_t)getpid()
-	                                                         : LD_RLX(&hl__epw(&w->seg, ep)->pid),
-	                           .klass = klass,
-	                           .ts_ns = r->ts_ns,
-	                           .org_ep = ep == HL_W_EP_SELF ? UINT32_MAX : ep,
-	                           .org_gen = ep == HL_W_EP_SELF ? 0 : w->eps[ep].gen,
-	                           .org_pos = pos};
+	struct hl_shm_value hdr = { .rev = rev,
+		                    .len = r->val_len,
+		                    .meta_len = r->meta_len,
+		                    .type = old ? HL_VAL_PUT : HL_VAL_PUT | HL_VAL_PENDING_NEW,
+		                    .pub_pid = ep == HL_W_EP_SELF
+		                                       ? (uint32_t)getpid()
+		                                       : LD_RLX(&hl__epw(&w->seg, ep)->pid),
+		                    .klass = klass,
+		                    .ts_ns = r->ts_ns,
+		                    .org_ep = ep == HL_W_EP_SELF ? UINT32_MAX : ep,
+		                    .org_gen = ep == HL_W_EP_SELF ? 0 : w->eps[ep].gen,
+		                    .org_pos = pos };
 	atomic_init(&hdr.prev, old);
 	struct hl_shm_value *nv = hl__val(&w->seg, nb);
 	/* The block may have been freed a moment ago while a client still
@@ -1112,8 +1115,9 @@ hl_w_req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
 		}
 	} else {
 		uint32_t steps = 0;
-		for (uint32_t i = LD_RLX(&k->obs_head);
-		     i != HL_NIL && i <= w->seg.h->max_observers && steps++ <= w->seg.h->max_observers;) {
+		for (uint32_t i = LD_RLX(&k->obs_head); i != HL_NIL &&
+		                                        i <= w->seg.h->max_observers &&
+		                                        steps++ <= w->seg.h->max_observers;) {
 			struct hl_shm_observer *o = hl__obs(&w->seg, i);
 			uint64_t oid = LD_RLX(&o->id);
 			if (oid && o->endpoint == ep && o->ep_gen == gen && o->req_pos == pos) {
@@ -1263,18 +1267,12 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 		return -EPERM;
 	}
 	switch (r->h.type) {
-	case HL_REQ_PUBLISH:
-		rc = apply_publish(sh, ep, pos, r, key, meta, val, &dk);
-		break;
-	case HL_REQ_DELETE:
-		rc = apply_delete(sh, ep, pos, r, key, &dk);
-		break;
+	case HL_REQ_PUBLISH: rc = apply_publish(sh, ep, pos, r, key, meta, val, &dk); break;
+	case HL_REQ_DELETE: rc = apply_delete(sh, ep, pos, r, key, &dk); break;
 	case HL_REQ_OBSERVE:
 		rc = apply_observe(sh, ep, pos, r, key, result);
 		break;
-	case HL_REQ_UNOBSERVE:
-		rc = apply_unobserve(sh, ep, pos, r);
-		break;
+	case HL_REQ_UNOBSERVE: rc = apply_unobserve(sh, ep, pos, r); break;
 	default:
 		rc = -EINVAL;
 		break;

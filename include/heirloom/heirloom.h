@@ -11,11 +11,53 @@
  *    failure: a negative errno (-EINVAL, -ENOSPC ...) or one of the HL_E*
  *    codes below, which sit below -4095, out of errno's range.
  *    hl_strerror() and hl_err_name() describe any of them.
- *  - A failed call changes nothing and delivers nothing, unless its
- *    documentation says otherwise.
+ *  - A failed call changes nothing and delivers nothing, now or later,
+ *    through any crash or restart of the worker: see "Outcomes".
  *  - No function aborts the calling process on bad input: NULL pointers,
  *    bad lengths, unknown ids and corrupt segments are all answered with an
  *    error.
+ *
+ * Outcomes (the failure contract). Every call that needs the worker ends in
+ * one of three states, and its return value says which:
+ *  - applied: 0 (or a count, or an id). With HL_OPEN_SYNC, hl_publish() and
+ *    hl_delete() return 0 once the worker applied the request; without it,
+ *    0 means accepted: the request sits in this client's request ring in
+ *    shared memory and will be applied exactly once, through any crash of
+ *    the worker, and a failure is reported by hl_flush().
+ *  - not applied, and never will be: any negative value except -ETIMEDOUT.
+ *    When the request was already queued, the library withdrew it before a
+ *    worker took it: one compare-and-swap each side decides, so no worker
+ *    crash or restart can apply it later.
+ *  - in doubt: -ETIMEDOUT. A worker took the request but did not answer
+ *    within the timeout (it is slow, or died in the middle). It will be
+ *    applied exactly once, when a worker serves. hl_flush() waits for it
+ *    and returns its error, if it had one. An observe in doubt never hands
+ *    out its id: once applied, the library removes the observer (no event
+ *    is delivered for it); call hl_observe() again.
+ * Exactly once: a request is applied once, with the result its caller gets,
+ * never twice and never over a newer write of another client, whatever
+ * instruction the worker was killed at (docs/architecture.md, "The failure
+ * contract"). Which calls return which code:
+ *
+ *   code        observe unobserve publish delete flush  what it means
+ *   0 (or id)     x       x        x       x      x    applied (or accepted)
+ *   -EINVAL       x       x        x       x      x    bad argument, nothing queued
+ *   -EMSGSIZE                      x                   value or meta too large
+ *   -EPERM                x(1)     x       x           not yours / a $sys/ key
+ *   -ENOENT               x                            no such observer
+ *   -ENOSPC       x                x(2)           x(3) a table is full
+ *   -EOVERFLOW    x                                    observer ids used up
+ *   -EAGAIN       x       x        x       x           not applied, never will be
+ *                                                      (no worker took it in time,
+ *                                                      or the ring stayed full)
+ *   -ETIMEDOUT    x       x        x       x      x    in doubt (above); for flush:
+ *                                                      still queued, not failed
+ *   HL_ESTALE     x       x        x       x      x    this endpoint was removed
+ *   -ENOMEM       x                                    nothing queued
+ *   (1) an id another client holds. (2) with HL_OPEN_SYNC, else from
+ *   hl_flush(). (3) hl_flush() returns the error of a request nobody
+ *   waited for: an asynchronous publish, delete or unobserve, or a settled
+ *   in-doubt one; each is reported once.
  *
  * Threads: a struct hl_client may be used from several threads; calls are
  * serialised inside the library by one mutex per client. hl_next() may block
@@ -106,14 +148,21 @@ HL_API int hl_open(const char *name, const struct hl_open_opts *opts, struct hl_
 
 /* Give back the endpoint (the worker removes this client's observers) and
  * unmap. NULL is accepted. Every pointer the client handed out (event keys
- * and values) is invalid afterwards. Returns 0, or the first error queued
- * requests met (as hl_flush()). The client is freed whatever it returns. */
+ * and values) is invalid afterwards. It first waits up to timeout_ms (5 s
+ * when -1) for queued requests, as hl_flush(); those still queued then stay
+ * queued and are applied exactly once when a worker serves. Returns 0, or
+ * the first error queued requests met (as hl_flush()). The client is freed
+ * whatever it returns. */
 HL_API int hl_close(struct hl_client *c);
 
-/* Wait until every request this client queued has been applied by the worker.
- * Returns 0, or the most recent error an asynchronous request met since the
- * last hl_flush() (for example -ENOSPC for a publish into a full table);
- * -ETIMEDOUT when the worker did not catch up within timeout_ms (-1 forever). */
+/* Wait until every request this client queued has been applied by the worker,
+ * in-doubt ones included (see "Outcomes"). Returns 0, or the error of a
+ * request nobody waited for since the last hl_flush(): a settled in-doubt
+ * request's first, else the most recent asynchronous one (for example
+ * -ENOSPC for a publish into a full table); -ETIMEDOUT when the worker did
+ * not catch up within timeout_ms (-1 forever; at once with HL_OPEN_NOWAIT
+ * and no worker): nothing failed, the requests stay queued and will be
+ * applied exactly once. HL_ESTALE. Withdraws nothing. */
 HL_API int hl_flush(struct hl_client *c, int timeout_ms);
 
 /* ---- Observing. ---- */
@@ -127,8 +176,10 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * event-type filters).
  *
  * Errors: -EINVAL (NULL, key_len 0 or > HL_KEY_MAX, unknown flags),
- * -ENOSPC (observer or key table full), -ETIMEDOUT / -EAGAIN (no worker
- * answered in time), HL_ESTALE.
+ * -ENOSPC (observer or key table full), -EOVERFLOW (ids used up), -EAGAIN
+ * (no worker took it in time: no observer was added), -ETIMEDOUT (in doubt:
+ * the observer will be added and then removed by the library; no id is
+ * handed out), HL_ESTALE, -ENOMEM. On any error *out is untouched.
  */
 HL_API int hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
                       hl_observer_id *out);
@@ -143,8 +194,10 @@ HL_API int hl_observe(struct hl_client *c, const void *key, size_t key_len, uint
  * still counts in hl_inspect_key() and in the table's capacity.
  * An id this client does not hold is checked by the worker, and the call
  * waits for the answer. Errors: -ENOENT no such observer, -EPERM it belongs
- * to another client, -ETIMEDOUT / -EAGAIN as above (for an id it holds:
- * only when the request ring stays full), HL_ESTALE. */
+ * to another client, -EAGAIN not done (the id is still held and still
+ * delivers; for an id held without HL_OPEN_SYNC: only when the request
+ * ring stays full), -ETIMEDOUT in doubt (it will be removed; from the return
+ * on no event is delivered for it), HL_ESTALE. */
 HL_API int hl_unobserve(struct hl_client *c, hl_observer_id id);
 
 /* ---- Writing and reading values. ---- */
@@ -155,10 +208,13 @@ HL_API int hl_unobserve(struct hl_client *c, hl_observer_id id);
  * nothing and notifies nobody (counted as skipped).
  *
  * Returns once the request sits in this client's request ring, which survives
- * a crash of the worker: it will be applied exactly once (unless HL_OPEN_SYNC,
- * see hl_open()). Errors: -EINVAL, -EMSGSIZE (value or meta too large),
- * -EPERM (KEY starts with HL_SYS_PREFIX: the worker's own keys),
- * -EAGAIN / -ETIMEDOUT (ring full and no room within the timeout), HL_ESTALE.
+ * a crash of the worker: it will be applied exactly once (with HL_OPEN_SYNC:
+ * once it was applied, with its error). Errors: -EINVAL, -EMSGSIZE (value or
+ * meta too large), -EPERM (KEY starts with HL_SYS_PREFIX: the worker's own
+ * keys), -EAGAIN (not applied, never will be: the ring stayed full, or with
+ * HL_OPEN_SYNC no worker took it in time), -ETIMEDOUT (HL_OPEN_SYNC only: in
+ * doubt, see "Outcomes"), -ENOSPC (HL_OPEN_SYNC: no room in the table),
+ * HL_ESTALE.
  */
 HL_API int hl_publish(struct hl_client *c, const void *key, size_t key_len, const void *value,
                       size_t value_len, const void *meta, size_t meta_len);
@@ -185,9 +241,10 @@ enum hl_event_type {
 	HL_EV_PUT = 1,    /* key set: old (maybe none) and new value */
 	HL_EV_DELETE = 2, /* key removed: old value */
 	HL_EV_LAGGED = 3, /* this observer's ring was full: `lagged` events were
-	                   * dropped; a HL_EV_RESYNC for the key follows */
+	                   * dropped; the next event is its HL_EV_RESYNC */
 	HL_EV_RESYNC = 4, /* the key's current state after a lag: new value (or
-	                   * has_new = 0 when the key no longer exists) */
+	                   * has_new = 0 when the key no longer exists) and its
+	                   * revision */
 };
 
 /*
@@ -214,12 +271,20 @@ struct hl_event {
 
 /*
  * The next event for any observer of this client. Blocks on a futex up to
- * timeout_ms (0 = do not block, -1 = forever). For each observer and key,
- * revisions come in increasing order, with no duplicates; events dropped
- * because this client read too slowly are replaced by HL_EV_LAGGED followed by
- * HL_EV_RESYNC with the current value, so an observer always ends at the
- * latest value. Errors: -ETIMEDOUT (nothing within the timeout; -EAGAIN when
- * timeout_ms is 0), -EINTR, HL_ESTALE, HL_ECORRUPT.
+ * timeout_ms (0 = do not block, -1 = forever). For each observer, revisions
+ * strictly increase, with no duplicates and no gaps except where events
+ * were dropped because this client read too slowly. The rule for a drop:
+ * the events dropped are replaced, at their place in the stream, by one
+ * HL_EV_LAGGED (the count dropped since the last report; revision = the
+ * last one handed out) and, as the very next event of that observer, one
+ * HL_EV_RESYNC with the key's state when it was read and its revision,
+ * greater than any handed out before. Everything the worker wrote before
+ * the drop comes before the pair; anything written after it comes after
+ * the pair, and only with a revision greater than the RESYNC's. So an
+ * observer always ends at the latest value. (A drop of revisions already
+ * handed out, as a redelivery after a worker restart can be, is no loss
+ * and yields no pair.) Errors: -ETIMEDOUT (nothing within the timeout;
+ * -EAGAIN when timeout_ms is 0), -EINTR, HL_ESTALE, HL_ECORRUPT.
  */
 HL_API int hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms);
 
