@@ -5,6 +5,7 @@
 
 #include "segment.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -374,4 +375,40 @@ hl_t_file_has(const char *path, const char *needle, int ms)
 		sleep_ms(10);
 	}
 	return 0;
+}
+
+/* SIGSTOP PID and wait until every one of its threads is stopped (the
+ * signal is delivered asynchronously: a thread may still run a moment). */
+void
+hl_t_stop_all(pid_t pid)
+{
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+	for (int i = 0; i < hl_t_ms(5000); i++) {
+		DIR *d = opendir(dir);
+		assert_non_null(d);
+		int running = 0;
+		struct dirent *e;
+		while ((e = readdir(d)) != NULL) {
+			if (e->d_name[0] == '.')
+				continue;
+			char path[384], buf[256];
+			snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = 0;
+			const char *p = strrchr(buf, ')');
+			if (p && p[1] == ' ' && p[2] != 'T' && p[2] != 't')
+				running = 1;
+		}
+		closedir(d);
+		if (!running)
+			return;
+		usleep(1000);
+	}
+	fail_msg("pid %d did not stop", (int)pid);
 }

@@ -36,6 +36,8 @@ pid_t hl_t_worker_startv(const char *name, const char *const *extra);
 pid_t hl_t_worker_spawnv(const char *name, const char *const *extra);
 /* SIGTERM and wait: returns the exit status (or 128+signal). */
 int hl_t_worker_stop(pid_t pid);
+/* SIGSTOP PID and wait until every one of its threads is stopped. */
+void hl_t_stop_all(pid_t pid);
 /* SIGKILL and reap. */
 void hl_t_kill9(pid_t pid);
 /* Wait for PID to exit within ms; exit status, or -1 on timeout. */

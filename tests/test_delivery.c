@@ -212,6 +212,56 @@ test_publish_same_value_notifies_nobody(void **state)
 	hl_t_unlink(name);
 }
 
+/* "Unchanged" means the same bytes, not a shared beginning: a value that
+ * is a prefix of the current one, an empty value, and a longer value that
+ * starts with the current one are changes, each applied and notified with
+ * the right old and new value; only the exact same bytes are skipped (the
+ * second empty value). */
+static void
+test_publish_of_prefix_empty_or_extension_notifies(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id;
+	assert_int_equal(hl_observe(c, "k", 1, 0, &id), 0);
+	static const char *const vals[] = { "abc", "ab", "abc", "", "", "abcd", "x" };
+	static const int notified[] = { 1, 1, 1, 1, 0, 1, 1 };
+	const char *prev = NULL;
+	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		assert_int_equal(hl_publish(c, "k", 1, vals[i], strlen(vals[i]), NULL, 0), 0);
+		struct hl_event ev;
+		if (!notified[i]) {
+			assert_int_equal(hl_next(c, &ev, 200), -ETIMEDOUT);
+			continue;
+		}
+		assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+		assert_int_equal(ev.type, HL_EV_PUT);
+		assert_true(ev.has_new);
+		assert_int_equal(ev.new_len, strlen(vals[i]));
+		assert_memory_equal(ev.new_value, vals[i], ev.new_len);
+		assert_int_equal(ev.has_old, prev != NULL);
+		if (prev) {
+			assert_int_equal(ev.old_len, strlen(prev));
+			assert_memory_equal(ev.old_value, prev, ev.old_len);
+		}
+		prev = vals[i];
+		char buf[8];
+		size_t len;
+		assert_int_equal(hl_get(c, "k", 1, buf, sizeof(buf), &len, NULL), 0);
+		assert_int_equal(len, strlen(vals[i]));
+		assert_memory_equal(buf, vals[i], len);
+	}
+	struct hl_stats st;
+	hl_stats(c, &st);
+	assert_int_equal(st.publishes, 6);
+	assert_int_equal(st.skipped_unchanged, 1);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 static void
 test_delete_notifies_with_old_value(void **state)
 {
@@ -463,7 +513,7 @@ test_unobserve_of_own_observer_takes_effect_without_the_worker(void **state)
 	assert_int_equal(hl_observe(c, "k", 1, 0, &kept), 0);
 	assert_int_equal(hl_observe(sync, "k", 1, 0, &sync_id), 0);
 
-	assert_int_equal(kill(w, SIGSTOP), 0);
+	hl_t_stop_all(w);
 	/* Queued before the unobserve, in another endpoint's ring: the worker
 	 * is free to dispatch it to both of c's observers first. */
 	assert_int_equal(hl_publish(pub, "k", 1, "v1", 2, NULL, 0), 0);
@@ -505,13 +555,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_publish_same_value_notifies_nobody),
-	        cmocka_unit_test(test_spinning_reader_gets_every_revision_in_order),
-	        cmocka_unit_test(test_delete_notifies_with_old_value),
-	        cmocka_unit_test(test_unobserve_of_another_process_is_eperm),
-	        cmocka_unit_test(test_unobserve_of_own_observer_takes_effect_without_the_worker),
-	        cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
-	        cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
+		cmocka_unit_test(test_publish_same_value_notifies_nobody),
+		cmocka_unit_test(test_publish_of_prefix_empty_or_extension_notifies),
+		cmocka_unit_test(test_spinning_reader_gets_every_revision_in_order),
+		cmocka_unit_test(test_delete_notifies_with_old_value),
+		cmocka_unit_test(test_unobserve_of_another_process_is_eperm),
+		cmocka_unit_test(test_unobserve_of_own_observer_takes_effect_without_the_worker),
+		cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
+		cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
 	};
 	return cmocka_run_group_tests_name("delivery", tests, NULL, NULL);
 }

@@ -17,8 +17,11 @@
 
 #include "layout.h"
 #include "segment.h"
+#include "table_read.h"
+#include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +430,128 @@ test_keys_whose_only_observers_were_damage_are_unlinked(void **state)
 	hl_t_unlink(name);
 }
 
+/* The repairs the last recovery counted, read without a client. */
+static uint64_t
+last_repairs(const char *name)
+{
+	int fd;
+	struct hl_seg seg;
+	assert_int_equal(hl__seg_open_fd(name, 0, &fd), 0);
+	assert_int_equal(hl__seg_map_ro(fd, &seg), 0);
+	uint64_t r = atomic_load(&seg.h->last_recovery_repairs);
+	hl__seg_unmap(&seg);
+	close(fd);
+	return r;
+}
+
+/* Break the prev link of the middle one of key KEY's three observers (the
+ * list is newest first: head -> middle -> last) in a stopped segment. */
+static void
+break_middle_prev(const char *name, const char *key)
+{
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	uint32_t idx = 0;
+	assert_int_equal(hl__key_lookup(&s, key, strlen(key), hl__hash(key, strlen(key)), &idx), 0);
+	uint32_t head = atomic_load(&hl__key(&s, idx)->obs_head);
+	assert_true(head != HL_NIL);
+	uint32_t mid = atomic_load(&hl__obs(&s, head)->next);
+	assert_true(mid != HL_NIL);
+	assert_int_equal(atomic_load(&hl__obs(&s, mid)->prev), head);
+	atomic_store(&hl__obs(&s, mid)->prev, HL_NIL);
+	hl__seg_unmap(&s);
+	close(fd);
+}
+
+/* Recovery's repair of an observer's prev link, on its own: no replayed
+ * request rewrites the link afterwards (the worker stopped cleanly, the
+ * rings are empty). Exactly one repair, the list works (every observer
+ * gets the next change, an unobserve of the repaired one unlinks it), and
+ * the worker's stop-time invariant check passes. */
+static void
+test_a_broken_prev_link_is_one_repair_and_the_list_works(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id id[3];
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(hl_observe(c, "k", 1, 0, &id[i]), 0);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	break_middle_prev(name, "k");
+	w = hl_t_worker_startv(name, bulk_caps);
+	assert_int_equal(last_repairs(name), 1);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
+	struct hl_event ev;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(hl_next(c, &ev, 100), -ETIMEDOUT);
+	assert_int_equal(hl_unobserve(c, id[1]), 0); /* the middle one */
+	assert_int_equal(hl_publish(c, "k", 1, "w", 1, NULL, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+		assert_true(ev.observer != id[1]);
+	}
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	/* A second recovery finds nothing more to repair. */
+	w = hl_t_worker_startv(name, bulk_caps);
+	assert_int_equal(last_repairs(name), 0);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
+/* The same when the client that made the list is gone before the restart:
+ * the repaired list is then removed by the dead client's cleanup, which
+ * walks it through the repaired links. */
+static void
+test_a_broken_prev_link_of_a_gone_client_is_repaired_then_cleaned(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+		hl_observer_id id;
+		for (int i = 0; i < 3; i++)
+			if (hl_observe(c, "k", 1, 0, &id))
+				_exit(1);
+		char b = 0;
+		if (write(go[1], &b, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	char b;
+	assert_int_equal(read(go[0], &b, 1), 1);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	break_middle_prev(name, "k");
+	hl_t_kill9(kid);
+	w = hl_t_worker_startv(name, bulk_caps);
+	assert_int_equal(last_repairs(name), 1);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	struct hl_stats st;
+	for (int i = 0; i < hl_t_ms(5000) / 10; i++) {
+		assert_int_equal(hl_stats(c, &st), 0);
+		if (st.observers == 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.observers, 0);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	close(go[0]);
+	close(go[1]);
+	hl_t_unlink(name);
+}
+
 /* A standalone worker with bulk_caps whose recovery's second part waits
  * MS (scaled) first: returns its pid once it owns the table. */
 static pid_t
@@ -583,13 +708,15 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_script_passes_without_crash),
-	        cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
-	        cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
-	        cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
-	        cmocka_unit_test(test_large_table_is_rebuilt_after_a_kill),
-	        cmocka_unit_test(test_publishes_are_served_before_recovery_checks_every_list),
-	        cmocka_unit_test(test_a_stop_during_recovery_finishes_it_first),
+		cmocka_unit_test(test_script_passes_without_crash),
+		cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
+		cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
+		cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
+		cmocka_unit_test(test_a_broken_prev_link_is_one_repair_and_the_list_works),
+		cmocka_unit_test(test_a_broken_prev_link_of_a_gone_client_is_repaired_then_cleaned),
+		cmocka_unit_test(test_large_table_is_rebuilt_after_a_kill),
+		cmocka_unit_test(test_publishes_are_served_before_recovery_checks_every_list),
+		cmocka_unit_test(test_a_stop_during_recovery_finishes_it_first),
 	};
 	return cmocka_run_group_tests_name("recovery", tests, NULL, NULL);
 }

@@ -39,7 +39,7 @@
 #define CLIENTS 4
 #define KEYS 8
 #define MAX_OBS 64
-#define VMAX    (1 << 17) /* values tracked per client */
+#define VMAX    (1 << 20) /* values tracked per client */
 
 /* What the call that published value c<i>-<n> returned. */
 enum { V_NONE, V_APPLIED, V_QUEUED, V_REFUSED, V_DOUBT };

@@ -486,6 +486,8 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 	 * recovery send these events again, and the client library drops the
 	 * duplicates by revision; the other order could lose them. */
 	hl__ring_commit(&ring, head);
+	if (delivered)
+		hl_w_crash_point(w); /* events in the ring, delivered_rev not yet moved */
 	if (delivered && lseq != LD_RLX(&ws->lag_marked))
 		ST_RLX(&ws->lag_marked, lseq); /* a crash before it flags one more: harmless */
 	/* The slots were read by pass 1, but 100,000 of them no longer fit
