@@ -1236,7 +1236,7 @@ apply_unobserve(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
 	else {
 		/* This request is the last to change the slot: with the unlink,
 		 * the evidence of its commit (hl_w_req_committed()). */
-		o->req_pos = pos;
+		o->req_pos = pos; /* the unobserve's own position */
 		rc = remove_observer(sh, slot, 1);
 	}
 	pthread_mutex_unlock(&sh->mu);
