@@ -3,10 +3,10 @@
  * watch. They open a real client (hl_open claims an endpoint, released by
  * hl_close or, if we die, by the worker's process monitor).
  *
- * A request queued while no worker serves stays in the ring and is applied
- * whenever a worker comes, even after we gave up waiting. So these commands
- * first wait, read-only, until a worker serves (up to --timeout) and queue
- * nothing if none does: a failed "set" then really changed nothing.
+ * These commands first wait, read-only, until a worker serves (up to
+ * --timeout) and queue nothing if none does. A request that then gets no
+ * answer in time is withdrawn by the library unless a worker already took
+ * it (heirloom.h, "Outcomes"): the message says which.
  */
 #include "ctl.h"
 #include "out.h"
@@ -82,14 +82,21 @@ open_client(struct ctl *c, uint32_t flags, int timeout_ms, struct hl_client **ou
 	return CTL_OK;
 }
 
-/* Report the error of a request that was queued. */
+/* Report the error of a request that was queued (the failure contract,
+ * heirloom.h "Outcomes"): -EAGAIN, it was withdrawn and never applies;
+ * -ETIMEDOUT, a worker took it and it will be applied exactly once. */
 static int
 request_failed(struct ctl *c, int rc, int timeout_ms)
 {
-	if (rc == -ETIMEDOUT || rc == -EAGAIN)
+	if (rc == -EAGAIN)
 		return ctl_fail(c, CTL_FAILED, rc,
-		                "the worker did not apply the request within %d ms; it stays "
-		                "queued and is applied when the worker catches up",
+		                "no worker took the request within %d ms; it was withdrawn and "
+		                "changed nothing",
+		                timeout_ms);
+	if (rc == -ETIMEDOUT)
+		return ctl_fail(c, CTL_FAILED, rc,
+		                "the worker took the request but did not answer within %d ms; it "
+		                "will be applied exactly once when a worker serves",
 		                timeout_ms);
 	return ctl_fail(c, CTL_FAILED, rc, "%s", hl_strerror(rc));
 }
