@@ -343,6 +343,7 @@ test_taken_request_times_out_and_is_applied_once(void **state)
 
 struct call {
 	struct hl_client *c;
+	const char *key; /* NULL: "k" */
 	int del;
 	const char *val;
 	int rc;
@@ -353,8 +354,9 @@ static void *
 call_main(void *arg)
 {
 	struct call *a = arg;
-	a->rc = a->del ? hl_delete(a->c, "k", 1)
-	               : hl_publish(a->c, "k", 1, a->val, strlen(a->val), NULL, 0);
+	const char *k = a->key ? a->key : "k";
+	a->rc = a->del ? hl_delete(a->c, k, strlen(k))
+	               : hl_publish(a->c, k, strlen(k), a->val, strlen(a->val), NULL, 0);
 	return NULL;
 }
 
@@ -511,6 +513,69 @@ test_replayed_delete_never_removes_a_newer_write(void **state)
 	for (int kk = 1; kk < k; kk++)
 		for (int j = 1; j <= 3; j++)
 			run_two_writers(1, kk, j);
+}
+
+/* The caller learns the first application's outcome. A publish into a
+ * full key table fails with -ENOSPC; the worker records that and dies
+ * before it answers (step 2: right after the done record). While no worker
+ * serves, another client frees a key. The restarted worker must answer the
+ * first outcome, -ENOSPC, from the record, and not apply the publish again
+ * (which would now succeed). */
+static void
+test_caller_gets_the_first_outcome_of_a_crashed_application(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	const char *const args[] = {
+		"--max-keys", "16",    "--max-observers",      "64", "--max-endpoints", "8",
+		"--heap",     "65536", "--telemetry-interval", "0",  "--crash-at-step", "2",
+		NULL
+	};
+	const char *const plain[] = { "--max-keys",
+		                      "16",
+		                      "--max-observers",
+		                      "64",
+		                      "--max-endpoints",
+		                      "8",
+		                      "--heap",
+		                      "65536",
+		                      "--telemetry-interval",
+		                      "0",
+		                      NULL };
+	pid_t w = hl_t_worker_startv(name, plain);
+	struct hl_client *b = open_with(name, HL_OPEN_SYNC, hl_t_ms(20000));
+	struct hl_client *a = open_with(name, HL_OPEN_SYNC, hl_t_ms(20000));
+	char key[8];
+	int full = 0;
+	for (int i = 0; i < 64 && !full; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		int rc = hl_publish(b, key, strlen(key), "v", 1, NULL, 0);
+		full = rc == -ENOSPC;
+		if (!full)
+			assert_int_equal(rc, 0);
+	}
+	assert_true(full);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+
+	w = hl_t_worker_startv(name, args);
+	struct call ca = { .c = a, .del = 0, .val = "A1" };
+	assert_int_equal(pthread_create(&ca.t, NULL, call_main, &ca), 0);
+	expect_crash(w);
+	/* No worker: B frees a key (its delete waits in its ring). */
+	struct call cb = { .c = b, .key = "k0", .del = 1 };
+	assert_int_equal(pthread_create(&cb.t, NULL, call_main, &cb), 0);
+	w = hl_t_worker_startv(name, plain);
+	pthread_join(ca.t, NULL);
+	pthread_join(cb.t, NULL);
+	assert_int_equal(ca.rc, -ENOSPC);
+	assert_int_equal(cb.rc, 0);
+	char buf[8];
+	assert_int_equal(get_str(a, "k", buf, sizeof(buf), NULL), -ENOENT);
+	assert_int_equal(get_str(a, "k0", buf, sizeof(buf), NULL), -ENOENT);
+	hl_close(a);
+	hl_close(b);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
 }
 
 /* ---- withdraw versus take ---- */
@@ -759,6 +824,7 @@ main(void)
 		cmocka_unit_test(test_taken_request_times_out_and_is_applied_once),
 		cmocka_unit_test(test_replayed_publish_never_applies_twice_nor_over_a_newer_write),
 		cmocka_unit_test(test_replayed_delete_never_removes_a_newer_write),
+		cmocka_unit_test(test_caller_gets_the_first_outcome_of_a_crashed_application),
 		cmocka_unit_test(test_withdraw_races_take_without_loss_or_double),
 		cmocka_unit_test(test_lagged_is_followed_by_resync_before_later_events),
 	};
