@@ -13,8 +13,9 @@ the rest), and puts the file back. A mutant is
   stillborn   it does not build, or its text is not found: the mutant
               itself is broken (reported, not scored; fix it).
 
-Score = killed / (killed + survived). --runs N runs each mutant N times and
-calls a kill deterministic only if all N runs kill it.
+Score = killed / (killed + survived). --runs N: after the first run finds
+the test that kills a mutant, that test is run N-1 more times; the kill
+counts (deterministic) only if it fails every time, else it is "flaky".
 
 Mutant file format (one field per line; `find`/`replace` may repeat for a
 multi-line change, taken in order):
@@ -202,17 +203,22 @@ def main():
                 continue
             first = [t for t in m["tests"] if t in all_tests]
             order = first + [t for t in all_tests if t not in first]
-            kills, killers, secs = 0, [], 0.0
-            for _ in range(args.runs):
-                killer, dt = run_suite(bdir, order, args.budget, args.per_test)
-                secs += dt
-                if killer:
-                    kills += 1
-                    killers.append(killer)
+            # The first run walks the suite until a test fails; the
+            # others rerun that test alone: a deterministic kill is the
+            # same test failing every time.
+            killer, secs = run_suite(bdir, order, args.budget, args.per_test)
+            kills = 1 if killer else 0
+            if killer and killer != "(time limit)":
+                for _ in range(args.runs - 1):
+                    k2, dt = run_suite(bdir, [killer], args.budget, args.per_test)
+                    secs += dt
+                    kills += 1 if k2 else 0
+            elif killer:
+                kills = args.runs
             if kills == args.runs:
-                verdict, by = "killed", ",".join(sorted(set(killers)))
+                verdict, by = "killed", killer
             elif kills:
-                verdict, by = "flaky", f"{kills}/{args.runs} by {','.join(sorted(set(killers)))}"
+                verdict, by = "flaky", f"{kills}/{args.runs} by {killer}"
             else:
                 verdict, by = "SURVIVED", ""
             results.append((m, verdict, by, secs))
