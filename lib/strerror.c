@@ -19,6 +19,8 @@ static const struct {
         {HL_ENOWORKER, "HL_ENOWORKER", "no worker is serving the table"},
         {HL_ESTALE, "HL_ESTALE", "this client's endpoint was removed by the worker"},
         {HL_ETRUNCATED, "HL_ETRUNCATED", "segment is smaller than its header says (truncated)"},
+        {HL_EUNTRUSTED, "HL_EUNTRUSTED",
+         "segment belongs to an owner this process does not trust (see HEIRLOOM_OWNER)"},
 };
 
 const char *
