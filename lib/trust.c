@@ -200,26 +200,37 @@ group_name(gid_t gid, char *buf, size_t len)
 	free(nss);
 }
 
+/* "uid 1001 (bob)", or "uid 1001" when it has no name. */
+static void
+id_text(const char *what, unsigned id, const char *name, char *buf, size_t len)
+{
+	char num[16];
+	snprintf(num, sizeof(num), "%u", id);
+	if (strcmp(num, name) == 0)
+		snprintf(buf, len, "%s %u", what, id);
+	else
+		snprintf(buf, len, "%s %u (%s)", what, id, name);
+}
+
 void
 hl__trust_explain(const struct hl_trust *t, const struct stat *st, char *buf, size_t len)
 {
-	char user[64], group[64], me[64];
-	hl__trust_user_name(st->st_uid, user, sizeof(user));
-	group_name(st->st_gid, group, sizeof(group));
-	hl__trust_user_name(t->self, me, sizeof(me));
+	char name[64], user[96], group[96], me[96];
+	hl__trust_user_name(st->st_uid, name, sizeof(name));
+	id_text("uid", (unsigned)st->st_uid, name, user, sizeof(user));
+	group_name(st->st_gid, name, sizeof(name));
+	id_text("group", (unsigned)st->st_gid, name, group, sizeof(group));
+	hl__trust_user_name(t->self, name, sizeof(name));
+	id_text("uid", (unsigned)t->self, name, me, sizeof(me));
 	if (t->named)
 		snprintf(buf, len,
-		         "owned by uid %u (%s), group %u (%s), mode %04o; expected root, uid %u "
-		         "(%s, this process) or %s=%s",
-		         (unsigned)st->st_uid, user, (unsigned)st->st_gid, group,
-		         (unsigned)(st->st_mode & 07777), (unsigned)t->self, me, t->source,
-		         t->spec);
+		         "owned by %s, %s, mode %04o; expected root, %s (this process) or "
+		         "%s=%s",
+		         user, group, (unsigned)(st->st_mode & 07777), me, t->source, t->spec);
 	else
 		snprintf(buf, len,
-		         "owned by uid %u (%s), group %u (%s), mode %04o; expected root, uid %u "
-		         "(%s, this process), or a system user (uid <= %u) with one of this "
-		         "process's groups and no write permission for others",
-		         (unsigned)st->st_uid, user, (unsigned)st->st_gid, group,
-		         (unsigned)(st->st_mode & 07777), (unsigned)t->self, me,
-		         HL_SYSTEM_UID_MAX);
+		         "owned by %s, %s, mode %04o; expected root, %s (this process), or a "
+		         "system user (uid <= %u) with one of this process's groups and no "
+		         "write permission for others",
+		         user, group, (unsigned)(st->st_mode & 07777), me, HL_SYSTEM_UID_MAX);
 }

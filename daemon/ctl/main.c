@@ -267,9 +267,9 @@ ctl_fail_segment(const struct ctl *c, int err)
 			snprintf(why, sizeof(why), "%s", hl_strerror(err)), strcpy(owner, "USER");
 		return ctl_fail(c, CTL_SEGMENT, err,
 		                "refusing segment '%s': %s. If you trust %s, run with "
-		                "HEIRLOOM_OWNER=%s; if not, %s or root can remove it: "
+		                "HEIRLOOM_OWNER=%s; if not, its owner or root can remove it: "
 		                "heirloomctl --name %s segment remove --force",
-		                c->name, why, owner, owner, owner, c->name);
+		                c->name, why, owner, owner, c->name);
 	}
 	case HL_EBADMAGIC:
 	case HL_EVERSION:
