@@ -15,9 +15,9 @@ static const struct {
 	int code;
 	const char *name;
 } own[] = {
-	{ HL_EBADMAGIC, "HL_EBADMAGIC" }, { HL_EVERSION, "HL_EVERSION" },
-	{ HL_ECORRUPT, "HL_ECORRUPT" },   { HL_ENOWORKER, "HL_ENOWORKER" },
-	{ HL_ESTALE, "HL_ESTALE" },       { HL_ETRUNCATED, "HL_ETRUNCATED" },
+	{ HL_EBADMAGIC, "HL_EBADMAGIC" },   { HL_EVERSION, "HL_EVERSION" },
+	{ HL_ECORRUPT, "HL_ECORRUPT" },     { HL_ENOWORKER, "HL_ENOWORKER" },
+	{ HL_ESTALE, "HL_ESTALE" },         { HL_ETRUNCATED, "HL_ETRUNCATED" },
 	{ HL_EUNTRUSTED, "HL_EUNTRUSTED" },
 };
 #define NOWN (sizeof(own) / sizeof(own[0]))

@@ -207,9 +207,21 @@ run_wait(pid_t pid)
 static pid_t
 worker_as(const struct who *w, const char *name, const char *mode, const char *err)
 {
-	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", name, "--mode", mode,
-		               "--max-keys", "64", "--max-observers", "64", "--max-endpoints",
-		               "8", "--heap", "65536", NULL };
+	const char *argv[] = { HL_WORKER_PATH,
+		               "--standalone",
+		               "--name",
+		               name,
+		               "--mode",
+		               mode,
+		               "--max-keys",
+		               "64",
+		               "--max-observers",
+		               "64",
+		               "--max-endpoints",
+		               "8",
+		               "--heap",
+		               "65536",
+		               NULL };
 	pid_t pid = spawn_as(w, argv, NULL, NULL, err);
 	assert_int_equal(hl_t_wait_ready(name, hl_t_ms(20000)), 0);
 	return pid;
@@ -288,8 +300,7 @@ test_rule_each_condition_alone(void **state)
 
 	/* Mistakes fail closed, naming the entry. */
 	char err[256] = "";
-	assert_int_equal(hl__trust_init(&t, "root,no-such-user-hl24", err, sizeof(err)),
-	                 -EINVAL);
+	assert_int_equal(hl__trust_init(&t, "root,no-such-user-hl24", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "no-such-user-hl24"));
 	assert_int_equal(hl__trust_init(&t, ",", NULL, 0), -EINVAL);
 
@@ -376,8 +387,9 @@ ctl_get_as(struct fx *f, const struct who *w, const char *owner_env, int json)
 	char env[64];
 	const char *envp[] = { env, NULL };
 	snprintf(env, sizeof(env), "HEIRLOOM_OWNER=%s", owner_env ? owner_env : "");
-	const char *argv[] = { HL_CTL_PATH, "--name", f->name, "get", "config/db",
-		               json ? "--json" : NULL, NULL };
+	const char *argv[] = { HL_CTL_PATH, "--name",    f->name,
+		               "get",       "config/db", json ? "--json" : NULL,
+		               NULL };
 	return run_wait(spawn_as(w, argv, envp, f->out, f->err));
 }
 
@@ -621,7 +633,7 @@ test_daemon_refuses_a_config_file_others_can_write(void **state)
 	fputs("[worker]\nmode = 0666\n", fp);
 	fclose(fp);
 	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", f->name,
-		               "--config", conf, NULL };
+		               "--config",     conf,           NULL };
 
 	assert_int_equal(chmod(conf, 0666), 0);
 	unlink(f->err);
@@ -656,17 +668,15 @@ main(void)
 		        test_squatted_segment_is_refused_and_explicit_trust_accepts_it, setup,
 		        teardown),
 		cmocka_unit_test_setup_teardown(
-		        test_service_as_its_own_user_serves_its_group_once_the_squat_is_gone,
-		        setup, teardown),
+		        test_service_as_its_own_user_serves_its_group_once_the_squat_is_gone, setup,
+		        teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_keeper_with_a_refused_socket_directory_leaves_no_segment, setup,
 		        teardown),
 		cmocka_unit_test_setup_teardown(
-		        test_keeper_failing_after_creating_the_segment_removes_it, setup,
-		        teardown),
+		        test_keeper_failing_after_creating_the_segment_removes_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(
-		        test_worker_refuses_a_keeper_socket_another_user_planted, setup,
-		        teardown),
+		        test_worker_refuses_a_keeper_socket_another_user_planted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon_refuses_a_config_file_others_can_write,
 		                                setup, teardown),
 	};

@@ -48,9 +48,9 @@ read_raw(const char *name, struct raw *r)
 	r->file_size = (uint64_t)st.st_size;
 	r->st = st;
 	struct hl_trust t;
-	r->trust = hl__trust_init(&t, NULL, NULL, 0) ? HL_EUNTRUSTED
-	                                             : hl__trust_owner(&t, st.st_uid, st.st_gid,
-	                                                               st.st_mode);
+	r->trust = hl__trust_init(&t, NULL, NULL, 0)
+	                   ? HL_EUNTRUSTED
+	                   : hl__trust_owner(&t, st.st_uid, st.st_gid, st.st_mode);
 	ssize_t n = pread(fd, &r->h, sizeof(r->h), 0);
 	rc = n < 0 ? -errno : 0;
 	close(fd);

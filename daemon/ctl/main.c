@@ -263,7 +263,8 @@ ctl_fail_segment(const struct ctl *c, int err)
 	case -ENOMEM: return ctl_fail(c, CTL_FAILED, err, "out of memory");
 	case HL_EUNTRUSTED: {
 		char why[512], owner[64];
-		if (view_untrusted(c->name, why, sizeof(why), owner, sizeof(owner)) != HL_EUNTRUSTED)
+		if (view_untrusted(c->name, why, sizeof(why), owner, sizeof(owner)) !=
+		    HL_EUNTRUSTED)
 			snprintf(why, sizeof(why), "%s", hl_strerror(err)), strcpy(owner, "USER");
 		return ctl_fail(c, CTL_SEGMENT, err,
 		                "refusing segment '%s': %s. If you trust %s, run with "
