@@ -17,10 +17,12 @@
 #include "segment.h"
 #include "seqlock.h"
 #include "table_read.h"
+#include "trust.h"
 #include "util.h"
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -267,6 +269,47 @@ claim_endpoint(struct hl_client *c)
 
 static void ring_doorbell(struct hl_client *c, uint32_t s);
 
+/* Open segment NAME read-write, but hand out its descriptor only when its
+ * owner is trusted (trust.h): a squatted segment is refused before any byte
+ * of it is mapped. A refusal is the one thing the library says on stderr:
+ * the application sees only HL_EUNTRUSTED, the person running it needs the
+ * owner and the fix. */
+static int
+open_trusted(const char *name, const char *expected_owner, int *fd_out)
+{
+	struct hl_trust t;
+	struct stat st;
+	char why[512];
+	int fd, rc = hl__trust_init(&t, expected_owner, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "heirloom: hl_open: %s\n", why);
+		return rc;
+	}
+	rc = hl__seg_open_fd(name, 1, &fd);
+	if (rc)
+		return rc;
+	rc = hl__trust_fd(&t, fd, &st);
+	if (rc == 0 && !S_ISREG(st.st_mode))
+		rc = HL_EBADMAGIC;
+	if (rc == HL_EUNTRUSTED) {
+		char owner[64];
+		hl__trust_explain(&t, &st, why, sizeof(why));
+		hl__trust_user_name(st.st_uid, owner, sizeof(owner));
+		fprintf(stderr,
+		        "heirloom: hl_open: refusing segment /heirloom.%s: %s. If you trust "
+		        "this owner, set HEIRLOOM_OWNER=%s (or hl_open_opts.expected_owner); "
+		        "if not, its owner or root can remove it with 'heirloomctl --name %s "
+		        "segment remove --force'\n",
+		        name ? name : "default", why, owner, name ? name : "default");
+	}
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 int
 hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **out)
 {
@@ -276,7 +319,7 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 		return -EINVAL;
 	if (opts && (opts->timeout_ms < -1 || opts->spin_us > 1000000u))
 		return -EINVAL;
-	int fd, rc = hl__seg_open_fd(name, 1, &fd);
+	int fd, rc = open_trusted(name, opts ? opts->expected_owner : NULL, &fd);
 	if (rc)
 		return rc;
 	struct hl_client *c = calloc(1, sizeof(*c));

@@ -12,13 +12,15 @@ static const struct {
 	const char *name;
 	const char *desc;
 } own[] = {
-        {HL_EBADMAGIC, "HL_EBADMAGIC", "not a heirloom segment (bad magic)"},
-        {HL_EVERSION, "HL_EVERSION",
-         "segment has another layout version (made by another heirloom build)"},
-        {HL_ECORRUPT, "HL_ECORRUPT", "segment is corrupt (a structure failed validation)"},
-        {HL_ENOWORKER, "HL_ENOWORKER", "no worker is serving the table"},
-        {HL_ESTALE, "HL_ESTALE", "this client's endpoint was removed by the worker"},
-        {HL_ETRUNCATED, "HL_ETRUNCATED", "segment is smaller than its header says (truncated)"},
+	{ HL_EBADMAGIC, "HL_EBADMAGIC", "not a heirloom segment (bad magic)" },
+	{ HL_EVERSION, "HL_EVERSION",
+	  "segment has another layout version (made by another heirloom build)" },
+	{ HL_ECORRUPT, "HL_ECORRUPT", "segment is corrupt (a structure failed validation)" },
+	{ HL_ENOWORKER, "HL_ENOWORKER", "no worker is serving the table" },
+	{ HL_ESTALE, "HL_ESTALE", "this client's endpoint was removed by the worker" },
+	{ HL_ETRUNCATED, "HL_ETRUNCATED", "segment is smaller than its header says (truncated)" },
+	{ HL_EUNTRUSTED, "HL_EUNTRUSTED",
+	  "segment belongs to an owner this process does not trust (see HEIRLOOM_OWNER)" },
 };
 
 const char *

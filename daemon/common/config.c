@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_CONFIG_DIR "/etc/heirloom"
 #define ENV_PREFIX         "HEIRLOOM_"
@@ -496,6 +498,51 @@ parse_file(struct hl_cfg *cfg, FILE *fp, const char *path, char *err, size_t err
 	return fc.rc;
 }
 
+/*
+ * The daemons take their options (socket path, mode, group) from the file:
+ * another local user who can write it, or replace it in its directory,
+ * chooses them. So the file must be ours or root's and not writable by
+ * others, and so must its directory (unless sticky, where nobody else can
+ * replace our file). Group write is left to the operator, as for the
+ * segment: the group is trusted (docs/security.md).
+ */
+static int
+check_trusted(FILE *fp, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	char *dir = strdup(path), *slash;
+	int rc = 0;
+
+	if (!dir)
+		return fail(err, errlen, -ENOMEM, "config file: out of memory");
+	slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (fstat(fileno(fp), &st) < 0) {
+		rc = fail(err, errlen, -errno, "config file %s: %s", path, errdesc(errno));
+	} else if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & S_IWOTH)) {
+		rc = fail(err, errlen, -EPERM,
+		          "config file %s: owned by uid %u with mode %04o: refusing it (it must "
+		          "belong to root or this user, uid %u, and not be writable by others)",
+		          path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+		          (unsigned)geteuid());
+	} else if (stat(dir, &st) < 0) {
+		rc = fail(err, errlen, -errno, "config directory %s: %s", dir, errdesc(errno));
+	} else if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+	           ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))) {
+		rc = fail(err, errlen, -EPERM,
+		          "config directory %s: owned by uid %u with mode %04o: refusing %s (it "
+		          "must belong to root or this user and not be writable by others)",
+		          dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), path);
+	}
+	free(dir);
+	return rc;
+}
+
 static int
 read_file(struct hl_cfg *cfg, char *err, size_t errlen)
 {
@@ -521,7 +568,9 @@ read_file(struct hl_cfg *cfg, char *err, size_t errlen)
 		free(path);
 		return rc == -ENOENT && !explicit ? 0 : rc;
 	}
-	rc = parse_file(cfg, fp, path, err, errlen);
+	rc = check_trusted(fp, path, err, errlen);
+	if (rc == 0)
+		rc = parse_file(cfg, fp, path, err, errlen);
 	fclose(fp);
 	if (rc < 0)
 		free(path);

@@ -104,17 +104,53 @@ hl__sock_path(const char *name, const char *override, char *buf, size_t len, int
 	return 0;
 }
 
+/* The directory part of PATH into DIR ("/" for "/x.sock"). */
+static int
+dir_of(const char *path, char *dir, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash || (size_t)(slash - path) >= len)
+		return -EINVAL;
+	if (slash == path) {
+		snprintf(dir, len, "/");
+		return 0;
+	}
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	return 0;
+}
+
+/* In /tmp anyone may have made the directory first: listen only in one
+ * that we (or root) own and that nobody else can write into (or that is
+ * sticky, where nobody else can remove or replace our socket). */
+static int
+dir_safe(const char *dir)
+{
+	struct stat st;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || (st.st_uid != geteuid() && st.st_uid != 0) ||
+	    ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)))
+		return -EPERM;
+	return 0;
+}
+
+int
+hl__sock_dir_check(const char *path)
+{
+	char dir[HL_SOCK_PATH_MAX];
+	int rc = dir_of(path, dir, sizeof(dir));
+	return rc ? rc : dir_safe(dir);
+}
+
 int
 hl__sock_dir_prepare(const char *path, gid_t gid)
 {
 	char dir[HL_SOCK_PATH_MAX];
-	struct stat st;
-	const char *slash = strrchr(path, '/');
+	int rc = dir_of(path, dir, sizeof(dir));
 
-	if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir))
+	if (rc || strcmp(dir, "/") == 0)
 		return -EINVAL;
-	memcpy(dir, path, (size_t)(slash - path));
-	dir[slash - path] = '\0';
 	if (mkdir(dir, 0750) == 0) {
 		/* mkdir applied the umask; 0750 is the contract. A crash
 		 * between these lines leaves a directory that is stricter or
@@ -126,14 +162,7 @@ hl__sock_dir_prepare(const char *path, gid_t gid)
 	} else if (errno != EEXIST) {
 		return -errno;
 	}
-	/* In /tmp anyone may have made the directory first: listen only in
-	 * one that we (or root) own and that nobody else can write into. */
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode) || (st.st_uid != geteuid() && st.st_uid != 0) ||
-	    ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)))
-		return -EPERM;
-	return 0;
+	return dir_safe(dir);
 }
 
 int

@@ -99,6 +99,13 @@ int hl__sock_path(const char *name, const char *override, char *buf, size_t len,
  */
 int hl__sock_dir_prepare(const char *path, gid_t gid);
 
+/* The same check without creating anything, for a directory someone else
+ * provides (--socket, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR): 0, -ENOENT,
+ * or -EPERM when it is not a directory, is a symbolic link, belongs to
+ * another user than us or root, or is writable by group or others while
+ * not sticky. */
+int hl__sock_dir_check(const char *path);
+
 /* Connect to the keeper's socket at PATH: a blocking, close-on-exec
  * SOCK_SEQPACKET socket in *fd. Returns 0 or -errno (-ENOENT, -ECONNREFUSED:
  * no keeper there now). */

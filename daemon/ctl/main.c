@@ -8,6 +8,8 @@
 #include "heirloom/heirloom.h"
 #include "layout.h"
 #include "out.h"
+#include "trust.h"
+#include "view.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -49,6 +51,12 @@ static const char *const top_help =
         "  3  the segment is missing or unusable (not a heirloom segment, another\n"
         "     layout version, truncated, corrupt, no permission)\n"
         "  4  the request failed (no worker, worker error, timeout, refused)\n"
+        "\n"
+        "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
+        "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
+        "others (USER or :GROUP, comma-separated) and then replaces the last rule.\n"
+        "Any other owner's segment is refused (exit 3, HL_EUNTRUSTED); 'segment\n"
+        "inspect' shows its owner and 'segment remove' removes it.\n"
         "\n"
         "Errors go to stderr as \"heirloomctl: ...\"; with --json, stdout also gets\n"
         "{\"error\": NAME, \"code\": N, \"message\": TEXT, \"exit_code\": N}, where NAME is\n"
@@ -253,6 +261,17 @@ ctl_fail_segment(const struct ctl *c, int err)
 		return ctl_fail(c, CTL_FAILED, err, "segment '%s': every endpoint is taken",
 		                c->name);
 	case -ENOMEM: return ctl_fail(c, CTL_FAILED, err, "out of memory");
+	case HL_EUNTRUSTED: {
+		char why[512], owner[64];
+		if (view_untrusted(c->name, why, sizeof(why), owner, sizeof(owner)) !=
+		    HL_EUNTRUSTED)
+			snprintf(why, sizeof(why), "%s", hl_strerror(err)), strcpy(owner, "USER");
+		return ctl_fail(c, CTL_SEGMENT, err,
+		                "refusing segment '%s': %s. If you trust %s, run with "
+		                "HEIRLOOM_OWNER=%s; if not, its owner or root can remove it: "
+		                "heirloomctl --name %s segment remove --force",
+		                c->name, why, owner, owner, c->name);
+	}
 	case HL_EBADMAGIC:
 	case HL_EVERSION:
 	case HL_ETRUNCATED:
@@ -423,6 +442,12 @@ main(int argc, char **argv)
 	struct ctl c = { .name = getenv("HEIRLOOM_NAME") };
 	if (!c.name || !*c.name)
 		c.name = "default";
+	/* A $HEIRLOOM_OWNER that names nobody is a mistake in whom to trust:
+	 * say so before any command runs (each open resolves it again). */
+	struct hl_trust trust;
+	char terr[256];
+	if (hl__trust_init(&trust, NULL, terr, sizeof(terr)))
+		return ctl_fail(&c, CTL_USAGE, -EINVAL, "%s", terr);
 	int what = G_NONE, i;
 	for (i = 1; i < argc; i++) {
 		int g = global_opt(&c, argc, argv, &i, &what);

@@ -14,6 +14,7 @@
 #include "view.h"
 
 #include "table_read.h"
+#include "trust.h"
 #include "util.h"
 
 #include <errno.h>
@@ -29,12 +30,18 @@
 int
 view_open(struct view *v, const char *name)
 {
+	/* The same rule as hl_open(): a squatter's segment is not read
+	 * either, or `heirloomctl get` would print its forged values. main()
+	 * already refused an unusable $HEIRLOOM_OWNER. */
+	struct hl_trust t;
+	if (hl__trust_init(&t, NULL, NULL, 0))
+		return -EINVAL;
 	int fd, rc = hl__seg_open_fd(name, 0, &fd);
 	if (rc)
 		return rc;
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
+	rc = hl__trust_fd(&t, fd, &st);
+	if (rc) {
 		close(fd);
 		return rc;
 	}
@@ -45,6 +52,25 @@ view_open(struct view *v, const char *name)
 	}
 	v->file_size = (uint64_t)st.st_size;
 	return 0;
+}
+
+int
+view_untrusted(const char *name, char *why, size_t len, char *owner, size_t olen)
+{
+	struct hl_trust t;
+	struct stat st;
+	int fd, rc = hl__trust_init(&t, NULL, NULL, 0);
+	if (rc == 0)
+		rc = hl__seg_open_fd(name, 0, &fd);
+	if (rc)
+		return rc;
+	rc = fstat(fd, &st) < 0 ? -errno : 0;
+	close(fd);
+	if (rc)
+		return rc;
+	hl__trust_explain(&t, &st, why, len);
+	hl__trust_user_name(st.st_uid, owner, olen);
+	return hl__trust_owner(&t, st.st_uid, st.st_gid, st.st_mode);
 }
 
 void

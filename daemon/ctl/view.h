@@ -28,10 +28,16 @@ struct view {
 };
 
 /* Open and map segment NAME read-only. Errors as hl_open(): -ENOENT,
- * -EACCES, HL_EBADMAGIC, HL_EVERSION, HL_ETRUNCATED, HL_ECORRUPT, -EINVAL
- * (bad name). On failure there is nothing to close. */
+ * -EACCES, HL_EUNTRUSTED (its owner is not trusted: lib/trust.h, with
+ * $HEIRLOOM_OWNER), HL_EBADMAGIC, HL_EVERSION, HL_ETRUNCATED, HL_ECORRUPT,
+ * -EINVAL (bad name). On failure there is nothing to close. */
 int view_open(struct view *v, const char *name);
 void view_close(struct view *v);
+
+/* For the message of a refusal: what the owner rule says of NAME now, in
+ * WHY (LEN bytes), and its owner's user name in OWNER (OLEN bytes).
+ * Returns 0 (trusted now), HL_EUNTRUSTED, or the error opening it. */
+int view_untrusted(const char *name, char *why, size_t len, char *owner, size_t olen);
 
 /* The owner record, read under owner_seq, and the keeper record. */
 struct view_owner {

@@ -75,6 +75,7 @@ struct hl_keeper {
 	int segfd;  /* O_RDWR; the descriptor given to workers */
 	int lockfd; /* a second open of the object, flock'ed: one keeper per segment */
 	struct hl_seg seg;
+	bool seg_created; /* this start created it: removed if the start fails */
 
 	/* the control socket */
 	char sock_path[HL_SOCK_PATH_MAX];

@@ -251,6 +251,22 @@ given(const struct hl_cfg *cfg, const char *opt)
 	return s == HL_CFG_SRC_FLAG || s == HL_CFG_SRC_ENV || s == HL_CFG_SRC_FILE;
 }
 
+/* Undo our creation of the segment when the start fails after it: a new
+ * segment nobody serves would only be in the way (and look served). We
+ * hold its lock, so no other keeper uses it; a client that opened it in
+ * the meantime keeps its mapping of an unlinked object. */
+static void
+drop_created(struct hl_keeper *k)
+{
+	int rc = hl__seg_unlink(k->name);
+	if (rc)
+		hl_k_log("cannot remove the segment /heirloom.%s it created: %s", k->name,
+		         hl_strerror(rc));
+	else
+		hl_k_log("removed the segment /heirloom.%s it created", k->name);
+	k->seg_created = false;
+}
+
 static int
 open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 {
@@ -316,8 +332,11 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		return EXIT_TAKEN;
 	}
 
+	k->seg_created = created;
 	rc = hl__seg_map_rw(k->segfd, &k->seg);
 	if (rc) {
+		if (created)
+			drop_created(k);
 		/* Never map what did not validate: say what is wrong and what
 		 * to do, and leave the object as it is for inspection. */
 		hl_k_log(
@@ -344,11 +363,14 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 
 /* ---- the control socket ---- */
 
+/* The socket's directory, before anything is created: one heirloom makes
+ * (dir_is_ours) is created if missing; any other (--socket,
+ * $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR) must exist. Either must be ours or
+ * root's and closed to other users' writes, or another local user could
+ * replace our socket with theirs and be handed workers. */
 static int
-listen_socket(struct hl_keeper *k)
+socket_dir(struct hl_keeper *k)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
 	int ours = 0, rc;
 
 	rc = hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), &ours);
@@ -356,12 +378,23 @@ listen_socket(struct hl_keeper *k)
 		hl_k_log("control socket path for '%s': %s", k->name, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
-	if (ours && (rc = hl__sock_dir_prepare(k->sock_path, k->gid)) != 0) {
+	rc = ours ? hl__sock_dir_prepare(k->sock_path, k->gid) : hl__sock_dir_check(k->sock_path);
+	if (rc) {
 		hl_k_log("cannot use the directory of %s: %s (it must be a directory owned by this "
 		         "user or root and not writable by others)",
 		         k->sock_path, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
+	return 0;
+}
+
+static int
+listen_socket(struct hl_keeper *k)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int rc;
+
 	memcpy(sa.sun_path, k->sock_path, strlen(k->sock_path) + 1);
 	k->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (k->lfd < 0) {
@@ -759,11 +792,19 @@ main(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
+	/* Everything that can refuse the start without creating anything
+	 * runs before the segment is created: a refused start leaves nothing
+	 * behind. */
+	if ((status = socket_dir(k)) != 0)
+		goto out;
 	if ((status = open_segment(k, &cfg)) != 0)
 		goto out;
 	hl_k_adopt_at_start(k);
-	if ((status = listen_socket(k)) != 0)
+	if ((status = listen_socket(k)) != 0) {
+		if (k->seg_created)
+			drop_created(k);
 		goto out;
+	}
 	hl_k_watch(k, k->lfd, HL_K_TAG_LISTEN);
 
 	sd_notify("READY=1");

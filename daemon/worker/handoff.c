@@ -21,6 +21,7 @@
 
 #include "heirloom/heirloom.h"
 #include "proto.h"
+#include "trust.h"
 #include "util.h"
 
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,6 +163,38 @@ request(struct hl_msg *m, enum hl_msg_type type, const struct hl_worker *w)
 	snprintf(m->text, sizeof(m->text), "%s", w->opt.name);
 }
 
+/* Connect to the keeper at L.path and check who listens there with the
+ * owner rule of the clients (lib/trust.h) applied to the listener's
+ * credentials: another local user's socket planted at the path must never
+ * get our requests or hand us a segment of theirs. Returns 0 with the
+ * connection in *fd_out, the error of connect(), or HL_EUNTRUSTED (logged
+ * with the listener's uid when LOG). */
+static int
+keeper_connect(int *fd_out, bool log)
+{
+	struct hl_trust t;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	int fd, rc = hl__sock_connect(L.path, &fd);
+	if (rc)
+		return rc;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		rc = -errno;
+	else if (hl__trust_init(&t, NULL, NULL, 0) != 0 ||
+	         hl__trust_owner(&t, cr.uid, cr.gid, 0) != 0)
+		rc = HL_EUNTRUSTED;
+	if (rc) {
+		if (rc == HL_EUNTRUSTED && log)
+			hl_w_log("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
+			         "this user, a system user of our groups or $HEIRLOOM_OWNER",
+			         L.path, (unsigned)cr.uid, (unsigned)cr.gid);
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 /* ---- the link thread ---- */
 
 static void
@@ -169,7 +203,7 @@ relink(struct hl_worker *w, bool *refused)
 	struct hl_msg m, r;
 	int fd;
 
-	if (hl__sock_connect(L.path, &fd))
+	if (keeper_connect(&fd, !*refused))
 		return;
 	request(&m, HL_MSG_HELLO, w);
 	int rc = exchange(fd, &m, &r, NULL, NULL);
@@ -319,6 +353,24 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 	return r.code < 0 ? r.code : -EPROTO;
 }
 
+/* The descriptor a trusted keeper passed must still be a segment whose
+ * owner we trust: the same rule as a client's. 0 or HL_EUNTRUSTED (logged). */
+static int
+trusted_segment(int segfd)
+{
+	struct hl_trust t;
+	struct stat st;
+	char why[512];
+	int rc = hl__trust_init(&t, NULL, NULL, 0);
+	if (rc == 0)
+		rc = hl__trust_fd(&t, segfd, &st);
+	if (rc == HL_EUNTRUSTED) {
+		hl__trust_explain(&t, &st, why, sizeof(why));
+		hl_w_log("refusing the segment the keeper gave: %s", why);
+	}
+	return rc;
+}
+
 int
 hl_w_acquire(struct hl_worker *w)
 {
@@ -334,11 +386,15 @@ hl_w_acquire(struct hl_worker *w)
 	}
 	for (;;) {
 		int fd, segfd = -1;
-		rc = hl__sock_connect(L.path, &fd);
+		rc = keeper_connect(&fd, true);
+		if (rc == HL_EUNTRUSTED)
+			return rc;
 		if (rc == 0) {
 			rc = take_once(w, fd, &segfd);
 			if (rc == 0) {
-				rc = hl__seg_map_rw(segfd, &w->seg);
+				rc = trusted_segment(segfd);
+				if (rc == 0)
+					rc = hl__seg_map_rw(segfd, &w->seg);
 				if (rc) {
 					/* We own it on paper: exiting lets the keeper
 					 * take it back (our pidfd). */
@@ -392,7 +448,7 @@ hl_w_release(struct hl_worker *w, int clean)
 			close(fd);
 		return;
 	}
-	if (fd < 0 && hl__sock_connect(L.path, &fd) < 0)
+	if (fd < 0 && keeper_connect(&fd, true) < 0)
 		fd = -1;
 	if (fd >= 0) {
 		request(&m, HL_MSG_GIVEBACK, w);

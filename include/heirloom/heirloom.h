@@ -93,6 +93,7 @@ extern "C" {
 #define HL_ENOWORKER (-20004)  /* no worker is serving the table (and waiting was not asked) */
 #define HL_ESTALE (-20005)     /* this client's endpoint was removed by the worker */
 #define HL_ETRUNCATED (-20006) /* the segment is smaller than its header says */
+#define HL_EUNTRUSTED (-20007) /* the segment's owner is not one this process trusts */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
  * are set at creation, may be smaller). */
@@ -127,15 +128,38 @@ struct hl_open_opts {
 	                     * one busy core while it polls: on a machine with
 	                     * few cores it takes CPU from the worker and the
 	                     * publishers (bench/README.md has the figures). */
+	const char *expected_owner; /* whose segment to accept besides root's and
+	                             * this process's own: a comma-separated list
+	                             * of users ("heirloom", "1001") and groups
+	                             * (":heirloom", ":1001"); NULL or "" = take
+	                             * $HEIRLOOM_OWNER, else the default rule
+	                             * (see hl_open()) */
 };
 
 /*
  * Attach to segment NAME ("default" when NULL; the shm object is
  * /heirloom.NAME) and claim an endpoint for this process.
  *
- * Errors: -ENOENT no such segment; -EACCES not permitted; HL_EBADMAGIC,
- * HL_EVERSION, HL_ETRUNCATED, HL_ECORRUPT the object is not a usable segment;
- * -ENOSPC every endpoint is taken; -EINVAL bad name or options; -ENOMEM.
+ * Whose segment it accepts. /dev/shm is writable by every local user, so
+ * anyone can create /heirloom.NAME while the real service is not running
+ * and read or forge every value its clients exchange. hl_open() maps a
+ * segment only when its owner is one of:
+ *   - root, or this process's effective uid;
+ *   - when expected_owner (else $HEIRLOOM_OWNER) names owners: one of those
+ *     users, or an object whose group is one of those groups;
+ *   - when none is named: a system user (uid <= 999) whose object's group
+ *     is one of this process's groups and whose mode gives others no
+ *     write permission: a service running as its own user, used by the
+ *     members of its group, needs no configuration.
+ * Anyone else's segment fails with HL_EUNTRUSTED before anything is mapped,
+ * and one line on stderr says which owner was found, which was expected and
+ * how to trust it. docs/security.md gives the reasons.
+ *
+ * Errors: -ENOENT no such segment; -EACCES not permitted; HL_EUNTRUSTED the
+ * owner is not trusted (above); HL_EBADMAGIC, HL_EVERSION, HL_ETRUNCATED,
+ * HL_ECORRUPT the object is not a usable segment; -ENOSPC every endpoint is
+ * taken; -EINVAL bad name or options (including an expected_owner or
+ * $HEIRLOOM_OWNER that names no user or group); -ENOMEM.
  * If hl_open() fails there is nothing to close and *out is untouched.
  *
  * The client belongs to the calling process: after fork() the child must not
