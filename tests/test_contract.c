@@ -813,6 +813,79 @@ test_lagged_is_followed_by_resync_before_later_events(void **state)
 	hl_t_unlink(name);
 }
 
+/* Flood K1 from P until O's observer has events dropped; returns how
+ * many publishes it took. */
+static int
+flood_until_drop(struct hl_client *p, struct hl_client *o, int from)
+{
+	struct hl_stats st0, st;
+	assert_int_equal(hl_stats(o, &st0), 0);
+	int n = from;
+	do {
+		char val[32];
+		int len = snprintf(val, sizeof(val), "value-%04d", n++);
+		assert_int_equal(hl_publish(p, "k1", 2, val, (size_t)len, NULL, 0), 0);
+		assert_int_equal(hl_stats(p, &st), 0);
+	} while (st.lagged_drops == st0.lagged_drops && n < from + 10000);
+	assert_true(st.lagged_drops > st0.lagged_drops);
+	return n;
+}
+
+/* Read everything; returns the sum of LAGGED counts, checks each is
+ * followed by its RESYNC. */
+static uint64_t
+drain_lagged(struct hl_client *o)
+{
+	uint64_t sum = 0;
+	int want_resync = 0;
+	struct hl_event ev;
+	while (hl_next(o, &ev, 300) == 0) {
+		if (want_resync)
+			assert_int_equal(ev.type, HL_EV_RESYNC);
+		want_resync = ev.type == HL_EV_LAGGED;
+		if (ev.type == HL_EV_LAGGED) {
+			assert_true(ev.lagged > 0);
+			sum += ev.lagged;
+		}
+	}
+	assert_false(want_resync);
+	return sum;
+}
+
+/* Two separate lag episodes: each LAGGED counts the drops since the last
+ * report, so the counts add up to the observer's total, never more. */
+static void
+test_lagged_counts_each_drop_once(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	const char *const args[] = {
+		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
+		"16",         "--heap", "4194304",         "--max-value", "64",
+		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
+		"0",          NULL
+	};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *o = hl_t_open(name, 0);
+	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);
+	hl_observer_id o1;
+	assert_int_equal(hl_observe(o, "k1", 2, 0, &o1), 0);
+	int n = flood_until_drop(p, o, 0);
+	uint64_t first = drain_lagged(o);
+	assert_true(first > 0);
+	flood_until_drop(p, o, n);
+	uint64_t second = drain_lagged(o);
+	assert_true(second > 0);
+	struct hl_observer_info info[4];
+	assert_int_equal(hl_inspect_key(o, "k1", 2, info, 4), 1);
+	assert_int_equal(info[0].id, o1);
+	assert_int_equal(first + second, info[0].dropped);
+	hl_close(p);
+	hl_close(o);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -827,6 +900,7 @@ main(void)
 		cmocka_unit_test(test_caller_gets_the_first_outcome_of_a_crashed_application),
 		cmocka_unit_test(test_withdraw_races_take_without_loss_or_double),
 		cmocka_unit_test(test_lagged_is_followed_by_resync_before_later_events),
+		cmocka_unit_test(test_lagged_counts_each_drop_once),
 	};
 	return cmocka_run_group_tests_name("contract", tests, NULL, NULL);
 }
