@@ -374,6 +374,25 @@ hl__seg_open_own(const char *name, int *fd_out)
 }
 
 int
+hl__seg_intact(const struct hl_seg *s, const char *name, uint64_t *size_now)
+{
+	struct stat st, cur;
+	char path[HL_NAME_MAX + 32];
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	*size_now = (uint64_t)st.st_size;
+	if ((uint64_t)st.st_size < s->size)
+		return HL_ETRUNCATED;
+	/* glibc's shm_open() names /dev/shm/ + the name without its '/'. */
+	if (hl__seg_path(name, path + 8, sizeof(path) - 8) == 0) {
+		memcpy(path, "/dev/shm", 8);
+		if (stat(path, &cur) == 0 && (cur.st_ino != st.st_ino || cur.st_dev != st.st_dev))
+			return -ESTALE;
+	}
+	return 0;
+}
+
+int
 hl__seg_unlink(const char *name)
 {
 	char path[HL_NAME_MAX + 16];

@@ -81,6 +81,15 @@ int hl__seg_map_own_block(struct hl_seg *s, uint32_t ep);
 
 void hl__seg_unmap(struct hl_seg *s);
 
+/* Whether the object S maps is still whole and still the one named NAME
+ * (issue 21): 0; HL_ETRUNCATED when someone with write access (owner or
+ * group) shrank it below the layout's size (an access past the new end
+ * is a SIGBUS); -ESTALE when another object now has the name (the old one
+ * was removed and a new one made). A name with no object (removed by an
+ * operator, 'heirloomctl segment remove --force-live') is 0: those who
+ * have it mapped may go on. *SIZE_NOW is the object's size. */
+int hl__seg_intact(const struct hl_seg *s, const char *name, uint64_t *size_now);
+
 /* Remove the shm object NAME. */
 int hl__seg_unlink(const char *name);
 

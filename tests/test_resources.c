@@ -462,6 +462,74 @@ test_worker_short_of_descriptors_never_drops_a_live_client(void **state)
 	hl_t_unlink(name);
 }
 
+/* ---- the segment truncated while served ---- */
+
+/* The number of lines of the file at PATH that contain both A and B. */
+static int
+lines_with(const char *path, const char *a, const char *b)
+{
+	static char buf[1 << 18];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), n = 0;
+	if (fd < 0)
+		return 0;
+	ssize_t len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		if (strstr(line, a) && (!b || strstr(line, b)))
+			n++;
+	return n;
+}
+
+static void
+test_truncated_segment_stops_worker_and_keeper_once(void **state)
+{
+	(void)state;
+	shm_mount(128);
+	const char *name = hl_t_name();
+	char sock[128], log[128], ctl_err[128];
+	sock_name(sock, sizeof(sock), name);
+	snprintf(log, sizeof(log), "/tmp/hl-res-%s.log", name);
+	snprintf(ctl_err, sizeof(ctl_err), "/tmp/hl-res-%s.ctl", name);
+	unlink(log);
+	char spawn[512];
+	snprintf(spawn, sizeof(spawn), "--spawn-worker=%s", HL_WORKER_PATH);
+	const char *extra[] = { spawn, "--restart-min", "10ms", "--restart-stable", "10ms", NULL };
+	pid_t keeper = hl_t_keeper_startv(name, sock, extra, log);
+	pid_t worker = hl_t_wait_serving(name, 0, hl_t_ms(20000));
+	assert_true(worker > 0);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
+	hl_close(c);
+
+	/* A member of the group shrinks it to one page. */
+	int fd;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	close(fd);
+
+	/* The keeper stops by itself, with 6, having restarted nothing. */
+	assert_int_equal(hl_t_wait_exit(keeper, hl_t_ms(30000)), 6);
+	char wtag[64];
+	snprintf(wtag, sizeof(wtag), "heirloom-worker[%d]", (int)worker);
+	assert_true(lines_with(log, wtag, "truncated") >= 1);
+	assert_true(lines_with(log, "started worker pid", NULL) <= 2);
+	assert_int_equal(lines_with(log, "heirloom-keeper[", "was truncated to"), 1);
+	assert_int_equal(kill(worker, 0), -1);
+
+	/* heirloomctl status names the problem. */
+	unlink(ctl_err);
+	const char *argv[] = { HL_CTL_PATH, "--name", name, "status", NULL };
+	pid_t ctl = hl_t_spawn(argv, ctl_err);
+	assert_int_equal(hl_t_wait_exit(ctl, hl_t_ms(10000)), 3);
+	assert_true(lines_with(ctl_err, "truncated", NULL) >= 1);
+	unlink(log);
+	unlink(ctl_err);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -472,6 +540,8 @@ main(void)
 		        test_keeper_and_worker_refuse_a_segment_bigger_than_dev_shm, teardown),
 		cmocka_unit_test_teardown(test_full_dev_shm_after_start_kills_no_client, teardown),
 		cmocka_unit_test_teardown(test_worker_short_of_descriptors_never_drops_a_live_client,
+		                          teardown),
+		cmocka_unit_test_teardown(test_truncated_segment_stops_worker_and_keeper_once,
 		                          teardown),
 	};
 	return cmocka_run_group_tests_name("resources", tests, group_setup, NULL);

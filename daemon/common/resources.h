@@ -13,6 +13,10 @@
  * (listed in their --help and in the README). */
 #define HL_EXIT_NOSPACE 5
 
+/* Exit status of both daemons when the segment was truncated or replaced
+ * under them: it cannot be served again (docs/architecture.md, Decisions). */
+#define HL_EXIT_DAMAGED 6
+
 /* Descriptors a daemon needs for itself besides one pidfd per client:
  * the segment, the socket, epoll, eventfds, /proc reads, stdio. */
 #define HL_OWN_FDS 64u

@@ -36,7 +36,13 @@
 #define VERSION_TEXT STR(HL_VERSION_MAJOR) "." STR(HL_VERSION_MINOR) "." STR(HL_VERSION_PATCH)
 
 /* Exit statuses (listed in --help). */
-enum { EXIT_USAGE = 1, EXIT_SEGMENT = 2, EXIT_TAKEN = 3, EXIT_NOSPACE = HL_EXIT_NOSPACE };
+enum {
+	EXIT_USAGE = 1,
+	EXIT_SEGMENT = 2,
+	EXIT_TAKEN = 3,
+	EXIT_NOSPACE = HL_EXIT_NOSPACE,
+	EXIT_DAMAGED = HL_EXIT_DAMAGED
+};
 
 static struct hl_keeper K;
 
@@ -88,7 +94,9 @@ static const char summary[] =
         "Exit status: 0 stopped cleanly; 1 bad usage or configuration; 2 the segment\n"
         "cannot be created, opened or validated; 3 another keeper holds the segment\n"
         "or the control socket cannot be set up; 5 /dev/shm has not enough free\n"
-        "space for the segment (the message says how much is needed and free).";
+        "space for the segment (the message says how much is needed and free);\n"
+        "6 the segment was truncated or replaced while served (logged once; no\n"
+        "worker is restarted against it).";
 
 /* One option: name, type, default, help, placeholder, bounds, variable. */
 #define KOPT(n_, t_, d_, h_, mv_, lo_, hi_, dst_)                                                  \
@@ -627,7 +635,8 @@ timers(struct hl_keeper *k)
 	}
 	if (k->child_recheck_ns && now >= k->child_recheck_ns)
 		hl_k_child_exited(k);
-	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping)
+	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping &&
+	    !hl_k_seg_damaged(k))
 		hl_k_spawn(k);
 }
 
@@ -814,6 +823,8 @@ main(int argc, char **argv)
 		         "begins when it exits",
 		         (int)k->owner_pid);
 	run(k);
+	if (k->damaged)
+		status = EXIT_DAMAGED;
 out:
 	cleanup(k);
 	if (k->stopping)

@@ -837,6 +837,29 @@ monitor_main(void *arg)
 		poll_unwatched(w);
 		watch_readers(w, hl__now_ns());
 		hl_w_telemetry_tick(w);
+		/* The segment truncated or replaced under us (issue 21):
+		 * stop before a shard thread faults on a page that is gone
+		 * (the SIGBUS handler in main.c covers one that gets there
+		 * first). Checked every tick: one fstat and one stat. */
+		uint64_t size_now = 0;
+		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
+		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
+			if (dmg == HL_ETRUNCATED)
+				hl_w_log("segment /heirloom.%s was truncated to %llu bytes (its layout "
+				         "needs %llu) while served: stopping (exit 6); it cannot be "
+				         "served again",
+				         w->opt.name, (unsigned long long)size_now,
+				         (unsigned long long)w->seg.size);
+			else
+				hl_w_log("segment /heirloom.%s was replaced by another object while "
+				         "served: stopping (exit 6)",
+				         w->opt.name);
+			atomic_store(&w->damaged, 1);
+			atomic_store(&w->stop, 1);
+			for (uint32_t s = 0; s < w->nshards; s++)
+				hl_w_wake_shard(w, s);
+			break;
+		}
 		/* Fencing: another owner took the table (keeper reclaimed it
 		 * while we were paused, then gave it to another worker). */
 		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) != w->epoch ||

@@ -36,7 +36,8 @@ static const char summary[] =
         "\n"
         "Exit status: 0 clean stop, 1 bad usage or configuration, 2 cannot get the\n"
         "segment, 3 invariant check failed at stop, 4 fenced (another owner took\n"
-        "the table), 5 /dev/shm has not enough free space for the segment.";
+        "the table), 5 /dev/shm has not enough free space for the segment, 6 the\n"
+        "segment was truncated or replaced while served.";
 
 static struct hl_worker W;
 
@@ -220,6 +221,45 @@ setup(struct hl_worker *w)
 	return 0;
 }
 
+/* A page of the segment that is gone (the object was truncated) faults
+ * with SIGBUS. A fault inside the segment ends the worker at once with
+ * one line and exit 6, so that the keeper knows not to restart against it;
+ * anything else is re-raised as it was. Only async-signal-safe calls. */
+static struct {
+	uintptr_t lo, hi;
+	char msg[256];
+	size_t len;
+} bus;
+
+static void
+on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	uintptr_t a = (uintptr_t)si->si_addr;
+	if (a >= bus.lo && a < bus.hi) {
+		ssize_t n = write(STDERR_FILENO, bus.msg, bus.len);
+		(void)n;
+		_exit(HL_EXIT_DAMAGED);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void
+catch_sigbus(struct hl_worker *w)
+{
+	bus.lo = (uintptr_t)w->seg.base;
+	bus.hi = bus.lo + w->seg.size;
+	int n = snprintf(bus.msg, sizeof(bus.msg),
+	                 "heirloom-worker[%d]: SIGBUS on segment /heirloom.%s: it was truncated "
+	                 "while served; stopping (exit 6), it cannot be served again\n",
+	                 (int)getpid(), w->opt.name);
+	bus.len = n < 0 ? 0 : (size_t)n >= sizeof(bus.msg) ? sizeof(bus.msg) - 1 : (size_t)n;
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 /* Say how many clients the worker can watch with a pidfd each: the
  * descriptor limit less its own needs. Clients beyond are still served,
  * watched by polling (endpoint.c), never dropped. */
@@ -271,6 +311,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	report_nofile(w, nofile);
+	catch_sigbus(w);
 	rc = setup(w);
 	if (rc) {
 		hl_w_log("setup failed: %s", hl_strerror(rc));
@@ -315,6 +356,14 @@ main(int argc, char **argv)
 	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
+	if (atomic_load(&w->damaged)) {
+		/* Logged by the monitor. Nothing to check (pages are gone) and
+		 * nothing to give back: the keeper sees the exit and the
+		 * damage for itself. */
+		hl_w_log("stopped (segment damaged)");
+		hl__cfg_free(&cfg);
+		return HL_EXIT_DAMAGED;
+	}
 	if (atomic_load(&w->rec_failed)) {
 		/* Part 2 of recovery failed (logged): nothing to check, and
 		 * nothing to give back cleanly; the next worker recovers. */

@@ -156,6 +156,7 @@ struct hl_worker {
 	 * only, and adopt no new client (release when cleared). */
 	_Atomic int recovering;
 	_Atomic int rec_failed;   /* part 2 failed: the worker stops (status 2) */
+	_Atomic int damaged;      /* the segment was truncated or replaced: stop (status 6) */
 	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
 };
 
