@@ -406,13 +406,13 @@ void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t p
  * /dev/shm a Docker container gets unless told otherwise: about 25 MiB with
  * 2 shards, 31 MiB with 4 (README, "Sizing"). Plain numbers: the daemons
  * stringify them for their option tables. */
-#define HL_DEF_KEYS 16384
-#define HL_DEF_OBSERVERS 65536
-#define HL_DEF_ENDPOINTS 64
-#define HL_DEF_VALUE 4096
-#define HL_DEF_SHARDS_MAX 4 /* default shards: CPUs, at most this */
-#define HL_DEF_REQ_RING 16384
-#define HL_DEF_EV_RING 32768
+#define HL_DEF_KEYS         16384
+#define HL_DEF_OBSERVERS    65536
+#define HL_DEF_ENDPOINTS    64
+#define HL_DEF_VALUE        4096
+#define HL_DEF_SHARDS_MAX   4 /* default shards: CPUs, at most this */
+#define HL_DEF_REQ_RING     16384
+#define HL_DEF_EV_RING      32768
 #define HL_DEF_HEAP_PER_KEY 512
 
 /* What each capacity costs in a segment (hl__layout_sizes()), in bytes,

@@ -16,7 +16,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-
 static uint64_t
 round_up(uint64_t v, uint64_t a)
 {
@@ -105,7 +104,9 @@ hl__layout_defaults(struct hl_layout_params *p)
 		 * stops at HL_DEF_SHARDS_MAX so that the default segment's size
 		 * does not grow with the machine (--shards asks for more). */
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		p->shards = n < 1 ? 1 : n > (long)HL_DEF_SHARDS_MAX ? HL_DEF_SHARDS_MAX : (uint32_t)n;
+		p->shards = n < 1                         ? 1
+		            : n > (long)HL_DEF_SHARDS_MAX ? HL_DEF_SHARDS_MAX
+		                                          : (uint32_t)n;
 	}
 	if (!p->req_ring_bytes) {
 		p->req_ring_bytes = HL_DEF_REQ_RING;

@@ -78,8 +78,8 @@ keeper_default(const char *name, const char *sock, const char *err_path)
 {
 	char spawn[512];
 	snprintf(spawn, sizeof(spawn), "--spawn-worker=%s", HL_WORKER_PATH);
-	const char *argv[] = { HL_KEEPER_PATH, "--foreground", "--name", name, "--socket",
-		               sock, spawn, NULL };
+	const char *argv[] = { HL_KEEPER_PATH, "--foreground", "--name", name,
+		               "--socket",     sock,           spawn,    NULL };
 	return hl_t_spawn(argv, err_path);
 }
 
@@ -221,9 +221,8 @@ test_keeper_and_worker_refuse_a_segment_bigger_than_dev_shm(void **state)
 	snprintf(log, sizeof(log), "/tmp/hl-res-%s.log", name);
 	snprintf(path, sizeof(path), "/dev/shm/heirloom.%s", name);
 	unlink(log);
-	const char *kargv[] = { HL_KEEPER_PATH,    "--foreground", "--name", name,
-		                "--socket",        sock,           "--max-observers",
-		                "1048576",         NULL };
+	const char *kargv[] = { HL_KEEPER_PATH, "--foreground",    "--name",  name, "--socket",
+		                sock,           "--max-observers", "1048576", NULL };
 	struct hl_layout_params p = { .max_observers = 1048576 };
 	struct hl_shm_header hh;
 	assert_int_equal(hl__layout_defaults(&p), 0);
@@ -241,8 +240,8 @@ test_keeper_and_worker_refuse_a_segment_bigger_than_dev_shm(void **state)
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(shm_free(), before);
 
-	const char *wargv[] = { HL_WORKER_PATH, "--standalone", "--name", name,
-		                "--max-observers", "1048576", NULL };
+	const char *wargv[] = { HL_WORKER_PATH,    "--standalone", "--name", name,
+		                "--max-observers", "1048576",      NULL };
 	unlink(log);
 	pid_t w = hl_t_spawn(wargv, log);
 	assert_int_equal(hl_t_wait_exit(w, hl_t_ms(20000)), 5);
@@ -389,10 +388,24 @@ test_worker_short_of_descriptors_never_drops_a_live_client(void **state)
 	(void)state;
 	shm_mount(128);
 	const char *name = hl_t_name();
-	const char *argv[] = { "/usr/bin/prlimit", "--nofile=64:64", "--", HL_WORKER_PATH,
-		               "--standalone", "--name", name, "--max-endpoints", "256",
-		               "--max-keys", "1024", "--max-observers", "4096", "--heap", "1M",
-		               "--prune-interval", "0", NULL };
+	const char *argv[] = { "/usr/bin/prlimit",
+		               "--nofile=64:64",
+		               "--",
+		               HL_WORKER_PATH,
+		               "--standalone",
+		               "--name",
+		               name,
+		               "--max-endpoints",
+		               "256",
+		               "--max-keys",
+		               "1024",
+		               "--max-observers",
+		               "4096",
+		               "--heap",
+		               "1M",
+		               "--prune-interval",
+		               "0",
+		               NULL };
 	pid_t worker = hl_t_spawn(argv, NULL);
 	assert_int_equal(hl_t_wait_ready(name, hl_t_ms(20000)), 0);
 
@@ -539,8 +552,8 @@ main(void)
 		cmocka_unit_test_teardown(
 		        test_keeper_and_worker_refuse_a_segment_bigger_than_dev_shm, teardown),
 		cmocka_unit_test_teardown(test_full_dev_shm_after_start_kills_no_client, teardown),
-		cmocka_unit_test_teardown(test_worker_short_of_descriptors_never_drops_a_live_client,
-		                          teardown),
+		cmocka_unit_test_teardown(
+		        test_worker_short_of_descriptors_never_drops_a_live_client, teardown),
 		cmocka_unit_test_teardown(test_truncated_segment_stops_worker_and_keeper_once,
 		                          teardown),
 	};

@@ -28,10 +28,26 @@ parse_size(const char *s, uint64_t max, uint64_t *out)
 		return -1;
 	unsigned shift = 0;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
 	default: break;
 	}
 	if (*end || (shift && v > (max >> shift)) || (v << shift) > max)
@@ -43,10 +59,10 @@ parse_size(const char *s, uint64_t max, uint64_t *out)
 int
 ctl_cmd_size(struct ctl *c, const struct ctl_args *a)
 {
-	static const char *const names[] = { "shards",   "max-keys", "max-observers",
+	static const char *const names[] = { "shards",        "max-keys",  "max-observers",
 		                             "max-endpoints", "max-value", "heap",
-		                             "req-ring", "ev-ring" };
-	static const uint64_t maxes[] = { HL_SHARDS_MAX, 1u << 24, 1u << 24, 65536,
+		                             "req-ring",      "ev-ring" };
+	static const uint64_t maxes[] = { HL_SHARDS_MAX,      1u << 24,   1u << 24, 65536,
 		                          HL_VALUE_MAX_LIMIT, 1ull << 40, 1u << 30, 1u << 30 };
 	uint64_t v[8] = { 0 };
 	for (int i = 0; i < 8; i++)

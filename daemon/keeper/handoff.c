@@ -152,13 +152,14 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		return false;
 	k->damaged = rc;
 	if (rc == HL_ETRUNCATED)
-		hl_k_log("segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
-		         "someone with write access to it (its owner or group: docs/security.md) "
-		         "shrank it. It cannot be served again: not restarting the worker, and the "
-		         "keeper stops (exit 6). What it held is lost: remove it (heirloomctl "
-		         "--name %s segment remove --force) and start the keeper again",
-		         k->name, (unsigned long long)size_now, (unsigned long long)k->seg.size,
-		         k->name);
+		hl_k_log(
+		        "segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
+		        "someone with write access to it (its owner or group: docs/security.md) "
+		        "shrank it. It cannot be served again: not restarting the worker, and the "
+		        "keeper stops (exit 6). What it held is lost: remove it (heirloomctl "
+		        "--name %s segment remove --force) and start the keeper again",
+		        k->name, (unsigned long long)size_now, (unsigned long long)k->seg.size,
+		        k->name);
 	else
 		hl_k_log("segment /heirloom.%s was replaced by another object while served: not "
 		         "restarting the worker, and the keeper stops (exit 6); find out who "

@@ -87,7 +87,7 @@ static const char summary[] =
         "Capacity options apply only when the segment is created. Every byte of\n"
         "the segment is reserved in /dev/shm when it is created, so it must fit:\n"
         "the defaults make about 25 MiB with 2 shards, 31 MiB with 4 (a Docker\n"
-        "container's /dev/shm is 64 MiB). Size = ~4 KiB header + keys x 328 B +\n"
+        "container's /dev/shm is 64 MiB). Size = ~20 KiB header + keys x 328 B +\n"
         "observers x 64 B + heap (default keys x 512 B) + endpoints x (8 KiB +\n"
         "shards x (req-ring + ev-ring)); 'heirloomctl size [OPTIONS]' prints it.\n"
         "\n"
@@ -166,9 +166,10 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	              NULL, 1, 65536, &p->max_endpoints);
 	o[i++] = KOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", NULL, 0,
 	              HL_VALUE_MAX_LIMIT, &p->max_value);
-	o[i++] = KOPT("heap", HL_CFG_SIZE, "0",
-	              "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
-	              NULL, 0, 1ll << 40, &p->heap);
+	o[i++] =
+	        KOPT("heap", HL_CFG_SIZE, "0",
+	             "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
+	             NULL, 0, 1ll << 40, &p->heap);
 	o[i++] = KOPT("req-ring", HL_CFG_SIZE, "0",
 	              "Request ring per endpoint and shard, a power of two (0 = 16 KiB or what "
 	              "max-value needs).",
@@ -302,8 +303,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		hl_k_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
 		         "%u shards, mode %04o): %llu bytes reserved (keys %llu, observers %llu, "
 		         "heap %llu, endpoints %llu)",
-		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
-		         k->o.mode, (unsigned long long)z.total, (unsigned long long)z.keys,
+		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards, k->o.mode,
+		         (unsigned long long)z.total, (unsigned long long)z.keys,
 		         (unsigned long long)z.observers, (unsigned long long)z.heap,
 		         (unsigned long long)z.endpoints);
 	} else if (rc == -ENOSPC) {

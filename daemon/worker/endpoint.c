@@ -238,7 +238,7 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 	}
 	if (pidfd >= 0) {
 		e->pidfd = pidfd;
-		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
 		epoll_ctl(w->epfd, EPOLL_CTL_ADD, pidfd, &ev);
 	} else {
 		hl_w_ep_poll_instead(w, ep, perr);
@@ -686,7 +686,7 @@ poll_unwatched(struct hl_worker *w)
 				e->polled = 0;
 				atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1,
 				                          memory_order_relaxed);
-				struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
+				struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
 				epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
 			} else if (fd >= 0) {
 				close(fd);
@@ -845,15 +845,18 @@ monitor_main(void *arg)
 		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
 		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
 			if (dmg == HL_ETRUNCATED)
-				hl_w_log("segment /heirloom.%s was truncated to %llu bytes (its layout "
-				         "needs %llu) while served: stopping (exit 6); it cannot be "
-				         "served again",
-				         w->opt.name, (unsigned long long)size_now,
-				         (unsigned long long)w->seg.size);
+				hl_w_log(
+				        "segment /heirloom.%s was truncated to %llu bytes (its "
+				        "layout "
+				        "needs %llu) while served: stopping (exit 6); it cannot be "
+				        "served again",
+				        w->opt.name, (unsigned long long)size_now,
+				        (unsigned long long)w->seg.size);
 			else
-				hl_w_log("segment /heirloom.%s was replaced by another object while "
-				         "served: stopping (exit 6)",
-				         w->opt.name);
+				hl_w_log(
+				        "segment /heirloom.%s was replaced by another object while "
+				        "served: stopping (exit 6)",
+				        w->opt.name);
 			atomic_store(&w->damaged, 1);
 			atomic_store(&w->stop, 1);
 			for (uint32_t s = 0; s < w->nshards; s++)

@@ -29,7 +29,7 @@ static const char summary[] =
         "creates the segment.\n"
         "\n"
         "Every byte of a new segment is reserved in /dev/shm at creation: the\n"
-        "defaults make about 25 MiB with 2 shards, 31 MiB with 4. Size = ~4 KiB +\n"
+        "defaults make about 25 MiB with 2 shards, 31 MiB with 4. Size = ~20 KiB +\n"
         "keys x 328 B + observers x 64 B + heap (default keys x 512 B) + endpoints\n"
         "x (8 KiB + shards x (req-ring + ev-ring)); 'heirloomctl size' prints it.\n"
         "The soft RLIMIT_NOFILE is raised to the hard one: one pidfd per client.\n"
@@ -87,9 +87,10 @@ options(struct hl_cfg_opt *o)
 	              1, 65536, &V.max_endpoints);
 	o[i++] = WOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", 0,
 	              HL_VALUE_MAX_LIMIT, &V.max_value);
-	o[i++] = WOPT("heap", HL_CFG_SIZE, "0",
-	              "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
-	              0, 1ll << 40, &V.heap);
+	o[i++] =
+	        WOPT("heap", HL_CFG_SIZE, "0",
+	             "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
+	             0, 1ll << 40, &V.heap);
 	o[i++] = WOPT("req-ring", HL_CFG_SIZE, "0",
 	              "Request ring per endpoint and shard, a power of two (0 = 16 KiB or what "
 	              "max-value needs).",
