@@ -439,8 +439,8 @@ test_worker_short_of_descriptors_never_drops_a_live_client(void **state)
 	/* Every client was adopted, served and not declared dead (one that
 	 * was gets HL_ESTALE and exits before it is ready). */
 	if (nready != NCLIENTS)
-		fail_msg("%d of %d clients were served (the others failed: declared dead?)",
-		         nready, NCLIENTS);
+		fail_msg("%d of %d clients were served (the others failed: declared dead?)", nready,
+		         NCLIENTS);
 	struct hl_seg seg = { 0 };
 	map_ro(name, &seg);
 	struct hl_shm_header *h = seg.h;
