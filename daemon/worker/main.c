@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
 #define STR_(x)      #x
@@ -240,7 +242,11 @@ on_sigbus(int sig, siginfo_t *si, void *uc)
 	if (a >= bus.lo && a < bus.hi) {
 		ssize_t n = write(STDERR_FILENO, bus.msg, bus.len);
 		(void)n;
-		_exit(HL_EXIT_DAMAGED);
+		/* The raw exit_group, not _exit(): ThreadSanitizer intercepts
+		 * _exit() to finish up and report threads not joined (the
+		 * monitor, which may have stopped on the same damage), and
+		 * nothing more may run in a process whose segment is gone. */
+		syscall(SYS_exit_group, HL_EXIT_DAMAGED);
 	}
 	signal(sig, SIG_DFL);
 	raise(sig);
