@@ -81,7 +81,11 @@ static const struct cmd cmds[] = {
 	          "record (role, pid, epoch, whether the pid is alive), the keeper, whether a\n"
 	          "worker serves, hand-offs, reattaches, the last recovery, what is in use\n"
 	          "and the last records of the segment's log (worker exits, hand-backs, bad\n"
-	          "clients). Reads the segment only: works with no worker running.\n" },
+	          "clients). Also: what each capacity costs of the segment's size\n"
+	          "(size_bytes; all of it is reserved in /dev/shm), requests refused because\n"
+	          "a pool was full (pools_full), and the worker's descriptors: its limit, how\n"
+	          "many clients it can watch with a pidfd, how many it watches by polling\n"
+	          "(descriptors). Reads the segment only: works with no worker running.\n" },
 	{ .name = "stats",
 	  .run = ctl_cmd_stats,
 	  .min_pos = 0,
