@@ -161,9 +161,10 @@ struct hl_shm_header {
 	 * drop a client (daemon/worker/endpoint.c). */
 	_Atomic uint64_t endpoints_polled, pidfd_failures;
 	/* Pools that ran out (issue 21): requests refused with -ENOSPC for a
-	 * full key pool, observer pool or value heap, and hl_open() calls
-	 * the worker saw refused for want of a free endpoint. Shard threads
-	 * write (relaxed), statistics only. */
+	 * full key pool, observer pool or value heap. Shard threads write
+	 * (relaxed), heirloomctl reads; statistics only. A full endpoint
+	 * table is seen only by the client that finds no free claim, which
+	 * cannot write the header: not counted. */
 	_Atomic uint64_t keys_full, observers_full, heap_full;
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
