@@ -404,8 +404,8 @@ void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t p
 
 /* Default capacities (hl__layout_defaults(), the daemons' --help). Chosen
  * so that the default segment fits, with room to spare, in the 64 MiB
- * /dev/shm a Docker container gets unless told otherwise: about 25 MiB with
- * 2 shards, 31 MiB with 4 (README, "Sizing"). Plain numbers: the daemons
+ * /dev/shm a Docker container gets unless told otherwise: about 24 MiB with
+ * 2 shards, 30 MiB with 4 (README, "Sizing"). Plain numbers: the daemons
  * stringify them for their option tables. */
 #define HL_DEF_KEYS         16384
 #define HL_DEF_OBSERVERS    65536

@@ -86,7 +86,7 @@ static const char summary[] =
         "else /run/heirloom/ as root, else $XDG_RUNTIME_DIR, else /tmp/heirloom-$UID/.\n"
         "Capacity options apply only when the segment is created. Every byte of\n"
         "the segment is reserved in /dev/shm when it is created, so it must fit:\n"
-        "the defaults make about 25 MiB with 2 shards, 31 MiB with 4 (a Docker\n"
+        "the defaults make about 24 MiB with 2 shards, 30 MiB with 4 (a Docker\n"
         "container's /dev/shm is 64 MiB). Size = ~20 KiB header + keys x 328 B +\n"
         "observers x 64 B + heap (default keys x 512 B) + endpoints x (8 KiB +\n"
         "shards x (req-ring + ev-ring)); 'heirloomctl size [OPTIONS]' prints it.\n"

@@ -31,7 +31,7 @@ static const char summary[] =
         "creates the segment.\n"
         "\n"
         "Every byte of a new segment is reserved in /dev/shm at creation: the\n"
-        "defaults make about 25 MiB with 2 shards, 31 MiB with 4. Size = ~20 KiB +\n"
+        "defaults make about 24 MiB with 2 shards, 30 MiB with 4. Size = ~20 KiB +\n"
         "keys x 328 B + observers x 64 B + heap (default keys x 512 B) + endpoints\n"
         "x (8 KiB + shards x (req-ring + ev-ring)); 'heirloomctl size' prints it.\n"
         "The soft RLIMIT_NOFILE is raised to the hard one: one pidfd per client.\n"
