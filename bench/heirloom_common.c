@@ -123,7 +123,8 @@ hlb_setup(void)
 	if (slash)
 		*slash = '\0';
 	snprintf(seg_name, sizeof(seg_name), "bench-%d", (int)main_pid);
-	snprintf(wcmd, sizeof(wcmd), "%s/heirloom-worker --standalone --name %s", self, seg_name);
+	snprintf(wcmd, sizeof(wcmd), "%s/heirloom-worker --standalone --name %s %s", self, seg_name,
+	         HLB_CAPACITIES);
 	split_cmd(wcmd);
 	own_segment = 1;
 	keeper = 0;

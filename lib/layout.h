@@ -151,6 +151,23 @@ struct hl_shm_header {
 	_Atomic uint64_t cleanup_runs, cleanup_removed;
 	_Atomic uint32_t worker_ready;     /* 1 while a worker serves */
 	uint32_t pad2;
+	/* Descriptors (issue 21). Worker's main thread writes at start
+	 * (relaxed), heirloomctl reads: its RLIMIT_NOFILE soft limit after
+	 * raising it to the hard one, and how many clients that leaves it to
+	 * watch with a pidfd each (the limit less what it needs itself). */
+	_Atomic uint64_t nofile_limit, pidfd_capacity;
+	/* Worker's monitor and shard threads write (relaxed): endpoints
+	 * watched now by polling their pid + start time every monitor tick
+	 * because pidfd_open() failed (out of descriptors), and how many
+	 * times pidfd_open() failed for a live client. Never a reason to
+	 * drop a client (daemon/worker/endpoint.c). */
+	_Atomic uint64_t endpoints_polled, pidfd_failures;
+	/* Pools that ran out (issue 21): requests refused with -ENOSPC for a
+	 * full key pool, observer pool or value heap. Shard threads write
+	 * (relaxed), heirloomctl reads; statistics only. A full endpoint
+	 * table is seen only by the client that finds no free claim, which
+	 * cannot write the header: not counted. */
+	_Atomic uint64_t keys_full, observers_full, heap_full;
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
 	 * Writers claim a slot (fetch_add), fill it with kind = 0, and store
@@ -450,6 +467,32 @@ void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t p
 
 /* ---- computed layout ---- */
 
+/* Default capacities (hl__layout_defaults(), the daemons' --help). Chosen
+ * so that the default segment fits, with room to spare, in the 64 MiB
+ * /dev/shm a Docker container gets unless told otherwise: about 24 MiB with
+ * 2 shards, 30 MiB with 4 (README, "Sizing"). Plain numbers: the daemons
+ * stringify them for their option tables. */
+#define HL_DEF_KEYS         16384
+#define HL_DEF_OBSERVERS    65536
+#define HL_DEF_ENDPOINTS    64
+#define HL_DEF_VALUE        4096
+#define HL_DEF_SHARDS_MAX   4 /* default shards: CPUs, at most this */
+#define HL_DEF_REQ_RING     16384
+#define HL_DEF_EV_RING      32768
+#define HL_DEF_HEAP_PER_KEY 512
+
+/* What each capacity costs in a segment (hl__layout_sizes()), in bytes,
+ * page rounded as laid out. */
+struct hl_layout_sizes {
+	uint64_t header;       /* header, counters, log ring */
+	uint64_t keys;         /* buckets + key slots: ~ 328 B a key */
+	uint64_t observers;    /* 64 B an observer */
+	uint64_t heap;         /* the value heap */
+	uint64_t endpoints;    /* rings, claims and control of every endpoint */
+	uint64_t per_endpoint; /* endpoints / max_endpoints */
+	uint64_t total;
+};
+
 struct hl_layout_params {
 	uint32_t max_keys, max_observers, max_endpoints, max_value, shards;
 	uint32_t req_ring_bytes, ev_ring_bytes;
@@ -460,6 +503,8 @@ struct hl_layout_params {
 int hl__layout_defaults(struct hl_layout_params *p);
 /* Write the identity, capacity and offset fields of a header for P. */
 int hl__layout_compute(const struct hl_layout_params *p, struct hl_shm_header *h);
+/* Split a computed (or validated) header's size by what it holds. */
+void hl__layout_sizes(const struct hl_shm_header *h, struct hl_layout_sizes *z);
 /* A hash of the format's struct sizes and offsets (the "format word"). */
 uint64_t hl__layout_format(void);
 

@@ -9,16 +9,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-uint64_t
-hl__proc_start_time(int pid)
+/* The start time of PID (+1), 0 when there is no such process, or -errno
+ * in *err when /proc could not be read for another reason (EMFILE: out of
+ * descriptors), which says nothing about the process. */
+static uint64_t
+start_time(int pid, int *err)
 {
 	char path[64], buf[1024];
+	*err = 0;
 	if (pid <= 0)
 		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno != ENOENT && errno != ESRCH)
+			*err = -errno;
 		return 0;
+	}
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -45,6 +52,31 @@ hl__proc_start_time(int pid)
 	if (st && st[1] == ' ' && (st[2] == 'Z' || st[2] == 'X'))
 		return 0;
 	return (uint64_t)v + 1; /* +1 so that 0 always means "no such process" */
+}
+
+uint64_t
+hl__proc_start_time(int pid)
+{
+	int err;
+	return start_time(pid, &err);
+}
+
+int
+hl__proc_start_time_r(int pid, uint64_t *out)
+{
+	int err;
+	*out = start_time(pid, &err);
+	return err;
+}
+
+int
+hl__proc_check(int pid, uint64_t start)
+{
+	int err;
+	uint64_t now = start_time(pid, &err);
+	if (err)
+		return err;
+	return now != 0 && now == start;
 }
 
 int

@@ -13,14 +13,8 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
-
-#define DEF_KEYS 65536u
-#define DEF_OBSERVERS (1u << 20)
-#define DEF_ENDPOINTS 1024u
-#define DEF_VALUE 4096u
-#define DEF_REQ_RING (64u << 10)
-#define DEF_EV_RING (256u << 10)
 
 static uint64_t
 round_up(uint64_t v, uint64_t a)
@@ -98,29 +92,34 @@ int
 hl__layout_defaults(struct hl_layout_params *p)
 {
 	if (!p->max_keys)
-		p->max_keys = DEF_KEYS;
+		p->max_keys = HL_DEF_KEYS;
 	if (!p->max_observers)
-		p->max_observers = DEF_OBSERVERS;
+		p->max_observers = HL_DEF_OBSERVERS;
 	if (!p->max_endpoints)
-		p->max_endpoints = DEF_ENDPOINTS;
+		p->max_endpoints = HL_DEF_ENDPOINTS;
 	if (!p->max_value)
-		p->max_value = DEF_VALUE;
+		p->max_value = HL_DEF_VALUE;
 	if (!p->shards) {
+		/* Every shard adds a pair of rings to every endpoint: the default
+		 * stops at HL_DEF_SHARDS_MAX so that the default segment's size
+		 * does not grow with the machine (--shards asks for more). */
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		p->shards = n < 1 ? 1 : n > (long)HL_SHARDS_MAX ? HL_SHARDS_MAX : (uint32_t)n;
+		p->shards = n < 1                         ? 1
+		            : n > (long)HL_DEF_SHARDS_MAX ? HL_DEF_SHARDS_MAX
+		                                          : (uint32_t)n;
 	}
 	if (!p->req_ring_bytes) {
-		p->req_ring_bytes = DEF_REQ_RING;
+		p->req_ring_bytes = HL_DEF_REQ_RING;
 		while (p->req_ring_bytes < 2 * max_req_bytes(p->max_value))
 			p->req_ring_bytes <<= 1;
 	}
 	if (!p->ev_ring_bytes) {
-		p->ev_ring_bytes = DEF_EV_RING;
+		p->ev_ring_bytes = HL_DEF_EV_RING;
 		while (p->ev_ring_bytes < 2 * max_ev_bytes(p->max_value))
 			p->ev_ring_bytes <<= 1;
 	}
 	if (!p->heap_bytes)
-		p->heap_bytes = (uint64_t)p->max_keys * 1024u;
+		p->heap_bytes = (uint64_t)p->max_keys * HL_DEF_HEAP_PER_KEY;
 	return check_params(p);
 }
 
@@ -172,6 +171,18 @@ hl__layout_compute(const struct hl_layout_params *p, struct hl_shm_header *h)
 	off = round_up(off + (uint64_t)h->max_endpoints * h->ep_client_stride, HL_PAGE);
 	h->size = off;
 	return 0;
+}
+
+void
+hl__layout_sizes(const struct hl_shm_header *h, struct hl_layout_sizes *z)
+{
+	z->header = h->buckets_off;
+	z->keys = h->observers_off - h->buckets_off;
+	z->observers = h->heap_off - h->observers_off;
+	z->heap = h->ep_worker_off - h->heap_off;
+	z->endpoints = h->size - h->ep_worker_off;
+	z->per_endpoint = h->max_endpoints ? z->endpoints / h->max_endpoints : 0;
+	z->total = h->size;
 }
 
 uint64_t
@@ -270,6 +281,10 @@ hl__seg_create(const char *name, const struct hl_layout_params *p, mode_t mode, 
 		rc = -errno;
 		goto out_unlink;
 	}
+	/* Every page now, or no segment: see hl__seg_reserve(). */
+	rc = hl__seg_reserve(fd, hdr.size);
+	if (rc)
+		goto out_unlink;
 	struct hl_shm_header *h = mmap(NULL, sizeof(hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (h == MAP_FAILED) {
 		rc = -errno;
@@ -295,6 +310,34 @@ out_unlink:
 	shm_unlink(path);
 	close(fd);
 	return rc;
+}
+
+int
+hl__seg_reserve(int fd, uint64_t size)
+{
+	/* tmpfs allocates a page at its first touch, and a touch that finds
+	 * /dev/shm full is a SIGBUS in whichever process made it, often a
+	 * client's application. fallocate() allocates every page now (tmpfs
+	 * marks them allocated but not yet written: they still read as holes
+	 * for SEEK_DATA, which recovery's data_run() relies on), so that no
+	 * later fault in any process can fail; on failure tmpfs gives back
+	 * what this call took. Measured on a 16 MiB tmpfs (kernel 6.18):
+	 * ftruncate to 8 MiB left 16 MiB free, fallocate of those 8 MiB left
+	 * 8 MiB free, and a fallocate of 32 MiB failed with ENOSPC and left
+	 * all 16 MiB free. Over pages already allocated it changes nothing,
+	 * so it also reserves the holes of a segment made before it. */
+	int rc = posix_fallocate(fd, 0, (off_t)size);
+	return rc ? -rc : 0;
+}
+
+int
+hl__shm_free_bytes(uint64_t *out)
+{
+	struct statvfs v;
+	if (statvfs("/dev/shm", &v) < 0)
+		return -errno;
+	*out = (uint64_t)v.f_bavail * v.f_frsize;
+	return 0;
 }
 
 int
@@ -328,6 +371,25 @@ hl__seg_open_own(const char *name, int *fd_out)
 		return -EPERM;
 	}
 	*fd_out = fd;
+	return 0;
+}
+
+int
+hl__seg_intact(const struct hl_seg *s, const char *name, uint64_t *size_now)
+{
+	struct stat st, cur;
+	char path[HL_NAME_MAX + 32];
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	*size_now = (uint64_t)st.st_size;
+	if ((uint64_t)st.st_size < s->size)
+		return HL_ETRUNCATED;
+	/* glibc's shm_open() names /dev/shm/ + the name without its '/'. */
+	if (hl__seg_path(name, path + 8, sizeof(path) - 8) == 0) {
+		memcpy(path, "/dev/shm", 8);
+		if (stat(path, &cur) == 0 && (cur.st_ino != st.st_ino || cur.st_dev != st.st_dev))
+			return -ESTALE;
+	}
 	return 0;
 }
 

@@ -27,13 +27,28 @@ struct hl_seg {
 int hl__seg_path(const char *name, char *buf, size_t len);
 
 /* Create a new segment NAME with params P and file MODE (e.g. 0660) and
- * group GID (-1 = leave). Fails with -EEXIST when one exists. On success
+ * group GID (-1 = leave). Fails with -EEXIST when one exists, -ENOSPC when
+ * /dev/shm cannot hold all of it (every page is allocated at creation:
+ * hl__seg_reserve(); on any failure no object is left behind). On success
  * *fd_out is an O_RDWR descriptor of the object, the header is written and
  * the object is complete: a crash during creation leaves either nothing or
  * an object whose magic is 0 (refused by validation as HL_EBADMAGIC), since
  * the magic is stored last. */
 int hl__seg_create(const char *name, const struct hl_layout_params *p, mode_t mode, gid_t gid,
                    int *fd_out);
+
+/* Allocate every page of the object behind FD up to SIZE (fallocate), so
+ * that no page fault on a mapping of it can fail for lack of memory in
+ * /dev/shm, whatever fills it later. Returns 0 or -ENOSPC (/dev/shm has
+ * not that much free), -EFBIG, ...; on failure nothing stays allocated
+ * beyond what was before. hl__seg_create() calls it; the daemons call it
+ * again on a segment they reopen (a segment made before this existed was
+ * sparse). */
+int hl__seg_reserve(int fd, uint64_t size);
+
+/* The bytes free in /dev/shm for an unprivileged user (statvfs f_bavail),
+ * for the messages that say why a segment does not fit. 0 or -errno. */
+int hl__shm_free_bytes(uint64_t *out);
 
 /* Open an existing segment's descriptor: -ENOENT, -EACCES, ... */
 int hl__seg_open_fd(const char *name, int writable, int *fd_out);
@@ -65,6 +80,15 @@ int hl__seg_map_client(int fd, struct hl_seg *s);
 int hl__seg_map_own_block(struct hl_seg *s, uint32_t ep);
 
 void hl__seg_unmap(struct hl_seg *s);
+
+/* Whether the object S maps is still whole and still the one named NAME
+ * (issue 21): 0; HL_ETRUNCATED when someone with write access (owner or
+ * group) shrank it below the layout's size (an access past the new end
+ * is a SIGBUS); -ESTALE when another object now has the name (the old one
+ * was removed and a new one made). A name with no object (removed by an
+ * operator, 'heirloomctl segment remove --force-live') is 0: those who
+ * have it mapped may go on. *SIZE_NOW is the object's size. */
+int hl__seg_intact(const struct hl_seg *s, const char *name, uint64_t *size_now);
 
 /* Remove the shm object NAME. */
 int hl__seg_unlink(const char *name);

@@ -84,6 +84,14 @@ uint64_t hl__proc_start_time(int pid);
 /* Whether PID with START still runs: 1 yes, 0 no. A pid that runs with
  * another start time is a new process that reused the pid: 0. */
 int hl__proc_alive(int pid, uint64_t start);
+/* hl__proc_alive() for a caller that must not take "cannot tell" for
+ * "gone": 1 alive, 0 gone (no process, a zombie, or another start time),
+ * -errno when /proc/PID/stat could not be opened for another reason than
+ * the process's absence (EMFILE, ENFILE, ENOMEM). */
+int hl__proc_check(int pid, uint64_t start);
+/* hl__proc_start_time() into *OUT, returning -errno (and 0 in *OUT) when
+ * /proc could not be read for another reason than the process's absence. */
+int hl__proc_start_time_r(int pid, uint64_t *out);
 
 /* Abort with file:func:line and a message: for our own broken invariants
  * only, never for bytes a client can write. */

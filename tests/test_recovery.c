@@ -323,8 +323,12 @@ test_large_table_is_rebuilt_after_a_kill(void **state)
 {
 	(void)state;
 	enum { NKEYS = 1000, NOBS = 70000 };
-	static const char *const caps[] = { "--max-keys", "2048", "--max-observers", "131072",
-		                            "--max-endpoints", "8", "--heap", "1048576", NULL };
+	/* The event rings of 256 KiB hold the 7,000 events of a round. */
+	static const char *const caps[] = {
+		"--max-keys", "2048",   "--max-observers", "131072",    "--max-endpoints",
+		"8",          "--heap", "1048576",         "--ev-ring", "262144",
+		NULL
+	};
 	const char *name = hl_t_name();
 	pid_t w = hl_t_worker_startv(name, caps);
 	struct hl_client *c = hl_t_open(name, 0);

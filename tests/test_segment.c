@@ -142,11 +142,11 @@ test_create_with_defaults_has_documented_capacities(void **state)
 	struct fx *f = *state;
 	struct hl_layout_params p = { 0 };
 	assert_int_equal(hl__layout_defaults(&p), 0);
-	assert_true(p.max_keys >= 65536);
-	assert_true(p.max_observers >= 1048576);
-	assert_true(p.max_endpoints >= 1024);
+	assert_int_equal(p.max_keys, HL_DEF_KEYS);
+	assert_int_equal(p.max_observers, HL_DEF_OBSERVERS);
+	assert_int_equal(p.max_endpoints, HL_DEF_ENDPOINTS);
 	assert_true(p.max_value >= 4096);
-	assert_true(p.shards >= 1 && p.shards <= HL_SHARDS_MAX);
+	assert_true(p.shards >= 1 && p.shards <= HL_DEF_SHARDS_MAX);
 	assert_int_equal(hl__seg_create(f->name, &p, 0660, (gid_t)-1, &f->fd), 0);
 	assert_int_equal(hl__seg_map_rw(f->fd, &f->seg), 0);
 

@@ -80,6 +80,20 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	out_time(&o, "created", h->created_ns);
 	out_obj_end(&o);
 
+	/* What each capacity costs (issue 21): all of it is reserved in
+	 * /dev/shm at creation. */
+	struct hl_layout_sizes z;
+	hl__layout_sizes(h, &z);
+	out_obj_begin(&o, "size_bytes");
+	out_u64(&o, "total", z.total);
+	out_u64(&o, "header", z.header);
+	out_u64(&o, "keys", z.keys);
+	out_u64(&o, "observers", z.observers);
+	out_u64(&o, "heap", z.heap);
+	out_u64(&o, "endpoints", z.endpoints);
+	out_u64(&o, "per_endpoint", z.per_endpoint);
+	out_obj_end(&o);
+
 	out_obj_begin(&o, "capacities");
 	out_u64(&o, "keys", h->max_keys);
 	out_u64(&o, "observers", h->max_observers);
@@ -123,6 +137,24 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	out_u64(&o, "heap_used_bytes", s.st.heap_used);
 	out_u64(&o, "heap_capacity_bytes", s.st.heap_capacity);
 	out_u64(&o, "revision", s.st.revision);
+	out_obj_end(&o);
+
+	/* Requests refused because a pool was full (-ENOSPC), since creation. */
+	out_obj_begin(&o, "pools_full");
+	out_u64(&o, "keys", atomic_load_explicit(&h->keys_full, memory_order_relaxed));
+	out_u64(&o, "observers", atomic_load_explicit(&h->observers_full, memory_order_relaxed));
+	out_u64(&o, "heap", atomic_load_explicit(&h->heap_full, memory_order_relaxed));
+	out_obj_end(&o);
+
+	/* The worker's descriptors: how many clients it watches by pidfd. */
+	out_obj_begin(&o, "descriptors");
+	out_u64(&o, "nofile_limit", atomic_load_explicit(&h->nofile_limit, memory_order_relaxed));
+	out_u64(&o, "pidfd_capacity",
+	        atomic_load_explicit(&h->pidfd_capacity, memory_order_relaxed));
+	out_u64(&o, "endpoints_polled",
+	        atomic_load_explicit(&h->endpoints_polled, memory_order_relaxed));
+	out_u64(&o, "pidfd_failures",
+	        atomic_load_explicit(&h->pidfd_failures, memory_order_relaxed));
 	out_obj_end(&o);
 
 	write_log(&o, &v);

@@ -78,6 +78,7 @@ int ctl_cmd_del(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_watch(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
 
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
@@ -86,5 +87,15 @@ enum { SET_META, SET_TIMEOUT };
 enum { DEL_TIMEOUT };
 enum { WATCH_COUNT, WATCH_TIMEOUT };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
+enum {
+	SIZE_SHARDS,
+	SIZE_KEYS,
+	SIZE_OBSERVERS,
+	SIZE_ENDPOINTS,
+	SIZE_VALUE,
+	SIZE_HEAP,
+	SIZE_REQ_RING,
+	SIZE_EV_RING
+};
 
 #endif /* HL_CTL_H */

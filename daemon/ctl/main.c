@@ -36,6 +36,8 @@ static const char *const top_help =
         "  observers [--pid PID]       observers (of process PID)\n"
         "  endpoints                   endpoints in use: state, pid, queued bytes\n"
         "  segment inspect             validate the object, show its header fields\n"
+        "  size [CAPACITY OPTIONS]     the segment's size for given capacities (creates\n"
+        "                              nothing; see 'heirloomctl size --help')\n"
         "\n"
         "Commands that go through the worker (they wait --timeout for one to serve):\n"
         "  set KEY VALUE [--meta M]    publish and wait until the worker applied it\n"
@@ -87,7 +89,11 @@ static const struct cmd cmds[] = {
 	          "record (role, pid, epoch, whether the pid is alive), the keeper, whether a\n"
 	          "worker serves, hand-offs, reattaches, the last recovery, what is in use\n"
 	          "and the last records of the segment's log (worker exits, hand-backs, bad\n"
-	          "clients). Reads the segment only: works with no worker running.\n" },
+	          "clients). Also: what each capacity costs of the segment's size\n"
+	          "(size_bytes; all of it is reserved in /dev/shm), requests refused because\n"
+	          "a pool was full (pools_full), and the worker's descriptors: its limit, how\n"
+	          "many clients it can watch with a pidfd, how many it watches by polling\n"
+	          "(descriptors). Reads the segment only: works with no worker running.\n" },
 	{ .name = "stats",
 	  .run = ctl_cmd_stats,
 	  .min_pos = 0,
@@ -213,6 +219,26 @@ static const struct cmd cmds[] = {
 	          "  or by a crash of both daemons. Refused (exit 2) without --force. Refused\n"
 	          "  (exit 4) while the segment records a living keeper or worker, unless\n"
 	          "  --force-live. Processes that have it mapped keep their mapping.\n" },
+	{ .name = "size",
+	  .run = ctl_cmd_size,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "shards", 1 },
+	            { "max-keys", 1 },
+	            { "max-observers", 1 },
+	            { "max-endpoints", 1 },
+	            { "max-value", 1 },
+	            { "heap", 1 },
+	            { "req-ring", 1 },
+	            { "ev-ring", 1 } },
+	  .help = "Usage: heirloomctl [--json] size [--shards N] [--max-keys N]\n"
+	          "       [--max-observers N] [--max-endpoints N] [--max-value SIZE]\n"
+	          "       [--heap SIZE] [--req-ring SIZE] [--ev-ring SIZE]\n"
+	          "Print the size of the segment the keeper or worker would create with these\n"
+	          "options (the daemons' own; 0 or absent = their default), what each\n"
+	          "capacity adds to it, the space free in /dev/shm and whether it fits. Every\n"
+	          "byte is reserved in /dev/shm when the segment is created. Creates nothing.\n"
+	          "SIZE takes K, M, G or T (powers of 1024).\n" },
 };
 
 int

@@ -131,6 +131,29 @@ prom_write(FILE *f, const char *name, const struct view_stats *s, const struct h
 		  (uint64_t)(s->worker_ready != 0) },
 		{ "heirloom_last_recovery_repairs", "gauge",
 		  "Repairs made by the last recovery pass.", s->last_recovery_repairs },
+		/* Issue 21: pools that ran out, the segment's size, descriptors. */
+		{ "heirloom_keys_full_total", "counter",
+		  "Requests refused with ENOSPC because the key pool was full.",
+		  atomic_load_explicit(&h->keys_full, memory_order_relaxed) },
+		{ "heirloom_observers_full_total", "counter",
+		  "Observes refused with ENOSPC because the observer pool was full.",
+		  atomic_load_explicit(&h->observers_full, memory_order_relaxed) },
+		{ "heirloom_heap_full_total", "counter",
+		  "Publishes refused with ENOSPC because the value heap was full.",
+		  atomic_load_explicit(&h->heap_full, memory_order_relaxed) },
+		{ "heirloom_pidfd_failures_total", "counter",
+		  "Clients the worker could not watch with a pidfd (out of descriptors); they "
+		  "are watched by polling instead.",
+		  atomic_load_explicit(&h->pidfd_failures, memory_order_relaxed) },
+		{ "heirloom_endpoints_polled", "gauge",
+		  "Endpoints watched by polling their process because no pidfd could be had.",
+		  atomic_load_explicit(&h->endpoints_polled, memory_order_relaxed) },
+		{ "heirloom_pidfd_capacity", "gauge",
+		  "Clients the worker can watch with a pidfd (its RLIMIT_NOFILE less its own "
+		  "needs).",
+		  atomic_load_explicit(&h->pidfd_capacity, memory_order_relaxed) },
+		{ "heirloom_segment_bytes", "gauge",
+		  "Size of the segment, every byte reserved in /dev/shm.", h->size },
 	};
 	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
 		family(f, m[i].metric, m[i].type, m[i].help);

@@ -20,6 +20,7 @@
 #include "util.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -140,12 +141,49 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 	return 0;
 }
 
+bool
+hl_k_seg_damaged(struct hl_keeper *k)
+{
+	if (k->damaged)
+		return true;
+	uint64_t size_now = 0;
+	int rc = hl__seg_intact(&k->seg, k->name, &size_now);
+	if (rc != HL_ETRUNCATED && rc != -ESTALE)
+		return false;
+	k->damaged = rc;
+	if (rc == HL_ETRUNCATED)
+		hl_k_log(
+		        "segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
+		        "someone with write access to it (its owner or group: docs/security.md) "
+		        "shrank it. It cannot be served again: not restarting the worker, and the "
+		        "keeper stops (exit 6). What it held is lost: remove it (heirloomctl "
+		        "--name %s segment remove --force) and start the keeper again",
+		        k->name, (unsigned long long)size_now, (unsigned long long)k->seg.size,
+		        k->name);
+	else
+		hl_k_log("segment /heirloom.%s was replaced by another object while served: not "
+		         "restarting the worker, and the keeper stops (exit 6); find out who "
+		         "replaced it, then start the keeper again",
+		         k->name);
+	k->stopping = true;
+	k->restart_at_ns = 0;
+	if (k->child)
+		hl_k_stop_child(k, SIGTERM);
+	return true;
+}
+
 void
 hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 {
 	struct hl_shm_header *h = k->seg.h;
 	struct hl_owner o;
 	pid_t pid = k->owner_pid;
+
+	if (hl_k_seg_damaged(k)) {
+		forget_owner(k);
+		hl_k_log("worker pid %d %s", (int)pid, how);
+		return;
+	}
 
 	hl__owner_read(h, &o);
 	forget_owner(k);
@@ -187,7 +225,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	struct hl_owner o;
 	int pidfd = -1;
 
-	if (k->stopping) {
+	if (k->stopping || hl_k_seg_damaged(k)) {
 		hl_k_reply_err(c, -ESHUTDOWN, "the keeper is stopping");
 		return false;
 	}
@@ -342,8 +380,8 @@ hl_k_release_at_exit(struct hl_keeper *k)
 	struct hl_shm_header *h = k->seg.h;
 	struct hl_owner o;
 
-	if (!h)
-		return;
+	if (!h || k->damaged)
+		return; /* a damaged segment is not touched again */
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_KEEPER && o.pid == (uint32_t)getpid()) {
 		/* No keeper and no worker now: say so rather than name a dead

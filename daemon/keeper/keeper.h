@@ -108,6 +108,11 @@ struct hl_keeper {
 	/* stopping (SIGTERM/SIGINT) */
 	bool stopping;
 	bool restart_disabled; /* a clean hand-back that we did not ask for */
+	/* The segment was truncated or replaced under us (issue 21): 0, or
+	 * HL_ETRUNCATED / -ESTALE. Set once, logged once; the keeper then
+	 * never touches the mapping again, starts no worker and stops with
+	 * exit status 6 (hl_k_seg_damaged()). */
+	int damaged;
 	uint64_t stop_deadline_ns;
 };
 
@@ -128,6 +133,10 @@ void hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how);
 void hl_k_reply_err(struct hl_kconn *c, int code, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 void hl_k_release_at_exit(struct hl_keeper *k);
+/* Whether the segment is damaged (truncated or replaced); the first time it
+ * is found so, log it and begin the stop. Call before touching the mapping
+ * after a worker may have gone. */
+bool hl_k_seg_damaged(struct hl_keeper *k);
 
 /* supervise.c */
 int hl_k_find_worker(struct hl_keeper *k);

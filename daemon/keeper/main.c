@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "heirloom/heirloom.h"
+#include "resources.h"
 #include "util.h"
 
 #include <fcntl.h>
@@ -35,7 +36,13 @@
 #define VERSION_TEXT STR(HL_VERSION_MAJOR) "." STR(HL_VERSION_MINOR) "." STR(HL_VERSION_PATCH)
 
 /* Exit statuses (listed in --help). */
-enum { EXIT_USAGE = 1, EXIT_SEGMENT = 2, EXIT_TAKEN = 3 };
+enum {
+	EXIT_USAGE = 1,
+	EXIT_SEGMENT = 2,
+	EXIT_TAKEN = 3,
+	EXIT_NOSPACE = HL_EXIT_NOSPACE,
+	EXIT_DAMAGED = HL_EXIT_DAMAGED
+};
 
 static struct hl_keeper K;
 
@@ -77,11 +84,19 @@ static const char summary[] =
         "\n"
         "The control socket is --socket, else $RUNTIME_DIRECTORY/heirloom-NAME.sock,\n"
         "else /run/heirloom/ as root, else $XDG_RUNTIME_DIR, else /tmp/heirloom-$UID/.\n"
-        "Capacity options apply only when the segment is created.\n"
+        "Capacity options apply only when the segment is created. Every byte of\n"
+        "the segment is reserved in /dev/shm when it is created, so it must fit:\n"
+        "the defaults make about 24 MiB with 2 shards, 30 MiB with 4 (a Docker\n"
+        "container's /dev/shm is 64 MiB). Size = ~20 KiB header + keys x 328 B +\n"
+        "observers x 64 B + heap (default keys x 512 B) + endpoints x (8 KiB +\n"
+        "shards x (req-ring + ev-ring)); 'heirloomctl size [OPTIONS]' prints it.\n"
         "\n"
         "Exit status: 0 stopped cleanly; 1 bad usage or configuration; 2 the segment\n"
         "cannot be created, opened or validated; 3 another keeper holds the segment\n"
-        "or the control socket cannot be set up.";
+        "or the control socket cannot be set up; 5 /dev/shm has not enough free\n"
+        "space for the segment (the message says how much is needed and free);\n"
+        "6 the segment was truncated or replaced while served (logged once; no\n"
+        "worker is restarted against it).";
 
 /* One option: name, type, default, help, placeholder, bounds, variable. */
 #define KOPT(n_, t_, d_, h_, mv_, lo_, hi_, dst_)                                                  \
@@ -135,26 +150,32 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	o[i++] = KOPT("restart-max", HL_CFG_MS, "5s",
 	              "Supervisor: the delay doubles after each further quick exit up to this.",
 	              NULL, 0, 3600000, &p->restart_max_ms);
-	o[i++] = KOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).",
+	o[i++] = KOPT("shards", HL_CFG_INT, "0",
+	              "Shards of a new segment (0 = number of CPUs, at most " STR(
+	                      HL_DEF_SHARDS_MAX) "); each adds rings to every endpoint.",
 	              NULL, 0, HL_SHARDS_MAX, &p->shards);
-	o[i++] = KOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", NULL, 1,
-	              1 << 24, &p->max_keys);
-	o[i++] = KOPT("max-observers", HL_CFG_INT, "1048576", "Observer capacity of a new segment.",
-	              NULL, 1, 1 << 24, &p->max_observers);
-	o[i++] = KOPT("max-endpoints", HL_CFG_INT, "1024",
-	              "Client endpoint capacity of a new segment.", NULL, 1, 65536,
-	              &p->max_endpoints);
+	o[i++] = KOPT("max-keys", HL_CFG_INT, STR(HL_DEF_KEYS),
+	              "Key capacity of a new segment (328 B each, plus heap).", NULL, 1, 1 << 24,
+	              &p->max_keys);
+	o[i++] = KOPT("max-observers", HL_CFG_INT, STR(HL_DEF_OBSERVERS),
+	              "Observer capacity of a new segment (64 B each).", NULL, 1, 1 << 24,
+	              &p->max_observers);
+	o[i++] = KOPT("max-endpoints", HL_CFG_INT, STR(HL_DEF_ENDPOINTS),
+	              "Client endpoint capacity of a new segment: processes attached at once "
+	              "(8 KiB + shards x (req-ring + ev-ring) each).",
+	              NULL, 1, 65536, &p->max_endpoints);
 	o[i++] = KOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", NULL, 0,
 	              HL_VALUE_MAX_LIMIT, &p->max_value);
-	o[i++] = KOPT("heap", HL_CFG_SIZE, "0",
-	              "Value heap of a new segment (0 = max-keys x 1 KiB).", NULL, 0, 1ll << 40,
-	              &p->heap);
+	o[i++] =
+	        KOPT("heap", HL_CFG_SIZE, "0",
+	             "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
+	             NULL, 0, 1ll << 40, &p->heap);
 	o[i++] = KOPT("req-ring", HL_CFG_SIZE, "0",
-	              "Request ring per endpoint and shard, a power of two (0 = 64 KiB or what "
+	              "Request ring per endpoint and shard, a power of two (0 = 16 KiB or what "
 	              "max-value needs).",
 	              NULL, 0, 1 << 30, &p->req_ring);
 	o[i++] = KOPT("ev-ring", HL_CFG_SIZE, "0",
-	              "Event ring per endpoint and shard, a power of two (0 = 256 KiB or what "
+	              "Event ring per endpoint and shard, a power of two (0 = 32 KiB or what "
 	              "max-value needs).",
 	              NULL, 0, 1 << 30, &p->ev_ring);
 	if (i > HL_K_MAX_OPTS)
@@ -288,13 +309,25 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		         hl_strerror(rc));
 		return EXIT_USAGE;
 	}
+	struct hl_shm_header want;
+	hl__layout_compute(&p, &want); /* cannot fail: hl__layout_defaults() checked p */
 	rc = hl__seg_create(k->name, &p, (mode_t)k->o.mode, k->gid, &k->segfd);
 	if (rc == 0) {
 		created = true;
+		struct hl_layout_sizes z;
+		hl__layout_sizes(&want, &z);
 		hl_k_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
-		         "%u shards, mode %04o)",
-		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
-		         k->o.mode);
+		         "%u shards, mode %04o): %llu bytes reserved (keys %llu, observers %llu, "
+		         "heap %llu, endpoints %llu)",
+		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards, k->o.mode,
+		         (unsigned long long)z.total, (unsigned long long)z.keys,
+		         (unsigned long long)z.observers, (unsigned long long)z.heap,
+		         (unsigned long long)z.endpoints);
+	} else if (rc == -ENOSPC) {
+		char msg[768];
+		hl__nospace_msg(msg, sizeof(msg), k->name, want.size);
+		hl_k_log("cannot create: %s", msg);
+		return EXIT_NOSPACE;
 	} else if (rc == -EEXIST) {
 		/* Only an object of ours (or root's): another local user could
 		 * have created the name first to read or rewrite every value. */
@@ -347,6 +380,14 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		        "again.",
 		        k->name, hl_strerror(rc), hl_err_name(rc), k->name, k->name);
 		return EXIT_SEGMENT;
+	}
+	/* A segment made before every page was reserved at creation: reserve
+	 * its holes now, or stop before anyone faults on them. */
+	if (!created && (rc = hl__seg_reserve(k->segfd, k->seg.size)) != 0) {
+		char msg[768];
+		hl__nospace_msg(msg, sizeof(msg), k->name, k->seg.size);
+		hl_k_log("cannot reserve the existing segment (%s): %s", hl_err_name(rc), msg);
+		return rc == -ENOSPC ? EXIT_NOSPACE : EXIT_SEGMENT;
 	}
 	if (!created) {
 		const struct hl_shm_header *h = k->seg.h;
@@ -628,7 +669,8 @@ timers(struct hl_keeper *k)
 	}
 	if (k->child_recheck_ns && now >= k->child_recheck_ns)
 		hl_k_child_exited(k);
-	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping)
+	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping &&
+	    !hl_k_seg_damaged(k))
 		hl_k_spawn(k);
 }
 
@@ -761,6 +803,8 @@ main(int argc, char **argv)
 		goto out_cfg;
 	}
 	k->self_start = hl__proc_start_time(getpid());
+	/* A spawned worker inherits it; it needs one pidfd per client. */
+	hl__nofile_raise();
 
 	/* Signals arrive through the loop (signalfd): block them first, so
 	 * that none is lost between here and the loop. */
@@ -821,6 +865,8 @@ main(int argc, char **argv)
 		         "begins when it exits",
 		         (int)k->owner_pid);
 	run(k);
+	if (k->damaged)
+		status = EXIT_DAMAGED;
 out:
 	cleanup(k);
 	if (k->stopping)

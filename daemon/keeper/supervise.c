@@ -225,8 +225,14 @@ hl_k_child_exited(struct hl_keeper *k)
 	k->child_pidfd = -1;
 	k->child = 0;
 
+	if (k->damaged || (k->owner_pid != pid && hl_k_seg_damaged(k))) {
+		hl_k_log("worker pid %d %s", (int)pid, how);
+		return; /* the keeper is stopping: no restart */
+	}
 	if (k->owner_pid == pid) {
 		hl_k_owner_exited(k, code, how);
+		if (k->damaged)
+			return;
 	} else if (handed_back) {
 		hl_k_log("worker pid %d %s after handing the table back", (int)pid, how);
 	} else {

@@ -205,7 +205,13 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 	}
 	uint64_t start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
 	int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-	int alive = pidfd >= 0 && hl__proc_alive((int)pid, start);
+	int perr = pidfd < 0 ? errno : 0;
+	/* ESRCH: no such process. Any other failure of pidfd_open (EMFILE,
+	 * ENFILE, ENOMEM: we are short of descriptors or memory) says nothing
+	 * about the client, and neither does a /proc read that fails for such
+	 * a reason: a live client is never dropped on a guess. It is adopted
+	 * and watched by polling (poll_unwatched()) instead. */
+	int alive = perr == ESRCH ? 0 : hl__proc_check((int)pid, start) != 0;
 	e->gen = gen;
 	e->pid = pid;
 	e->start = start;
@@ -230,9 +236,13 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 		mark_clean(w, ep);
 		return HL_ESTALE;
 	}
-	e->pidfd = pidfd;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
-	epoll_ctl(w->epfd, EPOLL_CTL_ADD, pidfd, &ev);
+	if (pidfd >= 0) {
+		e->pidfd = pidfd;
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
+		epoll_ctl(w->epfd, EPOLL_CTL_ADD, pidfd, &ev);
+	} else {
+		hl_w_ep_poll_instead(w, ep, perr);
+	}
 	atomic_store_explicit(&pw->state, HL_EP_ACTIVE, memory_order_release);
 out:
 	pthread_mutex_unlock(&e->mu);
@@ -387,6 +397,10 @@ free_locked(struct hl_worker *w, uint32_t ep)
 	e->pidfd = -1;
 	e->gen = 0;
 	e->quarantined = 0;
+	if (e->polled) {
+		e->polled = 0;
+		atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
+	}
 	if (hl_w_ep_fix_positions(w, ep))
 		hl_w_log("endpoint %u: impossible ring positions reset", ep);
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
@@ -422,11 +436,18 @@ hold_banned(struct hl_worker *w, uint32_t ep)
 		/* Recovered from a previous worker: no pidfd yet. Open first,
 		 * then check pid + start time, so the fd names that process. */
 		int fd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
+		int ferr = fd < 0 ? errno : 0;
 		if (fd >= 0 && !hl__proc_alive((int)e->pid, e->start)) {
 			close(fd);
 			fd = -1;
 		}
 		e->pidfd = fd;
+		if (fd < 0 && ferr && ferr != ESRCH && hl__proc_check((int)e->pid, e->start) != 0) {
+			/* Out of descriptors: hold it, watched by polling. */
+			hl_w_ep_poll_instead(w, ep, ferr);
+			e->quarantined = 1;
+			return 1;
+		}
 	}
 	if (pidfd_exited(e->pidfd))
 		return 0;
@@ -568,8 +589,10 @@ hl_w_prune(struct hl_worker *w)
 			uint32_t e_pid = e->pid, e_gen = e->gen;
 			uint64_t e_start = e->start;
 			pthread_mutex_unlock(&e->mu);
+			/* Only a certain "gone" counts: a /proc read that failed
+			 * (out of descriptors) keeps the endpoint. */
 			if (!pid || gen != e_gen || cl_start != e_start ||
-			    !hl__proc_alive((int)e_pid, e_start))
+			    hl__proc_check((int)e_pid, e_start) == 0)
 				hl_w_ep_kill(w, ep, "gone (prune)");
 			continue;
 		}
@@ -602,7 +625,9 @@ hl_w_prune(struct hl_worker *w)
 		 * died there whose pid was reused, which holds the endpoint
 		 * until that process exits too (a bounded leak, not a loss). */
 		uint64_t start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
-		uint64_t now_start = hl__proc_start_time((int)pid);
+		uint64_t now_start = 0;
+		if (hl__proc_start_time_r((int)pid, &now_start) < 0)
+			continue; /* cannot tell (out of descriptors): keep it */
 		int gone = now_start == 0 || (start != 0 && now_start != start);
 		if (gone) {
 			/* Start time first, as in free_locked(); the claimer is
@@ -611,6 +636,81 @@ hl_w_prune(struct hl_worker *w)
 			atomic_compare_exchange_strong_explicit(&cl->word, &word, HL_CLAIM(0, gen),
 			                                        memory_order_acq_rel,
 			                                        memory_order_relaxed);
+		}
+	}
+}
+
+/* An endpoint (e->mu held) whose process could not get a pidfd (ERR:
+ * EMFILE, ENFILE, ENOMEM) is watched by polling instead: every monitor
+ * tick checks its pid + start time and tries pidfd_open() again
+ * (poll_unwatched()). Counted in the header; logged once per worker. */
+void
+hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
+{
+	static atomic_int logged;
+	struct hl_ep *e = &w->eps[ep];
+	atomic_fetch_add_explicit(&w->seg.h->pidfd_failures, 1, memory_order_relaxed);
+	if (!e->polled) {
+		e->polled = 1;
+		atomic_fetch_add_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
+	}
+	if (atomic_exchange(&logged, 1) == 0)
+		hl_w_log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
+		         "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
+		         "their pid and start time every monitor tick; logged once, counted "
+		         "in heirloomctl status (pidfd failures)",
+		         e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
+		         (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
+		                                             memory_order_relaxed));
+	hl_w_monitor_wake(w);
+}
+
+/* Monitor thread, every tick while some endpoint is polled: a polled
+ * endpoint whose process is certainly gone is cleaned (ACTIVE) or released
+ * (a banned one held in quarantine); one still there gets a pidfd if one
+ * can be had now, and is then watched like any other. */
+static void
+poll_unwatched(struct hl_worker *w)
+{
+	if (atomic_load_explicit(&w->seg.h->endpoints_polled, memory_order_relaxed) == 0)
+		return;
+	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+		struct hl_ep *e = &w->eps[ep];
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		pthread_mutex_lock(&e->mu);
+		if (!e->polled) {
+			pthread_mutex_unlock(&e->mu);
+			continue;
+		}
+		uint32_t st = LD_RLX(&pw->state);
+		int alive = hl__proc_check((int)e->pid, e->start);
+		if (alive != 0 && (st == HL_EP_ACTIVE || st == HL_EP_BANNED)) {
+			int fd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
+			if (fd >= 0 && hl__proc_check((int)e->pid, e->start) != 0) {
+				e->pidfd = fd;
+				e->polled = 0;
+				atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1,
+				                          memory_order_relaxed);
+				struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
+				epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
+			} else if (fd >= 0) {
+				close(fd);
+				alive = 0;
+			}
+		}
+		pthread_mutex_unlock(&e->mu);
+		if (alive != 0)
+			continue;
+		if (st == HL_EP_ACTIVE) {
+			hl_w_ep_kill(w, ep, "exited (polled)");
+		} else if (st == HL_EP_BANNED) {
+			pthread_mutex_lock(&e->mu);
+			int freed = e->quarantined && e->pidfd < 0;
+			if (freed)
+				free_locked(w, ep);
+			pthread_mutex_unlock(&e->mu);
+			if (freed)
+				free_wake(w, ep);
 		}
 	}
 }
@@ -739,8 +839,35 @@ monitor_main(void *arg)
 			hl_w_prune(w);
 			next_prune = hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull;
 		}
+		poll_unwatched(w);
 		watch_readers(w, hl__now_ns());
 		hl_w_telemetry_tick(w);
+		/* The segment truncated or replaced under us (issue 21):
+		 * stop before a shard thread faults on a page that is gone
+		 * (the SIGBUS handler in main.c covers one that gets there
+		 * first). Checked every tick: one fstat and one stat. */
+		uint64_t size_now = 0;
+		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
+		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
+			if (dmg == HL_ETRUNCATED)
+				hl_w_log(
+				        "segment /heirloom.%s was truncated to %llu bytes (its "
+				        "layout "
+				        "needs %llu) while served: stopping (exit 6); it cannot be "
+				        "served again",
+				        w->opt.name, (unsigned long long)size_now,
+				        (unsigned long long)w->seg.size);
+			else
+				hl_w_log(
+				        "segment /heirloom.%s was replaced by another object while "
+				        "served: stopping (exit 6)",
+				        w->opt.name);
+			atomic_store(&w->damaged, 1);
+			atomic_store(&w->stop, 1);
+			for (uint32_t s = 0; s < w->nshards; s++)
+				hl_w_wake_shard(w, s);
+			break;
+		}
 		/* Fencing: another owner took the table (keeper reclaimed it
 		 * while we were paused, then gave it to another worker). */
 		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) != w->epoch ||

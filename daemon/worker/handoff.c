@@ -21,6 +21,7 @@
 
 #include "heirloom/heirloom.h"
 #include "proto.h"
+#include "resources.h"
 #include "trust.h"
 #include "util.h"
 
@@ -66,11 +67,19 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		hl_w_log("invalid capacities: %s", hl_strerror(rc));
 		return rc;
 	}
+	struct hl_shm_header want;
+	hl__layout_compute(&p, &want); /* cannot fail: hl__layout_defaults() checked p */
 	rc = hl__seg_create(w->opt.name, &p, w->opt.mode ? w->opt.mode : 0660, (gid_t)-1, &fd);
 	if (rc == 0) {
 		hl_w_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u "
-		         "shards)",
-		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards);
+		         "shards): %llu bytes reserved",
+		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
+		         (unsigned long long)want.size);
+	} else if (rc == -ENOSPC) {
+		char msg[768];
+		hl__nospace_msg(msg, sizeof(msg), w->opt.name, want.size);
+		hl_w_log("cannot create: %s", msg);
+		return rc;
 	} else if (rc == -EEXIST) {
 		/* Not one another user created first (docs/security.md). */
 		rc = hl__seg_open_own(w->opt.name, &fd);
@@ -85,6 +94,16 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	}
 	rc = hl__seg_map_rw(fd, &w->seg);
 	if (rc) {
+		close(fd);
+		return rc;
+	}
+	/* A sparse segment (made before reservation): reserve it or stop. */
+	rc = hl__seg_reserve(fd, w->seg.size);
+	if (rc) {
+		char msg[768];
+		hl__nospace_msg(msg, sizeof(msg), w->opt.name, w->seg.size);
+		hl_w_log("cannot reserve the segment (%s): %s", hl_err_name(rc), msg);
+		hl__seg_unmap(&w->seg);
 		close(fd);
 		return rc;
 	}

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "heirloom/heirloom.h"
+#include "resources.h"
 #include "util.h"
 
 #include <limits.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
 #define STR_(x)      #x
@@ -27,9 +30,16 @@ static const char summary[] =
         "Capacity options (shards ... ev-ring, mode) apply only when --standalone\n"
         "creates the segment.\n"
         "\n"
+        "Every byte of a new segment is reserved in /dev/shm at creation: the\n"
+        "defaults make about 24 MiB with 2 shards, 30 MiB with 4. Size = ~20 KiB +\n"
+        "keys x 328 B + observers x 64 B + heap (default keys x 512 B) + endpoints\n"
+        "x (8 KiB + shards x (req-ring + ev-ring)); 'heirloomctl size' prints it.\n"
+        "The soft RLIMIT_NOFILE is raised to the hard one: one pidfd per client.\n"
+        "\n"
         "Exit status: 0 clean stop, 1 bad usage or configuration, 2 cannot get the\n"
         "segment, 3 invariant check failed at stop, 4 fenced (another owner took\n"
-        "the table).";
+        "the table), 5 /dev/shm has not enough free space for the segment, 6 the\n"
+        "segment was truncated or replaced while served.";
 
 static struct hl_worker W;
 
@@ -63,24 +73,32 @@ options(struct hl_cfg_opt *o)
 		                      .metavar = "PATH",
 		                      .help = "The keeper's control socket (default: see above).",
 		                      .dst = &V.socket };
-	o[i++] = WOPT("shards", HL_CFG_INT, "0", "Shards of a new segment (0 = number of CPUs).", 0,
-	              HL_SHARDS_MAX, &V.shards);
-	o[i++] = WOPT("max-keys", HL_CFG_INT, "65536", "Key capacity of a new segment.", 1, 1 << 24,
+	o[i++] = WOPT("shards", HL_CFG_INT, "0",
+	              "Shards of a new segment (0 = number of CPUs, at most " STR(
+	                      HL_DEF_SHARDS_MAX) "); each adds rings to every endpoint.",
+	              0, HL_SHARDS_MAX, &V.shards);
+	o[i++] = WOPT("max-keys", HL_CFG_INT, STR(HL_DEF_KEYS),
+	              "Key capacity of a new segment (328 B each, plus heap).", 1, 1 << 24,
 	              &V.max_keys);
-	o[i++] = WOPT("max-observers", HL_CFG_INT, "1048576", "Observer capacity of a new segment.",
-	              1, 1 << 24, &V.max_observers);
-	o[i++] = WOPT("max-endpoints", HL_CFG_INT, "1024",
-	              "Client endpoint capacity of a new segment.", 1, 65536, &V.max_endpoints);
+	o[i++] = WOPT("max-observers", HL_CFG_INT, STR(HL_DEF_OBSERVERS),
+	              "Observer capacity of a new segment (64 B each).", 1, 1 << 24,
+	              &V.max_observers);
+	o[i++] = WOPT("max-endpoints", HL_CFG_INT, STR(HL_DEF_ENDPOINTS),
+	              "Client endpoint capacity of a new segment: processes attached at once "
+	              "(8 KiB + shards x (req-ring + ev-ring) each).",
+	              1, 65536, &V.max_endpoints);
 	o[i++] = WOPT("max-value", HL_CFG_SIZE, "4096", "Largest value in a new segment.", 0,
 	              HL_VALUE_MAX_LIMIT, &V.max_value);
-	o[i++] = WOPT("heap", HL_CFG_SIZE, "0",
-	              "Value heap of a new segment (0 = max-keys x 1 KiB).", 0, 1ll << 40, &V.heap);
+	o[i++] =
+	        WOPT("heap", HL_CFG_SIZE, "0",
+	             "Value heap of a new segment (0 = max-keys x " STR(HL_DEF_HEAP_PER_KEY) " B).",
+	             0, 1ll << 40, &V.heap);
 	o[i++] = WOPT("req-ring", HL_CFG_SIZE, "0",
-	              "Request ring per endpoint and shard, a power of two (0 = 64 KiB or what "
+	              "Request ring per endpoint and shard, a power of two (0 = 16 KiB or what "
 	              "max-value needs).",
 	              0, 1 << 30, &V.req_ring);
 	o[i++] = WOPT("ev-ring", HL_CFG_SIZE, "0",
-	              "Event ring per endpoint and shard, a power of two (0 = 256 KiB or what "
+	              "Event ring per endpoint and shard, a power of two (0 = 32 KiB or what "
 	              "max-value needs).",
 	              0, 1 << 30, &V.ev_ring);
 	o[i++] = WOPT("mode", HL_CFG_MODE, "0660", "File mode of a new segment.", 0, 0, &V.mode);
@@ -206,6 +224,70 @@ setup(struct hl_worker *w)
 	return 0;
 }
 
+/* A page of the segment that is gone (the object was truncated) faults
+ * with SIGBUS. A fault inside the segment ends the worker at once with
+ * one line and exit 6, so that the keeper knows not to restart against it;
+ * anything else is re-raised as it was. Only async-signal-safe calls. */
+static struct {
+	uintptr_t lo, hi;
+	char msg[256];
+	size_t len;
+} bus;
+
+static void
+on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	uintptr_t a = (uintptr_t)si->si_addr;
+	if (a >= bus.lo && a < bus.hi) {
+		ssize_t n = write(STDERR_FILENO, bus.msg, bus.len);
+		(void)n;
+		/* The raw exit_group, not _exit(): ThreadSanitizer intercepts
+		 * _exit() to finish up and report threads not joined (the
+		 * monitor, which may have stopped on the same damage), and
+		 * nothing more may run in a process whose segment is gone. */
+		syscall(SYS_exit_group, HL_EXIT_DAMAGED);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void
+catch_sigbus(struct hl_worker *w)
+{
+	bus.lo = (uintptr_t)w->seg.base;
+	bus.hi = bus.lo + w->seg.size;
+	int n = snprintf(bus.msg, sizeof(bus.msg),
+	                 "heirloom-worker[%d]: SIGBUS on segment /heirloom.%s: it was truncated "
+	                 "while served; stopping (exit 6), it cannot be served again\n",
+	                 (int)getpid(), w->opt.name);
+	bus.len = n < 0 ? 0 : (size_t)n >= sizeof(bus.msg) ? sizeof(bus.msg) - 1 : (size_t)n;
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Say how many clients the worker can watch with a pidfd each: the
+ * descriptor limit less its own needs. Clients beyond are still served,
+ * watched by polling (endpoint.c), never dropped. */
+static void
+report_nofile(struct hl_worker *w, uint64_t nofile)
+{
+	struct hl_shm_header *h = w->seg.h;
+	uint64_t cap = nofile > HL_OWN_FDS ? nofile - HL_OWN_FDS : 0;
+	atomic_store_explicit(&h->nofile_limit, nofile, memory_order_relaxed);
+	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
+	if (cap < h->max_endpoints)
+		hl_w_log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
+		         "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
+		         "ulimit -Hn to at least %u)",
+		         (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
+		         h->max_endpoints + HL_OWN_FDS);
+	else
+		hl_w_log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
+		         (unsigned long long)nofile, h->max_endpoints);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -224,14 +306,19 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	urcu_memb_register_thread();
+	uint64_t nofile = hl__nofile_raise();
 	int rc = hl_w_acquire(w);
 	if (rc == -EINTR)
 		return 0; /* stopped while waiting for the keeper: nothing to give back */
+	if (rc == -ENOSPC)
+		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
 		hl_w_log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
 		         hl_err_name(rc));
 		return 2;
 	}
+	report_nofile(w, nofile);
+	catch_sigbus(w);
 	rc = setup(w);
 	if (rc) {
 		hl_w_log("setup failed: %s", hl_strerror(rc));
@@ -276,6 +363,14 @@ main(int argc, char **argv)
 	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
+	if (atomic_load(&w->damaged)) {
+		/* Logged by the monitor. Nothing to check (pages are gone) and
+		 * nothing to give back: the keeper sees the exit and the
+		 * damage for itself. */
+		hl_w_log("stopped (segment damaged)");
+		hl__cfg_free(&cfg);
+		return HL_EXIT_DAMAGED;
+	}
 	if (atomic_load(&w->rec_failed)) {
 		/* Part 2 of recovery failed (logged): nothing to check, and
 		 * nothing to give back cleanly; the next worker recovers. */

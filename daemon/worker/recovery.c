@@ -601,12 +601,14 @@ hl_w_recover_begin(struct hl_worker *w)
 	 * endpoint that still holds observers (a crash in the middle of its
 	 * cleanup) is known only after the walks: part 2 adopts it as dead
 	 * (adopt_orphans()); until then no new client is adopted (endpoint.c). */
+	ST_RLX(&h->endpoints_polled, 0); /* the last worker's; counted again below */
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
 		e->nobs = 0;
 		e->gen = 0;
 		e->pidfd = -1;
+		e->polled = 0;
 		uint32_t state = LD_RLX(&pw->state);
 		if (state != HL_EP_FREE && state != HL_EP_ACTIVE && state != HL_EP_DEAD &&
 		    state != HL_EP_BANNED) {
@@ -628,9 +630,13 @@ hl_w_recover_begin(struct hl_worker *w)
 		/* Same process still there? Keep it (a new pidfd); else clean. */
 		if (state == HL_EP_ACTIVE) {
 			uint64_t word = LD_RLX(&hl__claim(&w->seg, ep)->word);
+			/* "Cannot tell" (a /proc read or pidfd_open short of
+			 * descriptors) keeps the client, watched by polling. */
 			if (HL_CLAIM_PID(word) == e->pid && HL_CLAIM_GEN(word) == e->gen &&
-			    hl__proc_alive((int)e->pid, e->start)) {
+			    hl__proc_check((int)e->pid, e->start) != 0) {
 				e->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
+				if (e->pidfd < 0 && errno != ESRCH)
+					hl_w_ep_poll_instead(w, ep, errno);
 				continue;
 			}
 			ST_RLX(&pw->state, HL_EP_DEAD);

@@ -854,6 +854,8 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	if (!idx) {
 		idx = key_create(w, key, r->h.key_len, hash);
 		if (!idx) {
+			/* Key pool full: counted for heirloomctl (issue 21). */
+			atomic_fetch_add_explicit(&w->seg.h->keys_full, 1, memory_order_relaxed);
 			rc = -ENOSPC;
 			goto out;
 		}
@@ -873,6 +875,8 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	uint64_t nb = hl__heap_alloc(&w->heap, sizeof(struct hl_shm_value) + r->meta_len + r->val_len,
 	                             &klass, &rc);
 	if (!nb) {
+		if (rc == -ENOSPC)
+			atomic_fetch_add_explicit(&w->seg.h->heap_full, 1, memory_order_relaxed);
 		if (created)
 			hl_w_maybe_free_key(sh, idx);
 		goto out;
@@ -979,6 +983,8 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	if (!idx) {
 		idx = key_create(w, key, r->h.key_len, hash);
 		if (!idx) {
+			/* Key pool full: counted for heirloomctl (issue 21). */
+			atomic_fetch_add_explicit(&w->seg.h->keys_full, 1, memory_order_relaxed);
 			rc = -ENOSPC;
 			goto out;
 		}
@@ -986,6 +992,7 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	}
 	uint32_t slot = hl__pool_alloc(&w->obs);
 	if (!slot) {
+		atomic_fetch_add_explicit(&w->seg.h->observers_full, 1, memory_order_relaxed);
 		if (created)
 			hl_w_maybe_free_key(sh, idx);
 		rc = -ENOSPC;

@@ -112,6 +112,9 @@ struct hl_ep {
 	 * exits (quarantine: see hl_w_ep_kill()). */
 	uint32_t notready;
 	int quarantined;
+	/* Under mu: no pidfd could be had (out of descriptors): the monitor
+	 * polls pid + start time instead (hl_w_ep_poll_instead()). */
+	int polled;
 	/* Monitor thread only (endpoint.c): the slow-reader watch and the
 	 * prune pass's memory of a claim seen unfinished. */
 	uint64_t tail_sum;     /* sum of the client's ev_tail over shards, last tick */
@@ -159,6 +162,7 @@ struct hl_worker {
 	 * only, and adopt no new client (release when cleared). */
 	_Atomic int recovering;
 	_Atomic int rec_failed;   /* part 2 failed: the worker stops (status 2) */
+	_Atomic int damaged;      /* the segment was truncated or replaced: stop (status 6) */
 	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
 };
 
@@ -179,6 +183,9 @@ void hl_w_crash_point(struct hl_worker *w);
 int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
 int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
 void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why);
+/* EP (its mu held) lives but has no pidfd (ERR from pidfd_open): watch it
+ * by polling from the monitor thread; counted, logged once. */
+void hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err);
 void hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state);
 void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
 int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total);

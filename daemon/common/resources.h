@@ -1,0 +1,32 @@
+/*
+ * resources.h: what the daemons check about the machine's resources before
+ * they serve (issue 21): the descriptor limit and the space in /dev/shm.
+ * Only measures and words messages; the daemon decides what to do.
+ */
+#ifndef HL_DAEMON_RESOURCES_H
+#define HL_DAEMON_RESOURCES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit status of both daemons when the segment does not fit in /dev/shm
+ * (listed in their --help and in the README). */
+#define HL_EXIT_NOSPACE 5
+
+/* Exit status of both daemons when the segment was truncated or replaced
+ * under them: it cannot be served again (docs/architecture.md, Decisions). */
+#define HL_EXIT_DAMAGED 6
+
+/* Descriptors a daemon needs for itself besides one pidfd per client:
+ * the segment, the socket, epoll, eventfds, /proc reads, stdio. */
+#define HL_OWN_FDS 64u
+
+/* Raise the soft RLIMIT_NOFILE to the hard limit (a no-op when they are
+ * equal or the limit cannot be read). Returns the soft limit in force. */
+uint64_t hl__nofile_raise(void);
+
+/* The message for a segment of NEED bytes that /dev/shm cannot hold: the
+ * size, what is free there, and the ways out. Always NUL-terminated. */
+void hl__nospace_msg(char *buf, size_t len, const char *name, uint64_t need);
+
+#endif /* HL_DAEMON_RESOURCES_H */
