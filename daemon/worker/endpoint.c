@@ -704,6 +704,10 @@ monitor_main(void *arg)
 	if (w->opt.telemetry_ms > 0 && w->opt.telemetry_ms < tick_ms)
 		tick_ms = (int)w->opt.telemetry_ms;
 	while (!atomic_load(&w->stop)) {
+		/* The monitor's heartbeat (issue 22), once per turn: its wait
+		 * is bounded by tick_ms, so an idle monitor beats too. */
+		atomic_store_explicit(&w->seg.h->monitor_beat_ns, hl__coarse_ns(),
+		                      memory_order_relaxed);
 		struct epoll_event evs[64];
 		int n = epoll_wait(w->epfd, evs, 64, tick_ms);
 		for (int i = 0; i < n; i++) {
