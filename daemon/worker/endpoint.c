@@ -347,7 +347,12 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 			if (!slot || hl_w_key_shard(w, key) != s)
 				continue;
 			hl_w_remove_observer(sh, slot);
-			removed++;
+			/* A heartbeat every 64Ki removals (issue 22): cleanup
+			 * is this thread's one pass that grows with the table
+			 * (about 0.3 s per million observers here). */
+			if ((++removed & 0xffff) == 0)
+				atomic_store_explicit(&w->seg.h->monitor_beat_ns, hl__coarse_ns(),
+				                      memory_order_relaxed);
 		}
 		pthread_mutex_unlock(&sh->mu);
 	}
