@@ -104,11 +104,14 @@ struct hl_shm_shard {
 	 * a previous worker's value never counts against this one. Readers:
 	 * the keeper's watchdog, the worker's systemd ping, heirloomctl.
 	 * Unit: CLOCK_MONOTONIC_COARSE ns (one clock for every process of
-	 * the machine); HL_BEAT_STOPPED once the worker's threads stopped. A stale or torn read
-	 * only delays or hastens a verdict by one check: nothing is published through it. Its own
-	 * line: the shard thread stores here on every turn. */
+	 * the machine); HL_BEAT_STOPPED once the worker's threads stopped.
+	 * A stale read only moves a verdict by one check: nothing is
+	 * published through it. Its own line: the shard thread stores here
+	 * on every turn, and the keeper reads it. */
 	alignas(HL_CACHELINE) _Atomic uint64_t beat_ns;
 };
+_Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
+               "a shard's heartbeat has its own line");
 /* hl_shm_shard.beat_ns and monitor_beat_ns after a clean stop: the thread
  * has exited and the worker is giving the table back; nobody judges it. */
 #define HL_BEAT_STOPPED UINT64_MAX
@@ -182,8 +185,8 @@ struct hl_shm_header {
 	alignas(HL_CACHELINE) _Atomic uint64_t monitor_beat_ns;
 	/* Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
 	 * watchdog off, or no keeper since the segment was created; a
-	 * standalone worker leaves it as it is). Readers: heirloomctl, which
-	 * says "hung" past it, and the worker's systemd ping. */
+	 * standalone worker leaves it as it is). Reader: heirloomctl, which
+	 * says "hung" past it. */
 	alignas(HL_CACHELINE) _Atomic uint64_t hang_timeout_ms;
 	/* Keeper writes (relaxed), on each watchdog check: per thread (0 =
 	 * monitor, 1 + i = shard i), the last CLOCK_MONOTONIC_COARSE ns at
