@@ -479,6 +479,51 @@ test_a_busy_worker_on_a_saturated_machine_is_not_killed(void **state)
 	assert_int_equal(kill(w, 0), 0);
 }
 
+/* One turn of a shard thread's loop can outlast the timeout while every
+ * request in it is quick: 256 publishes per client, each dispatched to
+ * 60,000 observers, in one pass. The keeper counts the applied requests
+ * as progress (a keeper judging by heartbeats alone kills this worker). */
+static void
+test_a_long_batch_of_quick_requests_is_not_a_hang(void **state)
+{
+	struct fx *f = *state;
+	static char timeout[32];
+	snprintf(timeout, sizeof(timeout), "--hang-timeout=%dms", hl_t_ms(300));
+	const char *more[] = { timeout, NULL }; /* the last --hang-timeout wins */
+	keeper(f, 1, more);
+	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
+	assert_true(w > 0);
+	struct hl_client *obs = hl_t_open(f->name, 0);
+	for (int i = 0; i < 60000; i++) {
+		hl_observer_id id;
+		int rc = hl_observe(obs, "hot", 3, 0, &id);
+		if (rc)
+			fail_msg("observe %d: %s", i, hl_strerror(rc));
+	}
+	struct hl_client *pub[4];
+	for (int i = 0; i < 4; i++)
+		pub[i] = hl_t_open(f->name, 0);
+	char val[32];
+	for (int round = 0; round < 3; round++) {
+		/* Queue everything first, then let the worker at it at once. */
+		for (int n = 0; n < 256; n++)
+			for (int i = 0; i < 4; i++) {
+				snprintf(val, sizeof(val), "%d.%d.%d", round, i, n);
+				put(pub[i], "hot", val);
+			}
+		for (int i = 0; i < 4; i++)
+			assert_int_equal(hl_flush(pub[i], hl_t_ms(60000)), 0);
+	}
+	struct hl_t_owner o;
+	assert_int_equal(hl_t_owner_read(f->name, &o), 0);
+	assert_int_equal(o.pid, (uint32_t)w);
+	struct hl_t_logrec r;
+	assert_int_equal(hl_t_log_find(f->name, HL_LOG_HUNG, (uint32_t)w, &r), -1);
+	for (int i = 0; i < 4; i++)
+		hl_close(pub[i]);
+	hl_close(obs);
+}
+
 /* ---- systemd's watchdog, seen from its notify socket ---- */
 
 /* A stand-in for systemd's end of NOTIFY_SOCKET. */
@@ -640,6 +685,8 @@ main(void)
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_a_busy_worker_on_a_saturated_machine_is_not_killed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_a_long_batch_of_quick_requests_is_not_a_hang,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_a_stopped_keeper_misses_its_watchdog_pings,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(
