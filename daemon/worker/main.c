@@ -285,7 +285,9 @@ main(int argc, char **argv)
 	hl_w_monitor_wake(w);
 	hl_w_shards_join(w);
 	pthread_join(w->monitor, NULL);
-	hl_w_beats_stop(w);
+	/* A fenced worker's heartbeat words are another worker's now. */
+	if (!atomic_load(&w->fenced))
+		hl_w_beats_stop(w);
 	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
