@@ -3,7 +3,7 @@
  * a heartbeat store in a thread's loop (those are in shard_main() and
  * monitor_main()): the heartbeats' start value at attach, and the worker
  * process's own systemd notifications (READY=1 once it serves, WATCHDOG=1
- * only while every serving thread beats). Main thread only.
+ * only while every serving thread makes progress). Main thread only.
  *
  * It must never beat for another thread: the main thread's sigwait loop
  * runs whatever the shard threads do, so a ping from it proves nothing
@@ -69,8 +69,27 @@ hl_w_notify_tick_ms(int dflt)
 	return q < 1 ? 1 : q < (uint64_t)dflt ? (int)q : dflt;
 }
 
-/* The oldest heartbeat among the worker's serving threads, as an age in
- * ns at NOW (0 when all are newer than NOW). */
+/* Per shard, what the last tick saw of its work (the keeper's rule,
+ * daemon/keeper/watchdog.c: a shard thread inside one long batch of
+ * requests does not come back to its loop, but it applies them). */
+static uint64_t seen_work[HL_SHARDS_MAX], seen_at[HL_SHARDS_MAX];
+
+static uint64_t
+shard_work(const struct hl_shm_counters *c)
+{
+	return atomic_load_explicit(&c->publishes, memory_order_relaxed) +
+	       atomic_load_explicit(&c->skipped, memory_order_relaxed) +
+	       atomic_load_explicit(&c->deletes, memory_order_relaxed) +
+	       atomic_load_explicit(&c->notifications, memory_order_relaxed) +
+	       atomic_load_explicit(&c->lagged_drops, memory_order_relaxed) +
+	       atomic_load_explicit(&c->observers_added, memory_order_relaxed) +
+	       atomic_load_explicit(&c->observers_removed, memory_order_relaxed) +
+	       atomic_load_explicit(&c->async_errors, memory_order_relaxed);
+}
+
+/* The longest time without progress among the worker's serving threads,
+ * in ns at NOW: since the later of its heartbeat and the last tick that
+ * saw its work counters move. */
 static uint64_t
 oldest_beat_age(struct hl_worker *w, uint64_t now, int *which)
 {
@@ -79,7 +98,14 @@ oldest_beat_age(struct hl_worker *w, uint64_t now, int *which)
 	uint64_t worst = now > b ? now - b : 0;
 	*which = -1;
 	for (uint32_t s = 0; s < w->nshards && s < HL_SHARDS_MAX; s++) {
+		uint64_t work = shard_work(&h->shard[s].c);
+		if (work != seen_work[s]) {
+			seen_work[s] = work;
+			seen_at[s] = now;
+		}
 		b = atomic_load_explicit(&h->shard[s].beat_ns, memory_order_relaxed);
+		if (seen_at[s] > b)
+			b = seen_at[s];
 		if (now > b && now - b > worst) {
 			worst = now - b;
 			*which = (int)s;
@@ -91,8 +117,9 @@ oldest_beat_age(struct hl_worker *w, uint64_t now, int *which)
 /*
  * From the main thread's loop, at least every hl_w_notify_tick_ms(): tell
  * systemd READY=1 once the worker serves (worker_ready), and ping
- * WATCHDOG=1 every half period, but only while no heartbeat is older than
- * the watchdog period itself. A hung thread therefore stops the pings, and
+ * WATCHDOG=1 every half period, but only while no serving thread has gone
+ * the watchdog period itself without progress (a heartbeat, or for a
+ * shard thread work in its counters). A hung thread therefore stops the pings, and
  * systemd kills and restarts the worker at most two periods after the
  * thread's last beat, with or without a keeper watching.
  */
@@ -106,10 +133,12 @@ hl_w_notify_tick(struct hl_worker *w)
 	if (!wd_usec)
 		return;
 	uint64_t now = hl__coarse_ns();
+	int which;
+	/* Every tick, not only when a ping is due: work is seen as it
+	 * happens, at most a tick late. */
+	uint64_t age = oldest_beat_age(w, now, &which);
 	if (now < next_ping_ns)
 		return;
-	int which;
-	uint64_t age = oldest_beat_age(w, now, &which);
 	if (age >= wd_usec * 1000u) {
 		if (!stale_logged) {
 			char who[32];
