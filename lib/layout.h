@@ -72,6 +72,9 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
  * (the keeper is not the worker's parent). */
 #define HL_EXIT_UNKNOWN INT32_MIN
 #define HL_LOG_SLOW_READER 7u   /* endpoint not reading its event ring; code: ms idle */
+/* The keeper's watchdog killed a hung worker; code: ms without progress,
+ * text: which thread. */
+#define HL_LOG_HUNG 8u
 
 /* Counters live in the header so that heirloomctl reads them with no worker
  * running and they survive a crash. Each shard thread adds to its own line
@@ -95,7 +98,25 @@ struct hl_shm_shard {
 	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
 	uint32_t pad0;
 	struct hl_shm_counters c;
+	/* Heartbeat of this shard's thread (issue 22; docs/architecture.md,
+	 * "Hang detection"). The shard thread writes it (relaxed) once per
+	 * turn of its loop: after each pass over its endpoints and after
+	 * each wake-up (its waits are bounded: 100 ms). The worker's main
+	 * thread sets it once at attach, before the thread starts, so that
+	 * a previous worker's value never counts against this one. Readers:
+	 * the keeper's watchdog, the worker's systemd ping, heirloomctl.
+	 * Unit: CLOCK_MONOTONIC_COARSE ns (one clock for every process of
+	 * the machine); HL_BEAT_STOPPED once the worker's threads stopped.
+	 * A stale read only moves a verdict by one check: nothing is
+	 * published through it. Its own line: the shard thread stores here
+	 * on every turn, and the keeper reads it. */
+	alignas(HL_CACHELINE) _Atomic uint64_t beat_ns;
 };
+_Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
+               "a shard's heartbeat has its own line");
+/* hl_shm_shard.beat_ns and monitor_beat_ns after a clean stop: the thread
+ * has exited and the worker is giving the table back; nobody judges it. */
+#define HL_BEAT_STOPPED UINT64_MAX
 
 struct hl_shm_header {
 	/* ---- identity: written once by the creator, then read-only ---- */
@@ -168,6 +189,31 @@ struct hl_shm_header {
 	 * table is seen only by the client that finds no free claim, which
 	 * cannot write the header: not counted. */
 	_Atomic uint64_t keys_full, observers_full, heap_full;
+
+	/* ---- liveness: heartbeats and the keeper's watchdog (issue 22) ----
+	 * The shard threads' heartbeats are in shard[i].beat_ns. The
+	 * protocol (docs/architecture.md, "Hang detection"): each worker
+	 * thread that serves stores its coarse clock on every turn of its
+	 * loop; the keeper reads them and SIGKILLs a worker one of whose
+	 * threads made no progress for hang_timeout_ms. */
+	/* Worker's monitor thread writes (relaxed) once per turn of its loop
+	 * (at most 200 ms apart while it is idle); the worker's main thread
+	 * sets it at attach, so recovery's part 1 and part 2 (which runs in
+	 * the monitor before its loop) count as one pause. Same unit and
+	 * readers as hl_shm_shard.beat_ns. */
+	alignas(HL_CACHELINE) _Atomic uint64_t monitor_beat_ns;
+	/* Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
+	 * watchdog off, or no keeper since the segment was created; a
+	 * standalone worker leaves it as it is). Reader: heirloomctl, which
+	 * says "hung" past it. */
+	alignas(HL_CACHELINE) _Atomic uint64_t hang_timeout_ms;
+	/* Keeper writes (relaxed), on each watchdog check: per thread (0 =
+	 * monitor, 1 + i = shard i), the last CLOCK_MONOTONIC_COARSE ns at
+	 * which the keeper saw it make progress: a new heartbeat, or work
+	 * counted in its counters (requests applied, events written) while
+	 * one long batch kept it from its loop. heirloomctl takes the later
+	 * of this and the heartbeat, so it judges as the keeper does. */
+	_Atomic uint64_t progress_ns[65];
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
 	 * Writers claim a slot (fetch_add), fill it with kind = 0, and store

@@ -26,6 +26,7 @@ log_detail(const struct hl_shm_logrec *r, char *buf, size_t len)
 			snprintf(buf, len, "code %d", r->code);
 		break;
 	case HL_LOG_RECOVERY: snprintf(buf, len, "%d repairs", r->code); break;
+	case HL_LOG_HUNG: snprintf(buf, len, "no progress for %d ms", r->code); break;
 	case HL_LOG_BAD_CLIENT: snprintf(buf, len, "%s", hl_err_name(r->code)); break;
 	default: snprintf(buf, len, "code %d", r->code); break;
 	}
@@ -53,6 +54,31 @@ write_log(struct out *o, const struct view *v)
 	out_arr_end(o);
 }
 
+/* Each serving thread's heartbeat age, and the timeout the keeper kills
+ * at (issue 22). Ages mean something only while a worker runs. */
+static void
+write_heartbeats(struct out *o, const struct view_live *l, int running)
+{
+	out_obj_begin(o, "heartbeats");
+	/* The keeper's --hang-timeout (0: off, or no keeper ever set it). */
+	out_bool(o, "hang_detection", l->timeout_ms != 0);
+	out_dur(o, "hang_timeout", l->timeout_ms * 1000000ull);
+	out_arr_begin(o, "threads");
+	for (unsigned i = 0; running && i < l->n; i++) {
+		out_obj_begin(o, NULL);
+		out_str(o, "thread", l->t[i].name);
+		if (l->t[i].stopped) {
+			out_str(o, "state", "stopped");
+		} else {
+			out_dur(o, "age", l->t[i].age_ns);
+			out_str(o, "state", l->t[i].hung ? "hung" : "beating");
+		}
+		out_obj_end(o);
+	}
+	out_arr_end(o);
+	out_obj_end(o);
+}
+
 int
 ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 {
@@ -64,8 +90,10 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	const struct hl_shm_header *h = v.seg.h;
 	struct view_owner ow;
 	struct view_stats s;
+	struct view_live live;
 	view_owner(&v, &ow);
 	view_stats(&v, &s);
+	view_liveness(&v, &live);
 	char path[128];
 	snprintf(path, sizeof(path), "/dev/shm/heirloom.%s", c->name);
 
@@ -121,7 +149,12 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	/* worker_ready stays set when a worker is SIGKILLed: "serving" also
 	 * asks that the owner be a worker that still runs. */
 	out_bool(&o, "worker_ready", s.worker_ready);
-	out_bool(&o, "serving", s.worker_ready && ow.role == HL_ROLE_WORKER && ow.alive);
+	/* A hung worker still runs and its worker_ready is still set: it
+	 * is not serving (issue 22). */
+	out_bool(&o, "serving",
+	         s.worker_ready && ow.role == HL_ROLE_WORKER && ow.alive && !live.hung);
+	out_str(&o, "worker", view_worker_state(&ow, &s, &live));
+	write_heartbeats(&o, &live, ow.role == HL_ROLE_WORKER && ow.alive);
 	out_u64(&o, "handoffs", s.st.handoffs);
 	out_u64(&o, "reattaches", s.st.reattaches);
 	out_u64(&o, "recoveries", s.recoveries);
@@ -242,7 +275,14 @@ ctl_cmd_stats(struct ctl *c, const struct ctl_args *a)
 	view_stats(&v, &s);
 	const struct hl_shm_header *h = v.seg.h;
 	if (a->set[STATS_PROMETHEUS]) {
+		struct view_owner ow;
+		struct view_live live;
+		view_owner(&v, &ow);
+		view_liveness(&v, &live);
 		rc = prom_write(stdout, c->name, &s, h);
+		if (!rc)
+			rc = prom_write_liveness(stdout, c->name, &live,
+			                         ow.role == HL_ROLE_WORKER && ow.alive);
 		view_close(&v);
 		return rc || fflush(stdout) ? CTL_FAILED : CTL_OK;
 	}

@@ -80,6 +80,31 @@ per_s(uint64_t a, uint64_t b, double dt)
 	return b >= a && dt > 0 ? (double)(b - a) / dt : 0.0;
 }
 
+/* The worker's state and its oldest heartbeat (issue 22): "hung" as soon
+ * as a thread is past the keeper's --hang-timeout. */
+static void
+write_worker(struct out *o, const struct view *v)
+{
+	struct view_owner ow;
+	struct view_stats vs;
+	struct view_live live;
+	view_owner(v, &ow);
+	view_stats(v, &vs);
+	view_liveness(v, &live);
+	out_obj_begin(o, "worker");
+	out_str(o, "state", view_worker_state(&ow, &vs, &live));
+	out_u64(o, "pid", ow.role == HL_ROLE_WORKER ? ow.pid : 0);
+	if (ow.role == HL_ROLE_WORKER && ow.alive) {
+		unsigned oldest = 0;
+		for (unsigned i = 1; i < live.n; i++)
+			if (live.t[i].age_ns > live.t[oldest].age_ns)
+				oldest = i;
+		out_dur(o, "oldest_heartbeat", live.t[oldest].age_ns);
+		out_str(o, "oldest_thread", live.t[oldest].name);
+	}
+	out_obj_end(o);
+}
+
 static void
 frame(struct ctl *c, const struct view *v, const struct sample *a, const struct sample *b,
       struct rate *kr, struct rate *er, uint32_t limit)
@@ -124,6 +149,7 @@ frame(struct ctl *c, const struct view *v, const struct sample *a, const struct 
 	out_u64(&o, "keys", b->st.keys);
 	out_u64(&o, "observers", b->st.observers);
 	out_u64(&o, "endpoints", b->st.endpoints);
+	write_worker(&o, v);
 	out_arr_begin(&o, "top_keys");
 	for (uint32_t i = 0; i < nk; i++) {
 		struct hl_shm_key *k = hl__key(&v->seg, kr[i].idx);

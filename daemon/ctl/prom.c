@@ -182,3 +182,28 @@ prom_write(FILE *f, const char *name, const struct view_stats *s, const struct h
 	}
 	return ferror(f) ? -1 : 0;
 }
+
+int
+prom_write_liveness(FILE *f, const char *name, const struct view_live *l, int running)
+{
+	family(f, "heirloom_hang_timeout_seconds", "gauge",
+	       "The keeper kills a worker one of whose threads made no progress this long "
+	       "(0 = hang detection off).");
+	fputs("heirloom_hang_timeout_seconds", f);
+	label(f, name);
+	fprintf(f, "} %.3f\n", (double)l->timeout_ms / 1e3);
+	family(f, "heirloom_worker_hung", "gauge",
+	       "1 while a thread of the running worker is past the hang timeout.");
+	sample(f, "heirloom_worker_hung", name, (uint64_t)(running && l->hung));
+	family(f, "heirloom_heartbeat_age_seconds", "gauge",
+	       "Time since a serving thread of the worker last made progress.");
+	for (unsigned i = 0; running && i < l->n; i++) {
+		if (l->t[i].stopped)
+			continue;
+		fputs("heirloom_heartbeat_age_seconds", f);
+		label(f, name);
+		/* Thread names are ours: "monitor", "shardN". */
+		fprintf(f, ",thread=\"%s\"} %.3f\n", l->t[i].name, (double)l->t[i].age_ns / 1e9);
+	}
+	return ferror(f) ? -1 : 0;
+}

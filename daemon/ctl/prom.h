@@ -24,4 +24,10 @@ uint64_t prom_bucket_upper_ns(unsigned i);
 int prom_write(FILE *f, const char *name, const struct view_stats *s,
                const struct hl_shm_header *h);
 
+/* Hang detection (issue 22): the keeper's timeout, whether the worker is
+ * hung, and each serving thread's heartbeat age (labelled thread="...",
+ * only while a worker RUNNING and for threads not stopped). Returns 0, or
+ * -1 when writing failed. */
+int prom_write_liveness(FILE *f, const char *name, const struct view_live *l, int running);
+
 #endif /* HL_CTL_PROM_H */

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -136,6 +137,49 @@ view_stats(const struct view *v, struct view_stats *s)
 	s->worker_ready = (int)LD(&h->worker_ready);
 }
 
+void
+view_liveness(const struct view *v, struct view_live *l)
+{
+	const struct hl_shm_header *h = v->seg.h;
+	uint64_t now = hl__coarse_ns();
+	memset(l, 0, sizeof(*l));
+	l->timeout_ms = LD(&h->hang_timeout_ms);
+	l->n = 1 + (h->shards < HL_SHARDS_MAX ? h->shards : HL_SHARDS_MAX);
+	for (unsigned i = 0; i < l->n; i++) {
+		struct view_thread *t = &l->t[i];
+		uint64_t b = i == 0 ? LD(&h->monitor_beat_ns) : LD(&h->shard[i - 1].beat_ns);
+		uint64_t p = LD(&h->progress_ns[i]);
+		if (i == 0)
+			snprintf(t->name, sizeof(t->name), "monitor");
+		else
+			snprintf(t->name, sizeof(t->name), "shard%u", i - 1);
+		if (b == HL_BEAT_STOPPED) {
+			t->stopped = 1;
+			continue;
+		}
+		/* The keeper's progress counts only once it is past this
+		 * worker's first beat (it may describe the previous worker). */
+		uint64_t last = p > b ? p : b;
+		t->age_ns = now > last ? now - last : 0;
+		t->hung = l->timeout_ms && t->age_ns > l->timeout_ms * 1000000ull;
+		l->hung |= t->hung;
+		if (t->age_ns > l->max_age_ns)
+			l->max_age_ns = t->age_ns;
+	}
+}
+
+const char *
+view_worker_state(const struct view_owner *o, const struct view_stats *s, const struct view_live *l)
+{
+	if (o->role != HL_ROLE_WORKER)
+		return "none";
+	if (!o->alive)
+		return "exited";
+	if (l->hung)
+		return "hung";
+	return s->worker_ready ? "ready" : "starting";
+}
+
 unsigned
 view_log(const struct view *v, struct hl_shm_logrec *out, unsigned cap)
 {
@@ -182,6 +226,7 @@ view_log_kind(uint32_t kind)
 	case HL_LOG_BAD_CLIENT: return "bad_client";
 	case HL_LOG_KEEPER_START: return "keeper_start";
 	case HL_LOG_SLOW_READER: return "slow_reader";
+	case HL_LOG_HUNG: return "hung";
 	default: return "unknown";
 	}
 }

@@ -60,6 +60,29 @@ struct view_stats {
 };
 void view_stats(const struct view *v, struct view_stats *s);
 
+/* Hang detection (issue 22): each serving thread's heartbeat, judged as
+ * the keeper's watchdog judges it (daemon/keeper/watchdog.c): its age is
+ * the time since the later of its own heartbeat and the last progress the
+ * keeper saw it make. Ages are CLOCK_MONOTONIC_COARSE ns at the call. */
+struct view_thread {
+	char name[16];   /* "monitor", "shard0" ... */
+	uint64_t age_ns; /* 0 when stopped */
+	int stopped;     /* HL_BEAT_STOPPED: the worker stopped cleanly */
+	int hung;        /* age past the timeout (never when it is 0) */
+};
+struct view_live {
+	uint64_t timeout_ms; /* the keeper's --hang-timeout; 0 = none set */
+	unsigned n;          /* threads: the monitor, then one per shard */
+	struct view_thread t[1 + HL_SHARDS_MAX];
+	uint64_t max_age_ns;
+	int hung; /* some thread is hung */
+};
+void view_liveness(const struct view *v, struct view_live *l);
+/* "none" (no worker owns the table), "exited" (the owner is dead),
+ * "starting" (recovering, not ready yet), "hung" or "ready". */
+const char *view_worker_state(const struct view_owner *o, const struct view_stats *s,
+                              const struct view_live *l);
+
 /* Copy the log ring's records, oldest first, at most CAP; returns how many.
  * Text fields are NUL-terminated in the copies. */
 unsigned view_log(const struct view *v, struct hl_shm_logrec *out, unsigned cap);

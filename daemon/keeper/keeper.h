@@ -9,6 +9,8 @@
  *   supervise.c  --spawn-worker: starting the worker, restarting it (at
  *                once after a stable run, with back-off after quick
  *                exits: restart.h), stopping it
+ *   watchdog.c   --hang-timeout: killing a worker whose heartbeats stopped
+ *                (then the crash path takes over); systemd's WATCHDOG=1
  *
  * The keeper is one thread around one epoll set; nothing here is shared
  * between threads. It does almost nothing so that it almost never fails:
@@ -61,6 +63,7 @@ struct hl_kopts {
 	int64_t stop_timeout_ms;
 	int64_t restart_min_ms, restart_max_ms; /* supervisor back-off bounds */
 	int64_t restart_stable_ms; /* a run this long ends with a restart at once */
+	int64_t hang_timeout_ms;   /* watchdog.c: 0 = hang detection off */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
 	int64_t heap, req_ring, ev_ring;
 };
@@ -137,6 +140,13 @@ void hl_k_release_at_exit(struct hl_keeper *k);
  * is found so, log it and begin the stop. Call before touching the mapping
  * after a worker may have gone. */
 bool hl_k_seg_damaged(struct hl_keeper *k);
+
+/* watchdog.c: call hl_k_wd_init() once the segment is mapped, then
+ * hl_k_wd_tick() on every turn of the loop, which must come back by
+ * hl_k_wd_next_ns() (CLOCK_MONOTONIC; UINT64_MAX = nothing due). */
+void hl_k_wd_init(struct hl_keeper *k);
+uint64_t hl_k_wd_next_ns(const struct hl_keeper *k);
+void hl_k_wd_tick(struct hl_keeper *k);
 
 /* supervise.c */
 int hl_k_find_worker(struct hl_keeper *k);

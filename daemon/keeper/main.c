@@ -10,6 +10,7 @@
 #include "keeper.h"
 
 #include "config.h"
+#include "notify.h"
 #include "heirloom/heirloom.h"
 #include "resources.h"
 #include "util.h"
@@ -150,6 +151,10 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	o[i++] = KOPT("restart-max", HL_CFG_MS, "5s",
 	              "Supervisor: the delay doubles after each further quick exit up to this.",
 	              NULL, 0, 3600000, &p->restart_max_ms);
+	o[i++] = KOPT("hang-timeout", HL_CFG_MS, "5s",
+	              "Kill the worker (SIGKILL; then it is restarted like after a crash) when "
+	              "one of its threads makes no progress this long (0 = never).",
+	              NULL, 0, 3600000, &p->hang_timeout_ms);
 	o[i++] = KOPT("shards", HL_CFG_INT, "0",
 	              "Shards of a new segment (0 = number of CPUs, at most " STR(
 	                      HL_DEF_SHARDS_MAX) "); each adds rings to every endpoint.",
@@ -205,26 +210,7 @@ resolve_group(struct hl_keeper *k)
 	return -EINVAL;
 }
 
-/* ---- readiness: systemd's notify socket and the detaching parent ---- */
-
-static void
-sd_notify(const char *msg)
-{
-	const char *p = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t n = p ? strlen(p) : 0;
-	if (n == 0 || n >= sizeof(sa.sun_path) || (p[0] != '/' && p[0] != '@'))
-		return;
-	memcpy(sa.sun_path, p, n);
-	if (sa.sun_path[0] == '@')
-		sa.sun_path[0] = '\0'; /* abstract namespace */
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
-	       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
-	close(fd);
-}
+/* ---- readiness: the detaching parent (systemd's socket: notify.c) ---- */
 
 /* Detach: the parent exits 0 once the child says it is ready (socket
  * listening), or with the child's status if it fails first; so a script
@@ -616,7 +602,7 @@ begin_stop(struct hl_keeper *k, int sig)
 	if (!k->stopping) {
 		k->stopping = true;
 		k->restart_at_ns = 0;
-		sd_notify("STOPPING=1");
+		hl__sd_notify("STOPPING=1");
 		hl_k_log("stopping (SIG%s)", sigabbrev_np(sig));
 		if (k->child) {
 			hl_k_stop_child(k, SIGTERM);
@@ -640,6 +626,8 @@ loop_timeout(const struct hl_keeper *k)
 		next = k->stop_deadline_ns;
 	if (k->child_recheck_ns && k->child_recheck_ns < next)
 		next = k->child_recheck_ns;
+	if (hl_k_wd_next_ns(k) < next)
+		next = hl_k_wd_next_ns(k);
 	for (int i = 0; i < HL_K_MAX_CONNS; i++)
 		if (k->conns[i].fd >= 0 && !k->conns[i].owner_link) {
 			uint64_t idle = k->conns[i].last_ns + (uint64_t)HL_K_IDLE_MS * 1000000ull;
@@ -672,6 +660,7 @@ timers(struct hl_keeper *k)
 	if (k->restart_at_ns && now >= k->restart_at_ns && !k->child && !k->stopping &&
 	    !hl_k_seg_damaged(k))
 		hl_k_spawn(k);
+	hl_k_wd_tick(k);
 }
 
 static void
@@ -844,6 +833,7 @@ main(int argc, char **argv)
 	if ((status = open_segment(k, &cfg)) != 0)
 		goto out;
 	hl_k_adopt_at_start(k);
+	hl_k_wd_init(k);
 	if ((status = listen_socket(k)) != 0) {
 		if (k->seg_created)
 			drop_created(k);
@@ -851,7 +841,7 @@ main(int argc, char **argv)
 	}
 	hl_k_watch(k, k->lfd, HL_K_TAG_LISTEN);
 
-	sd_notify("READY=1");
+	hl__sd_notify("READY=1");
 	if (ready_fd >= 0) {
 		ssize_t w = write(ready_fd, "r", 1);
 		(void)w;

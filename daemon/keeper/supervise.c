@@ -148,6 +148,8 @@ hl_k_spawn(struct hl_keeper *k)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		unsetenv("NOTIFY_SOCKET");
+		unsetenv("WATCHDOG_USEC"); /* the keeper's watchdog, not the worker's */
+		unsetenv("WATCHDOG_PID");
 		execv(worker_argv[0], worker_argv);
 		fprintf(stderr, "heirloom-keeper: cannot run %s: %s\n", worker_argv[0],
 		        strerror(errno));

@@ -51,6 +51,7 @@ static struct {
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
 	unsigned mode;
 	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
+	int64_t park_shard;
 } V;
 
 /* One option: name, type, default, help, bounds, variable. */
@@ -124,6 +125,10 @@ options(struct hl_cfg_opt *o)
 	              "Test hook: the second part of recovery (observer lists) waits this long "
 	              "while publishes are served (0 = off).",
 	              0, 60 * 1000, &V.rec_pause_ms);
+	o[i++] = WOPT("park-shard", HL_CFG_INT, "-1",
+	              "Test hook: shard thread N hangs at start (serves and beats nothing) "
+	              "while the others serve (-1 = off).",
+	              -1, HL_SHARDS_MAX - 1, &V.park_shard);
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
@@ -184,6 +189,7 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->spin_us = V.spin_us;
 	o->crash_at_step = (int)V.crash_at_step;
 	o->recovery_pause_ms = V.rec_pause_ms;
+	o->park_shard = V.park_shard;
 	return -1;
 }
 
@@ -319,6 +325,10 @@ main(int argc, char **argv)
 	}
 	report_nofile(w, nofile);
 	catch_sigbus(w);
+	/* Heartbeats start now: recovery counts as this worker's first
+	 * pause, and a previous worker's beats never count (liveness.c). */
+	hl_w_beats_reset(w);
+	hl_w_notify_init();
 	rc = setup(w);
 	if (rc) {
 		hl_w_log("setup failed: %s", hl_strerror(rc));
@@ -348,11 +358,13 @@ main(int argc, char **argv)
 	         (unsigned long)w->epoch, w->nshards);
 
 	int sig = 0;
+	const int tick_ms = hl_w_notify_tick_ms(200);
 	while (!atomic_load(&w->stop)) {
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = tick_ms * 1000000L };
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig > 0)
 			break;
+		hl_w_notify_tick(w);
 	}
 	atomic_store(&w->stop, 1);
 	for (uint32_t s = 0; s < w->nshards; s++)
@@ -360,6 +372,9 @@ main(int argc, char **argv)
 	hl_w_monitor_wake(w);
 	hl_w_shards_join(w);
 	pthread_join(w->monitor, NULL);
+	/* A fenced worker's heartbeat words are another worker's now. */
+	if (!atomic_load(&w->fenced))
+		hl_w_beats_stop(w);
 	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;

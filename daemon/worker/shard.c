@@ -311,6 +311,21 @@ serve_once(struct hl_shard *sh)
 	return served;
 }
 
+/* Test hook --park-shard (issue 22): this thread stops as if deadlocked,
+ * serving and beating nothing, until the worker stops; the other shards go
+ * on. The keeper's watchdog must see it as a hang. */
+static void
+park(struct hl_worker *w, uint32_t id)
+{
+	hl_w_log("test hook: parking shard thread %u", id);
+	urcu_memb_thread_offline();
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	urcu_memb_thread_online();
+}
+
 static void *
 shard_main(void *arg)
 {
@@ -321,7 +336,15 @@ shard_main(void *arg)
 	urcu_memb_register_thread();
 	uint64_t idle_since = 0;
 	const uint64_t spin_ns = (uint64_t)(w->opt.spin_us > 0 ? w->opt.spin_us : 0) * 1000u;
+	if (w->opt.park_shard == (int64_t)sh->id)
+		park(w, sh->id);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		/* The heartbeat (issue 22): one coarse clock read and one
+		 * relaxed store per turn, i.e. per pass over the endpoints,
+		 * not per request. Every way back here is bounded: a pass, a
+		 * spin round, or the futex wait's 100 ms timeout. Relaxed:
+		 * the word publishes nothing; its readers only compare times. */
+		atomic_store_explicit(&ss->beat_ns, hl__coarse_ns(), memory_order_relaxed);
 		if (serve_once(sh) > 0) {
 			idle_since = 0;
 			continue;

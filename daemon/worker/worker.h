@@ -137,6 +137,7 @@ struct hl_worker_opts {
 	int64_t spin_us;          /* busy-poll before sleeping */
 	int crash_at_step;        /* test hook: _exit(99) at that apply step */
 	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
+	int64_t park_shard;        /* test hook: this shard's thread hangs (-1 = off) */
 };
 
 struct hl_worker {
@@ -225,6 +226,15 @@ int hl_w_recover(struct hl_worker *w);
  * list is repaired (at once when recovery is over). */
 void hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx);
 int hl_w_check(struct hl_worker *w, char *msg, size_t len);
+
+/* liveness.c: heartbeats at attach, and the systemd watchdog ping and
+ * readiness of the worker process (issue 22). Main thread only. */
+void hl_w_beats_reset(struct hl_worker *w);
+void hl_w_beats_stop(struct hl_worker *w);
+void hl_w_notify_init(void);
+/* The main loop's wait in ms: DFLT, or shorter for a short watchdog. */
+int hl_w_notify_tick_ms(int dflt);
+void hl_w_notify_tick(struct hl_worker *w);
 
 /* handoff.c */
 int hl_w_acquire(struct hl_worker *w);
