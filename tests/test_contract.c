@@ -17,6 +17,7 @@
  */
 #include "harness.h"
 
+#include "client_internal.h"
 #include "layout.h"
 #include "segment.h"
 #include "util.h"
@@ -264,11 +265,23 @@ crash_worker_w(const char *name, int step, int wait)
 {
 	char ks[16];
 	snprintf(ks, sizeof(ks), "%d", step);
-	const char *const args[] = {
-		"--max-keys", "4096",    "--max-observers",      "65536", "--max-endpoints", "64",
-		"--heap",     "4194304", "--telemetry-interval", "0",     "--crash-at-step", ks,
-		NULL
-	};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "65536",
+		                     "--max-endpoints",
+		                     "64",
+		                     "--heap",
+		                     "4194304",
+		                     "--telemetry-interval",
+		                     "0",
+		                     "--crash-at-step",
+		                     ks,
+		                     "--req-ring",
+		                     "65536",
+		                     "--ev-ring",
+		                     "262144",
+		                     NULL };
 	return wait ? hl_t_worker_startv(name, args) : hl_t_worker_spawnv(name, args);
 }
 
@@ -407,6 +420,38 @@ collect(struct hl_client *o, struct seen *s)
 	}
 }
 
+/* A key other than KEY on KEY's shard (request positions count per
+ * endpoint and shard). */
+static void
+same_shard_key(struct hl_client *c, const char *key, char *buf, size_t cap)
+{
+	struct hl_seg *seg = hl__client_seg(c, NULL);
+	uint32_t want =
+	        hl__shard_of_bucket(seg->h, hl__bucket_of(seg->h, hl__hash(key, strlen(key))));
+	for (int i = 0;; i++) {
+		snprintf(buf, cap, "warm%d", i);
+		if (hl__shard_of_bucket(seg->h,
+		                        hl__bucket_of(seg->h, hl__hash(buf, strlen(buf)))) == want)
+			return;
+	}
+}
+
+/* Wait until client C has a request for KEY's shard in its ring. */
+static void
+wait_queued(struct hl_client *c, const char *key)
+{
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	uint32_t s = hl__shard_of_bucket(seg->h, hl__bucket_of(seg->h, hl__hash(key, strlen(key))));
+	for (int i = 0; i < hl_t_ms(5000); i++) {
+		if (atomic_load(&hl__epc_shard(seg, ep, s)->req_head) >
+		    atomic_load(&hl__epw_shard(seg, ep, s)->req_tail))
+			return;
+		usleep(1000);
+	}
+	fail_msg("the request was not queued");
+}
+
 /* One run: writer A's publish (or delete, DEL) meets a worker that dies at
  * step K (0: none); while none serves, writer B publishes B1; the next
  * worker dies at step J of its own (0: none), and a third serves. Returns
@@ -423,7 +468,9 @@ run_two_writers(int del, int k, int j)
 	struct hl_client *a = open_with(name, HL_OPEN_SYNC, hl_t_ms(20000));
 	/* A's request under test is not its first: its ring position is not
 	 * 0, which a record that forgot the position would also say. */
-	assert_int_equal(hl_publish(a, "warm", 4, "w", 1, NULL, 0), 0);
+	char warm[16];
+	same_shard_key(a, "k", warm, sizeof(warm));
+	assert_int_equal(hl_publish(a, warm, strlen(warm), "w", 1, NULL, 0), 0);
 	struct seen s = { 0 };
 	if (del) {
 		assert_int_equal(hl_publish(b, "k", 1, "X0", 2, NULL, 0), 0);
@@ -439,8 +486,12 @@ run_two_writers(int del, int k, int j)
 	int st = 0, crashed = crash_or_done(w, &ca, &st);
 	if (crashed) {
 		assert_int_equal(st, 99);
-		/* No worker: B's publish waits in its ring. */
+		/* No worker: B's publish waits in its ring. Queued before the
+		 * next worker starts, so that it is there to be served first
+		 * (B's endpoint comes before A's): a replay of A's request that
+		 * the record failed to resolve would then land on B1. */
 		assert_int_equal(pthread_create(&cb.t, NULL, call_main, &cb), 0);
+		wait_queued(b, "k");
 		w = crash_worker_w(name, j, 0);
 		if (j) {
 			int st2 = hl_t_wait_exit(w, hl_t_ms(3000));
