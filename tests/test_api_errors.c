@@ -146,7 +146,8 @@ raw_request(struct hl_client *c, const struct hl_req *q)
 	uint64_t next = 0;
 	assert_int_equal(hl__ring_reserve(&r, atomic_load(r.head), q->h.size, &rec, &next), 0);
 	assert_non_null(rec);
-	memcpy(rec, q, sizeof(*q));
+	/* The whole record: Q's header and what follows it in memory. */
+	memcpy(rec, q, q->h.size);
 	hl__ring_commit(&r, next);
 	atomic_fetch_or(hl__pending(seg, 0) + ep / 64, 1ull << (ep % 64));
 	atomic_fetch_add(&hl__doorbell(seg, 0)->word, 1);
@@ -215,6 +216,42 @@ test_unknown_request_flag_drops_the_client(void **state)
 	hl_close(c);
 	hl_observer_id id;
 	assert_int_equal(hl_observe(f->c, "k", 1, 0, &id), 0);
+}
+
+/* A request whose key belongs to another shard, in shard 0's ring: that
+ * shard owns the key, so applying it here would race with it. The worker
+ * drops the client and creates nothing. */
+static void
+test_request_for_another_shards_key_drops_the_client(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, 0);
+	uint32_t ep;
+	struct hl_seg *seg = hl__client_seg(c, &ep);
+	if (seg->h->shards < 2) {
+		hl_close(c);
+		skip();
+	}
+	char key[16];
+	for (int i = 0;; i++) {
+		snprintf(key, sizeof(key), "x%d", i);
+		if (hl__shard_of_bucket(seg->h,
+		                        hl__bucket_of(seg->h, hl__hash(key, strlen(key)))) != 0)
+			break;
+	}
+	union {
+		struct hl_req q;
+		uint8_t b[64];
+	} u;
+	memset(&u, 0, sizeof(u));
+	u.q.h.size = hl__rec_align((uint32_t)(sizeof(u.q) + strlen(key)));
+	u.q.h.type = HL_REQ_PUBLISH;
+	u.q.h.key_len = (uint16_t)strlen(key);
+	memcpy(u.b + sizeof(u.q), key, strlen(key));
+	wait_worker(c, raw_request(c, &u.q), 1);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), HL_ESTALE);
+	hl_close(c);
+	assert_int_equal(hl_get(f->c, key, strlen(key), NULL, 0, NULL, NULL), -ENOENT);
 }
 
 static void
@@ -424,26 +461,30 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test_setup_teardown(test_null_pointers_are_einval, setup, teardown),
-	        cmocka_unit_test_setup_teardown(test_empty_and_overlong_keys_are_einval, setup,
-	                                        teardown),
-	        cmocka_unit_test_setup_teardown(test_oversized_value_and_meta_are_emsgsize, setup,
-	                                        teardown),
-	        cmocka_unit_test_setup_teardown(test_unknown_observer_id_is_enoent, setup, teardown),
-	        cmocka_unit_test_setup_teardown(test_failed_unobserve_nobody_waited_for_reaches_flush,
-	                                        setup, teardown),
-	        cmocka_unit_test_setup_teardown(test_unknown_request_flag_drops_the_client, setup,
-	                                        teardown),
-	        cmocka_unit_test(test_missing_segment_is_enoent),
-	        cmocka_unit_test(test_garbage_object_is_refused_not_crashed),
-	        cmocka_unit_test_setup_teardown(test_full_key_table_is_enospc_to_the_publisher,
-	                                        setup, teardown),
-	        cmocka_unit_test_setup_teardown(test_full_observer_table_is_enospc, setup,
-	                                        teardown),
-	        cmocka_unit_test(test_full_heap_is_enospc_and_async_error_reaches_flush),
-	        cmocka_unit_test_setup_teardown(test_endpoints_run_out_with_enospc, setup, teardown),
-	        cmocka_unit_test(test_strerror_covers_every_code),
-	        cmocka_unit_test(test_used_up_observer_ids_give_eoverflow_and_are_never_reused),
+		cmocka_unit_test_setup_teardown(test_null_pointers_are_einval, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_and_overlong_keys_are_einval, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_value_and_meta_are_emsgsize, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_observer_id_is_enoent, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_failed_unobserve_nobody_waited_for_reaches_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_request_for_another_shards_key_drops_the_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_request_flag_drops_the_client, setup,
+		                                teardown),
+		cmocka_unit_test(test_missing_segment_is_enoent),
+		cmocka_unit_test(test_garbage_object_is_refused_not_crashed),
+		cmocka_unit_test_setup_teardown(test_full_key_table_is_enospc_to_the_publisher,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_observer_table_is_enospc, setup,
+		                                teardown),
+		cmocka_unit_test(test_full_heap_is_enospc_and_async_error_reaches_flush),
+		cmocka_unit_test_setup_teardown(test_endpoints_run_out_with_enospc, setup,
+		                                teardown),
+		cmocka_unit_test(test_strerror_covers_every_code),
+		cmocka_unit_test(test_used_up_observer_ids_give_eoverflow_and_are_never_reused),
 	};
 	return cmocka_run_group_tests_name("api_errors", tests, NULL, NULL);
 }
