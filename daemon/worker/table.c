@@ -66,12 +66,12 @@ hl_w_key_shard(struct hl_worker *w, uint32_t key)
 }
 
 void
-hl_w_crash_point(struct hl_worker *w)
+hl_w_crash_step(struct hl_worker *w)
 {
 	/* Test hook (--crash-at-step): die at the k-th step so that tests can
 	 * leave a half-done change at every step and check recovery. */
-	if (w->opt.crash_at_step > 0 &&
-	    atomic_fetch_add_explicit(&w->step, 1, memory_order_relaxed) + 1 == w->opt.crash_at_step)
+	if (atomic_fetch_add_explicit(&w->step, 1, memory_order_relaxed) + 1 ==
+	    w->opt.crash_at_step)
 		/* The raw system call, as close to a SIGKILL as an exit gets:
 		 * no atexit handlers, and no sanitizer finalisation (TSan's
 		 * _exit() reports a thread that ended unjoined, as one does

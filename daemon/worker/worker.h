@@ -178,7 +178,15 @@ int hl_w_shard_init(struct hl_shard *sh);
 void hl_w_shard_fini(struct hl_shard *sh);
 void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t key);
 uint32_t hl_w_key_shard(struct hl_worker *w, uint32_t key);
-void hl_w_crash_point(struct hl_worker *w);
+void hl_w_crash_step(struct hl_worker *w);
+/* Test hook (--crash-at-step): a point where the worker may die. Inline
+ * and predicted off: it sits on every request's path several times. */
+static inline void
+hl_w_crash_point(struct hl_worker *w)
+{
+	if (__builtin_expect(w->opt.crash_at_step > 0, 0))
+		hl_w_crash_step(w);
+}
 
 /* endpoint.c */
 int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
