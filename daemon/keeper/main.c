@@ -420,7 +420,6 @@ listen_socket(struct hl_keeper *k)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
-	int rc;
 
 	memcpy(sa.sun_path, k->sock_path, strlen(k->sock_path) + 1);
 	k->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -432,7 +431,7 @@ listen_socket(struct hl_keeper *k)
 		/* Created 0600 by bind (umask), widened by chmod below: no
 		 * moment where the socket is more open than configured. */
 		mode_t old = umask(0177);
-		rc = bind(k->lfd, (struct sockaddr *)&sa, sizeof(sa));
+		int rc = bind(k->lfd, (struct sockaddr *)&sa, sizeof(sa));
 		umask(old);
 		if (rc == 0)
 			break;

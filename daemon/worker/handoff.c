@@ -379,11 +379,11 @@ trusted_segment(int segfd)
 {
 	struct hl_trust t;
 	struct stat st;
-	char why[512];
 	int rc = hl__trust_init(&t, NULL, NULL, 0);
 	if (rc == 0)
 		rc = hl__trust_fd(&t, segfd, &st);
 	if (rc == HL_EUNTRUSTED) {
+		char why[512];
 		hl__trust_explain(&t, &st, why, sizeof(why));
 		hl_w_log("refusing the segment the keeper gave: %s", why);
 	}
