@@ -418,3 +418,14 @@ hl_t_stop_all(pid_t pid)
 	}
 	fail_msg("pid %d did not stop", (int)pid);
 }
+
+/* HL_TEST_FILTER=PATTERN runs only the cmocka tests whose names match it
+ * (cmocka's own wildcards): the mutation check reruns the one test that
+ * killed a mutant (tests/mutants/run.py), not its whole executable. */
+__attribute__((constructor)) static void
+hl_t_filter(void)
+{
+	const char *f = getenv("HL_TEST_FILTER");
+	if (f && *f)
+		cmocka_set_test_filter(f);
+}

@@ -14,7 +14,8 @@ the rest), and puts the file back. A mutant is
               itself is broken (reported, not scored; fix it).
 
 Score = killed / (killed + survived). --runs N: after the first run finds
-the test that kills a mutant, that test is run N-1 more times; the kill
+the test that kills a mutant, that test (only the cmocka test inside it
+that failed first, through HL_TEST_FILTER) is run N-1 more times; the kill
 counts (deterministic) only if it fails every time, else it is "flaky".
 
 Mutant file format (one field per line; `find`/`replace` may repeat for a
@@ -112,19 +113,28 @@ def list_tests(bdir):
     return names
 
 
-def run_suite(bdir, order, budget, per_test):
-    """Run tests in ORDER until one fails. Returns (killer or None, seconds)."""
+def run_suite(bdir, order, budget, per_test, only=None):
+    """Run tests in ORDER until one fails. Returns (killer or None, seconds,
+    the first cmocka test that failed in it or None). ONLY: a cmocka test
+    name pattern (HL_TEST_FILTER, tests/harness.c)."""
     t0 = time.time()
     env = dict(os.environ)
+    if only:
+        env["HL_TEST_FILTER"] = only
     for name in order:
         left = budget - (time.time() - t0)
         if left <= 0:
-            return "(time limit)", time.time() - t0
-        rc, _ = sh(["ctest", "-R", f"^{name}$", "--timeout", str(per_test)], bdir,
-                   timeout=min(left, per_test + 30), env=env)
+            return "(time limit)", time.time() - t0, None
+        rc, out = sh(["ctest", "-R", f"^{name}$", "--timeout", str(per_test),
+                      "--output-on-failure"], bdir, timeout=min(left, per_test + 30), env=env)
         if rc != 0:
-            return name, time.time() - t0
-    return None, time.time() - t0
+            sub = None
+            for line in out.splitlines():
+                if line.startswith("[  FAILED  ] test_"):
+                    sub = line.split()[-1]
+                    break
+            return name, time.time() - t0, sub
+    return None, time.time() - t0, None
 
 
 def main():
@@ -206,13 +216,15 @@ def main():
             # The first run walks the suite until a test fails; the
             # others rerun that test alone: a deterministic kill is the
             # same test failing every time.
-            killer, secs = run_suite(bdir, order, args.budget, args.per_test)
+            killer, secs, sub = run_suite(bdir, order, args.budget, args.per_test)
             kills = 1 if killer else 0
             if killer and killer != "(time limit)":
                 for _ in range(args.runs - 1):
-                    k2, dt = run_suite(bdir, [killer], args.budget, args.per_test)
+                    k2, dt, _ = run_suite(bdir, [killer], args.budget, args.per_test, sub)
                     secs += dt
                     kills += 1 if k2 else 0
+                if sub:
+                    killer = f"{killer}/{sub}"
             elif killer:
                 kills = args.runs
             if kills == args.runs:
