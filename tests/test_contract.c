@@ -538,35 +538,35 @@ run_two_writers(int del, int k, int j)
 	return crashed;
 }
 
+/* Every crash step K of writer A's request (until a K past its last step),
+ * and for each the next worker's steps 1..3 too. A's request has 7 steps:
+ * take, before commit, after commit, events written (delivered_rev not yet
+ * moved: the client drops the redelivery), after dispatch, done, answered. */
+static void
+every_step_of_two_writers(int del)
+{
+	int k;
+	for (k = 1; k < 40; k++)
+		if (!run_two_writers(del, k, 0))
+			break;
+	assert_true(k > 7);
+	for (int kk = 1; kk < k; kk++)
+		for (int j = 1; j <= 3; j++)
+			run_two_writers(del, kk, j);
+}
+
 static void
 test_replayed_publish_never_applies_twice_nor_over_a_newer_write(void **state)
 {
 	(void)state;
-	int k;
-	for (k = 1; k < 40; k++)
-		if (!run_two_writers(0, k, 0))
-			break;
-	/* take, before commit, after commit, events written (delivered_rev not
-	 * yet moved: the client drops the redelivery), after dispatch, done,
-	 * answered */
-	assert_true(k > 7);
-	for (int kk = 1; kk < k; kk++)
-		for (int j = 1; j <= 3; j++)
-			run_two_writers(0, kk, j);
+	every_step_of_two_writers(0);
 }
 
 static void
 test_replayed_delete_never_removes_a_newer_write(void **state)
 {
 	(void)state;
-	int k;
-	for (k = 1; k < 40; k++)
-		if (!run_two_writers(1, k, 0))
-			break;
-	assert_true(k > 7);
-	for (int kk = 1; kk < k; kk++)
-		for (int j = 1; j <= 3; j++)
-			run_two_writers(1, kk, j);
+	every_step_of_two_writers(1);
 }
 
 /* The caller learns the first application's outcome. A publish into a

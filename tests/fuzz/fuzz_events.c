@@ -301,7 +301,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 17)
 		return 0;
 	/* Request positions stay below 2^63: synchronous calls compare them
-	 * as plain integers (wait_applied()), so a base near 2^64 wraps and
+	 * as plain integers (wait_consumed()), so a base near 2^64 wraps and
 	 * the call times out (-ETIMEDOUT, after the full timeout: too slow
 	 * for fuzzing). A worker reaches such positions only after 2^63
 	 * bytes of requests, or in a segment someone corrupted. */
