@@ -43,6 +43,19 @@ hl_t_child_setup(void)
 	}
 }
 
+pid_t
+hl_t_fork(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent) /* the parent died before the prctl */
+			_exit(1);
+	}
+	return pid;
+}
+
 const char *
 hl_t_name(void)
 {

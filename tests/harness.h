@@ -21,6 +21,11 @@
  * stdout to /dev/null. */
 void hl_t_child_setup(void);
 
+/* fork() for tests: the child is SIGKILLed when the test process ends, so a
+ * failed assertion in the parent never leaves a child behind holding
+ * CTest's output pipe (which made CTest wait out its whole timeout). */
+pid_t hl_t_fork(void);
+
 /* A fresh segment name for this process ("t<pid>_<n>"), unlinked first. */
 const char *hl_t_name(void);
 

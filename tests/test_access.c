@@ -60,7 +60,7 @@ static int
 as_nobody(int (*fn)(const void *), const void *arg, gid_t group)
 {
 	fflush(NULL);
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		drop_to_nobody(group);

@@ -173,7 +173,7 @@ test_damaged_header_identity_is_refused_with_its_reason(void **state)
 		char errpath[] = "/tmp/hl-corrupt-XXXXXX";
 		int efd = mkstemp(errpath);
 		assert_true(efd >= 0);
-		pid_t pid = fork();
+		pid_t pid = hl_t_fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			dup2(efd, 2);

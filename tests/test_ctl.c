@@ -53,7 +53,7 @@ spawn(struct proc *p, const char *const *argv, const void *in, size_t in_len)
 	assert_int_equal(pipe2(o, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(e, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(i, O_CLOEXEC), 0);
-	p->pid = fork();
+	p->pid = hl_t_fork();
 	assert_true(p->pid >= 0);
 	if (p->pid == 0) {
 		dup2(i[0], 0);

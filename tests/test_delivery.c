@@ -139,7 +139,7 @@ test_every_observer_gets_every_revision_in_order(void **state)
 	struct shared_progress *sp = progress_map();
 	pid_t kids[PROCS];
 	for (int i = 0; i < PROCS; i++) {
-		kids[i] = fork();
+		kids[i] = hl_t_fork();
 		assert_true(kids[i] >= 0);
 		if (kids[i] == 0)
 			observer_proc(name, i, OBSERVERS / PROCS, PUBLISHES, sp);
@@ -319,7 +319,7 @@ test_spinning_reader_gets_every_revision_in_order(void **state)
 	assert_int_equal(hl_observe(c, "spun", 4, 0, &id), 0);
 	struct hl_event ev;
 	assert_int_equal(hl_next(c, &ev, 20), -ETIMEDOUT);
-	pid_t pub = fork();
+	pid_t pub = hl_t_fork();
 	assert_true(pub >= 0);
 	if (pub == 0) {
 		hl_t_child_setup();
@@ -387,7 +387,7 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	struct shared_progress *sp = progress_map();
 	int go[2];
 	assert_int_equal(pipe(go), 0);
-	pid_t slow = fork();
+	pid_t slow = hl_t_fork();
 	assert_true(slow >= 0);
 	if (slow == 0) {
 		struct hl_client *c = NULL;
@@ -429,7 +429,7 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 		hl_close(c);
 		_exit(0);
 	}
-	pid_t fast = fork();
+	pid_t fast = hl_t_fork();
 	assert_true(fast >= 0);
 	if (fast == 0)
 		observer_proc(name, 1, 1, PUBLISHES, sp);
@@ -467,7 +467,7 @@ test_unobserve_of_another_process_is_eperm(void **state)
 	pid_t w = hl_t_worker_startv(name, hl_t_small);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
-	pid_t kid = fork();
+	pid_t kid = hl_t_fork();
 	assert_true(kid >= 0);
 	if (kid == 0) {
 		struct hl_client *c = NULL;

@@ -71,7 +71,7 @@ test_long_list_delivers_to_exactly_its_observers_after_each_change(void **state)
 	pid_t w = hl_t_worker_startv(name, hl_t_small);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
-	pid_t kid = fork();
+	pid_t kid = hl_t_fork();
 	assert_true(kid >= 0);
 	if (kid == 0) {
 		/* The other process: THEIRS observers, then wait to be killed

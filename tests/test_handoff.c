@@ -530,7 +530,7 @@ test_killing_the_keeper_mid_run_loses_nothing(void **state)
 	assert_true(p != MAP_FAILED);
 	memset(p, 0, sizeof(*p));
 
-	pid_t obs = fork();
+	pid_t obs = hl_t_fork();
 	assert_true(obs >= 0);
 	if (obs == 0)
 		observer(f->name, p);
@@ -540,7 +540,7 @@ test_killing_the_keeper_mid_run_loses_nothing(void **state)
 	assert_true(atomic_load(&p->obs_ready));
 	pid_t pubs[NPUB];
 	for (int i = 0; i < NPUB; i++) {
-		pubs[i] = fork();
+		pubs[i] = hl_t_fork();
 		assert_true(pubs[i] >= 0);
 		if (pubs[i] == 0)
 			publisher(f->name, i, p);
@@ -1063,7 +1063,7 @@ test_keeper_and_worker_find_each_other_by_runtime_directory(void **state)
 static int
 as_other_user(const char *sock, uid_t uid, gid_t gid)
 {
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)

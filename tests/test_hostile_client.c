@@ -266,7 +266,7 @@ offender_main(const char *name, uint64_t seed, int writes, int claim_too)
 static pid_t
 fork_child(int (*fn)(const char *, int), const char *name, int fd)
 {
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(fn(name, fd));
@@ -343,7 +343,7 @@ test_random_garbage_drops_only_the_offender(void **state)
 	int writes = 0, rounds = 0, pub_status = -1;
 	while (writes < WRITES_TOTAL || pub_status < 0) {
 		assert_true(rounds < 400);
-		pid_t d = fork();
+		pid_t d = hl_t_fork();
 		assert_true(d >= 0);
 		if (d == 0)
 			_exit(offender_main(nm, seed + (uint64_t)rounds, WRITES_PER_ROUND,
@@ -399,7 +399,7 @@ test_banned_endpoint_is_held_until_its_process_exits(void **state)
 	                            "100", NULL);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
-	pid_t d = fork();
+	pid_t d = hl_t_fork();
 	assert_true(d >= 0);
 	if (d == 0) {
 		struct hl_client *c = NULL;
@@ -466,7 +466,7 @@ test_rewritten_claim_entry_is_banned(void **state)
 	char nm[64];
 	snprintf(nm, sizeof(nm), "%s", name);
 	pid_t w = hl_t_worker_startv(nm, hl_t_small);
-	pid_t d = fork();
+	pid_t d = hl_t_fork();
 	assert_true(d >= 0);
 	if (d == 0) {
 		struct hl_client *c = NULL;

@@ -304,7 +304,7 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 		struct timespec t0;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		for (int k = 0; k < WAVE; k++) {
-			kids[k] = fork();
+			kids[k] = hl_t_fork();
 			assert_true(kids[k] >= 0);
 			if (kids[k] == 0) {
 				prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -410,7 +410,7 @@ test_dead_client_removed_at_once_without_prune(void **state)
 	struct board *b = board_map();
 	pid_t kids[KIDS];
 	for (int k = 0; k < KIDS; k++) {
-		kids[k] = fork();
+		kids[k] = hl_t_fork();
 		assert_true(kids[k] >= 0);
 		if (kids[k] == 0) {
 			prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -527,7 +527,7 @@ test_rewritten_claim_start_time_is_banned_and_held_at_prune(void **state)
 	int up[2], down[2];
 	assert_int_equal(pipe(up), 0);
 	assert_int_equal(pipe(down), 0);
-	pid_t child = fork();
+	pid_t child = hl_t_fork();
 	assert_true(child >= 0);
 	if (child == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -636,7 +636,7 @@ abandon_claim(struct hl_client *c, pid_t dead_pid)
 static pid_t
 dead_pid(void)
 {
-	pid_t p = fork();
+	pid_t p = hl_t_fork();
 	assert_true(p >= 0);
 	if (p == 0)
 		_exit(0);

@@ -170,7 +170,7 @@ run_with_crash_at(int k)
 	                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	assert_true(res != MAP_FAILED);
 	memset(res, 0, sizeof(*res));
-	pid_t cl = fork();
+	pid_t cl = hl_t_fork();
 	assert_true(cl >= 0);
 	if (cl == 0)
 		script(name, res);
@@ -519,7 +519,7 @@ test_a_broken_prev_link_of_a_gone_client_is_repaired_then_cleaned(void **state)
 	pid_t w = hl_t_worker_startv(name, bulk_caps);
 	int go[2];
 	assert_int_equal(pipe(go), 0);
-	pid_t kid = fork();
+	pid_t kid = hl_t_fork();
 	assert_true(kid >= 0);
 	if (kid == 0) {
 		struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);

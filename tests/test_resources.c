@@ -287,7 +287,7 @@ run_clients(const char *name, int first, int n)
 	pid_t pids[64];
 	assert_true(n <= 64);
 	for (int i = 0; i < n; i++) {
-		pids[i] = fork();
+		pids[i] = hl_t_fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0)
 			_exit(one_client(name, first + i));
@@ -414,7 +414,7 @@ test_worker_short_of_descriptors_never_drops_a_live_client(void **state)
 	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
 	pid_t pids[NCLIENTS];
 	for (int i = 0; i < NCLIENTS; i++) {
-		pids[i] = fork();
+		pids[i] = hl_t_fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0) {
 			close(ready[0]);

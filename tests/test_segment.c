@@ -511,7 +511,7 @@ enum target { T_HEADER, T_HEAP, T_EP_WORKER, T_CLAIM, T_DOORBELL, T_OWN_BLOCK, T
 static int
 client_write_status(struct fx *f, enum target t)
 {
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct rlimit no_core = { 0, 0 };

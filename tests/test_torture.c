@@ -305,7 +305,7 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 	assert_true(w > 0);
 	pid_t kids[CLIENTS];
 	for (int i = 0; i < CLIENTS; i++) {
-		kids[i] = fork();
+		kids[i] = hl_t_fork();
 		assert_true(kids[i] >= 0);
 		if (kids[i] == 0)
 			client(name, i);

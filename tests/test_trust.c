@@ -162,7 +162,7 @@ spawn_as(const struct who *w, const char *const *argv, const char *const *env, c
          const char *err)
 {
 	fflush(NULL);
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		redirect(1, out);
@@ -181,7 +181,7 @@ static int
 call_as(const struct who *w, int (*fn)(const void *), const void *arg, const char *err)
 {
 	fflush(NULL);
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		redirect(2, err);
@@ -600,7 +600,7 @@ test_worker_refuses_a_keeper_socket_another_user_planted(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	assert_int_equal(chown(dir, f->b.uid, f->b.gid), 0);
 	fflush(NULL);
-	f->listener = fork();
+	f->listener = hl_t_fork();
 	assert_true(f->listener >= 0);
 	if (f->listener == 0) {
 		become(&f->b);

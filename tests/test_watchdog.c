@@ -393,7 +393,7 @@ test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 static pid_t
 spawn_fn(struct fx *f, void (*fn)(const char *, int), const char *name, int secs)
 {
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);

@@ -60,7 +60,7 @@ run_worker(const char *const *args, const char *const *env, struct run *r)
 	int po[2], pe[2];
 	assert_int_equal(pipe2(po, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(pe, O_CLOEXEC), 0);
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -340,7 +340,7 @@ test_running_worker_uses_resolved_values(void **state)
 	const char *const env[] = { cfg_env, name_env, "HEIRLOOM_MAX_ENDPOINTS=7",
 		                    "HEIRLOOM_MAX_OBSERVERS=5000", NULL };
 	const char *const argv[] = { HL_WORKER_PATH, "--max-value", "2K", NULL };
-	pid_t pid = fork();
+	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		hl_t_child_setup();
