@@ -1384,6 +1384,14 @@ hl_stats(struct hl_client *c, struct hl_stats *st)
 	return 0;
 }
 
+/* An endpoint's process as hl_inspect_key() judges it: the pid with the
+ * start time recorded at adoption. */
+static int
+proc_alive(uint32_t pid, uint64_t start)
+{
+	return hl__proc_alive((int)pid, start);
+}
+
 int
 hl_inspect_key(struct hl_client *c, const void *key, size_t key_len, struct hl_observer_info *out,
                size_t cap)
@@ -1397,45 +1405,7 @@ hl_inspect_key(struct hl_client *c, const void *key, size_t key_len, struct hl_o
 	rc = hl__key_lookup(&c->seg, key, key_len, hl__hash(key, key_len), &idx);
 	if (rc)
 		return rc;
-	const struct hl_shm_header *h = c->seg.h;
-	struct hl_shm_key *k = hl__key(&c->seg, idx);
-	uint64_t now = hl__wall_ns();
-	size_t n = 0;
-	uint32_t steps = 0;
-	/* A walk concurrent with unlinking may skip or repeat an observer; the
-	 * answer is a snapshot "as of roughly now", documented as such. */
-	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
-		if (i > h->max_observers || ++steps > h->max_observers)
-			return HL_ECORRUPT;
-		struct hl_shm_observer *o = hl__obs(&c->seg, i);
-		uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
-		uint32_t ep = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
-		if (id && n < cap && ep < h->max_endpoints) {
-			struct hl_shm_epw *w = hl__epw(&c->seg, ep);
-			uint32_t pid = atomic_load_explicit(&w->pid, memory_order_relaxed);
-			uint64_t st = atomic_load_explicit(&w->start_time, memory_order_relaxed);
-			uint32_t sh = shard_of(c, __atomic_load_n(&k->hash, __ATOMIC_RELAXED));
-			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, ep, sh);
-			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, ep, sh);
-			uint64_t head = atomic_load_explicit(&ws->ev_head, memory_order_relaxed);
-			uint64_t tail = atomic_load_explicit(&cs->ev_tail, memory_order_relaxed);
-			uint64_t created = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
-			out[n] = (struct hl_observer_info){
-			        .id = id,
-			        .pid = (pid_t)pid,
-			        .alive = hl__proc_alive((int)pid, st),
-			        .age_ns = now > created ? now - created : 0,
-			        .queue_depth = head - tail <= h->ev_ring_bytes ? head - tail : 0,
-			        .dropped = atomic_load_explicit(&o->dropped, memory_order_relaxed),
-			        .delivered_revision =
-			                atomic_load_explicit(&o->delivered_rev, memory_order_relaxed),
-			};
-		}
-		if (id)
-			n++;
-		i = atomic_load_explicit(&o->next, memory_order_acquire);
-	}
-	return n > INT32_MAX ? INT32_MAX : (int)n;
+	return hl__observers_read(&c->seg, idx, out, cap, proc_alive);
 }
 
 int

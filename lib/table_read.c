@@ -143,3 +143,50 @@ hl__keys_walk(const struct hl_seg *s,
 	}
 	return 0;
 }
+
+int
+hl__observers_read(const struct hl_seg *s, uint32_t idx, struct hl_observer_info *out, size_t cap,
+                   int (*alive)(uint32_t pid, uint64_t start))
+{
+	const struct hl_shm_header *h = s->h;
+	struct hl_shm_key *k = hl__key(s, idx);
+	uint64_t hash = __atomic_load_n(&k->hash, __ATOMIC_RELAXED);
+	uint32_t sh = hl__shard_of_bucket(h, hl__bucket_of(h, hash));
+	uint64_t now = hl__wall_ns();
+	size_t n = 0;
+	uint32_t steps = 0;
+	/* Readers follow only `next` (layout.h): a walk concurrent with an
+	 * unlink may skip or repeat one observer, never leave the slots. The
+	 * answer is a snapshot "as of roughly now", documented as such. */
+	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
+		if (i > h->max_observers || ++steps > h->max_observers)
+			return HL_ECORRUPT;
+		struct hl_shm_observer *o = hl__obs(s, i);
+		uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
+		uint32_t ep = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
+		if (id && n < cap && ep < h->max_endpoints) {
+			struct hl_shm_epw *w = hl__epw(s, ep);
+			uint32_t pid = atomic_load_explicit(&w->pid, memory_order_relaxed);
+			uint64_t st = atomic_load_explicit(&w->start_time, memory_order_relaxed);
+			uint64_t head = atomic_load_explicit(&hl__epw_shard(s, ep, sh)->ev_head,
+			                                     memory_order_relaxed);
+			uint64_t tail = atomic_load_explicit(&hl__epc_shard(s, ep, sh)->ev_tail,
+			                                     memory_order_relaxed);
+			uint64_t created = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+			out[n] = (struct hl_observer_info){
+				.id = id,
+				.pid = (pid_t)pid,
+				.alive = alive(pid, st),
+				.age_ns = now > created ? now - created : 0,
+				.queue_depth = head - tail <= h->ev_ring_bytes ? head - tail : 0,
+				.dropped = atomic_load_explicit(&o->dropped, memory_order_relaxed),
+				.delivered_revision = atomic_load_explicit(&o->delivered_rev,
+				                                           memory_order_relaxed),
+			};
+		}
+		if (id)
+			n++;
+		i = atomic_load_explicit(&o->next, memory_order_acquire);
+	}
+	return n > INT32_MAX ? INT32_MAX : (int)n;
+}

@@ -33,6 +33,15 @@ int hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, 
 int hl__keys_walk(const struct hl_seg *s,
                   int (*cb)(const void *key, size_t len, uint64_t rev, void *arg), void *arg);
 
+/* The observers of key slot IDX, as hl_inspect_key() and heirloomctl
+ * inspect give them: fills up to CAP entries of OUT and returns how many
+ * observers the list holds (which may exceed CAP), or HL_ECORRUPT (an index
+ * out of range or a loop). ALIVE judges an endpoint's pid and start time:
+ * the library and heirloomctl judge a pid differently. */
+struct hl_observer_info;
+int hl__observers_read(const struct hl_seg *s, uint32_t idx, struct hl_observer_info *out,
+                       size_t cap, int (*alive)(uint32_t pid, uint64_t start));
+
 /* The counters in header H summed over shards, as hl_stats() gives them
  * (lib/client.c); for readers with no client, such as heirloomctl. */
 struct hl_stats;

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,11 +76,19 @@ hl_t_ms(int ms)
 	return ms * (k > 0 ? k : 1);
 }
 
-static void
-sleep_ms(int ms)
+void
+hl_t_sleep_ms(int ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
+}
+
+uint64_t
+hl_t_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Ready means: a worker serves, and (when PID > 0) it is that process: a
@@ -104,7 +114,7 @@ wait_ready_pid(const char *name, pid_t pid, int ms)
 		}
 		if (pid > 0 && waitpid(pid, NULL, WNOHANG) == pid)
 			return -1; /* it died */
-		sleep_ms(10);
+		hl_t_sleep_ms(10);
 	}
 	return -1;
 }
@@ -167,7 +177,7 @@ hl_t_wait_exit(pid_t pid, int ms)
 			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		if (r < 0)
 			return -1;
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	return -1;
 }
@@ -200,6 +210,14 @@ hl_t_open(const char *name, uint32_t flags)
 	if (rc)
 		fail_msg("hl_open(%s): %s", name, hl_strerror(rc));
 	return c;
+}
+
+struct hl_stats
+hl_t_stats(struct hl_client *c)
+{
+	struct hl_stats s;
+	assert_int_equal(hl_stats(c, &s), 0);
+	return s;
 }
 
 void
@@ -268,7 +286,7 @@ hl_t_keeper_startv(const char *name, const char *sock, const char *const *extra,
 			return pid;
 		if (waitpid(pid, NULL, WNOHANG) == pid)
 			fail_msg("keeper for %s exited during start", name);
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -307,7 +325,7 @@ read_header(const char *name, struct hl_shm_header *h)
 			close(fd);
 			return 0;
 		}
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	close(fd);
 	return -1;
@@ -337,7 +355,7 @@ hl_t_wait_serving(const char *name, pid_t not_pid, int ms)
 		if (hl_t_owner_read(name, &o) == 0 && o.role == HL_ROLE_WORKER && o.worker_ready &&
 		    o.pid != (uint32_t)not_pid)
 			return (pid_t)o.pid;
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	return 0;
 }
@@ -349,7 +367,7 @@ hl_t_wait_owner(const char *name, uint32_t role, uint32_t pid, int ms)
 		struct hl_t_owner o;
 		if (hl_t_owner_read(name, &o) == 0 && o.role == role && (!pid || o.pid == pid))
 			return 0;
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	return -1;
 }
@@ -391,7 +409,7 @@ hl_t_file_has(const char *path, const char *needle, int ms)
 					return 1;
 			}
 		}
-		sleep_ms(10);
+		hl_t_sleep_ms(10);
 	}
 	return 0;
 }
@@ -441,4 +459,112 @@ hl_t_filter(void)
 	const char *f = getenv("HL_TEST_FILTER");
 	if (f && *f)
 		cmocka_set_test_filter(f);
+}
+
+void *
+hl_t_shared(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, size);
+	return p;
+}
+
+_Noreturn void
+hl_t_child_fail(struct hl_t_fail *f, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (atomic_exchange(&f->failed, 1) == 0)
+		vsnprintf(f->why, sizeof(f->why), fmt, ap);
+	va_end(ap);
+	_exit(1);
+}
+
+int
+hl_t_kfx_setup(void **state, const char *tag)
+{
+	struct hl_t_kfx *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/hl-%s-XXXXXX", tag);
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->sock, sizeof(f->sock), "%s/k.sock", f->dir);
+	snprintf(f->klog, sizeof(f->klog), "%s/keeper.log", f->dir);
+	snprintf(f->wlog, sizeof(f->wlog), "%s/worker.log", f->dir);
+	snprintf(f->name, sizeof(f->name), "%s", hl_t_name());
+	*state = f;
+	return 0;
+}
+
+static void
+dump(const char *path)
+{
+	char buf[4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	fprintf(stderr, "---- %s\n", path);
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, stderr);
+	close(fd);
+}
+
+int
+hl_t_kfx_teardown(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	struct hl_t_owner o;
+	if (getenv("HL_TEST_VERBOSE")) {
+		dump(f->klog);
+		dump(f->wlog);
+	}
+	/* A worker a supervising keeper started is not our child: end it by
+	 * the pid the owner record of our own segment names. */
+	pid_t orphan = 0;
+	if (hl_t_owner_read(f->name, &o) == 0 && o.role == HL_ROLE_WORKER)
+		orphan = (pid_t)o.pid;
+	for (int i = f->npids - 1; i >= 0; i--)
+		if (f->pids[i] > 0) {
+			kill(f->pids[i], SIGCONT);
+			kill(f->pids[i], SIGKILL);
+			waitpid(f->pids[i], NULL, 0);
+		}
+	if (orphan > 0 && hl_t_owner_read(f->name, &o) == 0 && o.pid == (uint32_t)orphan)
+		kill(orphan, SIGKILL);
+	hl_t_unlink(f->name);
+	char path[512];
+	DIR *d = opendir(f->dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", f->dir, e->d_name);
+		unlink(path);
+	}
+	if (d)
+		closedir(d);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+pid_t
+hl_t_kfx_track(struct hl_t_kfx *f, pid_t pid)
+{
+	assert_true(f->npids < (int)(sizeof(f->pids) / sizeof(f->pids[0])));
+	f->pids[f->npids++] = pid;
+	return pid;
+}
+
+void
+hl_t_kfx_untrack(struct hl_t_kfx *f, pid_t pid)
+{
+	for (int i = 0; i < f->npids; i++)
+		if (f->pids[i] == pid)
+			f->pids[i] = 0;
 }

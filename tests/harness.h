@@ -32,6 +32,12 @@ const char *hl_t_name(void);
 /* Milliseconds scaled by HL_TEST_TIMEOUT_MULTIPLIER (default 1). */
 int hl_t_ms(int ms);
 
+/* Sleep MS milliseconds (not scaled: a pause, not a bound). */
+void hl_t_sleep_ms(int ms);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t hl_t_now_ms(void);
+
 /* Start heirloom-worker --standalone --name NAME plus extra args (NULL-
  * terminated), wait until it serves. Returns its pid (asserts on failure). */
 pid_t hl_t_worker_start(const char *name, ...);
@@ -55,6 +61,9 @@ struct hl_client *hl_t_open(const char *name, uint32_t flags);
 
 /* Remove the segment. */
 void hl_t_unlink(const char *name);
+
+/* hl_stats() of C; asserts success. */
+struct hl_stats hl_t_stats(struct hl_client *c);
 
 /* Small capacity args for tests: --max-keys 4096 ... */
 extern const char *const hl_t_small[];
@@ -107,5 +116,55 @@ int hl_t_log_find(const char *name, uint32_t kind, uint32_t pid, struct hl_t_log
 
 /* Whether the file at PATH contains NEEDLE, waiting up to MS for it. */
 int hl_t_file_has(const char *path, const char *needle, int ms);
+
+/* ---- failure reports from forked children ---- */
+
+/* Why a forked child failed, in memory shared with the test (embed it in
+ * the scoreboard that hl_t_shared() maps); the first report wins. */
+struct hl_t_fail {
+	_Atomic int failed;
+	char why[1024];
+};
+
+/* SIZE bytes of zeroed memory shared with the children the test forks
+ * next (MAP_SHARED anonymous), for a scoreboard; asserts success. The
+ * caller may munmap() it, or leave it to the end of the test process. */
+void *hl_t_shared(size_t size);
+
+/* In a forked child: record why it failed in F (unless another child did
+ * first) and _exit(1). */
+_Noreturn void hl_t_child_fail(struct hl_t_fail *f, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+/* ---- a keeper fixture (tests/test_handoff.c, tests/test_watchdog.c) ---- */
+
+/* A fresh directory with the control socket and the daemons' stderr, a
+ * fresh segment name, and the children the teardown ends. */
+struct hl_t_kfx {
+	char dir[64];
+	char sock[128];
+	char klog[128]; /* keepers' stderr */
+	char wlog[128]; /* workers' stderr */
+	char name[64];
+	pid_t pids[32]; /* our children, killed and reaped by the teardown */
+	int npids;
+};
+
+/* cmocka setup: *state = a new struct hl_t_kfx whose directory is
+ * /tmp/hl-TAG-XXXXXX. 0, or -1 on failure. */
+int hl_t_kfx_setup(void **state, const char *tag);
+
+/* cmocka teardown for hl_t_kfx_setup(): with HL_TEST_VERBOSE, prints the
+ * daemons' stderr; SIGKILLs and reaps every tracked child (SIGCONT first,
+ * in case a test stopped it), then the worker the owner record names (a
+ * supervising keeper's child is not ours); removes the segment and the
+ * directory; frees the fixture. */
+int hl_t_kfx_teardown(void **state);
+
+/* Track PID for the teardown; returns PID. */
+pid_t hl_t_kfx_track(struct hl_t_kfx *f, pid_t pid);
+
+/* PID was reaped by the test itself: the teardown must not touch it. */
+void hl_t_kfx_untrack(struct hl_t_kfx *f, pid_t pid);
 
 #endif

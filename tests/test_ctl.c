@@ -36,14 +36,6 @@ struct run {
 	size_t out_len, err_len;
 };
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Start ARGV (argv[0] is searched in PATH when it has no '/'), IN on its
  * stdin (or /dev/null), stdout and stderr to pipes. */
 static void
@@ -92,11 +84,11 @@ finish(struct proc *p, struct run *r, int timeout_ms)
 	memset(r, 0, sizeof(*r));
 	append(&r->out, &r->out_len, "", 0);
 	append(&r->err, &r->err_len, "", 0);
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)timeout_ms;
 	int open_fds = 2;
 	struct pollfd pf[2] = { { .fd = p->out_fd, .events = POLLIN },
 		                { .fd = p->err_fd, .events = POLLIN } };
-	while (open_fds > 0 && now_ms() < deadline) {
+	while (open_fds > 0 && hl_t_now_ms() < deadline) {
 		if (poll(pf, 2, 50) < 0 && errno != EINTR)
 			break;
 		for (int k = 0; k < 2; k++) {
@@ -119,7 +111,7 @@ finish(struct proc *p, struct run *r, int timeout_ms)
 	for (int k = 0; k < 2; k++)
 		if (pf[k].fd >= 0)
 			close(pf[k].fd);
-	int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+	int left = (int)(deadline > hl_t_now_ms() ? deadline - hl_t_now_ms() : 0);
 	r->status = hl_t_wait_exit(p->pid, left + 100);
 	if (r->status < 0) {
 		hl_t_kill9(p->pid);
@@ -309,14 +301,14 @@ static void
 wait_observers(const char *name, uint64_t n)
 {
 	struct hl_client *c = hl_t_open(name, 0);
-	uint64_t deadline = now_ms() + (uint64_t)hl_t_ms(10000);
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(10000);
 	struct hl_stats st;
 	do {
 		assert_int_equal(hl_stats(c, &st), 0);
 		if (st.observers >= n)
 			break;
 		usleep(10000);
-	} while (now_ms() < deadline);
+	} while (hl_t_now_ms() < deadline);
 	hl_close(c);
 	if (st.observers < n)
 		fail_msg("%llu observers, expected %llu", (unsigned long long)st.observers,

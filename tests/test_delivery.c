@@ -31,30 +31,8 @@ mono_now_ns(void)
 struct shared_progress {
 	_Atomic int ready;             /* observer processes done observing */
 	_Atomic uint64_t seen[64];     /* per observer process: events taken */
-	_Atomic int failed;
-	char why[256];
+	struct hl_t_fail fail;
 };
-
-static struct shared_progress *
-progress_map(void)
-{
-	void *p = mmap(NULL, sizeof(struct shared_progress), PROT_READ | PROT_WRITE,
-	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(p != MAP_FAILED);
-	memset(p, 0, sizeof(struct shared_progress));
-	return p;
-}
-
-static void
-child_fail(struct shared_progress *sp, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (atomic_exchange(&sp->failed, 1) == 0)
-		vsnprintf(sp->why, sizeof(sp->why), fmt, ap);
-	va_end(ap);
-	_exit(1);
-}
 
 struct obs_track {
 	hl_observer_id id;
@@ -81,12 +59,13 @@ observer_proc(const char *name, int idx, int n, int expect, struct shared_progre
 	struct hl_open_opts o = {.timeout_ms = hl_t_ms(20000)};
 	int rc = hl_open(name, &o, &c);
 	if (rc)
-		child_fail(sp, "observer %d: open: %s", idx, hl_strerror(rc));
+		hl_t_child_fail(&sp->fail, "observer %d: open: %s", idx, hl_strerror(rc));
 	struct obs_track *t = calloc((size_t)n, sizeof(*t));
 	for (int i = 0; i < n; i++) {
 		rc = hl_observe(c, KEY, strlen(KEY), 0, &t[i].id);
 		if (rc)
-			child_fail(sp, "observer %d: observe #%d: %s", idx, i, hl_strerror(rc));
+			hl_t_child_fail(&sp->fail, "observer %d: observe #%d: %s", idx, i,
+			                hl_strerror(rc));
 	}
 	atomic_fetch_add(&sp->ready, 1);
 	uint64_t total = 0, want = (uint64_t)n * (uint64_t)expect;
@@ -94,21 +73,22 @@ observer_proc(const char *name, int idx, int n, int expect, struct shared_progre
 		struct hl_event ev;
 		rc = hl_next(c, &ev, hl_t_ms(30000));
 		if (rc)
-			child_fail(sp, "observer %d: next after %lu events: %s", idx,
-			           (unsigned long)total, hl_strerror(rc));
+			hl_t_child_fail(&sp->fail, "observer %d: next after %lu events: %s", idx,
+			                (unsigned long)total, hl_strerror(rc));
 		if (ev.type != HL_EV_PUT)
-			child_fail(sp, "observer %d: unexpected event type %d", idx, ev.type);
+			hl_t_child_fail(&sp->fail, "observer %d: unexpected event type %d", idx,
+			                ev.type);
 		struct obs_track *tr = track_find(t, n, ev.observer);
 		if (!tr)
-			child_fail(sp, "observer %d: event for unknown observer", idx);
+			hl_t_child_fail(&sp->fail, "observer %d: event for unknown observer", idx);
 		if (ev.revision <= tr->last_rev)
-			child_fail(sp, "observer %d: revision %lu after %lu", idx,
-			           (unsigned long)ev.revision, (unsigned long)tr->last_rev);
+			hl_t_child_fail(&sp->fail, "observer %d: revision %lu after %lu", idx,
+			                (unsigned long)ev.revision, (unsigned long)tr->last_rev);
 		char want_v[32];
 		snprintf(want_v, sizeof(want_v), "v%u", tr->count + 1);
 		if (ev.new_len != strlen(want_v) || memcmp(ev.new_value, want_v, ev.new_len) != 0)
-			child_fail(sp, "observer %d: got '%.*s', want %s", idx, (int)ev.new_len,
-			           (const char *)ev.new_value, want_v);
+			hl_t_child_fail(&sp->fail, "observer %d: got '%.*s', want %s", idx,
+			                (int)ev.new_len, (const char *)ev.new_value, want_v);
 		tr->last_rev = ev.revision;
 		tr->count++;
 		total++;
@@ -116,12 +96,13 @@ observer_proc(const char *name, int idx, int n, int expect, struct shared_progre
 	}
 	for (int i = 0; i < n; i++)
 		if (t[i].count != (uint32_t)expect)
-			child_fail(sp, "observer %d: observer %d got %u events", idx, i, t[i].count);
+			hl_t_child_fail(&sp->fail, "observer %d: observer %d got %u events", idx, i,
+			                t[i].count);
 	/* Nothing more may arrive: no duplicates. */
 	struct hl_event ev;
 	rc = hl_next(c, &ev, 100);
 	if (rc != -ETIMEDOUT)
-		child_fail(sp, "observer %d: extra event after all (rc %d)", idx, rc);
+		hl_t_child_fail(&sp->fail, "observer %d: extra event after all (rc %d)", idx, rc);
 	hl_close(c);
 	free(t);
 	_exit(0);
@@ -136,7 +117,7 @@ test_every_observer_gets_every_revision_in_order(void **state)
 	pid_t w = hl_t_worker_start(name, "--max-keys", "1024", "--max-observers", "16384",
 	                            "--max-endpoints", "16", "--heap", "1048576", "--ev-ring",
 	                            "4194304", NULL);
-	struct shared_progress *sp = progress_map();
+	struct shared_progress *sp = hl_t_shared(sizeof(struct shared_progress));
 	pid_t kids[PROCS];
 	for (int i = 0; i < PROCS; i++) {
 		kids[i] = hl_t_fork();
@@ -144,15 +125,15 @@ test_every_observer_gets_every_revision_in_order(void **state)
 		if (kids[i] == 0)
 			observer_proc(name, i, OBSERVERS / PROCS, PUBLISHES, sp);
 	}
-	for (int waited = 0; atomic_load(&sp->ready) < PROCS && !atomic_load(&sp->failed);
+	for (int waited = 0; atomic_load(&sp->ready) < PROCS && !atomic_load(&sp->fail.failed);
 	     waited++) {
 		assert_true(waited < hl_t_ms(60000) / 10);
 		usleep(10000);
 	}
-	assert_int_equal(atomic_load(&sp->failed), 0);
+	assert_int_equal(atomic_load(&sp->fail.failed), 0);
 
 	struct hl_client *pub = hl_t_open(name, 0);
-	for (int i = 1; i <= PUBLISHES && !atomic_load(&sp->failed); i++) {
+	for (int i = 1; i <= PUBLISHES && !atomic_load(&sp->fail.failed); i++) {
 		char v[32];
 		int n = snprintf(v, sizeof(v), "v%d", i);
 		assert_int_equal(hl_publish(pub, KEY, strlen(KEY), v, (size_t)n, "meta", 4), 0);
@@ -160,7 +141,7 @@ test_every_observer_gets_every_revision_in_order(void **state)
 		 * stay within 200 publishes of the slowest observer process. */
 		for (int k = 0; k < PROCS; k++) {
 			uint64_t need = (uint64_t)(i > 200 ? i - 200 : 0) * (OBSERVERS / PROCS);
-			while (atomic_load(&sp->seen[k]) < need && !atomic_load(&sp->failed))
+			while (atomic_load(&sp->seen[k]) < need && !atomic_load(&sp->fail.failed))
 				usleep(200);
 		}
 	}
@@ -168,7 +149,7 @@ test_every_observer_gets_every_revision_in_order(void **state)
 	for (int i = 0; i < PROCS; i++) {
 		int st = hl_t_wait_exit(kids[i], hl_t_ms(120000));
 		if (st != 0)
-			fail_msg("observer process %d: status %d: %s", i, st, sp->why);
+			fail_msg("observer process %d: status %d: %s", i, st, sp->fail.why);
 	}
 	char buf[32];
 	size_t len;
@@ -384,7 +365,7 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	                            "--max-endpoints", "16", "--heap", "1048576",
 	                            "--ev-ring", "65536", NULL};
 	pid_t w = hl_t_worker_startv(name, args);
-	struct shared_progress *sp = progress_map();
+	struct shared_progress *sp = hl_t_shared(sizeof(struct shared_progress));
 	int go[2];
 	assert_int_equal(pipe(go), 0);
 	pid_t slow = hl_t_fork();
@@ -392,40 +373,41 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	if (slow == 0) {
 		struct hl_client *c = NULL;
 		if (hl_open(name, NULL, &c))
-			child_fail(sp, "slow: open");
+			hl_t_child_fail(&sp->fail, "slow: open");
 		hl_observer_id id;
 		if (hl_observe(c, KEY, strlen(KEY), 0, &id))
-			child_fail(sp, "slow: observe");
+			hl_t_child_fail(&sp->fail, "slow: observe");
 		atomic_fetch_add(&sp->ready, 1);
 		char b;
 		if (read(go[0], &b, 1) != 1) /* wait until every publish is applied */
-			child_fail(sp, "slow: pipe");
+			hl_t_child_fail(&sp->fail, "slow: pipe");
 		struct hl_event ev;
 		uint64_t last = 0;
 		int lagged = 0, resynced = 0, rc;
 		char final[32] = "";
 		while ((rc = hl_next(c, &ev, 500)) == 0) {
 			if (ev.revision < last)
-				child_fail(sp, "slow: revision went back");
+				hl_t_child_fail(&sp->fail, "slow: revision went back");
 			if (ev.type == HL_EV_LAGGED) {
 				lagged = 1;
 				if (ev.lagged == 0)
-					child_fail(sp, "slow: lagged with count 0");
+					hl_t_child_fail(&sp->fail, "slow: lagged with count 0");
 				continue;
 			}
 			if (ev.type == HL_EV_RESYNC)
 				resynced = 1;
 			if (ev.revision <= last)
-				child_fail(sp, "slow: duplicate revision %lu", (unsigned long)ev.revision);
+				hl_t_child_fail(&sp->fail, "slow: duplicate revision %lu",
+				                (unsigned long)ev.revision);
 			last = ev.revision;
 			snprintf(final, sizeof(final), "%.*s", (int)ev.new_len, (const char *)ev.new_value);
 		}
 		if (!lagged || !resynced)
-			child_fail(sp, "slow: lagged %d resynced %d", lagged, resynced);
+			hl_t_child_fail(&sp->fail, "slow: lagged %d resynced %d", lagged, resynced);
 		char want[32];
 		snprintf(want, sizeof(want), "v%d", PUBLISHES);
 		if (strcmp(final, want) != 0)
-			child_fail(sp, "slow: ended at '%s', want %s", final, want);
+			hl_t_child_fail(&sp->fail, "slow: ended at '%s', want %s", final, want);
 		hl_close(c);
 		_exit(0);
 	}
@@ -433,24 +415,25 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	assert_true(fast >= 0);
 	if (fast == 0)
 		observer_proc(name, 1, 1, PUBLISHES, sp);
-	while (atomic_load(&sp->ready) < 2 && !atomic_load(&sp->failed))
+	while (atomic_load(&sp->ready) < 2 && !atomic_load(&sp->fail.failed))
 		usleep(1000);
 	struct hl_client *pub = hl_t_open(name, 0);
 	for (int i = 1; i <= PUBLISHES; i++) {
 		char v[32];
 		int n = snprintf(v, sizeof(v), "v%d", i);
 		assert_int_equal(hl_publish(pub, KEY, strlen(KEY), v, (size_t)n, NULL, 0), 0);
-		while (atomic_load(&sp->seen[1]) + 100 < (uint64_t)i && !atomic_load(&sp->failed))
+		while (atomic_load(&sp->seen[1]) + 100 < (uint64_t)i &&
+		       !atomic_load(&sp->fail.failed))
 			usleep(100);
 	}
 	assert_int_equal(hl_flush(pub, hl_t_ms(30000)), 0);
 	assert_int_equal(write(go[1], "g", 1), 1);
 	int st = hl_t_wait_exit(fast, hl_t_ms(60000));
 	if (st != 0)
-		fail_msg("fast observer: %d: %s", st, sp->why);
+		fail_msg("fast observer: %d: %s", st, sp->fail.why);
 	st = hl_t_wait_exit(slow, hl_t_ms(60000));
 	if (st != 0)
-		fail_msg("slow observer: %d: %s", st, sp->why);
+		fail_msg("slow observer: %d: %s", st, sp->fail.why);
 	struct hl_stats s;
 	hl_stats(pub, &s);
 	assert_true(s.lagged_drops > 0);

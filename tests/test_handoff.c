@@ -36,132 +36,42 @@
 #include <time.h>
 #include <unistd.h>
 
-struct fx {
-	char dir[64];
-	char sock[128];
-	char klog[128]; /* keepers' stderr */
-	char wlog[128]; /* workers' stderr */
-	char name[64];
-	pid_t pids[32]; /* our children, killed and reaped by the teardown */
-	int npids;
-};
-
-static pid_t
-track(struct fx *f, pid_t pid)
-{
-	assert_true(f->npids < (int)(sizeof(f->pids) / sizeof(f->pids[0])));
-	f->pids[f->npids++] = pid;
-	return pid;
-}
-
-/* PID was reaped by the test itself: the teardown must not touch it. */
-static void
-untrack(struct fx *f, pid_t pid)
-{
-	for (int i = 0; i < f->npids; i++)
-		if (f->pids[i] == pid)
-			f->pids[i] = 0;
-}
-
 static int
 setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	if (!f)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/hl-handoff-XXXXXX");
-	if (!mkdtemp(f->dir))
-		return -1;
-	snprintf(f->sock, sizeof(f->sock), "%s/k.sock", f->dir);
-	snprintf(f->klog, sizeof(f->klog), "%s/keeper.log", f->dir);
-	snprintf(f->wlog, sizeof(f->wlog), "%s/worker.log", f->dir);
-	snprintf(f->name, sizeof(f->name), "%s", hl_t_name());
-	*state = f;
-	return 0;
-}
-
-static void
-dump(const char *path)
-{
-	char buf[4096];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	fprintf(stderr, "---- %s\n", path);
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		fwrite(buf, 1, (size_t)n, stderr);
-	close(fd);
-}
-
-static int
-teardown(void **state)
-{
-	struct fx *f = *state;
-	struct hl_t_owner o;
-	if (getenv("HL_TEST_VERBOSE")) {
-		dump(f->klog);
-		dump(f->wlog);
-	}
-	/* A worker a supervising keeper started is not our child: end it by
-	 * the pid the owner record of our own segment names. */
-	pid_t orphan = 0;
-	if (hl_t_owner_read(f->name, &o) == 0 && o.role == HL_ROLE_WORKER)
-		orphan = (pid_t)o.pid;
-	for (int i = f->npids - 1; i >= 0; i--)
-		if (f->pids[i] > 0) {
-			kill(f->pids[i], SIGKILL);
-			waitpid(f->pids[i], NULL, 0);
-		}
-	if (orphan > 0 && hl_t_owner_read(f->name, &o) == 0 && o.pid == (uint32_t)orphan)
-		kill(orphan, SIGKILL);
-	hl_t_unlink(f->name);
-	char path[512];
-	DIR *d = opendir(f->dir);
-	struct dirent *e;
-	while (d && (e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", f->dir, e->d_name);
-		unlink(path);
-	}
-	if (d)
-		closedir(d);
-	rmdir(f->dir);
-	free(f);
-	return 0;
+	return hl_t_kfx_setup(state, "handoff");
 }
 
 static pid_t
-keeper(struct fx *f, const char *const *extra)
+keeper(struct hl_t_kfx *f, const char *const *extra)
 {
-	return track(f, hl_t_keeper_startv(f->name, f->sock, extra, f->klog));
+	return hl_t_kfx_track(f, hl_t_keeper_startv(f->name, f->sock, extra, f->klog));
 }
 
 static pid_t
-worker(struct fx *f)
+worker(struct hl_t_kfx *f)
 {
-	return track(f, hl_t_kworker_start(f->name, f->sock, f->wlog));
+	return hl_t_kfx_track(f, hl_t_kworker_start(f->name, f->sock, f->wlog));
 }
 
 /* SIGTERM, wait, and return the exit status (-1 on timeout). */
 static int
-stop(struct fx *f, pid_t pid)
+stop(struct hl_t_kfx *f, pid_t pid)
 {
 	int st = hl_t_worker_stop(pid);
-	untrack(f, pid);
+	hl_t_kfx_untrack(f, pid);
 	return st;
 }
 
 static void
-kill9(struct fx *f, pid_t pid)
+kill9(struct hl_t_kfx *f, pid_t pid)
 {
 	hl_t_kill9(pid);
-	untrack(f, pid);
+	hl_t_kfx_untrack(f, pid);
 }
 
 static struct hl_t_owner
-owner(struct fx *f)
+owner(struct hl_t_kfx *f)
 {
 	struct hl_t_owner o;
 	assert_int_equal(hl_t_owner_read(f->name, &o), 0);
@@ -191,19 +101,12 @@ get_long(struct hl_client *c, const char *key)
 	return strtol(buf, NULL, 10);
 }
 
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 /* ---- giving and taking back ---- */
 
 static void
 test_keeper_gives_the_table_and_the_worker_takes_it(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	struct hl_t_owner o = owner(f);
 	assert_int_equal(o.role, HL_ROLE_KEEPER);
@@ -231,7 +134,7 @@ test_keeper_gives_the_table_and_the_worker_takes_it(void **state)
 static void
 test_worker_sigterm_hands_the_table_back_cleanly(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	pid_t w = worker(f);
 	uint64_t e = owner(f).epoch;
@@ -252,7 +155,7 @@ test_worker_sigterm_hands_the_table_back_cleanly(void **state)
 static void
 test_worker_sigkill_is_reclaimed_by_the_keeper(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	pid_t w = worker(f);
 	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
@@ -285,15 +188,15 @@ test_worker_sigkill_is_reclaimed_by_the_keeper(void **state)
 static void
 test_second_worker_is_refused_while_the_first_lives(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	keeper(f, NULL);
 	pid_t w = worker(f);
 	uint64_t e = owner(f).epoch;
 
 	const char *argv[] = { HL_WORKER_PATH, "--name", f->name, "--socket", f->sock, NULL };
-	pid_t w2 = track(f, hl_t_spawn(argv, f->wlog));
+	pid_t w2 = hl_t_kfx_track(f, hl_t_spawn(argv, f->wlog));
 	int st = hl_t_wait_exit(w2, hl_t_ms(10000));
-	untrack(f, w2);
+	hl_t_kfx_untrack(f, w2);
 	assert_true(st > 0 && st < 128); /* a refusal, not a crash or a hang */
 	char want[96];
 	snprintf(want, sizeof(want), "served by worker pid %d", (int)w);
@@ -308,9 +211,9 @@ test_second_worker_is_refused_while_the_first_lives(void **state)
 static void
 test_worker_waits_for_the_keeper_and_stops_while_waiting(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	const char *argv[] = { HL_WORKER_PATH, "--name", f->name, "--socket", f->sock, NULL };
-	pid_t w = track(f, hl_t_spawn(argv, f->wlog));
+	pid_t w = hl_t_kfx_track(f, hl_t_spawn(argv, f->wlog));
 	char want[256];
 	snprintf(want, sizeof(want), "waiting for keeper at %s", f->sock);
 	assert_true(hl_t_file_has(f->wlog, want, hl_t_ms(10000)));
@@ -321,7 +224,7 @@ test_worker_waits_for_the_keeper_and_stops_while_waiting(void **state)
 	char other[160];
 	snprintf(other, sizeof(other), "%s/nobody.sock", f->dir);
 	const char *argv2[] = { HL_WORKER_PATH, "--name", f->name, "--socket", other, NULL };
-	pid_t w2 = track(f, hl_t_spawn(argv2, f->wlog));
+	pid_t w2 = hl_t_kfx_track(f, hl_t_spawn(argv2, f->wlog));
 	snprintf(want, sizeof(want), "waiting for keeper at %s", other);
 	assert_true(hl_t_file_has(f->wlog, want, hl_t_ms(10000)));
 	assert_int_equal(stop(f, w2), 0);
@@ -332,7 +235,7 @@ test_worker_waits_for_the_keeper_and_stops_while_waiting(void **state)
 static void
 test_restarted_keeper_becomes_heir_and_later_reclaims(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k1 = keeper(f, NULL);
 	pid_t w = worker(f);
 	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
@@ -382,7 +285,7 @@ test_restarted_keeper_becomes_heir_and_later_reclaims(void **state)
 static void
 test_worker_links_up_with_a_restarted_keeper_and_hands_back_to_it(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k1 = keeper(f, NULL);
 	pid_t w = worker(f);
 	kill9(f, k1);
@@ -407,7 +310,7 @@ test_worker_links_up_with_a_restarted_keeper_and_hands_back_to_it(void **state)
 static void
 test_worker_stopping_with_no_keeper_leaves_the_table_unowned(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	pid_t w = worker(f);
 	uint64_t e = owner(f).epoch;
@@ -431,20 +334,8 @@ test_worker_stopping_with_no_keeper_leaves_the_table_unowned(void **state)
 struct progress {
 	_Atomic long acked[NPUB]; /* last value each publisher got acknowledged */
 	_Atomic int obs_ready;
-	_Atomic int failed;
-	char why[256];
+	struct hl_t_fail fail;
 };
-
-static void
-child_fail(struct progress *p, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (atomic_exchange(&p->failed, 1) == 0)
-		vsnprintf(p->why, sizeof(p->why), fmt, ap);
-	va_end(ap);
-	_exit(1);
-}
 
 static void
 publisher(const char *name, int i, struct progress *p)
@@ -454,15 +345,16 @@ publisher(const char *name, int i, struct progress *p)
 	char key[8], val[24];
 	int rc = hl_open(name, &o, &c);
 	if (rc)
-		child_fail(p, "publisher %d: open: %s", i, hl_strerror(rc));
+		hl_t_child_fail(&p->fail, "publisher %d: open: %s", i, hl_strerror(rc));
 	snprintf(key, sizeof(key), "p%d", i);
 	for (long v = 1; v <= NVAL; v++) {
 		int n = snprintf(val, sizeof(val), "%ld", v);
 		rc = hl_publish(c, key, strlen(key), val, (size_t)n, NULL, 0);
 		if (rc)
-			child_fail(p, "publisher %d: publish %ld: %s", i, v, hl_strerror(rc));
+			hl_t_child_fail(&p->fail, "publisher %d: publish %ld: %s", i, v,
+			                hl_strerror(rc));
 		atomic_store(&p->acked[i], v);
-		sleep_ms(1); /* spread the run over the keeper's restarts */
+		hl_t_sleep_ms(1); /* spread the run over the keeper's restarts */
 	}
 	hl_close(c);
 	_exit(0);
@@ -478,13 +370,13 @@ observer(const char *name, struct progress *p)
 	uint64_t last_rev[NPUB] = { 0 };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
-		child_fail(p, "observer: open: %s", hl_strerror(rc));
+		hl_t_child_fail(&p->fail, "observer: open: %s", hl_strerror(rc));
 	for (int i = 0; i < NPUB; i++) {
 		char key[8];
 		snprintf(key, sizeof(key), "p%d", i);
 		rc = hl_observe(c, key, strlen(key), 0, &ids[i]);
 		if (rc)
-			child_fail(p, "observer: observe %s: %s", key, hl_strerror(rc));
+			hl_t_child_fail(&p->fail, "observer: observe %s: %s", key, hl_strerror(rc));
 	}
 	atomic_store(&p->obs_ready, 1);
 	int done = 0;
@@ -492,14 +384,14 @@ observer(const char *name, struct progress *p)
 		struct hl_event ev;
 		rc = hl_next(c, &ev, hl_t_ms(20000));
 		if (rc)
-			child_fail(p, "observer: hl_next: %s (had %ld, %ld)", hl_strerror(rc),
-			           last[0], last[1]);
+			hl_t_child_fail(&p->fail, "observer: hl_next: %s (had %ld, %ld)",
+			                hl_strerror(rc), last[0], last[1]);
 		int i = 0;
 		while (i < NPUB && ids[i] != ev.observer)
 			i++;
 		if (i == NPUB || ev.type != HL_EV_PUT)
-			child_fail(p, "observer: event type %d for observer %lu", ev.type,
-			           (unsigned long)ev.observer);
+			hl_t_child_fail(&p->fail, "observer: event type %d for observer %lu",
+			                ev.type, (unsigned long)ev.observer);
 		char buf[16];
 		size_t n = ev.new_len < sizeof(buf) - 1 ? ev.new_len : sizeof(buf) - 1;
 		memcpy(buf, ev.new_value, n);
@@ -507,8 +399,9 @@ observer(const char *name, struct progress *p)
 		long v = strtol(buf, NULL, 10);
 		/* Every revision, once, in order. */
 		if (v != last[i] + 1 || ev.revision <= last_rev[i])
-			child_fail(p, "observer: p%d got %ld (rev %lu) after %ld (rev %lu)", i, v,
-			           (unsigned long)ev.revision, last[i], (unsigned long)last_rev[i]);
+			hl_t_child_fail(
+			        &p->fail, "observer: p%d got %ld (rev %lu) after %ld (rev %lu)", i,
+			        v, (unsigned long)ev.revision, last[i], (unsigned long)last_rev[i]);
 		last[i] = v;
 		last_rev[i] = ev.revision;
 		if (v == NVAL)
@@ -521,22 +414,19 @@ observer(const char *name, struct progress *p)
 static void
 test_killing_the_keeper_mid_run_loses_nothing(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	pid_t w = worker(f);
 	uint64_t e = owner(f).epoch;
-	struct progress *p =
-	        mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(p != MAP_FAILED);
-	memset(p, 0, sizeof(*p));
+	struct progress *p = hl_t_shared(sizeof(*p));
 
 	pid_t obs = hl_t_fork();
 	assert_true(obs >= 0);
 	if (obs == 0)
 		observer(f->name, p);
-	track(f, obs);
+	hl_t_kfx_track(f, obs);
 	for (int waited = 0; !atomic_load(&p->obs_ready) && waited < hl_t_ms(10000); waited += 5)
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	assert_true(atomic_load(&p->obs_ready));
 	pid_t pubs[NPUB];
 	for (int i = 0; i < NPUB; i++) {
@@ -544,7 +434,7 @@ test_killing_the_keeper_mid_run_loses_nothing(void **state)
 		assert_true(pubs[i] >= 0);
 		if (pubs[i] == 0)
 			publisher(f->name, i, p);
-		track(f, pubs[i]);
+		hl_t_kfx_track(f, pubs[i]);
 	}
 
 	/* Kill the keeper at three points of the run, by progress, not time;
@@ -554,7 +444,7 @@ test_killing_the_keeper_mid_run_loses_nothing(void **state)
 	for (size_t j = 0; j < sizeof(at) / sizeof(at[0]); j++) {
 		for (int waited = 0; atomic_load(&p->acked[0]) < at[j] && waited < hl_t_ms(20000);
 		     waited += 1)
-			sleep_ms(1);
+			hl_t_sleep_ms(1);
 		kill9(f, k);
 		long acked[NPUB];
 		for (int i = 0; i < NPUB; i++)
@@ -568,14 +458,14 @@ test_killing_the_keeper_mid_run_loses_nothing(void **state)
 	}
 	for (int i = 0; i < NPUB; i++) {
 		int st = hl_t_wait_exit(pubs[i], hl_t_ms(30000));
-		untrack(f, pubs[i]);
+		hl_t_kfx_untrack(f, pubs[i]);
 		if (st != 0)
-			fail_msg("publisher %d: status %d: %s", i, st, p->why);
+			fail_msg("publisher %d: status %d: %s", i, st, p->fail.why);
 	}
 	int st = hl_t_wait_exit(obs, hl_t_ms(30000));
-	untrack(f, obs);
+	hl_t_kfx_untrack(f, obs);
 	if (st != 0)
-		fail_msg("observer: status %d: %s", st, p->why);
+		fail_msg("observer: status %d: %s", st, p->fail.why);
 	for (int i = 0; i < NPUB; i++) {
 		char key[8];
 		snprintf(key, sizeof(key), "p%d", i);
@@ -598,7 +488,7 @@ static const char *const spawn_args[] = { "--spawn-worker=" HL_WORKER_PATH, NULL
 static void
 test_supervisor_restarts_a_killed_worker_and_the_counter_survives(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, spawn_args);
 	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
 	assert_true(w > 0);
@@ -638,7 +528,7 @@ test_supervisor_restarts_a_killed_worker_and_the_counter_survives(void **state)
 static void
 test_supervisor_does_not_restart_a_worker_that_handed_back(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, spawn_args);
 	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
 	assert_true(w > 0);
@@ -707,7 +597,7 @@ test_restart_policy_backs_off_only_quick_exits_in_a_row(void **state)
 static void
 test_supervisor_restarts_a_worker_that_ran_stably_at_once(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	/* Every run counts as stable (a worker that serves has run far more
 	 * than 1 ms since it was started): no kill may wait. */
 	const char *extra[] = { "--spawn-worker=" HL_WORKER_PATH, "--restart-stable=1ms", NULL };
@@ -727,7 +617,7 @@ test_supervisor_restarts_a_worker_that_ran_stably_at_once(void **state)
 static void
 test_supervisor_backs_off_quick_exits_after_a_stable_run(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	/* The "worker" is a script: it runs the real worker the first time,
 	 * and exits 1 at once every later time (a worker that cannot start
 	 * any more). */
@@ -749,7 +639,7 @@ test_supervisor_backs_off_quick_exits_after_a_stable_run(void **state)
 	keeper(f, extra);
 	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
 	assert_true(w > 0);
-	sleep_ms(2 * stable_ms);
+	hl_t_sleep_ms(2 * stable_ms);
 	assert_int_equal(kill(w, SIGKILL), 0);
 	/* The kill after a stable run restarts at once; the quick exits that
 	 * follow wait --restart-min (100 ms), then twice that. */
@@ -768,15 +658,15 @@ test_supervisor_backs_off_quick_exits_after_a_stable_run(void **state)
 static void
 test_second_keeper_on_the_same_segment_is_refused(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	char sock2[160];
 	snprintf(sock2, sizeof(sock2), "%s/k2.sock", f->dir);
 	const char *argv[] = { HL_KEEPER_PATH, "--foreground", "--name", f->name,
 		               "--socket",     sock2,          NULL };
-	pid_t k2 = track(f, hl_t_spawn(argv, f->klog));
+	pid_t k2 = hl_t_kfx_track(f, hl_t_spawn(argv, f->klog));
 	assert_int_equal(hl_t_wait_exit(k2, hl_t_ms(10000)), 3);
-	untrack(f, k2);
+	hl_t_kfx_untrack(f, k2);
 	char want[96];
 	snprintf(want, sizeof(want), "another keeper (pid %d)", (int)k);
 	assert_true(hl_t_file_has(f->klog, want, hl_t_ms(2000)));
@@ -786,7 +676,7 @@ test_second_keeper_on_the_same_segment_is_refused(void **state)
 static void
 test_keeper_refuses_a_segment_that_does_not_validate(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	char path[96];
 	static uint8_t junk[65536], back[65536];
 	assert_int_equal(hl__seg_path(f->name, path, sizeof(path)), 0);
@@ -798,9 +688,9 @@ test_keeper_refuses_a_segment_that_does_not_validate(void **state)
 
 	const char *argv[] = { HL_KEEPER_PATH, "--foreground", "--name", f->name,
 		               "--socket",     f->sock,        NULL };
-	pid_t k = track(f, hl_t_spawn(argv, f->klog));
+	pid_t k = hl_t_kfx_track(f, hl_t_spawn(argv, f->klog));
 	assert_int_equal(hl_t_wait_exit(k, hl_t_ms(10000)), 2);
-	untrack(f, k);
+	hl_t_kfx_untrack(f, k);
 	char want[128];
 	snprintf(want, sizeof(want), "rm /dev/shm/heirloom.%s", f->name);
 	assert_true(hl_t_file_has(f->klog, "is not usable", hl_t_ms(2000)));
@@ -850,13 +740,13 @@ poke(const char *sock, const void *buf, size_t len, int fd_to_pass)
 static void
 test_garbage_on_the_socket_never_stops_the_keeper(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, NULL);
 	/* The harness's readiness probe may still be open in the keeper:
 	 * count its descriptors once it has settled. */
 	int base = count_fds(k);
 	for (int waited = 0; waited <= hl_t_ms(2000); waited += 20) {
-		sleep_ms(20);
+		hl_t_sleep_ms(20);
 		int again = count_fds(k);
 		if (again == base)
 			break;
@@ -918,7 +808,7 @@ test_garbage_on_the_socket_never_stops_the_keeper(void **state)
 	for (int waited = 0; waited <= hl_t_ms(5000); waited += 10) {
 		if ((now = count_fds(k)) <= base)
 			break;
-		sleep_ms(10);
+		hl_t_sleep_ms(10);
 	}
 	assert_true(now <= base);
 	pid_t w = worker(f);
@@ -928,7 +818,7 @@ test_garbage_on_the_socket_never_stops_the_keeper(void **state)
 static void
 test_supervisor_backs_off_a_worker_that_keeps_failing(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	/* An unknown option makes the worker exit 1 at once, every time. */
 	const char *extra[] = { "--spawn-worker=" HL_WORKER_PATH, "--worker-args=--no-such-option",
 		                NULL };
@@ -950,7 +840,7 @@ test_supervisor_backs_off_a_worker_that_keeps_failing(void **state)
 static void
 test_socket_path_follows_the_runtime_directory_rule(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	char buf[HL_SOCK_PATH_MAX], want[HL_SOCK_PATH_MAX + 64];
 	int ours = -1;
 	char *saved_rd = getenv("RUNTIME_DIRECTORY") ? strdup(getenv("RUNTIME_DIRECTORY")) : NULL;
@@ -1028,7 +918,7 @@ test_socket_path_follows_the_runtime_directory_rule(void **state)
 static void
 test_keeper_and_worker_find_each_other_by_runtime_directory(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	char sock[160];
 	snprintf(sock, sizeof(sock), "%s/heirloom-%s.sock", f->dir, f->name);
 	setenv("RUNTIME_DIRECTORY", f->dir, 1);
@@ -1045,9 +935,9 @@ test_keeper_and_worker_find_each_other_by_runtime_directory(void **state)
 		                "--heap",
 		                "1M",
 		                NULL };
-	pid_t k = track(f, hl_t_spawn(kargv, f->klog));
+	pid_t k = hl_t_kfx_track(f, hl_t_spawn(kargv, f->klog));
 	const char *wargv[] = { HL_WORKER_PATH, "--name", f->name, NULL };
-	pid_t w = track(f, hl_t_spawn(wargv, f->wlog));
+	pid_t w = hl_t_kfx_track(f, hl_t_spawn(wargv, f->wlog));
 	unsetenv("RUNTIME_DIRECTORY");
 	assert_int_equal(hl_t_wait_serving(f->name, 0, hl_t_ms(10000)), w);
 	char want[256];
@@ -1084,7 +974,7 @@ as_other_user(const char *sock, uid_t uid, gid_t gid)
 static void
 test_peers_of_other_users_are_refused_unless_in_the_group(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	if (geteuid() != 0)
 		skip();                           /* needs to become another user */
 	assert_int_equal(chmod(f->dir, 0711), 0); /* let other users reach the socket */
@@ -1098,7 +988,7 @@ test_peers_of_other_users_are_refused_unless_in_the_group(void **state)
 int
 main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, hl_t_kfx_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_keeper_gives_the_table_and_the_worker_takes_it),
 		T(test_worker_sigterm_hands_the_table_back_cleanly),

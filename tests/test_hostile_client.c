@@ -53,19 +53,6 @@ xorshift(uint64_t *s)
 	return *s = x;
 }
 
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t
-now_ms(void)
-{
-	return hl__now_ns() / 1000000u;
-}
-
 /* ---- the honest observer and publisher ---- */
 
 /* Observe KEY, report readiness on FD, then take events until PUBLISHES
@@ -81,12 +68,12 @@ observer_main(const char *name, int fd)
 	char one = 'r';
 	if (write(fd, &one, 1) != 1)
 		return K_OPEN;
-	uint64_t deadline = now_ms() + (uint64_t)hl_t_ms(120000), last_rev = 0;
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(120000), last_rev = 0;
 	for (int want = 0; want < PUBLISHES;) {
 		struct hl_event ev;
 		int rc = hl_next(c, &ev, 200);
 		if (rc == -ETIMEDOUT) {
-			if (now_ms() > deadline)
+			if (hl_t_now_ms() > deadline)
 				return K_TIMEOUT;
 			continue;
 		}
@@ -125,7 +112,7 @@ publisher_main(const char *name, int fd)
 		if (hl_publish(c, KEY, strlen(KEY), v, (size_t)n, NULL, 0))
 			return K_PUBLISH;
 		if (i % 4 == 0)
-			sleep_ms(1);
+			hl_t_sleep_ms(1);
 	}
 	int rc = hl_flush(c, hl_t_ms(20000));
 	hl_close(c);
@@ -245,13 +232,13 @@ offender_main(const char *name, uint64_t seed, int writes, int claim_too)
 	atomic_store(&cs->req_head, atomic_load(&hl__epw_shard(b.seg, b.ep, 0)->req_tail) + 7);
 	doorbell(&b);
 	/* The worker's verdict, as the library sees it. */
-	uint64_t deadline = now_ms() + (uint64_t)hl_t_ms(10000);
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(10000);
 	for (;;) {
 		struct hl_event ev;
 		int rc = hl_next(c, &ev, 50);
 		if (rc == HL_ESTALE)
 			break;
-		if (now_ms() > deadline)
+		if (hl_t_now_ms() > deadline)
 			return K_NOT_STALE;
 	}
 	if (hl_publish(c, "other", 5, "x", 1, NULL, 0) != HL_ESTALE ||
@@ -436,7 +423,7 @@ test_banned_endpoint_is_held_until_its_process_exits(void **state)
 	/* The other endpoint goes to a new client; no third one exists, and
 	 * the banned one is not reused, however long we wait (prunes run). */
 	struct hl_client *c1 = hl_t_open(nm, 0);
-	sleep_ms(300);
+	hl_t_sleep_ms(300);
 	struct hl_client *c2 = NULL;
 	assert_int_equal(hl_open(nm, NULL, &c2), -ENOSPC);
 	/* Once the process is gone the endpoint is free again. */
@@ -445,7 +432,7 @@ test_banned_endpoint_is_held_until_its_process_exits(void **state)
 	for (int waited = 0; waited < hl_t_ms(10000) && rc == -ENOSPC; waited += 20) {
 		rc = hl_open(nm, NULL, &c2);
 		if (rc == -ENOSPC)
-			sleep_ms(20);
+			hl_t_sleep_ms(20);
 	}
 	assert_int_equal(rc, 0);
 	assert_int_equal(hl_publish(c2, "k", 1, "v", 1, NULL, 0), 0);
@@ -479,13 +466,13 @@ test_rewritten_claim_entry_is_banned(void **state)
 		b.shards = b.seg->h->shards;
 		atomic_store(&hl__claim(b.seg, b.ep)->ready, 0xdeadbeefu);
 		doorbell(&b);
-		uint64_t deadline = now_ms() + (uint64_t)hl_t_ms(10000);
+		uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(10000);
 		/* The worker's record of our endpoint (read-only for us). */
 		while (atomic_load(&hl__epw(b.seg, b.ep)->state) == HL_EP_ACTIVE)
-			if (now_ms() > deadline)
+			if (hl_t_now_ms() > deadline)
 				_exit(K_NOT_STALE);
 			else
-				sleep_ms(5);
+				hl_t_sleep_ms(5);
 		struct hl_event ev;
 		_exit(hl_publish(c, "k", 1, "w", 1, NULL, 0) == HL_ESTALE &&
 		                      hl_next(c, &ev, 0) == HL_ESTALE
@@ -546,9 +533,9 @@ test_unready_claim_does_not_spin_the_worker(void **state)
 	struct block vb = b;
 	vb.ep = victim;
 	doorbell(&vb);
-	sleep_ms(200); /* let the bounded retries run out */
+	hl_t_sleep_ms(200); /* let the bounded retries run out */
 	unsigned long long t0 = cpu_ticks(w);
-	sleep_ms(1000);
+	hl_t_sleep_ms(1000);
 	unsigned long long used = cpu_ticks(w) - t0;
 	long hz = sysconf(_SC_CLK_TCK);
 	print_message("worker used %llu ticks of %ld in 1 s\n", used, hz);

@@ -42,30 +42,8 @@
 /* Shared with the child processes (MAP_SHARED anonymous). */
 struct board {
 	_Atomic int ready[256]; /* child i of the current wave observed its keys */
-	_Atomic int failed;
-	char why[1024];
+	struct hl_t_fail fail;
 };
-
-static struct board *
-board_map(void)
-{
-	void *p = mmap(NULL, sizeof(struct board), PROT_READ | PROT_WRITE,
-	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(p != MAP_FAILED);
-	memset(p, 0, sizeof(struct board));
-	return p;
-}
-
-static void
-child_fail(struct board *b, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (atomic_exchange(&b->failed, 1) == 0)
-		vsnprintf(b->why, sizeof(b->why), fmt, ap);
-	va_end(ap);
-	_exit(1);
-}
 
 /* hl_t_small with the prune pass every MS milliseconds ("0": at start only). */
 static const char *const *
@@ -117,25 +95,10 @@ endpoint_state(struct hl_client *c, char *buf, size_t len)
 }
 
 static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static void
 sleep_us(long us)
 {
 	struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L };
 	nanosleep(&ts, NULL);
-}
-
-static struct hl_stats
-stats_of(struct hl_client *c)
-{
-	struct hl_stats s;
-	assert_int_equal(hl_stats(c, &s), 0);
-	return s;
 }
 
 /* Claim words held (pid != 0) by anyone but the endpoint OWN of client C. */
@@ -157,7 +120,7 @@ claims_held(struct hl_client *c)
 static int
 back_to(struct hl_client *c, const struct hl_stats *base, struct hl_stats *now)
 {
-	*now = stats_of(c);
+	*now = hl_t_stats(c);
 	return now->observers == base->observers && now->endpoints == base->endpoints &&
 	       now->keys == base->keys && now->heap_used == base->heap_used && claims_held(c) == 0;
 }
@@ -170,7 +133,7 @@ wait_back_to(struct hl_client *c, const struct hl_stats *base, const char *when)
 	for (int waited = 0; waited <= hl_t_ms(30000); waited += 5) {
 		if (back_to(c, base, &now))
 			return;
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	fail_msg("%s: not back to the start: observers %lu (start %lu), endpoints %lu (%lu), "
 	         "keys %lu (%lu), heap used %lu (%lu), claims held %u",
@@ -208,7 +171,7 @@ client_proc(const char *name, struct board *b, int idx, int i)
 	struct hl_open_opts o = { .timeout_ms = hl_t_ms(30000) };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
-		child_fail(b, "client %d: open: %s", i, hl_strerror(rc));
+		hl_t_child_fail(&b->fail, "client %d: open: %s", i, hl_strerror(rc));
 	for (int j = 0; j < 10; j++) {
 		char key[32];
 		if (j < 5)
@@ -220,7 +183,8 @@ client_proc(const char *name, struct board *b, int idx, int i)
 		if (rc) {
 			char st[700];
 			endpoint_state(c, st, sizeof(st));
-			child_fail(b, "client %d: observe %s: %s%s", i, key, hl_strerror(rc), st);
+			hl_t_child_fail(&b->fail, "client %d: observe %s: %s%s", i, key,
+			                hl_strerror(rc), st);
 		}
 	}
 	atomic_store(&b->ready[idx], 1);
@@ -232,7 +196,8 @@ client_proc(const char *name, struct board *b, int idx, int i)
 			snprintf(val, sizeof(val), "p-%05u", n % 100000);
 			rc = hl_publish(c, key, strlen(key), val, VALUE_LEN, NULL, 0);
 			if (rc && rc != -ETIMEDOUT && rc != -EAGAIN)
-				child_fail(b, "client %d: publish: %s", i, hl_strerror(rc));
+				hl_t_child_fail(&b->fail, "client %d: publish: %s", i,
+				                hl_strerror(rc));
 			/* Paced: the point is to be killed mid-publish, not to
 			 * flood the worker (40 flat-out publishers, each change
 			 * fanned out to ~100 observers, starve the other
@@ -246,14 +211,16 @@ client_proc(const char *name, struct board *b, int idx, int i)
 			if (rc == 0)
 				rc = hl_unobserve(c, id);
 			if (rc && rc != -ETIMEDOUT && rc != -EAGAIN)
-				child_fail(b, "client %d: churn: %s", i, hl_strerror(rc));
+				hl_t_child_fail(&b->fail, "client %d: churn: %s", i,
+				                hl_strerror(rc));
 			break;
 		}
 		case K_READ: {
 			struct hl_event ev;
 			rc = hl_next(c, &ev, 100);
 			if (rc && rc != -ETIMEDOUT)
-				child_fail(b, "client %d: next: %s", i, hl_strerror(rc));
+				hl_t_child_fail(&b->fail, "client %d: next: %s", i,
+				                hl_strerror(rc));
 			break;
 		}
 		default: pause(); break;
@@ -290,12 +257,12 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 		shared_key(key, sizeof(key), i);
 		assert_int_equal(hl_publish(c, key, strlen(key), "v-00000", VALUE_LEN, NULL, 0), 0);
 	}
-	struct hl_stats base = stats_of(c);
+	struct hl_stats base = hl_t_stats(c);
 	assert_int_equal(base.endpoints, 1);
 	assert_int_equal(base.keys, SHARED_KEYS);
 	assert_int_equal(base.observers, 0);
 
-	struct board *b = board_map();
+	struct board *b = hl_t_shared(sizeof(struct board));
 	pid_t kids[WAVE];
 	srand(4);
 	for (int first = 0; first < CLIENTS; first += WAVE) {
@@ -317,8 +284,8 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 		/* Wait for the others to hold their observers, killing the early
 		 * ones on their schedule meanwhile. */
 		for (int waited = 0;; waited++) {
-			if (atomic_load(&b->failed))
-				fail_msg("a client failed: %s", b->why);
+			if (atomic_load(&b->fail.failed))
+				fail_msg("a client failed: %s", b->fail.why);
 			/* A worker that died (a sanitizer halts it at its first
 			 * report) leaves the clients waiting out their timeouts:
 			 * say so at once. */
@@ -350,20 +317,20 @@ test_thousand_killed_clients_leave_nothing_behind(void **state)
 			sleep_us(1000);
 		}
 		/* Let the publishers, churners and readers get into a request. */
-		sleep_ms(20);
+		hl_t_sleep_ms(20);
 		for (int k = 0; k < WAVE; k++)
 			if (kids[k])
 				kill(kids[k], SIGKILL);
 		for (int k = 0; k < WAVE; k++)
 			if (kids[k])
 				waitpid(kids[k], NULL, 0);
-		assert_int_equal(atomic_load(&b->failed), 0);
+		assert_int_equal(atomic_load(&b->fail.failed), 0);
 		char when[64];
 		snprintf(when, sizeof(when), "after clients %d..%d", first, first + WAVE - 1);
 		wait_back_to(c, &base, when);
 	}
 
-	struct hl_stats s = stats_of(c);
+	struct hl_stats s = hl_t_stats(c);
 	/* Every client that finished attaching was adopted and then removed,
 	 * each removal by one cleanup run; every observer added was removed. */
 	uint64_t attached = s.endpoints_attached - base.endpoints_attached;
@@ -406,8 +373,8 @@ test_dead_client_removed_at_once_without_prune(void **state)
 		shared_key(key, sizeof(key), i);
 		assert_int_equal(hl_publish(c, key, strlen(key), "v-00000", VALUE_LEN, NULL, 0), 0);
 	}
-	struct hl_stats base = stats_of(c);
-	struct board *b = board_map();
+	struct hl_stats base = hl_t_stats(c);
+	struct board *b = hl_t_shared(sizeof(struct board));
 	pid_t kids[KIDS];
 	for (int k = 0; k < KIDS; k++) {
 		kids[k] = hl_t_fork();
@@ -419,7 +386,7 @@ test_dead_client_removed_at_once_without_prune(void **state)
 				 * it at hl_open() and watches it from then on. */
 				struct hl_client *x = NULL;
 				if (hl_open(name, NULL, &x))
-					child_fail(b, "open");
+					hl_t_child_fail(&b->fail, "open");
 				atomic_store(&b->ready[k], 1);
 				pause();
 			}
@@ -430,22 +397,22 @@ test_dead_client_removed_at_once_without_prune(void **state)
 		int pending = 0;
 		for (int k = 0; k < KIDS; k++)
 			pending += !atomic_load(&b->ready[k]);
-		assert_int_equal(atomic_load(&b->failed), 0);
+		assert_int_equal(atomic_load(&b->fail.failed), 0);
 		if (!pending)
 			break;
 		if (waited > hl_t_ms(60000))
 			fail_msg("%d clients not ready", pending);
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	/* Every attached client is an endpoint now. */
-	for (int waited = 0; stats_of(c).endpoints != base.endpoints + KIDS; waited++) {
+	for (int waited = 0; hl_t_stats(c).endpoints != base.endpoints + KIDS; waited++) {
 		if (waited > hl_t_ms(10000))
-			fail_msg("endpoints: %lu, want %lu", (unsigned long)stats_of(c).endpoints,
+			fail_msg("endpoints: %lu, want %lu", (unsigned long)hl_t_stats(c).endpoints,
 			         (unsigned long)(base.endpoints + KIDS));
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
-	assert_true(stats_of(c).observers > base.observers);
-	sleep_ms(20);
+	assert_true(hl_t_stats(c).observers > base.observers);
+	hl_t_sleep_ms(20);
 	for (int k = 0; k < KIDS; k++)
 		hl_t_kill9(kids[k]);
 	wait_back_to(c, &base, "after the kills, with no prune pass");
@@ -522,7 +489,7 @@ test_rewritten_claim_start_time_is_banned_and_held_at_prune(void **state)
 	pid_t w = hl_t_worker_startv(name, small_with_prune("200"));
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
 	assert_int_equal(hl_publish(pub, "r0", 2, "a", 1, NULL, 0), 0);
-	struct hl_stats base = stats_of(pub);
+	struct hl_stats base = hl_t_stats(pub);
 
 	int up[2], down[2];
 	assert_int_equal(pipe(up), 0);
@@ -539,26 +506,26 @@ test_rewritten_claim_start_time_is_banned_and_held_at_prune(void **state)
 	/* Observers (and the keys r1, r2 they made) go; the endpoint stays. */
 	struct hl_stats s;
 	for (int waited = 0;; waited += 5) {
-		s = stats_of(pub);
+		s = hl_t_stats(pub);
 		if (s.observers == base.observers && s.keys == base.keys)
 			break;
 		if (waited > hl_t_ms(30000))
 			fail_msg("observers %lu (start %lu), keys %lu (%lu) after the pass",
 			         (unsigned long)s.observers, (unsigned long)base.observers,
 			         (unsigned long)s.keys, (unsigned long)base.keys);
-		sleep_ms(5);
+		hl_t_sleep_ms(5);
 	}
 	assert_int_equal(s.cleanup_removed - base.cleanup_removed, 3);
 	struct hl_t_logrec rec;
 	assert_int_equal(hl_t_log_find(name, HL_LOG_BAD_CLIENT, (uint32_t)child, &rec), 0);
 	struct hl_shm_claim *cl = hl__claim(hl__client_seg(pub, NULL), ep);
 	/* Quarantined: several passes later, still held for that process. */
-	sleep_ms(600);
+	hl_t_sleep_ms(600);
 	assert_int_equal(atomic_load(&cl->word), HL_CLAIM((uint32_t)child, 0));
-	assert_int_equal(stats_of(pub).endpoints, base.endpoints + 1);
+	assert_int_equal(hl_t_stats(pub).endpoints, base.endpoints + 1);
 	/* Nobody is told about changes of its old keys any more. */
 	assert_int_equal(hl_publish(pub, "r0", 2, "c", 1, NULL, 0), 0);
-	assert_int_equal(stats_of(pub).notifications, s.notifications);
+	assert_int_equal(hl_t_stats(pub).notifications, s.notifications);
 
 	/* It exits: the endpoint is free again. */
 	assert_int_equal(write(down[1], "x", 1), 1);
@@ -587,7 +554,7 @@ test_reused_pid_is_refused_at_adoption(void **state)
 	pid_t w = hl_t_worker_startv(name, hl_t_small);
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
 	assert_int_equal(hl_publish(pub, "a0", 2, "x", 1, NULL, 0), 0);
-	struct hl_stats base = stats_of(pub);
+	struct hl_stats base = hl_t_stats(pub);
 	assert_int_equal(hl_t_worker_stop(w), 0);
 
 	struct hl_client *c = hl_t_open(name, 0);
@@ -596,7 +563,7 @@ test_reused_pid_is_refused_at_adoption(void **state)
 	hl_observer_id id;
 	assert_int_equal(hl_observe(c, "a0", 2, 0, &id), HL_ESTALE);
 	wait_back_to(pub, &base, "after adopting the endpoint as dead");
-	assert_int_equal(stats_of(pub).observers, 0);
+	assert_int_equal(hl_t_stats(pub).observers, 0);
 	hl_close(c);
 	hl_close(pub);
 	assert_int_equal(hl_t_worker_stop(w), 0);
@@ -662,7 +629,7 @@ test_abandoned_claim_freed_by_periodic_prune(void **state)
 	while (claim_pid(c, ep) != 0) {
 		if (waited++ > hl_t_ms(10000))
 			fail_msg("claim of endpoint %u still held", ep);
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	hl_close(c);
 	assert_int_equal(hl_t_worker_stop(w), 0);
@@ -693,14 +660,14 @@ test_claimer_paused_before_its_start_time_keeps_its_claim(void **state)
 	       atomic_load(&hl__epw(hl__client_seg(c, NULL), ep)->state) != HL_EP_FREE) {
 		if (waited++ > hl_t_ms(10000))
 			fail_msg("endpoint %u not freed after hl_close", ep);
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	/* This live process claims it and "pauses" there. */
 	assert_int_equal(abandon_claim_at(c, getpid(), ep), ep);
 	struct hl_shm_claim *cl = hl__claim(hl__client_seg(c, NULL), ep);
 	assert_int_equal(atomic_load(&cl->start_time), 0);
 	/* Twenty prune periods: still ours. */
-	sleep_ms(1000);
+	hl_t_sleep_ms(1000);
 	assert_int_equal(claim_pid(c, ep), (uint32_t)getpid());
 	/* Now the claim names a start time our pid does not have: the claimer
 	 * it names is gone, so the pass frees the claim. */
@@ -709,7 +676,7 @@ test_claimer_paused_before_its_start_time_keeps_its_claim(void **state)
 	while (claim_pid(c, ep) != 0) {
 		if (waited++ > hl_t_ms(10000))
 			fail_msg("claim of endpoint %u with a foreign start time still held", ep);
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	assert_int_equal(atomic_load(&cl->start_time), 0);
 	hl_close(c);
@@ -730,7 +697,7 @@ test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
 	pid_t dead = dead_pid();
 	uint32_t ep = abandon_claim(c, dead);
 	/* Several prune periods of the other test: still held. */
-	sleep_ms(1000);
+	hl_t_sleep_ms(1000);
 	assert_int_equal(claim_pid(c, ep), (uint32_t)dead);
 	assert_int_equal(hl_t_worker_stop(w), 0);
 	w = hl_t_worker_startv(name, small_with_prune("0"));
@@ -738,7 +705,7 @@ test_abandoned_claim_without_prune_waits_for_next_worker(void **state)
 	while (claim_pid(c, ep) != 0) {
 		if (waited++ > hl_t_ms(10000))
 			fail_msg("claim of endpoint %u survived a worker start", ep);
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	hl_close(c);
 	assert_int_equal(hl_t_worker_stop(w), 0);
@@ -800,11 +767,11 @@ test_slow_reader_is_reported_and_keeps_its_observers(void **state)
 	while (!(last_read(slow) & HL_EPW_SLOW)) {
 		if (waited++ > hl_t_ms(20000))
 			fail_msg("the slow reader was not reported");
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 	assert_false(last_read(fast) & HL_EPW_SLOW);
 	assert_false(last_read(pub) & HL_EPW_SLOW); /* nothing waits for it */
-	struct hl_stats s = stats_of(pub);
+	struct hl_stats s = hl_t_stats(pub);
 	assert_int_equal(s.slow_endpoints, 1);
 	assert_int_equal(s.observers, 2); /* slow, not dead: it keeps its observer */
 	assert_int_equal(s.endpoints, 3);
@@ -823,9 +790,9 @@ test_slow_reader_is_reported_and_keeps_its_observers(void **state)
 	while (last_read(slow) & HL_EPW_SLOW) {
 		if (waited++ > hl_t_ms(20000))
 			fail_msg("the slow reader is still reported after reading");
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
-	assert_int_equal(stats_of(pub).slow_endpoints, 0);
+	assert_int_equal(hl_t_stats(pub).slow_endpoints, 0);
 
 	hl_close(slow);
 	hl_close(fast);

@@ -25,21 +25,6 @@
 #define HOT_PUBLISHES 2000
 #define HOT_LEN       100
 
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static struct hl_stats
-stats_of(struct hl_client *c)
-{
-	struct hl_stats s;
-	assert_int_equal(hl_stats(c, &s), 0);
-	return s;
-}
-
 /* The heap bytes one value takes: its size class (alloc.c: blocks of
  * 64 << k bytes holding the 48-byte header, the meta and the value). */
 static uint64_t
@@ -55,11 +40,12 @@ block_bytes(size_t meta_len, size_t len)
 static void
 wait_endpoints_removed(struct hl_client *c, uint64_t want)
 {
-	for (int waited = 0; stats_of(c).endpoints_removed != want; waited++) {
+	for (int waited = 0; hl_t_stats(c).endpoints_removed != want; waited++) {
 		if (waited > hl_t_ms(10000))
 			fail_msg("endpoints_removed %lu, want %lu",
-			         (unsigned long)stats_of(c).endpoints_removed, (unsigned long)want);
-		sleep_ms(1);
+			         (unsigned long)hl_t_stats(c).endpoints_removed,
+			         (unsigned long)want);
+		hl_t_sleep_ms(1);
 	}
 }
 
@@ -86,12 +72,12 @@ test_every_counter_equals_what_the_script_did(void **state)
 	/* The publisher: synchronous, so each publish is applied (and
 	 * dispatched) when the call returns. */
 	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC);
-	for (int waited = 0; stats_of(a).endpoints != 1; waited++) {
+	for (int waited = 0; hl_t_stats(a).endpoints != 1; waited++) {
 		if (waited > hl_t_ms(10000))
 			fail_msg("the publisher's endpoint was not adopted");
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
-	const struct hl_stats base = stats_of(a);
+	const struct hl_stats base = hl_t_stats(a);
 	assert_int_equal(base.endpoints_attached, 1);
 	assert_int_equal(base.reattaches, 1);
 	assert_int_equal(base.observers, 0);
@@ -201,10 +187,10 @@ test_every_counter_equals_what_the_script_did(void **state)
 	assert_int_equal(l_resync, 1);
 	notifications += l_put;
 
-	struct hl_stats mid = stats_of(l);
+	struct hl_stats mid = hl_t_stats(l);
 	assert_int_equal(mid.resyncs, 1); /* counted by the client that made it */
-	assert_int_equal(stats_of(b).resyncs, 0);
-	assert_int_equal(stats_of(a).resyncs, 0);
+	assert_int_equal(hl_t_stats(b).resyncs, 0);
+	assert_int_equal(hl_t_stats(a).resyncs, 0);
 
 	/* B and L close: their observers go by cleanup. */
 	uint64_t b_obs = 0;
@@ -218,7 +204,7 @@ test_every_counter_equals_what_the_script_did(void **state)
 	obs_removed += b_obs + 1;
 	wait_endpoints_removed(a, base.endpoints_removed + removed);
 
-	struct hl_stats s = stats_of(a);
+	struct hl_stats s = hl_t_stats(a);
 #define DELTA(f) (s.f - base.f)
 	assert_int_equal(DELTA(publishes), publishes);
 	assert_int_equal(DELTA(skipped_unchanged), skipped);
@@ -254,10 +240,10 @@ test_every_counter_equals_what_the_script_did(void **state)
 	assert_int_equal(s.owner_role, HL_ROLE_WORKER);
 	assert_int_equal(s.owner_pid, w);
 #if HL_HAVE_JEMALLOC
-	for (int waited = 0; stats_of(a).worker_mem_bytes == 0; waited++) {
+	for (int waited = 0; hl_t_stats(a).worker_mem_bytes == 0; waited++) {
 		if (waited > hl_t_ms(5000))
 			fail_msg("worker_mem_bytes stays 0 with jemalloc");
-		sleep_ms(1);
+		hl_t_sleep_ms(1);
 	}
 #else
 	assert_int_equal(s.worker_mem_bytes, 0);
@@ -275,7 +261,7 @@ test_sys_keys_are_refused_to_clients(void **state)
 	const char *name = hl_t_name();
 	pid_t w = hl_t_worker_startv(name, hl_t_small);
 	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
-	struct hl_stats before = stats_of(c);
+	struct hl_stats before = hl_t_stats(c);
 	assert_int_equal(hl_publish(c, HL_TELEMETRY_DISPATCH, strlen(HL_TELEMETRY_DISPATCH), "x", 1,
 	                            NULL, 0),
 	                 -EPERM);
@@ -288,7 +274,7 @@ test_sys_keys_are_refused_to_clients(void **state)
 	                 0);
 	/* "$sy" and "$sysx" are ordinary keys. */
 	assert_int_equal(hl_publish(c, "$sysx", 5, "x", 1, NULL, 0), 0);
-	struct hl_stats after = stats_of(c);
+	struct hl_stats after = hl_t_stats(c);
 	assert_int_equal(after.publishes - before.publishes, 1);
 	hl_close(c);
 	assert_int_equal(hl_t_worker_stop(w), 0);
@@ -365,7 +351,7 @@ test_telemetry_reports_dispatch_cleanup_and_lag(void **state)
 	assert_int_equal(hl_observe(app, HL_TELEMETRY_LAGGED, strlen(HL_TELEMETRY_LAGGED), 0, &id),
 	                 0);
 	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
-	struct hl_stats base = stats_of(pub);
+	struct hl_stats base = hl_t_stats(pub);
 	struct tel t[3] = { { 0 } };
 
 	/* Dispatch: 3 observers x 10 changes. */
@@ -378,7 +364,7 @@ test_telemetry_reports_dispatch_cleanup_and_lag(void **state)
 		assert_int_equal(hl_publish(pub, "d", 1, v, strlen(v), NULL, 0), 0);
 	}
 	uint64_t want = base.notifications + 30;
-	assert_int_equal(stats_of(pub).notifications, want);
+	assert_int_equal(hl_t_stats(pub).notifications, want);
 	tel_wait(app, t, HL_TELEMETRY_DISPATCH, want);
 	/* Counts cover what happened since the key was first observed. */
 	assert_int_equal(t[0].count_sum, 30);
@@ -400,7 +386,7 @@ test_telemetry_reports_dispatch_cleanup_and_lag(void **state)
 		snprintf(big, sizeof(big), "%d", i);
 		assert_int_equal(hl_publish(pub, "h", 1, big, sizeof(big), NULL, 0), 0);
 	}
-	struct hl_stats s = stats_of(pub);
+	struct hl_stats s = hl_t_stats(pub);
 	assert_true(s.lagged_drops > base.lagged_drops);
 	tel_wait(app, t, HL_TELEMETRY_LAGGED, s.lagged_drops);
 	assert_int_equal(t[2].count_sum, s.lagged_drops - base.lagged_drops);
@@ -414,8 +400,8 @@ test_telemetry_reports_dispatch_cleanup_and_lag(void **state)
 	while (hl_next(app, &ev, 500) == 0)
 		more++;
 	assert_int_equal(more, 0);
-	assert_int_equal(stats_of(pub).notifications, s.notifications);
-	assert_int_equal(stats_of(pub).publishes, s.publishes);
+	assert_int_equal(hl_t_stats(pub).notifications, s.notifications);
+	assert_int_equal(hl_t_stats(pub).publishes, s.publishes);
 
 	hl_close(lag);
 	hl_close(obs);
@@ -438,8 +424,8 @@ test_telemetry_unobserved_writes_nothing(void **state)
 	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
 	struct hl_event ev;
 	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
-	sleep_ms(300); /* three telemetry intervals */
-	struct hl_stats s = stats_of(c);
+	hl_t_sleep_ms(300); /* three telemetry intervals */
+	struct hl_stats s = hl_t_stats(c);
 	assert_int_equal(s.keys, 1);
 	assert_int_equal(hl_get(c, HL_TELEMETRY_DISPATCH, strlen(HL_TELEMETRY_DISPATCH), NULL, 0,
 	                        NULL, NULL),

@@ -31,113 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
-struct fx {
-	char dir[64];
-	char sock[128];
-	char klog[128];
-	char wlog[128];
-	char name[64];
-	pid_t pids[16]; /* our children, killed and reaped by the teardown */
-	int npids;
-};
-
-static pid_t
-track(struct fx *f, pid_t pid)
-{
-	assert_true(f->npids < (int)(sizeof(f->pids) / sizeof(f->pids[0])));
-	f->pids[f->npids++] = pid;
-	return pid;
-}
-
-static void
-untrack(struct fx *f, pid_t pid)
-{
-	for (int i = 0; i < f->npids; i++)
-		if (f->pids[i] == pid)
-			f->pids[i] = 0;
-}
-
 static int
 setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	if (!f)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/hl-watchdog-XXXXXX");
-	if (!mkdtemp(f->dir))
-		return -1;
-	snprintf(f->sock, sizeof(f->sock), "%s/k.sock", f->dir);
-	snprintf(f->klog, sizeof(f->klog), "%s/keeper.log", f->dir);
-	snprintf(f->wlog, sizeof(f->wlog), "%s/worker.log", f->dir);
-	snprintf(f->name, sizeof(f->name), "%s", hl_t_name());
-	*state = f;
-	return 0;
-}
-
-static void
-dump(const char *path)
-{
-	char buf[4096];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	fprintf(stderr, "---- %s\n", path);
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		fwrite(buf, 1, (size_t)n, stderr);
-	close(fd);
-}
-
-static int
-teardown(void **state)
-{
-	struct fx *f = *state;
-	struct hl_t_owner o;
-	if (getenv("HL_TEST_VERBOSE")) {
-		dump(f->klog);
-		dump(f->wlog);
-	}
-	pid_t orphan = 0;
-	if (hl_t_owner_read(f->name, &o) == 0 && o.role == HL_ROLE_WORKER)
-		orphan = (pid_t)o.pid;
-	for (int i = f->npids - 1; i >= 0; i--)
-		if (f->pids[i] > 0) {
-			kill(f->pids[i], SIGCONT);
-			kill(f->pids[i], SIGKILL);
-			waitpid(f->pids[i], NULL, 0);
-		}
-	if (orphan > 0 && hl_t_owner_read(f->name, &o) == 0 && o.pid == (uint32_t)orphan)
-		kill(orphan, SIGKILL);
-	hl_t_unlink(f->name);
-	char path[512];
-	DIR *d = opendir(f->dir);
-	struct dirent *e;
-	while (d && (e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", f->dir, e->d_name);
-		unlink(path);
-	}
-	if (d)
-		closedir(d);
-	rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return hl_t_kfx_setup(state, "watchdog");
 }
 
 /* The test's hang timeout: short, so that the suite stays quick, and
@@ -149,7 +46,7 @@ hang_ms(void)
 }
 
 static pid_t
-keeper(struct fx *f, int spawn, const char *const *more)
+keeper(struct hl_t_kfx *f, int spawn, const char *const *more)
 {
 	static char timeout[32];
 	snprintf(timeout, sizeof(timeout), "--hang-timeout=%dms", hang_ms());
@@ -162,12 +59,12 @@ keeper(struct fx *f, int spawn, const char *const *more)
 	for (int i = 0; more && more[i] && n < 15; i++)
 		extra[n++] = more[i];
 	extra[n] = NULL;
-	return track(f, hl_t_keeper_startv(f->name, f->sock, extra, f->klog));
+	return hl_t_kfx_track(f, hl_t_keeper_startv(f->name, f->sock, extra, f->klog));
 }
 
 /* A worker through the keeper with EXTRA args, waited for until it serves. */
 static pid_t
-kworker(struct fx *f, const char *const *extra)
+kworker(struct hl_t_kfx *f, const char *const *extra)
 {
 	const char *argv[16];
 	int n = 0;
@@ -179,7 +76,7 @@ kworker(struct fx *f, const char *const *extra)
 	for (int i = 0; extra && extra[i] && n < 15; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
-	pid_t pid = track(f, hl_t_spawn(argv, f->wlog));
+	pid_t pid = hl_t_kfx_track(f, hl_t_spawn(argv, f->wlog));
 	assert_int_equal(hl_t_wait_serving(f->name, 0, hl_t_ms(10000)), pid);
 	return pid;
 }
@@ -206,7 +103,7 @@ assert_value(struct hl_client *c, const char *key, const char *want)
 /* heirloomctl status --json for our segment, checked by a Python
  * expression over d (the document). Returns its exit status (0 = true). */
 static int
-status_says(struct fx *f, const char *expr)
+status_says(struct hl_t_kfx *f, const char *expr)
 {
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd),
@@ -235,7 +132,7 @@ sync_publish(void *arg)
 static void
 test_a_stopped_worker_is_killed_and_replaced_with_nothing_lost(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	keeper(f, 1, NULL);
 	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
 	assert_true(w > 0);
@@ -261,13 +158,13 @@ test_a_stopped_worker_is_killed_and_replaced_with_nothing_lost(void **state)
 	assert_int_equal(hl_open(f->name, &o, &sc), 0);
 	struct sync_pub sp = { .c = sc, .rc = 1 };
 
-	uint64_t t0 = now_ms();
+	uint64_t t0 = hl_t_now_ms();
 	assert_int_equal(kill(w, SIGSTOP), 0);
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, sync_publish, &sp), 0);
 
 	pid_t next = hl_t_wait_serving(f->name, w, hang_ms() + hl_t_ms(15000));
-	uint64_t t1 = now_ms();
+	uint64_t t1 = hl_t_now_ms();
 	assert_true(next > 0);
 	print_message("SIGSTOP to a serving replacement: %lu ms (--hang-timeout %d ms)\n",
 	              (unsigned long)(t1 - t0), hang_ms());
@@ -318,7 +215,7 @@ test_a_stopped_worker_is_killed_and_replaced_with_nothing_lost(void **state)
 static void
 test_one_parked_shard_thread_is_a_hang(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	keeper(f, 0, NULL);
 	const char *park[] = { "--park-shard=1", NULL };
 	pid_t w = kworker(f, park);
@@ -333,7 +230,7 @@ test_one_parked_shard_thread_is_a_hang(void **state)
 	}
 	/* The worker is killed for it (it is our child: we see the signal). */
 	int st = hl_t_wait_exit(w, hang_ms() + hl_t_ms(15000));
-	untrack(f, w);
+	hl_t_kfx_untrack(f, w);
 	assert_int_equal(st, 128 + SIGKILL);
 	struct hl_t_logrec r;
 	assert_int_equal(hl_t_log_find(f->name, HL_LOG_HUNG, (uint32_t)w, &r), 0);
@@ -357,7 +254,7 @@ test_one_parked_shard_thread_is_a_hang(void **state)
 static void
 test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, 0, NULL);
 	pid_t w = kworker(f, NULL);
 	assert_int_equal(status_says(f, "d[\"worker\"] == \"ready\" and d[\"serving\"] and "
@@ -368,7 +265,7 @@ test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 	                 0);
 	assert_int_equal(kill(k, SIGSTOP), 0);
 	assert_int_equal(kill(w, SIGSTOP), 0);
-	sleep_ms(hang_ms() + 500);
+	hl_t_sleep_ms(hang_ms() + 500);
 	assert_int_equal(status_says(f, "d[\"worker\"] == \"hung\" and not d[\"serving\"] and "
 	                                "d[\"worker_ready\"] and "
 	                                "any(t[\"state\"] == \"hung\" for t in "
@@ -382,7 +279,7 @@ test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(kill(k, SIGCONT), 0);
 	int st = hl_t_wait_exit(w, hl_t_ms(15000));
-	untrack(f, w);
+	hl_t_kfx_untrack(f, w);
 	assert_int_equal(st, 128 + SIGKILL);
 	struct hl_t_logrec r;
 	assert_int_equal(hl_t_log_find(f->name, HL_LOG_HUNG, (uint32_t)w, &r), 0);
@@ -391,7 +288,7 @@ test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 /* ---- slow is not hung ---- */
 
 static pid_t
-spawn_fn(struct fx *f, void (*fn)(const char *, int), const char *name, int secs)
+spawn_fn(struct hl_t_kfx *f, void (*fn)(const char *, int), const char *name, int secs)
 {
 	pid_t pid = hl_t_fork();
 	assert_true(pid >= 0);
@@ -400,16 +297,16 @@ spawn_fn(struct fx *f, void (*fn)(const char *, int), const char *name, int secs
 		fn(name, secs);
 		_exit(0);
 	}
-	return track(f, pid);
+	return hl_t_kfx_track(f, pid);
 }
 
 static void
 hog(const char *name, int secs)
 {
 	(void)name;
-	uint64_t end = now_ms() + (uint64_t)secs * 1000u;
+	uint64_t end = hl_t_now_ms() + (uint64_t)secs * 1000u;
 	volatile uint64_t x = 0;
-	while (now_ms() < end)
+	while (hl_t_now_ms() < end)
 		for (int i = 0; i < 100000; i++)
 			x += (uint64_t)i;
 }
@@ -423,9 +320,9 @@ publisher(const char *name, int secs)
 		_exit(2);
 	hl_observer_id id;
 	hl_observe(c, "load0", 5, 0, &id); /* events to dispatch, and to read */
-	uint64_t end = now_ms() + (uint64_t)secs * 1000u;
+	uint64_t end = hl_t_now_ms() + (uint64_t)secs * 1000u;
 	char key[16], val[32];
-	for (uint64_t n = 0; now_ms() < end; n++) {
+	for (uint64_t n = 0; hl_t_now_ms() < end; n++) {
 		for (int i = 0; i < 256; i++) {
 			snprintf(key, sizeof(key), "load%d", i % 64);
 			snprintf(val, sizeof(val), "%lu.%d", (unsigned long)n, i);
@@ -445,7 +342,7 @@ publisher(const char *name, int secs)
 static void
 test_a_busy_worker_on_a_saturated_machine_is_not_killed(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	const char *env = getenv("HL_TEST_SATURATE_S");
 	int secs = env && atoi(env) > 0 ? atoi(env) : 8;
 	keeper(f, 1, NULL);
@@ -465,7 +362,7 @@ test_a_busy_worker_on_a_saturated_machine_is_not_killed(void **state)
 		kids[nk++] = spawn_fn(f, publisher, f->name, secs);
 	for (int i = 0; i < nk; i++) {
 		int st = hl_t_wait_exit(kids[i], hl_t_ms(secs * 1000 + 60000));
-		untrack(f, kids[i]);
+		hl_t_kfx_untrack(f, kids[i]);
 		assert_int_equal(st, 0);
 	}
 
@@ -486,7 +383,7 @@ test_a_busy_worker_on_a_saturated_machine_is_not_killed(void **state)
 static void
 test_a_long_batch_of_quick_requests_is_not_a_hang(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	static char timeout[32];
 	snprintf(timeout, sizeof(timeout), "--hang-timeout=%dms", hl_t_ms(300));
 	const char *more[] = { timeout, NULL }; /* the last --hang-timeout wins */
@@ -528,7 +425,7 @@ test_a_long_batch_of_quick_requests_is_not_a_hang(void **state)
 
 /* A stand-in for systemd's end of NOTIFY_SOCKET. */
 static int
-notify_listen(struct fx *f, char *path, size_t len)
+notify_listen(struct hl_t_kfx *f, char *path, size_t len)
 {
 	snprintf(path, len, "%s/notify.sock", f->dir);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -543,9 +440,9 @@ notify_listen(struct fx *f, char *path, size_t len)
 static int
 notify_wait(int fd, const char *what, int ms)
 {
-	uint64_t end = now_ms() + (uint64_t)ms;
+	uint64_t end = hl_t_now_ms() + (uint64_t)ms;
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = hl_t_now_ms();
 		if (now >= end)
 			return 0;
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -563,14 +460,14 @@ notify_wait(int fd, const char *what, int ms)
 
 /* Start ARGV with systemd's variables for a watchdog of USEC. */
 static pid_t
-spawn_notified(struct fx *f, const char *const *argv, const char *path, uint64_t usec,
+spawn_notified(struct hl_t_kfx *f, const char *const *argv, const char *path, uint64_t usec,
                const char *log)
 {
 	char u[32];
 	snprintf(u, sizeof(u), "%lu", (unsigned long)usec);
 	setenv("NOTIFY_SOCKET", path, 1);
 	setenv("WATCHDOG_USEC", u, 1);
-	pid_t pid = track(f, hl_t_spawn(argv, log));
+	pid_t pid = hl_t_kfx_track(f, hl_t_spawn(argv, log));
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 	return pid;
@@ -579,7 +476,7 @@ spawn_notified(struct fx *f, const char *const *argv, const char *path, uint64_t
 static void
 test_a_stopped_keeper_misses_its_watchdog_pings(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	char path[128];
 	int fd = notify_listen(f, path, sizeof(path));
 	const uint64_t usec = (uint64_t)hl_t_ms(500) * 1000u;
@@ -606,7 +503,7 @@ test_a_stopped_keeper_misses_its_watchdog_pings(void **state)
 static void
 test_a_worker_pings_systemd_only_while_every_thread_beats(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_kfx *f = *state;
 	char path[128];
 	int fd = notify_listen(f, path, sizeof(path));
 	const uint64_t usec = (uint64_t)hl_t_ms(1000) * 1000u;
@@ -628,7 +525,7 @@ test_a_worker_pings_systemd_only_while_every_thread_beats(void **state)
 	for (int i = 0; i < 3; i++)
 		assert_true(notify_wait(fd, "WATCHDOG=1", (int)(usec / 1000)));
 	assert_int_equal(hl_t_worker_stop(w), 0);
-	untrack(f, w);
+	hl_t_kfx_untrack(f, w);
 
 	/* Shard 1 hangs from the start: the worker serves (READY=1: its
 	 * other threads run) but stops pinging once that shard's beat is a
@@ -638,7 +535,7 @@ test_a_worker_pings_systemd_only_while_every_thread_beats(void **state)
 	};
 	w = spawn_notified(f, parked, path, usec, f->wlog);
 	assert_true(notify_wait(fd, "READY=1", hl_t_ms(10000)));
-	sleep_ms((int)(usec / 1000));
+	hl_t_sleep_ms((int)(usec / 1000));
 	while (notify_wait(fd, "WATCHDOG=1", 50))
 		;
 	assert_false(notify_wait(fd, "WATCHDOG=1", (int)(2 * usec / 1000)));
@@ -678,19 +575,21 @@ main(void)
 		cmocka_unit_test(test_watchdog_usec_is_honoured_only_for_its_pid),
 		cmocka_unit_test_setup_teardown(
 		        test_a_stopped_worker_is_killed_and_replaced_with_nothing_lost, setup,
-		        teardown),
+		        hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_parked_shard_thread_is_a_hang, setup,
-		                                teardown),
+		                                hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(test_status_says_hung_and_a_resumed_keeper_acts,
-		                                setup, teardown),
+		                                setup, hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(
-		        test_a_busy_worker_on_a_saturated_machine_is_not_killed, setup, teardown),
+		        test_a_busy_worker_on_a_saturated_machine_is_not_killed, setup,
+		        hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(test_a_long_batch_of_quick_requests_is_not_a_hang,
-		                                setup, teardown),
+		                                setup, hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(test_a_stopped_keeper_misses_its_watchdog_pings,
-		                                setup, teardown),
+		                                setup, hl_t_kfx_teardown),
 		cmocka_unit_test_setup_teardown(
-		        test_a_worker_pings_systemd_only_while_every_thread_beats, setup, teardown),
+		        test_a_worker_pings_systemd_only_while_every_thread_beats, setup,
+		        hl_t_kfx_teardown),
 	};
 	return cmocka_run_group_tests_name("watchdog", tests, NULL, NULL);
 }

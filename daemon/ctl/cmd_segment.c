@@ -79,16 +79,7 @@ write_header(struct out *o, const struct raw *r)
 	const struct hl_shm_header *h = &r->h;
 	out_u64(o, "size", h->size);
 	out_time(o, "created", h->created_ns);
-	out_obj_begin(o, "capacities");
-	out_u64(o, "keys", h->max_keys);
-	out_u64(o, "observers", h->max_observers);
-	out_u64(o, "endpoints", h->max_endpoints);
-	out_u64(o, "value_bytes", h->max_value);
-	out_u64(o, "shards", h->shards);
-	out_u64(o, "request_ring_bytes", h->req_ring_bytes);
-	out_u64(o, "event_ring_bytes", h->ev_ring_bytes);
-	out_u64(o, "heap_bytes", h->heap_bytes);
-	out_obj_end(o);
+	ctl_write_capacities(o, h);
 	out_obj_begin(o, "offsets");
 	out_u64(o, "buckets", h->buckets_off);
 	out_u64(o, "keys", h->keys_off);

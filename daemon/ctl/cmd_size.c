@@ -93,25 +93,9 @@ ctl_cmd_size(struct ctl *c, const struct ctl_args *a)
 	struct out o;
 	out_init(&o, stdout, c->json);
 	out_obj_begin(&o, NULL);
-	out_obj_begin(&o, "capacities");
-	out_u64(&o, "keys", p.max_keys);
-	out_u64(&o, "observers", p.max_observers);
-	out_u64(&o, "endpoints", p.max_endpoints);
-	out_u64(&o, "value_bytes", p.max_value);
-	out_u64(&o, "shards", p.shards);
-	out_u64(&o, "request_ring_bytes", p.req_ring_bytes);
-	out_u64(&o, "event_ring_bytes", p.ev_ring_bytes);
-	out_u64(&o, "heap_bytes", h.heap_bytes);
-	out_obj_end(&o);
-	out_obj_begin(&o, "size_bytes");
-	out_u64(&o, "total", z.total);
-	out_u64(&o, "header", z.header);
-	out_u64(&o, "keys", z.keys);
-	out_u64(&o, "observers", z.observers);
-	out_u64(&o, "heap", z.heap);
-	out_u64(&o, "endpoints", z.endpoints);
-	out_u64(&o, "per_endpoint", z.per_endpoint);
-	out_obj_end(&o);
+	/* hl__layout_compute() copied the capacities into the header. */
+	ctl_write_capacities(&o, &h);
+	ctl_write_sizes(&o, &z);
 	if (have_free) {
 		out_u64(&o, "dev_shm_free_bytes", free_b);
 		out_bool(&o, "fits", z.total <= free_b);

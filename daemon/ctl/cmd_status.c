@@ -79,6 +79,35 @@ write_heartbeats(struct out *o, const struct view_live *l, int running)
 	out_obj_end(o);
 }
 
+void
+ctl_write_capacities(struct out *o, const struct hl_shm_header *h)
+{
+	out_obj_begin(o, "capacities");
+	out_u64(o, "keys", h->max_keys);
+	out_u64(o, "observers", h->max_observers);
+	out_u64(o, "endpoints", h->max_endpoints);
+	out_u64(o, "value_bytes", h->max_value);
+	out_u64(o, "shards", h->shards);
+	out_u64(o, "request_ring_bytes", h->req_ring_bytes);
+	out_u64(o, "event_ring_bytes", h->ev_ring_bytes);
+	out_u64(o, "heap_bytes", h->heap_bytes);
+	out_obj_end(o);
+}
+
+void
+ctl_write_sizes(struct out *o, const struct hl_layout_sizes *z)
+{
+	out_obj_begin(o, "size_bytes");
+	out_u64(o, "total", z->total);
+	out_u64(o, "header", z->header);
+	out_u64(o, "keys", z->keys);
+	out_u64(o, "observers", z->observers);
+	out_u64(o, "heap", z->heap);
+	out_u64(o, "endpoints", z->endpoints);
+	out_u64(o, "per_endpoint", z->per_endpoint);
+	out_obj_end(o);
+}
+
 int
 ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 {
@@ -112,26 +141,8 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	 * /dev/shm at creation. */
 	struct hl_layout_sizes z;
 	hl__layout_sizes(h, &z);
-	out_obj_begin(&o, "size_bytes");
-	out_u64(&o, "total", z.total);
-	out_u64(&o, "header", z.header);
-	out_u64(&o, "keys", z.keys);
-	out_u64(&o, "observers", z.observers);
-	out_u64(&o, "heap", z.heap);
-	out_u64(&o, "endpoints", z.endpoints);
-	out_u64(&o, "per_endpoint", z.per_endpoint);
-	out_obj_end(&o);
-
-	out_obj_begin(&o, "capacities");
-	out_u64(&o, "keys", h->max_keys);
-	out_u64(&o, "observers", h->max_observers);
-	out_u64(&o, "endpoints", h->max_endpoints);
-	out_u64(&o, "value_bytes", h->max_value);
-	out_u64(&o, "shards", h->shards);
-	out_u64(&o, "request_ring_bytes", h->req_ring_bytes);
-	out_u64(&o, "event_ring_bytes", h->ev_ring_bytes);
-	out_u64(&o, "heap_bytes", h->heap_bytes);
-	out_obj_end(&o);
+	ctl_write_sizes(&o, &z);
+	ctl_write_capacities(&o, h);
 
 	out_obj_begin(&o, "owner");
 	out_str(&o, "role", view_role_name(ow.role));

@@ -64,6 +64,15 @@ int ctl_check_key(const struct ctl *c, const char *key);
 /* Parse a decimal in [min, max] (strict: the whole string). 0 or -1. */
 int ctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* The parts of a segment's description that several commands print
+ * (cmd_status.c): the "capacities" object of header H, and the
+ * "size_bytes" object of what each region of a layout costs. */
+struct out;
+struct hl_shm_header;
+struct hl_layout_sizes;
+void ctl_write_capacities(struct out *o, const struct hl_shm_header *h);
+void ctl_write_sizes(struct out *o, const struct hl_layout_sizes *z);
+
 /* Commands: each returns an exit code. ARGS was parsed against the
  * command's own option table (see main.c). */
 int ctl_cmd_status(struct ctl *c, const struct ctl_args *a);

@@ -292,42 +292,7 @@ view_inspect(const struct view *v, const void *key, size_t key_len, struct hl_ob
 	int rc = lookup(v, key, key_len, &idx);
 	if (rc)
 		return rc;
-	const struct hl_shm_header *h = v->seg.h;
-	struct hl_shm_key *k = hl__key(&v->seg, idx);
-	uint64_t hash = __atomic_load_n(&k->hash, __ATOMIC_RELAXED);
-	uint32_t sh = hl__shard_of_bucket(h, hl__bucket_of(h, hash));
-	uint64_t now = hl__wall_ns();
-	size_t n = 0;
-	uint32_t steps = 0;
-	/* Readers follow only `next` (layout.h): a walk concurrent with an
-	 * unlink may skip or repeat one observer, never leave the slots. */
-	for (uint32_t i = atomic_load_explicit(&k->obs_head, memory_order_acquire); i != HL_NIL;) {
-		if (i > h->max_observers || ++steps > h->max_observers)
-			return HL_ECORRUPT;
-		struct hl_shm_observer *o = hl__obs(&v->seg, i);
-		uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
-		uint32_t ep = __atomic_load_n(&o->endpoint, __ATOMIC_RELAXED);
-		if (id && n < cap && ep < h->max_endpoints) {
-			struct hl_shm_epw *w = hl__epw(&v->seg, ep);
-			uint32_t pid = LD(&w->pid);
-			uint64_t head = LD(&hl__epw_shard(&v->seg, ep, sh)->ev_head);
-			uint64_t tail = LD(&hl__epc_shard(&v->seg, ep, sh)->ev_tail);
-			uint64_t created = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
-			out[n] = (struct hl_observer_info){
-				.id = id,
-				.pid = (pid_t)pid,
-				.alive = view_pid_alive(pid, LD(&w->start_time)),
-				.age_ns = now > created ? now - created : 0,
-				.queue_depth = head - tail <= h->ev_ring_bytes ? head - tail : 0,
-				.dropped = LD(&o->dropped),
-				.delivered_revision = LD(&o->delivered_rev),
-			};
-		}
-		if (id)
-			n++;
-		i = atomic_load_explicit(&o->next, memory_order_acquire);
-	}
-	return n > INT32_MAX ? INT32_MAX : (int)n;
+	return hl__observers_read(&v->seg, idx, out, cap, view_pid_alive);
 }
 
 /* ---- endpoints and observers ---- */

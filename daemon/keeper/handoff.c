@@ -294,22 +294,30 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	return true;
 }
 
+/* Whether C's peer is the worker that owns the table at the epoch M names
+ * (GIVEBACK and HELLO must come from it); if not, refuses M with -ESTALE,
+ * saying who owns it. *O: the owner record as read. */
+static bool
+peer_owns(struct hl_keeper *k, struct hl_kconn *c, const struct hl_msg *m, struct hl_owner *o)
+{
+	hl__owner_read(k->seg.h, o);
+	if (o->role == HL_ROLE_WORKER && o->pid == (uint32_t)c->pid && k->owner_pid == c->pid &&
+	    o->epoch == m->epoch)
+		return true;
+	hl_k_reply_err(c, -ESTALE,
+	               "pid %d does not own the table at epoch %lu (owner: %s pid %u, epoch %lu)",
+	               (int)c->pid, (unsigned long)m->epoch, hl__role_name(o->role), o->pid,
+	               (unsigned long)o->epoch);
+	return false;
+}
+
 static bool
 on_giveback(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 {
-	struct hl_shm_header *h = k->seg.h;
 	struct hl_owner o;
 
-	hl__owner_read(h, &o);
-	if (!(o.role == HL_ROLE_WORKER && o.pid == (uint32_t)c->pid && k->owner_pid == c->pid &&
-	      o.epoch == m->epoch)) {
-		hl_k_reply_err(
-		        c, -ESTALE,
-		        "pid %d does not own the table at epoch %lu (owner: %s pid %u, epoch %lu)",
-		        (int)c->pid, (unsigned long)m->epoch, hl__role_name(o.role), o.pid,
-		        (unsigned long)o.epoch);
+	if (!peer_owns(k, c, m, &o))
 		return false;
-	}
 	/* The worker has stopped its threads (it says so by sending this):
 	 * nothing of it writes the table any more. Record, then take. A
 	 * crash in between: the worker gets no reply, writes owner = none
@@ -332,16 +340,8 @@ on_hello(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 {
 	struct hl_owner o;
 
-	hl__owner_read(k->seg.h, &o);
-	if (!(o.role == HL_ROLE_WORKER && o.pid == (uint32_t)c->pid && k->owner_pid == c->pid &&
-	      o.epoch == m->epoch)) {
-		hl_k_reply_err(
-		        c, -ESTALE,
-		        "pid %d does not own the table at epoch %lu (owner: %s pid %u, epoch %lu)",
-		        (int)c->pid, (unsigned long)m->epoch, hl__role_name(o.role), o.pid,
-		        (unsigned long)o.epoch);
+	if (!peer_owns(k, c, m, &o))
 		return false;
-	}
 	c->owner_link = true;
 	hl_k_log("worker pid %d linked up again (epoch %lu)", (int)c->pid, (unsigned long)o.epoch);
 	return reply_ok(k, c, o.epoch, -1) == 0;

@@ -31,6 +31,7 @@
 
 #include "heirloom/heirloom.h"
 #include "notify.h"
+#include "progress.h"
 #include "util.h"
 
 #include <signal.h>
@@ -93,18 +94,7 @@ hl_k_wd_next_ns(const struct hl_keeper *k)
 static uint64_t
 work_of(const struct hl_shm_header *h, unsigned t)
 {
-	if (t == 0)
-		return atomic_load_explicit(&h->cleanup_runs, memory_order_relaxed) +
-		       atomic_load_explicit(&h->cleanup_removed, memory_order_relaxed);
-	const struct hl_shm_counters *c = &h->shard[t - 1].c;
-	return atomic_load_explicit(&c->publishes, memory_order_relaxed) +
-	       atomic_load_explicit(&c->skipped, memory_order_relaxed) +
-	       atomic_load_explicit(&c->deletes, memory_order_relaxed) +
-	       atomic_load_explicit(&c->notifications, memory_order_relaxed) +
-	       atomic_load_explicit(&c->lagged_drops, memory_order_relaxed) +
-	       atomic_load_explicit(&c->observers_added, memory_order_relaxed) +
-	       atomic_load_explicit(&c->observers_removed, memory_order_relaxed) +
-	       atomic_load_explicit(&c->async_errors, memory_order_relaxed);
+	return t == 0 ? hl__monitor_work(h) : hl__shard_work(&h->shard[t - 1].c);
 }
 
 static uint64_t

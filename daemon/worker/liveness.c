@@ -13,6 +13,7 @@
 
 #include "heirloom/heirloom.h"
 #include "notify.h"
+#include "progress.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -70,22 +71,8 @@ hl_w_notify_tick_ms(int dflt)
 }
 
 /* Per shard, what the last tick saw of its work (the keeper's rule,
- * daemon/keeper/watchdog.c: a shard thread inside one long batch of
- * requests does not come back to its loop, but it applies them). */
+ * daemon/keeper/watchdog.c, and the same counters: progress.h). */
 static uint64_t seen_work[HL_SHARDS_MAX], seen_at[HL_SHARDS_MAX];
-
-static uint64_t
-shard_work(const struct hl_shm_counters *c)
-{
-	return atomic_load_explicit(&c->publishes, memory_order_relaxed) +
-	       atomic_load_explicit(&c->skipped, memory_order_relaxed) +
-	       atomic_load_explicit(&c->deletes, memory_order_relaxed) +
-	       atomic_load_explicit(&c->notifications, memory_order_relaxed) +
-	       atomic_load_explicit(&c->lagged_drops, memory_order_relaxed) +
-	       atomic_load_explicit(&c->observers_added, memory_order_relaxed) +
-	       atomic_load_explicit(&c->observers_removed, memory_order_relaxed) +
-	       atomic_load_explicit(&c->async_errors, memory_order_relaxed);
-}
 
 /* The longest time without progress among the worker's serving threads,
  * in ns at NOW: since the later of its heartbeat and the last tick that
@@ -98,7 +85,7 @@ oldest_beat_age(struct hl_worker *w, uint64_t now, int *which)
 	uint64_t worst = now > b ? now - b : 0;
 	*which = -1;
 	for (uint32_t s = 0; s < w->nshards && s < HL_SHARDS_MAX; s++) {
-		uint64_t work = shard_work(&h->shard[s].c);
+		uint64_t work = hl__shard_work(&h->shard[s].c);
 		if (work != seen_work[s]) {
 			seen_work[s] = work;
 			seen_at[s] = now;
