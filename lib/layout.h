@@ -33,10 +33,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "heirloom/heirloom.h" /* HL_SHARDS_MAX, HL_KEY_MAX */
+
 #define HL_MAGIC 0x4d4f4f4c52494548ull /* "HEIRLOOM" little-endian */
-#define HL_LAYOUT_VERSION                                                                          \
-	2u /* 2: request flags SYNC/TAKEN/WITHDRAWN, the done                                      \
-	    * record, value origins, event LAG_BEFORE flag */
+/* 2: request flags SYNC/TAKEN/WITHDRAWN, the done record, value origins,
+ *    event LAG_BEFORE flag.
+ * 3: one writer per header line: worker_ready into the owner line,
+ *    reattaches into the worker's; progress_ns and shard[] sized by
+ *    HL_SHARDS_MAX. */
+#define HL_LAYOUT_VERSION 3u
 #define HL_CACHELINE 64u
 #define HL_PAGE 4096u
 
@@ -77,24 +82,31 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 #define HL_LOG_HUNG 8u
 
 /* Counters live in the header so that heirloomctl reads them with no worker
- * running and they survive a crash. Each shard thread adds to its own line
- * (relaxed: they are statistics, read as a sum, never used for control). */
+ * running and they survive a crash. Written only by the worker, through
+ * the shard they belong to (its thread; recovery before it runs), relaxed
+ * fetch_add; read relaxed by hl_stats(), heirloomctl and the keeper's
+ * watchdog (progress), summed over shards. Statistics: never used for
+ * control, so a stale or torn-across-fields read is harmless. */
 struct hl_shm_counters {
-	_Atomic uint64_t publishes;
-	_Atomic uint64_t skipped;
+	_Atomic uint64_t publishes;         /* publishes applied (value changed) */
+	_Atomic uint64_t skipped;           /* publishes of the unchanged value */
 	_Atomic uint64_t deletes;
-	_Atomic uint64_t notifications;
-	_Atomic uint64_t lagged_drops;
+	_Atomic uint64_t notifications;     /* events written to rings */
+	_Atomic uint64_t lagged_drops;      /* events dropped for a full ring */
 	_Atomic uint64_t observers_added;
 	_Atomic uint64_t observers_removed;
-	_Atomic uint64_t async_errors;
-	_Atomic uint64_t dispatch_hist[16];
+	_Atomic uint64_t async_errors;      /* failed requests nobody waited for */
+	_Atomic uint64_t dispatch_hist[16]; /* dispatch latency, log2 buckets */
 };
 
+/* One per shard, in the header; every line is written by the worker
+ * process only. */
 struct hl_shm_shard {
-	/* Worker shard thread writes; clients read (seq_cst) after queuing a
-	 * request: non-zero means the thread is about to sleep on its doorbell
-	 * and must be woken (Dekker pair with hl_shm_claims.doorbell). */
+	/* Worker shard thread writes (relaxed, then a seq_cst fence);
+	 * clients read (relaxed after a seq_cst fence) after setting their
+	 * pending bit: non-zero means the thread is about to sleep on its
+	 * doorbell and must be woken (Dekker pair with ring_doorbell() in
+	 * lib/client.c and hl_shm_doorbell.word). */
 	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
 	uint32_t pad0;
 	struct hl_shm_counters c;
@@ -114,12 +126,23 @@ struct hl_shm_shard {
 };
 _Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
                "a shard's heartbeat has its own line");
+_Static_assert(sizeof(struct hl_shm_shard) == 5 * HL_CACHELINE, "shard: 4 lines + heartbeat");
 /* hl_shm_shard.beat_ns and monitor_beat_ns after a clean stop: the thread
  * has exited and the worker is giving the table back; nobody judges it. */
 #define HL_BEAT_STOPPED UINT64_MAX
 
+/* Threads the keeper's watchdog follows: the monitor, then each shard. */
+#define HL_THREADS_MAX (1u + HL_SHARDS_MAX)
+
 struct hl_shm_header {
-	/* ---- identity: written once by the creator, then read-only ---- */
+	/* ---- identity and geometry (line 0 on) ----
+	 * Written once by the creator (hl__seg_create(): keeper or standalone
+	 * worker) with plain stores before the object has a name anyone
+	 * maps, magic last; read-only after, plain loads, by everyone, and
+	 * checked by hl__seg_validate() before any other field is trusted.
+	 * magic, version, header_size and format keep their offsets in every
+	 * layout version, so that any build refuses any other version's
+	 * segment with HL_EVERSION instead of misreading it. */
 	uint64_t magic;          /* HL_MAGIC */
 	uint32_t version;        /* HL_LAYOUT_VERSION */
 	uint32_t header_size;    /* sizeof(struct hl_shm_header) */
@@ -137,29 +160,66 @@ struct hl_shm_header {
 	uint64_t buckets_off, keys_off, observers_off, heap_off;
 	uint64_t ep_worker_off, claims_off, ep_client_off;
 
-	/* ---- ownership: the heir protocol (docs/architecture.md) ----
-	 * Written by the keeper (hand-off, take-back) or the worker (clean
-	 * give-back is done by the keeper after the worker says so). Readers
-	 * use owner_seq as a sequence lock over the four owner fields. The
-	 * worker reads owner_epoch before applying each batch and stops when
-	 * it is no longer its own (fencing). */
+	/* ---- ownership: one line, the keeper's (lib/owner.h) ----
+	 * The owner record (owner_seq .. owner_start) has one writer at a
+	 * time, hl__owner_write(): the keeper, or a worker while no keeper
+	 * lives (standalone; at stop when no keeper answered). One exception
+	 * to one-writer-per-line: the worker stores worker_ready, which
+	 * belongs to the record (every change of owner clears it). Writes
+	 * here happen at changes of owner or readiness, a few per worker
+	 * life, never per request; the shard threads read owner_epoch before
+	 * each batch, so the line stays shared in their caches. */
+	/* Seqlock over owner_epoch/role/pid/start: odd while hl__owner_write()
+	 * runs (opening increment relaxed + release fence, closing increment
+	 * release). Read only through hl__owner_read(). Left odd by a writer
+	 * killed mid-write; hl__owner_repair() by the next writer. */
 	alignas(HL_CACHELINE) _Atomic uint64_t owner_seq;
-	_Atomic uint64_t owner_epoch;  /* +1 on every change of owner */
-	_Atomic uint32_t owner_role;   /* HL_ROLE_* */
-	_Atomic uint32_t owner_pid;
-	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22) */
+	/* +1 at every change of owner (inside the seqlock). Also read alone,
+	 * acquire, by the worker's shard and monitor threads before each batch
+	 * (fencing: not their epoch = stop), which pairs with the closing
+	 * release of owner_seq. */
+	_Atomic uint64_t owner_epoch;
+	_Atomic uint32_t owner_role;   /* HL_ROLE_*; in the seqlock */
+	_Atomic uint32_t owner_pid;    /* in the seqlock; 0 when role is NONE */
+	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22); in the seqlock */
+	/* Keeper writes: its pid (release, after keeper_start) when it has
+	 * locked the segment, 0 (relaxed) at its clean exit. Readers load
+	 * keeper_pid, then keeper_start: a pair mixed by a keeper starting or
+	 * exiting at that moment only makes it look dead for one read. The
+	 * standalone worker refuses a segment whose keeper lives. */
 	_Atomic uint32_t keeper_pid;
-	uint32_t pad1;
-	_Atomic uint64_t keeper_start;
-	_Atomic uint64_t handoffs;     /* keeper: times the table was given */
-	_Atomic uint64_t reattaches;   /* worker: attaches that ran recovery */
+	/* 1 while a worker serves. The worker's monitor thread stores 1
+	 * (release) once recovery is complete (part 2 done), its main thread
+	 * 0 (release) at stop; hl__owner_write() stores 0 (release) before each change of
+	 * owner. Readers (acquire, with owner_role/owner_pid): clients before
+	 * waiting on a reply, heirloomctl, the systemd notifier. A SIGKILLed
+	 * worker leaves it 1 until the keeper takes the table back: readers
+	 * that care also check that owner_pid lives. */
+	_Atomic uint32_t worker_ready;
+	_Atomic uint64_t keeper_start; /* keeper's start time, see keeper_pid */
+	/* Keeper writes (relaxed, after hl__owner_write() of a TAKE): times
+	 * it gave the table to a worker. Readers: hl_stats(), heirloomctl. */
+	_Atomic uint64_t handoffs;
+	uint64_t pad1;
 
-	/* ---- worker state ---- */
-	alignas(HL_CACHELINE) _Atomic uint64_t revision; /* global; fetch_add by shard threads */
-	_Atomic uint64_t next_observer_seq; /* stored before an observer is linked */
-	_Atomic uint64_t keys_used, observers_used, endpoints_used;
+	/* ---- worker state: every line written by the worker process only ----
+	 * Unless a field says otherwise: shard or main threads write with
+	 * relaxed atomics, readers (hl_stats(), heirloomctl) load relaxed,
+	 * and recovery rewrites it from the table before any thread serves. */
+	/* Last revision given to a publish or delete: fetch_add (relaxed) by
+	 * the shard thread that applies it, the result stored in the key and
+	 * value under the key's seqlock; recovery raises it to the highest
+	 * revision it finds. Global so revisions order changes across keys. */
+	alignas(HL_CACHELINE) _Atomic uint64_t revision;
+	/* Next observer sequence: fetch_add (relaxed) by the shard thread
+	 * that links the observer, before the link (ids are never reused);
+	 * recovery raises it past every id it finds. 1 at creation. */
+	_Atomic uint64_t next_observer_seq;
+	_Atomic uint64_t keys_used, observers_used, endpoints_used; /* gauges */
 	_Atomic uint64_t heap_used;        /* bytes in allocated blocks (class sizes) */
-	_Atomic uint64_t last_recovery_ns; /* duration of the last recovery pass */
+	/* Recovery (worker main and monitor threads): duration of the last
+	 * pass in ns, repairs it made, and passes finished (both parts). */
+	_Atomic uint64_t last_recovery_ns;
 	_Atomic uint64_t last_recovery_repairs;
 	_Atomic uint64_t recoveries;
 	/* Worker's monitor thread writes (relaxed), about once a second;
@@ -168,10 +228,14 @@ struct hl_shm_header {
 	 * worker runs without jemalloc. Left as is when the worker stops: the
 	 * figure of the last worker. Formerly the reserved resyncs_hint. */
 	_Atomic uint64_t worker_mem_bytes;
+	/* Monitor and shard threads (fetch_add): endpoints adopted, freed;
+	 * cleanup passes and the observers they removed. The keeper's
+	 * watchdog counts cleanup_* as progress. */
 	_Atomic uint64_t endpoints_attached, endpoints_removed;
 	_Atomic uint64_t cleanup_runs, cleanup_removed;
-	_Atomic uint32_t worker_ready;     /* 1 while a worker serves */
-	uint32_t pad2;
+	/* Worker's main thread (fetch_add) at each attach, each of which runs
+	 * recovery. Readers: hl_stats(). */
+	_Atomic uint64_t reattaches;
 	/* Descriptors (issue 21). Worker's main thread writes at start
 	 * (relaxed), heirloomctl reads: its RLIMIT_NOFILE soft limit after
 	 * raising it to the hard one, and how many clients that leaves it to
@@ -200,9 +264,10 @@ struct hl_shm_header {
 	 * (at most 200 ms apart while it is idle); the worker's main thread
 	 * sets it at attach, so recovery's part 1 and part 2 (which runs in
 	 * the monitor before its loop) count as one pause. Same unit and
-	 * readers as hl_shm_shard.beat_ns. */
+	 * readers as hl_shm_shard.beat_ns. Its own line. */
 	alignas(HL_CACHELINE) _Atomic uint64_t monitor_beat_ns;
-	/* Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
+	/* ---- the keeper's lines ----
+	 * Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
 	 * watchdog off, or no keeper since the segment was created; a
 	 * standalone worker leaves it as it is). Reader: heirloomctl, which
 	 * says "hung" past it. */
@@ -213,17 +278,59 @@ struct hl_shm_header {
 	 * counted in its counters (requests applied, events written) while
 	 * one long batch kept it from its loop. heirloomctl takes the later
 	 * of this and the heartbeat, so it judges as the keeper does. */
-	_Atomic uint64_t progress_ns[65];
+	_Atomic uint64_t progress_ns[HL_THREADS_MAX];
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
-	 * Writers claim a slot (fetch_add), fill it with kind = 0, and store
-	 * kind last (release); readers skip records whose kind is 0
-	 * (hl__seglog() in lib/seglog.c is the one writer). */
+	 * The second exception to one-writer-per-line: both daemons append,
+	 * a few records per worker life (exits, hand-offs, recoveries, bad
+	 * clients), never per request. Writers claim a slot (fetch_add,
+	 * acq_rel), fill it with kind = 0, and store kind last (release);
+	 * readers load log_head, then each kind (acquire) and skip records
+	 * whose kind is 0 (hl__seglog() in lib/seglog.c is the one writer). */
 	alignas(HL_CACHELINE) _Atomic uint64_t log_head;
 	struct hl_shm_logrec log[HL_ERRLOG_LEN];
 
-	struct hl_shm_shard shard[64];
+	struct hl_shm_shard shard[HL_SHARDS_MAX];
 };
+
+/* What the format relies on. Offsets that every layout version keeps (the
+ * identity), each section's first line, the owner record's line, and the
+ * separation of lines written by different processes. */
+#define HL_LINE_OF(type, f) (offsetof(type, f) / HL_CACHELINE)
+_Static_assert(offsetof(struct hl_shm_header, magic) == 0 &&
+                       offsetof(struct hl_shm_header, version) == 8 &&
+                       offsetof(struct hl_shm_header, header_size) == 12 &&
+                       offsetof(struct hl_shm_header, format) == 16 &&
+                       offsetof(struct hl_shm_header, size) == 24,
+               "the identity keeps its offsets in every layout version");
+_Static_assert(offsetof(struct hl_shm_header, owner_seq) == 3 * HL_CACHELINE,
+               "the owner record follows the geometry");
+_Static_assert(HL_LINE_OF(struct hl_shm_header, handoffs) ==
+                       HL_LINE_OF(struct hl_shm_header, owner_seq) &&
+                       HL_LINE_OF(struct hl_shm_header, worker_ready) ==
+                       HL_LINE_OF(struct hl_shm_header, owner_seq),
+               "the owner record, keeper record and worker_ready are one line");
+_Static_assert(offsetof(struct hl_shm_header, revision) ==
+                       offsetof(struct hl_shm_header, owner_seq) + HL_CACHELINE,
+               "the worker's state starts on the line after the owner's");
+_Static_assert(HL_LINE_OF(struct hl_shm_header, heap_full) <
+                       HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) &&
+                       HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) <
+                       HL_LINE_OF(struct hl_shm_header, hang_timeout_ms),
+               "worker state, monitor heartbeat and keeper lines are apart");
+_Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, log_head) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, progress_ns) +
+                                       sizeof(((struct hl_shm_header *)0)->progress_ns) <=
+                               offsetof(struct hl_shm_header, log_head),
+               "the keeper's lines hold only the keeper's fields");
+_Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0,
+               "shards start on a line");
+/* A change of this size is a new HL_LAYOUT_VERSION (and format word). */
+_Static_assert(sizeof(struct hl_shm_header) == 23680, "header size of layout version 3");
+_Static_assert(sizeof(((struct hl_shm_header *)0)->shard) / sizeof(struct hl_shm_shard) ==
+                       HL_SHARDS_MAX,
+               "one hl_shm_shard per possible shard");
 
 /* A bucket of the key index: a chain of key slots linked by hl_shm_key.next.
  * Written by the shard thread that owns the bucket (bucket % shards); read
