@@ -333,11 +333,17 @@ _Static_assert(sizeof(((struct hl_shm_header *)0)->shard) / sizeof(struct hl_shm
                "one hl_shm_shard per possible shard");
 
 /* A bucket of the key index: a chain of key slots linked by hl_shm_key.next.
- * Written by the shard thread that owns the bucket (bucket % shards); read
- * lock-free by clients. seq is odd while the chain is being changed. */
+ * Written only by the shard thread that owns the bucket (bucket % shards;
+ * recovery before it runs); read lock-free by clients (lib/table_read.c)
+ * and heirloomctl. Buckets of different shards share lines: a documented
+ * cost, not a correctness matter (one process writes them all). */
 struct hl_shm_bucket {
+	/* Seqlock over the chain (lib/seqlock.h): odd while a slot is linked
+	 * or unlinked; readers acquire it, walk, fence, recheck. */
 	_Atomic uint32_t seq;
-	_Atomic uint32_t head; /* 1-based key slot, HL_NIL = empty */
+	/* First slot (1-based), HL_NIL = empty. Stored (release) inside the
+	 * seqlock; readers load it acquire. */
+	_Atomic uint32_t head;
 };
 _Static_assert(sizeof(struct hl_shm_bucket) == 8, "bucket is 8 bytes");
 
@@ -348,21 +354,42 @@ _Static_assert(sizeof(struct hl_shm_bucket) == 8, "bucket is 8 bytes");
  * for cheap scans and is rebuilt by recovery.
  */
 struct hl_shm_key {
-	_Atomic uint64_t seq;      /* value seqlock: odd while val/rev change */
-	_Atomic uint64_t val;      /* heap offset of the current value block, 0 = none.
-	                            * Commit point of publish/delete (release). */
-	_Atomic uint64_t rev;      /* revision of the current value or delete */
-	_Atomic uint32_t next;     /* next slot in the bucket chain */
-	_Atomic uint32_t obs_head; /* first observer (1-based), HL_NIL = none */
-	_Atomic uint32_t nobs;     /* observers linked (for inspect; rebuilt) */
-	_Atomic uint32_t used;     /* 1 while linked in a bucket */
+	/* Value seqlock (lib/seqlock.h): odd while val/rev change; clients
+	 * read val, rev and the block under it (hl_get()). */
+	_Atomic uint64_t seq;
+	/* Heap offset of the current value block, 0 = none, bit 0 =
+	 * HL_VAL_DELETED. Commit point of publish/delete (release, inside the
+	 * seqlock): the block is complete before it. */
+	_Atomic uint64_t val;
+	_Atomic uint64_t rev;      /* revision of val (or of the delete); in the seqlock */
+	/* Next slot in the bucket chain, under the bucket's seqlock: a new
+	 * slot's is stored (relaxed) before bucket.head publishes it
+	 * (release); walkers load it acquire. */
+	_Atomic uint32_t next;
+	/* First observer (1-based), HL_NIL = none. Stored release when an
+	 * observer is linked at the head or the head unlinked (the commit of
+	 * that change); readers (dispatch under RCU, hl_inspect()) follow it
+	 * with acquire loads. */
+	_Atomic uint32_t obs_head;
+	_Atomic uint32_t nobs;     /* observers linked (relaxed; for inspect; rebuilt) */
+	/* 1 while linked in a bucket: stored 1 (relaxed) before the link that
+	 * publishes it, 0 at the unlink; scans (hl_keys()) load it acquire and
+	 * still check the slot under the bucket seqlock. Rebuilt by recovery. */
+	_Atomic uint32_t used;
+	/* Set before the slot is linked (published by the bucket's release),
+	 * then immutable while it is used: */
 	uint64_t hash;             /* hl__hash(key) */
 	uint32_t key_len;
-	uint32_t del_pid;          /* who deleted it (pending or last delete) */
-	uint64_t del_ts;           /* CLOCK_MONOTONIC of that delete's request */
+	/* Shard thread only, plain: who deleted it (pending or last delete)
+	 * and its request's CLOCK_MONOTONIC time, for the delete's events. */
+	uint32_t del_pid;
+	uint64_t del_ts;
 	/* key bytes follow (key_stride - 64) */
 };
 _Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
+_Static_assert(offsetof(struct hl_shm_key, seq) == 0 && offsetof(struct hl_shm_key, val) == 8 &&
+                       offsetof(struct hl_shm_key, rev) == 16,
+               "the value seqlock and what it guards lead the slot");
 
 /* Value block in the heap: this header, meta bytes, value bytes.
  * Written by the shard thread before `val` is published; immutable after,
@@ -376,9 +403,11 @@ _Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
 #define HL_VAL_DELETED 1ull
 struct hl_shm_value {
 	uint64_t rev;
-	_Atomic uint64_t prev; /* old value block kept while dispatch of `rev` is
-	                        * unfinished; 0 once every observer has the event.
-	                        * Recovery redelivers when it finds it non-zero. */
+	/* Old value block kept while dispatch of `rev` is unfinished; 0 once
+	 * every observer has the event. Shard thread: stored before the
+	 * commit (in the block), cleared (relaxed) after dispatch. Readers:
+	 * that shard thread and recovery, which redelivers when non-zero. */
+	_Atomic uint64_t prev;
 	uint32_t len;          /* value bytes */
 	uint16_t meta_len;
 	uint16_t type;         /* HL_VAL_* */
@@ -406,14 +435,25 @@ _Static_assert(sizeof(struct hl_shm_value) == 56, "value header");
  * `next`: unlinking stores prev->next first (the commit), and the slot is
  * reused only after an RCU grace period in the worker. */
 struct hl_shm_observer {
-	_Atomic uint64_t id;          /* 0 = free */
+	/* 0 = free. Stored (release) after the slot's other fields, before
+	 * obs_head or a prev's next links it; 0 (release) at its unlink, the
+	 * slot reused only after an RCU grace period. Readers load it acquire
+	 * and skip 0. */
+	_Atomic uint64_t id;
+	/* List links (1-based), stored by the key's shard thread: a new
+	 * slot's next relaxed before the link's release; at unlink the prev's
+	 * next (or obs_head) with release, the commit. Readers load next
+	 * acquire. `prev` is read by the worker only (unlink, recovery). */
 	_Atomic uint32_t next, prev;
 	uint32_t key;                 /* 1-based key slot */
 	uint32_t endpoint;            /* 0-based endpoint index */
 	uint32_t ep_gen;              /* endpoint incarnation that owns it */
 	uint32_t flags;
-	_Atomic uint64_t delivered_rev; /* last revision written to its ring */
-	_Atomic uint64_t dropped;       /* events dropped for lag */
+	/* Shard thread (relaxed): last revision written to its ring, and
+	 * events dropped for lag (read by hl_inspect(); the client learns of
+	 * drops through its epw_shard.lag_seq, released after). */
+	_Atomic uint64_t delivered_rev;
+	_Atomic uint64_t dropped;
 	uint64_t created_ns;            /* CLOCK_REALTIME */
 	uint64_t req_pos;               /* ring position (of endpoint/ep_gen, on its
 	                                 * key's shard) of the request that last
@@ -435,21 +475,42 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 #define HL_CLAIM_GEN(w) ((uint32_t)((w) >> 32))
 #define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))
 
+/* The claims region is client-writable: the worker checks every value it
+ * reads here. A claim's line is the hand-over point between one client and
+ * the worker, so both write it (the documented exception): the client at
+ * claim, the worker when it frees; never both at once. */
 struct hl_shm_claim {
+	/* HL_CLAIM(pid, gen). Client: CAS {0,g} -> {pid,g+1} (acq_rel). Worker:
+	 * store {0,g} (release) once the old incarnation is cleaned up, or
+	 * {pid,0} to quarantine a banned one. Readers load acquire. */
 	_Atomic uint64_t word;
-	_Atomic uint64_t start_time; /* claimer's start time, written after the CAS; 0 while free */
-	_Atomic uint32_t ready;      /* = gen once the client block is initialised */
+	/* Claimer's start time: the client stores it (relaxed) right after its
+	 * CAS; the worker stores 0 (relaxed) before it frees the word. The
+	 * worker's prune pass reads it (relaxed) with the word to tell a dead
+	 * claimer from a live one; 0 while free or not yet written. */
+	_Atomic uint64_t start_time;
+	/* = gen once the client's ep_client block is initialised: client
+	 * stores it (release) last; the worker adopts on an acquire load equal
+	 * to the word's gen. */
+	_Atomic uint32_t ready;
 	uint32_t pad[11];
 };
 _Static_assert(sizeof(struct hl_shm_claim) == 64, "claim is one line");
 
 /* Per shard in the claims region: the doorbell the shard thread sleeps on
  * and one pending bit per endpoint (set by a client after it queued a
- * request for this shard; exchanged to 0 by the shard thread). */
+ * request for this shard: fetch_or, release, pairing with the shard
+ * thread's acquire exchange to 0 that takes it). Written by every client
+ * of the shard and read by its thread: many writers by design; a garbage
+ * value costs a spurious wake-up or a 100 ms wait, never a request. */
 struct hl_shm_doorbell {
+	/* Futex word: a client that found hl_shm_shard.sleeping set adds 1
+	 * (relaxed) and wakes; the shard thread loads it (acquire) before it
+	 * publishes `sleeping` and waits on that value. */
 	alignas(HL_CACHELINE) _Atomic uint32_t word;
 	uint32_t pad[15];
 };
+_Static_assert(sizeof(struct hl_shm_doorbell) == HL_CACHELINE, "doorbell is one line");
 
 /* Worker side of one endpoint-shard pair (in ep_worker, read-only for
  * clients). All fields are written by the shard thread that owns the pair
@@ -475,17 +536,34 @@ struct hl_shm_doorbell {
  * any other request is applied, or left to be applied for the first time.
  */
 struct hl_shm_epw_shard {
+	/* Request ring consumer position: stored release after a request is
+	 * applied and answered (hl__ring_consume()); the client loads it
+	 * acquire (ring space, "was it taken"). Partner: epc_shard.req_head. */
 	alignas(HL_CACHELINE) _Atomic uint64_t req_tail;
+	/* Event ring producer position: stored release after the records
+	 * (hl__ring_commit()); the client loads it acquire. Partner:
+	 * epc_shard.ev_tail. */
 	_Atomic uint64_t ev_head;
-	_Atomic uint64_t result_pos;  /* SYNC request whose answer is in `result` (+1) */
-	_Atomic int64_t result;       /* observer id or -errno */
-	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker */
-	_Atomic uint64_t done_pos;    /* request whose outcome is done_result (+1) */
-	_Atomic int64_t done_result;  /* its outcome: 0, observer id or -errno */
-	_Atomic uint64_t lag_seq;     /* +1 whenever an event was dropped */
+	/* SYNC answer: `result` (observer id or -errno) stored relaxed, then
+	 * result_pos = P + 1 with release; the client acquires result_pos and
+	 * reads `result` only when it names its request. */
+	_Atomic uint64_t result_pos;
+	_Atomic int64_t result;
+	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker, relaxed */
+	/* Outcome record: done_result relaxed, then done_pos = P + 1 release,
+	 * right after the commit. Read by recovery only. */
+	_Atomic uint64_t done_pos;
+	_Atomic int64_t done_result;  /* 0, observer id or -errno */
+	/* +1 (release) whenever an event was dropped, after the observers'
+	 * `dropped`; the client acquires it to hand out LAGGED. */
+	_Atomic uint64_t lag_seq;
 	/* second line: written rarely (errors, lag) */
-	alignas(HL_CACHELINE) _Atomic uint64_t async_errs; /* failed requests nobody waited for */
-	_Atomic uint64_t err_pos; /* the request whose failure last_err is (+1) */
+	/* Failed requests nobody waited for: last_err (relaxed), then
+	 * async_errs +1 (release), then err_pos = P + 1 (relaxed: recovery's
+	 * "already counted" mark). The client acquires async_errs, then reads
+	 * last_err (hl_flush()). */
+	alignas(HL_CACHELINE) _Atomic uint64_t async_errs;
+	_Atomic uint64_t err_pos;
 	_Atomic int32_t last_err;
 	uint32_t pad;
 	/* lag_seq when the last event record flagged HL_EVRF_LAG_BEFORE was
@@ -496,15 +574,25 @@ struct hl_shm_epw_shard {
 _Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines");
 
 /* Worker side of one endpoint: its header, then one hl_shm_epw_shard per
- * shard, then the shards' event rings (ev_ring_bytes each). */
+ * shard, then the shards' event rings (ev_ring_bytes each). Written only by
+ * the worker (monitor thread at adoption and cleanup, shard threads for
+ * ev_signal and nobs); read-only for clients. */
 struct hl_shm_epw {
-	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal; /* futex word clients sleep on */
-	_Atomic uint32_t state;       /* HL_EP_* */
-	_Atomic uint32_t gen;         /* incarnation adopted by the worker */
+	/* Futex word clients sleep on: +1 (release) by the worker after ring
+	 * or answer stores, when epc.sleeping says someone waits; clients load
+	 * it (acquire) before re-checking and waiting on that value. */
+	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal;
+	/* HL_EP_*. Stored release after the fields below (adoption: ACTIVE
+	 * last) and after cleanup (FREE last, before the claim is freed);
+	 * clients and the worker's threads load it acquire. */
+	_Atomic uint32_t state;
+	/* Incarnation, pid and start time adopted from the claim; relaxed,
+	 * published by the release of `state`. */
+	_Atomic uint32_t gen;
 	_Atomic uint32_t pid;
 	_Atomic uint64_t start_time;
-	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption */
-	_Atomic uint64_t nobs;        /* observers held */
+	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption; same */
+	_Atomic uint64_t nobs;        /* observers held (relaxed; hl_stats()) */
 	/* Slow-reader report. Worker's monitor thread writes (relaxed), on its
 	 * ticks, while the endpoint is ACTIVE; readers: hl_stats(), heirloomctl.
 	 * Bits 0..62: CLOCK_REALTIME ns when the client was last seen reading
@@ -516,23 +604,42 @@ struct hl_shm_epw {
 	_Atomic uint64_t last_read_ns;
 };
 #define HL_EPW_SLOW (1ull << 63)
+_Static_assert(sizeof(struct hl_shm_epw) == HL_CACHELINE,
+               "epw header is one line (hl__epw_shard() adds one)");
 
 #define HL_EP_FREE 0u
 #define HL_EP_ACTIVE 1u
 #define HL_EP_DEAD 2u  /* process gone, cleanup running */
 #define HL_EP_BANNED 3u /* dropped for garbage in its rings */
 
-/* Client side of one endpoint-shard pair: written by that client only. */
+/* Client side of one endpoint-shard pair: written by that client only
+ * (its own ep_client block, mapped writable in it alone); the worker
+ * treats both as untrusted and bounds them against its own positions. */
 struct hl_shm_epc_shard {
-	alignas(HL_CACHELINE) _Atomic uint64_t req_head; /* request ring producer position */
-	_Atomic uint64_t ev_tail;                        /* event ring consumer position */
+	/* Request ring producer position: stored release after the record
+	 * (hl__ring_commit()), then the pending bit; the shard thread loads it
+	 * acquire. Partner: epw_shard.req_tail. */
+	alignas(HL_CACHELINE) _Atomic uint64_t req_head;
+	/* Event ring consumer position: stored release after the client read
+	 * the records; the worker loads it acquire for space (and the monitor,
+	 * relaxed, for the slow-reader report). Partner: epw_shard.ev_head. */
+	_Atomic uint64_t ev_tail;
 };
+_Static_assert(sizeof(struct hl_shm_epc_shard) == HL_CACHELINE, "epc shard is one line");
 
 /* Client side of one endpoint: header, per-shard cursors, then request rings. */
 struct hl_shm_epc {
-	alignas(HL_CACHELINE) _Atomic uint32_t sleeping; /* client waits on epw.ev_signal */
+	/* Threads of the client waiting on epw.ev_signal: +1 (relaxed, then a
+	 * seq_cst fence) before waiting, -1 after. The worker reads it (relaxed
+	 * after its seq_cst fence) to decide to wake: Dekker pair with its ring
+	 * stores. A client-written hint: garbage costs a spurious wake-up. */
+	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
+	/* The client's incarnation, stored at claim (relaxed). Read by nobody:
+	 * the worker takes the incarnation from the claim word. For dumps. */
 	_Atomic uint32_t gen;
 };
+_Static_assert(sizeof(struct hl_shm_epc) == HL_CACHELINE,
+               "epc header is one line (hl__epc_shard() adds one)");
 
 /* ---- ring records ---- */
 
