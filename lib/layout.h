@@ -33,10 +33,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "heirloom/heirloom.h" /* HL_SHARDS_MAX, HL_KEY_MAX */
+
 #define HL_MAGIC 0x4d4f4f4c52494548ull /* "HEIRLOOM" little-endian */
-#define HL_LAYOUT_VERSION                                                                          \
-	2u /* 2: request flags SYNC/TAKEN/WITHDRAWN, the done                                      \
-	    * record, value origins, event LAG_BEFORE flag */
+/* 2: request flags SYNC/TAKEN/WITHDRAWN, the done record, value origins,
+ *    event LAG_BEFORE flag.
+ * 3: one writer per header line: worker_ready into the owner line,
+ *    reattaches into the worker's; progress_ns and shard[] sized by
+ *    HL_SHARDS_MAX. */
+#define HL_LAYOUT_VERSION 3u
 #define HL_CACHELINE 64u
 #define HL_PAGE 4096u
 
@@ -77,24 +82,31 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 #define HL_LOG_HUNG 8u
 
 /* Counters live in the header so that heirloomctl reads them with no worker
- * running and they survive a crash. Each shard thread adds to its own line
- * (relaxed: they are statistics, read as a sum, never used for control). */
+ * running and they survive a crash. Written only by the worker, through
+ * the shard they belong to (its thread; recovery before it runs), relaxed
+ * fetch_add; read relaxed by hl_stats(), heirloomctl and the keeper's
+ * watchdog (progress), summed over shards. Statistics: never used for
+ * control, so a stale or torn-across-fields read is harmless. */
 struct hl_shm_counters {
-	_Atomic uint64_t publishes;
-	_Atomic uint64_t skipped;
+	_Atomic uint64_t publishes;         /* publishes applied (value changed) */
+	_Atomic uint64_t skipped;           /* publishes of the unchanged value */
 	_Atomic uint64_t deletes;
-	_Atomic uint64_t notifications;
-	_Atomic uint64_t lagged_drops;
+	_Atomic uint64_t notifications;     /* events written to rings */
+	_Atomic uint64_t lagged_drops;      /* events dropped for a full ring */
 	_Atomic uint64_t observers_added;
 	_Atomic uint64_t observers_removed;
-	_Atomic uint64_t async_errors;
-	_Atomic uint64_t dispatch_hist[16];
+	_Atomic uint64_t async_errors;      /* failed requests nobody waited for */
+	_Atomic uint64_t dispatch_hist[16]; /* dispatch latency, log2 buckets */
 };
 
+/* One per shard, in the header; every line is written by the worker
+ * process only. */
 struct hl_shm_shard {
-	/* Worker shard thread writes; clients read (seq_cst) after queuing a
-	 * request: non-zero means the thread is about to sleep on its doorbell
-	 * and must be woken (Dekker pair with hl_shm_claims.doorbell). */
+	/* Worker shard thread writes (relaxed, then a seq_cst fence);
+	 * clients read (relaxed after a seq_cst fence) after setting their
+	 * pending bit: non-zero means the thread is about to sleep on its
+	 * doorbell and must be woken (Dekker pair with ring_doorbell() in
+	 * lib/client.c and hl_shm_doorbell.word). */
 	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
 	uint32_t pad0;
 	struct hl_shm_counters c;
@@ -114,12 +126,23 @@ struct hl_shm_shard {
 };
 _Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
                "a shard's heartbeat has its own line");
+_Static_assert(sizeof(struct hl_shm_shard) == 5 * HL_CACHELINE, "shard: 4 lines + heartbeat");
 /* hl_shm_shard.beat_ns and monitor_beat_ns after a clean stop: the thread
  * has exited and the worker is giving the table back; nobody judges it. */
 #define HL_BEAT_STOPPED UINT64_MAX
 
+/* Threads the keeper's watchdog follows: the monitor, then each shard. */
+#define HL_THREADS_MAX (1u + HL_SHARDS_MAX)
+
 struct hl_shm_header {
-	/* ---- identity: written once by the creator, then read-only ---- */
+	/* ---- identity and geometry (line 0 on) ----
+	 * Written once by the creator (hl__seg_create(): keeper or standalone
+	 * worker) with plain stores before the object has a name anyone
+	 * maps, magic last; read-only after, plain loads, by everyone, and
+	 * checked by hl__seg_validate() before any other field is trusted.
+	 * magic, version, header_size and format keep their offsets in every
+	 * layout version, so that any build refuses any other version's
+	 * segment with HL_EVERSION instead of misreading it. */
 	uint64_t magic;          /* HL_MAGIC */
 	uint32_t version;        /* HL_LAYOUT_VERSION */
 	uint32_t header_size;    /* sizeof(struct hl_shm_header) */
@@ -137,29 +160,66 @@ struct hl_shm_header {
 	uint64_t buckets_off, keys_off, observers_off, heap_off;
 	uint64_t ep_worker_off, claims_off, ep_client_off;
 
-	/* ---- ownership: the heir protocol (docs/architecture.md) ----
-	 * Written by the keeper (hand-off, take-back) or the worker (clean
-	 * give-back is done by the keeper after the worker says so). Readers
-	 * use owner_seq as a sequence lock over the four owner fields. The
-	 * worker reads owner_epoch before applying each batch and stops when
-	 * it is no longer its own (fencing). */
+	/* ---- ownership: one line, the keeper's (lib/owner.h) ----
+	 * The owner record (owner_seq .. owner_start) has one writer at a
+	 * time, hl__owner_write(): the keeper, or a worker while no keeper
+	 * lives (standalone; at stop when no keeper answered). One exception
+	 * to one-writer-per-line: the worker stores worker_ready, which
+	 * belongs to the record (every change of owner clears it). Writes
+	 * here happen at changes of owner or readiness, a few per worker
+	 * life, never per request; the shard threads read owner_epoch before
+	 * each batch, so the line stays shared in their caches. */
+	/* Seqlock over owner_epoch/role/pid/start: odd while hl__owner_write()
+	 * runs (opening increment relaxed + release fence, closing increment
+	 * release). Read only through hl__owner_read(). Left odd by a writer
+	 * killed mid-write; hl__owner_repair() by the next writer. */
 	alignas(HL_CACHELINE) _Atomic uint64_t owner_seq;
-	_Atomic uint64_t owner_epoch;  /* +1 on every change of owner */
-	_Atomic uint32_t owner_role;   /* HL_ROLE_* */
-	_Atomic uint32_t owner_pid;
-	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22) */
+	/* +1 at every change of owner (inside the seqlock). Also read alone,
+	 * acquire, by the worker's shard and monitor threads before each batch
+	 * (fencing: not their epoch = stop), which pairs with the closing
+	 * release of owner_seq. */
+	_Atomic uint64_t owner_epoch;
+	_Atomic uint32_t owner_role;   /* HL_ROLE_*; in the seqlock */
+	_Atomic uint32_t owner_pid;    /* in the seqlock; 0 when role is NONE */
+	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22); in the seqlock */
+	/* Keeper writes: its pid (release, after keeper_start) when it has
+	 * locked the segment, 0 (relaxed) at its clean exit. Readers load
+	 * keeper_pid, then keeper_start: a pair mixed by a keeper starting or
+	 * exiting at that moment only makes it look dead for one read. The
+	 * standalone worker refuses a segment whose keeper lives. */
 	_Atomic uint32_t keeper_pid;
-	uint32_t pad1;
-	_Atomic uint64_t keeper_start;
-	_Atomic uint64_t handoffs;     /* keeper: times the table was given */
-	_Atomic uint64_t reattaches;   /* worker: attaches that ran recovery */
+	/* 1 while a worker serves. The worker's monitor thread stores 1
+	 * (release) once recovery is complete (part 2 done), its main thread
+	 * 0 (release) at stop; hl__owner_write() stores 0 (release) before each change of
+	 * owner. Readers (acquire, with owner_role/owner_pid): clients before
+	 * waiting on a reply, heirloomctl, the systemd notifier. A SIGKILLed
+	 * worker leaves it 1 until the keeper takes the table back: readers
+	 * that care also check that owner_pid lives. */
+	_Atomic uint32_t worker_ready;
+	_Atomic uint64_t keeper_start; /* keeper's start time, see keeper_pid */
+	/* Keeper writes (relaxed, after hl__owner_write() of a TAKE): times
+	 * it gave the table to a worker. Readers: hl_stats(), heirloomctl. */
+	_Atomic uint64_t handoffs;
+	uint64_t pad1;
 
-	/* ---- worker state ---- */
-	alignas(HL_CACHELINE) _Atomic uint64_t revision; /* global; fetch_add by shard threads */
-	_Atomic uint64_t next_observer_seq; /* stored before an observer is linked */
-	_Atomic uint64_t keys_used, observers_used, endpoints_used;
+	/* ---- worker state: every line written by the worker process only ----
+	 * Unless a field says otherwise: shard or main threads write with
+	 * relaxed atomics, readers (hl_stats(), heirloomctl) load relaxed,
+	 * and recovery rewrites it from the table before any thread serves. */
+	/* Last revision given to a publish or delete: fetch_add (relaxed) by
+	 * the shard thread that applies it, the result stored in the key and
+	 * value under the key's seqlock; recovery raises it to the highest
+	 * revision it finds. Global so revisions order changes across keys. */
+	alignas(HL_CACHELINE) _Atomic uint64_t revision;
+	/* Next observer sequence: fetch_add (relaxed) by the shard thread
+	 * that links the observer, before the link (ids are never reused);
+	 * recovery raises it past every id it finds. 1 at creation. */
+	_Atomic uint64_t next_observer_seq;
+	_Atomic uint64_t keys_used, observers_used, endpoints_used; /* gauges */
 	_Atomic uint64_t heap_used;        /* bytes in allocated blocks (class sizes) */
-	_Atomic uint64_t last_recovery_ns; /* duration of the last recovery pass */
+	/* Recovery (worker main and monitor threads): duration of the last
+	 * pass in ns, repairs it made, and passes finished (both parts). */
+	_Atomic uint64_t last_recovery_ns;
 	_Atomic uint64_t last_recovery_repairs;
 	_Atomic uint64_t recoveries;
 	/* Worker's monitor thread writes (relaxed), about once a second;
@@ -168,10 +228,14 @@ struct hl_shm_header {
 	 * worker runs without jemalloc. Left as is when the worker stops: the
 	 * figure of the last worker. Formerly the reserved resyncs_hint. */
 	_Atomic uint64_t worker_mem_bytes;
+	/* Monitor and shard threads (fetch_add): endpoints adopted, freed;
+	 * cleanup passes and the observers they removed. The keeper's
+	 * watchdog counts cleanup_* as progress. */
 	_Atomic uint64_t endpoints_attached, endpoints_removed;
 	_Atomic uint64_t cleanup_runs, cleanup_removed;
-	_Atomic uint32_t worker_ready;     /* 1 while a worker serves */
-	uint32_t pad2;
+	/* Worker's main thread (fetch_add) at each attach, each of which runs
+	 * recovery. Readers: hl_stats(). */
+	_Atomic uint64_t reattaches;
 	/* Descriptors (issue 21). Worker's main thread writes at start
 	 * (relaxed), heirloomctl reads: its RLIMIT_NOFILE soft limit after
 	 * raising it to the hard one, and how many clients that leaves it to
@@ -200,9 +264,10 @@ struct hl_shm_header {
 	 * (at most 200 ms apart while it is idle); the worker's main thread
 	 * sets it at attach, so recovery's part 1 and part 2 (which runs in
 	 * the monitor before its loop) count as one pause. Same unit and
-	 * readers as hl_shm_shard.beat_ns. */
+	 * readers as hl_shm_shard.beat_ns. Its own line. */
 	alignas(HL_CACHELINE) _Atomic uint64_t monitor_beat_ns;
-	/* Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
+	/* ---- the keeper's lines ----
+	 * Keeper writes (relaxed): its --hang-timeout in ms, at start (0 =
 	 * watchdog off, or no keeper since the segment was created; a
 	 * standalone worker leaves it as it is). Reader: heirloomctl, which
 	 * says "hung" past it. */
@@ -213,24 +278,72 @@ struct hl_shm_header {
 	 * counted in its counters (requests applied, events written) while
 	 * one long batch kept it from its loop. heirloomctl takes the later
 	 * of this and the heartbeat, so it judges as the keeper does. */
-	_Atomic uint64_t progress_ns[65];
+	_Atomic uint64_t progress_ns[HL_THREADS_MAX];
 
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
-	 * Writers claim a slot (fetch_add), fill it with kind = 0, and store
-	 * kind last (release); readers skip records whose kind is 0
-	 * (hl__seglog() in lib/seglog.c is the one writer). */
+	 * The second exception to one-writer-per-line: both daemons append,
+	 * a few records per worker life (exits, hand-offs, recoveries, bad
+	 * clients), never per request. Writers claim a slot (fetch_add,
+	 * acq_rel), fill it with kind = 0, and store kind last (release);
+	 * readers load log_head, then each kind (acquire) and skip records
+	 * whose kind is 0 (hl__seglog() in lib/seglog.c is the one writer). */
 	alignas(HL_CACHELINE) _Atomic uint64_t log_head;
 	struct hl_shm_logrec log[HL_ERRLOG_LEN];
 
-	struct hl_shm_shard shard[64];
+	struct hl_shm_shard shard[HL_SHARDS_MAX];
 };
 
+/* What the format relies on. Offsets that every layout version keeps (the
+ * identity), each section's first line, the owner record's line, and the
+ * separation of lines written by different processes. */
+#define HL_LINE_OF(type, f) (offsetof(type, f) / HL_CACHELINE)
+_Static_assert(offsetof(struct hl_shm_header, magic) == 0 &&
+                       offsetof(struct hl_shm_header, version) == 8 &&
+                       offsetof(struct hl_shm_header, header_size) == 12 &&
+                       offsetof(struct hl_shm_header, format) == 16 &&
+                       offsetof(struct hl_shm_header, size) == 24,
+               "the identity keeps its offsets in every layout version");
+_Static_assert(offsetof(struct hl_shm_header, owner_seq) == 3 * HL_CACHELINE,
+               "the owner record follows the geometry");
+_Static_assert(HL_LINE_OF(struct hl_shm_header, handoffs) ==
+                       HL_LINE_OF(struct hl_shm_header, owner_seq) &&
+                       HL_LINE_OF(struct hl_shm_header, worker_ready) ==
+                       HL_LINE_OF(struct hl_shm_header, owner_seq),
+               "the owner record, keeper record and worker_ready are one line");
+_Static_assert(offsetof(struct hl_shm_header, revision) ==
+                       offsetof(struct hl_shm_header, owner_seq) + HL_CACHELINE,
+               "the worker's state starts on the line after the owner's");
+_Static_assert(HL_LINE_OF(struct hl_shm_header, heap_full) <
+                       HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) &&
+                       HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) <
+                       HL_LINE_OF(struct hl_shm_header, hang_timeout_ms),
+               "worker state, monitor heartbeat and keeper lines are apart");
+_Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, log_head) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, progress_ns) +
+                                       sizeof(((struct hl_shm_header *)0)->progress_ns) <=
+                               offsetof(struct hl_shm_header, log_head),
+               "the keeper's lines hold only the keeper's fields");
+_Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0,
+               "shards start on a line");
+/* A change of this size is a new HL_LAYOUT_VERSION (and format word). */
+_Static_assert(sizeof(struct hl_shm_header) == 23680, "header size of layout version 3");
+_Static_assert(sizeof(((struct hl_shm_header *)0)->shard) / sizeof(struct hl_shm_shard) ==
+                       HL_SHARDS_MAX,
+               "one hl_shm_shard per possible shard");
+
 /* A bucket of the key index: a chain of key slots linked by hl_shm_key.next.
- * Written by the shard thread that owns the bucket (bucket % shards); read
- * lock-free by clients. seq is odd while the chain is being changed. */
+ * Written only by the shard thread that owns the bucket (bucket % shards;
+ * recovery before it runs); read lock-free by clients (lib/table_read.c)
+ * and heirloomctl. Buckets of different shards share lines: a documented
+ * cost, not a correctness matter (one process writes them all). */
 struct hl_shm_bucket {
+	/* Seqlock over the chain (lib/seqlock.h): odd while a slot is linked
+	 * or unlinked; readers acquire it, walk, fence, recheck. */
 	_Atomic uint32_t seq;
-	_Atomic uint32_t head; /* 1-based key slot, HL_NIL = empty */
+	/* First slot (1-based), HL_NIL = empty. Stored (release) inside the
+	 * seqlock; readers load it acquire. */
+	_Atomic uint32_t head;
 };
 _Static_assert(sizeof(struct hl_shm_bucket) == 8, "bucket is 8 bytes");
 
@@ -241,21 +354,42 @@ _Static_assert(sizeof(struct hl_shm_bucket) == 8, "bucket is 8 bytes");
  * for cheap scans and is rebuilt by recovery.
  */
 struct hl_shm_key {
-	_Atomic uint64_t seq;      /* value seqlock: odd while val/rev change */
-	_Atomic uint64_t val;      /* heap offset of the current value block, 0 = none.
-	                            * Commit point of publish/delete (release). */
-	_Atomic uint64_t rev;      /* revision of the current value or delete */
-	_Atomic uint32_t next;     /* next slot in the bucket chain */
-	_Atomic uint32_t obs_head; /* first observer (1-based), HL_NIL = none */
-	_Atomic uint32_t nobs;     /* observers linked (for inspect; rebuilt) */
-	_Atomic uint32_t used;     /* 1 while linked in a bucket */
+	/* Value seqlock (lib/seqlock.h): odd while val/rev change; clients
+	 * read val, rev and the block under it (hl_get()). */
+	_Atomic uint64_t seq;
+	/* Heap offset of the current value block, 0 = none, bit 0 =
+	 * HL_VAL_DELETED. Commit point of publish/delete (release, inside the
+	 * seqlock): the block is complete before it. */
+	_Atomic uint64_t val;
+	_Atomic uint64_t rev;      /* revision of val (or of the delete); in the seqlock */
+	/* Next slot in the bucket chain, under the bucket's seqlock: a new
+	 * slot's is stored (relaxed) before bucket.head publishes it
+	 * (release); walkers load it acquire. */
+	_Atomic uint32_t next;
+	/* First observer (1-based), HL_NIL = none. Stored release when an
+	 * observer is linked at the head or the head unlinked (the commit of
+	 * that change); readers (dispatch under RCU, hl_inspect()) follow it
+	 * with acquire loads. */
+	_Atomic uint32_t obs_head;
+	_Atomic uint32_t nobs;     /* observers linked (relaxed; for inspect; rebuilt) */
+	/* 1 while linked in a bucket: stored 1 (relaxed) before the link that
+	 * publishes it, 0 at the unlink; scans (hl_keys()) load it acquire and
+	 * still check the slot under the bucket seqlock. Rebuilt by recovery. */
+	_Atomic uint32_t used;
+	/* Set before the slot is linked (published by the bucket's release),
+	 * then immutable while it is used: */
 	uint64_t hash;             /* hl__hash(key) */
 	uint32_t key_len;
-	uint32_t del_pid;          /* who deleted it (pending or last delete) */
-	uint64_t del_ts;           /* CLOCK_MONOTONIC of that delete's request */
+	/* Shard thread only, plain: who deleted it (pending or last delete)
+	 * and its request's CLOCK_MONOTONIC time, for the delete's events. */
+	uint32_t del_pid;
+	uint64_t del_ts;
 	/* key bytes follow (key_stride - 64) */
 };
 _Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
+_Static_assert(offsetof(struct hl_shm_key, seq) == 0 && offsetof(struct hl_shm_key, val) == 8 &&
+                       offsetof(struct hl_shm_key, rev) == 16,
+               "the value seqlock and what it guards lead the slot");
 
 /* Value block in the heap: this header, meta bytes, value bytes.
  * Written by the shard thread before `val` is published; immutable after,
@@ -269,9 +403,11 @@ _Static_assert(sizeof(struct hl_shm_key) == 64, "key header is one line");
 #define HL_VAL_DELETED 1ull
 struct hl_shm_value {
 	uint64_t rev;
-	_Atomic uint64_t prev; /* old value block kept while dispatch of `rev` is
-	                        * unfinished; 0 once every observer has the event.
-	                        * Recovery redelivers when it finds it non-zero. */
+	/* Old value block kept while dispatch of `rev` is unfinished; 0 once
+	 * every observer has the event. Shard thread: stored before the
+	 * commit (in the block), cleared (relaxed) after dispatch. Readers:
+	 * that shard thread and recovery, which redelivers when non-zero. */
+	_Atomic uint64_t prev;
 	uint32_t len;          /* value bytes */
 	uint16_t meta_len;
 	uint16_t type;         /* HL_VAL_* */
@@ -299,14 +435,25 @@ _Static_assert(sizeof(struct hl_shm_value) == 56, "value header");
  * `next`: unlinking stores prev->next first (the commit), and the slot is
  * reused only after an RCU grace period in the worker. */
 struct hl_shm_observer {
-	_Atomic uint64_t id;          /* 0 = free */
+	/* 0 = free. Stored (release) after the slot's other fields, before
+	 * obs_head or a prev's next links it; 0 (release) at its unlink, the
+	 * slot reused only after an RCU grace period. Readers load it acquire
+	 * and skip 0. */
+	_Atomic uint64_t id;
+	/* List links (1-based), stored by the key's shard thread: a new
+	 * slot's next relaxed before the link's release; at unlink the prev's
+	 * next (or obs_head) with release, the commit. Readers load next
+	 * acquire. `prev` is read by the worker only (unlink, recovery). */
 	_Atomic uint32_t next, prev;
 	uint32_t key;                 /* 1-based key slot */
 	uint32_t endpoint;            /* 0-based endpoint index */
 	uint32_t ep_gen;              /* endpoint incarnation that owns it */
 	uint32_t flags;
-	_Atomic uint64_t delivered_rev; /* last revision written to its ring */
-	_Atomic uint64_t dropped;       /* events dropped for lag */
+	/* Shard thread (relaxed): last revision written to its ring, and
+	 * events dropped for lag (read by hl_inspect(); the client learns of
+	 * drops through its epw_shard.lag_seq, released after). */
+	_Atomic uint64_t delivered_rev;
+	_Atomic uint64_t dropped;
 	uint64_t created_ns;            /* CLOCK_REALTIME */
 	uint64_t req_pos;               /* ring position (of endpoint/ep_gen, on its
 	                                 * key's shard) of the request that last
@@ -328,21 +475,42 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 #define HL_CLAIM_GEN(w) ((uint32_t)((w) >> 32))
 #define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))
 
+/* The claims region is client-writable: the worker checks every value it
+ * reads here. A claim's line is the hand-over point between one client and
+ * the worker, so both write it (the documented exception): the client at
+ * claim, the worker when it frees; never both at once. */
 struct hl_shm_claim {
+	/* HL_CLAIM(pid, gen). Client: CAS {0,g} -> {pid,g+1} (acq_rel). Worker:
+	 * store {0,g} (release) once the old incarnation is cleaned up, or
+	 * {pid,0} to quarantine a banned one. Readers load acquire. */
 	_Atomic uint64_t word;
-	_Atomic uint64_t start_time; /* claimer's start time, written after the CAS; 0 while free */
-	_Atomic uint32_t ready;      /* = gen once the client block is initialised */
+	/* Claimer's start time: the client stores it (relaxed) right after its
+	 * CAS; the worker stores 0 (relaxed) before it frees the word. The
+	 * worker's prune pass reads it (relaxed) with the word to tell a dead
+	 * claimer from a live one; 0 while free or not yet written. */
+	_Atomic uint64_t start_time;
+	/* = gen once the client's ep_client block is initialised: client
+	 * stores it (release) last; the worker adopts on an acquire load equal
+	 * to the word's gen. */
+	_Atomic uint32_t ready;
 	uint32_t pad[11];
 };
 _Static_assert(sizeof(struct hl_shm_claim) == 64, "claim is one line");
 
 /* Per shard in the claims region: the doorbell the shard thread sleeps on
  * and one pending bit per endpoint (set by a client after it queued a
- * request for this shard; exchanged to 0 by the shard thread). */
+ * request for this shard: fetch_or, release, pairing with the shard
+ * thread's acquire exchange to 0 that takes it). Written by every client
+ * of the shard and read by its thread: many writers by design; a garbage
+ * value costs a spurious wake-up or a 100 ms wait, never a request. */
 struct hl_shm_doorbell {
+	/* Futex word: a client that found hl_shm_shard.sleeping set adds 1
+	 * (relaxed) and wakes; the shard thread loads it (acquire) before it
+	 * publishes `sleeping` and waits on that value. */
 	alignas(HL_CACHELINE) _Atomic uint32_t word;
 	uint32_t pad[15];
 };
+_Static_assert(sizeof(struct hl_shm_doorbell) == HL_CACHELINE, "doorbell is one line");
 
 /* Worker side of one endpoint-shard pair (in ep_worker, read-only for
  * clients). All fields are written by the shard thread that owns the pair
@@ -368,17 +536,34 @@ struct hl_shm_doorbell {
  * any other request is applied, or left to be applied for the first time.
  */
 struct hl_shm_epw_shard {
+	/* Request ring consumer position: stored release after a request is
+	 * applied and answered (hl__ring_consume()); the client loads it
+	 * acquire (ring space, "was it taken"). Partner: epc_shard.req_head. */
 	alignas(HL_CACHELINE) _Atomic uint64_t req_tail;
+	/* Event ring producer position: stored release after the records
+	 * (hl__ring_commit()); the client loads it acquire. Partner:
+	 * epc_shard.ev_tail. */
 	_Atomic uint64_t ev_head;
-	_Atomic uint64_t result_pos;  /* SYNC request whose answer is in `result` (+1) */
-	_Atomic int64_t result;       /* observer id or -errno */
-	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker */
-	_Atomic uint64_t done_pos;    /* request whose outcome is done_result (+1) */
-	_Atomic int64_t done_result;  /* its outcome: 0, observer id or -errno */
-	_Atomic uint64_t lag_seq;     /* +1 whenever an event was dropped */
+	/* SYNC answer: `result` (observer id or -errno) stored relaxed, then
+	 * result_pos = P + 1 with release; the client acquires result_pos and
+	 * reads `result` only when it names its request. */
+	_Atomic uint64_t result_pos;
+	_Atomic int64_t result;
+	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker, relaxed */
+	/* Outcome record: done_result relaxed, then done_pos = P + 1 release,
+	 * right after the commit. Read by recovery only. */
+	_Atomic uint64_t done_pos;
+	_Atomic int64_t done_result;  /* 0, observer id or -errno */
+	/* +1 (release) whenever an event was dropped, after the observers'
+	 * `dropped`; the client acquires it to hand out LAGGED. */
+	_Atomic uint64_t lag_seq;
 	/* second line: written rarely (errors, lag) */
-	alignas(HL_CACHELINE) _Atomic uint64_t async_errs; /* failed requests nobody waited for */
-	_Atomic uint64_t err_pos; /* the request whose failure last_err is (+1) */
+	/* Failed requests nobody waited for: last_err (relaxed), then
+	 * async_errs +1 (release), then err_pos = P + 1 (relaxed: recovery's
+	 * "already counted" mark). The client acquires async_errs, then reads
+	 * last_err (hl_flush()). */
+	alignas(HL_CACHELINE) _Atomic uint64_t async_errs;
+	_Atomic uint64_t err_pos;
 	_Atomic int32_t last_err;
 	uint32_t pad;
 	/* lag_seq when the last event record flagged HL_EVRF_LAG_BEFORE was
@@ -389,15 +574,25 @@ struct hl_shm_epw_shard {
 _Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines");
 
 /* Worker side of one endpoint: its header, then one hl_shm_epw_shard per
- * shard, then the shards' event rings (ev_ring_bytes each). */
+ * shard, then the shards' event rings (ev_ring_bytes each). Written only by
+ * the worker (monitor thread at adoption and cleanup, shard threads for
+ * ev_signal and nobs); read-only for clients. */
 struct hl_shm_epw {
-	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal; /* futex word clients sleep on */
-	_Atomic uint32_t state;       /* HL_EP_* */
-	_Atomic uint32_t gen;         /* incarnation adopted by the worker */
+	/* Futex word clients sleep on: +1 (release) by the worker after ring
+	 * or answer stores, when epc.sleeping says someone waits; clients load
+	 * it (acquire) before re-checking and waiting on that value. */
+	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal;
+	/* HL_EP_*. Stored release after the fields below (adoption: ACTIVE
+	 * last) and after cleanup (FREE last, before the claim is freed);
+	 * clients and the worker's threads load it acquire. */
+	_Atomic uint32_t state;
+	/* Incarnation, pid and start time adopted from the claim; relaxed,
+	 * published by the release of `state`. */
+	_Atomic uint32_t gen;
 	_Atomic uint32_t pid;
 	_Atomic uint64_t start_time;
-	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption */
-	_Atomic uint64_t nobs;        /* observers held */
+	_Atomic uint64_t attached_ns; /* CLOCK_REALTIME at adoption; same */
+	_Atomic uint64_t nobs;        /* observers held (relaxed; hl_stats()) */
 	/* Slow-reader report. Worker's monitor thread writes (relaxed), on its
 	 * ticks, while the endpoint is ACTIVE; readers: hl_stats(), heirloomctl.
 	 * Bits 0..62: CLOCK_REALTIME ns when the client was last seen reading
@@ -409,23 +604,42 @@ struct hl_shm_epw {
 	_Atomic uint64_t last_read_ns;
 };
 #define HL_EPW_SLOW (1ull << 63)
+_Static_assert(sizeof(struct hl_shm_epw) == HL_CACHELINE,
+               "epw header is one line (hl__epw_shard() adds one)");
 
 #define HL_EP_FREE 0u
 #define HL_EP_ACTIVE 1u
 #define HL_EP_DEAD 2u  /* process gone, cleanup running */
 #define HL_EP_BANNED 3u /* dropped for garbage in its rings */
 
-/* Client side of one endpoint-shard pair: written by that client only. */
+/* Client side of one endpoint-shard pair: written by that client only
+ * (its own ep_client block, mapped writable in it alone); the worker
+ * treats both as untrusted and bounds them against its own positions. */
 struct hl_shm_epc_shard {
-	alignas(HL_CACHELINE) _Atomic uint64_t req_head; /* request ring producer position */
-	_Atomic uint64_t ev_tail;                        /* event ring consumer position */
+	/* Request ring producer position: stored release after the record
+	 * (hl__ring_commit()), then the pending bit; the shard thread loads it
+	 * acquire. Partner: epw_shard.req_tail. */
+	alignas(HL_CACHELINE) _Atomic uint64_t req_head;
+	/* Event ring consumer position: stored release after the client read
+	 * the records; the worker loads it acquire for space (and the monitor,
+	 * relaxed, for the slow-reader report). Partner: epw_shard.ev_head. */
+	_Atomic uint64_t ev_tail;
 };
+_Static_assert(sizeof(struct hl_shm_epc_shard) == HL_CACHELINE, "epc shard is one line");
 
 /* Client side of one endpoint: header, per-shard cursors, then request rings. */
 struct hl_shm_epc {
-	alignas(HL_CACHELINE) _Atomic uint32_t sleeping; /* client waits on epw.ev_signal */
+	/* Threads of the client waiting on epw.ev_signal: +1 (relaxed, then a
+	 * seq_cst fence) before waiting, -1 after. The worker reads it (relaxed
+	 * after its seq_cst fence) to decide to wake: Dekker pair with its ring
+	 * stores. A client-written hint: garbage costs a spurious wake-up. */
+	alignas(HL_CACHELINE) _Atomic uint32_t sleeping;
+	/* The client's incarnation, stored at claim (relaxed). Read by nobody:
+	 * the worker takes the incarnation from the claim word. For dumps. */
 	_Atomic uint32_t gen;
 };
+_Static_assert(sizeof(struct hl_shm_epc) == HL_CACHELINE,
+               "epc header is one line (hl__epc_shard() adds one)");
 
 /* ---- ring records ---- */
 

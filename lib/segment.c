@@ -197,7 +197,11 @@ hl__layout_format(void)
 	        sizeof(struct hl_shm_epw_shard), sizeof(struct hl_shm_epc),
 	        sizeof(struct hl_shm_epc_shard), sizeof(struct hl_req),
 	        sizeof(struct hl_evrec), offsetof(struct hl_shm_header, owner_seq),
-	        offsetof(struct hl_shm_header, revision), offsetof(struct hl_shm_header, log),
+	        offsetof(struct hl_shm_header, worker_ready),
+	        offsetof(struct hl_shm_header, handoffs),
+	        offsetof(struct hl_shm_header, revision),
+	        offsetof(struct hl_shm_header, reattaches),
+	        offsetof(struct hl_shm_header, hang_timeout_ms), offsetof(struct hl_shm_header, log),
 	        offsetof(struct hl_shm_header, shard), HL_KEY_MAX, HL_META_MAX,
 	};
 	uint64_t f = 0;

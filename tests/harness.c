@@ -3,6 +3,7 @@
  */
 #include "harness.h"
 
+#include "owner.h"
 #include "segment.h"
 
 #include <dirent.h>
@@ -101,9 +102,10 @@ wait_ready_pid(const char *name, pid_t pid, int ms)
 		if (hl__seg_open_fd(name, 0, &fd) == 0) {
 			struct hl_seg s;
 			if (hl__seg_map_ro(fd, &s) == 0) {
+				struct hl_owner o;
 				int ready = atomic_load(&s.h->worker_ready) &&
-				            atomic_load(&s.h->owner_role) == HL_ROLE_WORKER &&
-				            (pid <= 0 || atomic_load(&s.h->owner_pid) == (uint32_t)pid);
+				            hl__owner_read(s.h, &o) == 0 && o.role == HL_ROLE_WORKER &&
+				            (pid <= 0 || o.pid == (uint32_t)pid);
 				hl__seg_unmap(&s);
 				close(fd);
 				if (ready)
@@ -307,44 +309,46 @@ hl_t_kworker_start(const char *name, const char *sock, const char *err_path)
 	return pid;
 }
 
-static int
-read_header(const char *name, struct hl_shm_header *h)
+/* The header of segment NAME mapped read-only (the owner record must be
+ * read in place, under its seqlock), or NULL. header_unmap() it. */
+static const struct hl_shm_header *
+header_map(const char *name)
 {
 	int fd;
 	if (hl__seg_open_fd(name, 0, &fd))
-		return -1;
-	/* Racy against the writers, so take a copy whose owner_seq is even
-	 * and the same before and after. */
-	for (int i = 0; i < 1000; i++) {
-		ssize_t n = pread(fd, h, sizeof(*h), 0);
-		uint64_t seq;
-		if (n == (ssize_t)sizeof(*h) &&
-		    pread(fd, &seq, sizeof(seq), offsetof(struct hl_shm_header, owner_seq)) ==
-		            (ssize_t)sizeof(seq) &&
-		    seq == atomic_load_explicit(&h->owner_seq, memory_order_relaxed) && !(seq & 1)) {
-			close(fd);
-			return 0;
-		}
-		hl_t_sleep_ms(1);
-	}
+		return NULL;
+	struct stat st;
+	void *p = MAP_FAILED;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(struct hl_shm_header))
+		p = mmap(NULL, sizeof(struct hl_shm_header), PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
-	return -1;
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+header_unmap(const struct hl_shm_header *h)
+{
+	munmap((void *)h, sizeof(*h));
 }
 
 int
 hl_t_owner_read(const char *name, struct hl_t_owner *o)
 {
-	static struct hl_shm_header h; /* large: not on the stack */
-	if (read_header(name, &h))
+	const struct hl_shm_header *h = header_map(name);
+	if (!h)
 		return -1;
-	o->role = atomic_load_explicit(&h.owner_role, memory_order_relaxed);
-	o->pid = atomic_load_explicit(&h.owner_pid, memory_order_relaxed);
-	o->epoch = atomic_load_explicit(&h.owner_epoch, memory_order_relaxed);
-	o->handoffs = atomic_load_explicit(&h.handoffs, memory_order_relaxed);
-	o->keeper_pid = atomic_load_explicit(&h.keeper_pid, memory_order_relaxed);
-	o->worker_ready = atomic_load_explicit(&h.worker_ready, memory_order_relaxed);
-	o->recoveries = atomic_load_explicit(&h.recoveries, memory_order_relaxed);
-	return 0;
+	struct hl_owner r;
+	int rc = hl__owner_read(h, &r);
+	o->role = r.role;
+	o->pid = r.pid;
+	o->epoch = r.epoch;
+	/* The rest is not under owner_seq: each field on its own. */
+	o->handoffs = atomic_load_explicit(&h->handoffs, memory_order_relaxed);
+	o->keeper_pid = atomic_load_explicit(&h->keeper_pid, memory_order_relaxed);
+	o->worker_ready = atomic_load_explicit(&h->worker_ready, memory_order_acquire);
+	o->recoveries = atomic_load_explicit(&h->recoveries, memory_order_relaxed);
+	header_unmap(h);
+	return rc ? -1 : 0;
 }
 
 pid_t
@@ -375,23 +379,27 @@ hl_t_wait_owner(const char *name, uint32_t role, uint32_t pid, int ms)
 int
 hl_t_log_find(const char *name, uint32_t kind, uint32_t pid, struct hl_t_logrec *out)
 {
-	static struct hl_shm_header h;
-	if (read_header(name, &h))
+	const struct hl_shm_header *h = header_map(name);
+	if (!h)
 		return -1;
-	uint64_t head = atomic_load_explicit(&h.log_head, memory_order_relaxed);
+	int rc = -1;
+	uint64_t head = atomic_load_explicit(&h->log_head, memory_order_acquire);
 	for (uint64_t i = 0; i < HL_ERRLOG_LEN && i < head; i++) {
-		const struct hl_shm_logrec *r = &h.log[(head - 1 - i) % HL_ERRLOG_LEN];
-		if (r->kind != kind || r->pid != pid)
+		const struct hl_shm_logrec *r = &h->log[(head - 1 - i) % HL_ERRLOG_LEN];
+		/* Pairs with the release store of kind in hl__seglog(). */
+		if (__atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != kind || r->pid != pid)
 			continue;
-		out->kind = r->kind;
+		out->kind = kind;
 		out->pid = r->pid;
 		out->code = r->code;
 		out->epoch = r->epoch;
 		memcpy(out->text, r->text, sizeof(out->text));
 		out->text[sizeof(out->text) - 1] = '\0';
-		return 0;
+		rc = 0;
+		break;
 	}
-	return -1;
+	header_unmap(h);
+	return rc;
 }
 
 int

@@ -340,11 +340,11 @@ test_status_shows_capacities_and_owner(void **state)
 	char expr[512];
 	snprintf(expr, sizeof(expr),
 	         "d['capacities']['keys'] == 4096 and d['capacities']['observers'] == 65536 and "
-	         "d['capacities']['endpoints'] == 64 and d['segment']['layout_version'] == 2 and "
+	         "d['capacities']['endpoints'] == 64 and d['segment']['layout_version'] == %u and "
 	         "d['owner']['role'] == 'worker' and d['owner']['pid'] == %d and "
 	         "d['owner']['alive'] is True and d['serving'] is True and "
 	         "isinstance(d['log'], list)",
-	         (int)f->worker);
+	         HL_LAYOUT_VERSION, (int)f->worker);
 	assert_int_equal(json_check(r.out, 0, expr), 0);
 	run_free(&r);
 }
@@ -808,7 +808,7 @@ test_truncated_and_other_version_exit_3(void **state)
 	assert_int_equal(json_check(r.out, 0,
 	                            "d['validation']['result'] == 'HL_EVERSION' and "
 	                            "d['header']['layout_version'] == 99 and "
-	                            "d['header']['expected_layout_version'] == 2"),
+	                            "d['header']['expected_layout_version'] == 3"),
 	                 0);
 	run_free(&r);
 }

@@ -32,6 +32,7 @@
 #define HL_DAEMON_PROTO_H
 
 #include "layout.h"
+#include "owner.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -127,39 +128,7 @@ int hl__msg_send(int fd, const struct hl_msg *m, int passfd);
  */
 int hl__msg_recv(int fd, struct hl_msg *m, int *passfd, int timeout_ms);
 
-/* ---- the owner record (struct hl_shm_header, "ownership") ---- */
-
-struct hl_owner {
-	uint64_t epoch;
-	uint32_t role; /* HL_ROLE_* */
-	uint32_t pid;
-	uint64_t start;
-};
-
-/*
- * Write a new owner ROLE/PID/START and move the epoch by one, under the
- * owner_seq sequence lock. Only the current writer of the record may call
- * it: the keeper, or a worker without a keeper (standalone, or giving the
- * table up when no keeper is reachable). Returns the new epoch.
- *
- * Crash at any store: owner_seq is left odd and the fields are a mix of old
- * and new. A reader that cannot get an even, stable seq (hl__owner_read)
- * treats the record as torn; the next keeper repairs it at start
- * (hl__owner_repair) and then decides from pid + start time, which can only
- * name a process that exists if both were written, so a torn record never
- * makes a dead worker look alive.
- */
-uint64_t hl__owner_write(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t start);
-
-/* Read the record consistently (retries while a write is in progress).
- * Returns 0, or -EBUSY when it stayed odd (a writer died mid-write): *o then
- * holds the fields as they are. */
-int hl__owner_read(const struct hl_shm_header *h, struct hl_owner *o);
-
-/* Make a torn record's owner_seq even again without changing its fields or
- * the epoch (a living worker must not be fenced by a repair). Returns 1 if
- * it repaired, else 0. Only a keeper that just locked the segment calls it. */
-int hl__owner_repair(struct hl_shm_header *h);
+/* The owner record (hl__owner_write/read/repair) is lib/owner.h. */
 
 /* Name of a role for logs: "none", "keeper", "worker", "unknown". */
 const char *hl__role_name(uint32_t role);

@@ -108,11 +108,13 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		return rc;
 	}
 	struct hl_shm_header *h = w->seg.h;
-	uint32_t role = atomic_load(&h->owner_role);
-	uint32_t pid = atomic_load(&h->owner_pid);
-	if (role == HL_ROLE_WORKER && pid != (uint32_t)getpid() &&
-	    hl__proc_alive((int)pid, atomic_load(&h->owner_start))) {
-		hl_w_log("segment is served by worker pid %u already", pid);
+	/* A torn record (its writer died mid-write) is judged as it is: pid
+	 * and start time name a living process only if both were written. */
+	struct hl_owner o;
+	hl__owner_read(h, &o);
+	if (o.role == HL_ROLE_WORKER && o.pid != (uint32_t)getpid() &&
+	    hl__proc_alive((int)o.pid, o.start)) {
+		hl_w_log("segment is served by worker pid %u already", o.pid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
@@ -130,8 +132,11 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	if (w->opt.shards && w->opt.shards != h->shards)
 		hl_w_log("segment has %u shards; --shards %u applies only when creating", h->shards,
 		         w->opt.shards);
-	hl__owner_write(h, HL_ROLE_WORKER, (uint32_t)getpid(), hl__proc_start_time(getpid()));
-	w->epoch = atomic_load(&h->owner_epoch);
+	/* No living keeper: we are the record's only writer. A write over an
+	 * odd owner_seq would leave it odd, so make it even first. */
+	hl__owner_repair(h);
+	w->epoch = hl__owner_write(h, HL_ROLE_WORKER, (uint32_t)getpid(),
+	                           hl__proc_start_time(getpid()));
 	return 0;
 }
 
