@@ -117,7 +117,8 @@ obs_find(struct hl_client *c, hl_observer_id id)
 		return NULL;
 	for (uint32_t i = obs_slot_hash(id, c->obs_cap), n = 0; n < c->obs_cap;
 	     i = (i + 1) & (c->obs_cap - 1), n++) {
-		if (c->obs[i].id == id)
+		/* obs_cap != 0 implies obs != NULL (obs_grow()) */
+		if (c->obs[i].id == id) /* NOLINT(clang-analyzer-core.NullDereference) */
 			return &c->obs[i];
 		if (c->obs[i].id == 0)
 			return NULL;

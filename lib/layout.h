@@ -42,7 +42,7 @@
  *    reattaches into the worker's; progress_ns and shard[] sized by
  *    HL_SHARDS_MAX. */
 #define HL_LAYOUT_VERSION 3u
-#define HL_CACHELINE 64u
+#define HL_CACHELINE ((size_t)64)
 #define HL_PAGE 4096u
 
 #define HL_ROLE_NONE 0u

@@ -412,10 +412,10 @@ static int
 read_header(int fd, struct hl_shm_header *copy, uint64_t *size)
 {
 	struct stat st;
+	memset(copy, 0, sizeof(*copy));
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	*size = (uint64_t)st.st_size;
-	memset(copy, 0, sizeof(*copy));
 	ssize_t n = pread(fd, copy, sizeof(*copy), 0);
 	if (n < 0)
 		return -errno;

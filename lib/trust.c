@@ -52,13 +52,13 @@ static int
 lookup_group(const char *name, gid_t *gid)
 {
 	struct group gr, *res = NULL;
-	char *buf = malloc(64 * 1024); /* a group entry lists its members */
+	char *buf = malloc((size_t)64 * 1024); /* a group entry lists its members */
 	unsigned long v;
 	int rc = -1;
 	if (parse_id(name, &v) == 0) {
 		*gid = (gid_t)v;
 		rc = 0;
-	} else if (buf && getgrnam_r(name, &gr, buf, 64 * 1024, &res) == 0 && res) {
+	} else if (buf && getgrnam_r(name, &gr, buf, (size_t)64 * 1024, &res) == 0 && res) {
 		*gid = res->gr_gid;
 		rc = 0;
 	}
@@ -192,8 +192,8 @@ static void
 group_name(gid_t gid, char *buf, size_t len)
 {
 	struct group gr, *res = NULL;
-	char *nss = malloc(64 * 1024);
-	if (nss && getgrgid_r(gid, &gr, nss, 64 * 1024, &res) == 0 && res)
+	char *nss = malloc((size_t)64 * 1024);
+	if (nss && getgrgid_r(gid, &gr, nss, (size_t)64 * 1024, &res) == 0 && res)
 		snprintf(buf, len, "%s", res->gr_name);
 	else
 		snprintf(buf, len, "%u", (unsigned)gid);

@@ -128,7 +128,7 @@ ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 	if (meta_len > HL_META_MAX)
 		return ctl_fail(c, CTL_USAGE, -EMSGSIZE, "--meta is at most %u bytes, not %zu",
 		                HL_META_MAX, meta_len);
-	struct hl_client *cl;
+	struct hl_client *cl = NULL;
 	int rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
 	if (rc)
 		return rc;
@@ -168,7 +168,7 @@ ctl_cmd_del(struct ctl *c, const struct ctl_args *a)
 		return ctl_fail(c, CTL_NOTFOUND, rc, "not found: no such key '%s'", key);
 	if (rc)
 		return ctl_fail(c, CTL_FAILED, rc, "%s", hl_strerror(rc));
-	struct hl_client *cl;
+	struct hl_client *cl = NULL;
 	rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
 	if (rc)
 		return rc;
@@ -266,7 +266,7 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	 * endpoint is given back by hl_close(). */
 	signal(SIGPIPE, SIG_IGN);
 
-	struct hl_client *cl;
+	struct hl_client *cl = NULL;
 	int rc = open_client(c, 0, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout, &cl);
 	if (rc)
 		return rc;

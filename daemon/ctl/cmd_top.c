@@ -210,10 +210,12 @@ ctl_cmd_top(struct ctl *c, const struct ctl_args *a)
 		s[i].key_seq = calloc(h->max_keys, sizeof(uint64_t));
 		s[i].ep_bytes = calloc(h->max_endpoints, sizeof(uint64_t));
 		if (!s[i].key_seq || !s[i].ep_bytes)
-			code = ctl_fail(c, CTL_FAILED, -ENOMEM, "out of memory");
+			code = CTL_FAILED;
 	}
 	if (!kr || !er)
-		code = ctl_fail(c, CTL_FAILED, -ENOMEM, "out of memory");
+		code = CTL_FAILED;
+	if (code != CTL_OK)
+		ctl_fail(c, code, -ENOMEM, "out of memory");
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	if (code == CTL_OK) {

@@ -358,7 +358,7 @@ view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *),
 			if (alive[ob.endpoint] < 0)
 				alive[ob.endpoint] =
 				        (signed char)view_pid_alive(ob.pid, LD(&w->start_time));
-			ob.alive = alive[ob.endpoint];
+			ob.alive = alive[ob.endpoint] > 0;
 		}
 		ob.key_len = 0;
 		uint32_t k = __atomic_load_n(&o->key, __ATOMIC_RELAXED);
