@@ -297,7 +297,7 @@ kill_from(struct hl_worker *w, uint32_t ep, const char *why, uint32_t expect)
 	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	pthread_mutex_unlock(&e->mu);
 	if (banned)
-		hl_w_log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
+		hl__log("endpoint %u (pid %u) dropped: %s", ep, pid, why);
 	mark_clean(w, ep);
 }
 
@@ -407,7 +407,7 @@ free_locked(struct hl_worker *w, uint32_t ep)
 		atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (hl_w_ep_fix_positions(w, ep))
-		hl_w_log("endpoint %u: impossible ring positions reset", ep);
+		hl__log("endpoint %u: impossible ring positions reset", ep);
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
 	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
@@ -660,7 +660,7 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 		atomic_fetch_add_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (atomic_exchange(&logged, 1) == 0)
-		hl_w_log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
+		hl__log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
 		         "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
 		         "their pid and start time every monitor tick; logged once, counted "
 		         "in heirloomctl status (pidfd failures)",
@@ -753,7 +753,7 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		uint32_t gen = LD_RLX(&pw->gen);
 		if (gen != e->watch_gen || !waiting || sum != e->tail_sum) {
 			if (e->slow && gen == e->watch_gen)
-				hl_w_log("endpoint %u (pid %u) is reading again", ep,
+				hl__log("endpoint %u (pid %u) is reading again", ep,
 				         LD_RLX(&pw->pid));
 			e->watch_gen = gen;
 			e->tail_sum = sum;
@@ -775,7 +775,7 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		            idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms, pid, "not reading");
 		atomic_store_explicit(&pw->last_read_ns, LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW,
 		                      memory_order_release);
-		hl_w_log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
+		hl__log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
 		         "was taken for %lu ms (it keeps its observers)",
 		         ep, pid, (unsigned long)idle_ms);
 	}
@@ -799,7 +799,7 @@ monitor_main(void *arg)
 	}
 	int rc = hl_w_recover_finish(w);
 	if (rc) {
-		hl_w_log("recovery failed: %s", hl_strerror(rc));
+		hl__log("recovery failed: %s", hl_strerror(rc));
 		atomic_store(&w->rec_failed, 1);
 		atomic_store(&w->stop, 1);
 		for (uint32_t s = 0; s < w->nshards; s++)
@@ -859,7 +859,7 @@ monitor_main(void *arg)
 		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
 		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
 			if (dmg == HL_ETRUNCATED)
-				hl_w_log(
+				hl__log(
 				        "segment /heirloom.%s was truncated to %llu bytes (its "
 				        "layout "
 				        "needs %llu) while served: stopping (exit 6); it cannot be "
@@ -867,7 +867,7 @@ monitor_main(void *arg)
 				        w->opt.name, (unsigned long long)size_now,
 				        (unsigned long long)w->seg.size);
 			else
-				hl_w_log(
+				hl__log(
 				        "segment /heirloom.%s was replaced by another object while "
 				        "served: stopping (exit 6)",
 				        w->opt.name);
@@ -899,17 +899,6 @@ hl_w_monitor_start(struct hl_worker *w)
 		return -ENOMEM;
 	int rc = pthread_create(&w->monitor, NULL, monitor_main, w);
 	return -rc;
-}
-
-void
-hl_w_log(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "heirloom-worker[%d]: %s\n", (int)getpid(), buf);
 }
 
 void

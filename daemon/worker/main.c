@@ -284,13 +284,13 @@ report_nofile(struct hl_worker *w, uint64_t nofile)
 	atomic_store_explicit(&h->nofile_limit, nofile, memory_order_relaxed);
 	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
 	if (cap < h->max_endpoints)
-		hl_w_log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
+		hl__log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
 		         "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
 		         "ulimit -Hn to at least %u)",
 		         (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
 		         h->max_endpoints + HL_OWN_FDS);
 	else
-		hl_w_log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
+		hl__log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
 		         (unsigned long long)nofile, h->max_endpoints);
 }
 
@@ -299,6 +299,7 @@ main(int argc, char **argv)
 {
 	struct hl_worker *w = &W;
 	static struct hl_cfg cfg; /* static: its strings stay reachable until exit */
+	hl__log_init("heirloom-worker");
 	int st = parse(argc, argv, &cfg, &w->opt);
 	if (st >= 0)
 		return st;
@@ -319,7 +320,7 @@ main(int argc, char **argv)
 	if (rc == -ENOSPC)
 		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
-		hl_w_log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
+		hl__log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
 		         hl_err_name(rc));
 		return 2;
 	}
@@ -331,7 +332,7 @@ main(int argc, char **argv)
 	hl_w_notify_init();
 	rc = setup(w);
 	if (rc) {
-		hl_w_log("setup failed: %s", hl_strerror(rc));
+		hl__log("setup failed: %s", hl_strerror(rc));
 		return 2;
 	}
 	/* Recovery, part 1: keys, values, endpoints, pending dispatches.
@@ -340,21 +341,21 @@ main(int argc, char **argv)
 	 * (recovery.c, endpoint.c). */
 	rc = hl_w_recover_begin(w);
 	if (rc) {
-		hl_w_log("recovery failed: %s", hl_strerror(rc));
+		hl__log("recovery failed: %s", hl_strerror(rc));
 		return 2;
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
 	hl_w_telemetry_init(w);
 	hl_w_recover_kick(w);
 	if (hl_w_monitor_start(w)) {
-		hl_w_log("cannot start threads");
+		hl__log("cannot start threads");
 		return 2;
 	}
 	if (hl_w_shards_start(w)) {
-		hl_w_log("cannot start threads");
+		hl__log("cannot start threads");
 		return 2;
 	}
-	hl_w_log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
+	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
 	         (unsigned long)w->epoch, w->nshards);
 
 	int sig = 0;
@@ -382,7 +383,7 @@ main(int argc, char **argv)
 		/* Logged by the monitor. Nothing to check (pages are gone) and
 		 * nothing to give back: the keeper sees the exit and the
 		 * damage for itself. */
-		hl_w_log("stopped (segment damaged)");
+		hl__log("stopped (segment damaged)");
 		hl__cfg_free(&cfg);
 		return HL_EXIT_DAMAGED;
 	}
@@ -393,21 +394,21 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (fenced) {
-		hl_w_log("fenced: the table has another owner now (epoch %lu); stopping",
+		hl__log("fenced: the table has another owner now (epoch %lu); stopping",
 		         (unsigned long)atomic_load(&w->seg.h->owner_epoch));
 		status = 4;
 	} else {
 		atomic_store_explicit(&w->seg.h->worker_ready, 0, memory_order_release);
 		char msg[256];
 		if (hl_w_check(w, msg, sizeof(msg)) != 0) {
-			hl_w_log("invariant check FAILED at stop: %s", msg);
+			hl__log("invariant check FAILED at stop: %s", msg);
 			status = 3;
 		} else {
-			hl_w_log("invariant check at stop: %s", msg);
+			hl__log("invariant check at stop: %s", msg);
 		}
 		hl_w_release(w, 1);
 	}
-	hl_w_log("stopped (%s)", sig > 0 ? strsignal(sig) : fenced ? "fenced" : "stop");
+	hl__log("stopped (%s)", sig > 0 ? strsignal(sig) : fenced ? "fenced" : "stop");
 	hl__cfg_free(&cfg);
 	return status;
 }

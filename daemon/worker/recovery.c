@@ -758,7 +758,7 @@ hl_w_recover_finish(struct hl_worker *w)
 	ST_RLX(&h->last_recovery_ns, dt);
 	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
 	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-	hl_w_log(
+	hl__log(
 	        "recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
 	        "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served "
 	        "after %.1f ms (ms: keys %.1f, "

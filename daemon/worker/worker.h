@@ -16,6 +16,7 @@
 #define HL_WORKER_H
 
 #include "alloc.h"
+#include "log.h"
 #include "layout.h"
 #include "segment.h"
 
@@ -250,7 +251,6 @@ void hl_w_release(struct hl_worker *w, int clean);
 int hl_w_acquire_standalone(struct hl_worker *w);
 
 /* log */
-void hl_w_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hl_w_seglog(struct hl_worker *w, uint32_t kind, int32_t code, uint32_t pid,
                  const char *text);
 

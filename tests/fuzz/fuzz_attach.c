@@ -21,7 +21,7 @@
  * Claim words are forced to name no process: a live pid would make the
  * endpoint ACTIVE and open pidfds, which is the monitor thread's business,
  * not recovery's, and not reproducible. The worker's stderr log is muted
- * (--wrap=hl_w_log).
+ * (--wrap=hl__log).
  */
 #include "fuzz_seg.h"
 #include "heirloom/heirloom.h"
@@ -37,7 +37,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-void __wrap_hl_w_log(const char *fmt, ...);
+void __wrap_hl__log(const char *fmt, ...);
 
 #define CHECK(x)                                                                                   \
 	do {                                                                                       \
@@ -46,7 +46,7 @@ void __wrap_hl_w_log(const char *fmt, ...);
 	} while (0)
 
 void
-__wrap_hl_w_log(const char *fmt, ...)
+__wrap_hl__log(const char *fmt, ...)
 {
 	(void)fmt;
 }
