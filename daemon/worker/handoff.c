@@ -17,7 +17,7 @@
  * writing it: only in standalone mode, or at stop when no keeper answered
  * and the record still names this worker at its epoch.
  */
-#include "worker.h"
+#include "handoff.h"
 
 #include "heirloom/heirloom.h"
 #include "proto.h"

@@ -9,7 +9,7 @@
  * runs whatever the shard threads do, so a ping from it proves nothing
  * unless it first checks their heartbeats.
  */
-#include "worker.h"
+#include "liveness.h"
 
 #include "heirloom/heirloom.h"
 #include "notify.h"

@@ -4,7 +4,10 @@
 #include "worker.h"
 
 #include "config.h"
+#include "handoff.h"
 #include "heirloom/heirloom.h"
+#include "liveness.h"
+#include "recovery.h"
 #include "resources.h"
 #include "util.h"
 
@@ -12,8 +15,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
@@ -193,43 +194,6 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	return -1;
 }
 
-static int
-setup(struct hl_worker *w)
-{
-	const struct hl_shm_header *h = w->seg.h;
-	int rc = hl__heap_init(&w->heap, h->heap_off, h->heap_bytes, h->heap_chunk);
-	if (rc == 0)
-		rc = hl__pool_init(&w->keys, h->max_keys);
-	if (rc == 0)
-		rc = hl__pool_init_unfilled(&w->obs, h->max_observers); /* recovery fills it */
-	if (rc)
-		return rc;
-	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));
-	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
-	w->nshards = h->shards;
-	w->shards = calloc(w->nshards, sizeof(struct hl_shard));
-	if (!w->obs_pos || !w->eps || !w->shards)
-		return -ENOMEM;
-	for (uint32_t e = 0; e < h->max_endpoints; e++) {
-		pthread_mutex_init(&w->eps[e].mu, NULL);
-		w->eps[e].pidfd = -1;
-	}
-	for (uint32_t s = 0; s < w->nshards; s++) {
-		w->shards[s].w = w;
-		w->shards[s].id = s;
-		rc = hl_w_shard_init(&w->shards[s]);
-		if (rc)
-			return rc;
-	}
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->epfd < 0 || w->wakefd < 0)
-		return -errno;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
-	epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev);
-	return 0;
-}
-
 /* A page of the segment that is gone (the object was truncated) faults
  * with SIGBUS. A fault inside the segment ends the worker at once with
  * one line and exit 6, so that the keeper knows not to restart against it;
@@ -330,7 +294,7 @@ main(int argc, char **argv)
 	 * pause, and a previous worker's beats never count (liveness.c). */
 	hl_w_beats_reset(w);
 	hl_w_notify_init();
-	rc = setup(w);
+	rc = hl_w_init(w);
 	if (rc) {
 		hl__log("setup failed: %s", hl_strerror(rc));
 		return 2;
@@ -338,23 +302,9 @@ main(int argc, char **argv)
 	/* Recovery, part 1: keys, values, endpoints, pending dispatches.
 	 * Publishes can be served after it; the monitor thread runs part 2
 	 * (the observer lists) first thing, and then sets worker_ready
-	 * (recovery.c, endpoint.c). */
-	rc = hl_w_recover_begin(w);
-	if (rc) {
-		hl__log("recovery failed: %s", hl_strerror(rc));
-		return 2;
-	}
-	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
-	hl_w_telemetry_init(w);
-	hl_w_recover_kick(w);
-	if (hl_w_monitor_start(w)) {
-		hl__log("cannot start threads");
-		return 2;
-	}
-	if (hl_w_shards_start(w)) {
-		hl__log("cannot start threads");
-		return 2;
-	}
+	 * (worker.c, monitor.c). */
+	if (hl_w_start(w))
+		return 2; /* logged */
 	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
 	         (unsigned long)w->epoch, w->nshards);
 
@@ -367,16 +317,10 @@ main(int argc, char **argv)
 			break;
 		hl_w_notify_tick(w);
 	}
-	atomic_store(&w->stop, 1);
-	for (uint32_t s = 0; s < w->nshards; s++)
-		hl_w_wake_shard(w, s);
-	hl_w_monitor_wake(w);
-	hl_w_shards_join(w);
-	pthread_join(w->monitor, NULL);
+	hl_w_stop(w);
 	/* A fenced worker's heartbeat words are another worker's now. */
 	if (!atomic_load(&w->fenced))
 		hl_w_beats_stop(w);
-	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
 	if (atomic_load(&w->damaged)) {
