@@ -22,6 +22,7 @@
 #include "util.h"
 #include "wake.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <urcu/urcu-memb.h>
 
@@ -467,6 +468,9 @@ dispatch(struct hl_shard *sh, uint32_t idx, struct hl_shm_key *k, const struct d
 	struct hl_worker *w = sh->w;
 	struct hl_obs_cache *oc = &w->ocache[idx];
 	uint64_t delivered;
+	/* Never under shard.mu: endpoint cleanup takes it to unlink while we
+	 * walk, and a ring we cannot write kills its client (ep.mu). */
+	assert(!hl_w_rank_held(HL_W_RANK_SHARD));
 	/* Right after a restart, the list may not be repaired yet. Upward
 	 * call: dispatch -> recovery (hl_w_rec_key_ready()), the lazy repair
 	 * of a list by its first user while part 2 runs (recovery.c). */
@@ -535,6 +539,8 @@ void
 hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 {
 	struct hl_worker *w = sh->w;
+	assert(idx >= 1 && idx <= w->seg.h->max_keys);
+	assert(hl_w_key_shard(w, idx) == sh->id); /* one writer per key: its shard */
 	struct hl_shm_key *k = hl__key(&w->seg, idx);
 	uint64_t val = LD_RLX(&k->val);
 	uint64_t rev = LD_RLX(&k->rev);

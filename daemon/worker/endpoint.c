@@ -41,6 +41,8 @@ void
 hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot)
 {
 	struct hl_ep *e = &w->eps[ep];
+	/* Under the key's shard.mu (apply_observe()): the observer is linked. */
+	assert(hl_w_rank_held(HL_W_RANK_SHARD));
 	hl_w_lock(&e->mu, HL_W_RANK_EP);
 	if (e->nobs == e->cap) {
 		uint32_t ncap = e->cap ? e->cap * 2 : 16;
@@ -124,6 +126,7 @@ void
 hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot)
 {
 	struct hl_ep *e = &w->eps[ep];
+	assert(hl_w_rank_held(HL_W_RANK_SHARD)); /* hl_w_remove_observer() */
 	hl_w_lock(&e->mu, HL_W_RANK_EP);
 	uint32_t i = w->obs_pos[slot];
 	if (i >= e->nobs || e->obs[i] != slot)

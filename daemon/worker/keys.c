@@ -81,6 +81,7 @@ key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
 uint32_t
 hl_w_key_get(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash, int *created)
 {
+	assert(len >= 1 && len <= HL_KEY_MAX); /* request.c checked the request */
 	uint32_t idx = hl_w_key_find(w, key, len, hash);
 	*created = 0;
 	if (idx)

@@ -4,7 +4,7 @@
  */
 #include "lock.h"
 
-#ifdef HL_DEBUG
+#ifdef HL_W_WITNESS
 #include <stdio.h>
 #include <stdlib.h>
 

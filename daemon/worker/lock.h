@@ -25,7 +25,12 @@ enum hl_w_rank {
 	HL_W_RANK_EP = 2,
 };
 
-#ifdef HL_DEBUG
+/* The witness is on wherever assert() is (no NDEBUG), or with HL_DEBUG. */
+#if defined(HL_DEBUG) || !defined(NDEBUG)
+#define HL_W_WITNESS 1
+#endif
+
+#ifdef HL_W_WITNESS
 /* The ranks this thread holds, bit 1 << rank (lock.c). */
 extern _Thread_local unsigned hl_w_held;
 

@@ -19,6 +19,7 @@
 #include "util.h"
 #include "wake.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -36,6 +37,7 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 {
 	struct hl_ep *e = &w->eps[ep];
 	uint64_t removed = 0;
+	assert(ep < w->seg.h->max_endpoints);
 	/* Once per incarnation: two paths may ask for the same cleanup (a
 	 * shard thread and the prune pass both adopting a dead claimer, an
 	 * exit seen while a ban is under way). Running it twice would make

@@ -30,6 +30,7 @@
 #include "util.h"
 #include "wake.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -236,6 +237,7 @@ cleanup_drain(struct hl_shard *sh)
 		while (bits) {
 			uint32_t ep = i * 64 + (uint32_t)__builtin_ctzll(bits);
 			bits &= bits - 1;
+			assert(ep < w->seg.h->max_endpoints); /* set by clean_endpoint() only */
 			if (drain_dead(sh, ep) == -EAGAIN) {
 				/* More than one batch left: come back next round. */
 				atomic_fetch_or_explicit(&sh->cleanup[i], 1ull << (ep % 64),

@@ -7,6 +7,7 @@
 
 #include "util.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -60,6 +61,7 @@ hl_w_wake_soon(struct hl_shard *sh, uint32_t ep)
 	for (uint32_t i = 0; i < wk->n; i++)
 		if (wk->eps[i] == ep)
 			return;
+	assert(wk->n <= HL_W_WAKE_DEFER_MAX);
 	if (wk->n == HL_W_WAKE_DEFER_MAX)
 		hl_w_wake_flush(sh);
 	if (wk->n == 0)
