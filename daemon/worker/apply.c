@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 static int
@@ -54,15 +54,16 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	uint64_t old = LD_RLX(&k->val);
 	if (old) {
 		struct hl_shm_value *ov = hl__val(&w->seg, old);
-		if (ov->len == r->val_len && memcmp((uint8_t *)(ov + 1) + ov->meta_len, val, r->val_len) == 0) {
+		if (ov->len == r->val_len &&
+		    memcmp((uint8_t *)(ov + 1) + ov->meta_len, val, r->val_len) == 0) {
 			if (ep != HL_W_EP_SELF)
 				atomic_fetch_add_explicit(&sh->c->skipped, 1, memory_order_relaxed);
 			goto out;
 		}
 	}
 	uint32_t klass;
-	uint64_t nb = hl__heap_alloc(&w->heap, sizeof(struct hl_shm_value) + r->meta_len + r->val_len,
-	                             &klass, &rc);
+	uint64_t nb = hl__heap_alloc(
+	        &w->heap, sizeof(struct hl_shm_value) + r->meta_len + r->val_len, &klass, &rc);
 	if (!nb) {
 		if (rc == -ENOSPC)
 			atomic_fetch_add_explicit(&w->seg.h->heap_full, 1, memory_order_relaxed);
@@ -123,8 +124,9 @@ apply_delete(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req
 		struct hl_shm_key *k = hl__key(&w->seg, idx);
 		uint64_t old = LD_RLX(&k->val);
 		if (old && !(old & HL_VAL_DELETED)) {
-			uint64_t rev =
-			        atomic_fetch_add_explicit(&w->seg.h->revision, 1, memory_order_relaxed) + 1;
+			uint64_t rev = atomic_fetch_add_explicit(&w->seg.h->revision, 1,
+			                                         memory_order_relaxed) +
+			               1;
 			/* The old block names this delete as its origin from now
 			 * on: with the DELETED bit below, the evidence that this
 			 * request was applied. Before the commit it proves
@@ -138,8 +140,9 @@ apply_delete(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req
 			 * value stays, flagged, until the delete is dispatched.
 			 * Who and when ride in the slot, for the delete event. */
 			hl__seq_write_begin(&k->seq);
-			__atomic_store_n(&k->del_pid, atomic_load_explicit(&hl__epw(&w->seg, ep)->pid,
-			                                                   memory_order_relaxed),
+			__atomic_store_n(&k->del_pid,
+			                 atomic_load_explicit(&hl__epw(&w->seg, ep)->pid,
+			                                      memory_order_relaxed),
 			                 __ATOMIC_RELAXED);
 			__atomic_store_n(&k->del_ts, r->ts_ns, __ATOMIC_RELAXED);
 			atomic_store_explicit(&k->val, old | HL_VAL_DELETED, memory_order_release);
@@ -186,7 +189,8 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	/* The sequence number is stored before the observer can be reached,
 	 * so no id handed out is ever handed out again, even after a crash
 	 * (recovery also raises it past every live id). */
-	uint64_t seq = atomic_fetch_add_explicit(&w->seg.h->next_observer_seq, 1, memory_order_relaxed);
+	uint64_t seq =
+	        atomic_fetch_add_explicit(&w->seg.h->next_observer_seq, 1, memory_order_relaxed);
 	if (seq == 0 || seq >= HL_OBS_SEQ_LIMIT) {
 		/* Used up: keep the counter at the limit (recovery takes more
 		 * than that for damage and restarts it lower). */
@@ -286,13 +290,9 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH: rc = apply_publish(sh, ep, pos, r, key, meta, val, &dk); break;
 	case HL_REQ_DELETE: rc = apply_delete(sh, ep, pos, r, key, &dk); break;
-	case HL_REQ_OBSERVE:
-		rc = apply_observe(sh, ep, pos, r, key, result);
-		break;
+	case HL_REQ_OBSERVE: rc = apply_observe(sh, ep, pos, r, key, result); break;
 	case HL_REQ_UNOBSERVE: rc = apply_unobserve(sh, ep, pos, r); break;
-	default:
-		rc = -EINVAL;
-		break;
+	default: rc = -EINVAL; break;
 	}
 	/* No commit (a failure, an unchanged value, a delete of nothing): the
 	 * outcome is recorded now; a crash before this line applies the
@@ -309,4 +309,3 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	}
 	return rc;
 }
-

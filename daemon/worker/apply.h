@@ -8,7 +8,7 @@
 
 #include "worker.h"
 
-int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-               uint32_t len, int64_t *result);
+int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r, uint32_t len,
+               int64_t *result);
 
 #endif /* HL_W_APPLY_H */

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <urcu/urcu-memb.h>
 
-#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 /*
@@ -130,18 +130,18 @@ hist_bucket(uint64_t ns)
 }
 
 struct dispatch_src {
-	uint16_t type;         /* HL_EVR_PUT / HL_EVR_DELETE */
+	uint16_t type; /* HL_EVR_PUT / HL_EVR_DELETE */
 	uint64_t rev, ts;
 	uint32_t pub_pid;
 	const uint8_t *key;
 	uint32_t key_len;
 	const uint8_t *meta;
 	uint32_t meta_len;
-	const uint8_t *old;    /* NULL = none */
+	const uint8_t *old; /* NULL = none */
 	uint32_t old_len;
-	const uint8_t *nw;     /* NULL = none */
+	const uint8_t *nw; /* NULL = none */
 	uint32_t new_len;
-	int sys;               /* a HL_SYS_PREFIX key: kept out of the counters */
+	int sys; /* a HL_SYS_PREFIX key: kept out of the counters */
 };
 
 /* Write the events for endpoint EP's observers fan[0..n), whose ids are
@@ -152,10 +152,10 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 {
 	struct hl_worker *w = sh->w;
 	struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh->id);
-	struct hl_ring ring = {.head = &ws->ev_head,
-	                       .tail = &hl__epc_shard(&w->seg, ep, sh->id)->ev_tail,
-	                       .data = hl__ev_ring(&w->seg, ep, sh->id),
-	                       .size = w->seg.h->ev_ring_bytes};
+	struct hl_ring ring = { .head = &ws->ev_head,
+		                .tail = &hl__epc_shard(&w->seg, ep, sh->id)->ev_tail,
+		                .data = hl__ev_ring(&w->seg, ep, sh->id),
+		                .size = w->seg.h->ev_ring_bytes };
 	uint64_t head = LD_RLX(&ws->ev_head), delivered = 0;
 	uint32_t payload = d->key_len + d->meta_len + d->old_len + d->new_len;
 	uint32_t i = 0;
@@ -167,7 +167,8 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 	uint16_t evflags = lseq != LD_RLX(&ws->lag_marked) ? HL_EVRF_LAG_BEFORE : 0;
 	while (i < n) {
 		uint32_t cnt = n - i < HL_EV_IDS_MAX ? n - i : HL_EV_IDS_MAX;
-		uint32_t size = hl__rec_align((uint32_t)sizeof(struct hl_evrec) + 8u * cnt + payload);
+		uint32_t size =
+		        hl__rec_align((uint32_t)sizeof(struct hl_evrec) + 8u * cnt + payload);
 		void *p;
 		uint64_t next;
 		int rc = hl__ring_reserve(&ring, head, size, &p, &next);
@@ -504,8 +505,8 @@ dispatch(struct hl_shard *sh, uint32_t idx, struct hl_shm_key *k, const struct d
 }
 
 static void
-fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t new_off, uint16_t type,
-         uint64_t rev, struct dispatch_src *d)
+fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t new_off,
+         uint16_t type, uint64_t rev, struct dispatch_src *d)
 {
 	memset(d, 0, sizeof(*d));
 	d->type = type;
@@ -545,7 +546,7 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 	uint64_t val = LD_RLX(&k->val);
 	uint64_t rev = LD_RLX(&k->rev);
 	uint64_t t0 = hl__now_ns();
-	struct dispatch_src d = {.sys = 0};
+	struct dispatch_src d = { .sys = 0 };
 	if (val & HL_VAL_DELETED) {
 		uint64_t old = val & ~(uint64_t)HL_VAL_DELETED;
 		fill_src(w, k, old, 0, HL_EVR_DELETE, rev, &d);

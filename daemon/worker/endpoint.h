@@ -14,15 +14,15 @@
  * a ban: logged, and the endpoint is quarantined while its process lives.
  * The texts (endpoint.c) are the log's, unchanged. */
 enum hl_w_kill {
-	HL_W_KILL_EXITED,          /* "exited": its pidfd turned readable */
-	HL_W_KILL_EXITED_POLLED,   /* "exited (polled)": polling found it gone */
-	HL_W_KILL_CLOSED,          /* "closed": it sent HL_REQ_CLOSE */
-	HL_W_KILL_GONE_PRUNE,      /* "gone (prune)": the prune pass found it gone */
-	HL_W_KILL_GONE_RECOVERED,  /* "gone (recovered)": found dead by recovery */
-	HL_W_KILL_BANNED_RECOVERED, /* "banned (recovered)": found banned by recovery */
+	HL_W_KILL_EXITED,            /* "exited": its pidfd turned readable */
+	HL_W_KILL_EXITED_POLLED,     /* "exited (polled)": polling found it gone */
+	HL_W_KILL_CLOSED,            /* "closed": it sent HL_REQ_CLOSE */
+	HL_W_KILL_GONE_PRUNE,        /* "gone (prune)": the prune pass found it gone */
+	HL_W_KILL_GONE_RECOVERED,    /* "gone (recovered)": found dead by recovery */
+	HL_W_KILL_BANNED_RECOVERED,  /* "banned (recovered)": found banned by recovery */
 	HL_W_KILL_CLAIM_OVERWRITTEN, /* "claim entry overwritten" */
-	HL_W_KILL_GARBAGE,         /* "garbage in request ring" */
-	HL_W_KILL_EV_TAIL,         /* "impossible event ring tail" */
+	HL_W_KILL_GARBAGE,           /* "garbage in request ring" */
+	HL_W_KILL_EV_TAIL,           /* "impossible event ring tail" */
 };
 
 int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);

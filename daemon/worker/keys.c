@@ -13,7 +13,7 @@
 
 #include <assert.h>
 
-#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 uint32_t

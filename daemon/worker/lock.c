@@ -13,7 +13,8 @@ _Thread_local unsigned hl_w_held;
 void
 hl_w_rank_violation(enum hl_w_rank rank, unsigned held)
 {
-	fprintf(stderr, "heirloom-worker: lock order violated: taking rank %d while holding ranks 0x%x\n",
+	fprintf(stderr,
+	        "heirloom-worker: lock order violated: taking rank %d while holding ranks 0x%x\n",
 	        (int)rank, held);
 	abort();
 }

@@ -250,7 +250,7 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		if (gen != e->watch_gen || !waiting || sum != e->tail_sum) {
 			if (e->slow && gen == e->watch_gen)
 				hl__log("endpoint %u (pid %u) is reading again", ep,
-				         LD_RLX(&pw->pid));
+				        LD_RLX(&pw->pid));
 			e->watch_gen = gen;
 			e->tail_sum = sum;
 			e->read_ns = now;
@@ -272,8 +272,8 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		atomic_store_explicit(&pw->last_read_ns, LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW,
 		                      memory_order_release);
 		hl__log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
-		         "was taken for %lu ms (it keeps its observers)",
-		         ep, pid, (unsigned long)idle_ms);
+		        "was taken for %lu ms (it keeps its observers)",
+		        ep, pid, (unsigned long)idle_ms);
 	}
 }
 
@@ -287,8 +287,9 @@ int
 hl_w_monitor_recover(struct hl_worker *w)
 {
 	if (w->opt.recovery_pause_ms > 0) {
-		struct timespec ts = {.tv_sec = w->opt.recovery_pause_ms / 1000,
-		                      .tv_nsec = (long)(w->opt.recovery_pause_ms % 1000) * 1000000L};
+		struct timespec ts = { .tv_sec = w->opt.recovery_pause_ms / 1000,
+			               .tv_nsec =
+			                       (long)(w->opt.recovery_pause_ms % 1000) * 1000000L };
 		nanosleep(&ts, NULL);
 	}
 	int rc = hl_w_recover_finish(w);
@@ -306,9 +307,10 @@ monitor_main(void *arg)
 {
 	struct hl_worker *w = arg;
 	urcu_memb_register_thread();
-	uint64_t next_prune = w->opt.prune_interval_ms > 0
-	                              ? hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull
-	                              : UINT64_MAX;
+	uint64_t next_prune =
+	        w->opt.prune_interval_ms > 0
+	                ? hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull
+	                : UINT64_MAX;
 	uint32_t words = hl_w_ep_words(w);
 	/* Recovery's part 2 first: shard threads serve publishes meanwhile.
 	 * Everything below (cleanup, prune, adoption) needs it. */
@@ -350,7 +352,8 @@ monitor_main(void *arg)
 			hl_w_ep_release_quarantine(w, ep);
 		}
 		for (uint32_t i = 0; i < words; i++) {
-			uint64_t bits = atomic_exchange_explicit(&w->to_clean[i], 0, memory_order_acq_rel);
+			uint64_t bits =
+			        atomic_exchange_explicit(&w->to_clean[i], 0, memory_order_acq_rel);
 			while (bits) {
 				uint32_t ep = i * 64 + (uint32_t)__builtin_ctzll(bits);
 				bits &= bits - 1;
@@ -372,16 +375,14 @@ monitor_main(void *arg)
 		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
 		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
 			if (dmg == HL_ETRUNCATED)
-				hl__log(
-				        "segment /heirloom.%s was truncated to %llu bytes (its "
+				hl__log("segment /heirloom.%s was truncated to %llu bytes (its "
 				        "layout "
 				        "needs %llu) while served: stopping (exit 6); it cannot be "
 				        "served again",
 				        w->opt.name, (unsigned long long)size_now,
 				        (unsigned long long)w->seg.size);
 			else
-				hl__log(
-				        "segment /heirloom.%s was replaced by another object while "
+				hl__log("segment /heirloom.%s was replaced by another object while "
 				        "served: stopping (exit 6)",
 				        w->opt.name);
 			atomic_store(&w->damaged, 1);
@@ -392,8 +393,10 @@ monitor_main(void *arg)
 		}
 		/* Fencing: another owner took the table (keeper reclaimed it
 		 * while we were paused, then gave it to another worker). */
-		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) != w->epoch ||
-		    atomic_load_explicit(&w->seg.h->owner_pid, memory_order_relaxed) != (uint32_t)getpid()) {
+		if (atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_acquire) !=
+		            w->epoch ||
+		    atomic_load_explicit(&w->seg.h->owner_pid, memory_order_relaxed) !=
+		            (uint32_t)getpid()) {
 			atomic_store(&w->fenced, 1);
 			atomic_store(&w->stop, 1);
 			for (uint32_t s = 0; s < w->nshards; s++)

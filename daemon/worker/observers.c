@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <urcu/urcu-memb.h>
 
-#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 #if defined(__SANITIZE_THREAD__)
