@@ -44,16 +44,16 @@
 #define RELINK_MS      500  /* between connects after losing the keeper */
 #define RELINK_SLOW_MS 5000 /* ... after a keeper refused the link */
 
-/* The link to the keeper. `fd` belongs to the link thread while it runs and
- * to hl_w_release() after it has been joined: never to both. */
-static struct {
+/* The link to the keeper (w->link, made by hl_w_acquire(); none with
+ * --standalone). `fd` belongs to the link thread while it runs and to
+ * hl_w_release() after it has been joined: never to both. */
+struct hl_w_link {
 	char path[HL_SOCK_PATH_MAX];
 	int fd;
 	int stopfd; /* eventfd: tells the link thread to end */
 	pthread_t thread;
 	bool running;
-	struct hl_worker *w;
-} L = { .fd = -1, .stopfd = -1 };
+};
 
 int
 hl_w_acquire_standalone(struct hl_worker *w)
@@ -187,19 +187,20 @@ request(struct hl_msg *m, enum hl_msg_type type, const struct hl_worker *w)
 	snprintf(m->text, sizeof(m->text), "%s", w->opt.name);
 }
 
-/* Connect to the keeper at L.path and check who listens there with the
+/* Connect to the keeper at w->link->path and check who listens there with the
  * owner rule of the clients (lib/trust.h) applied to the listener's
  * credentials: another local user's socket planted at the path must never
  * get our requests or hand us a segment of theirs. Returns 0 with the
  * connection in *fd_out, the error of connect(), or HL_EUNTRUSTED (logged
  * with the listener's uid when LOG). */
 static int
-keeper_connect(int *fd_out, bool log)
+keeper_connect(struct hl_worker *w, int *fd_out, bool log)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_trust t;
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
-	int fd, rc = hl__sock_connect(L.path, &fd);
+	int fd, rc = hl__sock_connect(L->path, &fd);
 	if (rc)
 		return rc;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
@@ -210,8 +211,8 @@ keeper_connect(int *fd_out, bool log)
 	if (rc) {
 		if (rc == HL_EUNTRUSTED && log)
 			hl__log("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
-			         "this user, a system user of our groups or $HEIRLOOM_OWNER",
-			         L.path, (unsigned)cr.uid, (unsigned)cr.gid);
+			        "this user, a system user of our groups or $HEIRLOOM_OWNER",
+			        L->path, (unsigned)cr.uid, (unsigned)cr.gid);
 		close(fd);
 		return rc;
 	}
@@ -224,22 +225,23 @@ keeper_connect(int *fd_out, bool log)
 static void
 relink(struct hl_worker *w, bool *refused)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_msg m, r;
 	int fd;
 
-	if (keeper_connect(&fd, !*refused))
+	if (keeper_connect(w, &fd, !*refused))
 		return;
 	request(&m, HL_MSG_HELLO, w);
 	int rc = exchange(fd, &m, &r, NULL, NULL);
 	if (rc == 0 && r.type == HL_MSG_OK) {
-		L.fd = fd;
+		L->fd = fd;
 		*refused = false;
-		hl__log("linked up with keeper pid %u at %s (epoch %lu)", r.pid, L.path,
-		         (unsigned long)r.epoch);
+		hl__log("linked up with keeper pid %u at %s (epoch %lu)", r.pid, L->path,
+		        (unsigned long)r.epoch);
 		return;
 	}
 	if (rc == 0 && !*refused) /* say it once, not every few seconds */
-		hl__log("keeper at %s refused the link: %s", L.path, hl__msg_text(&r));
+		hl__log("keeper at %s refused the link: %s", L->path, hl__msg_text(&r));
 	*refused = rc == 0;
 	close(fd);
 }
@@ -248,31 +250,32 @@ static void *
 link_main(void *arg)
 {
 	struct hl_worker *w = arg;
+	struct hl_w_link *L = w->link;
 	bool refused = false;
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = L.stopfd, .events = POLLIN },
-			               { .fd = L.fd, .events = POLLIN } };
-		int timeout = L.fd >= 0 ? -1 : refused ? RELINK_SLOW_MS : RELINK_MS;
-		int n = poll(p, L.fd >= 0 ? 2 : 1, timeout);
+		struct pollfd p[2] = { { .fd = L->stopfd, .events = POLLIN },
+			               { .fd = L->fd, .events = POLLIN } };
+		int timeout = L->fd >= 0 ? -1 : refused ? RELINK_SLOW_MS : RELINK_MS;
+		int n = poll(p, L->fd >= 0 ? 2 : 1, timeout);
 		if (n < 0 && errno != EINTR)
 			break; /* cannot happen; release still works without us */
 		if (n > 0 && p[0].revents)
 			break;
-		if (L.fd < 0) {
+		if (L->fd < 0) {
 			relink(w, &refused);
 			continue;
 		}
 		if (n <= 0 || !p[1].revents)
 			continue;
 		struct hl_msg m;
-		int rc = hl__msg_recv(L.fd, &m, NULL, 0);
+		int rc = hl__msg_recv(L->fd, &m, NULL, 0);
 		if (rc == 0 || rc == -ETIMEDOUT || rc == -EAGAIN)
 			continue; /* the keeper sends nothing unasked; ignore it */
-		close(L.fd);
-		L.fd = -1;
+		close(L->fd);
+		L->fd = -1;
 		hl__log("lost the keeper at %s; serving on, and linking up with the next one",
-		         L.path);
+		        L->path);
 	}
 	return NULL;
 }
@@ -280,31 +283,32 @@ link_main(void *arg)
 static void
 link_start(struct hl_worker *w)
 {
-	L.w = w;
-	L.stopfd = eventfd(0, EFD_CLOEXEC);
-	if (L.stopfd < 0 || pthread_create(&L.thread, NULL, link_main, w) != 0) {
+	struct hl_w_link *L = w->link;
+	L->stopfd = eventfd(0, EFD_CLOEXEC);
+	if (L->stopfd < 0 || pthread_create(&L->thread, NULL, link_main, w) != 0) {
 		hl__log("cannot start the keeper link thread; a stop will still hand back if the "
 		         "keeper lives");
-		if (L.stopfd >= 0)
-			close(L.stopfd);
-		L.stopfd = -1;
+		if (L->stopfd >= 0)
+			close(L->stopfd);
+		L->stopfd = -1;
 		return;
 	}
-	L.running = true;
+	L->running = true;
 }
 
 static void
-link_stop(void)
+link_stop(struct hl_worker *w)
 {
-	if (!L.running)
+	struct hl_w_link *L = w->link;
+	if (!L->running)
 		return;
 	uint64_t one = 1;
-	ssize_t n = write(L.stopfd, &one, sizeof(one));
+	ssize_t n = write(L->stopfd, &one, sizeof(one));
 	(void)n;
-	pthread_join(L.thread, NULL);
-	close(L.stopfd);
-	L.stopfd = -1;
-	L.running = false;
+	pthread_join(L->thread, NULL);
+	close(L->stopfd);
+	L->stopfd = -1;
+	L->running = false;
 }
 
 /* ---- taking and giving back ---- */
@@ -336,6 +340,7 @@ give_back_unused(struct hl_worker *w, int fd, int sig)
 static int
 take_once(struct hl_worker *w, int fd, int *segfd)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_msg m, r;
 	int sig = 0;
 	request(&m, HL_MSG_TAKE, w);
@@ -354,8 +359,8 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		return -EINTR;
 	}
 	if (rc) {
-		hl__log("no answer from the keeper at %s (%s); trying again", L.path,
-		         hl_strerror(rc));
+		hl__log("no answer from the keeper at %s (%s); trying again", L->path,
+		        hl_strerror(rc));
 		return 1;
 	}
 	if (r.type == HL_MSG_OK && *segfd >= 0) {
@@ -368,7 +373,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		close(*segfd);
 	*segfd = -1;
 	if (r.type == HL_MSG_OK) {
-		hl__log("the keeper at %s answered without a descriptor; trying again", L.path);
+		hl__log("the keeper at %s answered without a descriptor; trying again", L->path);
 		return 1;
 	}
 	hl__log("the keeper refused to give the table: %s", hl__msg_text(&r));
@@ -402,7 +407,13 @@ hl_w_acquire(struct hl_worker *w)
 
 	if (w->opt.standalone)
 		return hl_w_acquire_standalone(w);
-	rc = hl__sock_path(w->opt.name, socket_override(w), L.path, sizeof(L.path), NULL);
+	struct hl_w_link *L = calloc(1, sizeof(*L));
+	if (!L)
+		return -ENOMEM;
+	L->fd = -1;
+	L->stopfd = -1;
+	w->link = L;
+	rc = hl__sock_path(w->opt.name, socket_override(w), L->path, sizeof(L->path), NULL);
 	if (rc) {
 		hl__log("control socket path for '%s': %s (use --socket)", w->opt.name,
 		         hl_strerror(rc));
@@ -410,7 +421,7 @@ hl_w_acquire(struct hl_worker *w)
 	}
 	for (;;) {
 		int fd, segfd = -1;
-		rc = keeper_connect(&fd, true);
+		rc = keeper_connect(w, &fd, true);
 		if (rc == HL_EUNTRUSTED)
 			return rc;
 		if (rc == 0) {
@@ -428,7 +439,7 @@ hl_w_acquire(struct hl_worker *w)
 					close(fd);
 					return rc;
 				}
-				L.fd = fd;
+				L->fd = fd;
 				link_start(w);
 				return 0;
 			}
@@ -439,7 +450,7 @@ hl_w_acquire(struct hl_worker *w)
 		}
 		if (rc != last) {
 			/* Once per kind of failure, not once per attempt. */
-			hl__log("waiting for keeper at %s (%s)", L.path, hl_strerror(rc));
+			hl__log("waiting for keeper at %s (%s)", L->path, hl_strerror(rc));
 			last = rc;
 		}
 		int sig = wait_for_stop(RETRY_MS);
@@ -463,16 +474,17 @@ hl_w_release(struct hl_worker *w, int clean)
 		hl__owner_write(h, HL_ROLE_NONE, 0, 0);
 		return;
 	}
-	link_stop();
-	fd = L.fd;
-	L.fd = -1;
+	struct hl_w_link *L = w->link;
+	link_stop(w);
+	fd = L->fd;
+	L->fd = -1;
 	if (!clean) {
 		/* Not giving back: the keeper sees our exit through its pidfd. */
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
-	if (fd < 0 && keeper_connect(&fd, true) < 0)
+	if (fd < 0 && keeper_connect(w, &fd, true) < 0)
 		fd = -1;
 	if (fd >= 0) {
 		request(&m, HL_MSG_GIVEBACK, w);
@@ -501,7 +513,7 @@ hl_w_release(struct hl_worker *w, int clean)
 	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch) {
 		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
 		hl__log("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
-		         "a keeper takes it when it starts",
-		         L.path, hl_strerror(rc), (unsigned long)epoch);
+		        "a keeper takes it when it starts",
+		        L->path, hl_strerror(rc), (unsigned long)epoch);
 	}
 }

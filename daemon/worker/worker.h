@@ -32,6 +32,7 @@
 struct hl_worker;
 struct hl_rec;
 struct hl_tel;
+struct hl_w_link;
 
 /* Dispatch's private copy of one key's observer list (dispatch.c): the
  * slots grouped by endpoint (groups in order of first appearance in the
@@ -187,6 +188,7 @@ struct hl_worker {
 	_Atomic int damaged;      /* the segment was truncated or replaced: stop (status 6) */
 	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
 	struct hl_tel *tel;       /* telemetry's mailboxes (telemetry.c) */
+	struct hl_w_link *link;   /* the keeper link (handoff.c); NULL standalone */
 };
 
 /* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
