@@ -102,7 +102,7 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 	/* We hold the segment's lock, so no other keeper writes the record;
 	 * an odd owner_seq is a writer that died mid-write. */
 	if (hl__owner_repair(h))
-		hl_k_log("repaired a torn owner record (its writer died mid-write)");
+		hl__log("repaired a torn owner record (its writer died mid-write)");
 	hl__owner_read(h, &o);
 	atomic_store_explicit(&h->keeper_start, k->self_start, memory_order_relaxed);
 	atomic_store_explicit(&h->keeper_pid, (uint32_t)getpid(), memory_order_release);
@@ -118,7 +118,7 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 			k->owner_start = o.start;
 			k->owner_pidfd = pidfd;
 			hl_k_watch(k, pidfd, HL_K_TAG_OWNER);
-			hl_k_log("worker pid %u owns the table (epoch %lu): watching it as heir",
+			hl__log("worker pid %u owns the table (epoch %lu): watching it as heir",
 			         o.pid, (unsigned long)o.epoch);
 			return 0;
 		}
@@ -128,14 +128,14 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 		 * take the table as usual. */
 		hl_k_seglog(k, HL_LOG_WORKER_EXIT, HL_EXIT_UNKNOWN, o.pid, o.epoch,
 		            "exited (no keeper then)");
-		hl_k_log("worker pid %u (epoch %lu) exited while no keeper ran", o.pid,
+		hl__log("worker pid %u (epoch %lu) exited while no keeper ran", o.pid,
 		         (unsigned long)o.epoch);
 	}
 	uint64_t epoch = become_owner(k);
 	if (o.epoch == 0)
-		hl_k_log("owning the new table (epoch %lu)", (unsigned long)epoch);
+		hl__log("owning the new table (epoch %lu)", (unsigned long)epoch);
 	else
-		hl_k_log("owning the table (epoch %lu; it was %s pid %u, epoch %lu)",
+		hl__log("owning the table (epoch %lu; it was %s pid %u, epoch %lu)",
 		         (unsigned long)epoch, hl__role_name(o.role), o.pid,
 		         (unsigned long)o.epoch);
 	return 0;
@@ -152,7 +152,7 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		return false;
 	k->damaged = rc;
 	if (rc == HL_ETRUNCATED)
-		hl_k_log(
+		hl__log(
 		        "segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
 		        "someone with write access to it (its owner or group: docs/security.md) "
 		        "shrank it. It cannot be served again: not restarting the worker, and the "
@@ -161,7 +161,7 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		        k->name, (unsigned long long)size_now, (unsigned long long)k->seg.size,
 		        k->name);
 	else
-		hl_k_log("segment /heirloom.%s was replaced by another object while served: not "
+		hl__log("segment /heirloom.%s was replaced by another object while served: not "
 		         "restarting the worker, and the keeper stops (exit 6); find out who "
 		         "replaced it, then start the keeper again",
 		         k->name);
@@ -181,7 +181,7 @@ hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 
 	if (hl_k_seg_damaged(k)) {
 		forget_owner(k);
-		hl_k_log("worker pid %d %s", (int)pid, how);
+		hl__log("worker pid %d %s", (int)pid, how);
 		return;
 	}
 
@@ -191,7 +191,7 @@ hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 	    hl__proc_alive((int)o.pid, o.start)) {
 		/* The record names another living worker (one that took the
 		 * table without us, e.g. --standalone): not ours to take. */
-		hl_k_log("worker pid %d %s; the table is served by worker pid %u, left alone",
+		hl__log("worker pid %d %s; the table is served by worker pid %u, left alone",
 		         (int)pid, how, o.pid);
 		return;
 	}
@@ -200,7 +200,7 @@ hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 	 * (recording it once more, as "no keeper then"). */
 	hl_k_seglog(k, HL_LOG_WORKER_EXIT, code, (uint32_t)pid, o.epoch, how);
 	uint64_t epoch = become_owner(k);
-	hl_k_log("worker pid %d %s: took the table back (epoch %lu -> %lu)", (int)pid, how,
+	hl__log("worker pid %d %s: took the table back (epoch %lu -> %lu)", (int)pid, how,
 	         (unsigned long)o.epoch, (unsigned long)epoch);
 }
 
@@ -239,7 +239,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 		/* It is the owner already: we wrote the record and then died
 		 * before replying, or the reply was lost. Answer again. */
 		c->owner_link = true;
-		hl_k_log("worker pid %d asked again: it owns the table (epoch %lu)", (int)c->pid,
+		hl__log("worker pid %d asked again: it owns the table (epoch %lu)", (int)c->pid,
 		         (unsigned long)o.epoch);
 		if (reply_ok(k, c, o.epoch, k->segfd))
 			return false;
@@ -247,7 +247,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	}
 	if (k->owner_pid || (o.role == HL_ROLE_WORKER && hl__proc_alive((int)o.pid, o.start))) {
 		uint32_t busy = k->owner_pid ? (uint32_t)k->owner_pid : o.pid;
-		hl_k_log("refused worker pid %d: the table is served by worker pid %u", (int)c->pid,
+		hl__log("refused worker pid %d: the table is served by worker pid %u", (int)c->pid,
 		         busy);
 		hl_k_reply_err(c, -EBUSY,
 		               "segment '%s' is served by worker pid %u (epoch %lu); stop it first",
@@ -283,11 +283,11 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	if (pidfd >= 0)
 		hl_k_watch(k, pidfd, HL_K_TAG_OWNER);
 	c->owner_link = true;
-	hl_k_log("gave the table to worker pid %d (epoch %lu)", (int)c->pid, (unsigned long)epoch);
+	hl__log("gave the table to worker pid %d (epoch %lu)", (int)c->pid, (unsigned long)epoch);
 	if (reply_ok(k, c, epoch, k->segfd)) {
 		/* It owns the table on paper and never got the descriptor:
 		 * it will ask again, or exit and be reclaimed by its pidfd. */
-		hl_k_log("could not answer worker pid %d; waiting for it to ask again or exit",
+		hl__log("could not answer worker pid %d; waiting for it to ask again or exit",
 		         (int)c->pid);
 		return false;
 	}
@@ -329,7 +329,7 @@ on_giveback(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	if (k->child == c->pid)
 		k->child_handed_back = true;
 	forget_owner(k);
-	hl_k_log("worker pid %d handed the table back cleanly (epoch %lu -> %lu)", (int)c->pid,
+	hl__log("worker pid %d handed the table back cleanly (epoch %lu -> %lu)", (int)c->pid,
 	         (unsigned long)o.epoch, (unsigned long)epoch);
 	reply_ok(k, c, epoch, -1);
 	return true;
@@ -343,7 +343,7 @@ on_hello(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	if (!peer_owns(k, c, m, &o))
 		return false;
 	c->owner_link = true;
-	hl_k_log("worker pid %d linked up again (epoch %lu)", (int)c->pid, (unsigned long)o.epoch);
+	hl__log("worker pid %d linked up again (epoch %lu)", (int)c->pid, (unsigned long)o.epoch);
 	return reply_ok(k, c, o.epoch, -1) == 0;
 }
 
@@ -387,7 +387,7 @@ hl_k_release_at_exit(struct hl_keeper *k)
 		/* No keeper and no worker now: say so rather than name a dead
 		 * pid. The next keeper takes it from none. */
 		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
-		hl_k_log("left the table with no owner (epoch %lu)", (unsigned long)epoch);
+		hl__log("left the table with no owner (epoch %lu)", (unsigned long)epoch);
 	}
 	if (atomic_load_explicit(&h->keeper_pid, memory_order_relaxed) == (uint32_t)getpid()) {
 		atomic_store_explicit(&h->keeper_pid, 0, memory_order_relaxed);

@@ -21,6 +21,7 @@
 #define HL_KEEPER_H
 
 #include "layout.h"
+#include "log.h"
 #include "proto.h"
 #include "restart.h"
 #include "segment.h"
@@ -120,7 +121,6 @@ struct hl_keeper {
 };
 
 /* main.c */
-void hl_k_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hl_k_watch(struct hl_keeper *k, int fd, uint64_t tag);
 void hl_k_unwatch(struct hl_keeper *k, int fd);
 

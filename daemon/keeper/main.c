@@ -48,23 +48,11 @@ enum {
 static struct hl_keeper K;
 
 void
-hl_k_log(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	/* One line per event, no timestamp: journald adds its own. */
-	fprintf(stderr, "heirloom-keeper[%d]: %s\n", (int)getpid(), buf);
-}
-
-void
 hl_k_watch(struct hl_keeper *k, int fd, uint64_t tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
 	if (epoll_ctl(k->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		hl_k_log("epoll_ctl(add %d): %s", fd, strerror(errno));
+		hl__log("epoll_ctl(add %d): %s", fd, strerror(errno));
 }
 
 void
@@ -267,10 +255,10 @@ drop_created(struct hl_keeper *k)
 {
 	int rc = hl__seg_unlink(k->name);
 	if (rc)
-		hl_k_log("cannot remove the segment /heirloom.%s it created: %s", k->name,
+		hl__log("cannot remove the segment /heirloom.%s it created: %s", k->name,
 		         hl_strerror(rc));
 	else
-		hl_k_log("removed the segment /heirloom.%s it created", k->name);
+		hl__log("removed the segment /heirloom.%s it created", k->name);
 	k->seg_created = false;
 }
 
@@ -290,7 +278,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	bool created = false;
 	int rc = hl__layout_defaults(&p);
 	if (rc) {
-		hl_k_log("invalid capacities (ring sizes must be powers of two large enough for "
+		hl__log("invalid capacities (ring sizes must be powers of two large enough for "
 		         "two records of max-value; the heap must hold one value): %s",
 		         hl_strerror(rc));
 		return EXIT_USAGE;
@@ -302,7 +290,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		created = true;
 		struct hl_layout_sizes z;
 		hl__layout_sizes(&want, &z);
-		hl_k_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
+		hl__log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
 		         "%u shards, mode %04o): %llu bytes reserved (keys %llu, observers %llu, "
 		         "heap %llu, endpoints %llu)",
 		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards, k->o.mode,
@@ -312,20 +300,20 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), k->name, want.size);
-		hl_k_log("cannot create: %s", msg);
+		hl__log("cannot create: %s", msg);
 		return EXIT_NOSPACE;
 	} else if (rc == -EEXIST) {
 		/* Only an object of ours (or root's): another local user could
 		 * have created the name first to read or rewrite every value. */
 		rc = hl__seg_open_own(k->name, &k->segfd);
 		if (rc == -EPERM)
-			hl_k_log("segment /heirloom.%s belongs to another user: refusing it; "
+			hl__log("segment /heirloom.%s belongs to another user: refusing it; "
 			         "remove it (heirloomctl --name %s segment remove --force) if it "
 			         "is not yours to serve",
 			         k->name, k->name);
 	}
 	if (rc) {
-		hl_k_log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
+		hl__log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
 		         k->name, hl_strerror(rc), hl_err_name(rc));
 		return EXIT_SEGMENT;
 	}
@@ -343,11 +331,11 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (pread(k->segfd, &copy, sizeof(copy), 0) == (ssize_t)sizeof(copy))
 			other = atomic_load_explicit(&copy.keeper_pid, memory_order_relaxed);
 		if (rc == -EWOULDBLOCK)
-			hl_k_log(
+			hl__log(
 			        "another keeper (pid %u) holds segment /heirloom.%s; stop it first",
 			        other, k->name);
 		else
-			hl_k_log("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
+			hl__log("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 
@@ -358,7 +346,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 			drop_created(k);
 		/* Never map what did not validate: say what is wrong and what
 		 * to do, and leave the object as it is for inspection. */
-		hl_k_log(
+		hl__log(
 		        "segment /heirloom.%s is not usable: %s (%s). It was made by another "
 		        "heirloom version or is damaged, so the keeper will not map it. Inspect it "
 		        "(/dev/shm/heirloom.%s); to start over, remove it with "
@@ -372,7 +360,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	if (!created && (rc = hl__seg_reserve(k->segfd, k->seg.size)) != 0) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), k->name, k->seg.size);
-		hl_k_log("cannot reserve the existing segment (%s): %s", hl_err_name(rc), msg);
+		hl__log("cannot reserve the existing segment (%s): %s", hl_err_name(rc), msg);
 		return rc == -ENOSPC ? EXIT_NOSPACE : EXIT_SEGMENT;
 	}
 	if (!created) {
@@ -380,10 +368,10 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (given(cfg, "shards") || given(cfg, "max-keys") || given(cfg, "max-observers") ||
 		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
 		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
-			hl_k_log("segment exists, capacity options ignored (it has %u keys, %u "
+			hl__log("segment exists, capacity options ignored (it has %u keys, %u "
 			         "observers, %u endpoints, %u shards)",
 			         h->max_keys, h->max_observers, h->max_endpoints, h->shards);
-		hl_k_log("reopened segment /heirloom.%s (validated)", k->name);
+		hl__log("reopened segment /heirloom.%s (validated)", k->name);
 	}
 	return 0;
 }
@@ -402,12 +390,12 @@ socket_dir(struct hl_keeper *k)
 
 	rc = hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), &ours);
 	if (rc) {
-		hl_k_log("control socket path for '%s': %s", k->name, hl_strerror(rc));
+		hl__log("control socket path for '%s': %s", k->name, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 	rc = ours ? hl__sock_dir_prepare(k->sock_path, k->gid) : hl__sock_dir_check(k->sock_path);
 	if (rc) {
-		hl_k_log("cannot use the directory of %s: %s (it must be a directory owned by this "
+		hl__log("cannot use the directory of %s: %s (it must be a directory owned by this "
 		         "user or root and not writable by others)",
 		         k->sock_path, hl_strerror(rc));
 		return EXIT_TAKEN;
@@ -424,7 +412,7 @@ listen_socket(struct hl_keeper *k)
 	memcpy(sa.sun_path, k->sock_path, strlen(k->sock_path) + 1);
 	k->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (k->lfd < 0) {
-		hl_k_log("socket: %s", strerror(errno));
+		hl__log("socket: %s", strerror(errno));
 		return EXIT_TAKEN;
 	}
 	for (int attempt = 0;; attempt++) {
@@ -436,7 +424,7 @@ listen_socket(struct hl_keeper *k)
 		if (rc == 0)
 			break;
 		if (errno != EADDRINUSE || attempt > 0) {
-			hl_k_log("cannot bind %s: %s", k->sock_path, strerror(errno));
+			hl__log("cannot bind %s: %s", k->sock_path, strerror(errno));
 			return EXIT_TAKEN;
 		}
 		/* Something is there. A live keeper of another segment
@@ -445,13 +433,13 @@ listen_socket(struct hl_keeper *k)
 		 * not a socket is not ours to remove. */
 		int probe;
 		if (lstat(k->sock_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-			hl_k_log("%s exists and is not a socket: remove it or choose --socket",
+			hl__log("%s exists and is not a socket: remove it or choose --socket",
 			         k->sock_path);
 			return EXIT_TAKEN;
 		}
 		if (hl__sock_connect(k->sock_path, &probe) == 0) {
 			close(probe);
-			hl_k_log("another keeper listens on %s; stop it or choose --socket",
+			hl__log("another keeper listens on %s; stop it or choose --socket",
 			         k->sock_path);
 			return EXIT_TAKEN;
 		}
@@ -459,16 +447,16 @@ listen_socket(struct hl_keeper *k)
 	}
 	if (chmod(k->sock_path, (mode_t)k->o.mode & 0777) < 0 ||
 	    (k->gid != (gid_t)-1 && chown(k->sock_path, (uid_t)-1, k->gid) < 0))
-		hl_k_log("warning: cannot set mode/group of %s: %s", k->sock_path, strerror(errno));
+		hl__log("warning: cannot set mode/group of %s: %s", k->sock_path, strerror(errno));
 	if (stat(k->sock_path, &st) == 0) {
 		k->sock_dev = st.st_dev;
 		k->sock_ino = st.st_ino;
 	}
 	if (listen(k->lfd, 16) < 0) {
-		hl_k_log("listen %s: %s", k->sock_path, strerror(errno));
+		hl__log("listen %s: %s", k->sock_path, strerror(errno));
 		return EXIT_TAKEN;
 	}
-	hl_k_log("listening on %s", k->sock_path);
+	hl__log("listening on %s", k->sock_path);
 	return 0;
 }
 
@@ -526,7 +514,7 @@ accept_all(struct hl_keeper *k)
 		int fd = accept4(k->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				hl_k_log("accept: %s", strerror(errno));
+				hl__log("accept: %s", strerror(errno));
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			return;
@@ -539,7 +527,7 @@ accept_all(struct hl_keeper *k)
 			continue;
 		}
 		if (!peer_allowed(k, fd, &cr)) {
-			hl_k_log("refused a connection from pid %d uid %u: not this user, root or "
+			hl__log("refused a connection from pid %d uid %u: not this user, root or "
 			         "group %s",
 			         (int)cr.pid, (unsigned)cr.uid,
 			         k->o.group ? k->o.group : "(none set)");
@@ -586,7 +574,7 @@ on_conn(struct hl_keeper *k, struct hl_kconn *c, uint32_t events)
 	if (rc == -EPROTO) {
 		/* Garbage: answer once so that a confused peer learns why,
 		 * then drop it. Nothing it sent was acted on. */
-		hl_k_log("dropped pid %d: not a heirloom control message", (int)c->pid);
+		hl__log("dropped pid %d: not a heirloom control message", (int)c->pid);
 		hl_k_reply_err(c, -EPROTO, "not a heirloom control message (protocol %u)",
 		               HL_PROTO_VERSION);
 	}
@@ -602,14 +590,14 @@ begin_stop(struct hl_keeper *k, int sig)
 		k->stopping = true;
 		k->restart_at_ns = 0;
 		hl__sd_notify("STOPPING=1");
-		hl_k_log("stopping (SIG%s)", sigabbrev_np(sig));
+		hl__log("stopping (SIG%s)", sigabbrev_np(sig));
 		if (k->child) {
 			hl_k_stop_child(k, SIGTERM);
 			k->stop_deadline_ns =
 			        hl__now_ns() + (uint64_t)k->o.stop_timeout_ms * 1000000ull;
 		}
 	} else if (k->child) {
-		hl_k_log("second signal: not waiting for the hand-back");
+		hl__log("second signal: not waiting for the hand-back");
 		hl_k_stop_child(k, SIGKILL);
 		k->stop_deadline_ns = 0;
 	}
@@ -649,7 +637,7 @@ timers(struct hl_keeper *k)
 			drop_conn(k, c);
 	}
 	if (k->stop_deadline_ns && now >= k->stop_deadline_ns) {
-		hl_k_log("the worker did not hand the table back within %ld ms",
+		hl__log("the worker did not hand the table back within %ld ms",
 		         (long)k->o.stop_timeout_ms);
 		hl_k_stop_child(k, SIGKILL);
 		k->stop_deadline_ns = 0; /* wait for the confirmed exit, however long */
@@ -669,7 +657,7 @@ run(struct hl_keeper *k)
 		struct epoll_event evs[16];
 		int n = epoll_wait(k->epfd, evs, 16, loop_timeout(k));
 		if (n < 0 && errno != EINTR) {
-			hl_k_log("epoll_wait: %s", strerror(errno));
+			hl__log("epoll_wait: %s", strerror(errno));
 			sleep(1); /* cannot happen; never spin if it does */
 		}
 		for (int i = 0; i < n; i++) {
@@ -680,7 +668,7 @@ run(struct hl_keeper *k)
 				struct signalfd_siginfo si;
 				while (read(k->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo == SIGHUP)
-						hl_k_log("SIGHUP ignored: nothing to reload");
+						hl__log("SIGHUP ignored: nothing to reload");
 					else
 						begin_stop(k, (int)si.ssi_signo);
 				}
@@ -745,6 +733,7 @@ main(int argc, char **argv)
 {
 	struct hl_keeper *k = &K;
 	struct hl_cfg_opt opts[HL_K_MAX_OPTS];
+	hl__log_init("heirloom-keeper");
 	size_t nopts;
 	char err[512];
 	static const char *const foreign[] = { "worker", "ctl", NULL };
@@ -805,7 +794,7 @@ main(int argc, char **argv)
 	k->epfd = epoll_create1(EPOLL_CLOEXEC);
 	k->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (k->epfd < 0 || k->sigfd < 0) {
-		hl_k_log("epoll/signalfd: %s", strerror(errno));
+		hl__log("epoll/signalfd: %s", strerror(errno));
 		status = EXIT_USAGE;
 		goto out;
 	}
@@ -815,7 +804,7 @@ main(int argc, char **argv)
 	 * the segment, then the socket itself: a worker must not find a
 	 * socket before the table is ready to be given. */
 	if (hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), NULL) < 0) {
-		hl_k_log("control socket path for '%s' is invalid or too long; use --socket",
+		hl__log("control socket path for '%s' is invalid or too long; use --socket",
 		         k->name);
 		status = EXIT_TAKEN;
 		goto out;
@@ -850,7 +839,7 @@ main(int argc, char **argv)
 	if (k->o.spawn && !k->owner_pid)
 		hl_k_spawn(k);
 	else if (k->o.spawn)
-		hl_k_log("not starting a worker: worker pid %d serves the table; supervising "
+		hl__log("not starting a worker: worker pid %d serves the table; supervising "
 		         "begins when it exits",
 		         (int)k->owner_pid);
 	run(k);
@@ -859,7 +848,7 @@ main(int argc, char **argv)
 out:
 	cleanup(k);
 	if (k->stopping)
-		hl_k_log("stopped");
+		hl__log("stopped");
 	if (ready_fd >= 0)
 		close(ready_fd);
 out_cfg:

@@ -80,7 +80,7 @@ hl_k_find_worker(struct hl_keeper *k)
 	const char *what = k->o.spawn && *k->o.spawn ? k->o.spawn : "heirloom-worker";
 	int rc = resolve(k, what);
 	if (rc) {
-		hl_k_log("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
+		hl__log("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
 		         strchr(what, '/') ? "at that path"
 		                           : "next to heirloom-keeper and in $PATH");
 		return rc;
@@ -94,13 +94,13 @@ hl_k_find_worker(struct hl_keeper *k)
 	if (k->o.worker_args) {
 		if (snprintf(words_buf, sizeof(words_buf), "%s", k->o.worker_args) >=
 		    (int)sizeof(words_buf)) {
-			hl_k_log("--worker-args: longer than %zu bytes", sizeof(words_buf) - 1);
+			hl__log("--worker-args: longer than %zu bytes", sizeof(words_buf) - 1);
 			return -E2BIG;
 		}
 		for (char *save = NULL, *w = strtok_r(words_buf, " \t", &save); w;
 		     w = strtok_r(NULL, " \t", &save)) {
 			if (n >= MAX_WORKER_ARGS + 5) {
-				hl_k_log("--worker-args: more than %d words", MAX_WORKER_ARGS);
+				hl__log("--worker-args: more than %d words", MAX_WORKER_ARGS);
 				return -E2BIG;
 			}
 			worker_argv[n++] = w;
@@ -120,10 +120,10 @@ hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms)
 	 * loop's timers() start the worker in this very iteration. */
 	k->restart_at_ns = hl__now_ns() + (uint64_t)ms * 1000000ull;
 	if (ms == 0 && ran_ms >= (uint64_t)k->o.restart_stable_ms)
-		hl_k_log("restarting the worker at once (it ran at least --restart-stable %ld ms)",
+		hl__log("restarting the worker at once (it ran at least --restart-stable %ld ms)",
 		         (long)k->o.restart_stable_ms);
 	else
-		hl_k_log("restarting the worker in %ld ms", (long)ms);
+		hl__log("restarting the worker in %ld ms", (long)ms);
 }
 
 int
@@ -134,7 +134,7 @@ hl_k_spawn(struct hl_keeper *k)
 	if (pid < 0) {
 		int e = errno;
 		/* A start that failed is a quick exit: it backs off the same. */
-		hl_k_log("cannot start the worker: fork: %s", strerror(e));
+		hl__log("cannot start the worker: fork: %s", strerror(e));
 		hl_k_schedule_restart(k, 0);
 		return -e;
 	}
@@ -160,7 +160,7 @@ hl_k_spawn(struct hl_keeper *k)
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0) {
 		int e = errno;
-		hl_k_log("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
+		hl__log("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
 		         strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
@@ -172,7 +172,7 @@ hl_k_spawn(struct hl_keeper *k)
 	k->child_started_ns = hl__now_ns();
 	k->child_handed_back = false;
 	hl_k_watch(k, pidfd, HL_K_TAG_CHILD);
-	hl_k_log("started worker pid %d (%s)", (int)pid, k->worker_path);
+	hl__log("started worker pid %d (%s)", (int)pid, k->worker_path);
 	return 0;
 }
 
@@ -228,7 +228,7 @@ hl_k_child_exited(struct hl_keeper *k)
 	k->child = 0;
 
 	if (k->damaged || (k->owner_pid != pid && hl_k_seg_damaged(k))) {
-		hl_k_log("worker pid %d %s", (int)pid, how);
+		hl__log("worker pid %d %s", (int)pid, how);
 		return; /* the keeper is stopping: no restart */
 	}
 	if (k->owner_pid == pid) {
@@ -236,12 +236,12 @@ hl_k_child_exited(struct hl_keeper *k)
 		if (k->damaged)
 			return;
 	} else if (handed_back) {
-		hl_k_log("worker pid %d %s after handing the table back", (int)pid, how);
+		hl__log("worker pid %d %s after handing the table back", (int)pid, how);
 	} else {
 		struct hl_owner o;
 		hl__owner_read(k->seg.h, &o);
 		hl_k_seglog(k, HL_LOG_WORKER_EXIT, code, (uint32_t)pid, o.epoch, how);
-		hl_k_log("worker pid %d %s without taking the table", (int)pid, how);
+		hl__log("worker pid %d %s without taking the table", (int)pid, how);
 	}
 
 	if (k->stopping)
@@ -250,7 +250,7 @@ hl_k_child_exited(struct hl_keeper *k)
 		/* Someone asked it to stop (SIGTERM to the worker, not to us):
 		 * honour that rather than fight it. */
 		k->restart_disabled = true;
-		hl_k_log("not restarting the worker: it stopped cleanly; restart the keeper to "
+		hl__log("not restarting the worker: it stopped cleanly; restart the keeper to "
 		         "supervise again");
 		return;
 	}
@@ -265,7 +265,7 @@ hl_k_stop_child(struct hl_keeper *k, int sig)
 	/* Through the pidfd: the signal can only reach our child, even if
 	 * its pid were somehow reused. */
 	if (syscall(SYS_pidfd_send_signal, k->child_pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
-		hl_k_log("cannot signal worker pid %d: %s", (int)k->child, strerror(errno));
+		hl__log("cannot signal worker pid %d: %s", (int)k->child, strerror(errno));
 	else
-		hl_k_log("sent SIG%s to worker pid %d", sigabbrev_np(sig), (int)k->child);
+		hl__log("sent SIG%s to worker pid %d", sigabbrev_np(sig), (int)k->child);
 }

@@ -68,12 +68,12 @@ hl_k_wd_init(struct hl_keeper *k)
 	atomic_store_explicit(&k->seg.h->hang_timeout_ms, ms, memory_order_relaxed);
 	wd.sd_usec = hl__sd_watchdog_usec();
 	if (ms)
-		hl_k_log("hang detection: a worker thread without progress for %lu ms is killed",
+		hl__log("hang detection: a worker thread without progress for %lu ms is killed",
 		         (unsigned long)ms);
 	else
-		hl_k_log("hang detection off (--hang-timeout 0)");
+		hl__log("hang detection off (--hang-timeout 0)");
 	if (wd.sd_usec)
-		hl_k_log("systemd watchdog: pinging every %lu ms",
+		hl__log("systemd watchdog: pinging every %lu ms",
 		         (unsigned long)(wd.sd_usec / 2000));
 }
 
@@ -162,7 +162,7 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	 * test) finds why in the segment's log. */
 	hl_k_seglog(k, HL_LOG_HUNG, ms > INT32_MAX ? INT32_MAX : (int32_t)ms, (uint32_t)wd.pid,
 	            o.epoch, who);
-	hl_k_log("worker pid %d is hung: its %s thread made no progress for %lu ms "
+	hl__log("worker pid %d is hung: its %s thread made no progress for %lu ms "
 	         "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
 	         (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
 	         ages);
@@ -173,7 +173,7 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	} else if (k->owner_pidfd >= 0 &&
 	           syscall(SYS_pidfd_send_signal, k->owner_pidfd, SIGKILL, NULL, 0) < 0 &&
 	           errno != ESRCH) {
-		hl_k_log("cannot kill worker pid %d: %s", (int)wd.pid, strerror(errno));
+		hl__log("cannot kill worker pid %d: %s", (int)wd.pid, strerror(errno));
 		wd.killed = 0; /* try again next check */
 	}
 }

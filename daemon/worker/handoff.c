@@ -17,7 +17,7 @@
  * writing it: only in standalone mode, or at stop when no keeper answered
  * and the record still names this worker at its epoch.
  */
-#include "worker.h"
+#include "handoff.h"
 
 #include "heirloom/heirloom.h"
 #include "proto.h"
@@ -44,16 +44,16 @@
 #define RELINK_MS      500  /* between connects after losing the keeper */
 #define RELINK_SLOW_MS 5000 /* ... after a keeper refused the link */
 
-/* The link to the keeper. `fd` belongs to the link thread while it runs and
- * to hl_w_release() after it has been joined: never to both. */
-static struct {
+/* The link to the keeper (w->link, made by hl_w_acquire(); none with
+ * --standalone). `fd` belongs to the link thread while it runs and to
+ * hl_w_release() after it has been joined: never to both. */
+struct hl_w_link {
 	char path[HL_SOCK_PATH_MAX];
 	int fd;
 	int stopfd; /* eventfd: tells the link thread to end */
 	pthread_t thread;
 	bool running;
-	struct hl_worker *w;
-} L = { .fd = -1, .stopfd = -1 };
+};
 
 int
 hl_w_acquire_standalone(struct hl_worker *w)
@@ -64,27 +64,27 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		p.shards = w->opt.shards;
 	rc = hl__layout_defaults(&p);
 	if (rc) {
-		hl_w_log("invalid capacities: %s", hl_strerror(rc));
+		hl__log("invalid capacities: %s", hl_strerror(rc));
 		return rc;
 	}
 	struct hl_shm_header want;
 	hl__layout_compute(&p, &want); /* cannot fail: hl__layout_defaults() checked p */
 	rc = hl__seg_create(w->opt.name, &p, w->opt.mode ? w->opt.mode : 0660, (gid_t)-1, &fd);
 	if (rc == 0) {
-		hl_w_log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u "
+		hl__log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u "
 		         "shards): %llu bytes reserved",
 		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
 		         (unsigned long long)want.size);
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), w->opt.name, want.size);
-		hl_w_log("cannot create: %s", msg);
+		hl__log("cannot create: %s", msg);
 		return rc;
 	} else if (rc == -EEXIST) {
 		/* Not one another user created first (docs/security.md). */
 		rc = hl__seg_open_own(w->opt.name, &fd);
 		if (rc == -EPERM)
-			hl_w_log("/heirloom.%s belongs to another user: refusing it (remove it "
+			hl__log("/heirloom.%s belongs to another user: refusing it (remove it "
 			         "if it is not yours)",
 			         w->opt.name);
 		if (rc)
@@ -102,7 +102,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	if (rc) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), w->opt.name, w->seg.size);
-		hl_w_log("cannot reserve the segment (%s): %s", hl_err_name(rc), msg);
+		hl__log("cannot reserve the segment (%s): %s", hl_err_name(rc), msg);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return rc;
@@ -114,7 +114,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid != (uint32_t)getpid() &&
 	    hl__proc_alive((int)o.pid, o.start)) {
-		hl_w_log("segment is served by worker pid %u already", o.pid);
+		hl__log("segment is served by worker pid %u already", o.pid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
@@ -123,14 +123,14 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	 * its back would make two writers of it. */
 	uint32_t kpid = atomic_load(&h->keeper_pid);
 	if (kpid && hl__proc_alive((int)kpid, atomic_load(&h->keeper_start))) {
-		hl_w_log("segment is kept by keeper pid %u: start the worker without --standalone",
+		hl__log("segment is kept by keeper pid %u: start the worker without --standalone",
 		         kpid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
 	}
 	if (w->opt.shards && w->opt.shards != h->shards)
-		hl_w_log("segment has %u shards; --shards %u applies only when creating", h->shards,
+		hl__log("segment has %u shards; --shards %u applies only when creating", h->shards,
 		         w->opt.shards);
 	/* No living keeper: we are the record's only writer. A write over an
 	 * odd owner_seq would leave it odd, so make it even first. */
@@ -187,19 +187,20 @@ request(struct hl_msg *m, enum hl_msg_type type, const struct hl_worker *w)
 	snprintf(m->text, sizeof(m->text), "%s", w->opt.name);
 }
 
-/* Connect to the keeper at L.path and check who listens there with the
+/* Connect to the keeper at w->link->path and check who listens there with the
  * owner rule of the clients (lib/trust.h) applied to the listener's
  * credentials: another local user's socket planted at the path must never
  * get our requests or hand us a segment of theirs. Returns 0 with the
  * connection in *fd_out, the error of connect(), or HL_EUNTRUSTED (logged
  * with the listener's uid when LOG). */
 static int
-keeper_connect(int *fd_out, bool log)
+keeper_connect(struct hl_worker *w, int *fd_out, bool log)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_trust t;
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
-	int fd, rc = hl__sock_connect(L.path, &fd);
+	int fd, rc = hl__sock_connect(L->path, &fd);
 	if (rc)
 		return rc;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
@@ -209,9 +210,9 @@ keeper_connect(int *fd_out, bool log)
 		rc = HL_EUNTRUSTED;
 	if (rc) {
 		if (rc == HL_EUNTRUSTED && log)
-			hl_w_log("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
-			         "this user, a system user of our groups or $HEIRLOOM_OWNER",
-			         L.path, (unsigned)cr.uid, (unsigned)cr.gid);
+			hl__log("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
+			        "this user, a system user of our groups or $HEIRLOOM_OWNER",
+			        L->path, (unsigned)cr.uid, (unsigned)cr.gid);
 		close(fd);
 		return rc;
 	}
@@ -224,22 +225,23 @@ keeper_connect(int *fd_out, bool log)
 static void
 relink(struct hl_worker *w, bool *refused)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_msg m, r;
 	int fd;
 
-	if (keeper_connect(&fd, !*refused))
+	if (keeper_connect(w, &fd, !*refused))
 		return;
 	request(&m, HL_MSG_HELLO, w);
 	int rc = exchange(fd, &m, &r, NULL, NULL);
 	if (rc == 0 && r.type == HL_MSG_OK) {
-		L.fd = fd;
+		L->fd = fd;
 		*refused = false;
-		hl_w_log("linked up with keeper pid %u at %s (epoch %lu)", r.pid, L.path,
-		         (unsigned long)r.epoch);
+		hl__log("linked up with keeper pid %u at %s (epoch %lu)", r.pid, L->path,
+		        (unsigned long)r.epoch);
 		return;
 	}
 	if (rc == 0 && !*refused) /* say it once, not every few seconds */
-		hl_w_log("keeper at %s refused the link: %s", L.path, hl__msg_text(&r));
+		hl__log("keeper at %s refused the link: %s", L->path, hl__msg_text(&r));
 	*refused = rc == 0;
 	close(fd);
 }
@@ -248,31 +250,32 @@ static void *
 link_main(void *arg)
 {
 	struct hl_worker *w = arg;
+	struct hl_w_link *L = w->link;
 	bool refused = false;
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = L.stopfd, .events = POLLIN },
-			               { .fd = L.fd, .events = POLLIN } };
-		int timeout = L.fd >= 0 ? -1 : refused ? RELINK_SLOW_MS : RELINK_MS;
-		int n = poll(p, L.fd >= 0 ? 2 : 1, timeout);
+		struct pollfd p[2] = { { .fd = L->stopfd, .events = POLLIN },
+			               { .fd = L->fd, .events = POLLIN } };
+		int timeout = L->fd >= 0 ? -1 : refused ? RELINK_SLOW_MS : RELINK_MS;
+		int n = poll(p, L->fd >= 0 ? 2 : 1, timeout);
 		if (n < 0 && errno != EINTR)
 			break; /* cannot happen; release still works without us */
 		if (n > 0 && p[0].revents)
 			break;
-		if (L.fd < 0) {
+		if (L->fd < 0) {
 			relink(w, &refused);
 			continue;
 		}
 		if (n <= 0 || !p[1].revents)
 			continue;
 		struct hl_msg m;
-		int rc = hl__msg_recv(L.fd, &m, NULL, 0);
+		int rc = hl__msg_recv(L->fd, &m, NULL, 0);
 		if (rc == 0 || rc == -ETIMEDOUT || rc == -EAGAIN)
 			continue; /* the keeper sends nothing unasked; ignore it */
-		close(L.fd);
-		L.fd = -1;
-		hl_w_log("lost the keeper at %s; serving on, and linking up with the next one",
-		         L.path);
+		close(L->fd);
+		L->fd = -1;
+		hl__log("lost the keeper at %s; serving on, and linking up with the next one",
+		        L->path);
 	}
 	return NULL;
 }
@@ -280,31 +283,32 @@ link_main(void *arg)
 static void
 link_start(struct hl_worker *w)
 {
-	L.w = w;
-	L.stopfd = eventfd(0, EFD_CLOEXEC);
-	if (L.stopfd < 0 || pthread_create(&L.thread, NULL, link_main, w) != 0) {
-		hl_w_log("cannot start the keeper link thread; a stop will still hand back if the "
+	struct hl_w_link *L = w->link;
+	L->stopfd = eventfd(0, EFD_CLOEXEC);
+	if (L->stopfd < 0 || pthread_create(&L->thread, NULL, link_main, w) != 0) {
+		hl__log("cannot start the keeper link thread; a stop will still hand back if the "
 		         "keeper lives");
-		if (L.stopfd >= 0)
-			close(L.stopfd);
-		L.stopfd = -1;
+		if (L->stopfd >= 0)
+			close(L->stopfd);
+		L->stopfd = -1;
 		return;
 	}
-	L.running = true;
+	L->running = true;
 }
 
 static void
-link_stop(void)
+link_stop(struct hl_worker *w)
 {
-	if (!L.running)
+	struct hl_w_link *L = w->link;
+	if (!L->running)
 		return;
 	uint64_t one = 1;
-	ssize_t n = write(L.stopfd, &one, sizeof(one));
+	ssize_t n = write(L->stopfd, &one, sizeof(one));
 	(void)n;
-	pthread_join(L.thread, NULL);
-	close(L.stopfd);
-	L.stopfd = -1;
-	L.running = false;
+	pthread_join(L->thread, NULL);
+	close(L->stopfd);
+	L->stopfd = -1;
+	L->running = false;
 }
 
 /* ---- taking and giving back ---- */
@@ -325,7 +329,7 @@ give_back_unused(struct hl_worker *w, int fd, int sig)
 	struct hl_msg m, r;
 	request(&m, HL_MSG_GIVEBACK, w);
 	int rc = exchange(fd, &m, &r, NULL, NULL);
-	hl_w_log("stopped by SIG%s while taking the table: %s", sigabbrev_np(sig),
+	hl__log("stopped by SIG%s while taking the table: %s", sigabbrev_np(sig),
 	         rc == 0 && r.type == HL_MSG_OK ? "handed it back unused"
 	                                        : "the keeper takes it back when we exit");
 }
@@ -336,6 +340,7 @@ give_back_unused(struct hl_worker *w, int fd, int sig)
 static int
 take_once(struct hl_worker *w, int fd, int *segfd)
 {
+	struct hl_w_link *L = w->link;
 	struct hl_msg m, r;
 	int sig = 0;
 	request(&m, HL_MSG_TAKE, w);
@@ -345,7 +350,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 			w->epoch = r.epoch;
 			give_back_unused(w, fd, sig);
 		} else {
-			hl_w_log("stopped by SIG%s while waiting for the keeper",
+			hl__log("stopped by SIG%s while waiting for the keeper",
 			         sigabbrev_np(sig));
 		}
 		if (*segfd >= 0)
@@ -354,13 +359,13 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		return -EINTR;
 	}
 	if (rc) {
-		hl_w_log("no answer from the keeper at %s (%s); trying again", L.path,
-		         hl_strerror(rc));
+		hl__log("no answer from the keeper at %s (%s); trying again", L->path,
+		        hl_strerror(rc));
 		return 1;
 	}
 	if (r.type == HL_MSG_OK && *segfd >= 0) {
 		w->epoch = r.epoch;
-		hl_w_log("got the table from keeper pid %u (epoch %lu)", r.pid,
+		hl__log("got the table from keeper pid %u (epoch %lu)", r.pid,
 		         (unsigned long)r.epoch);
 		return 0;
 	}
@@ -368,10 +373,10 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		close(*segfd);
 	*segfd = -1;
 	if (r.type == HL_MSG_OK) {
-		hl_w_log("the keeper at %s answered without a descriptor; trying again", L.path);
+		hl__log("the keeper at %s answered without a descriptor; trying again", L->path);
 		return 1;
 	}
-	hl_w_log("the keeper refused to give the table: %s", hl__msg_text(&r));
+	hl__log("the keeper refused to give the table: %s", hl__msg_text(&r));
 	if (r.code == -EMFILE || r.code == -ESHUTDOWN)
 		return 1; /* busy or stopping: another keeper may come */
 	return r.code < 0 ? r.code : -EPROTO;
@@ -390,7 +395,7 @@ trusted_segment(int segfd)
 	if (rc == HL_EUNTRUSTED) {
 		char why[512];
 		hl__trust_explain(&t, &st, why, sizeof(why));
-		hl_w_log("refusing the segment the keeper gave: %s", why);
+		hl__log("refusing the segment the keeper gave: %s", why);
 	}
 	return rc;
 }
@@ -402,15 +407,21 @@ hl_w_acquire(struct hl_worker *w)
 
 	if (w->opt.standalone)
 		return hl_w_acquire_standalone(w);
-	rc = hl__sock_path(w->opt.name, socket_override(w), L.path, sizeof(L.path), NULL);
+	struct hl_w_link *L = calloc(1, sizeof(*L));
+	if (!L)
+		return -ENOMEM;
+	L->fd = -1;
+	L->stopfd = -1;
+	w->link = L;
+	rc = hl__sock_path(w->opt.name, socket_override(w), L->path, sizeof(L->path), NULL);
 	if (rc) {
-		hl_w_log("control socket path for '%s': %s (use --socket)", w->opt.name,
+		hl__log("control socket path for '%s': %s (use --socket)", w->opt.name,
 		         hl_strerror(rc));
 		return rc;
 	}
 	for (;;) {
 		int fd, segfd = -1;
-		rc = keeper_connect(&fd, true);
+		rc = keeper_connect(w, &fd, true);
 		if (rc == HL_EUNTRUSTED)
 			return rc;
 		if (rc == 0) {
@@ -422,13 +433,13 @@ hl_w_acquire(struct hl_worker *w)
 				if (rc) {
 					/* We own it on paper: exiting lets the keeper
 					 * take it back (our pidfd). */
-					hl_w_log("the keeper's segment does not validate: %s (%s)",
+					hl__log("the keeper's segment does not validate: %s (%s)",
 					         hl_strerror(rc), hl_err_name(rc));
 					close(segfd);
 					close(fd);
 					return rc;
 				}
-				L.fd = fd;
+				L->fd = fd;
 				link_start(w);
 				return 0;
 			}
@@ -439,12 +450,12 @@ hl_w_acquire(struct hl_worker *w)
 		}
 		if (rc != last) {
 			/* Once per kind of failure, not once per attempt. */
-			hl_w_log("waiting for keeper at %s (%s)", L.path, hl_strerror(rc));
+			hl__log("waiting for keeper at %s (%s)", L->path, hl_strerror(rc));
 			last = rc;
 		}
 		int sig = wait_for_stop(RETRY_MS);
 		if (sig) {
-			hl_w_log("stopped by SIG%s while waiting for the keeper",
+			hl__log("stopped by SIG%s while waiting for the keeper",
 			         sigabbrev_np(sig));
 			return -EINTR;
 		}
@@ -463,30 +474,31 @@ hl_w_release(struct hl_worker *w, int clean)
 		hl__owner_write(h, HL_ROLE_NONE, 0, 0);
 		return;
 	}
-	link_stop();
-	fd = L.fd;
-	L.fd = -1;
+	struct hl_w_link *L = w->link;
+	link_stop(w);
+	fd = L->fd;
+	L->fd = -1;
 	if (!clean) {
 		/* Not giving back: the keeper sees our exit through its pidfd. */
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
-	if (fd < 0 && keeper_connect(&fd, true) < 0)
+	if (fd < 0 && keeper_connect(w, &fd, true) < 0)
 		fd = -1;
 	if (fd >= 0) {
 		request(&m, HL_MSG_GIVEBACK, w);
 		rc = exchange(fd, &m, &r, NULL, NULL);
 		close(fd);
 		if (rc == 0 && r.type == HL_MSG_OK) {
-			hl_w_log("handed the table back to keeper pid %u (epoch %lu -> %lu)", r.pid,
+			hl__log("handed the table back to keeper pid %u (epoch %lu -> %lu)", r.pid,
 			         (unsigned long)w->epoch, (unsigned long)r.epoch);
 			return;
 		}
 		if (rc == 0) {
 			/* The keeper says we do not own it: then not ours to
 			 * write either. */
-			hl_w_log("the keeper refused the hand-back: %s", hl__msg_text(&r));
+			hl__log("the keeper refused the hand-back: %s", hl__msg_text(&r));
 			return;
 		}
 	}
@@ -500,8 +512,8 @@ hl_w_release(struct hl_worker *w, int clean)
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch) {
 		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
-		hl_w_log("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
-		         "a keeper takes it when it starts",
-		         L.path, hl_strerror(rc), (unsigned long)epoch);
+		hl__log("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
+		        "a keeper takes it when it starts",
+		        L->path, hl_strerror(rc), (unsigned long)epoch);
 	}
 }

@@ -9,7 +9,7 @@
  * runs whatever the shard threads do, so a ping from it proves nothing
  * unless it first checks their heartbeats.
  */
-#include "worker.h"
+#include "liveness.h"
 
 #include "heirloom/heirloom.h"
 #include "notify.h"
@@ -57,7 +57,7 @@ hl_w_notify_init(void)
 {
 	wd_usec = hl__sd_watchdog_usec();
 	if (wd_usec)
-		hl_w_log("systemd watchdog: pinging every %lu ms while every thread beats",
+		hl__log("systemd watchdog: pinging every %lu ms while every thread beats",
 		         (unsigned long)(wd_usec / 2000));
 }
 
@@ -133,7 +133,7 @@ hl_w_notify_tick(struct hl_worker *w)
 				snprintf(who, sizeof(who), "the monitor thread");
 			else
 				snprintf(who, sizeof(who), "shard thread %d", which);
-			hl_w_log("%s has not beaten for %lu ms: no systemd watchdog ping", who,
+			hl__log("%s has not beaten for %lu ms: no systemd watchdog ping", who,
 			         (unsigned long)(age / 1000000u));
 		}
 		stale_logged = 1;

@@ -4,7 +4,10 @@
 #include "worker.h"
 
 #include "config.h"
+#include "handoff.h"
 #include "heirloom/heirloom.h"
+#include "liveness.h"
+#include "recovery.h"
 #include "resources.h"
 #include "util.h"
 
@@ -12,8 +15,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
@@ -193,43 +194,6 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	return -1;
 }
 
-static int
-setup(struct hl_worker *w)
-{
-	const struct hl_shm_header *h = w->seg.h;
-	int rc = hl__heap_init(&w->heap, h->heap_off, h->heap_bytes, h->heap_chunk);
-	if (rc == 0)
-		rc = hl__pool_init(&w->keys, h->max_keys);
-	if (rc == 0)
-		rc = hl__pool_init_unfilled(&w->obs, h->max_observers); /* recovery fills it */
-	if (rc)
-		return rc;
-	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));
-	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
-	w->nshards = h->shards;
-	w->shards = calloc(w->nshards, sizeof(struct hl_shard));
-	if (!w->obs_pos || !w->eps || !w->shards)
-		return -ENOMEM;
-	for (uint32_t e = 0; e < h->max_endpoints; e++) {
-		pthread_mutex_init(&w->eps[e].mu, NULL);
-		w->eps[e].pidfd = -1;
-	}
-	for (uint32_t s = 0; s < w->nshards; s++) {
-		w->shards[s].w = w;
-		w->shards[s].id = s;
-		rc = hl_w_shard_init(&w->shards[s]);
-		if (rc)
-			return rc;
-	}
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->epfd < 0 || w->wakefd < 0)
-		return -errno;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
-	epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev);
-	return 0;
-}
-
 /* A page of the segment that is gone (the object was truncated) faults
  * with SIGBUS. A fault inside the segment ends the worker at once with
  * one line and exit 6, so that the keeper knows not to restart against it;
@@ -284,13 +248,13 @@ report_nofile(struct hl_worker *w, uint64_t nofile)
 	atomic_store_explicit(&h->nofile_limit, nofile, memory_order_relaxed);
 	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
 	if (cap < h->max_endpoints)
-		hl_w_log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
+		hl__log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
 		         "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
 		         "ulimit -Hn to at least %u)",
 		         (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
 		         h->max_endpoints + HL_OWN_FDS);
 	else
-		hl_w_log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
+		hl__log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
 		         (unsigned long long)nofile, h->max_endpoints);
 }
 
@@ -299,6 +263,7 @@ main(int argc, char **argv)
 {
 	struct hl_worker *w = &W;
 	static struct hl_cfg cfg; /* static: its strings stay reachable until exit */
+	hl__log_init("heirloom-worker");
 	int st = parse(argc, argv, &cfg, &w->opt);
 	if (st >= 0)
 		return st;
@@ -319,7 +284,7 @@ main(int argc, char **argv)
 	if (rc == -ENOSPC)
 		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
-		hl_w_log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
+		hl__log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
 		         hl_err_name(rc));
 		return 2;
 	}
@@ -329,32 +294,18 @@ main(int argc, char **argv)
 	 * pause, and a previous worker's beats never count (liveness.c). */
 	hl_w_beats_reset(w);
 	hl_w_notify_init();
-	rc = setup(w);
+	rc = hl_w_init(w);
 	if (rc) {
-		hl_w_log("setup failed: %s", hl_strerror(rc));
+		hl__log("setup failed: %s", hl_strerror(rc));
 		return 2;
 	}
 	/* Recovery, part 1: keys, values, endpoints, pending dispatches.
 	 * Publishes can be served after it; the monitor thread runs part 2
 	 * (the observer lists) first thing, and then sets worker_ready
-	 * (recovery.c, endpoint.c). */
-	rc = hl_w_recover_begin(w);
-	if (rc) {
-		hl_w_log("recovery failed: %s", hl_strerror(rc));
-		return 2;
-	}
-	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
-	hl_w_telemetry_init(w);
-	hl_w_recover_kick(w);
-	if (hl_w_monitor_start(w)) {
-		hl_w_log("cannot start threads");
-		return 2;
-	}
-	if (hl_w_shards_start(w)) {
-		hl_w_log("cannot start threads");
-		return 2;
-	}
-	hl_w_log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
+	 * (worker.c, monitor.c). */
+	if (hl_w_start(w))
+		return 2; /* logged */
+	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
 	         (unsigned long)w->epoch, w->nshards);
 
 	int sig = 0;
@@ -366,23 +317,17 @@ main(int argc, char **argv)
 			break;
 		hl_w_notify_tick(w);
 	}
-	atomic_store(&w->stop, 1);
-	for (uint32_t s = 0; s < w->nshards; s++)
-		hl_w_wake_shard(w, s);
-	hl_w_monitor_wake(w);
-	hl_w_shards_join(w);
-	pthread_join(w->monitor, NULL);
+	hl_w_stop(w);
 	/* A fenced worker's heartbeat words are another worker's now. */
 	if (!atomic_load(&w->fenced))
 		hl_w_beats_stop(w);
-	urcu_memb_barrier();
 	int fenced = atomic_load(&w->fenced);
 	int status = 0;
 	if (atomic_load(&w->damaged)) {
 		/* Logged by the monitor. Nothing to check (pages are gone) and
 		 * nothing to give back: the keeper sees the exit and the
 		 * damage for itself. */
-		hl_w_log("stopped (segment damaged)");
+		hl__log("stopped (segment damaged)");
 		hl__cfg_free(&cfg);
 		return HL_EXIT_DAMAGED;
 	}
@@ -393,21 +338,21 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (fenced) {
-		hl_w_log("fenced: the table has another owner now (epoch %lu); stopping",
+		hl__log("fenced: the table has another owner now (epoch %lu); stopping",
 		         (unsigned long)atomic_load(&w->seg.h->owner_epoch));
 		status = 4;
 	} else {
 		atomic_store_explicit(&w->seg.h->worker_ready, 0, memory_order_release);
 		char msg[256];
 		if (hl_w_check(w, msg, sizeof(msg)) != 0) {
-			hl_w_log("invariant check FAILED at stop: %s", msg);
+			hl__log("invariant check FAILED at stop: %s", msg);
 			status = 3;
 		} else {
-			hl_w_log("invariant check at stop: %s", msg);
+			hl__log("invariant check at stop: %s", msg);
 		}
 		hl_w_release(w, 1);
 	}
-	hl_w_log("stopped (%s)", sig > 0 ? strsignal(sig) : fenced ? "fenced" : "stop");
+	hl__log("stopped (%s)", sig > 0 ? strsignal(sig) : fenced ? "fenced" : "stop");
 	hl__cfg_free(&cfg);
 	return status;
 }

@@ -45,13 +45,18 @@
  * hl_w_check() is the full invariant check used by tests and the torture
  * run: it walks the same structures and compares with the allocators.
  */
-#include "worker.h"
+#include "recovery.h"
 
+#include "dispatch.h"
+#include "endpoint.h"
 #include "heirloom/heirloom.h"
+#include "keys.h"
+#include "lock.h"
 #include "request.h"
 #include "ring.h"
 #include "seqlock.h"
 #include "util.h"
+#include "wake.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -403,12 +408,12 @@ free_emptied(struct hl_worker *w, struct hl_rec *rec)
 		uint32_t i = rec->emptied[j];
 		struct hl_shm_key *k = hl__key(&w->seg, i);
 		struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
-		pthread_mutex_lock(&sh->mu);
+		hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 		if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
 			hl_w_maybe_free_key(sh, i);
 			rec->acc.repairs++;
 		}
-		pthread_mutex_unlock(&sh->mu);
+		hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
 	}
 }
 
@@ -469,6 +474,105 @@ ms(uint64_t a, uint64_t b)
 	return (double)(b - a) / 1e6;
 }
 
+/* Is observer SLOT linked in its key's list? Caller holds shard.mu. */
+static int
+obs_linked(struct hl_worker *w, uint32_t slot)
+{
+	uint32_t key = hl__obs(&w->seg, slot)->key;
+	if (key < 1 || key > w->seg.h->max_keys)
+		return 0;
+	uint32_t steps = 0;
+	for (uint32_t i = LD_RLX(&hl__key(&w->seg, key)->obs_head);
+	     i != HL_NIL && i <= w->seg.h->max_observers && steps++ <= w->seg.h->max_observers;
+	     i = LD_RLX(&hl__obs(&w->seg, i)->next))
+		if (i == slot)
+			return 1;
+	return 0;
+}
+
+/*
+ * Recovery's replay check (recovery.c, resolve_in_flight()): did the
+ * previous worker commit request R, at ring position POS of endpoint EP
+ * (incarnation GEN), before it died without a done record? 1 with the
+ * request's outcome in *result, else 0 (it was not applied: it is applied
+ * later, for the first time).
+ *
+ * The answer is read from the record each commit publishes together with
+ * its effect, never from values (another client may have written the same
+ * value meanwhile):
+ *  PUBLISH    the key's current value block names (EP, GEN, POS) as origin;
+ *  DELETE     the key is deleted, dispatch pending, and its old block names
+ *             (EP, GEN, POS) (stored just before the commit);
+ *  OBSERVE    an observer of this endpoint incarnation with req_pos == POS
+ *             is linked in the key's list;
+ *  UNOBSERVE  the observer R names carries req_pos == POS (stored just
+ *             before the unlink) and is no longer linked.
+ * Valid only while that evidence cannot have been erased: recovery calls
+ * it before anything else is applied or dispatched, and a worker erases it
+ * only after the done record (hl_w_req_done()). Caller: recovery's part 1, no
+ * other thread running; the key's list is repaired first.
+ */
+static int
+req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
+                   const struct hl_req *r, int64_t *result)
+{
+	struct hl_worker *w = sh->w;
+	const uint8_t *key = (const uint8_t *)(r + 1);
+	int found = 0;
+	*result = 0;
+	if (r->h.type == HL_REQ_UNOBSERVE) {
+		uint32_t slot = (uint32_t)(r->arg & 0xffffffu);
+		if (slot < 1 || slot > w->seg.h->max_observers)
+			return 0;
+		struct hl_shm_observer *o = hl__obs(&w->seg, slot);
+		uint32_t key_idx = o->key;
+		if (key_idx >= 1 && key_idx <= w->seg.h->max_keys)
+			hl_w_rec_key_ready(w, key_idx);
+		hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+		found = o->endpoint == ep && o->ep_gen == gen && o->req_pos == pos &&
+		        !obs_linked(w, slot);
+		hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+		return found;
+	}
+	if (r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE &&
+	    r->h.type != HL_REQ_OBSERVE)
+		return 0;
+	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
+	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+	if (!idx)
+		return 0;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	if (r->h.type == HL_REQ_OBSERVE)
+		hl_w_rec_key_ready(w, idx);
+	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	uint64_t val = LD_RLX(&k->val);
+	if (r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) {
+		int deleted = (val & HL_VAL_DELETED) != 0;
+		uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
+		if (off && deleted == (r->h.type == HL_REQ_DELETE)) {
+			const struct hl_shm_value *v = hl__val(&w->seg, off);
+			found = v->org_ep == ep && v->org_gen == gen && v->org_pos == pos;
+		}
+	} else {
+		uint32_t steps = 0;
+		for (uint32_t i = LD_RLX(&k->obs_head); i != HL_NIL &&
+		                                        i <= w->seg.h->max_observers &&
+		                                        steps++ <= w->seg.h->max_observers;) {
+			struct hl_shm_observer *o = hl__obs(&w->seg, i);
+			uint64_t oid = LD_RLX(&o->id);
+			if (oid && o->endpoint == ep && o->ep_gen == gen && o->req_pos == pos) {
+				*result = (int64_t)oid;
+				found = 1;
+				break;
+			}
+			i = LD_RLX(&o->next);
+		}
+	}
+	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+	return found;
+}
+
 /*
  * Step 6 (see the top of this file). For each endpoint-shard pair whose
  * intent_pos names the record at its ring's tail, the previous worker was
@@ -517,7 +621,7 @@ resolve_in_flight(struct hl_worker *w)
 			int done = LD_RLX(&ws->done_pos) == at + 1;
 			if (done)
 				res = LD_RLX(&ws->done_result);
-			else if (!hl_w_req_committed(sh, ep, gen, at, r, &res))
+			else if (!req_committed(sh, ep, gen, at, r, &res))
 				continue;
 			if (!done) {
 				ST_RLX(&ws->done_result, res);
@@ -669,7 +773,7 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
-		pthread_mutex_lock(&e->mu);
+		hl_w_lock(&e->mu, HL_W_RANK_EP);
 		if (e->nobs && e->gen == 0 && LD_RLX(&pw->state) == HL_EP_FREE) {
 			ST_RLX(&pw->state, HL_EP_DEAD);
 			ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
@@ -679,7 +783,7 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 			st->acc.repairs++;
 			more++;
 		}
-		pthread_mutex_unlock(&e->mu);
+		hl_w_unlock(&e->mu, HL_W_RANK_EP);
 	}
 	if (more)
 		atomic_fetch_add_explicit(&w->seg.h->endpoints_used, more, memory_order_relaxed);
@@ -693,7 +797,7 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
  * claiming it (hl_w_rec_key_ready() does the same), and observe,
  * unobserve, new clients and cleanup wait until hl_w_recover_serve().
  * Returns -ENOMEM when an endpoint's list cannot be allocated: the worker
- * must stop then (main.c), and the next one recovers from scratch.
+ * must stop then (monitor.c), and the next one recovers from scratch.
  */
 int
 hl_w_recover_finish(struct hl_worker *w)
@@ -758,7 +862,7 @@ hl_w_recover_finish(struct hl_worker *w)
 	ST_RLX(&h->last_recovery_ns, dt);
 	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
 	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-	hl_w_log(
+	hl__log(
 	        "recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
 	        "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served "
 	        "after %.1f ms (ms: keys %.1f, "
@@ -775,23 +879,9 @@ hl_w_recover_finish(struct hl_worker *w)
 	return 0;
 }
 
-/* Both parts in the calling thread, no shard thread running (the fuzz
- * target and tests). */
-int
-hl_w_recover(struct hl_worker *w)
-{
-	int rc = hl_w_recover_begin(w);
-	if (rc == 0)
-		rc = hl_w_recover_finish(w);
-	if (rc == 0)
-		atomic_store_explicit(&w->recovering, 0, memory_order_release);
-	/* Kept until exit: a shard thread may still look at it (kstate). */
-	return rc;
-}
-
 /* Monitor thread, right after hl_w_recover_finish(): everything waits no
- * more. Then endpoints found dead are cleaned as usual, and every claimed
- * endpoint is looked at once. */
+ * more. Then endpoints found dead are cleaned as usual (the monitor then
+ * looks at every claimed endpoint once: hl_w_monitor_recover()). */
 void
 hl_w_recover_serve(struct hl_worker *w)
 {
@@ -806,7 +896,6 @@ hl_w_recover_serve(struct hl_worker *w)
 	}
 	for (uint32_t s = 0; s < w->nshards; s++)
 		hl_w_wake_shard(w, s);
-	hl_w_prune(w);
 }
 
 /* Main thread, after hl_w_recover_begin(), before shard threads run:
@@ -818,7 +907,7 @@ hl_w_recover_kick(struct hl_worker *w)
 {
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
 		if (LD_RLX(&hl__epw(&w->seg, ep)->state) == HL_EP_ACTIVE)
-			hl_w_monitor_watch(w, ep); /* checks the pidfd under the lock */
+			hl_w_ep_watch(w, ep); /* checks the pidfd under the lock */
 		if (HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) != 0)
 			for (uint32_t s = 0; s < w->nshards; s++)
 				atomic_fetch_or_explicit(hl__pending(&w->seg, s) + ep / 64,

@@ -1,12 +1,12 @@
 /*
  * shard.c: one thread per shard. It finds endpoints with queued requests
  * (pending bits), copies each request out of the client's ring, validates
- * the copy, applies it (table.c), answers it, and only then advances the
+ * the copy, applies it (apply.c), answers it, and only then advances the
  * ring's tail: a request leaves its ring only after it has been applied.
  *
  * The life of a request (layout.h, struct hl_shm_epw_shard): a SYNC one is
  * first taken (take(): the compare-and-swap that decides the race with a
- * client withdrawing it); then intent_pos = P + 1, the commit (table.c),
+ * client withdrawing it); then intent_pos = P + 1, the commit (apply.c),
  * the done record, the answer, and last the consume. A worker killed
  * anywhere in between leaves the request at the ring's tail with
  * intent_pos == P + 1, and recovery decides from the done record or from
@@ -19,26 +19,39 @@
  * shard-private memory and only the copy is validated and used (no double
  * fetch). A client whose ring holds an impossible record is dropped.
  */
-#include "worker.h"
+#include "shard.h"
 
+#include "apply.h"
+#include "endpoint.h"
 #include "heirloom/heirloom.h"
 #include "request.h"
 #include "ring.h"
+#include "telemetry.h"
 #include "util.h"
+#include "wake.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <time.h>
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
 #define BATCH 256
 
-void
-hl_w_wake_shard(struct hl_worker *w, uint32_t s)
+/* One round of a busy-wait: tell the core (and a hyperthread sibling) that
+ * this thread only spins. */
+static inline void
+cpu_relax(void)
 {
-	struct hl_shm_doorbell *d = hl__doorbell(&w->seg, s);
-	atomic_fetch_add_explicit(&d->word, 1, memory_order_release);
-	hl__futex_wake(&d->word, 1);
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	atomic_signal_fence(memory_order_seq_cst); /* a compiler barrier, nothing more */
+#endif
 }
 
 /* Take SYNC request R (the private copy of the record at REC): swap
@@ -150,7 +163,7 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		hl_w_crash_point(w); /* taken, not yet applied */
 		int sync = (r->flags & HL_REQF_SYNC) != 0;
 		if (r->h.type == HL_REQ_CLOSE) {
-			hl_w_ep_kill(w, ep, "closed");
+			hl_w_ep_kill(w, ep, HL_W_KILL_CLOSED);
 			dead = 1;
 		} else if (dead && (r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE)) {
 			err = HL_ESTALE;
@@ -187,26 +200,53 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		wake = 1;
 		n++;
 	}
-	/* Also sends the wake-ups of the events these requests made, which
-	 * hl_w_apply() may have deferred to here (table.c, wake_soon()):
-	 * every run that applied a request must end in this call. */
-	if (wake)
+	/* First the wake-ups of the events these requests made, which
+	 * hl_w_apply() may have deferred to here (wake.c): every run that
+	 * applied a request must end in this flush. */
+	if (wake) {
+		hl_w_wake_flush(sh);
 		hl_w_wake_client(w, ep);
+	}
 	if (rc == -EPROTO && !dead)
-		hl_w_ep_kill(w, ep, "garbage in request ring");
+		hl_w_ep_kill(w, ep, HL_W_KILL_GARBAGE);
 	if (rc)
 		return rc;
 	return n == BATCH ? -EAGAIN : 0;
 }
 
-int
-hl_w_drain_dead(struct hl_shard *sh, uint32_t ep)
+static int
+drain_dead(struct hl_shard *sh, uint32_t ep)
 {
 	struct hl_shm_epw *pw = hl__epw(&sh->w->seg, ep);
 	if (atomic_load_explicit(&pw->state, memory_order_acquire) == HL_EP_BANNED)
 		return 0; /* its rings hold garbage: nothing there is trusted */
 	int rc = drain(sh, ep, 1);
 	return rc == -EAGAIN ? -EAGAIN : 0;
+}
+
+/* The endpoints the monitor handed to this shard after a kill (cleanup
+ * bits, set by monitor.c's clean_endpoint()): drain what is left in each
+ * ring, then sign off (endpoint.c); the last shard frees the endpoint. */
+static void
+cleanup_drain(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	uint32_t words = hl_w_ep_words(w);
+	for (uint32_t i = 0; i < words; i++) {
+		uint64_t bits = atomic_exchange_explicit(&sh->cleanup[i], 0, memory_order_acq_rel);
+		while (bits) {
+			uint32_t ep = i * 64 + (uint32_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			assert(ep < w->seg.h->max_endpoints); /* set by clean_endpoint() only */
+			if (drain_dead(sh, ep) == -EAGAIN) {
+				/* More than one batch left: come back next round. */
+				atomic_fetch_or_explicit(&sh->cleanup[i], 1ull << (ep % 64),
+				                         memory_order_relaxed);
+				continue;
+			}
+			hl_w_ep_signoff(sh, ep);
+		}
+	}
 }
 
 /* Endpoint EP waits for the end of recovery: remember it here rather
@@ -247,7 +287,7 @@ any_pending(struct hl_shard *sh)
 	for (uint32_t i = 0; i < words; i++)
 		if (LD_RLX(&pend[i]))
 			return 1;
-	for (uint32_t i = 0; i < (w->seg.h->max_endpoints + 63) / 64; i++)
+	for (uint32_t i = 0; i < hl_w_ep_words(w); i++)
 		if (LD_RLX(&sh->cleanup[i]))
 			return 1;
 	return 0;
@@ -292,7 +332,7 @@ serve_once(struct hl_shard *sh)
 			if (rc == -EPROTO) {
 				/* Its claim entry changed under the adopted endpoint:
 				 * the client wrote garbage there. Drop it (logged). */
-				hl_w_ep_kill(w, ep, "claim entry overwritten");
+				hl_w_ep_kill(w, ep, HL_W_KILL_CLAIM_OVERWRITTEN);
 				continue;
 			}
 			if (rc != 0)
@@ -306,7 +346,7 @@ serve_once(struct hl_shard *sh)
 			served++;
 		}
 	}
-	hl_w_shard_cleanup(sh);
+	cleanup_drain(sh);
 	served += hl_w_telemetry_apply(sh); /* the worker's own publishes, if any */
 	return served;
 }
@@ -317,7 +357,7 @@ serve_once(struct hl_shard *sh)
 static void
 park(struct hl_worker *w, uint32_t id)
 {
-	hl_w_log("test hook: parking shard thread %u", id);
+	hl__log("test hook: parking shard thread %u", id);
 	urcu_memb_thread_offline();
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000L };
@@ -364,7 +404,7 @@ shard_main(void *arg)
 		if (now - idle_since < spin_ns) {
 			urcu_memb_thread_offline();
 			for (int i = 0; i < 64 && !any_pending(sh); i++)
-				__builtin_ia32_pause();
+				cpu_relax();
 			if (!any_pending(sh))
 				sched_yield();
 			urcu_memb_thread_online();
@@ -404,4 +444,39 @@ hl_w_shards_join(struct hl_worker *w)
 {
 	for (uint32_t s = 0; s < w->nshards; s++)
 		pthread_join(w->shards[s].thread, NULL);
+}
+
+int
+hl_w_shard_init(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	const struct hl_shm_header *h = w->seg.h;
+	pthread_mutex_init(&sh->mu, NULL);
+	sh->c = &w->seg.h->shard[sh->id].c;
+	sh->ep_count = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->ep_start = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->touched = calloc(h->max_endpoints, sizeof(uint32_t));
+	sh->ids = calloc(HL_EV_IDS_MAX, sizeof(uint64_t));
+	sh->req_cap = h->req_ring_bytes;
+	sh->req = malloc(sh->req_cap);
+	sh->cleanup = calloc(hl_w_ep_words(w), sizeof(uint64_t));
+	sh->deferred = calloc(hl__pending_words(h), sizeof(uint64_t));
+	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req || !sh->cleanup ||
+	    !sh->deferred)
+		return -ENOMEM;
+	return 0;
+}
+
+void
+hl_w_shard_fini(struct hl_shard *sh)
+{
+	free(sh->fan);
+	free(sh->ep_count);
+	free(sh->ep_start);
+	free(sh->touched);
+	free(sh->ids);
+	free(sh->req);
+	free((void *)sh->cleanup);
+	free(sh->deferred);
+	pthread_mutex_destroy(&sh->mu);
 }

@@ -21,11 +21,13 @@
  *   hl_w_telemetry_tick   X (monitor thread only)
  *   hl_w_telemetry_apply  - (each shard thread; touches its own boxes only)
  */
-#include "worker.h"
+#include "telemetry.h"
 
+#include "apply.h"
 #include "heirloom/heirloom.h"
 #include "table_read.h"
 #include "util.h"
+#include "wake.h"
 
 #include <inttypes.h>
 #include <stdalign.h>
@@ -67,8 +69,11 @@ struct tel_box {
 	alignas(8) uint8_t req[sizeof(struct hl_req) + TEL_KEY_MAX + TEL_VALUE_MAX];
 };
 
-static struct tel_box boxes[TEL_N];
-static uint64_t next_report_ns, next_mem_ns;
+/* Telemetry's state in the worker (w->tel), made by hl_w_telemetry_init(). */
+struct hl_tel {
+	struct tel_box boxes[TEL_N];
+	uint64_t next_report_ns, next_mem_ns; /* monitor thread only */
+};
 
 /* The counters behind each key (see heirloom.h): sums over shards. */
 static void
@@ -87,6 +92,11 @@ int
 hl_w_telemetry_init(struct hl_worker *w)
 {
 	const struct hl_shm_header *h = w->seg.h;
+	if (!w->tel)
+		w->tel = calloc(1, sizeof(*w->tel));
+	if (!w->tel)
+		return -ENOMEM;
+	struct tel_box *boxes = w->tel->boxes;
 	uint64_t t[TEL_N];
 	totals(w, t);
 	for (int i = 0; i < TEL_N; i++) {
@@ -96,7 +106,7 @@ hl_w_telemetry_init(struct hl_worker *w)
 		boxes[i].base = t[i];
 		atomic_store_explicit(&boxes[i].full, 0, memory_order_relaxed);
 	}
-	next_report_ns = next_mem_ns = 0;
+	w->tel->next_report_ns = w->tel->next_mem_ns = 0;
 	return 0;
 }
 
@@ -154,18 +164,19 @@ refresh_memory(struct hl_worker *w)
 void
 hl_w_telemetry_tick(struct hl_worker *w)
 {
+	struct hl_tel *tel = w->tel;
 	uint64_t now = hl__now_ns();
-	if (now >= next_mem_ns) {
+	if (now >= tel->next_mem_ns) {
 		refresh_memory(w);
-		next_mem_ns = now + MEM_PERIOD_NS;
+		tel->next_mem_ns = now + MEM_PERIOD_NS;
 	}
-	if (w->opt.telemetry_ms <= 0 || now < next_report_ns)
+	if (w->opt.telemetry_ms <= 0 || now < tel->next_report_ns)
 		return;
-	next_report_ns = now + (uint64_t)w->opt.telemetry_ms * 1000000ull;
+	tel->next_report_ns = now + (uint64_t)w->opt.telemetry_ms * 1000000ull;
 	uint64_t t[TEL_N];
 	totals(w, t);
 	for (int i = 0; i < TEL_N; i++) {
-		struct tel_box *b = &boxes[i];
+		struct tel_box *b = &w->tel->boxes[i];
 		if (!observed(w, tel_key[i])) {
 			b->base = t[i]; /* counts start when someone observes */
 			continue;
@@ -190,7 +201,7 @@ hl_w_telemetry_apply(struct hl_shard *sh)
 	struct hl_worker *w = sh->w;
 	int n = 0;
 	for (int i = 0; i < TEL_N; i++) {
-		struct tel_box *b = &boxes[i];
+		struct tel_box *b = &w->tel->boxes[i];
 		if (b->shard != sh->id || !atomic_load_explicit(&b->full, memory_order_acquire))
 			continue;
 		/* Fencing, as for client requests: once the table is not ours
@@ -201,7 +212,7 @@ hl_w_telemetry_apply(struct hl_shard *sh)
 		int rc = hl_w_apply(sh, HL_W_EP_SELF, 0, (const struct hl_req *)(void *)b->req,
 		                    b->len, &result);
 		if (rc && !b->failed)
-			hl_w_log("telemetry: publishing %s failed: %s (reported once)", tel_key[i],
+			hl__log("telemetry: publishing %s failed: %s (reported once)", tel_key[i],
 			         hl_strerror(rc));
 		b->failed |= rc != 0;
 		atomic_store_explicit(&b->full, 0, memory_order_release);

@@ -1,22 +1,23 @@
 /*
- * worker.h: the worker daemon's process-local state and the contracts
- * between its parts:
- *   shard.c     one thread per shard: drains request rings, applies, dispatches
- *   table.c     applying requests to the segment and dispatching events
- *   endpoint.c  adopting client endpoints, watching their processes, cleanup
- *   recovery.c  rebuilding allocators and repairing the segment at attach
- *   handoff.c   getting the segment from the keeper and giving it back
- *   main.c      options, start, stop
+ * worker.h: the worker daemon's process-local state: struct hl_worker (one
+ * per process), struct hl_shard (one per shard thread), struct hl_ep (the
+ * worker's view of one client endpoint), and the few one-line helpers every
+ * module needs (the crash hook, the done record, the segment log). Nothing
+ * else: each module declares its own functions in its own header, and the
+ * modules call in one direction (docs/architecture.md, "The worker's
+ * modules"), from worker.c down to wake.c and keys.c.
  *
- * Lock ranks (take a higher rank only while holding lower ones, never the
- * reverse): shard.mu (1) < ep.mu (2) < allocator locks (3, inside alloc.c).
- * Two shard.mu are never held at once.
+ * Lock ranks (lock.h): take a higher rank only while holding lower ones,
+ * never the reverse: shard.mu (1) < ep.mu (2) < allocator locks (3, inside
+ * lib/alloc.c). Two shard.mu are never held at once. Debug builds check
+ * this at every lock site (HL_DEBUG).
  */
 #ifndef HL_WORKER_H
 #define HL_WORKER_H
 
 #include "alloc.h"
 #include "layout.h"
+#include "log.h"
 #include "segment.h"
 
 #include <pthread.h>
@@ -24,20 +25,25 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 struct hl_worker;
 struct hl_rec;
+struct hl_tel;
+struct hl_w_link;
 
-/* Dispatch's private copy of one key's observer list (table.c): the slots
- * grouped by endpoint (groups in order of first appearance in the list,
- * list order within a group: the order dispatch delivers in), so that
+/* Dispatch's private copy of one key's observer list (dispatch.c): the
+ * slots grouped by endpoint (groups in order of first appearance in the
+ * list, list order within a group: the order dispatch delivers in), so that
  * dispatch knows every address up front and can prefetch instead of
  * chasing `next` one cache miss at a time, and reads and then marks one
  * endpoint's slots while they are still in cache. `gen` counts the list's
- * changes (bumped under the key's shard.mu, after the change); the copy is
- * valid while built == gen + 1. Only the key's shard thread (or recovery,
- * before threads run) reads or builds the copy. */
+ * changes (bumped under the key's shard.mu, after the change:
+ * hl_w_obs_list_changed()); the copy is valid while built == gen + 1. Only
+ * the key's shard thread (or recovery, before threads run) reads or builds
+ * the copy. */
 struct hl_obs_group {
 	uint32_t ep, n;
 };
@@ -56,14 +62,26 @@ struct hl_fan {
 	uint32_t slot;
 };
 
+/* Deferred wake-ups of one shard thread (wake.c): endpoints whose events
+ * were committed during the current run of requests and whose wake-up
+ * waits for its end. Shard thread only. */
+#define HL_W_WAKE_DEFER_MAX 64u
+struct hl_wake_defer {
+	int active;     /* inside hl_w_apply() for a client's request */
+	uint32_t n;     /* endpoints in eps[] */
+	uint64_t since; /* hl__now_ns() when eps[0] was deferred */
+	uint32_t eps[HL_W_WAKE_DEFER_MAX];
+};
+
 struct hl_shard {
 	struct hl_worker *w;
 	uint32_t id;
 	pthread_t thread;
-	/* Held while this shard's keys, buckets and observer lists change.
-	 * The shard thread takes it per request; the endpoint cleanup takes
-	 * it to unlink a dead client's observers. Dispatch walks the lists
-	 * without it, inside an RCU read-side critical section. */
+	/* Held while this shard's keys, buckets and observer lists change
+	 * (rank HL_W_RANK_SHARD). The shard thread takes it per request; the
+	 * monitor's endpoint cleanup takes it to unlink a dead client's
+	 * observers. Dispatch walks the lists without it, inside an RCU
+	 * read-side critical section. */
 	pthread_mutex_t mu;
 	struct hl_shm_counters *c; /* this shard's counters in the header */
 	/* dispatch scratch (shard thread only) */
@@ -76,7 +94,7 @@ struct hl_shard {
 	uint8_t *req;       /* private copy of the request being applied */
 	/* The client request hl_w_apply() is applying (shard thread only;
 	 * NULL otherwise: the worker's own publishes, cleanup): where its
-	 * done record goes (table.c, req_done()). */
+	 * done record goes (hl_w_req_done()). */
 	struct hl_shm_epw_shard *cur_ws;
 	uint64_t cur_pos;
 	int cur_done;
@@ -90,11 +108,12 @@ struct hl_shard {
 	 * once it is over. */
 	uint64_t *deferred;
 	int deferred_any; /* some bit in deferred[] is set */
+	struct hl_wake_defer wk; /* wake.c */
 };
 
 /* The worker's view of one endpoint. */
 struct hl_ep {
-	pthread_mutex_t mu;
+	pthread_mutex_t mu; /* rank HL_W_RANK_EP */
 	uint32_t gen;    /* adopted incarnation, 0 = none */
 	uint32_t pid;
 	uint64_t start;
@@ -115,8 +134,7 @@ struct hl_ep {
 	/* Under mu: no pidfd could be had (out of descriptors): the monitor
 	 * polls pid + start time instead (hl_w_ep_poll_instead()). */
 	int polled;
-	/* Monitor thread only (endpoint.c): the slow-reader watch and the
-	 * prune pass's memory of a claim seen unfinished. */
+	/* Monitor thread only (monitor.c): the slow-reader watch. */
 	uint64_t tail_sum;     /* sum of the client's ev_tail over shards, last tick */
 	uint64_t read_ns;      /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
 	uint32_t watch_gen;    /* incarnation the two fields above describe */
@@ -147,7 +165,7 @@ struct hl_worker {
 	struct hl_pool keys;
 	struct hl_pool obs;
 	uint32_t *obs_pos;        /* per observer slot: index in its hl_ep.obs */
-	struct hl_obs_cache *ocache; /* per key slot: dispatch's list copy (table.c) */
+	struct hl_obs_cache *ocache; /* per key slot: dispatch's list copy (dispatch.c) */
 	struct hl_ep *eps;
 	uint32_t nshards;
 	struct hl_shard *shards;
@@ -157,6 +175,10 @@ struct hl_worker {
 	int epfd;                 /* epoll: pidfds + wake eventfd */
 	int wakefd;               /* eventfd to wake the monitor */
 	pthread_t monitor;
+	/* Endpoints the monitor must clean (bit per endpoint), set by
+	 * hl_w_ep_kill() (endpoint.c), taken by the monitor (monitor.c). */
+	_Atomic uint64_t *to_clean;
+	_Atomic int pidfd_logged; /* hl_w_ep_poll_instead() logged once */
 	_Atomic int step;         /* apply-step counter for the crash hook (all shards) */
 	/* 1 from the start of recovery until its second part is done
 	 * (recovery.c): meanwhile shard threads apply publishes and deletes
@@ -165,22 +187,38 @@ struct hl_worker {
 	_Atomic int rec_failed;   /* part 2 failed: the worker stops (status 2) */
 	_Atomic int damaged;      /* the segment was truncated or replaced: stop (status 6) */
 	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
+	struct hl_tel *tel;       /* telemetry's mailboxes (telemetry.c) */
+	struct hl_w_link *link;   /* the keeper link (handoff.c); NULL standalone */
 };
 
-/* table.c */
-int hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-               uint32_t len, int64_t *result);
-void hl_w_dispatch_pending(struct hl_shard *sh, uint32_t key);
-int hl_w_remove_observer(struct hl_shard *sh, uint32_t slot);
-int hl_w_req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
-                       const struct hl_req *r, int64_t *result);
-int hl_w_shard_init(struct hl_shard *sh);
-void hl_w_shard_fini(struct hl_shard *sh);
-void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t key);
-uint32_t hl_w_key_shard(struct hl_worker *w, uint32_t key);
-void hl_w_crash_step(struct hl_worker *w);
-/* Test hook (--crash-at-step): a point where the worker may die. Inline
- * and predicted off: it sits on every request's path several times. */
+/* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
+ * publishes (telemetry.c): they may (only they may) write keys under
+ * HL_SYS_PREFIX. */
+#define HL_W_EP_SELF UINT32_MAX
+
+/* Words of a bitmap with one bit per endpoint (to_clean, shard cleanup). */
+static inline uint32_t
+hl_w_ep_words(const struct hl_worker *w)
+{
+	return (w->seg.h->max_endpoints + 63) / 64;
+}
+
+/* Test hook (--crash-at-step): die at the k-th step so that tests can leave
+ * a half-done change at every step and check recovery. */
+static inline __attribute__((cold)) void
+hl_w_crash_step(struct hl_worker *w)
+{
+	if (atomic_fetch_add_explicit(&w->step, 1, memory_order_relaxed) + 1 ==
+	    w->opt.crash_at_step)
+		/* The raw system call, as close to a SIGKILL as an exit gets:
+		 * no atexit handlers, and no sanitizer finalisation (TSan's
+		 * _exit() reports a thread that ended unjoined, as one does
+		 * while the worker stops, and exits 66 instead of 99). */
+		syscall(SYS_exit_group, 99);
+}
+
+/* A point where the worker may die under --crash-at-step. Inline and
+ * predicted off: it sits on every request's path several times. */
 static inline void
 hl_w_crash_point(struct hl_worker *w)
 {
@@ -188,70 +226,41 @@ hl_w_crash_point(struct hl_worker *w)
 		hl_w_crash_step(w);
 }
 
-/* endpoint.c */
-int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
-int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
-void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, const char *why);
-/* EP (its mu held) lives but has no pidfd (ERR from pidfd_open): watch it
- * by polling from the monitor thread; counted, logged once. */
-void hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err);
-void hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state);
-void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
-int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total);
-void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
-void hl_w_shard_cleanup(struct hl_shard *sh);
-int hl_w_monitor_start(struct hl_worker *w);
-void hl_w_monitor_wake(struct hl_worker *w);
-void hl_w_prune(struct hl_worker *w);
-void hl_w_wake_client(struct hl_worker *w, uint32_t ep);
-void hl_w_monitor_watch(struct hl_worker *w, uint32_t ep);
-int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
-int hl_w_drain_dead(struct hl_shard *sh, uint32_t ep);
+/*
+ * The done record of the request being applied (struct hl_shm_epw_shard):
+ * its outcome, stored right after its commit (or once it is known to have
+ * none), before anything that could erase the commit's evidence (the
+ * dispatch, which frees a deleted key; the RCU free of an unlinked
+ * observer). Release: the commit is visible before it. Nothing for the
+ * worker's own publishes (cur_ws NULL). Shard thread only.
+ */
+static inline void
+hl_w_req_done(struct hl_shard *sh, int64_t result)
+{
+	if (!sh->cur_ws || sh->cur_done)
+		return;
+	atomic_store_explicit(&sh->cur_ws->done_result, result, memory_order_relaxed);
+	atomic_store_explicit(&sh->cur_ws->done_pos, sh->cur_pos + 1, memory_order_release);
+	sh->cur_done = 1;
+}
 
-/* telemetry.c: the worker's own statistics and the $sys/telemetry keys.
- * hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
- * publishes: they may (only they may) write keys under HL_SYS_PREFIX. */
-#define HL_W_EP_SELF UINT32_MAX
-int hl_w_telemetry_init(struct hl_worker *w);
-void hl_w_telemetry_tick(struct hl_worker *w);
-int hl_w_telemetry_apply(struct hl_shard *sh);
+/* A record in the segment's log (lib/seglog.c), stamped with the epoch. */
+static inline void
+hl_w_seglog(struct hl_worker *w, uint32_t kind, int32_t code, uint32_t pid, const char *text)
+{
+	hl__seglog(w->seg.h, kind, code, pid,
+	           atomic_load_explicit(&w->seg.h->owner_epoch, memory_order_relaxed), text);
+}
 
-/* shard.c */
-int hl_w_shards_start(struct hl_worker *w);
-void hl_w_shards_join(struct hl_worker *w);
-void hl_w_wake_shard(struct hl_worker *w, uint32_t s);
-
-/* recovery.c: in two parts (see there). The worker runs part 1 in its
- * main thread, then hl_w_recover_kick(), and starts the shard threads;
- * the monitor thread runs part 2 and then hl_w_recover_serve() before its
- * loop. hl_w_recover() runs both parts in the calling thread. */
-int hl_w_recover_begin(struct hl_worker *w);
-void hl_w_recover_kick(struct hl_worker *w);
-int hl_w_recover_finish(struct hl_worker *w);
-void hl_w_recover_serve(struct hl_worker *w);
+/* worker.c, the top (main.c and the fuzz target only): the worker's state
+ * once the segment is mapped, the one recovery order, the threads. */
+int hl_w_init(struct hl_worker *w);
+/* Recovery and service: part 1 here, then the threads (the monitor runs
+ * part 2 while shards serve publishes). Logs its failure. */
+int hl_w_start(struct hl_worker *w);
+/* The same order with no thread at all: part 2 in the calling thread. */
 int hl_w_recover(struct hl_worker *w);
-/* Before a shard thread reads key IDX's observer list: returns once that
- * list is repaired (at once when recovery is over). */
-void hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx);
-int hl_w_check(struct hl_worker *w, char *msg, size_t len);
-
-/* liveness.c: heartbeats at attach, and the systemd watchdog ping and
- * readiness of the worker process (issue 22). Main thread only. */
-void hl_w_beats_reset(struct hl_worker *w);
-void hl_w_beats_stop(struct hl_worker *w);
-void hl_w_notify_init(void);
-/* The main loop's wait in ms: DFLT, or shorter for a short watchdog. */
-int hl_w_notify_tick_ms(int dflt);
-void hl_w_notify_tick(struct hl_worker *w);
-
-/* handoff.c */
-int hl_w_acquire(struct hl_worker *w);
-void hl_w_release(struct hl_worker *w, int clean);
-int hl_w_acquire_standalone(struct hl_worker *w);
-
-/* log */
-void hl_w_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void hl_w_seglog(struct hl_worker *w, uint32_t kind, int32_t code, uint32_t pid,
-                 const char *text);
+/* Stop and join every thread (after hl_w_start()). */
+void hl_w_stop(struct hl_worker *w);
 
 #endif /* HL_WORKER_H */

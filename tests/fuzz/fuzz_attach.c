@@ -12,8 +12,9 @@
  * capacities of fuzz_seg.h, with a header the worker would accept) whose
  * table regions (buckets, key slots, observers, heap, the worker's endpoint
  * records, the claims, the revision counters) are the input, run through
- * the worker's own recovery pass in-process: hl_w_recover() from
- * daemon/worker/recovery.c with the allocators and dispatch of table.c,
+ * the worker's own setup and recovery in-process: hl_w_init() and
+ * hl_w_recover() from daemon/worker/worker.c, the very order production
+ * runs (part 1, kick, part 2, serve, the at-attach prune) with no thread,
  * then hl_w_check(). Recovery must survive any bytes (cutting what is bad),
  * leave a table the invariant check accepts (bar one documented transient
  * state), and be idempotent: a second pass finds nothing to repair.
@@ -21,23 +22,22 @@
  * Claim words are forced to name no process: a live pid would make the
  * endpoint ACTIVE and open pidfds, which is the monitor thread's business,
  * not recovery's, and not reproducible. The worker's stderr log is muted
- * (--wrap=hl_w_log).
+ * (--wrap=hl__log).
  */
 #include "fuzz_seg.h"
 #include "heirloom/heirloom.h"
+#include "recovery.h"
 #include "worker.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <urcu/urcu-memb.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-void __wrap_hl_w_log(const char *fmt, ...);
+void __wrap_hl__log(const char *fmt, ...);
 
 #define CHECK(x)                                                                                   \
 	do {                                                                                       \
@@ -46,7 +46,7 @@ void __wrap_hl_w_log(const char *fmt, ...);
 	} while (0)
 
 void
-__wrap_hl_w_log(const char *fmt, ...)
+__wrap_hl__log(const char *fmt, ...)
 {
 	(void)fmt;
 }
@@ -129,27 +129,8 @@ worker_setup(void)
 	w->seg = (struct hl_seg){
 		.base = base, .size = hdr.size, .fd = -1, .h = (struct hl_shm_header *)(void *)base
 	};
-	const struct hl_shm_header *h = w->seg.h;
-	CHECK(hl__heap_init(&w->heap, h->heap_off, h->heap_bytes, h->heap_chunk) == 0);
-	CHECK(hl__pool_init(&w->keys, h->max_keys) == 0);
-	CHECK(hl__pool_init(&w->obs, h->max_observers) == 0);
-	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));
-	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
-	w->nshards = h->shards;
-	w->shards = calloc(w->nshards, sizeof(struct hl_shard));
-	CHECK(w->obs_pos && w->eps && w->shards);
-	for (uint32_t e = 0; e < h->max_endpoints; e++) {
-		pthread_mutex_init(&w->eps[e].mu, NULL);
-		w->eps[e].pidfd = -1;
-	}
-	for (uint32_t s = 0; s < w->nshards; s++) {
-		w->shards[s].w = w;
-		w->shards[s].id = s;
-		CHECK(hl_w_shard_init(&w->shards[s]) == 0);
-	}
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	CHECK(w->epfd >= 0 && w->wakefd >= 0);
+	/* The worker's own setup, as main.c runs it (worker.c). */
+	CHECK(hl_w_init(w) == 0);
 }
 
 int

@@ -1,0 +1,52 @@
+/*
+ * endpoint.h: the worker's side of client endpoints: adoption, the kill
+ * (with its reason), the per-endpoint observer lists, quarantine and the
+ * freeing of an endpoint once every shard signed off. Calls only wake.c
+ * (and the log).
+ */
+#ifndef HL_W_ENDPOINT_H
+#define HL_W_ENDPOINT_H
+
+#include "worker.h"
+
+/* Why an endpoint is dropped. The first ones end it (its process is gone or
+ * it said goodbye): freed once cleaned. From HL_W_KILL_BANNED_RECOVERED on,
+ * a ban: logged, and the endpoint is quarantined while its process lives.
+ * The texts (endpoint.c) are the log's, unchanged. */
+enum hl_w_kill {
+	HL_W_KILL_EXITED,            /* "exited": its pidfd turned readable */
+	HL_W_KILL_EXITED_POLLED,     /* "exited (polled)": polling found it gone */
+	HL_W_KILL_CLOSED,            /* "closed": it sent HL_REQ_CLOSE */
+	HL_W_KILL_GONE_PRUNE,        /* "gone (prune)": the prune pass found it gone */
+	HL_W_KILL_GONE_RECOVERED,    /* "gone (recovered)": found dead by recovery */
+	HL_W_KILL_BANNED_RECOVERED,  /* "banned (recovered)": found banned by recovery */
+	HL_W_KILL_CLAIM_OVERWRITTEN, /* "claim entry overwritten" */
+	HL_W_KILL_GARBAGE,           /* "garbage in request ring" */
+	HL_W_KILL_EV_TAIL,           /* "impossible event ring tail" */
+};
+
+int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
+int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
+/* Drop EP (ACTIVE) for WHY: state DEAD or BANNED, then the monitor cleans
+ * it (to_clean). Any thread; takes ep.mu. */
+void hl_w_ep_kill(struct hl_worker *w, uint32_t ep, enum hl_w_kill why);
+/* The same for an endpoint recovery found DEAD or BANNED (STATE). */
+void hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state);
+/* EP (its mu held) lives but has no pidfd (ERR from pidfd_open): watch it
+ * by polling from the monitor thread; counted, logged once. */
+void hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err);
+/* Watch EP's pidfd, if it has one, from the monitor's epoll. */
+void hl_w_ep_watch(struct hl_worker *w, uint32_t ep);
+void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
+void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
+int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total);
+int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
+/* Shard SH drained EP's ring after a kill: the last shard frees it (or
+ * quarantines a banned one). */
+void hl_w_ep_signoff(struct hl_shard *sh, uint32_t ep);
+/* Free a quarantined EP whose process exited (its pidfd says so). */
+void hl_w_ep_release_quarantine(struct hl_worker *w, uint32_t ep);
+/* Free a quarantined EP without a pidfd whose process polling found gone. */
+void hl_w_ep_release_polled(struct hl_worker *w, uint32_t ep);
+
+#endif /* HL_W_ENDPOINT_H */

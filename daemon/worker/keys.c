@@ -1,0 +1,119 @@
+/*
+ * keys.c: the key index (keys.h): hash buckets of key slots, each chain
+ * changed under its bucket's seqlock so that clients walk it without a
+ * lock. Every change follows apply.c's pattern: prepare where nobody can
+ * see, then one release store (COMMIT), so that a SIGKILL leaves either
+ * an unreachable slot (recovery frees it) or a complete change.
+ */
+#include "keys.h"
+
+#include "lock.h"
+#include "seqlock.h"
+#include "util.h"
+
+#include <assert.h>
+
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
+#define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+
+uint32_t
+hl_w_key_shard(struct hl_worker *w, uint32_t key)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	return hl__shard_of_bucket(h, hl__bucket_of(h, hl__key(&w->seg, key)->hash));
+}
+
+/* Store VAL into LINK (the bucket's head or a slot's next) of bucket B:
+ * the one change a chain ever sees, under the bucket's seqlock, so that a
+ * client walking the chain retries (lib/table_read.c). The store is the
+ * commit of the caller's change (release: the slot is complete first). */
+static void
+bucket_store(struct hl_shm_bucket *b, _Atomic uint32_t *link, uint32_t val)
+{
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(link, val, memory_order_release);
+	atomic_fetch_add_explicit(&b->seq, 1, memory_order_release);
+}
+
+uint32_t
+hl_w_key_find(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
+{
+	assert(hl_w_rank_held(HL_W_RANK_SHARD));
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, hash));
+	for (uint32_t i = LD_RLX(&b->head); i != HL_NIL;) {
+		struct hl_shm_key *k = hl__key(&w->seg, i);
+		if (k->hash == hash && k->key_len == len && memcmp(hl__key_bytes(k), key, len) == 0)
+			return i;
+		i = LD_RLX(&k->next);
+	}
+	return 0;
+}
+
+static uint32_t
+key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
+{
+	uint32_t idx = hl__pool_alloc(&w->keys);
+	if (!idx)
+		return 0;
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, hash));
+	/* The slot may be read by a client that still holds its old index:
+	 * change it under its seqlock so that such a read retries. */
+	hl__seq_write_begin(&k->seq);
+	ST_RLX(&k->val, 0);
+	ST_RLX(&k->rev, 0);
+	ST_RLX(&k->obs_head, HL_NIL);
+	ST_RLX(&k->nobs, 0);
+	__atomic_store_n(&k->hash, hash, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->key_len, len, __ATOMIC_RELAXED);
+	hl__racy_copy_in(hl__key_bytes(k), key, len);
+	ST_RLX(&k->next, LD_RLX(&b->head));
+	ST_RLX(&k->used, 1);
+	hl__seq_write_end(&k->seq);
+	/* COMMIT: linking the slot into its bucket. Before it, the slot is
+	 * unreachable and recovery returns it to the pool. */
+	bucket_store(b, &b->head, idx);
+	atomic_fetch_add_explicit(&w->seg.h->keys_used, 1, memory_order_relaxed);
+	return idx;
+}
+
+uint32_t
+hl_w_key_get(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash, int *created)
+{
+	assert(len >= 1 && len <= HL_KEY_MAX); /* request.c checked the request */
+	uint32_t idx = hl_w_key_find(w, key, len, hash);
+	*created = 0;
+	if (idx)
+		return idx;
+	idx = key_create(w, key, len, hash);
+	if (!idx) {
+		/* Key pool full: counted for heirloomctl (issue 21). */
+		atomic_fetch_add_explicit(&w->seg.h->keys_full, 1, memory_order_relaxed);
+		return 0;
+	}
+	*created = 1;
+	return idx;
+}
+
+void
+hl_w_maybe_free_key(struct hl_shard *sh, uint32_t idx)
+{
+	struct hl_worker *w = sh->w;
+	assert(hl_w_rank_held(HL_W_RANK_SHARD));
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	if (LD_RLX(&k->val) != 0 || LD_RLX(&k->obs_head) != HL_NIL)
+		return;
+	struct hl_shm_bucket *b = hl__bucket(&w->seg, hl__bucket_of(w->seg.h, k->hash));
+	_Atomic uint32_t *link = &b->head;
+	while (LD_RLX(link) != HL_NIL && LD_RLX(link) != idx)
+		link = &hl__key(&w->seg, LD_RLX(link))->next;
+	if (LD_RLX(link) != idx)
+		hl__die("key slot not in its bucket");
+	/* COMMIT: unlinking. A crash after it leaves an unreachable slot,
+	 * which recovery frees; readers walking the chain retry on seq. */
+	bucket_store(b, link, LD_RLX(&k->next));
+	ST_RLX(&k->used, 0);
+	hl__pool_free(&w->keys, idx);
+	atomic_fetch_sub_explicit(&w->seg.h->keys_used, 1, memory_order_relaxed);
+}
