@@ -232,7 +232,7 @@ consumed(struct ring *rings, uint32_t n)
 
 static int
 run_steady(const struct bench_scenario *sc, const struct bench_opts *o, struct ring *rings,
-	   uint64_t *heads, struct bench_board *b, struct stats_samples *lat)
+           uint64_t *heads, struct bench_board *b, struct stats_samples *lat)
 {
 	uint64_t deadline = bench_rep_deadline(o), last = 0;
 	int err;
@@ -269,7 +269,7 @@ run_steady(const struct bench_scenario *sc, const struct bench_opts *o, struct r
 
 static int
 run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct ring *rings,
-	  uint64_t *heads, struct stats_samples *msg, struct stats_samples *ev)
+          uint64_t *heads, struct stats_samples *msg, struct stats_samples *ev)
 {
 	uint64_t deadline = bench_rep_deadline(o);
 	struct bench_rate rm, re;
@@ -307,7 +307,7 @@ static int
 run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct bench_rep_out *out)
 {
 	size_t size = (size_t)sc->consumers * sizeof(struct ring);
-	uint64_t heads[MAX_CONSUMERS] = {0}, hard;
+	uint64_t heads[MAX_CONSUMERS] = { 0 }, hard;
 	struct bench_board *b;
 	struct ring *rings;
 	int err = 0, failed;

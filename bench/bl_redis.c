@@ -72,7 +72,7 @@ static char channel[64];
 static redisContext *
 connect_server(const char *sock)
 {
-	struct timeval tv = {1, 0};
+	struct timeval tv = { 1, 0 };
 	redisContext *c = redisConnectUnixWithTimeout(sock, tv);
 
 	if (!c)
@@ -92,7 +92,7 @@ next_reply(redisContext *c, struct bench_board *b, uint64_t hard_ns, int *stop)
 {
 	for (;;) {
 		void *reply = NULL;
-		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
 
 		if (redisGetReplyFromReader(c, &reply) != REDIS_OK) {
 			*stop = 3;
@@ -172,10 +172,10 @@ publish(redisContext *c, const struct msg *m)
 
 static int
 run_steady(const struct bench_opts *o, redisContext *c, struct bench_board *b,
-	   struct stats_samples *lat)
+           struct stats_samples *lat)
 {
 	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	struct msg m = {0};
+	struct msg m = { 0 };
 	int err;
 
 	err = stats_reserve(lat, o->iters);
@@ -220,11 +220,11 @@ slowest(const struct bench_board *b)
 
 static int
 run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisContext *c,
-	  struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
+          struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
 {
 	uint64_t deadline = bench_rep_deadline(o), seq = 0;
 	struct bench_rate rm, re;
-	struct msg m = {0};
+	struct msg m = { 0 };
 
 	m.kind = MSG_DATA;
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
@@ -242,7 +242,7 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisCont
 				m.seq = seq++;
 				m.stamp_ns = now;
 				if (redisAppendCommand(c, "PUBLISH %s %b", channel,
-						       (const char *)&m, sizeof(m)) != REDIS_OK)
+				                       (const char *)&m, sizeof(m)) != REDIS_OK)
 					return -EIO;
 			}
 			for (unsigned k = 0; k < PIPELINE; k++) {
@@ -264,7 +264,7 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisCont
 static int
 run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct bench_rep_out *out)
 {
-	struct msg stop = {0};
+	struct msg stop = { 0 };
 	struct bench_board *b;
 	redisContext *c;
 	uint64_t hard;
@@ -332,7 +332,7 @@ main(int argc, char **argv)
 	bench_parse_args(argc, argv, &o);
 	if (!o.sock) {
 		fprintf(stderr, "%s: --sock PATH (the redis-server's unixsocket) is required\n",
-			argv[0]);
+		        argv[0]);
 		return 2;
 	}
 	/* Say once, clearly, that the server is missing, rather than failing

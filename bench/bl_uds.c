@@ -63,7 +63,7 @@ static const struct bench_scenario scenarios[] = {
 static int
 set_timeouts(int fd)
 {
-	struct timeval tv = {0, POLL_MS * 1000};
+	struct timeval tv = { 0, POLL_MS * 1000 };
 
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
@@ -125,10 +125,10 @@ send_msg(int fd, const struct msg *m, uint64_t deadline_ns)
 
 static int
 run_steady(const struct bench_scenario *sc, const struct bench_opts *o, const int *fds,
-	   struct bench_board *b, struct stats_samples *lat)
+           struct bench_board *b, struct stats_samples *lat)
 {
 	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	struct msg m = {0};
+	struct msg m = { 0 };
 	int err;
 
 	err = stats_reserve(lat, o->iters);
@@ -163,13 +163,13 @@ run_steady(const struct bench_scenario *sc, const struct bench_opts *o, const in
 
 static int
 run_burst(const struct bench_scenario *sc, const struct bench_opts *o, const int *fds,
-	  struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
+          struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
 {
 	uint64_t deadline = bench_rep_deadline(o), seq = 0;
 	/* About 64 sends between clock reads (see bl_futex_ring.c). */
 	unsigned batch = sc->consumers >= 64 ? 1 : 64 / sc->consumers;
 	struct bench_rate rm, re;
-	struct msg m = {0};
+	struct msg m = { 0 };
 	int err = 0;
 
 	m.kind = MSG_DATA;
@@ -210,7 +210,7 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 {
 	int mine[MAX_CONSUMERS], theirs[MAX_CONSUMERS];
 	struct bench_board *b;
-	struct msg stop = {0};
+	struct msg stop = { 0 };
 	uint64_t hard;
 	int err = 0, failed;
 

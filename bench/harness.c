@@ -43,17 +43,17 @@ static void
 usage(FILE *f, const char *prog)
 {
 	fprintf(f,
-		"usage: %s [--iters N] [--reps R] [--quick] [--out DIR] [--json PATH]\n"
-		"          [--sock PATH] [--only SUBSTR]\n"
-		"  --iters N    at most N measured messages per repetition\n"
-		"  --reps R     repetitions merged into each row (default 3, max %d)\n"
-		"  --quick      smaller caps (%u messages, %u ms per repetition)\n"
-		"  --out DIR    write DIR/raw/<scenario>.<variant>.<unit>.txt and "
-		"DIR/summary.json\n"
-		"  --json PATH  append the JSON summary here instead\n"
-		"  --sock PATH  Unix socket of the server under test (bl_redis)\n"
-		"  --only S     run only series whose \"scenario/variant\" contains S\n",
-		prog, BENCH_MAX_REPS, QUICK_ITERS, QUICK_BUDGET_MS);
+	        "usage: %s [--iters N] [--reps R] [--quick] [--out DIR] [--json PATH]\n"
+	        "          [--sock PATH] [--only SUBSTR]\n"
+	        "  --iters N    at most N measured messages per repetition\n"
+	        "  --reps R     repetitions merged into each row (default 3, max %d)\n"
+	        "  --quick      smaller caps (%u messages, %u ms per repetition)\n"
+	        "  --out DIR    write DIR/raw/<scenario>.<variant>.<unit>.txt and "
+	        "DIR/summary.json\n"
+	        "  --json PATH  append the JSON summary here instead\n"
+	        "  --sock PATH  Unix socket of the server under test (bl_redis)\n"
+	        "  --only S     run only series whose \"scenario/variant\" contains S\n",
+	        prog, BENCH_MAX_REPS, QUICK_ITERS, QUICK_BUDGET_MS);
 }
 
 static int
@@ -74,15 +74,15 @@ void
 bench_parse_args(int argc, char **argv, struct bench_opts *o)
 {
 	static const struct option longopts[] = {
-		{"iters", required_argument, NULL, 'i'},
-		{"reps", required_argument, NULL, 'r'},
-		{"quick", no_argument, NULL, 'q'},
-		{"out", required_argument, NULL, 'o'},
-		{"json", required_argument, NULL, 'j'},
-		{"sock", required_argument, NULL, 's'},
-		{"only", required_argument, NULL, 'O'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "iters", required_argument, NULL, 'i' },
+		{ "reps", required_argument, NULL, 'r' },
+		{ "quick", no_argument, NULL, 'q' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "json", required_argument, NULL, 'j' },
+		{ "sock", required_argument, NULL, 's' },
+		{ "only", required_argument, NULL, 'O' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t iters = 0, reps = 3;
 	int c;
@@ -98,26 +98,13 @@ bench_parse_args(int argc, char **argv, struct bench_opts *o)
 			if (parse_u64(optarg, 1, BENCH_MAX_REPS, &reps) < 0)
 				goto bad;
 			break;
-		case 'q':
-			o->quick = 1;
-			break;
-		case 'o':
-			o->out_dir = optarg;
-			break;
-		case 'j':
-			o->json_path = optarg;
-			break;
-		case 's':
-			o->sock = optarg;
-			break;
-		case 'O':
-			o->only = optarg;
-			break;
-		case 'h':
-			usage(stdout, argv[0]);
-			exit(0);
-		default:
-			goto bad;
+		case 'q': o->quick = 1; break;
+		case 'o': o->out_dir = optarg; break;
+		case 'j': o->json_path = optarg; break;
+		case 's': o->sock = optarg; break;
+		case 'O': o->only = optarg; break;
+		case 'h': usage(stdout, argv[0]); exit(0);
+		default: goto bad;
 		}
 	}
 	if (optind != argc)
@@ -144,7 +131,7 @@ bench_wanted(const struct bench_opts *o, const char *scenario, const char *varia
 
 void
 bench_series_init(struct bench_series *s, const char *scenario, const char *variant,
-		  enum stats_kind kind, const char *unit)
+                  enum stats_kind kind, const char *unit)
 {
 	memset(s, 0, sizeof(*s));
 	s->scenario = scenario;
@@ -203,7 +190,7 @@ make_dirs(const char *path)
 
 static int
 write_files(struct bench_series *s, const struct bench_opts *o, const struct stats_summary *sum,
-	    double spread)
+            double spread)
 {
 	char dir[PATH_MAX], path[PATH_MAX], unit[32];
 	const char *json = o->json_path;
@@ -222,7 +209,7 @@ write_files(struct bench_series *s, const struct bench_opts *o, const struct sta
 			if (*p == '/')
 				*p = '_';
 		n = snprintf(path, sizeof(path), "%s/%s.%s.%s.txt", dir, s->scenario, s->variant,
-			     unit);
+		             unit);
 		if (n < 0 || (size_t)n >= sizeof(path))
 			return -ENAMETOOLONG;
 		err = stats_write_raw(&s->all, path);
@@ -238,7 +225,7 @@ write_files(struct bench_series *s, const struct bench_opts *o, const struct sta
 	if (!json)
 		return 0;
 	return stats_append_json(json, s->scenario, s->variant, s->kind, s->unit, sum, s->reps,
-				 spread);
+	                         spread);
 }
 
 int
@@ -265,7 +252,7 @@ bench_series_report(struct bench_series *s, const struct bench_opts *o)
 	err = write_files(s, o, &sum, spread);
 	if (err < 0)
 		fprintf(stderr, "warning: %s: results not written: %s\n", label,
-			strerrordesc_np(-err));
+		        strerrordesc_np(-err));
 	return err;
 }
 
@@ -312,7 +299,7 @@ bench_run(const struct bench_scenario *sc, const struct bench_opts *o, bench_rep
 
 int
 bench_run_all(const struct bench_opts *o, const struct bench_scenario *scs, size_t n,
-	      bench_rep_fn rep)
+              bench_rep_fn rep)
 {
 	uint64_t per_rep_s = o->budget_ns / BENCH_NS_PER_S + 5;
 	int failed = 0;
@@ -465,7 +452,7 @@ bench_reap_all(uint64_t deadline_ns)
 			break;
 		}
 		if (!progress) {
-			struct timespec ts = {0, 1000000};
+			struct timespec ts = { 0, 1000000 };
 			nanosleep(&ts, NULL);
 		}
 	}
@@ -592,7 +579,7 @@ bench_board_ready(struct bench_board *b)
 int
 bench_board_wait_ready(struct bench_board *b, uint64_t deadline_ns)
 {
-	struct timespec ts = {0, 200000};
+	struct timespec ts = { 0, 200000 };
 
 	/* Not a measured path: a plain poll keeps the consumers' code simple. */
 	while (atomic_load_explicit(&b->ready, memory_order_acquire) < b->n) {

@@ -79,7 +79,7 @@ struct bench_series {
 
 /* The strings must outlive the series (string literals, in practice). */
 void bench_series_init(struct bench_series *s, const char *scenario, const char *variant,
-		       enum stats_kind kind, const char *unit);
+                       enum stats_kind kind, const char *unit);
 void bench_series_fini(struct bench_series *s);
 
 /* Merge one repetition's samples and remember its median. An empty rep is
@@ -117,7 +117,7 @@ struct bench_rep_out {
  * (bench_reap_all) before returning. Returns 0 or a negative errno; on
  * failure it must have killed its children (bench_kill_all). */
 typedef int (*bench_rep_fn)(const struct bench_scenario *sc, const struct bench_opts *o,
-			    struct bench_rep_out *out);
+                            struct bench_rep_out *out);
 
 /* o->reps repetitions of sc, merged and reported (bench_series_report). The
  * first failing repetition ends the series, which still reports what the
@@ -129,7 +129,7 @@ int bench_run(const struct bench_scenario *sc, const struct bench_opts *o, bench
  * scenario --only selects. Returns the exit status: 0, or 1 when any
  * scenario failed. */
 int bench_run_all(const struct bench_opts *o, const struct bench_scenario *scs, size_t n,
-		  bench_rep_fn rep);
+                  bench_rep_fn rep);
 
 /* Once, in the parent, before the first bench_fork() (bench_run_all() does
  * it): SIGINT, SIGTERM, SIGHUP and the watchdog SIGALRM after watchdog_s

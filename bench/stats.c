@@ -175,9 +175,9 @@ stats_spread(const uint64_t *medians, size_t n, const char *label, FILE *warn)
 	ratio = (double)hi / (double)lo;
 	if (ratio > STATS_SPREAD_WARN && warn)
 		fprintf(warn,
-			"warning: %s: medians of %zu repetitions spread %.2fx (> %.2f): "
-			"the machine was probably busy; rerun before trusting this row\n",
-			label ? label : "?", n, ratio, STATS_SPREAD_WARN);
+		        "warning: %s: medians of %zu repetitions spread %.2fx (> %.2f): "
+		        "the machine was probably busy; rerun before trusting this row\n",
+		        label ? label : "?", n, ratio, STATS_SPREAD_WARN);
 	return ratio;
 }
 
@@ -185,25 +185,25 @@ void
 stats_print_header(FILE *f)
 {
 	fprintf(f, "%-16s | %-14s | %8s | %10s | %10s | %10s | %10s | %s\n", "scenario", "variant",
-		"n", "p50", "p90", "p99", "p99.9", "unit");
+	        "n", "p50", "p90", "p99", "p99.9", "unit");
 	fprintf(f, "-----------------+----------------+----------+------------+------------+"
-		   "------------+------------+------\n");
+	           "------------+------------+------\n");
 }
 
 void
 stats_print_row(FILE *f, const char *scenario, const char *variant, enum stats_kind kind,
-		const char *unit, const struct stats_summary *sum)
+                const char *unit, const struct stats_summary *sum)
 {
 	/* Latency is kept in ns but read in us: the mechanisms compared here sit
 	 * between 1 us and a few ms, where ns digits are only noise. */
 	if (kind == STATS_LATENCY)
 		fprintf(f, "%-16s | %-14s | %8zu | %10.2f | %10.2f | %10.2f | %10.2f | us\n",
-			scenario, variant, sum->n, sum->p50 / 1e3, sum->p90 / 1e3, sum->p99 / 1e3,
-			sum->p999 / 1e3);
+		        scenario, variant, sum->n, sum->p50 / 1e3, sum->p90 / 1e3, sum->p99 / 1e3,
+		        sum->p999 / 1e3);
 	else
 		fprintf(f, "%-16s | %-14s | %8zu | %10.4g | %10.4g | %10.4g | %10.4g | %s\n",
-			scenario, variant, sum->n, (double)sum->p50, (double)sum->p90,
-			(double)sum->p99, (double)sum->p999, unit);
+		        scenario, variant, sum->n, (double)sum->p50, (double)sum->p90,
+		        (double)sum->p99, (double)sum->p999, unit);
 }
 
 int
@@ -241,8 +241,8 @@ json_string(char *dst, size_t cap, const char *src)
 
 static int
 format_object(char *buf, size_t cap, const char *scenario, const char *variant,
-	      enum stats_kind kind, const char *unit, const struct stats_summary *sum,
-	      unsigned reps, double spread)
+              enum stats_kind kind, const char *unit, const struct stats_summary *sum,
+              unsigned reps, double spread)
 {
 	char sc[96], va[96], un[32], kr[96];
 	struct utsname u;
@@ -253,15 +253,15 @@ format_object(char *buf, size_t cap, const char *scenario, const char *variant,
 	json_string(un, sizeof(un), kind == STATS_LATENCY ? "ns" : unit);
 	json_string(kr, sizeof(kr), uname(&u) == 0 ? u.release : "unknown");
 	n = snprintf(buf, cap,
-		     "{\"scenario\":\"%s\",\"variant\":\"%s\",\"kind\":\"%s\",\"unit\":\"%s\","
-		     "\"n\":%zu,\"reps\":%u,\"min\":%llu,\"p50\":%llu,\"p90\":%llu,"
-		     "\"p99\":%llu,\"p999\":%llu,\"max\":%llu,\"mean\":%.1f,\"spread\":%.3f,"
-		     "\"nproc\":%ld,\"kernel\":\"%s\",\"time\":%lld}",
-		     sc, va, kind == STATS_LATENCY ? "latency" : "rate", un, sum->n, reps,
-		     (unsigned long long)sum->min, (unsigned long long)sum->p50,
-		     (unsigned long long)sum->p90, (unsigned long long)sum->p99,
-		     (unsigned long long)sum->p999, (unsigned long long)sum->max, sum->mean, spread,
-		     sysconf(_SC_NPROCESSORS_ONLN), kr, (long long)time(NULL));
+	             "{\"scenario\":\"%s\",\"variant\":\"%s\",\"kind\":\"%s\",\"unit\":\"%s\","
+	             "\"n\":%zu,\"reps\":%u,\"min\":%llu,\"p50\":%llu,\"p90\":%llu,"
+	             "\"p99\":%llu,\"p999\":%llu,\"max\":%llu,\"mean\":%.1f,\"spread\":%.3f,"
+	             "\"nproc\":%ld,\"kernel\":\"%s\",\"time\":%lld}",
+	             sc, va, kind == STATS_LATENCY ? "latency" : "rate", un, sum->n, reps,
+	             (unsigned long long)sum->min, (unsigned long long)sum->p50,
+	             (unsigned long long)sum->p90, (unsigned long long)sum->p99,
+	             (unsigned long long)sum->p999, (unsigned long long)sum->max, sum->mean, spread,
+	             sysconf(_SC_NPROCESSORS_ONLN), kr, (long long)time(NULL));
 	if (n < 0 || (size_t)n >= cap)
 		return -ENAMETOOLONG;
 	return n;
@@ -306,7 +306,7 @@ closing_bracket(int fd, off_t size)
 
 int
 stats_append_json(const char *path, const char *scenario, const char *variant, enum stats_kind kind,
-		  const char *unit, const struct stats_summary *sum, unsigned reps, double spread)
+                  const char *unit, const struct stats_summary *sum, unsigned reps, double spread)
 {
 	char buf[1024];
 	struct stat st;
@@ -315,7 +315,7 @@ stats_append_json(const char *path, const char *scenario, const char *variant, e
 	size_t len;
 
 	n = format_object(buf + 2, sizeof(buf) - 6, scenario, variant, kind, unit, sum, reps,
-			  spread);
+	                  spread);
 	if (n < 0)
 		return n;
 	if (!path)

@@ -95,7 +95,7 @@ double stats_spread(const uint64_t *medians, size_t n, const char *label, FILE *
  *   scenario | variant | n | p50 | p90 | p99 | p99.9 | unit */
 void stats_print_header(FILE *f);
 void stats_print_row(FILE *f, const char *scenario, const char *variant, enum stats_kind kind,
-		     const char *unit, const struct stats_summary *sum);
+                     const char *unit, const struct stats_summary *sum);
 
 /* Write the samples to path, one decimal number per line, in recording
  * order. Returns 0 or a negative errno; a failed write leaves a partial
@@ -111,7 +111,7 @@ int stats_write_raw(const struct stats_samples *s, const char *path);
  * does not end in ']', or another negative errno; on failure the file is
  * unchanged. */
 int stats_append_json(const char *path, const char *scenario, const char *variant,
-		      enum stats_kind kind, const char *unit, const struct stats_summary *sum,
-		      unsigned reps, double spread);
+                      enum stats_kind kind, const char *unit, const struct stats_summary *sum,
+                      unsigned reps, double spread);
 
 #endif /* HL_BENCH_STATS_H */

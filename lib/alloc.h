@@ -23,20 +23,20 @@
 
 struct hl_heap {
 	pthread_mutex_t lock;
-	uint64_t base;       /* segment offset of the heap */
-	uint64_t bytes;      /* capacity: nchunks * chunk */
-	uint32_t chunk;      /* bytes per chunk, power of two */
+	uint64_t base;  /* segment offset of the heap */
+	uint64_t bytes; /* capacity: nchunks * chunk */
+	uint32_t chunk; /* bytes per chunk, power of two */
 	uint32_t nchunks;
-	uint32_t nclasses;   /* classes 0..nclasses-1, the last one == chunk */
-	uint32_t words;      /* bitmap words per chunk */
-	uint8_t *cls;        /* per chunk: class, or 0xff = free chunk */
-	uint32_t *nused;     /* per chunk: blocks allocated */
-	uint64_t *bits;      /* per chunk: `words` words, bit = block allocated */
-	uint32_t *pnext, *pprev; /* partial-chunk list links (index+1) */
+	uint32_t nclasses;                 /* classes 0..nclasses-1, the last one == chunk */
+	uint32_t words;                    /* bitmap words per chunk */
+	uint8_t *cls;                      /* per chunk: class, or 0xff = free chunk */
+	uint32_t *nused;                   /* per chunk: blocks allocated */
+	uint64_t *bits;                    /* per chunk: `words` words, bit = block allocated */
+	uint32_t *pnext, *pprev;           /* partial-chunk list links (index+1) */
 	uint32_t partial[HL_HEAP_CLASSES]; /* head of each class's partial list */
 	uint32_t *free_stack;
 	uint32_t nfree;
-	uint64_t used;       /* bytes in allocated blocks */
+	uint64_t used; /* bytes in allocated blocks */
 };
 
 int hl__heap_init(struct hl_heap *hp, uint64_t base, uint64_t bytes, uint32_t chunk);
@@ -68,8 +68,8 @@ struct hl_pool {
 	pthread_mutex_t lock;
 	uint32_t cap;
 	uint32_t nfree;
-	uint32_t *stack;   /* free slots; top = stack[nfree-1] */
-	uint64_t *used;    /* bitmap of allocated slots */
+	uint32_t *stack; /* free slots; top = stack[nfree-1] */
+	uint64_t *used;  /* bitmap of allocated slots */
 };
 
 int hl__pool_init(struct hl_pool *p, uint32_t cap);
@@ -79,7 +79,7 @@ int hl__pool_init(struct hl_pool *p, uint32_t cap);
  * the worker's start, on the reattach path). */
 int hl__pool_init_unfilled(struct hl_pool *p, uint32_t cap);
 void hl__pool_fini(struct hl_pool *p);
-uint32_t hl__pool_alloc(struct hl_pool *p); /* 0 = none left */
+uint32_t hl__pool_alloc(struct hl_pool *p);         /* 0 = none left */
 int hl__pool_free(struct hl_pool *p, uint32_t idx); /* -EINVAL when not allocated */
 uint32_t hl__pool_used(struct hl_pool *p);
 /* Recovery's bulk rebuild, in one pass under one lock: slot i is allocated

@@ -86,7 +86,7 @@ struct hl_client {
 	/* pending LAGGED/RESYNC pairs */
 	struct resync *rs;
 	uint32_t rs_n, rs_cap, rs_pos;
-	int rs_phase; /* 0: emit LAGGED next, 1: emit RESYNC next */
+	int rs_phase;    /* 0: emit LAGGED next, 1: emit RESYNC next */
 	uint8_t *rs_buf; /* the RESYNC's value, read with its LAGGED */
 	size_t rs_len;
 	uint64_t rs_rev;
@@ -216,10 +216,9 @@ claim_endpoint(struct hl_client *c)
 		uint32_t gen = HL_CLAIM_GEN(w) + 1;
 		if (gen == 0)
 			gen = 1;
-		if (!atomic_compare_exchange_strong_explicit(&cl->word, &w,
-		                                             HL_CLAIM((uint32_t)c->pid, gen),
-		                                             memory_order_acq_rel,
-		                                             memory_order_relaxed))
+		if (!atomic_compare_exchange_strong_explicit(
+		            &cl->word, &w, HL_CLAIM((uint32_t)c->pid, gen), memory_order_acq_rel,
+		            memory_order_relaxed))
 			continue;
 		/* Right after the CAS: from now on the prune pass can tell a
 		 * dead claimer (pid reused) from a live one (hl_w_prune()). */
@@ -250,15 +249,16 @@ claim_endpoint(struct hl_client *c)
 			c->req_head[s] = t;
 			c->ev_tail[s] = eh;
 			c->lag_seen[s] = atomic_load_explicit(&ws->lag_seq, memory_order_relaxed);
-			c->errs_seen[s] = atomic_load_explicit(&ws->async_errs, memory_order_relaxed);
-			c->req[s] = (struct hl_ring){.head = &cs->req_head,
-			                             .tail = &ws->req_tail,
-			                             .data = hl__req_ring(&c->seg, e, s),
-			                             .size = h->req_ring_bytes};
-			c->ev[s] = (struct hl_ring){.head = &ws->ev_head,
-			                            .tail = &cs->ev_tail,
-			                            .data = hl__ev_ring(&c->seg, e, s),
-			                            .size = h->ev_ring_bytes};
+			c->errs_seen[s] =
+			        atomic_load_explicit(&ws->async_errs, memory_order_relaxed);
+			c->req[s] = (struct hl_ring){ .head = &cs->req_head,
+				                      .tail = &ws->req_tail,
+				                      .data = hl__req_ring(&c->seg, e, s),
+				                      .size = h->req_ring_bytes };
+			c->ev[s] = (struct hl_ring){ .head = &ws->ev_head,
+				                     .tail = &cs->ev_tail,
+				                     .data = hl__ev_ring(&c->seg, e, s),
+				                     .size = h->ev_ring_bytes };
 		}
 		/* Release: the block above is initialised before the worker may
 		 * adopt this incarnation (pairs with its acquire of `ready`). */
@@ -384,7 +384,8 @@ endpoint_gone(struct hl_client *c)
 static int
 worker_serving(const struct hl_client *c)
 {
-	return atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) == HL_ROLE_WORKER &&
+	return atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) ==
+	               HL_ROLE_WORKER &&
 	       atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire);
 }
 
@@ -449,8 +450,8 @@ wait_signal(struct hl_client *c, uint32_t seen, uint64_t deadline, int cap_ms)
 	uint64_t rel = deadline - now;
 	if (rel > (uint64_t)cap_ms * 1000000ull)
 		rel = (uint64_t)cap_ms * 1000000ull;
-	struct timespec ts = {.tv_sec = (time_t)(rel / 1000000000ull),
-	                      .tv_nsec = (long)(rel % 1000000000ull)};
+	struct timespec ts = { .tv_sec = (time_t)(rel / 1000000000ull),
+		               .tv_nsec = (long)(rel % 1000000000ull) };
 	hl__futex_wait(&w->ev_signal, seen, &ts);
 }
 
@@ -495,12 +496,14 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 		uint64_t next;
 		int rc = hl__ring_reserve(&c->req[s], c->req_head[s], n, &rec, &next);
 		if (rc == 0) {
-			struct hl_req r = {.h = {.size = n, .type = type, .key_len = (uint16_t)key_len},
-			                   .val_len = (uint32_t)val_len,
-			                   .meta_len = (uint16_t)meta_len,
-			                   .flags = rflags,
-			                   .arg = arg,
-			                   .ts_ns = hl__now_ns()};
+			struct hl_req r = {
+				.h = { .size = n, .type = type, .key_len = (uint16_t)key_len },
+				.val_len = (uint32_t)val_len,
+				.meta_len = (uint16_t)meta_len,
+				.flags = rflags,
+				.arg = arg,
+				.ts_ns = hl__now_ns()
+			};
 			uint8_t *p = rec;
 			memcpy(p, &r, sizeof(r));
 			p += sizeof(r);
@@ -868,8 +871,9 @@ flush_locked(struct hl_client *c, int timeout_ms)
 		int rc = settle(c, s, deadline);
 		if (rc)
 			return rc == HL_ESTALE ? rc : -ETIMEDOUT;
-		if (c->req_head[s] == atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->req_tail,
-		                                           memory_order_acquire))
+		if (c->req_head[s] ==
+		    atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->req_tail,
+		                         memory_order_acquire))
 			continue;
 		/* Waiting for the last byte means waiting for the last record. */
 		rc = wait_consumed(c, s, c->req_head[s] - 1, deadline);
@@ -1087,7 +1091,7 @@ rs_push(struct hl_client *c, hl_observer_id id, uint64_t lagged)
 		c->rs = n;
 		c->rs_cap = ncap;
 	}
-	c->rs[c->rs_n++] = (struct resync){.id = id, .lagged = lagged};
+	c->rs[c->rs_n++] = (struct resync){ .id = id, .lagged = lagged };
 	return 0;
 }
 
@@ -1316,14 +1320,14 @@ hl_caps(struct hl_client *c, struct hl_caps *caps)
 	if (!c || !caps)
 		return -EINVAL;
 	const struct hl_shm_header *h = c->seg.h;
-	*caps = (struct hl_caps){.max_keys = h->max_keys,
-	                         .max_observers = h->max_observers,
-	                         .max_endpoints = h->max_endpoints,
-	                         .max_value = h->max_value,
-	                         .shards = h->shards,
-	                         .req_ring_bytes = h->req_ring_bytes,
-	                         .ev_ring_bytes = h->ev_ring_bytes,
-	                         .heap_bytes = h->heap_bytes};
+	*caps = (struct hl_caps){ .max_keys = h->max_keys,
+		                  .max_observers = h->max_observers,
+		                  .max_endpoints = h->max_endpoints,
+		                  .max_value = h->max_value,
+		                  .shards = h->shards,
+		                  .req_ring_bytes = h->req_ring_bytes,
+		                  .ev_ring_bytes = h->ev_ring_bytes,
+		                  .heap_bytes = h->heap_bytes };
 	return 0;
 }
 
@@ -1368,7 +1372,8 @@ hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		const struct hl_shm_epw *w =
 		        (const struct hl_shm_epw *)(const void *)(base + h->ep_worker_off +
-		                                                  (uint64_t)ep * h->ep_worker_stride);
+		                                                  (uint64_t)ep *
+		                                                          h->ep_worker_stride);
 		if (atomic_load_explicit(&w->state, memory_order_relaxed) == HL_EP_ACTIVE &&
 		    (atomic_load_explicit(&w->last_read_ns, memory_order_relaxed) & HL_EPW_SLOW))
 			st->slow_endpoints++;

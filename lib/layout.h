@@ -42,10 +42,10 @@
  *    reattaches into the worker's; progress_ns and shard[] sized by
  *    HL_SHARDS_MAX. */
 #define HL_LAYOUT_VERSION 3u
-#define HL_CACHELINE ((size_t)64)
-#define HL_PAGE 4096u
+#define HL_CACHELINE      ((size_t)64)
+#define HL_PAGE           4096u
 
-#define HL_ROLE_NONE 0u
+#define HL_ROLE_NONE   0u
 #define HL_ROLE_KEEPER 1u
 #define HL_ROLE_WORKER 2u
 
@@ -56,27 +56,27 @@
 
 /* One record in the header's error/event log (keeper and worker append). */
 struct hl_shm_logrec {
-	uint64_t time_ns;  /* CLOCK_REALTIME */
-	uint32_t kind;     /* HL_LOG_* */
-	int32_t code;      /* exit status, signal or -errno, per kind */
+	uint64_t time_ns; /* CLOCK_REALTIME */
+	uint32_t kind;    /* HL_LOG_* */
+	int32_t code;     /* exit status, signal or -errno, per kind */
 	uint32_t pid;
 	uint32_t pad;
 	uint64_t epoch;
-	char text[32];     /* short NUL-terminated detail */
+	char text[32]; /* short NUL-terminated detail */
 };
 _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 
-#define HL_LOG_WORKER_EXIT 1u   /* code: exit status (>=0) or -signal */
-#define HL_LOG_HANDBACK 2u      /* clean give-back on SIGTERM */
-#define HL_LOG_HANDOFF 3u       /* keeper gave the table to pid */
-#define HL_LOG_RECOVERY 4u      /* code: repairs made */
-#define HL_LOG_BAD_CLIENT 5u    /* endpoint dropped for garbage in its rings */
+#define HL_LOG_WORKER_EXIT  1u /* code: exit status (>=0) or -signal */
+#define HL_LOG_HANDBACK     2u /* clean give-back on SIGTERM */
+#define HL_LOG_HANDOFF      3u /* keeper gave the table to pid */
+#define HL_LOG_RECOVERY     4u /* code: repairs made */
+#define HL_LOG_BAD_CLIENT   5u /* endpoint dropped for garbage in its rings */
 #define HL_LOG_KEEPER_START 6u
 
 /* hl_shm_logrec.code of HL_LOG_WORKER_EXIT when the exit status is unknown
  * (the keeper is not the worker's parent). */
-#define HL_EXIT_UNKNOWN INT32_MIN
-#define HL_LOG_SLOW_READER 7u   /* endpoint not reading its event ring; code: ms idle */
+#define HL_EXIT_UNKNOWN    INT32_MIN
+#define HL_LOG_SLOW_READER 7u /* endpoint not reading its event ring; code: ms idle */
 /* The keeper's watchdog killed a hung worker; code: ms without progress,
  * text: which thread. */
 #define HL_LOG_HUNG 8u
@@ -88,11 +88,11 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
  * watchdog (progress), summed over shards. Statistics: never used for
  * control, so a stale or torn-across-fields read is harmless. */
 struct hl_shm_counters {
-	_Atomic uint64_t publishes;         /* publishes applied (value changed) */
-	_Atomic uint64_t skipped;           /* publishes of the unchanged value */
+	_Atomic uint64_t publishes; /* publishes applied (value changed) */
+	_Atomic uint64_t skipped;   /* publishes of the unchanged value */
 	_Atomic uint64_t deletes;
-	_Atomic uint64_t notifications;     /* events written to rings */
-	_Atomic uint64_t lagged_drops;      /* events dropped for a full ring */
+	_Atomic uint64_t notifications; /* events written to rings */
+	_Atomic uint64_t lagged_drops;  /* events dropped for a full ring */
 	_Atomic uint64_t observers_added;
 	_Atomic uint64_t observers_removed;
 	_Atomic uint64_t async_errors;      /* failed requests nobody waited for */
@@ -143,12 +143,12 @@ struct hl_shm_header {
 	 * magic, version, header_size and format keep their offsets in every
 	 * layout version, so that any build refuses any other version's
 	 * segment with HL_EVERSION instead of misreading it. */
-	uint64_t magic;          /* HL_MAGIC */
-	uint32_t version;        /* HL_LAYOUT_VERSION */
-	uint32_t header_size;    /* sizeof(struct hl_shm_header) */
-	uint64_t format;         /* hl__layout_format(): a hash of the struct sizes */
-	uint64_t size;           /* total bytes of the segment */
-	uint64_t created_ns;     /* CLOCK_REALTIME */
+	uint64_t magic;       /* HL_MAGIC */
+	uint32_t version;     /* HL_LAYOUT_VERSION */
+	uint32_t header_size; /* sizeof(struct hl_shm_header) */
+	uint64_t format;      /* hl__layout_format(): a hash of the struct sizes */
+	uint64_t size;        /* total bytes of the segment */
+	uint64_t created_ns;  /* CLOCK_REALTIME */
 
 	/* capacities (creator; read-only after) */
 	uint32_t max_keys, max_observers, max_endpoints, max_value;
@@ -179,9 +179,9 @@ struct hl_shm_header {
 	 * (fencing: not their epoch = stop), which pairs with the closing
 	 * release of owner_seq. */
 	_Atomic uint64_t owner_epoch;
-	_Atomic uint32_t owner_role;   /* HL_ROLE_*; in the seqlock */
-	_Atomic uint32_t owner_pid;    /* in the seqlock; 0 when role is NONE */
-	_Atomic uint64_t owner_start;  /* owner's start time (proc stat field 22); in the seqlock */
+	_Atomic uint32_t owner_role;  /* HL_ROLE_*; in the seqlock */
+	_Atomic uint32_t owner_pid;   /* in the seqlock; 0 when role is NONE */
+	_Atomic uint64_t owner_start; /* owner's start time (proc stat field 22); in the seqlock */
 	/* Keeper writes: its pid (release, after keeper_start) when it has
 	 * locked the segment, 0 (relaxed) at its clean exit. Readers load
 	 * keeper_pid, then keeper_start: a pair mixed by a keeper starting or
@@ -216,7 +216,7 @@ struct hl_shm_header {
 	 * recovery raises it past every id it finds. 1 at creation. */
 	_Atomic uint64_t next_observer_seq;
 	_Atomic uint64_t keys_used, observers_used, endpoints_used; /* gauges */
-	_Atomic uint64_t heap_used;        /* bytes in allocated blocks (class sizes) */
+	_Atomic uint64_t heap_used; /* bytes in allocated blocks (class sizes) */
 	/* Recovery (worker main and monitor threads): duration of the last
 	 * pass in ns, repairs it made, and passes finished (both parts). */
 	_Atomic uint64_t last_recovery_ns;
@@ -306,17 +306,17 @@ _Static_assert(offsetof(struct hl_shm_header, magic) == 0 &&
 _Static_assert(offsetof(struct hl_shm_header, owner_seq) == 3 * HL_CACHELINE,
                "the owner record follows the geometry");
 _Static_assert(HL_LINE_OF(struct hl_shm_header, handoffs) ==
-                       HL_LINE_OF(struct hl_shm_header, owner_seq) &&
+                               HL_LINE_OF(struct hl_shm_header, owner_seq) &&
                        HL_LINE_OF(struct hl_shm_header, worker_ready) ==
-                       HL_LINE_OF(struct hl_shm_header, owner_seq),
+                               HL_LINE_OF(struct hl_shm_header, owner_seq),
                "the owner record, keeper record and worker_ready are one line");
 _Static_assert(offsetof(struct hl_shm_header, revision) ==
                        offsetof(struct hl_shm_header, owner_seq) + HL_CACHELINE,
                "the worker's state starts on the line after the owner's");
 _Static_assert(HL_LINE_OF(struct hl_shm_header, heap_full) <
-                       HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) &&
+                               HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) &&
                        HL_LINE_OF(struct hl_shm_header, monitor_beat_ns) <
-                       HL_LINE_OF(struct hl_shm_header, hang_timeout_ms),
+                               HL_LINE_OF(struct hl_shm_header, hang_timeout_ms),
                "worker state, monitor heartbeat and keeper lines are apart");
 _Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE == 0 &&
                        offsetof(struct hl_shm_header, log_head) % HL_CACHELINE == 0 &&
@@ -324,8 +324,7 @@ _Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE ==
                                        sizeof(((struct hl_shm_header *)0)->progress_ns) <=
                                offsetof(struct hl_shm_header, log_head),
                "the keeper's lines hold only the keeper's fields");
-_Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0,
-               "shards start on a line");
+_Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0, "shards start on a line");
 /* A change of this size is a new HL_LAYOUT_VERSION (and format word). */
 _Static_assert(sizeof(struct hl_shm_header) == 23680, "header size of layout version 3");
 _Static_assert(sizeof(((struct hl_shm_header *)0)->shard) / sizeof(struct hl_shm_shard) ==
@@ -361,7 +360,7 @@ struct hl_shm_key {
 	 * HL_VAL_DELETED. Commit point of publish/delete (release, inside the
 	 * seqlock): the block is complete before it. */
 	_Atomic uint64_t val;
-	_Atomic uint64_t rev;      /* revision of val (or of the delete); in the seqlock */
+	_Atomic uint64_t rev; /* revision of val (or of the delete); in the seqlock */
 	/* Next slot in the bucket chain, under the bucket's seqlock: a new
 	 * slot's is stored (relaxed) before bucket.head publishes it
 	 * (release); walkers load it acquire. */
@@ -371,14 +370,14 @@ struct hl_shm_key {
 	 * that change); readers (dispatch under RCU, hl_inspect()) follow it
 	 * with acquire loads. */
 	_Atomic uint32_t obs_head;
-	_Atomic uint32_t nobs;     /* observers linked (relaxed; for inspect; rebuilt) */
+	_Atomic uint32_t nobs; /* observers linked (relaxed; for inspect; rebuilt) */
 	/* 1 while linked in a bucket: stored 1 (relaxed) before the link that
 	 * publishes it, 0 at the unlink; scans (hl_keys()) load it acquire and
 	 * still check the slot under the bucket seqlock. Rebuilt by recovery. */
 	_Atomic uint32_t used;
 	/* Set before the slot is linked (published by the bucket's release),
 	 * then immutable while it is used: */
-	uint64_t hash;             /* hl__hash(key) */
+	uint64_t hash; /* hl__hash(key) */
 	uint32_t key_len;
 	/* Shard thread only, plain: who deleted it (pending or last delete)
 	 * and its request's CLOCK_MONOTONIC time, for the delete's events. */
@@ -395,8 +394,9 @@ _Static_assert(offsetof(struct hl_shm_key, seq) == 0 && offsetof(struct hl_shm_k
  * Written by the shard thread before `val` is published; immutable after,
  * except `prev`, which is cleared when dispatch of this revision is done. */
 #define HL_VAL_PUT 1u
-#define HL_VAL_PENDING_NEW 0x100u /* type flag: first value of the key, dispatch
-                                   * pending (there is no prev to mark it) */
+#define HL_VAL_PENDING_NEW                                                                         \
+	0x100u /* type flag: first value of the key, dispatch                                      \
+	        * pending (there is no prev to mark it) */
 /* Bit 0 of hl_shm_key.val: the key was deleted and the delete's dispatch is
  * pending; the rest of the word is the old value block (kept until then).
  * Readers treat the key as absent. */
@@ -408,12 +408,12 @@ struct hl_shm_value {
 	 * commit (in the block), cleared (relaxed) after dispatch. Readers:
 	 * that shard thread and recovery, which redelivers when non-zero. */
 	_Atomic uint64_t prev;
-	uint32_t len;          /* value bytes */
+	uint32_t len; /* value bytes */
 	uint16_t meta_len;
-	uint16_t type;         /* HL_VAL_* */
+	uint16_t type; /* HL_VAL_* */
 	uint32_t pub_pid;
-	uint32_t klass;        /* allocator size class of this block */
-	uint64_t ts_ns;        /* CLOCK_MONOTONIC at publish (from the request) */
+	uint32_t klass; /* allocator size class of this block */
+	uint64_t ts_ns; /* CLOCK_MONOTONIC at publish (from the request) */
 	/* Origin: the request whose commit made this block what the key
 	 * holds: its endpoint, that endpoint's incarnation and the request's
 	 * ring position. Written by the publish that fills the block, before
@@ -445,22 +445,22 @@ struct hl_shm_observer {
 	 * next (or obs_head) with release, the commit. Readers load next
 	 * acquire. `prev` is read by the worker only (unlink, recovery). */
 	_Atomic uint32_t next, prev;
-	uint32_t key;                 /* 1-based key slot */
-	uint32_t endpoint;            /* 0-based endpoint index */
-	uint32_t ep_gen;              /* endpoint incarnation that owns it */
+	uint32_t key;      /* 1-based key slot */
+	uint32_t endpoint; /* 0-based endpoint index */
+	uint32_t ep_gen;   /* endpoint incarnation that owns it */
 	uint32_t flags;
 	/* Shard thread (relaxed): last revision written to its ring, and
 	 * events dropped for lag (read by hl_inspect(); the client learns of
 	 * drops through its epw_shard.lag_seq, released after). */
 	_Atomic uint64_t delivered_rev;
 	_Atomic uint64_t dropped;
-	uint64_t created_ns;            /* CLOCK_REALTIME */
-	uint64_t req_pos;               /* ring position (of endpoint/ep_gen, on its
-	                                 * key's shard) of the request that last
-	                                 * changed it: the observe that linked it,
-	                                 * then the unobserve that unlinks it
-	                                 * (stored before that unlink). Recovery's
-	                                 * replay check reads it. */
+	uint64_t created_ns; /* CLOCK_REALTIME */
+	uint64_t req_pos;    /* ring position (of endpoint/ep_gen, on its
+	                      * key's shard) of the request that last
+	                      * changed it: the observe that linked it,
+	                      * then the unobserve that unlinks it
+	                      * (stored before that unlink). Recovery's
+	                      * replay check reads it. */
 };
 _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 
@@ -471,8 +471,8 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
  * worker frees with a store of {0,g} once the endpoint is cleaned up. gen 0
  * is never an incarnation: {pid,0} is a banned endpoint held by the worker
  * until that process exits (quarantine, daemon/worker/endpoint.c). */
-#define HL_CLAIM_PID(w) ((uint32_t)((w)&0xffffffffu))
-#define HL_CLAIM_GEN(w) ((uint32_t)((w) >> 32))
+#define HL_CLAIM_PID(w)    ((uint32_t)((w)&0xffffffffu))
+#define HL_CLAIM_GEN(w)    ((uint32_t)((w) >> 32))
 #define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))
 
 /* The claims region is client-writable: the worker checks every value it
@@ -549,11 +549,11 @@ struct hl_shm_epw_shard {
 	 * reads `result` only when it names its request. */
 	_Atomic uint64_t result_pos;
 	_Atomic int64_t result;
-	_Atomic uint64_t intent_pos;  /* request being applied (+1): crash marker, relaxed */
+	_Atomic uint64_t intent_pos; /* request being applied (+1): crash marker, relaxed */
 	/* Outcome record: done_result relaxed, then done_pos = P + 1 release,
 	 * right after the commit. Read by recovery only. */
 	_Atomic uint64_t done_pos;
-	_Atomic int64_t done_result;  /* 0, observer id or -errno */
+	_Atomic int64_t done_result; /* 0, observer id or -errno */
 	/* +1 (release) whenever an event was dropped, after the observers'
 	 * `dropped`; the client acquires it to hand out LAGGED. */
 	_Atomic uint64_t lag_seq;
@@ -607,9 +607,9 @@ struct hl_shm_epw {
 _Static_assert(sizeof(struct hl_shm_epw) == HL_CACHELINE,
                "epw header is one line (hl__epw_shard() adds one)");
 
-#define HL_EP_FREE 0u
+#define HL_EP_FREE   0u
 #define HL_EP_ACTIVE 1u
-#define HL_EP_DEAD 2u  /* process gone, cleanup running */
+#define HL_EP_DEAD   2u /* process gone, cleanup running */
 #define HL_EP_BANNED 3u /* dropped for garbage in its rings */
 
 /* Client side of one endpoint-shard pair: written by that client only
@@ -654,11 +654,11 @@ struct hl_rec_hdr {
 
 #define HL_REC_PAD 0u
 /* requests */
-#define HL_REQ_PUBLISH 1u
-#define HL_REQ_DELETE 2u
-#define HL_REQ_OBSERVE 3u
+#define HL_REQ_PUBLISH   1u
+#define HL_REQ_DELETE    2u
+#define HL_REQ_OBSERVE   3u
 #define HL_REQ_UNOBSERVE 4u
-#define HL_REQ_CLOSE 5u
+#define HL_REQ_CLOSE     5u
 /* hl_req.flags. The word holding them (with val_len and meta_len) is the
  * record's second 8-byte word: the client and the worker change it with
  * one compare-and-swap each, and whoever swaps first decides whether the
@@ -679,7 +679,7 @@ struct hl_rec_hdr {
 #define HL_REQF_TAKEN     2u
 #define HL_REQF_WITHDRAWN 4u
 /* events */
-#define HL_EVR_PUT 16u
+#define HL_EVR_PUT    16u
 #define HL_EVR_DELETE 17u
 
 /* Request: header, then key, meta, value (each unpadded), then padding. */
@@ -714,16 +714,16 @@ _Static_assert(sizeof(struct hl_evrec) == 48, "event header");
  * the client hands out LAGGED + RESYNC for them before this record's
  * events, so the resync takes the place of what was dropped. */
 #define HL_EVRF_LAG_BEFORE 1u
-#define HL_EV_IDS_MAX 512u
+#define HL_EV_IDS_MAX      512u
 
 /* Observer ids are (seq << 24) | slot and travel as non-negative int64
  * results: seq stays below 2^39 (5.5e11 observes per segment). */
 #define HL_OBS_SEQ_LIMIT (1ull << 39)
-#define HL_NO_LEN UINT32_MAX
+#define HL_NO_LEN        UINT32_MAX
 
 /* Append to the header's log ring (lib/seglog.c). */
-void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t pid,
-                uint64_t epoch, const char *text);
+void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t pid, uint64_t epoch,
+                const char *text);
 
 /* ---- computed layout ---- */
 

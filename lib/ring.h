@@ -68,7 +68,7 @@ hl__ring_reserve(const struct hl_ring *r, uint64_t head, uint32_t n, void **rec,
 	if (used + to_end + n > r->size)
 		return -EAGAIN;
 	/* The record would wrap: fill the tail end with a pad record. */
-	struct hl_rec_hdr pad = {.size = to_end, .type = HL_REC_PAD, .key_len = 0};
+	struct hl_rec_hdr pad = { .size = to_end, .type = HL_REC_PAD, .key_len = 0 };
 	memcpy(r->data + off, &pad, sizeof(pad));
 	*rec = r->data;
 	*next = head + to_end + n;

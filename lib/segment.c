@@ -41,7 +41,8 @@ next_pow2(uint64_t v)
 static uint64_t
 max_req_bytes(uint32_t max_value)
 {
-	return hl__rec_align((uint32_t)sizeof(struct hl_req) + HL_KEY_MAX + HL_META_MAX + max_value);
+	return hl__rec_align((uint32_t)sizeof(struct hl_req) + HL_KEY_MAX + HL_META_MAX +
+	                     max_value);
 }
 
 static uint64_t
@@ -165,7 +166,7 @@ hl__layout_compute(const struct hl_layout_params *p, struct hl_shm_header *h)
 	h->claims_off = off;
 	uint64_t pend = (uint64_t)hl__pending_words(h) * 8u * p->shards;
 	off = round_up(off + (uint64_t)h->max_endpoints * sizeof(struct hl_shm_claim) +
-	                   (uint64_t)p->shards * sizeof(struct hl_shm_doorbell) + pend,
+	                       (uint64_t)p->shards * sizeof(struct hl_shm_doorbell) + pend,
 	               HL_PAGE);
 	h->ep_client_off = off;
 	off = round_up(off + (uint64_t)h->max_endpoints * h->ep_client_stride, HL_PAGE);
@@ -191,18 +192,27 @@ hl__layout_format(void)
 	/* Every size and offset the format relies on, folded into one word: a
 	 * build whose structs differ refuses the segment instead of misreading. */
 	static const uint64_t parts[] = {
-	        sizeof(struct hl_shm_header), sizeof(struct hl_shm_key),
-	        sizeof(struct hl_shm_value), sizeof(struct hl_shm_observer),
-	        sizeof(struct hl_shm_claim), sizeof(struct hl_shm_epw),
-	        sizeof(struct hl_shm_epw_shard), sizeof(struct hl_shm_epc),
-	        sizeof(struct hl_shm_epc_shard), sizeof(struct hl_req),
-	        sizeof(struct hl_evrec), offsetof(struct hl_shm_header, owner_seq),
-	        offsetof(struct hl_shm_header, worker_ready),
-	        offsetof(struct hl_shm_header, handoffs),
-	        offsetof(struct hl_shm_header, revision),
-	        offsetof(struct hl_shm_header, reattaches),
-	        offsetof(struct hl_shm_header, hang_timeout_ms), offsetof(struct hl_shm_header, log),
-	        offsetof(struct hl_shm_header, shard), HL_KEY_MAX, HL_META_MAX,
+		sizeof(struct hl_shm_header),
+		sizeof(struct hl_shm_key),
+		sizeof(struct hl_shm_value),
+		sizeof(struct hl_shm_observer),
+		sizeof(struct hl_shm_claim),
+		sizeof(struct hl_shm_epw),
+		sizeof(struct hl_shm_epw_shard),
+		sizeof(struct hl_shm_epc),
+		sizeof(struct hl_shm_epc_shard),
+		sizeof(struct hl_req),
+		sizeof(struct hl_evrec),
+		offsetof(struct hl_shm_header, owner_seq),
+		offsetof(struct hl_shm_header, worker_ready),
+		offsetof(struct hl_shm_header, handoffs),
+		offsetof(struct hl_shm_header, revision),
+		offsetof(struct hl_shm_header, reattaches),
+		offsetof(struct hl_shm_header, hang_timeout_ms),
+		offsetof(struct hl_shm_header, log),
+		offsetof(struct hl_shm_header, shard),
+		HL_KEY_MAX,
+		HL_META_MAX,
 	};
 	uint64_t f = 0;
 	for (size_t i = 0; i < HL_ARRAY_SIZE(parts); i++)
@@ -239,14 +249,14 @@ hl__seg_validate(const struct hl_shm_header *h, uint64_t file_size)
 		return HL_ETRUNCATED;
 
 	struct hl_layout_params p = {
-	        .max_keys = h->max_keys,
-	        .max_observers = h->max_observers,
-	        .max_endpoints = h->max_endpoints,
-	        .max_value = h->max_value,
-	        .shards = h->shards,
-	        .req_ring_bytes = h->req_ring_bytes,
-	        .ev_ring_bytes = h->ev_ring_bytes,
-	        .heap_bytes = h->heap_bytes,
+		.max_keys = h->max_keys,
+		.max_observers = h->max_observers,
+		.max_endpoints = h->max_endpoints,
+		.max_value = h->max_value,
+		.shards = h->shards,
+		.req_ring_bytes = h->req_ring_bytes,
+		.ev_ring_bytes = h->ev_ring_bytes,
+		.heap_bytes = h->heap_bytes,
 	};
 	struct hl_shm_header want;
 	if (hl__layout_compute(&p, &want))
@@ -289,7 +299,8 @@ hl__seg_create(const char *name, const struct hl_layout_params *p, mode_t mode, 
 	rc = hl__seg_reserve(fd, hdr.size);
 	if (rc)
 		goto out_unlink;
-	struct hl_shm_header *h = mmap(NULL, sizeof(hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	struct hl_shm_header *h =
+	        mmap(NULL, sizeof(hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (h == MAP_FAILED) {
 		rc = -errno;
 		goto out_unlink;
@@ -467,8 +478,8 @@ hl__seg_map_client(int fd, struct hl_seg *s)
 	if (rc)
 		return rc;
 	uint64_t len = s->h->ep_client_off - s->h->claims_off;
-	void *p = mmap(s->base + s->h->claims_off, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-	               fd, (off_t)s->h->claims_off);
+	void *p = mmap(s->base + s->h->claims_off, len, PROT_READ | PROT_WRITE,
+	               MAP_SHARED | MAP_FIXED, fd, (off_t)s->h->claims_off);
 	if (p == MAP_FAILED) {
 		rc = -errno;
 		hl__seg_unmap(s);

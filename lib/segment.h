@@ -12,7 +12,7 @@
 #include <sys/types.h>
 
 #define HL_SHM_PREFIX "/heirloom."
-#define HL_NAME_MAX 64
+#define HL_NAME_MAX   64
 
 /* A mapped segment. base..base+size is mapped; in a client only the
  * claims region and the client's own ep_client block are writable. */

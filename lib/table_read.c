@@ -100,9 +100,11 @@ hl__value_read(const struct hl_seg *s, uint32_t idx, void *buf, size_t cap, size
 			return HL_ECORRUPT;
 		}
 		hl__racy_copy_out(&vh, hl__val(s, off), sizeof(vh));
-		int ok = (vh.type & 0xffu) == HL_VAL_PUT && hl__value_ok(s, off, vh.len, vh.meta_len);
+		int ok = (vh.type & 0xffu) == HL_VAL_PUT &&
+		         hl__value_ok(s, off, vh.len, vh.meta_len);
 		if (ok && buf && cap)
-			hl__racy_copy_out(buf, (uint8_t *)hl__val(s, off) + sizeof(vh) + vh.meta_len,
+			hl__racy_copy_out(buf,
+			                  (uint8_t *)hl__val(s, off) + sizeof(vh) + vh.meta_len,
 			                  vh.len < cap ? vh.len : cap);
 		if (hl__seq_read_retry(&k->seq, seq))
 			continue;

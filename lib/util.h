@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HL_LIKELY(x) __builtin_expect(!!(x), 1)
-#define HL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HL_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define HL_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #define HL_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static inline uint64_t

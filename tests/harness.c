@@ -80,7 +80,7 @@ hl_t_ms(int ms)
 void
 hl_t_sleep_ms(int ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
@@ -104,7 +104,8 @@ wait_ready_pid(const char *name, pid_t pid, int ms)
 			if (hl__seg_map_ro(fd, &s) == 0) {
 				struct hl_owner o;
 				int ready = atomic_load(&s.h->worker_ready) &&
-				            hl__owner_read(s.h, &o) == 0 && o.role == HL_ROLE_WORKER &&
+				            hl__owner_read(s.h, &o) == 0 &&
+				            o.role == HL_ROLE_WORKER &&
 				            (pid <= 0 || o.pid == (uint32_t)pid);
 				hl__seg_unmap(&s);
 				close(fd);
@@ -207,7 +208,7 @@ struct hl_client *
 hl_t_open(const char *name, uint32_t flags)
 {
 	struct hl_client *c = NULL;
-	struct hl_open_opts o = {.flags = flags, .timeout_ms = hl_t_ms(10000)};
+	struct hl_open_opts o = { .flags = flags, .timeout_ms = hl_t_ms(10000) };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		fail_msg("hl_open(%s): %s", name, hl_strerror(rc));
@@ -253,7 +254,7 @@ hl_t_spawn(const char *const *argv, const char *err_path)
 static int
 sock_accepts(const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return 0;
 	strcpy(sa.sun_path, path);
@@ -299,7 +300,7 @@ hl_t_keeper_startv(const char *name, const char *sock, const char *const *extra,
 pid_t
 hl_t_kworker_start(const char *name, const char *sock, const char *err_path)
 {
-	const char *argv[] = {HL_WORKER_PATH, "--name", name, "--socket", sock, NULL};
+	const char *argv[] = { HL_WORKER_PATH, "--name", name, "--socket", sock, NULL };
 	pid_t pid = hl_t_spawn(argv, err_path);
 	if (hl_t_wait_serving(name, 0, hl_t_ms(10000)) != pid) {
 		kill(pid, SIGKILL);

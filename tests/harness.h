@@ -88,7 +88,7 @@ pid_t hl_t_kworker_start(const char *name, const char *sock, const char *err_pat
 
 /* The heir protocol's fields of the segment header, read without a client. */
 struct hl_t_owner {
-	uint32_t role, pid;  /* HL_ROLE_* (0 none, 1 keeper, 2 worker) */
+	uint32_t role, pid; /* HL_ROLE_* (0 none, 1 keeper, 2 worker) */
 	uint64_t epoch, handoffs;
 	uint32_t keeper_pid, worker_ready;
 	uint64_t recoveries; /* recovery passes finished (both parts) */

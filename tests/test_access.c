@@ -107,8 +107,7 @@ static pid_t
 start_tiny_0660(const char *name)
 {
 	return hl_t_worker_start(name, "--max-keys", "64", "--max-observers", "64",
-	                         "--max-endpoints", "4", "--heap", "65536", "--mode", "0660",
-	                         NULL);
+	                         "--max-endpoints", "4", "--heap", "65536", "--mode", "0660", NULL);
 }
 
 static void

@@ -138,10 +138,10 @@ raw_request(struct hl_client *c, const struct hl_req *q)
 {
 	uint32_t ep;
 	struct hl_seg *seg = hl__client_seg(c, &ep);
-	struct hl_ring r = {.head = &hl__epc_shard(seg, ep, 0)->req_head,
-	                    .tail = &hl__epw_shard(seg, ep, 0)->req_tail,
-	                    .data = hl__req_ring(seg, ep, 0),
-	                    .size = seg->h->req_ring_bytes};
+	struct hl_ring r = { .head = &hl__epc_shard(seg, ep, 0)->req_head,
+		             .tail = &hl__epw_shard(seg, ep, 0)->req_tail,
+		             .data = hl__req_ring(seg, ep, 0),
+		             .size = seg->h->req_ring_bytes };
 	void *rec = NULL;
 	uint64_t next = 0;
 	assert_int_equal(hl__ring_reserve(&r, atomic_load(r.head), q->h.size, &rec, &next), 0);
@@ -167,7 +167,7 @@ wait_worker(struct hl_client *c, uint64_t pos, int banned)
 		           : atomic_load(&hl__epw_shard(seg, ep, 0)->req_tail) >= pos)
 			return;
 		assert_true(i < hl_t_ms(5000));
-		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 	}
 }
 
@@ -187,8 +187,8 @@ test_failed_unobserve_nobody_waited_for_reaches_flush(void **state)
 	char key[16];
 	for (int i = 0;; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
-		if (hl__shard_of_bucket(seg->h, hl__bucket_of(seg->h, hl__hash(key, strlen(key)))) ==
-		    0)
+		if (hl__shard_of_bucket(seg->h,
+		                        hl__bucket_of(seg->h, hl__hash(key, strlen(key)))) == 0)
 			break;
 	}
 	assert_int_equal(hl_publish(c, key, strlen(key), "v", 1, NULL, 0), 0);
@@ -324,8 +324,8 @@ test_full_heap_is_enospc_and_async_error_reaches_flush(void **state)
 	/* A heap of 4 chunks of 2 KiB: each 1 KiB value takes one chunk. */
 	const char *name = hl_t_name();
 	pid_t w = hl_t_worker_start(name, "--max-keys", "16", "--max-observers", "16",
-	                            "--max-endpoints", "4", "--heap", "8192", "--max-value",
-	                            "1024", NULL);
+	                            "--max-endpoints", "4", "--heap", "8192", "--max-value", "1024",
+	                            NULL);
 	struct hl_client *a = hl_t_open(name, 0); /* asynchronous publishes */
 	struct hl_client *s = hl_t_open(name, HL_OPEN_SYNC);
 	char v[1024];
@@ -371,10 +371,10 @@ static void
 test_endpoints_run_out_with_enospc(void **state)
 {
 	struct fx *f = *state;
-	struct hl_client *c[8] = {0};
+	struct hl_client *c[8] = { 0 };
 	int rc = 0, n = 0;
 	for (; n < 8; n++) {
-		struct hl_open_opts o = {.timeout_ms = 1000};
+		struct hl_open_opts o = { .timeout_ms = 1000 };
 		rc = hl_open(f->name, &o, &c[n]);
 		if (rc)
 			break;
@@ -389,8 +389,8 @@ static void
 test_strerror_covers_every_code(void **state)
 {
 	(void)state;
-	const int codes[] = {HL_EBADMAGIC, HL_EVERSION, HL_ECORRUPT, HL_ENOWORKER, HL_ESTALE,
-	                     HL_ETRUNCATED, -ENOSPC, -EMSGSIZE, -EAGAIN, -ETIMEDOUT};
+	const int codes[] = { HL_EBADMAGIC,  HL_EVERSION, HL_ECORRUPT, HL_ENOWORKER, HL_ESTALE,
+		              HL_ETRUNCATED, -ENOSPC,     -EMSGSIZE,   -EAGAIN,      -ETIMEDOUT };
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		assert_non_null(hl_strerror(codes[i]));
 		assert_string_not_equal(hl_strerror(codes[i]), "unknown error");

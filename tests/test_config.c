@@ -26,7 +26,7 @@ static const char *const env_vars[] = {
 	"HEIRLOOM_NAME",   "HEIRLOOM_CONFIG",
 };
 
-static const char *const sibling_sections[] = {"worker", NULL};
+static const char *const sibling_sections[] = { "worker", NULL };
 
 struct fixture {
 	char dir[64];
@@ -69,63 +69,63 @@ setup(void **state)
 		return -1;
 
 	struct hl_cfg_opt opts[] = {
-		{.name = "shards",
-		 .short_name = 's',
-		 .type = HL_CFG_INT,
-		 .def = "16",
-		 .min = 1,
-		 .max = 1024,
-		 .help = "Number of shards.",
-		 .dst = &f->shards},
-		{.name = "foreground",
-		 .short_name = 'f',
-		 .type = HL_CFG_BOOL,
-		 .def = "false",
-		 .help = "Do not detach.",
-		 .dst = &f->foreground},
-		{.name = "socket",
-		 .type = HL_CFG_STR,
-		 .def = "/run/heirloom/sock",
-		 .metavar = "PATH",
-		 .help = "Control socket.",
-		 .dst = &f->socket},
-		{.name = "timeout",
-		 .type = HL_CFG_MS,
-		 .def = "30s",
-		 .min = 1,
-		 .max = 3600000,
-		 .help = "Client timeout.",
-		 .dst = &f->timeout_ms},
-		{.name = "mode",
-		 .type = HL_CFG_MODE,
-		 .def = "0660",
-		 .help = "Segment file mode.",
-		 .dst = &f->mode},
-		{.name = "segment-size",
-		 .type = HL_CFG_SIZE,
-		 .def = "64M",
-		 .min = 4096,
-		 .max = 1ll << 40,
-		 .help = "Segment size.",
-		 .dst = &f->segment_size},
-		{.name = "spawn-worker",
-		 .type = HL_CFG_STR,
-		 .implicit = "/usr/lib/heirloom/worker",
-		 .metavar = "PATH",
-		 .help = "Start a worker.",
-		 .dst = &f->spawn_worker},
-		{.name = "label", .type = HL_CFG_STR, .help = "Free text.", .dst = &f->label},
+		{ .name = "shards",
+		  .short_name = 's',
+		  .type = HL_CFG_INT,
+		  .def = "16",
+		  .min = 1,
+		  .max = 1024,
+		  .help = "Number of shards.",
+		  .dst = &f->shards },
+		{ .name = "foreground",
+		  .short_name = 'f',
+		  .type = HL_CFG_BOOL,
+		  .def = "false",
+		  .help = "Do not detach.",
+		  .dst = &f->foreground },
+		{ .name = "socket",
+		  .type = HL_CFG_STR,
+		  .def = "/run/heirloom/sock",
+		  .metavar = "PATH",
+		  .help = "Control socket.",
+		  .dst = &f->socket },
+		{ .name = "timeout",
+		  .type = HL_CFG_MS,
+		  .def = "30s",
+		  .min = 1,
+		  .max = 3600000,
+		  .help = "Client timeout.",
+		  .dst = &f->timeout_ms },
+		{ .name = "mode",
+		  .type = HL_CFG_MODE,
+		  .def = "0660",
+		  .help = "Segment file mode.",
+		  .dst = &f->mode },
+		{ .name = "segment-size",
+		  .type = HL_CFG_SIZE,
+		  .def = "64M",
+		  .min = 4096,
+		  .max = 1ll << 40,
+		  .help = "Segment size.",
+		  .dst = &f->segment_size },
+		{ .name = "spawn-worker",
+		  .type = HL_CFG_STR,
+		  .implicit = "/usr/lib/heirloom/worker",
+		  .metavar = "PATH",
+		  .help = "Start a worker.",
+		  .dst = &f->spawn_worker },
+		{ .name = "label", .type = HL_CFG_STR, .help = "Free text.", .dst = &f->label },
 	};
 	_Static_assert(sizeof(opts) == sizeof(f->opts), "fixture holds the whole table");
 	memcpy(f->opts, opts, sizeof(opts));
-	f->cfg = (struct hl_cfg){.prog = "heirloom-keeper",
-				 .version = "0.1.0",
-				 .section = "keeper",
-				 .foreign = sibling_sections,
-				 .config_dir = f->dir,
-				 .out = f->out,
-				 .opts = f->opts,
-				 .nopts = sizeof(opts) / sizeof(opts[0])};
+	f->cfg = (struct hl_cfg){ .prog = "heirloom-keeper",
+		                  .version = "0.1.0",
+		                  .section = "keeper",
+		                  .foreign = sibling_sections,
+		                  .config_dir = f->dir,
+		                  .out = f->out,
+		                  .opts = f->opts,
+		                  .nopts = sizeof(opts) / sizeof(opts[0]) };
 	*state = f;
 	return 0;
 }
@@ -134,7 +134,7 @@ static int
 teardown(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const names[] = {"default.conf", "other.conf", "explicit.conf"};
+	static const char *const names[] = { "default.conf", "other.conf", "explicit.conf" };
 	char p[160];
 
 	hl__cfg_free(&f->cfg);
@@ -176,7 +176,7 @@ load(struct fixture *f, char **argv)
 static void
 assert_file_error(struct fixture *f, const char *text, const char *where)
 {
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 	char want[256];
 
 	write_file(f->path, text);
@@ -196,7 +196,7 @@ static void
 test_flag_overrides_env_and_file(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards", "2", "--timeout=5s", NULL};
+	char *argv[] = { "keeper", "--shards", "2", "--timeout=5s", NULL };
 
 	write_file(f->path, "shards = 4\ntimeout = 1m\n");
 	setenv("HEIRLOOM_SHARDS", "8", 1);
@@ -212,7 +212,7 @@ static void
 test_env_overrides_file(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	write_file(f->path, "shards = 4\nsocket = /file/sock\n");
 	setenv("HEIRLOOM_SHARDS", "8", 1);
@@ -227,7 +227,7 @@ static void
 test_file_overrides_default(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 	unsigned line = 0;
 
 	write_file(f->path, "# comment\n\nshards = 4\nmode = 0640\n");
@@ -243,7 +243,7 @@ static void
 test_default_used_when_nothing_set(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	assert_int_equal(load(f, argv), 0);
 	assert_int_equal(f->shards, 16);
@@ -276,7 +276,7 @@ test_malformed_value_names_file_and_line(void **state)
 	struct fixture *f = *state;
 
 	assert_file_error(f, "[keeper]\nshards = abc\n",
-			  "2: option 'shards': 'abc' is not an integer");
+	                  "2: option 'shards': 'abc' is not an integer");
 }
 
 static void
@@ -285,7 +285,7 @@ test_unknown_section_names_file_and_line(void **state)
 	struct fixture *f = *state;
 
 	assert_file_error(f, "[worker]\nanything = goes\n[keeeper]\nshards = 4\n",
-			  "4: unknown section [keeeper]");
+	                  "4: unknown section [keeeper]");
 }
 
 static void
@@ -318,11 +318,11 @@ static void
 test_program_section_overrides_heirloom_and_top_level(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 	unsigned line = 0;
 
 	write_file(f->path, "[keeper]\nshards = 4\n[heirloom]\nshards = 3\nmode = 0600\n"
-			    "[worker]\nthreads = 9\n");
+	                    "[worker]\nthreads = 9\n");
 	assert_int_equal(load(f, argv), 0);
 	assert_int_equal(f->shards, 4);
 	assert_int_equal(f->mode, 0600);
@@ -336,14 +336,14 @@ test_key_set_twice_in_one_section_is_error(void **state)
 	struct fixture *f = *state;
 
 	assert_file_error(f, "[keeper]\nshards = 4\nshards = 5\n",
-			  "3: option 'shards' is set again (first at line 2)");
+	                  "3: option 'shards' is set again (first at line 2)");
 }
 
 static void
 test_indented_keys_are_separate_keys(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	write_file(f->path, "[keeper]\n    shards = 4\n    timeout = 5s\n");
 	assert_int_equal(load(f, argv), 0);
@@ -357,14 +357,14 @@ test_name_and_config_cannot_be_set_in_file(void **state)
 	struct fixture *f = *state;
 
 	assert_file_error(f, "name = other\n",
-			  "1: option 'name' cannot be set in a config file (it chooses the file)");
+	                  "1: option 'name' cannot be set in a config file (it chooses the file)");
 }
 
 static void
 test_bad_file_value_is_error_even_when_flag_overrides(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards", "2", NULL};
+	char *argv[] = { "keeper", "--shards", "2", NULL };
 
 	write_file(f->path, "shards = lots\n");
 	assert_int_equal(load(f, argv), -EINVAL);
@@ -375,7 +375,7 @@ static void
 test_env_parse_error_names_variable(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	setenv("HEIRLOOM_SHARDS", "abc", 1);
 	assert_int_equal(load(f, argv), -EINVAL);
@@ -386,7 +386,7 @@ static void
 test_empty_env_variable_counts_as_unset(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	setenv("HEIRLOOM_SHARDS", "", 1);
 	assert_int_equal(load(f, argv), 0);
@@ -397,8 +397,8 @@ static void
 test_unknown_flag_is_error(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards", "2", "--bogus=3", NULL};
-	char *short_argv[] = {"keeper", "-x", NULL};
+	char *argv[] = { "keeper", "--shards", "2", "--bogus=3", NULL };
+	char *short_argv[] = { "keeper", "-x", NULL };
 
 	assert_int_equal(load(f, argv), -EINVAL);
 	assert_string_equal(f->err, "unknown option '--bogus' (see --help)");
@@ -411,7 +411,7 @@ static void
 test_flag_without_value_is_error(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards", NULL};
+	char *argv[] = { "keeper", "--shards", NULL };
 
 	assert_int_equal(load(f, argv), -EINVAL);
 	assert_string_equal(f->err, "--shards: missing value (see --help)");
@@ -421,7 +421,7 @@ static void
 test_flag_value_out_of_range_names_bounds(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "-s", "0", NULL};
+	char *argv[] = { "keeper", "-s", "0", NULL };
 
 	assert_int_equal(load(f, argv), -EINVAL);
 	assert_string_equal(f->err, "-s: '0' is out of range 1..1024");
@@ -431,13 +431,13 @@ static void
 test_flag_value_forms_are_equivalent(void **state)
 {
 	static const char *const forms[][3] = {
-		{"--shards", "5", NULL}, {"--shards=5", NULL, NULL},  {"-s", "5", NULL},
-		{"-s5", NULL, NULL},     {"--shards=9", "-s5", NULL}, /* last one wins */
+		{ "--shards", "5", NULL }, { "--shards=5", NULL, NULL },  { "-s", "5", NULL },
+		{ "-s5", NULL, NULL },     { "--shards=9", "-s5", NULL }, /* last one wins */
 	};
 	struct fixture *f = *state;
 
 	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
-		char *argv[] = {"keeper", (char *)forms[i][0], (char *)forms[i][1], NULL};
+		char *argv[] = { "keeper", (char *)forms[i][0], (char *)forms[i][1], NULL };
 		assert_int_equal(load(f, argv), 0);
 		assert_int_equal(f->shards, 5);
 		hl__cfg_free(&f->cfg);
@@ -450,8 +450,8 @@ test_explicit_missing_config_file_is_enoent(void **state)
 {
 	struct fixture *f = *state;
 	char missing[160];
-	char *argv[] = {"keeper", "--config", missing, NULL};
-	char *bare[] = {"keeper", NULL};
+	char *argv[] = { "keeper", "--config", missing, NULL };
+	char *bare[] = { "keeper", NULL };
 
 	snprintf(missing, sizeof(missing), "%s/explicit.conf", f->dir);
 	assert_int_equal(load(f, argv), -ENOENT);
@@ -472,10 +472,10 @@ test_name_selects_config_file(void **state)
 {
 	struct fixture *f = *state;
 	char other[160];
-	char *argv[] = {"keeper", "--name", "other", NULL};
-	char *bare[] = {"keeper", NULL};
-	char *escape[] = {"keeper", "--name=../etc", NULL};
-	char *hidden[] = {"keeper", "--name=.hidden", NULL};
+	char *argv[] = { "keeper", "--name", "other", NULL };
+	char *bare[] = { "keeper", NULL };
+	char *escape[] = { "keeper", "--name=../etc", NULL };
+	char *hidden[] = { "keeper", "--name=.hidden", NULL };
 
 	snprintf(other, sizeof(other), "%s/other.conf", f->dir);
 	write_file(f->path, "shards = 3\n");
@@ -503,29 +503,29 @@ test_duration_and_size_suffixes(void **state)
 		int64_t want; /* -1: rejected */
 		bool is_size;
 	} cases[] = {
-		{"--timeout=250ms", 250, false},
-		{"--timeout=30s", 30000, false},
-		{"--timeout=2m", 120000, false},
-		{"--timeout=1h", 3600000, false},
-		{"--timeout=1500", 1500, false},
-		{"--timeout=5x", -1, false},
-		{"--timeout=1.5s", -1, false},
-		{"--timeout=-1s", -1, false},
-		{"--timeout=", -1, false},
-		{"--timeout=99999999999999999999s", -1, false},
-		{"--segment-size=4096", 4096, true},
-		{"--segment-size=64K", 64ll << 10, true},
-		{"--segment-size=16m", 16ll << 20, true},
-		{"--segment-size=2G", 2ll << 30, true},
-		{"--segment-size=1T", 1ll << 40, true},
-		{"--segment-size=2T", -1, true}, /* above max */
-		{"--segment-size=10000000000G", -1, true},
-		{"--segment-size=1KB", -1, true},
+		{ "--timeout=250ms", 250, false },
+		{ "--timeout=30s", 30000, false },
+		{ "--timeout=2m", 120000, false },
+		{ "--timeout=1h", 3600000, false },
+		{ "--timeout=1500", 1500, false },
+		{ "--timeout=5x", -1, false },
+		{ "--timeout=1.5s", -1, false },
+		{ "--timeout=-1s", -1, false },
+		{ "--timeout=", -1, false },
+		{ "--timeout=99999999999999999999s", -1, false },
+		{ "--segment-size=4096", 4096, true },
+		{ "--segment-size=64K", 64ll << 10, true },
+		{ "--segment-size=16m", 16ll << 20, true },
+		{ "--segment-size=2G", 2ll << 30, true },
+		{ "--segment-size=1T", 1ll << 40, true },
+		{ "--segment-size=2T", -1, true }, /* above max */
+		{ "--segment-size=10000000000G", -1, true },
+		{ "--segment-size=1KB", -1, true },
 	};
 	struct fixture *f = *state;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char *argv[] = {"keeper", (char *)cases[i].flag, NULL};
+		char *argv[] = { "keeper", (char *)cases[i].flag, NULL };
 		int rc = load(f, argv);
 
 		if (cases[i].want < 0) {
@@ -545,19 +545,19 @@ test_bool_flag_forms(void **state)
 		const char *env, *flag;
 		bool want;
 	} cases[] = {
-		{NULL, "--foreground", true},
-		{"yes", "--no-foreground", false},
-		{NULL, "--foreground=off", false},
-		{NULL, "--foreground=YES", true},
-		{NULL, "-f", true},
-		{"on", NULL, true},
-		{"0", NULL, false},
-		{"true", "--foreground=0", false},
+		{ NULL, "--foreground", true },
+		{ "yes", "--no-foreground", false },
+		{ NULL, "--foreground=off", false },
+		{ NULL, "--foreground=YES", true },
+		{ NULL, "-f", true },
+		{ "on", NULL, true },
+		{ "0", NULL, false },
+		{ "true", "--foreground=0", false },
 	};
 	struct fixture *f = *state;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char *argv[] = {"keeper", (char *)cases[i].flag, NULL};
+		char *argv[] = { "keeper", (char *)cases[i].flag, NULL };
 		if (cases[i].env)
 			setenv("HEIRLOOM_FOREGROUND", cases[i].env, 1);
 		else
@@ -568,11 +568,11 @@ test_bool_flag_forms(void **state)
 		hl__cfg_free(&f->cfg);
 	}
 	unsetenv("HEIRLOOM_FOREGROUND");
-	char *bad[] = {"keeper", "--foreground=maybe", NULL};
+	char *bad[] = { "keeper", "--foreground=maybe", NULL };
 	assert_int_equal(load(f, bad), -EINVAL);
 	assert_string_equal(f->err, "--foreground: 'maybe' is not a boolean "
-				    "(true/false, yes/no, on/off, 1/0)");
-	char *negated_value[] = {"keeper", "--no-foreground=1", NULL};
+	                            "(true/false, yes/no, on/off, 1/0)");
+	char *negated_value[] = { "keeper", "--no-foreground=1", NULL };
 	assert_int_equal(load(f, negated_value), -EINVAL);
 	assert_string_equal(f->err, "--no-foreground: takes no value (in '--no-foreground=1')");
 }
@@ -581,8 +581,8 @@ static void
 test_bare_optional_flag_gives_implicit_value(void **state)
 {
 	struct fixture *f = *state;
-	char *bare[] = {"keeper", "--spawn-worker", "positional", NULL};
-	char *given[] = {"keeper", "--spawn-worker=/opt/w", NULL};
+	char *bare[] = { "keeper", "--spawn-worker", "positional", NULL };
+	char *given[] = { "keeper", "--spawn-worker=/opt/w", NULL };
 
 	assert_int_equal(load(f, bare), 0);
 	assert_string_equal(f->spawn_worker, "/usr/lib/heirloom/worker");
@@ -598,8 +598,8 @@ static void
 test_options_end_at_first_positional_or_double_dash(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "-s", "2", "file", "--foreground", NULL};
-	char *dashdash[] = {"keeper", "--", "--shards", NULL};
+	char *argv[] = { "keeper", "-s", "2", "file", "--foreground", NULL };
+	char *dashdash[] = { "keeper", "--", "--shards", NULL };
 
 	assert_int_equal(load(f, argv), 0);
 	assert_int_equal(f->cfg.argind, 3);
@@ -616,7 +616,7 @@ static void
 test_help_lists_every_option_with_default(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards", "2", "--help", NULL};
+	char *argv[] = { "keeper", "--shards", "2", "--help", NULL };
 	char want[128];
 
 	write_file(f->path, "this is not even INI\n"); /* help must not need the file */
@@ -646,10 +646,10 @@ test_help_lists_every_option_with_default(void **state)
 	assert_non_null(strstr(out, want));
 	assert_non_null(strstr(out, "[keeper]"));
 
-	char *short_help[] = {"keeper", "-h", NULL};
+	char *short_help[] = { "keeper", "-h", NULL };
 	assert_int_equal(load(f, short_help), 0);
 	assert_int_equal(f->cfg.request, HL_CFG_HELP);
-	char *help_value[] = {"keeper", "--help=me", NULL};
+	char *help_value[] = { "keeper", "--help=me", NULL };
 	assert_int_equal(load(f, help_value), -EINVAL);
 	assert_string_equal(f->err, "--help: takes no value");
 }
@@ -658,7 +658,7 @@ static void
 test_version_prints_program_and_version(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--version", NULL};
+	char *argv[] = { "keeper", "--version", NULL };
 
 	assert_int_equal(load(f, argv), 0);
 	assert_int_equal(f->cfg.request, HL_CFG_VERSION);
@@ -669,7 +669,7 @@ static void
 test_dump_shows_value_and_source(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", "--shards=2", NULL};
+	char *argv[] = { "keeper", "--shards=2", NULL };
 	char want[256];
 
 	write_file(f->path, "\nmode = 0640\n");
@@ -690,7 +690,7 @@ static void
 test_bad_option_table_is_einval(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = {"keeper", NULL};
+	char *argv[] = { "keeper", NULL };
 
 	f->opts[1].name = "shards";
 	assert_int_equal(load(f, argv), -EINVAL);

@@ -20,8 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *const caps[] = {"--max-keys", "64", "--max-observers", "256",
-                                   "--max-endpoints", "8", "--heap", "65536", NULL};
+static const char *const caps[] = {
+	"--max-keys", "64",     "--max-observers", "256", "--max-endpoints",
+	"8",          "--heap", "65536",           NULL
+};
 
 /* A worker, a client with observers and values, then a clean stop. */
 static void
@@ -51,15 +53,15 @@ static void
 regions(const struct hl_shm_header *h, struct region *r, int *n)
 {
 	int i = 0;
-	r[i++] = (struct region){"buckets", h->buckets_off, h->keys_off - h->buckets_off};
-	r[i++] = (struct region){"keys", h->keys_off, h->observers_off - h->keys_off};
-	r[i++] = (struct region){"observers", h->observers_off, h->heap_off - h->observers_off};
-	r[i++] = (struct region){"heap", h->heap_off, h->heap_bytes};
-	r[i++] = (struct region){"ep_worker", h->ep_worker_off, h->claims_off - h->ep_worker_off};
-	r[i++] = (struct region){"claims", h->claims_off, h->ep_client_off - h->claims_off};
-	r[i++] = (struct region){"ep_client", h->ep_client_off, h->size - h->ep_client_off};
-	r[i++] = (struct region){"header state", offsetof(struct hl_shm_header, owner_seq),
-	                         sizeof(*h) - offsetof(struct hl_shm_header, owner_seq)};
+	r[i++] = (struct region){ "buckets", h->buckets_off, h->keys_off - h->buckets_off };
+	r[i++] = (struct region){ "keys", h->keys_off, h->observers_off - h->keys_off };
+	r[i++] = (struct region){ "observers", h->observers_off, h->heap_off - h->observers_off };
+	r[i++] = (struct region){ "heap", h->heap_off, h->heap_bytes };
+	r[i++] = (struct region){ "ep_worker", h->ep_worker_off, h->claims_off - h->ep_worker_off };
+	r[i++] = (struct region){ "claims", h->claims_off, h->ep_client_off - h->claims_off };
+	r[i++] = (struct region){ "ep_client", h->ep_client_off, h->size - h->ep_client_off };
+	r[i++] = (struct region){ "header state", offsetof(struct hl_shm_header, owner_seq),
+		                  sizeof(*h) - offsetof(struct hl_shm_header, owner_seq) };
 	*n = i;
 }
 
@@ -108,7 +110,8 @@ test_random_bytes_in_each_region_are_repaired_and_served(void **state)
 			/* The worker must come up (repairing what it must) and serve. */
 			pid_t w = hl_t_worker_startv(name, caps);
 			struct hl_client *c = NULL;
-			struct hl_open_opts o = {.flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(5000)};
+			struct hl_open_opts o = { .flags = HL_OPEN_SYNC,
+				                  .timeout_ms = hl_t_ms(5000) };
 			int rc = hl_open(name, &o, &c);
 			if (rc == 0) {
 				/* New work goes through whatever the damage was. */
@@ -122,7 +125,8 @@ test_random_bytes_in_each_region_are_repaired_and_served(void **state)
 					char key[8], buf[128];
 					int kl = snprintf(key, sizeof(key), "k%d", k);
 					size_t len;
-					rc = hl_get(c, key, (size_t)kl, buf, sizeof(buf), &len, NULL);
+					rc = hl_get(c, key, (size_t)kl, buf, sizeof(buf), &len,
+					            NULL);
 					/* Each key is intact, or lost to the damage: never a crash.
 					 * Value bytes carry no checksum, so heap damage may show
 					 * in a value's content (docs/security.md); elsewhere a
@@ -154,11 +158,11 @@ test_damaged_header_identity_is_refused_with_its_reason(void **state)
 		size_t off;
 		int want_exit;
 	} cases[] = {
-	        {offsetof(struct hl_shm_header, magic), 2},
-	        {offsetof(struct hl_shm_header, version), 2},
-	        {offsetof(struct hl_shm_header, size), 2},
-	        {offsetof(struct hl_shm_header, max_keys), 2},
-	        {offsetof(struct hl_shm_header, heap_off), 2},
+		{ offsetof(struct hl_shm_header, magic), 2 },
+		{ offsetof(struct hl_shm_header, version), 2 },
+		{ offsetof(struct hl_shm_header, size), 2 },
+		{ offsetof(struct hl_shm_header, max_keys), 2 },
+		{ offsetof(struct hl_shm_header, heap_off), 2 },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *name = hl_t_name();
@@ -177,7 +181,8 @@ test_damaged_header_identity_is_refused_with_its_reason(void **state)
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			dup2(efd, 2);
-			execl(HL_WORKER_PATH, HL_WORKER_PATH, "--standalone", "--name", name, (char *)NULL);
+			execl(HL_WORKER_PATH, HL_WORKER_PATH, "--standalone", "--name", name,
+			      (char *)NULL);
 			_exit(127);
 		}
 		int st = hl_t_wait_exit(pid, hl_t_ms(10000));
@@ -187,8 +192,9 @@ test_damaged_header_identity_is_refused_with_its_reason(void **state)
 		assert_true(n > 0);
 		/* It names the segment and the reason, not just a code. */
 		assert_non_null(strstr(buf, "cannot get segment"));
-		assert_true(strstr(buf, "not a heirloom segment") || strstr(buf, "layout version") ||
-		            strstr(buf, "corrupt") || strstr(buf, "truncated"));
+		assert_true(strstr(buf, "not a heirloom segment") ||
+		            strstr(buf, "layout version") || strstr(buf, "corrupt") ||
+		            strstr(buf, "truncated"));
 		close(efd);
 		unlink(errpath);
 		/* And a client gets the same answer, without crashing. */
@@ -204,8 +210,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_damaged_header_identity_is_refused_with_its_reason),
-	        cmocka_unit_test(test_random_bytes_in_each_region_are_repaired_and_served),
+		cmocka_unit_test(test_damaged_header_identity_is_refused_with_its_reason),
+		cmocka_unit_test(test_random_bytes_in_each_region_are_repaired_and_served),
 	};
 	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
 }

@@ -29,8 +29,8 @@ mono_now_ns(void)
 }
 
 struct shared_progress {
-	_Atomic int ready;             /* observer processes done observing */
-	_Atomic uint64_t seen[64];     /* per observer process: events taken */
+	_Atomic int ready;         /* observer processes done observing */
+	_Atomic uint64_t seen[64]; /* per observer process: events taken */
 	struct hl_t_fail fail;
 };
 
@@ -56,7 +56,7 @@ static void
 observer_proc(const char *name, int idx, int n, int expect, struct shared_progress *sp)
 {
 	struct hl_client *c = NULL;
-	struct hl_open_opts o = {.timeout_ms = hl_t_ms(20000)};
+	struct hl_open_opts o = { .timeout_ms = hl_t_ms(20000) };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		hl_t_child_fail(&sp->fail, "observer %d: open: %s", idx, hl_strerror(rc));
@@ -361,9 +361,11 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	(void)state;
 	enum { PUBLISHES = 2000 };
 	const char *name = hl_t_name();
-	const char *const args[] = {"--max-keys", "1024", "--max-observers", "1024",
-	                            "--max-endpoints", "16", "--heap", "1048576",
-	                            "--ev-ring", "65536", NULL};
+	const char *const args[] = {
+		"--max-keys", "1024",   "--max-observers", "1024",      "--max-endpoints",
+		"16",         "--heap", "1048576",         "--ev-ring", "65536",
+		NULL
+	};
 	pid_t w = hl_t_worker_startv(name, args);
 	struct shared_progress *sp = hl_t_shared(sizeof(struct shared_progress));
 	int go[2];
@@ -400,7 +402,8 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 				hl_t_child_fail(&sp->fail, "slow: duplicate revision %lu",
 				                (unsigned long)ev.revision);
 			last = ev.revision;
-			snprintf(final, sizeof(final), "%.*s", (int)ev.new_len, (const char *)ev.new_value);
+			snprintf(final, sizeof(final), "%.*s", (int)ev.new_len,
+			         (const char *)ev.new_value);
 		}
 		if (!lagged || !resynced)
 			hl_t_child_fail(&sp->fail, "slow: lagged %d resynced %d", lagged, resynced);
@@ -487,7 +490,7 @@ test_unobserve_of_own_observer_takes_effect_without_the_worker(void **state)
 	const char *name = hl_t_name();
 	pid_t w = hl_t_worker_startv(name, hl_t_small);
 	struct hl_client *c = NULL, *sync = NULL, *pub = hl_t_open(name, 0);
-	struct hl_open_opts o = {.timeout_ms = 300};
+	struct hl_open_opts o = { .timeout_ms = 300 };
 	assert_int_equal(hl_open(name, &o, &c), 0);
 	o.flags = HL_OPEN_SYNC;
 	assert_int_equal(hl_open(name, &o, &sync), 0);

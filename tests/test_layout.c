@@ -84,9 +84,10 @@ test_owner_read_never_returns_a_torn_record(void **state)
 		assert_int_equal(rc, 0);
 		if (o.role != role_of(o.epoch) || o.pid != pid_of(o.epoch) ||
 		    o.start != start_of(o.epoch))
-			fail_msg("torn record after %llu reads: epoch %llu role %u pid %u start %llu",
-			         (unsigned long long)reads, (unsigned long long)o.epoch, o.role, o.pid,
-			         (unsigned long long)o.start);
+			fail_msg("torn record after %llu reads: epoch %llu role %u pid %u start "
+			         "%llu",
+			         (unsigned long long)reads, (unsigned long long)o.epoch, o.role,
+			         o.pid, (unsigned long long)o.start);
 		assert_true(o.epoch >= last); /* never back in time */
 		last = o.epoch;
 		reads++;
@@ -128,7 +129,7 @@ test_torn_record_is_reported_then_repaired_without_moving_the_epoch(void **state
 	struct hl_shm_header *h = header_new();
 	hl__owner_write(h, HL_ROLE_WORKER, 42, 4242);
 	atomic_fetch_add(&h->owner_seq, 1); /* the opening increment, and death */
-	atomic_store(&h->owner_pid, 43);     /* half of the new record */
+	atomic_store(&h->owner_pid, 43);    /* half of the new record */
 	struct hl_owner o;
 	assert_int_equal(hl__owner_read(h, &o), -EBUSY);
 	assert_int_equal(o.pid, 43); /* the fields as they are */
@@ -190,7 +191,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_owner_read_never_returns_a_torn_record),
 		cmocka_unit_test(test_owner_write_moves_the_epoch_and_clears_worker_ready),
-		cmocka_unit_test(test_torn_record_is_reported_then_repaired_without_moving_the_epoch),
+		cmocka_unit_test(
+		        test_torn_record_is_reported_then_repaired_without_moving_the_epoch),
 		cmocka_unit_test(test_previous_layout_version_is_refused_with_eversion),
 		cmocka_unit_test(test_each_shard_has_its_own_lines),
 	};

@@ -81,14 +81,15 @@ endpoint_state(struct hl_client *c, char *buf, size_t len)
 		struct hl_shm_epw_shard *ws = hl__epw_shard(seg, ep, s);
 		struct hl_shm_epc_shard *cs = hl__epc_shard(seg, ep, s);
 		uint64_t pend = atomic_load(hl__pending(seg, s) + ep / 64);
-		n += snprintf(buf + n, len - (size_t)n,
-		              "; shard %u: pending %d sleeping %u req head %llu tail %llu result_pos "
-		              "%llu intent %llu",
-		              s, (int)((pend >> (ep % 64)) & 1), atomic_load(&seg->h->shard[s].sleeping),
-		              (unsigned long long)atomic_load(&cs->req_head),
-		              (unsigned long long)atomic_load(&ws->req_tail),
-		              (unsigned long long)atomic_load(&ws->result_pos),
-		              (unsigned long long)atomic_load(&ws->intent_pos));
+		n += snprintf(
+		        buf + n, len - (size_t)n,
+		        "; shard %u: pending %d sleeping %u req head %llu tail %llu result_pos "
+		        "%llu intent %llu",
+		        s, (int)((pend >> (ep % 64)) & 1), atomic_load(&seg->h->shard[s].sleeping),
+		        (unsigned long long)atomic_load(&cs->req_head),
+		        (unsigned long long)atomic_load(&ws->req_tail),
+		        (unsigned long long)atomic_load(&ws->result_pos),
+		        (unsigned long long)atomic_load(&ws->intent_pos));
 	}
 	if (n > 0 && (size_t)n < len)
 		snprintf(buf + n, len - (size_t)n, "]");

@@ -94,13 +94,13 @@ static void
 script(const char *name, struct result *res)
 {
 	struct hl_client *c = NULL;
-	struct hl_open_opts o = {.flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(30000)};
+	struct hl_open_opts o = { .flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(30000) };
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		FAIL("open: %s", hl_strerror(rc));
-	struct seen s[4] = {0};
-	if ((rc = hl_observe(c, "a", 1, 0, &s[0].id)) || (rc = hl_observe(c, "a", 1, 0, &s[1].id)) ||
-	    (rc = hl_observe(c, "b", 1, 0, &s[2].id)))
+	struct seen s[4] = { 0 };
+	if ((rc = hl_observe(c, "a", 1, 0, &s[0].id)) ||
+	    (rc = hl_observe(c, "a", 1, 0, &s[1].id)) || (rc = hl_observe(c, "b", 1, 0, &s[2].id)))
 		FAIL("observe: %s", hl_strerror(rc));
 	if (s[0].id == s[1].id || s[0].id == s[2].id)
 		FAIL("observer ids reused");
@@ -126,7 +126,7 @@ script(const char *name, struct result *res)
 		FAIL("c: %s", hl_strerror(rc));
 	if ((rc = hl_publish(c, "a", 1, "a5", 2, NULL, 0)))
 		FAIL("publish a5: %s", hl_strerror(rc));
-	static const int want[4] = {5, -1, 6, 2};
+	static const int want[4] = { 5, -1, 6, 2 };
 	take_events(c, s, 4, res, hl_t_ms(3000), want);
 	/* What every observer must have seen. */
 	if (s[0].n != 5 || strcmp(s[0].last, "a5") != 0)
@@ -161,13 +161,24 @@ run_with_crash_at(int k)
 	const char *name = hl_t_name();
 	char ks[16];
 	snprintf(ks, sizeof(ks), "%d", k);
-	const char *const crash[] = {"--max-keys", "64", "--max-observers", "64", "--max-endpoints",
-	                             "8", "--heap", "65536", "--crash-at-step", ks, NULL};
-	const char *const plain[] = {"--max-keys", "64", "--max-observers", "64", "--max-endpoints",
-	                             "8", "--heap", "65536", NULL};
+	const char *const crash[] = { "--max-keys",
+		                      "64",
+		                      "--max-observers",
+		                      "64",
+		                      "--max-endpoints",
+		                      "8",
+		                      "--heap",
+		                      "65536",
+		                      "--crash-at-step",
+		                      ks,
+		                      NULL };
+	const char *const plain[] = {
+		"--max-keys", "64",     "--max-observers", "64", "--max-endpoints",
+		"8",          "--heap", "65536",           NULL
+	};
 	pid_t w = hl_t_worker_startv(name, crash);
-	struct result *res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE,
-	                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct result *res =
+	        mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	assert_true(res != MAP_FAILED);
 	memset(res, 0, sizeof(*res));
 	pid_t cl = hl_t_fork();
@@ -200,7 +211,8 @@ run_with_crash_at(int k)
 		st = hl_t_worker_stop(w);
 	}
 	if (st != 0)
-		fail_msg("crash at step %d: worker stop status %d (3 = invariant check failed)", k, st);
+		fail_msg("crash at step %d: worker stop status %d (3 = invariant check failed)", k,
+		         st);
 	hl_t_unlink(name);
 	munmap(res, sizeof(*res));
 	return crashed;
@@ -231,8 +243,10 @@ test_crash_at_every_step_of_every_mutation_is_repaired(void **state)
 
 /* ---- what recovery rebuilds in bulk ---- */
 
-static const char *const bulk_caps[] = { "--max-keys", "256", "--max-observers", "2048",
-	                                 "--max-endpoints", "8", "--heap", "65536", NULL };
+static const char *const bulk_caps[] = {
+	"--max-keys", "256",    "--max-observers", "2048", "--max-endpoints",
+	"8",          "--heap", "65536",           NULL
+};
 
 #define BULK_KEYS 100
 

@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #define CLIENTS 4
-#define KEYS 8
+#define KEYS    8
 #define MAX_OBS 64
 #define VMAX    (1 << 20) /* values tracked per client */
 
@@ -50,9 +50,9 @@ static const char *const mode_name[CLIENTS] = { "SYNC (20 ms)", "plain + flush",
 	                                        "NOWAIT" };
 
 struct shared {
-	_Atomic int stop;        /* 1: stop issuing operations */
-	_Atomic int flushed;     /* clients done with their last request */
-	_Atomic int quiet;       /* 1: the worker lives and no more kills come */
+	_Atomic int stop;    /* 1: stop issuing operations */
+	_Atomic int flushed; /* clients done with their last request */
+	_Atomic int quiet;   /* 1: the worker lives and no more kills come */
 	_Atomic long ops[CLIENTS];
 	_Atomic int failed;
 	char why[256];
@@ -177,7 +177,7 @@ client(const char *name, int me)
 			if (find(m, n, id))
 				FAIL("client %d: observer id handed out twice", me);
 			/* Its start: the key's revision now (events can only be newer). */
-			m[n] = (struct mine){.id = id, .key = k};
+			m[n] = (struct mine){ .id = id, .key = k };
 			n++;
 		} else if (r < 30 && n > 0) {
 			int i = rand_r(&seed) % n;
@@ -239,12 +239,14 @@ client(const char *name, int me)
 			saw_value(buf, len, rev, me);
 		if (rc == -ENOENT) {
 			if (m[i].has_value)
-				FAIL("client %d: key %s gone, observer last saw '%s'", me, key, m[i].last);
+				FAIL("client %d: key %s gone, observer last saw '%s'", me, key,
+				     m[i].last);
 		} else if (rc == 0) {
 			if (rev != m[i].rev && m[i].rev != 0)
 				FAIL("client %d: key %s at rev %lu, observer at %lu", me, key,
 				     (unsigned long)rev, (unsigned long)m[i].rev);
-			if (m[i].rev != 0 && (len != strlen(m[i].last) || memcmp(buf, m[i].last, len)))
+			if (m[i].rev != 0 &&
+			    (len != strlen(m[i].last) || memcmp(buf, m[i].last, len)))
 				FAIL("client %d: key %s is '%.*s', observer last saw '%s'", me, key,
 				     (int)len, buf, m[i].last);
 		} else {
@@ -263,8 +265,8 @@ client(const char *name, int me)
 				count_mine++;
 				struct mine *o = find(m, n, info[j].id);
 				if (!o || o->key != k)
-					FAIL("client %d: observer %lx on %s was never acknowledged", me,
-					     (unsigned long)info[j].id, key);
+					FAIL("client %d: observer %lx on %s was never acknowledged",
+					     me, (unsigned long)info[j].id, key);
 			}
 		int want = 0;
 		for (int i = 0; i < n; i++)
@@ -298,8 +300,8 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 	unlink(sock);
 	/* The keeper supervises the worker, as in production; restarts are
 	 * quick so that hundreds of kills fit in a test run. */
-	const char *const extra[] = {"--spawn-worker", "--restart-min", "1ms", "--restart-max",
-	                             "20ms", NULL};
+	const char *const extra[] = { "--spawn-worker", "--restart-min", "1ms",
+		                      "--restart-max",  "20ms",          NULL };
 	pid_t keeper = hl_t_keeper_startv(name, sock, extra, NULL);
 	pid_t w = hl_t_wait_serving(name, 0, hl_t_ms(20000));
 	assert_true(w > 0);
@@ -405,7 +407,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_random_ops_survive_repeated_worker_kills),
+		cmocka_unit_test(test_random_ops_survive_repeated_worker_kills),
 	};
 	return cmocka_run_group_tests_name("torture", tests, NULL, NULL);
 }

@@ -27,29 +27,30 @@
  * can come only from a flag, the environment or the default. */
 enum { BI_NAME, BI_CONFIG, NBUILTIN };
 static const struct hl_cfg_opt builtin[NBUILTIN] = {
-	[BI_NAME] = {.name = "name",
-		     .type = HL_CFG_STR,
-		     .def = "default",
-		     .metavar = "NAME",
-		     .help = "Instance name; selects the config file CONFIG_DIR/NAME.conf."},
-	[BI_CONFIG] = {.name = "config",
-		       .type = HL_CFG_STR,
-		       .metavar = "PATH",
-		       .help = "Config file to read instead of CONFIG_DIR/NAME.conf; must exist."},
+	[BI_NAME] = { .name = "name",
+	              .type = HL_CFG_STR,
+	              .def = "default",
+	              .metavar = "NAME",
+	              .help = "Instance name; selects the config file CONFIG_DIR/NAME.conf." },
+	[BI_CONFIG] = { .name = "config",
+	                .type = HL_CFG_STR,
+	                .metavar = "PATH",
+	                .help = "Config file to read instead of CONFIG_DIR/NAME.conf; must "
+	                        "exist." },
 };
 
 /* Per type: the --help placeholder and summary, and what a bad value is not. */
 static const struct {
 	const char *metavar, *help, *is_not;
 } types[] = {
-	[HL_CFG_STR] = {"STRING", "string", "a string"},
-	[HL_CFG_INT] = {"N", "integer", "an integer"},
-	[HL_CFG_BOOL] = {"", "boolean", "a boolean (true/false, yes/no, on/off, 1/0)"},
-	[HL_CFG_MS] = {"DURATION", "duration (ms, s, m or h; bare number = ms)",
-		       "a duration (e.g. 250ms, 30s, 2m, 1h; a bare number is ms)"},
-	[HL_CFG_MODE] = {"MODE", "octal file mode", "an octal file mode (e.g. 0660)"},
-	[HL_CFG_SIZE] = {"SIZE", "size (K, M, G or T = 1024^n)",
-			 "a size (e.g. 4096, 64K, 16M, 2G)"},
+	[HL_CFG_STR] = { "STRING", "string", "a string" },
+	[HL_CFG_INT] = { "N", "integer", "an integer" },
+	[HL_CFG_BOOL] = { "", "boolean", "a boolean (true/false, yes/no, on/off, 1/0)" },
+	[HL_CFG_MS] = { "DURATION", "duration (ms, s, m or h; bare number = ms)",
+	                "a duration (e.g. 250ms, 30s, 2m, 1h; a bare number is ms)" },
+	[HL_CFG_MODE] = { "MODE", "octal file mode", "an octal file mode (e.g. 0660)" },
+	[HL_CFG_SIZE] = { "SIZE", "size (K, M, G or T = 1024^n)",
+	                  "a size (e.g. 4096, 64K, 16M, 2G)" },
 };
 
 /* Precedence of the places a key may sit in the file, lowest first. */
@@ -131,7 +132,7 @@ find_opt(const struct hl_cfg *cfg, const char *name, size_t len, char c)
 	for (size_t i = 0; i < nall(cfg); i++) {
 		const struct hl_cfg_opt *o = opt_at(cfg, i);
 		if (len ? strlen(o->name) == len && !memcmp(o->name, name, len)
-			: c && o->short_name == c)
+		        : c && o->short_name == c)
 			return (long)i;
 	}
 	return -1;
@@ -162,9 +163,12 @@ parse_number(const char *s, enum hl_cfg_type t, int64_t *out)
 	static const struct {
 		const char *suffix;
 		int64_t mul;
-	} ms[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}},
-	  size[] = {
-		  {"", 1}, {"K", 1ll << 10}, {"M", 1ll << 20}, {"G", 1ll << 30}, {"T", 1ll << 40}};
+	} ms[] = { { "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } },
+	  size[] = { { "", 1 },
+		     { "K", 1ll << 10 },
+		     { "M", 1ll << 20 },
+		     { "G", 1ll << 30 },
+		     { "T", 1ll << 40 } };
 	bool sign = t == HL_CFG_INT && (*s == '-' || *s == '+');
 	char *end;
 	long long n;
@@ -178,7 +182,7 @@ parse_number(const char *s, enum hl_cfg_type t, int64_t *out)
 	for (size_t k = 0; k < sizeof(ms) / sizeof(ms[0]); k++) {
 		if (t == HL_CFG_INT  ? *end != '\0'
 		    : t == HL_CFG_MS ? strcmp(end, ms[k].suffix) != 0
-				     : strcasecmp(end, size[k].suffix) != 0)
+		                     : strcasecmp(end, size[k].suffix) != 0)
 			continue;
 		int64_t mul = t == HL_CFG_INT ? 1 : t == HL_CFG_MS ? ms[k].mul : size[k].mul;
 		return overflow || __builtin_mul_overflow(n, mul, out) ? -ERANGE : 0;
@@ -199,7 +203,7 @@ valid_instance_name(const char *s)
 static int
 parse_value(const struct hl_cfg_opt *o, const char *text, union value *v)
 {
-	static const char *const words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
+	static const char *const words[] = { "false", "true", "no", "yes", "off", "on", "0", "1" };
 	int rc = -EINVAL;
 
 	switch (o->type) {
@@ -243,7 +247,7 @@ unit_of(const struct hl_cfg_opt *o)
 /* Name the source, the value (cut short: it is the caller's text) and why. */
 static int
 bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cfg_opt *o,
-	  const char *text, int rc)
+          const char *text, int rc)
 {
 	char why[256];
 
@@ -251,15 +255,15 @@ bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cf
 		snprintf(why, sizeof(why), "out of memory");
 	else if (rc == -ERANGE && bounded(o))
 		snprintf(why, sizeof(why), "'%.80s' is out of range %" PRId64 "%s..%" PRId64 "%s%s",
-			 text, o->min, unit_of(o), o->max, unit_of(o),
-			 o->type == HL_CFG_SIZE ? " bytes" : "");
+		         text, o->min, unit_of(o), o->max, unit_of(o),
+		         o->type == HL_CFG_SIZE ? " bytes" : "");
 	else if (rc == -ERANGE)
 		snprintf(why, sizeof(why), "'%.80s' is out of range", text);
 	else
 		snprintf(why, sizeof(why), "'%.80s' is not %s", text,
-			 o == &builtin[BI_NAME] ? "a valid instance name (letters, digits, '-', "
-						  "'_', '.'; no leading '.')"
-						: types[o->type].is_not);
+		         o == &builtin[BI_NAME] ? "a valid instance name (letters, digits, '-', "
+		                                  "'_', '.'; no leading '.')"
+		                                : types[o->type].is_not);
 	rc = rc == -ENOMEM ? -ENOMEM : -EINVAL;
 	if (org->src == HL_CFG_SRC_FLAG)
 		return fail(err, errlen, rc, "%s: %s", org->what, why);
@@ -267,7 +271,7 @@ bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cf
 		return fail(err, errlen, rc, "environment %s: %s", org->what, why);
 	if (org->src == HL_CFG_SRC_FILE)
 		return fail(err, errlen, rc, "%s:%u: option '%s': %s", org->what, org->line,
-			    o->name, why);
+		            o->name, why);
 	return fail(err, errlen, rc, "default of option '%s': %s", o->name, why);
 }
 
@@ -293,7 +297,7 @@ offer(struct hl_cfg *cfg, size_t i, const char *text, const struct origin *org, 
 	struct hl_cfg_slot *s = &cfg->slots[i];
 	bool both_file = org->src == HL_CFG_SRC_FILE && s->src == HL_CFG_SRC_FILE;
 	enum hl_cfg_type t = o->type; /* a local, so the analyzer sees strdup() cannot change it */
-	union value v = {0};
+	union value v = { 0 };
 	int rc = parse_value(o, text, &v);
 
 	if (rc < 0)
@@ -301,15 +305,15 @@ offer(struct hl_cfg *cfg, size_t i, const char *text, const struct origin *org, 
 	if (both_file && org->level == s->level) {
 		drop(t, &v);
 		return fail(err, errlen, -EINVAL,
-			    "%s:%u: option '%s' is set again (first at line %u)", org->what,
-			    org->line, o->name, s->line);
+		            "%s:%u: option '%s' is set again (first at line %u)", org->what,
+		            org->line, o->name, s->line);
 	}
 	if (org->src < s->src || (both_file && org->level < s->level)) {
 		drop(t, &v);
 		return 0;
 	}
 	drop(t, &s->v);
-	*s = (struct hl_cfg_slot){org->src, org->line, org->level, v};
+	*s = (struct hl_cfg_slot){ org->src, org->line, org->level, v };
 	return 0;
 }
 
@@ -333,8 +337,8 @@ read_flag(struct hl_cfg *cfg, int argc, char **argv, int *ai, char *err, size_t 
 		cfg->request = HL_CFG_VERSION;
 	if (cfg->request != HL_CFG_RUN)
 		return is_long && body[len] ? fail(err, errlen, -EINVAL, "%.*s: takes no value",
-						   (int)len + 2, arg)
-					    : 0;
+		                                   (int)len + 2, arg)
+		                            : 0;
 	i = find_opt(cfg, body, len, arg[1]);
 	if (i < 0 && len > 3 && !memcmp(body, "no-", 3)) {
 		i = find_opt(cfg, body + 3, len - 3, 0);
@@ -343,7 +347,7 @@ read_flag(struct hl_cfg *cfg, int argc, char **argv, int *ai, char *err, size_t 
 	}
 	if (i < 0)
 		return fail(err, errlen, -EINVAL, "unknown option '%.*s' (see --help)",
-			    is_long ? (int)len + 2 : 2, arg);
+		            is_long ? (int)len + 2 : 2, arg);
 
 	const struct hl_cfg_opt *o = opt_at(cfg, (size_t)i);
 	if (is_long)
@@ -361,8 +365,8 @@ read_flag(struct hl_cfg *cfg, int argc, char **argv, int *ai, char *err, size_t 
 		val = argv[++*ai];
 	else
 		return fail(err, errlen, -EINVAL, "%s: missing value (see --help)", flag);
-	return offer(cfg, (size_t)i, val, &(struct origin){HL_CFG_SRC_FLAG, flag, 0, 0}, err,
-		     errlen);
+	return offer(cfg, (size_t)i, val, &(struct origin){ HL_CFG_SRC_FLAG, flag, 0, 0 }, err,
+	             errlen);
 }
 
 static int
@@ -397,11 +401,11 @@ read_env_and_defaults(struct hl_cfg *cfg, char *err, size_t errlen)
 		env_name(o, var, sizeof(var));
 		const char *val = getenv(var);
 		if (val && *val)
-			rc = offer(cfg, i, val, &(struct origin){HL_CFG_SRC_ENV, var, 0, 0}, err,
-				   errlen);
+			rc = offer(cfg, i, val, &(struct origin){ HL_CFG_SRC_ENV, var, 0, 0 }, err,
+			           errlen);
 		if (rc == 0 && o->def)
-			rc = offer(cfg, i, o->def, &(struct origin){HL_CFG_SRC_DEFAULT, "", 0, 0},
-				   err, errlen);
+			rc = offer(cfg, i, o->def, &(struct origin){ HL_CFG_SRC_DEFAULT, "", 0, 0 },
+			           err, errlen);
 	}
 	return rc;
 }
@@ -428,7 +432,7 @@ read_line(char *buf, int size, void *stream)
 	if (len + 1 == (size_t)size && buf[len - 1] != '\n' && !feof(fc->fp)) {
 		fc->err_line = fc->line;
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: line longer than %d bytes",
-			      fc->path, fc->line, size - 2);
+		              fc->path, fc->line, size - 2);
 		return NULL;
 	}
 	return buf;
@@ -454,19 +458,19 @@ on_entry(void *user, const char *section, const char *key, const char *value)
 
 	if (level == LVL_NONE)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown section [%s]", fc->path,
-			      fc->line, section);
+		              fc->line, section);
 	else if (i < 0)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown option '%s'", fc->path,
-			      fc->line, key);
+		              fc->line, key);
 	else if (i < NBUILTIN)
 		fc->rc = fail(
-			fc->err, fc->errlen, -EINVAL,
-			"%s:%u: option '%s' cannot be set in a config file (it chooses the file)",
-			fc->path, fc->line, key);
+		        fc->err, fc->errlen, -EINVAL,
+		        "%s:%u: option '%s' cannot be set in a config file (it chooses the file)",
+		        fc->path, fc->line, key);
 	else
 		fc->rc = offer(cfg, (size_t)i, value ? value : "",
-			       &(struct origin){HL_CFG_SRC_FILE, fc->path, fc->line, level},
-			       fc->err, fc->errlen);
+		               &(struct origin){ HL_CFG_SRC_FILE, fc->path, fc->line, level },
+		               fc->err, fc->errlen);
 	fc->err_line = fc->rc ? fc->line : 0;
 	return fc->rc == 0;
 }
@@ -475,7 +479,7 @@ on_entry(void *user, const char *section, const char *key, const char *value)
 static int
 parse_file(struct hl_cfg *cfg, FILE *fp, const char *path, char *err, size_t errlen)
 {
-	struct file_ctx fc = {.cfg = cfg, .fp = fp, .path = path, .err = err, .errlen = errlen};
+	struct file_ctx fc = { .cfg = cfg, .fp = fp, .path = path, .err = err, .errlen = errlen };
 	bool multiline = ini_allow_multiline;
 	int r;
 
@@ -585,7 +589,7 @@ check_table(const struct hl_cfg *cfg, char *err, size_t errlen)
 {
 	if (cfg->nopts && !cfg->opts)
 		return fail(err, errlen, -EINVAL, "option table: NULL with %zu options",
-			    cfg->nopts);
+		            cfg->nopts);
 	for (size_t i = NBUILTIN; i < nall(cfg); i++) {
 		const struct hl_cfg_opt *o = opt_at(cfg, i);
 		const char *n = o->name ? o->name : "";
@@ -597,11 +601,11 @@ check_table(const struct hl_cfg *cfg, char *err, size_t errlen)
 		    find_opt(cfg, n, len, 0) != (long)i || !strcmp(n, "help") ||
 		    !strcmp(n, "version") || !o->dst || (unsigned)o->type > HL_CFG_SIZE ||
 		    (c && (!isalnum((unsigned char)c) || c == 'h' ||
-			   find_opt(cfg, "", 0, c) != (long)i)))
+		           find_opt(cfg, "", 0, c) != (long)i)))
 			return fail(err, errlen, -EINVAL,
-				    "option table: '%s' has a bad or duplicate name or short name, "
-				    "no dst or a bad type",
-				    n);
+			            "option table: '%s' has a bad or duplicate name or short name, "
+			            "no dst or a bad type",
+			            n);
 	}
 	return 0;
 }
@@ -663,7 +667,7 @@ hl__cfg_load(struct hl_cfg *cfg, int argc, char **argv, char *err, size_t errlen
 			hl__cfg_usage(cfg, out);
 		else
 			fprintf(out, "%s %s\n", cfg->prog ? cfg->prog : "heirloom",
-				cfg->version ? cfg->version : "(unknown version)");
+			        cfg->version ? cfg->version : "(unknown version)");
 		free_slots(cfg);
 		return 0;
 	}
@@ -699,7 +703,7 @@ static void
 usage_line(FILE *out, char short_name, const char *flag, const char *help)
 {
 	fprintf(out, "  %c%c%c %-30s %s\n", short_name ? '-' : ' ', short_name ? short_name : ' ',
-		short_name ? ',' : ' ', flag, help ? help : "");
+	        short_name ? ',' : ' ', flag, help ? help : "");
 }
 
 void
@@ -708,7 +712,7 @@ hl__cfg_usage(const struct hl_cfg *cfg, FILE *out)
 	char var[sizeof(ENV_PREFIX) + MAX_NAME], flag[2 * MAX_NAME + 16];
 
 	fprintf(out, "Usage: %s [OPTION]...%s%s\n", cfg->prog ? cfg->prog : "heirloom",
-		cfg->args_usage ? " " : "", cfg->args_usage ? cfg->args_usage : "");
+	        cfg->args_usage ? " " : "", cfg->args_usage ? cfg->args_usage : "");
 	if (cfg->summary)
 		fprintf(out, "%s\n", cfg->summary);
 	fprintf(out, "\nOptions:\n");
@@ -720,13 +724,13 @@ hl__cfg_usage(const struct hl_cfg *cfg, FILE *out)
 			snprintf(flag, sizeof(flag), "--[no-]%s", o->name);
 		else
 			snprintf(flag, sizeof(flag), "--%s%s%s%s", o->name,
-				 o->implicit ? "[=" : "=", mv, o->implicit ? "]" : "");
+			         o->implicit ? "[=" : "=", mv, o->implicit ? "]" : "");
 		usage_line(out, o->short_name, flag, o->help);
 		env_name(o, var, sizeof(var));
 		fprintf(out, "%37s%s", "", types[o->type].help);
 		if (bounded(o))
 			fprintf(out, " in %" PRId64 "%s..%" PRId64 "%s", o->min, unit_of(o), o->max,
-				unit_of(o));
+			        unit_of(o));
 		fprintf(out, "; env %s; default %s", var, o->def ? o->def : "(none)");
 		if (o->implicit && o->type != HL_CFG_BOOL)
 			fprintf(out, "; bare flag means %s", o->implicit);
@@ -735,26 +739,26 @@ hl__cfg_usage(const struct hl_cfg *cfg, FILE *out)
 	usage_line(out, 'h', "--help", "Show this help and exit.");
 	usage_line(out, 0, "--version", "Show the version and exit.");
 	fprintf(out,
-		"\nEach option is taken from its flag, else its HEIRLOOM_* variable, else the\n"
-		"config file, else its default. The config file is --config PATH or\n"
-		"$HEIRLOOM_CONFIG, which must exist; otherwise %s/NAME.conf, with NAME\n"
-		"from --name (skipped if absent). In the file, a key in [%s] overrides\n"
-		"one in [heirloom], which overrides one above any section.\n",
-		cfg->config_dir ? cfg->config_dir : DEFAULT_CONFIG_DIR,
-		cfg->section ? cfg->section : "heirloom");
+	        "\nEach option is taken from its flag, else its HEIRLOOM_* variable, else the\n"
+	        "config file, else its default. The config file is --config PATH or\n"
+	        "$HEIRLOOM_CONFIG, which must exist; otherwise %s/NAME.conf, with NAME\n"
+	        "from --name (skipped if absent). In the file, a key in [%s] overrides\n"
+	        "one in [heirloom], which overrides one above any section.\n",
+	        cfg->config_dir ? cfg->config_dir : DEFAULT_CONFIG_DIR,
+	        cfg->section ? cfg->section : "heirloom");
 }
 
 void
 hl__cfg_dump(const struct hl_cfg *cfg, FILE *out)
 {
-	static const char *const src[] = {"unset", "default", "file", "env", "flag"};
+	static const char *const src[] = { "unset", "default", "file", "env", "flag" };
 
 	for (size_t i = 0; cfg->slots && i < nall(cfg); i++) {
 		const struct hl_cfg_opt *o = opt_at(cfg, i);
 		const struct hl_cfg_slot *s = &cfg->slots[i];
 		const void *p = i == BI_NAME     ? (const void *)&cfg->name
-				: i == BI_CONFIG ? (const void *)&cfg->config_file
-						 : o->dst;
+		                : i == BI_CONFIG ? (const void *)&cfg->config_file
+		                                 : o->dst;
 		enum hl_cfg_source from = s->src;
 
 		/* The default file has no option value, but was still chosen by default. */

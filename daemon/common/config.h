@@ -82,7 +82,7 @@ struct hl_cfg {
 	const char *args_usage;     /* positional arguments in the usage line, or NULL */
 	const char *section;        /* this program's INI section, e.g. "keeper" */
 	const char *const *foreign; /* NULL-terminated sections of sibling programs that
-				       share the file, skipped unread; may be NULL */
+	                               share the file, skipped unread; may be NULL */
 	const char *config_dir;     /* NULL means /etc/heirloom; tests point it elsewhere */
 	FILE *out;                  /* where --help and --version print; NULL = stdout */
 	const struct hl_cfg_opt *opts;

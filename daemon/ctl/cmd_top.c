@@ -62,7 +62,8 @@ take(const struct view *v, struct sample *s)
 	s->st = vs.st;
 	s->t_ns = hl__now_ns();
 	for (uint32_t i = 1; i <= h->max_keys; i++)
-		s->key_seq[i - 1] = atomic_load_explicit(&hl__key(&v->seg, i)->seq, memory_order_relaxed);
+		s->key_seq[i - 1] =
+		        atomic_load_explicit(&hl__key(&v->seg, i)->seq, memory_order_relaxed);
 	for (uint32_t e = 0; e < h->max_endpoints; e++) {
 		uint64_t b = 0;
 		for (uint32_t sh = 0; sh < h->shards; sh++) {
@@ -115,12 +116,12 @@ frame(struct ctl *c, const struct view *v, const struct sample *a, const struct 
 	for (uint32_t i = 1; i <= h->max_keys; i++) {
 		double r = per_s(a->key_seq[i - 1], b->key_seq[i - 1], dt) / 2.0;
 		if (r > 0)
-			kr[nk++] = (struct rate){.idx = i, .per_s = r};
+			kr[nk++] = (struct rate){ .idx = i, .per_s = r };
 	}
 	for (uint32_t e = 0; e < h->max_endpoints; e++) {
 		double r = per_s(a->ep_bytes[e], b->ep_bytes[e], dt);
 		if (r > 0)
-			er[ne++] = (struct rate){.idx = e, .per_s = r};
+			er[ne++] = (struct rate){ .idx = e, .per_s = r };
 	}
 	qsort(kr, nk, sizeof(*kr), by_rate);
 	qsort(er, ne, sizeof(*er), by_rate);
@@ -221,8 +222,8 @@ ctl_cmd_top(struct ctl *c, const struct ctl_args *a)
 	if (code == CTL_OK) {
 		take(&v, &s[0]);
 		for (uint64_t n = 0, cur = 0; !stop && (count == 0 || n < count); n++) {
-			struct timespec ts = {.tv_sec = (time_t)(interval / 1000),
-			                      .tv_nsec = (long)(interval % 1000) * 1000000L};
+			struct timespec ts = { .tv_sec = (time_t)(interval / 1000),
+				               .tv_nsec = (long)(interval % 1000) * 1000000L };
 			nanosleep(&ts, NULL);
 			take(&v, &s[cur ^ 1]);
 			frame(c, &v, &s[cur], &s[cur ^ 1], kr, er, (uint32_t)limit);

@@ -249,7 +249,7 @@ keys_adapt_cb(const void *key, size_t len, uint64_t rev, void *arg)
 int
 view_keys(const struct view *v, view_key_cb cb, void *arg)
 {
-	struct keys_adapt a = {.cb = cb, .arg = arg};
+	struct keys_adapt a = { .cb = cb, .arg = arg };
 	return hl__keys_walk(&v->seg, keys_adapt_cb, &a);
 }
 

@@ -119,7 +119,7 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 			k->owner_pidfd = pidfd;
 			hl_k_watch(k, pidfd, HL_K_TAG_OWNER);
 			hl__log("worker pid %u owns the table (epoch %lu): watching it as heir",
-			         o.pid, (unsigned long)o.epoch);
+			        o.pid, (unsigned long)o.epoch);
 			return 0;
 		}
 		if (pidfd >= 0)
@@ -129,15 +129,14 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 		hl_k_seglog(k, HL_LOG_WORKER_EXIT, HL_EXIT_UNKNOWN, o.pid, o.epoch,
 		            "exited (no keeper then)");
 		hl__log("worker pid %u (epoch %lu) exited while no keeper ran", o.pid,
-		         (unsigned long)o.epoch);
+		        (unsigned long)o.epoch);
 	}
 	uint64_t epoch = become_owner(k);
 	if (o.epoch == 0)
 		hl__log("owning the new table (epoch %lu)", (unsigned long)epoch);
 	else
 		hl__log("owning the table (epoch %lu; it was %s pid %u, epoch %lu)",
-		         (unsigned long)epoch, hl__role_name(o.role), o.pid,
-		         (unsigned long)o.epoch);
+		        (unsigned long)epoch, hl__role_name(o.role), o.pid, (unsigned long)o.epoch);
 	return 0;
 }
 
@@ -152,8 +151,7 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		return false;
 	k->damaged = rc;
 	if (rc == HL_ETRUNCATED)
-		hl__log(
-		        "segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
+		hl__log("segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
 		        "someone with write access to it (its owner or group: docs/security.md) "
 		        "shrank it. It cannot be served again: not restarting the worker, and the "
 		        "keeper stops (exit 6). What it held is lost: remove it (heirloomctl "
@@ -162,9 +160,9 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		        k->name);
 	else
 		hl__log("segment /heirloom.%s was replaced by another object while served: not "
-		         "restarting the worker, and the keeper stops (exit 6); find out who "
-		         "replaced it, then start the keeper again",
-		         k->name);
+		        "restarting the worker, and the keeper stops (exit 6); find out who "
+		        "replaced it, then start the keeper again",
+		        k->name);
 	k->stopping = true;
 	k->restart_at_ns = 0;
 	if (k->child)
@@ -192,7 +190,7 @@ hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 		/* The record names another living worker (one that took the
 		 * table without us, e.g. --standalone): not ours to take. */
 		hl__log("worker pid %d %s; the table is served by worker pid %u, left alone",
-		         (int)pid, how, o.pid);
+		        (int)pid, how, o.pid);
 		return;
 	}
 	/* The record first, then the new owner: a crash between them leaves
@@ -201,7 +199,7 @@ hl_k_owner_exited(struct hl_keeper *k, int32_t code, const char *how)
 	hl_k_seglog(k, HL_LOG_WORKER_EXIT, code, (uint32_t)pid, o.epoch, how);
 	uint64_t epoch = become_owner(k);
 	hl__log("worker pid %d %s: took the table back (epoch %lu -> %lu)", (int)pid, how,
-	         (unsigned long)o.epoch, (unsigned long)epoch);
+	        (unsigned long)o.epoch, (unsigned long)epoch);
 }
 
 /* The owner's exit may be waiting in the epoll set behind this message:
@@ -240,7 +238,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 		 * before replying, or the reply was lost. Answer again. */
 		c->owner_link = true;
 		hl__log("worker pid %d asked again: it owns the table (epoch %lu)", (int)c->pid,
-		         (unsigned long)o.epoch);
+		        (unsigned long)o.epoch);
 		if (reply_ok(k, c, o.epoch, k->segfd))
 			return false;
 		return true;
@@ -248,7 +246,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	if (k->owner_pid || (o.role == HL_ROLE_WORKER && hl__proc_alive((int)o.pid, o.start))) {
 		uint32_t busy = k->owner_pid ? (uint32_t)k->owner_pid : o.pid;
 		hl__log("refused worker pid %d: the table is served by worker pid %u", (int)c->pid,
-		         busy);
+		        busy);
 		hl_k_reply_err(c, -EBUSY,
 		               "segment '%s' is served by worker pid %u (epoch %lu); stop it first",
 		               k->name, busy, (unsigned long)o.epoch);
@@ -288,7 +286,7 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 		/* It owns the table on paper and never got the descriptor:
 		 * it will ask again, or exit and be reclaimed by its pidfd. */
 		hl__log("could not answer worker pid %d; waiting for it to ask again or exit",
-		         (int)c->pid);
+		        (int)c->pid);
 		return false;
 	}
 	return true;
@@ -330,7 +328,7 @@ on_giveback(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 		k->child_handed_back = true;
 	forget_owner(k);
 	hl__log("worker pid %d handed the table back cleanly (epoch %lu -> %lu)", (int)c->pid,
-	         (unsigned long)o.epoch, (unsigned long)epoch);
+	        (unsigned long)o.epoch, (unsigned long)epoch);
 	reply_ok(k, c, epoch, -1);
 	return true;
 }

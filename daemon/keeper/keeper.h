@@ -63,8 +63,8 @@ struct hl_kopts {
 	bool foreground;
 	int64_t stop_timeout_ms;
 	int64_t restart_min_ms, restart_max_ms; /* supervisor back-off bounds */
-	int64_t restart_stable_ms; /* a run this long ends with a restart at once */
-	int64_t hang_timeout_ms;   /* watchdog.c: 0 = hang detection off */
+	int64_t restart_stable_ms;              /* a run this long ends with a restart at once */
+	int64_t hang_timeout_ms;                /* watchdog.c: 0 = hang detection off */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
 	int64_t heap, req_ring, ev_ring;
 };
@@ -102,11 +102,11 @@ struct hl_keeper {
 	pid_t child; /* 0 = none running */
 	int child_pidfd;
 	uint64_t child_started_ns;
-	bool child_handed_back;    /* it gave the table back cleanly: do not restart */
-	uint64_t child_recheck_ns; /* its pidfd said exited but waitid found no zombie
-	                            * yet (a tracer holds it): look again then, instead
-	                            * of spinning on a readable pidfd */
-	uint64_t restart_at_ns;    /* 0 = no restart scheduled */
+	bool child_handed_back;      /* it gave the table back cleanly: do not restart */
+	uint64_t child_recheck_ns;   /* its pidfd said exited but waitid found no zombie
+	                              * yet (a tracer holds it): look again then, instead
+	                              * of spinning on a readable pidfd */
+	uint64_t restart_at_ns;      /* 0 = no restart scheduled */
 	struct hl_k_backoff backoff; /* restart.h */
 
 	/* stopping (SIGTERM/SIGINT) */

@@ -256,7 +256,7 @@ drop_created(struct hl_keeper *k)
 	int rc = hl__seg_unlink(k->name);
 	if (rc)
 		hl__log("cannot remove the segment /heirloom.%s it created: %s", k->name,
-		         hl_strerror(rc));
+		        hl_strerror(rc));
 	else
 		hl__log("removed the segment /heirloom.%s it created", k->name);
 	k->seg_created = false;
@@ -279,8 +279,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	int rc = hl__layout_defaults(&p);
 	if (rc) {
 		hl__log("invalid capacities (ring sizes must be powers of two large enough for "
-		         "two records of max-value; the heap must hold one value): %s",
-		         hl_strerror(rc));
+		        "two records of max-value; the heap must hold one value): %s",
+		        hl_strerror(rc));
 		return EXIT_USAGE;
 	}
 	struct hl_shm_header want;
@@ -291,12 +291,12 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		struct hl_layout_sizes z;
 		hl__layout_sizes(&want, &z);
 		hl__log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, "
-		         "%u shards, mode %04o): %llu bytes reserved (keys %llu, observers %llu, "
-		         "heap %llu, endpoints %llu)",
-		         k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards, k->o.mode,
-		         (unsigned long long)z.total, (unsigned long long)z.keys,
-		         (unsigned long long)z.observers, (unsigned long long)z.heap,
-		         (unsigned long long)z.endpoints);
+		        "%u shards, mode %04o): %llu bytes reserved (keys %llu, observers %llu, "
+		        "heap %llu, endpoints %llu)",
+		        k->name, p.max_keys, p.max_observers, p.max_endpoints, p.shards, k->o.mode,
+		        (unsigned long long)z.total, (unsigned long long)z.keys,
+		        (unsigned long long)z.observers, (unsigned long long)z.heap,
+		        (unsigned long long)z.endpoints);
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), k->name, want.size);
@@ -308,13 +308,13 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		rc = hl__seg_open_own(k->name, &k->segfd);
 		if (rc == -EPERM)
 			hl__log("segment /heirloom.%s belongs to another user: refusing it; "
-			         "remove it (heirloomctl --name %s segment remove --force) if it "
-			         "is not yours to serve",
-			         k->name, k->name);
+			        "remove it (heirloomctl --name %s segment remove --force) if it "
+			        "is not yours to serve",
+			        k->name, k->name);
 	}
 	if (rc) {
 		hl__log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
-		         k->name, hl_strerror(rc), hl_err_name(rc));
+		        k->name, hl_strerror(rc), hl_err_name(rc));
 		return EXIT_SEGMENT;
 	}
 
@@ -331,8 +331,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (pread(k->segfd, &copy, sizeof(copy), 0) == (ssize_t)sizeof(copy))
 			other = atomic_load_explicit(&copy.keeper_pid, memory_order_relaxed);
 		if (rc == -EWOULDBLOCK)
-			hl__log(
-			        "another keeper (pid %u) holds segment /heirloom.%s; stop it first",
+			hl__log("another keeper (pid %u) holds segment /heirloom.%s; stop it first",
 			        other, k->name);
 		else
 			hl__log("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
@@ -346,8 +345,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 			drop_created(k);
 		/* Never map what did not validate: say what is wrong and what
 		 * to do, and leave the object as it is for inspection. */
-		hl__log(
-		        "segment /heirloom.%s is not usable: %s (%s). It was made by another "
+		hl__log("segment /heirloom.%s is not usable: %s (%s). It was made by another "
 		        "heirloom version or is damaged, so the keeper will not map it. Inspect it "
 		        "(/dev/shm/heirloom.%s); to start over, remove it with "
 		        "'rm /dev/shm/heirloom.%s' (its contents are lost) and start the keeper "
@@ -369,8 +367,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
 		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
 			hl__log("segment exists, capacity options ignored (it has %u keys, %u "
-			         "observers, %u endpoints, %u shards)",
-			         h->max_keys, h->max_observers, h->max_endpoints, h->shards);
+			        "observers, %u endpoints, %u shards)",
+			        h->max_keys, h->max_observers, h->max_endpoints, h->shards);
 		hl__log("reopened segment /heirloom.%s (validated)", k->name);
 	}
 	return 0;
@@ -396,8 +394,8 @@ socket_dir(struct hl_keeper *k)
 	rc = ours ? hl__sock_dir_prepare(k->sock_path, k->gid) : hl__sock_dir_check(k->sock_path);
 	if (rc) {
 		hl__log("cannot use the directory of %s: %s (it must be a directory owned by this "
-		         "user or root and not writable by others)",
-		         k->sock_path, hl_strerror(rc));
+		        "user or root and not writable by others)",
+		        k->sock_path, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 	return 0;
@@ -434,13 +432,13 @@ listen_socket(struct hl_keeper *k)
 		int probe;
 		if (lstat(k->sock_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
 			hl__log("%s exists and is not a socket: remove it or choose --socket",
-			         k->sock_path);
+			        k->sock_path);
 			return EXIT_TAKEN;
 		}
 		if (hl__sock_connect(k->sock_path, &probe) == 0) {
 			close(probe);
 			hl__log("another keeper listens on %s; stop it or choose --socket",
-			         k->sock_path);
+			        k->sock_path);
 			return EXIT_TAKEN;
 		}
 		unlink(k->sock_path);
@@ -528,9 +526,9 @@ accept_all(struct hl_keeper *k)
 		}
 		if (!peer_allowed(k, fd, &cr)) {
 			hl__log("refused a connection from pid %d uid %u: not this user, root or "
-			         "group %s",
-			         (int)cr.pid, (unsigned)cr.uid,
-			         k->o.group ? k->o.group : "(none set)");
+			        "group %s",
+			        (int)cr.pid, (unsigned)cr.uid,
+			        k->o.group ? k->o.group : "(none set)");
 			hl_k_reply_err(&tmp, -EACCES,
 			               "uid %u may not use this keeper (run as uid %u, root, or a "
 			               "member of its --group)",
@@ -638,7 +636,7 @@ timers(struct hl_keeper *k)
 	}
 	if (k->stop_deadline_ns && now >= k->stop_deadline_ns) {
 		hl__log("the worker did not hand the table back within %ld ms",
-		         (long)k->o.stop_timeout_ms);
+		        (long)k->o.stop_timeout_ms);
 		hl_k_stop_child(k, SIGKILL);
 		k->stop_deadline_ns = 0; /* wait for the confirmed exit, however long */
 	}
@@ -805,7 +803,7 @@ main(int argc, char **argv)
 	 * socket before the table is ready to be given. */
 	if (hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), NULL) < 0) {
 		hl__log("control socket path for '%s' is invalid or too long; use --socket",
-		         k->name);
+		        k->name);
 		status = EXIT_TAKEN;
 		goto out;
 	}
@@ -840,8 +838,8 @@ main(int argc, char **argv)
 		hl_k_spawn(k);
 	else if (k->o.spawn)
 		hl__log("not starting a worker: worker pid %d serves the table; supervising "
-		         "begins when it exits",
-		         (int)k->owner_pid);
+		        "begins when it exits",
+		        (int)k->owner_pid);
 	run(k);
 	if (k->damaged)
 		status = EXIT_DAMAGED;

@@ -81,8 +81,8 @@ hl_k_find_worker(struct hl_keeper *k)
 	int rc = resolve(k, what);
 	if (rc) {
 		hl__log("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
-		         strchr(what, '/') ? "at that path"
-		                           : "next to heirloom-keeper and in $PATH");
+		        strchr(what, '/') ? "at that path"
+		                          : "next to heirloom-keeper and in $PATH");
 		return rc;
 	}
 	int n = 0;
@@ -121,7 +121,7 @@ hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms)
 	k->restart_at_ns = hl__now_ns() + (uint64_t)ms * 1000000ull;
 	if (ms == 0 && ran_ms >= (uint64_t)k->o.restart_stable_ms)
 		hl__log("restarting the worker at once (it ran at least --restart-stable %ld ms)",
-		         (long)k->o.restart_stable_ms);
+		        (long)k->o.restart_stable_ms);
 	else
 		hl__log("restarting the worker in %ld ms", (long)ms);
 }
@@ -161,7 +161,7 @@ hl_k_spawn(struct hl_keeper *k)
 	if (pidfd < 0) {
 		int e = errno;
 		hl__log("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
-		         strerror(e));
+		        strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		hl_k_schedule_restart(k, 0);
@@ -251,7 +251,7 @@ hl_k_child_exited(struct hl_keeper *k)
 		 * honour that rather than fight it. */
 		k->restart_disabled = true;
 		hl__log("not restarting the worker: it stopped cleanly; restart the keeper to "
-		         "supervise again");
+		        "supervise again");
 		return;
 	}
 	hl_k_schedule_restart(k, ran_ms);

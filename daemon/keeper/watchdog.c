@@ -69,12 +69,12 @@ hl_k_wd_init(struct hl_keeper *k)
 	wd.sd_usec = hl__sd_watchdog_usec();
 	if (ms)
 		hl__log("hang detection: a worker thread without progress for %lu ms is killed",
-		         (unsigned long)ms);
+		        (unsigned long)ms);
 	else
 		hl__log("hang detection off (--hang-timeout 0)");
 	if (wd.sd_usec)
 		hl__log("systemd watchdog: pinging every %lu ms",
-		         (unsigned long)(wd.sd_usec / 2000));
+		        (unsigned long)(wd.sd_usec / 2000));
 }
 
 uint64_t
@@ -163,9 +163,9 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	hl_k_seglog(k, HL_LOG_HUNG, ms > INT32_MAX ? INT32_MAX : (int32_t)ms, (uint32_t)wd.pid,
 	            o.epoch, who);
 	hl__log("worker pid %d is hung: its %s thread made no progress for %lu ms "
-	         "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
-	         (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
-	         ages);
+	        "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
+	        (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
+	        ages);
 	wd.killed = wd.pid;
 	/* Through a pidfd, never by pid: only that very process can get it. */
 	if (k->child == wd.pid && k->owner_pidfd < 0) {

@@ -330,7 +330,7 @@ hl_w_ep_kill_recovered(struct hl_worker *w, uint32_t ep, uint32_t state)
 static int
 pidfd_exited(int fd)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p = { .fd = fd, .events = POLLIN };
 	return fd < 0 || (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLERR | POLLNVAL)));
 }
 
@@ -407,7 +407,7 @@ hold_banned(struct hl_worker *w, uint32_t ep)
 	e->quarantined = 1;
 	/* Watched again if the monitor stopped watching it (EEXIST otherwise);
 	 * level-triggered, so an exit in between is still seen. */
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
 	epoll_ctl(w->epfd, EPOLL_CTL_ADD, e->pidfd, &ev);
 	return 1;
 }
@@ -449,7 +449,8 @@ hl_w_ep_signoff(struct hl_shard *sh, uint32_t ep)
 	struct hl_worker *w = sh->w;
 	struct hl_ep *e = &w->eps[ep];
 	uint64_t bit = 1ull << sh->id;
-	uint64_t before = atomic_fetch_and_explicit(&e->cleanup_pending, ~bit, memory_order_acq_rel);
+	uint64_t before =
+	        atomic_fetch_and_explicit(&e->cleanup_pending, ~bit, memory_order_acq_rel);
 	if (!(before & bit) || (before & ~bit))
 		return;
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
@@ -495,7 +496,7 @@ hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep)
 void
 hl_w_ep_watch(struct hl_worker *w, uint32_t ep)
 {
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ep};
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ep };
 	hl_w_lock(&w->eps[ep].mu, HL_W_RANK_EP);
 	if (w->eps[ep].pidfd >= 0)
 		epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->eps[ep].pidfd, &ev);
@@ -517,11 +518,11 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 	}
 	if (atomic_exchange(&w->pidfd_logged, 1) == 0)
 		hl__log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
-		         "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
-		         "their pid and start time every monitor tick; logged once, counted "
-		         "in heirloomctl status (pidfd failures)",
-		         e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
-		         (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
-		                                             memory_order_relaxed));
+		        "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
+		        "their pid and start time every monitor tick; logged once, counted "
+		        "in heirloomctl status (pidfd failures)",
+		        e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
+		        (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
+		                                            memory_order_relaxed));
 	hl_w_monitor_wake(w);
 }

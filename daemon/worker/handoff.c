@@ -72,9 +72,9 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	rc = hl__seg_create(w->opt.name, &p, w->opt.mode ? w->opt.mode : 0660, (gid_t)-1, &fd);
 	if (rc == 0) {
 		hl__log("created segment /heirloom.%s (%u keys, %u observers, %u endpoints, %u "
-		         "shards): %llu bytes reserved",
-		         w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
-		         (unsigned long long)want.size);
+		        "shards): %llu bytes reserved",
+		        w->opt.name, p.max_keys, p.max_observers, p.max_endpoints, p.shards,
+		        (unsigned long long)want.size);
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), w->opt.name, want.size);
@@ -85,8 +85,8 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		rc = hl__seg_open_own(w->opt.name, &fd);
 		if (rc == -EPERM)
 			hl__log("/heirloom.%s belongs to another user: refusing it (remove it "
-			         "if it is not yours)",
-			         w->opt.name);
+			        "if it is not yours)",
+			        w->opt.name);
 		if (rc)
 			return rc;
 	} else {
@@ -124,14 +124,14 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	uint32_t kpid = atomic_load(&h->keeper_pid);
 	if (kpid && hl__proc_alive((int)kpid, atomic_load(&h->keeper_start))) {
 		hl__log("segment is kept by keeper pid %u: start the worker without --standalone",
-		         kpid);
+		        kpid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
 	}
 	if (w->opt.shards && w->opt.shards != h->shards)
 		hl__log("segment has %u shards; --shards %u applies only when creating", h->shards,
-		         w->opt.shards);
+		        w->opt.shards);
 	/* No living keeper: we are the record's only writer. A write over an
 	 * odd owner_seq would leave it odd, so make it even first. */
 	hl__owner_repair(h);
@@ -287,7 +287,7 @@ link_start(struct hl_worker *w)
 	L->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (L->stopfd < 0 || pthread_create(&L->thread, NULL, link_main, w) != 0) {
 		hl__log("cannot start the keeper link thread; a stop will still hand back if the "
-		         "keeper lives");
+		        "keeper lives");
 		if (L->stopfd >= 0)
 			close(L->stopfd);
 		L->stopfd = -1;
@@ -330,8 +330,8 @@ give_back_unused(struct hl_worker *w, int fd, int sig)
 	request(&m, HL_MSG_GIVEBACK, w);
 	int rc = exchange(fd, &m, &r, NULL, NULL);
 	hl__log("stopped by SIG%s while taking the table: %s", sigabbrev_np(sig),
-	         rc == 0 && r.type == HL_MSG_OK ? "handed it back unused"
-	                                        : "the keeper takes it back when we exit");
+	        rc == 0 && r.type == HL_MSG_OK ? "handed it back unused"
+	                                       : "the keeper takes it back when we exit");
 }
 
 /* One TAKE on the fresh connection FD. 0 with the segment's descriptor in
@@ -350,8 +350,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 			w->epoch = r.epoch;
 			give_back_unused(w, fd, sig);
 		} else {
-			hl__log("stopped by SIG%s while waiting for the keeper",
-			         sigabbrev_np(sig));
+			hl__log("stopped by SIG%s while waiting for the keeper", sigabbrev_np(sig));
 		}
 		if (*segfd >= 0)
 			close(*segfd);
@@ -366,7 +365,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 	if (r.type == HL_MSG_OK && *segfd >= 0) {
 		w->epoch = r.epoch;
 		hl__log("got the table from keeper pid %u (epoch %lu)", r.pid,
-		         (unsigned long)r.epoch);
+		        (unsigned long)r.epoch);
 		return 0;
 	}
 	if (*segfd >= 0)
@@ -416,7 +415,7 @@ hl_w_acquire(struct hl_worker *w)
 	rc = hl__sock_path(w->opt.name, socket_override(w), L->path, sizeof(L->path), NULL);
 	if (rc) {
 		hl__log("control socket path for '%s': %s (use --socket)", w->opt.name,
-		         hl_strerror(rc));
+		        hl_strerror(rc));
 		return rc;
 	}
 	for (;;) {
@@ -434,7 +433,7 @@ hl_w_acquire(struct hl_worker *w)
 					/* We own it on paper: exiting lets the keeper
 					 * take it back (our pidfd). */
 					hl__log("the keeper's segment does not validate: %s (%s)",
-					         hl_strerror(rc), hl_err_name(rc));
+					        hl_strerror(rc), hl_err_name(rc));
 					close(segfd);
 					close(fd);
 					return rc;
@@ -455,8 +454,7 @@ hl_w_acquire(struct hl_worker *w)
 		}
 		int sig = wait_for_stop(RETRY_MS);
 		if (sig) {
-			hl__log("stopped by SIG%s while waiting for the keeper",
-			         sigabbrev_np(sig));
+			hl__log("stopped by SIG%s while waiting for the keeper", sigabbrev_np(sig));
 			return -EINTR;
 		}
 	}
@@ -492,7 +490,7 @@ hl_w_release(struct hl_worker *w, int clean)
 		close(fd);
 		if (rc == 0 && r.type == HL_MSG_OK) {
 			hl__log("handed the table back to keeper pid %u (epoch %lu -> %lu)", r.pid,
-			         (unsigned long)w->epoch, (unsigned long)r.epoch);
+			        (unsigned long)w->epoch, (unsigned long)r.epoch);
 			return;
 		}
 		if (rc == 0) {

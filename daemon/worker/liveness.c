@@ -58,7 +58,7 @@ hl_w_notify_init(void)
 	wd_usec = hl__sd_watchdog_usec();
 	if (wd_usec)
 		hl__log("systemd watchdog: pinging every %lu ms while every thread beats",
-		         (unsigned long)(wd_usec / 2000));
+		        (unsigned long)(wd_usec / 2000));
 }
 
 int
@@ -134,7 +134,7 @@ hl_w_notify_tick(struct hl_worker *w)
 			else
 				snprintf(who, sizeof(who), "shard thread %d", which);
 			hl__log("%s has not beaten for %lu ms: no systemd watchdog ping", who,
-			         (unsigned long)(age / 1000000u));
+			        (unsigned long)(age / 1000000u));
 		}
 		stale_logged = 1;
 		return;

@@ -249,13 +249,13 @@ report_nofile(struct hl_worker *w, uint64_t nofile)
 	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
 	if (cap < h->max_endpoints)
 		hl__log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
-		         "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
-		         "ulimit -Hn to at least %u)",
-		         (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
-		         h->max_endpoints + HL_OWN_FDS);
+		        "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
+		        "ulimit -Hn to at least %u)",
+		        (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
+		        h->max_endpoints + HL_OWN_FDS);
 	else
 		hl__log("RLIMIT_NOFILE is %llu: all %u endpoints can be watched with a pidfd",
-		         (unsigned long long)nofile, h->max_endpoints);
+		        (unsigned long long)nofile, h->max_endpoints);
 }
 
 int
@@ -285,7 +285,7 @@ main(int argc, char **argv)
 		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
 		hl__log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
-		         hl_err_name(rc));
+		        hl_err_name(rc));
 		return 2;
 	}
 	report_nofile(w, nofile);
@@ -305,8 +305,8 @@ main(int argc, char **argv)
 	 * (worker.c, monitor.c). */
 	if (hl_w_start(w))
 		return 2; /* logged */
-	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name,
-	         (unsigned long)w->epoch, w->nshards);
+	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name, (unsigned long)w->epoch,
+	        w->nshards);
 
 	int sig = 0;
 	const int tick_ms = hl_w_notify_tick_ms(200);
@@ -339,7 +339,7 @@ main(int argc, char **argv)
 	}
 	if (fenced) {
 		hl__log("fenced: the table has another owner now (epoch %lu); stopping",
-		         (unsigned long)atomic_load(&w->seg.h->owner_epoch));
+		        (unsigned long)atomic_load(&w->seg.h->owner_epoch));
 		status = 4;
 	} else {
 		atomic_store_explicit(&w->seg.h->worker_ready, 0, memory_order_release);

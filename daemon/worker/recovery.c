@@ -63,7 +63,7 @@
 #include <sched.h>
 #include <unistd.h>
 
-#define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
 /* A key reached through its bucket chain, in chain order. */
@@ -86,7 +86,7 @@ struct rec_acc {
 enum { KEY_TODO = 0, KEY_WALKING = 1, KEY_DONE = 2 };
 
 struct hl_rec {
-	uint8_t *key_seen;  /* per key slot: 1 linked, 2 visited but unlinked (empty) */
+	uint8_t *key_seen; /* per key slot: 1 linked, 2 visited but unlinked (empty) */
 	/* Per observer slot: 0 = not reached, else its endpoint + 1. One
 	 * array for "seen" and the endpoint, so that the walk writes one
 	 * random place per observer (hl_w_ep_build_lists() reads it in
@@ -94,12 +94,12 @@ struct hl_rec {
 	 * two threads write one entry. */
 	uint32_t *obs_ep;
 	_Atomic uint8_t *kstate; /* per key slot (index = slot): KEY_* */
-	struct rec_key *keys; /* keys linked after walk_keys(), chain order */
+	struct rec_key *keys;    /* keys linked after walk_keys(), chain order */
 	uint32_t nkeys;
-	uint32_t *pending;  /* keys with a pending dispatch */
+	uint32_t *pending; /* keys with a pending dispatch */
 	uint32_t npending;
-	uint64_t resolved;  /* in-flight requests found applied (resolve_in_flight()) */
-	uint32_t *emptied;  /* keys the background walk left with nothing */
+	uint64_t resolved; /* in-flight requests found applied (resolve_in_flight()) */
+	uint32_t *emptied; /* keys the background walk left with nothing */
 	uint32_t nemptied;
 	struct rec_acc acc; /* the main thread's part, then the background pass's */
 	/* The walks shard threads ran (any thread may add). */
@@ -136,9 +136,9 @@ mark_value(struct hl_worker *w, uint64_t off)
 #define WALK_LANES 16
 
 struct obs_lane {
-	uint32_t key;            /* 0 = idle */
-	_Atomic uint32_t *link;  /* where the next observer's index is read */
-	uint32_t prev, n;        /* the last accepted observer, how many so far */
+	uint32_t key;           /* 0 = idle */
+	_Atomic uint32_t *link; /* where the next observer's index is read */
+	uint32_t prev, n;       /* the last accepted observer, how many so far */
 };
 
 /* What accepting observer slot I touches: the slot and its obs_ep entry.
@@ -279,12 +279,12 @@ hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
 		 * every list is DONE, and the highest live id keeps ids
 		 * unique (next_observer_seq). */
 		if (acc.repairs)
-			atomic_fetch_add_explicit(&rec->fg_repairs, acc.repairs, memory_order_relaxed);
+			atomic_fetch_add_explicit(&rec->fg_repairs, acc.repairs,
+			                          memory_order_relaxed);
 		uint64_t m = atomic_load_explicit(&rec->fg_max_obs_seq, memory_order_relaxed);
-		while (acc.max_obs_seq > m &&
-		       !atomic_compare_exchange_weak_explicit(&rec->fg_max_obs_seq, &m,
-		                                              acc.max_obs_seq, memory_order_relaxed,
-		                                              memory_order_relaxed))
+		while (acc.max_obs_seq > m && !atomic_compare_exchange_weak_explicit(
+		                                      &rec->fg_max_obs_seq, &m, acc.max_obs_seq,
+		                                      memory_order_relaxed, memory_order_relaxed))
 			;
 		/* Never empty here: the caller dispatches a value or a delete,
 		 * so the key holds one (k->val != 0) until after this returns. */
@@ -513,8 +513,8 @@ obs_linked(struct hl_worker *w, uint32_t slot)
  * other thread running; the key's list is repaired first.
  */
 static int
-req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos,
-                   const struct hl_req *r, int64_t *result)
+req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos, const struct hl_req *r,
+              int64_t *result)
 {
 	struct hl_worker *w = sh->w;
 	const uint8_t *key = (const uint8_t *)(r + 1);
@@ -820,8 +820,8 @@ hl_w_recover_finish(struct hl_worker *w)
 	/* Observer slots not reached are free: clear what a crash left
 	 * marked, where the object holds data. */
 	for (uint32_t i = 1, end; i <= h->max_observers; i = end) {
-		i = data_run(w, h->observers_off, sizeof(struct hl_shm_observer), h->max_observers, i,
-		             &end);
+		i = data_run(w, h->observers_off, sizeof(struct hl_shm_observer), h->max_observers,
+		             i, &end);
 		for (; i < end; i++) {
 			struct hl_shm_observer *o = hl__obs(&w->seg, i);
 			if (!st->obs_ep[i - 1] && LD_RLX(&o->id)) {
@@ -862,8 +862,7 @@ hl_w_recover_finish(struct hl_worker *w)
 	ST_RLX(&h->last_recovery_ns, dt);
 	ST_RLX(&h->last_recovery_repairs, st->acc.repairs);
 	atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-	hl__log(
-	        "recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
+	hl__log("recovery: %lu keys, %lu observers, %lu endpoints, %u pending dispatches, "
 	        "%lu in-flight requests found applied, %lu repairs, %.3f ms; publishes served "
 	        "after %.1f ms (ms: keys %.1f, "
 	        "dispatch %.1f, lists %.1f, clear %.1f, pool %.1f, endpoint lists %.1f, rest %.1f)",
@@ -890,7 +889,8 @@ hl_w_recover_serve(struct hl_worker *w)
 	 * and shard.c). */
 	atomic_store_explicit(&w->recovering, 0, memory_order_release);
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
-		uint32_t st = atomic_load_explicit(&hl__epw(&w->seg, ep)->state, memory_order_acquire);
+		uint32_t st =
+		        atomic_load_explicit(&hl__epw(&w->seg, ep)->state, memory_order_acquire);
 		if (st == HL_EP_DEAD || st == HL_EP_BANNED)
 			hl_w_ep_kill_recovered(w, ep, st);
 	}
@@ -945,7 +945,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			}
 			if (val) {
 				struct hl_shm_value *v = hl__val(&w->seg, val);
-				if (!hl__heap_is_block(&w->heap, val, v->klass) || LD_RLX(&v->prev)) {
+				if (!hl__heap_is_block(&w->heap, val, v->klass) ||
+				    LD_RLX(&v->prev)) {
 					snprintf(msg, len, "key %u: bad or pending value", i);
 					return -EPROTO;
 				}
@@ -958,8 +959,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			for (uint32_t o = LD_RLX(&k->obs_head); o != HL_NIL;
 			     o = LD_RLX(&hl__obs(&w->seg, o)->next)) {
 				struct hl_shm_observer *ob = hl__obs(&w->seg, o);
-				if (o > h->max_observers || ++n > h->max_observers || ob->key != i ||
-				    LD_RLX(&ob->prev) != prev || !LD_RLX(&ob->id) ||
+				if (o > h->max_observers || ++n > h->max_observers ||
+				    ob->key != i || LD_RLX(&ob->prev) != prev || !LD_RLX(&ob->id) ||
 				    !hl__pool_is_used(&w->obs, o)) {
 					snprintf(msg, len, "key %u: bad observer %u", i, o);
 					return -EPROTO;
@@ -967,7 +968,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 				prev = o;
 			}
 			if (n != LD_RLX(&k->nobs)) {
-				snprintf(msg, len, "key %u: nobs %u, list %u", i, LD_RLX(&k->nobs), n);
+				snprintf(msg, len, "key %u: nobs %u, list %u", i, LD_RLX(&k->nobs),
+				         n);
 				return -EPROTO;
 			}
 			obs += n;
@@ -989,7 +991,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 	    hl__heap_used(&w->heap) + hl__heap_free_bytes(&w->heap) != w->heap.bytes) {
 		snprintf(msg, len, "heap: %lu reachable, %lu used, %lu free, %lu capacity",
 		         (unsigned long)heap_used, (unsigned long)hl__heap_used(&w->heap),
-		         (unsigned long)hl__heap_free_bytes(&w->heap), (unsigned long)w->heap.bytes);
+		         (unsigned long)hl__heap_free_bytes(&w->heap),
+		         (unsigned long)w->heap.bytes);
 		return -EPROTO;
 	}
 	snprintf(msg, len, "ok: %lu keys, %lu observers, heap %lu/%lu bytes", (unsigned long)keys,

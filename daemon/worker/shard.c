@@ -38,7 +38,7 @@
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
-#define BATCH 256
+#define BATCH     256
 
 /* One round of a busy-wait: tell the core (and a hyperthread sibling) that
  * this thread only spins. */
@@ -100,10 +100,10 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 {
 	struct hl_worker *w = sh->w;
 	struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh->id);
-	struct hl_ring ring = {.head = &hl__epc_shard(&w->seg, ep, sh->id)->req_head,
-	                       .tail = &ws->req_tail,
-	                       .data = hl__req_ring(&w->seg, ep, sh->id),
-	                       .size = w->seg.h->req_ring_bytes};
+	struct hl_ring ring = { .head = &hl__epc_shard(&w->seg, ep, sh->id)->req_head,
+		                .tail = &ws->req_tail,
+		                .data = hl__req_ring(&w->seg, ep, sh->id),
+		                .size = w->seg.h->req_ring_bytes };
 	uint64_t tail = LD_RLX(&ws->req_tail);
 	int n = 0, rc = 0, wake = 0;
 	while (n < BATCH) {
@@ -416,7 +416,7 @@ shard_main(void *arg)
 		atomic_store_explicit(&ss->sleeping, 1, memory_order_relaxed);
 		atomic_thread_fence(memory_order_seq_cst);
 		if (!any_pending(sh) && !atomic_load(&w->stop)) {
-			struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000000L};
+			struct timespec ts = { .tv_sec = 0, .tv_nsec = 100 * 1000000L };
 			urcu_memb_thread_offline();
 			hl__futex_wait(&db->word, seen, &ts);
 			urcu_memb_thread_online();
@@ -461,8 +461,8 @@ hl_w_shard_init(struct hl_shard *sh)
 	sh->req = malloc(sh->req_cap);
 	sh->cleanup = calloc(hl_w_ep_words(w), sizeof(uint64_t));
 	sh->deferred = calloc(hl__pending_words(h), sizeof(uint64_t));
-	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req || !sh->cleanup ||
-	    !sh->deferred)
+	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req ||
+	    !sh->cleanup || !sh->deferred)
 		return -ENOMEM;
 	return 0;
 }

@@ -213,7 +213,7 @@ hl_w_telemetry_apply(struct hl_shard *sh)
 		                    b->len, &result);
 		if (rc && !b->failed)
 			hl__log("telemetry: publishing %s failed: %s (reported once)", tel_key[i],
-			         hl_strerror(rc));
+			        hl_strerror(rc));
 		b->failed |= rc != 0;
 		atomic_store_explicit(&b->full, 0, memory_order_release);
 		n++;

@@ -89,9 +89,9 @@ struct hl_shard {
 	uint32_t fan_cap;
 	uint32_t *ep_count; /* per endpoint: observers in this dispatch */
 	uint32_t *ep_start;
-	uint32_t *touched;  /* endpoints touched by this dispatch */
+	uint32_t *touched; /* endpoints touched by this dispatch */
 	uint64_t *ids;
-	uint8_t *req;       /* private copy of the request being applied */
+	uint8_t *req; /* private copy of the request being applied */
 	/* The client request hl_w_apply() is applying (shard thread only;
 	 * NULL otherwise: the worker's own publishes, cleanup): where its
 	 * done record goes (hl_w_req_done()). */
@@ -99,7 +99,7 @@ struct hl_shard {
 	uint64_t cur_pos;
 	int cur_done;
 	uint32_t req_cap;
-	uint8_t *rec;       /* event record being built */
+	uint8_t *rec; /* event record being built */
 	uint32_t rec_cap;
 	/* Endpoints whose cleanup this shard must run (bit per endpoint). */
 	_Atomic uint64_t *cleanup;
@@ -107,17 +107,17 @@ struct hl_shard {
 	 * per endpoint; shard thread only): given back to the pending bits
 	 * once it is over. */
 	uint64_t *deferred;
-	int deferred_any; /* some bit in deferred[] is set */
+	int deferred_any;        /* some bit in deferred[] is set */
 	struct hl_wake_defer wk; /* wake.c */
 };
 
 /* The worker's view of one endpoint. */
 struct hl_ep {
 	pthread_mutex_t mu; /* rank HL_W_RANK_EP */
-	uint32_t gen;    /* adopted incarnation, 0 = none */
+	uint32_t gen;       /* adopted incarnation, 0 = none */
 	uint32_t pid;
 	uint64_t start;
-	int pidfd;       /* -1 = none */
+	int pidfd; /* -1 = none */
 	/* Observer slots this endpoint holds, with obs_pos[] giving each
 	 * slot's position here: O(1) add and remove, O(n) cleanup. */
 	uint32_t *obs;
@@ -135,25 +135,25 @@ struct hl_ep {
 	 * polls pid + start time instead (hl_w_ep_poll_instead()). */
 	int polled;
 	/* Monitor thread only (monitor.c): the slow-reader watch. */
-	uint64_t tail_sum;     /* sum of the client's ev_tail over shards, last tick */
-	uint64_t read_ns;      /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
-	uint32_t watch_gen;    /* incarnation the two fields above describe */
-	int slow;              /* reported as not reading */
+	uint64_t tail_sum;  /* sum of the client's ev_tail over shards, last tick */
+	uint64_t read_ns;   /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
+	uint32_t watch_gen; /* incarnation the two fields above describe */
+	int slow;           /* reported as not reading */
 };
 
 struct hl_worker_opts {
 	const char *name;
-	uint32_t shards;          /* 0 = number of CPUs (used when creating) */
+	uint32_t shards;                /* 0 = number of CPUs (used when creating) */
 	struct hl_layout_params create; /* capacities when creating */
 	mode_t mode;
-	int standalone;           /* create/own the segment without a keeper */
-	const char *socket_path;  /* keeper's control socket; NULL = $HEIRLOOM_SOCKET or
-	                           * the runtime-dir rule (daemon/common/proto.h) */
+	int standalone;            /* create/own the segment without a keeper */
+	const char *socket_path;   /* keeper's control socket; NULL = $HEIRLOOM_SOCKET or
+	                            * the runtime-dir rule (daemon/common/proto.h) */
 	int64_t prune_interval_ms; /* 0 disables the periodic pass */
-	int64_t slow_reader_ms;   /* report an endpoint not reading this long; 0 = never */
-	int64_t telemetry_ms;     /* $sys/telemetry keys period; 0 = never (telemetry.c) */
-	int64_t spin_us;          /* busy-poll before sleeping */
-	int crash_at_step;        /* test hook: _exit(99) at that apply step */
+	int64_t slow_reader_ms;    /* report an endpoint not reading this long; 0 = never */
+	int64_t telemetry_ms;      /* $sys/telemetry keys period; 0 = never (telemetry.c) */
+	int64_t spin_us;           /* busy-poll before sleeping */
+	int crash_at_step;         /* test hook: _exit(99) at that apply step */
 	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
 	int64_t park_shard;        /* test hook: this shard's thread hangs (-1 = off) */
 };
@@ -164,16 +164,16 @@ struct hl_worker {
 	struct hl_heap heap;
 	struct hl_pool keys;
 	struct hl_pool obs;
-	uint32_t *obs_pos;        /* per observer slot: index in its hl_ep.obs */
+	uint32_t *obs_pos;           /* per observer slot: index in its hl_ep.obs */
 	struct hl_obs_cache *ocache; /* per key slot: dispatch's list copy (dispatch.c) */
 	struct hl_ep *eps;
 	uint32_t nshards;
 	struct hl_shard *shards;
-	uint64_t epoch;           /* owner epoch this worker holds */
+	uint64_t epoch; /* owner epoch this worker holds */
 	_Atomic int stop;
-	_Atomic int fenced;       /* another owner took the table */
-	int epfd;                 /* epoll: pidfds + wake eventfd */
-	int wakefd;               /* eventfd to wake the monitor */
+	_Atomic int fenced; /* another owner took the table */
+	int epfd;           /* epoll: pidfds + wake eventfd */
+	int wakefd;         /* eventfd to wake the monitor */
 	pthread_t monitor;
 	/* Endpoints the monitor must clean (bit per endpoint), set by
 	 * hl_w_ep_kill() (endpoint.c), taken by the monitor (monitor.c). */
@@ -184,11 +184,11 @@ struct hl_worker {
 	 * (recovery.c): meanwhile shard threads apply publishes and deletes
 	 * only, and adopt no new client (release when cleared). */
 	_Atomic int recovering;
-	_Atomic int rec_failed;   /* part 2 failed: the worker stops (status 2) */
-	_Atomic int damaged;      /* the segment was truncated or replaced: stop (status 6) */
-	struct hl_rec *rec;       /* recovery's state (recovery.c), kept until exit */
-	struct hl_tel *tel;       /* telemetry's mailboxes (telemetry.c) */
-	struct hl_w_link *link;   /* the keeper link (handoff.c); NULL standalone */
+	_Atomic int rec_failed; /* part 2 failed: the worker stops (status 2) */
+	_Atomic int damaged;    /* the segment was truncated or replaced: stop (status 6) */
+	struct hl_rec *rec;     /* recovery's state (recovery.c), kept until exit */
+	struct hl_tel *tel;     /* telemetry's mailboxes (telemetry.c) */
+	struct hl_w_link *link; /* the keeper link (handoff.c); NULL standalone */
 };
 
 /* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own

@@ -87,47 +87,49 @@ extern "C" {
 
 /* ---- Error codes of our own (errno values are used as -errno). ---- */
 
-#define HL_EBADMAGIC (-20001)  /* the object is not a heirloom segment */
-#define HL_EVERSION (-20002)   /* segment has another layout version */
-#define HL_ECORRUPT (-20003)   /* a structure in the segment failed validation */
-#define HL_ENOWORKER (-20004)  /* no worker is serving the table (and waiting was not asked) */
-#define HL_ESTALE (-20005)     /* this client's endpoint was removed by the worker */
+#define HL_EBADMAGIC  (-20001) /* the object is not a heirloom segment */
+#define HL_EVERSION   (-20002) /* segment has another layout version */
+#define HL_ECORRUPT   (-20003) /* a structure in the segment failed validation */
+#define HL_ENOWORKER  (-20004) /* no worker is serving the table (and waiting was not asked) */
+#define HL_ESTALE     (-20005) /* this client's endpoint was removed by the worker */
 #define HL_ETRUNCATED (-20006) /* the segment is smaller than its header says */
 #define HL_EUNTRUSTED (-20007) /* the segment's owner is not one this process trusts */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
  * are set at creation, may be smaller). */
-#define HL_KEY_MAX 255u         /* bytes in a key; keys are binary, 1..255 bytes */
-#define HL_META_MAX 256u        /* bytes of publisher metadata per publish */
+#define HL_KEY_MAX         255u   /* bytes in a key; keys are binary, 1..255 bytes */
+#define HL_META_MAX        256u   /* bytes of publisher metadata per publish */
 #define HL_VALUE_MAX_LIMIT 65536u /* largest value size a segment can be created with */
-#define HL_SHARDS_MAX 64u
+#define HL_SHARDS_MAX      64u
 
 /* ---- Opening a segment. ---- */
 
 struct hl_client;
 
 /* hl_open() flags. */
-#define HL_OPEN_SYNC 0x1u /* hl_publish()/hl_delete() wait until the worker applied
-                           * the request and return its error (e.g. -ENOSPC);
-                           * without it they return once the request is queued */
-#define HL_OPEN_NOWAIT 0x2u /* when no worker runs or a ring is full, fail with
-                             * -EAGAIN at once instead of waiting timeout_ms */
+#define HL_OPEN_SYNC                                                                               \
+	0x1u /* hl_publish()/hl_delete() wait until the worker applied                             \
+	      * the request and return its error (e.g. -ENOSPC);                                   \
+	      * without it they return once the request is queued */
+#define HL_OPEN_NOWAIT                                                                             \
+	0x2u /* when no worker runs or a ring is full, fail with                                   \
+	      * -EAGAIN at once instead of waiting timeout_ms */
 
 struct hl_open_opts {
-	uint32_t flags;     /* HL_OPEN_* */
-	int timeout_ms;     /* how long calls that need the worker may wait:
-	                     * 0 = the default (5000), -1 = forever */
-	const char *runtime_dir; /* reserved; NULL */
-	uint32_t spin_us;   /* hl_next() with a non-zero timeout polls this
-	                     * client's event rings for up to spin_us
-	                     * microseconds before it sleeps on its futex
-	                     * (0 = sleep at once, the default; at most
-	                     * 1000000). Spinning saves the wake-up (a futex
-	                     * syscall in the worker and a reschedule here) when
-	                     * events come faster than that, at the price of
-	                     * one busy core while it polls: on a machine with
-	                     * few cores it takes CPU from the worker and the
-	                     * publishers (bench/README.md has the figures). */
+	uint32_t flags;             /* HL_OPEN_* */
+	int timeout_ms;             /* how long calls that need the worker may wait:
+	                             * 0 = the default (5000), -1 = forever */
+	const char *runtime_dir;    /* reserved; NULL */
+	uint32_t spin_us;           /* hl_next() with a non-zero timeout polls this
+	                             * client's event rings for up to spin_us
+	                             * microseconds before it sleeps on its futex
+	                             * (0 = sleep at once, the default; at most
+	                             * 1000000). Spinning saves the wake-up (a futex
+	                             * syscall in the worker and a reschedule here) when
+	                             * events come faster than that, at the price of
+	                             * one busy core while it polls: on a machine with
+	                             * few cores it takes CPU from the worker and the
+	                             * publishers (bench/README.md has the figures). */
 	const char *expected_owner; /* whose segment to accept besides root's and
 	                             * this process's own: a comma-separated list
 	                             * of users ("heirloom", "1001") and groups
@@ -278,8 +280,8 @@ enum hl_event_type {
 struct hl_event {
 	enum hl_event_type type;
 	hl_observer_id observer;
-	uint64_t revision;  /* the key's revision after the change */
-	pid_t publisher;    /* pid of the publishing process, 0 for RESYNC */
+	uint64_t revision;     /* the key's revision after the change */
+	pid_t publisher;       /* pid of the publishing process, 0 for RESYNC */
 	uint64_t timestamp_ns; /* CLOCK_MONOTONIC when the publish was queued */
 	const void *key;
 	size_t key_len;
@@ -338,11 +340,11 @@ struct hl_stats {
 	uint64_t reattaches;         /* worker attaches (each runs recovery) */
 	uint64_t epoch;              /* owner epoch */
 	uint64_t last_recovery_ns;
-	uint64_t keys, observers, endpoints;   /* current counts */
-	uint64_t heap_used, heap_capacity;     /* value heap bytes */
-	uint64_t revision;                     /* global revision */
+	uint64_t keys, observers, endpoints; /* current counts */
+	uint64_t heap_used, heap_capacity;   /* value heap bytes */
+	uint64_t revision;                   /* global revision */
 	pid_t owner_pid;
-	int owner_role;                        /* 0 none, 1 keeper, 2 worker */
+	int owner_role;             /* 0 none, 1 keeper, 2 worker */
 	uint64_t dispatch_hist[16]; /* publish applied -> last event written,
 	                             * bucket i counts latencies < 2^(i+7) ns */
 	uint64_t worker_mem_bytes;  /* the worker's process memory in use (jemalloc
@@ -361,10 +363,10 @@ HL_API int hl_stats(struct hl_client *c, struct hl_stats *st);
 struct hl_observer_info {
 	hl_observer_id id;
 	pid_t pid;
-	int alive;              /* the owning process exists */
-	uint64_t age_ns;        /* since the observer was added */
-	uint64_t queue_depth;   /* bytes waiting in its client's event ring */
-	uint64_t dropped;       /* events dropped for this observer (lag) */
+	int alive;            /* the owning process exists */
+	uint64_t age_ns;      /* since the observer was added */
+	uint64_t queue_depth; /* bytes waiting in its client's event ring */
+	uint64_t dropped;     /* events dropped for this observer (lag) */
 	uint64_t delivered_revision;
 };
 
@@ -378,7 +380,7 @@ struct hl_caps {
 	uint32_t max_keys;
 	uint32_t max_observers;
 	uint32_t max_endpoints;
-	uint32_t max_value;      /* bytes */
+	uint32_t max_value; /* bytes */
 	uint32_t shards;
 	uint32_t req_ring_bytes; /* per endpoint and shard */
 	uint32_t ev_ring_bytes;  /* per endpoint and shard */
@@ -419,10 +421,10 @@ HL_API int hl_keys(struct hl_client *c, hl_key_cb cb, void *arg);
  * Keys starting with HL_SYS_PREFIX belong to the worker: clients may observe
  * and read them, but hl_publish() and hl_delete() on them fail with -EPERM.
  */
-#define HL_SYS_PREFIX "$sys/"
+#define HL_SYS_PREFIX         "$sys/"
 #define HL_TELEMETRY_DISPATCH "$sys/telemetry/dispatch"
-#define HL_TELEMETRY_CLEANUP "$sys/telemetry/cleanup"
-#define HL_TELEMETRY_LAGGED "$sys/telemetry/lagged"
+#define HL_TELEMETRY_CLEANUP  "$sys/telemetry/cleanup"
+#define HL_TELEMETRY_LAGGED   "$sys/telemetry/lagged"
 
 /* ---- Errors. ---- */
 
