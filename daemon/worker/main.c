@@ -115,7 +115,7 @@ options(struct hl_cfg_opt *o)
 	o[i++] = WOPT("telemetry-interval", HL_CFG_MS, "100ms",
 	              "Publish the $sys/telemetry/* keys at most this often, while observed "
 	              "(0 = never).",
-	              0, 3600 * 1000, &V.telemetry_ms);
+	              0, 3600 * 1000LL, &V.telemetry_ms);
 	o[i++] = WOPT("spin-us", HL_CFG_INT, "50",
 	              "Busy-poll this many microseconds before a shard thread sleeps.", 0, 1000000,
 	              &V.spin_us);
@@ -125,7 +125,7 @@ options(struct hl_cfg_opt *o)
 	o[i++] = WOPT("recovery-pause", HL_CFG_MS, "0",
 	              "Test hook: the second part of recovery (observer lists) waits this long "
 	              "while publishes are served (0 = off).",
-	              0, 60 * 1000, &V.rec_pause_ms);
+	              0, 60 * 1000LL, &V.rec_pause_ms);
 	o[i++] = WOPT("park-shard", HL_CFG_INT, "-1",
 	              "Test hook: shard thread N hangs at start (serves and beats nothing) "
 	              "while the others serve (-1 = off).",

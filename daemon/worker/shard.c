@@ -459,7 +459,7 @@ hl_w_shard_init(struct hl_shard *sh)
 	sh->ids = calloc(HL_EV_IDS_MAX, sizeof(uint64_t));
 	sh->req_cap = h->req_ring_bytes;
 	sh->req = malloc(sh->req_cap);
-	sh->cleanup = calloc(hl_w_ep_words(w), sizeof(uint64_t));
+	sh->cleanup = calloc(hl_w_ep_words(w), sizeof(*sh->cleanup));
 	sh->deferred = calloc(hl__pending_words(h), sizeof(uint64_t));
 	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req ||
 	    !sh->cleanup || !sh->deferred)

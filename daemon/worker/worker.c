@@ -49,7 +49,7 @@ hl_w_init(struct hl_worker *w)
 	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
 	w->nshards = h->shards;
 	w->shards = calloc(w->nshards, sizeof(struct hl_shard));
-	w->to_clean = calloc(hl_w_ep_words(w), sizeof(uint64_t));
+	w->to_clean = calloc(hl_w_ep_words(w), sizeof(*w->to_clean));
 	if (!w->obs_pos || !w->eps || !w->shards || !w->to_clean)
 		return -ENOMEM;
 	for (uint32_t e = 0; e < h->max_endpoints; e++) {
