@@ -520,7 +520,7 @@ _Static_assert(sizeof(struct hl_shm_doorbell) == HL_CACHELINE, "doorbell is one 
  * failure contract"):
  *   intent_pos = P + 1          the request is being applied (relaxed; the
  *                               commit's release orders it first)
- *   COMMIT                      its effect, one store (table.c), naming P
+ *   COMMIT                      its effect, one store (apply.c), naming P
  *                               in the record it publishes (value origin,
  *                               observer req_pos)
  *   done_pos = P + 1 (release)  with done_result: the outcome, recorded
@@ -568,7 +568,7 @@ struct hl_shm_epw_shard {
 	uint32_t pad;
 	/* lag_seq when the last event record flagged HL_EVRF_LAG_BEFORE was
 	 * written: while it differs from lag_seq, the next record written to
-	 * this ring carries the flag (table.c, deliver_ep()). */
+	 * this ring carries the flag (dispatch.c, deliver_ep()). */
 	_Atomic uint64_t lag_marked;
 };
 _Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines");

@@ -1,6 +1,6 @@
 /*
  * test_fanout.c: a key with a long observer list (long enough for the
- * worker's private copy of the list, table.c) delivers to exactly the
+ * worker's private copy of the list, dispatch.c) delivers to exactly the
  * observers the list holds after every kind of change: observers added,
  * unobserved (the list's head among them), and removed by the cleanup of a
  * killed process (on another worker thread). A stale copy would send events

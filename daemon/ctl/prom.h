@@ -12,7 +12,7 @@
 
 /* hl_stats.dispatch_hist: the worker files a dispatch that took t ns in
  * bucket 0 when t < 128, in bucket i (1..14) when 2^(i+6) <= t < 2^(i+7),
- * and in bucket 15 when t >= 2^21 (daemon/worker/table.c, hist_bucket()). */
+ * and in bucket 15 when t >= 2^21 (daemon/worker/dispatch.c, hist_bucket()). */
 #define PROM_HIST_BUCKETS 16u
 
 uint64_t prom_bucket_lower_ns(unsigned i);
