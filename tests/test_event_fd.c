@@ -309,9 +309,17 @@ test_fd_says_eperm_when_worker_may_not_take_copy(void **state)
 		skip();
 	}
 	const char *name = hl_t_name();
-	const char *argv[32] = { "/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
-		                 "--clear-groups", "--inh-caps=-all", HL_WORKER_PATH,
-		                 "--standalone", "--name", name, "--mode", "0666" };
+	const char *argv[32] = { "/usr/bin/setpriv",
+		                 "--reuid=65534",
+		                 "--regid=65534",
+		                 "--clear-groups",
+		                 "--inh-caps=-all",
+		                 HL_WORKER_PATH,
+		                 "--standalone",
+		                 "--name",
+		                 name,
+		                 "--mode",
+		                 "0666" };
 	int n = 11;
 	for (int i = 0; hl_t_small[i]; i++)
 		argv[n++] = hl_t_small[i];
