@@ -67,10 +67,10 @@ hl_w_wake_fd_set(struct hl_worker *w, uint32_t ep, int fd)
 {
 	struct hl_ep *e = &w->eps[ep];
 	hl_w_wake_fd_drop(w, ep);
-	atomic_store_explicit(&e->wake_fired,
-	                      atomic_load_explicit(&hl__epc(&w->seg, ep)->wake_arm,
-	                                           memory_order_relaxed),
-	                      memory_order_relaxed);
+	atomic_store_explicit(
+	        &e->wake_fired,
+	        atomic_load_explicit(&hl__epc(&w->seg, ep)->wake_arm, memory_order_relaxed),
+	        memory_order_relaxed);
 	atomic_store_explicit(&e->wake_fd, fd, memory_order_seq_cst);
 	send_wake(fd);
 }
