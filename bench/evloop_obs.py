@@ -1,0 +1,37 @@
+"""Python observer for bench/evloop_run.py: blocking next() or asyncio events()."""
+import asyncio
+import json
+import sys
+import time
+
+import heirloom
+
+mode, name, key, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+lat, stamps = [], []
+
+
+def take(ev):
+    t = time.monotonic_ns()
+    lat.append(t - int(ev.new))
+    stamps.append(t)
+
+
+with heirloom.Client(name) as c:
+    c.observe(key)
+    if mode == "py-asyncio":
+        c.fileno()
+    print("ready", flush=True)
+    if mode == "py-blocking":
+        while len(lat) < n and (ev := c.next(timeout=10)) is not None:
+            take(ev)
+    else:
+        async def run():
+            async for ev in c.events():
+                take(ev)
+                if len(lat) >= n:
+                    return
+        asyncio.run(asyncio.wait_for(run(), 60))
+lat.sort()
+g = len(lat)
+print(json.dumps({"events": g, "p50_us": lat[g // 2] / 1e3, "p99_us": lat[g * 99 // 100] / 1e3,
+                  "events_per_s": (g - 1) / ((stamps[-1] - stamps[0]) / 1e9)}))
