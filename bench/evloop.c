@@ -33,6 +33,31 @@ cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* One event: a PUT's latency (value "INDEX STAMP"); a LAGGED's count; the
+ * index a PUT or RESYNC carries (the run ends at the last one). */
+static void
+take(const struct hl_event *ev, uint64_t *lat, long *got, long *last, uint64_t *lagged,
+     uint64_t *t0, uint64_t *t1)
+{
+	uint64_t t = now_ns();
+	if (ev->type == HL_EV_LAGGED) {
+		*lagged += ev->lagged;
+		return;
+	}
+	if (!ev->has_new)
+		return;
+	char buf[48];
+	size_t n = ev->new_len < sizeof(buf) - 1 ? ev->new_len : sizeof(buf) - 1;
+	memcpy(buf, ev->new_value, n);
+	buf[n] = 0;
+	char *sp;
+	*last = strtol(buf, &sp, 10);
+	if (ev->type == HL_EV_PUT)
+		lat[(*got)++] = t - strtoull(sp, NULL, 10);
+	*t0 = *t0 ? *t0 : t;
+	*t1 = t;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -49,11 +74,12 @@ main(int argc, char **argv)
 		for (long i = 0; i < n; i++) {
 			if (iv) {
 				next += (uint64_t)iv * 1000u;
-				while (now_ns() < next)
-					usleep(20);
+				struct timespec ts = { .tv_sec = (time_t)(next / 1000000000u),
+					               .tv_nsec = (long)(next % 1000000000u) };
+				clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 			}
-			char v[32];
-			int len = snprintf(v, sizeof(v), "%" PRIu64, now_ns());
+			char v[48];
+			int len = snprintf(v, sizeof(v), "%ld %" PRIu64, i, now_ns());
 			if (hl_publish(c, key, strlen(key), v, (size_t)len, NULL, 0))
 				return 1;
 		}
@@ -75,34 +101,29 @@ main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 	uint64_t *lat = calloc((size_t)n, sizeof(*lat));
-	long got = 0;
+	long got = 0, last = -1;
+	uint64_t lagged = 0;
 	uint64_t t0 = 0, t1 = 0;
-	while (got < n) {
+	while (last < n - 1) {
 		struct hl_event ev;
 		int rc;
 		if (ep >= 0) {
 			struct epoll_event out;
 			if (epoll_wait(ep, &out, 1, 10000) != 1)
 				break;
-			while (got < n && (rc = hl_next(c, &ev, 0)) == 0) {
-				uint64_t t = now_ns();
-				lat[got++] = t - strtoull((const char *)ev.new_value, NULL, 10);
-				t0 = t0 ? t0 : t;
-				t1 = t;
-			}
+			while (last < n - 1 && (rc = hl_next(c, &ev, 0)) == 0)
+				take(&ev, lat, &got, &last, &lagged, &t0, &t1);
 		} else {
 			if ((rc = hl_next(c, &ev, 10000)) != 0)
 				break;
-			uint64_t t = now_ns();
-			lat[got++] = t - strtoull((const char *)ev.new_value, NULL, 10);
-			t0 = t0 ? t0 : t;
-			t1 = t;
+			take(&ev, lat, &got, &last, &lagged, &t0, &t1);
 		}
 	}
 	qsort(lat, (size_t)got, sizeof(*lat), cmp_u64);
-	printf("{\"events\": %ld, \"p50_us\": %.1f, \"p99_us\": %.1f, \"events_per_s\": %.0f}\n",
-	       got, got ? lat[got / 2] / 1e3 : 0, got ? lat[got * 99 / 100] / 1e3 : 0,
-	       t1 > t0 ? (got - 1) / ((t1 - t0) / 1e9) : 0);
+	printf("{\"events\": %ld, \"lagged\": %" PRIu64 ", \"p50_us\": %.1f, \"p99_us\": %.1f, "
+	       "\"events_per_s\": %.0f}\n",
+	       got, lagged, got ? lat[got / 2] / 1e3 : 0, got ? lat[got * 99 / 100] / 1e3 : 0,
+	       t1 > t0 ? (double)(last + 1) / ((double)(t1 - t0) / 1e9) : 0);
 	hl_close(c);
-	return got == n ? 0 : 1;
+	return last == n - 1 ? 0 : 1;
 }

@@ -57,16 +57,19 @@ worker = subprocess.Popen([os.path.join(BIN, "heirloom-worker"), "--standalone",
                           stderr=subprocess.DEVNULL)
 time.sleep(0.5)
 print(f"load: {open('/proc/loadavg').read().strip()}  n={N} paced every {IV} us")
-print(f"{'observer':<12} {'paced p50':>10} {'p99 us':>8} {'cpu us/msg':>11}   "
+print(f"{'observer':<12} {'paced p50':>10} {'p99 us':>8} {'cpu us/msg (w/pub/obs)':>26}   "
       f"{'burst ev/s':>10} {'cpu us/msg (worker/pub/obs)':>28}")
 try:
     for kind in ["obs-next", "obs-epoll", "py-blocking", "py-asyncio"]:
         p = run(kind, name, IV)
         b = run(kind, name, 0)
         cb = b["cpu_us_per_msg"]
+        cp = p["cpu_us_per_msg"]
         print(f"{kind:<12} {p['p50_us']:>10.1f} {p['p99_us']:>8.1f} "
-              f"{p['cpu_us_per_msg']['all']:>11.2f}   {b['events_per_s']:>10.0f} "
-              f"{cb['all']:>8.2f} ({cb['worker']}/{cb['publisher']}/{cb['observer']})",
+              f"{cp['all']:>8.2f} ({cp['worker']}/{cp['publisher']}/{cp['observer']})"
+              f"   {b['events_per_s']:>10.0f} "
+              f"{cb['all']:>8.2f} ({cb['worker']}/{cb['publisher']}/{cb['observer']})"
+              f"  lagged {b['lagged']}",
               flush=True)
 finally:
     worker.kill()
