@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #define DEFAULT_TIMEOUT_MS 5000
 
@@ -93,6 +95,10 @@ struct hl_client {
 	int rs_rc;
 
 	int stale;
+	/* hl_fd(): this client's wake socketpair (-1 = none): wake_rfd is the
+	 * descriptor the application polls, wake_wfd the end the worker takes
+	 * a copy of (layout.h, struct hl_shm_epc). Under lock. */
+	int wake_rfd, wake_wfd;
 	/* HL_EV_RESYNC events handed out: written under lock by hl_next(),
 	 * read without it by hl_stats() (which must not wait for a call that
 	 * blocks holding the lock). */
@@ -237,6 +243,8 @@ claim_endpoint(struct hl_client *c)
 		struct hl_shm_epc *epc = hl__epc(&c->seg, e);
 		atomic_store_explicit(&epc->sleeping, 0, memory_order_relaxed);
 		atomic_store_explicit(&epc->gen, gen, memory_order_relaxed);
+		atomic_store_explicit(&epc->wake_fd, 0, memory_order_relaxed);
+		atomic_store_explicit(&epc->wake_ino, 0, memory_order_relaxed);
 		for (uint32_t s = 0; s < c->shards; s++) {
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, e, s);
 			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, e, s);
@@ -269,6 +277,7 @@ claim_endpoint(struct hl_client *c)
 }
 
 static void ring_doorbell(struct hl_client *c, uint32_t s);
+static void wake_close(struct hl_client *c);
 
 /* Open segment NAME read-write, but hand out its descriptor only when its
  * owner is trusted (trust.h): a squatted segment is refused before any byte
@@ -329,6 +338,7 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 		return -ENOMEM;
 	}
 	c->pid = getpid();
+	c->wake_rfd = c->wake_wfd = -1;
 	c->flags = opts ? opts->flags : 0;
 	c->timeout_ms = (opts && opts->timeout_ms) ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
 	c->spin_ns = opts ? (uint64_t)opts->spin_us * 1000u : 0;
@@ -913,6 +923,7 @@ hl_close(struct hl_client *c)
 			(void)queue_req(c, 0, HL_REQ_CLOSE, NULL, 0, NULL, 0, NULL, 0, 0, 0,
 			                deadline_of(t), &pos);
 	}
+	wake_close(c);
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	hl__seg_unmap(&c->seg);
@@ -1257,6 +1268,154 @@ spin_next(struct hl_client *c, struct hl_event *ev, uint64_t deadline)
 	}
 }
 
+/* ---- hl_fd(): a descriptor for event loops ----
+ *
+ * No thread of ours: the worker itself signals the loop. The client makes
+ * an AF_UNIX datagram socketpair, keeps both ends, publishes the write
+ * end's number and inode in its endpoint (layout.h, struct hl_shm_epc) and
+ * asks the worker (HL_REQ_WAKEFD) to take a copy with pidfd_getfd(2). The
+ * worker then sends one datagram each time an event or answer is written
+ * for this endpoint after the client armed it (epc.wake_arm changed): the
+ * same Dekker handshake as the futex's `sleeping`, on a second word, so the
+ * futex path of clients without hl_fd() is unchanged. Why a socket and not
+ * an eventfd: the copy shares its open file description with the client,
+ * so a client could clear O_NONBLOCK on an eventfd and fill its counter,
+ * and the worker's write() would block a shard thread; send(MSG_DONTWAIT)
+ * on a socket cannot block whatever the client does (docs/architecture.md,
+ * "hl_fd").
+ */
+
+/* Read every datagram waiting on the read end (the loop saw it readable). */
+static void
+wake_drain(struct hl_client *c)
+{
+	char buf[64];
+	while (recv(c->wake_rfd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+	}
+}
+
+/* Whether anything may be waiting for hl_next(): a record half expanded,
+ * resyncs due, an event ring not empty, or a lag not yet collected. A
+ * cheap over-approximation (an answer record or a record for an observer
+ * already gone counts too): it only decides a spurious wake-up. */
+static int
+maybe_pending(struct hl_client *c)
+{
+	if (c->ev_idx < c->ev_n || c->rs_n)
+		return 1;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		if (atomic_load_explicit(&ws->ev_head, memory_order_acquire) != c->ev_tail[s] ||
+		    atomic_load_explicit(&ws->lag_seq, memory_order_relaxed) != c->lag_seen[s])
+			return 1;
+	}
+	return 0;
+}
+
+/* hl_next() found nothing for a client with a descriptor: empty the socket,
+ * arm (epc.wake_arm), then look once more. Dekker with the worker's
+ * wake_one(): it commits a record, fences, reads wake_arm; we store
+ * wake_arm, fence, read the rings. So an event the look below misses was
+ * committed after the worker's fence, and the worker, reading our new
+ * wake_arm, sends a datagram: no wake-up is lost, and one sent before the
+ * drain (for an event this look finds) is at worst one spurious wake-up.
+ * Caller holds c->lock. 1 = *ev filled, 0 = nothing (armed), <0 error. */
+static int
+wake_rearm(struct hl_client *c, struct hl_event *ev)
+{
+	struct hl_shm_epc *pc = hl__epc(&c->seg, c->ep);
+	wake_drain(c);
+	atomic_fetch_add_explicit(&pc->wake_arm, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	return try_next(c, ev);
+}
+
+/* Close both ends and clear the endpoint's words (caller holds c->lock). */
+static void
+wake_close(struct hl_client *c)
+{
+	if (c->wake_rfd < 0)
+		return;
+	if (!c->stale && c->pid == getpid()) {
+		struct hl_shm_epc *pc = hl__epc(&c->seg, c->ep);
+		atomic_store_explicit(&pc->wake_fd, 0, memory_order_relaxed);
+		atomic_store_explicit(&pc->wake_ino, 0, memory_order_relaxed);
+	}
+	close(c->wake_rfd);
+	close(c->wake_wfd);
+	c->wake_rfd = c->wake_wfd = -1;
+}
+
+/* Make the socketpair, publish it, and have the worker take its copy
+ * (caller holds c->lock). Returns 0 with c->wake_rfd armed, or an error
+ * with nothing left open. */
+static int
+wake_open(struct hl_client *c)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	struct stat st;
+	if (fstat(sv[1], &st)) {
+		int rc = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return rc;
+	}
+	c->wake_rfd = sv[0];
+	c->wake_wfd = sv[1];
+	/* The write end only ever carries datagrams the other way. */
+	shutdown(sv[1], SHUT_RD);
+	struct hl_shm_epc *pc = hl__epc(&c->seg, c->ep);
+	atomic_store_explicit(&pc->wake_ino, (uint64_t)st.st_ino, memory_order_relaxed);
+	/* Relaxed: the request's ring commit (release) publishes both. */
+	atomic_store_explicit(&pc->wake_fd, (uint32_t)sv[1] + 1u, memory_order_relaxed);
+	uint64_t deadline = deadline_of(c->timeout_ms);
+	uint64_t pos;
+	int rc = settle(c, 0, deadline);
+	if (rc == 0)
+		rc = queue_req(c, 0, HL_REQ_WAKEFD, NULL, 0, NULL, 0, NULL, 0, 0, HL_REQF_SYNC,
+		               deadline, &pos);
+	if (rc == 0) {
+		/* Not recorded as in doubt when it times out: its late answer
+		 * matters to nobody, and a copy taken after we closed our ends
+		 * only ever sends into a socket with no reader. */
+		int64_t r = await_answer(c, 0, pos, deadline);
+		rc = r > 0 ? HL_ECORRUPT : (int)r;
+	}
+	if (rc) {
+		wake_close(c);
+		return rc;
+	}
+	/* Armed from the start: readable at the first event, and at once if
+	 * one is already waiting (we signal ourselves). */
+	wake_drain(c);
+	atomic_fetch_add_explicit(&pc->wake_arm, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (maybe_pending(c)) {
+		ssize_t n = send(c->wake_wfd, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)n;
+	}
+	return 0;
+}
+
+int
+hl_fd(struct hl_client *c)
+{
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int rc = c->wake_rfd;
+	if (rc < 0)
+		rc = c->stale || endpoint_gone(c) ? HL_ESTALE
+		     : c->pid != getpid()         ? -ECHILD
+		                                  : wake_open(c);
+	if (rc == 0)
+		rc = c->wake_rfd;
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 int
 hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 {
@@ -1280,13 +1439,17 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 			break;
 		}
 		if (timeout_ms == 0) {
-			rc = -EAGAIN;
+			rc = c->wake_rfd >= 0 ? wake_rearm(c, ev) : 0;
+			if (rc == 0)
+				rc = -EAGAIN;
 			break;
 		}
 		if (!deadline)
 			deadline = timeout_ms < 0 ? UINT64_MAX : deadline_of(timeout_ms);
 		if (hl__now_ns() >= deadline) {
-			rc = -ETIMEDOUT;
+			rc = c->wake_rfd >= 0 ? wake_rearm(c, ev) : 0;
+			if (rc == 0)
+				rc = -ETIMEDOUT;
 			break;
 		}
 		if (c->spin_ns) {

@@ -637,7 +637,40 @@ struct hl_shm_epc {
 	/* The client's incarnation, stored at claim (relaxed). Read by nobody:
 	 * the worker takes the incarnation from the claim word. For dumps. */
 	_Atomic uint32_t gen;
+	/*
+	 * hl_fd() (lib/client.c, issue 15). The client's wake socket: an
+	 * AF_UNIX SOCK_DGRAM socketpair whose read end hl_fd() returns and
+	 * whose write end stays open in the client so that any worker can take
+	 * a copy with pidfd_getfd(2): at HL_REQ_WAKEFD, and again in recovery
+	 * after a restart (the number must outlive the worker, hence here).
+	 *  wake_fd   write end's descriptor number + 1 in the client; 0 = none.
+	 *            Zeroed at claim; stored (relaxed) before HL_REQ_WAKEFD is
+	 *            queued (the ring commit's release publishes it); zeroed
+	 *            when hl_fd() fails and at hl_close().
+	 *  wake_ino  st_ino of that write end, stored with wake_fd. The worker
+	 *            takes a copy only if it is an AF_UNIX datagram socket with
+	 *            this inode whose peer is the client's own pid: a number
+	 *            the client closed and reused, or a stale value, never makes
+	 *            the worker write into another file.
+	 *  wake_arm  +1 (relaxed, then a seq_cst fence, then the rings are
+	 *            checked again) each time hl_next() finds nothing for the
+	 *            caller's loop. The worker, after its seq_cst fence in
+	 *            wake_one(), sends one datagram when it differs from the
+	 *            value it last sent for (struct hl_ep wake_fired): the same
+	 *            Dekker pair as `sleeping`, so an event committed before the
+	 *            worker read wake_arm is found by the client's re-check, and
+	 *            one committed after is signalled. Garbage only costs this
+	 *            client spurious datagrams.
+	 */
+	_Atomic uint32_t wake_fd;
+	_Atomic uint32_t wake_arm;
+	_Atomic uint64_t wake_ino;
 };
+/* Request (shard 0, SYNC, no key, value or meta; arg 0): take a copy of
+ * the wake socket epc.wake_fd names (pidfd_getfd), answered 0 or -errno.
+ * Defined here rather than among the HL_REQ_* above: it is the wake
+ * protocol's, and an unknown type is -EPROTO to an older worker. */
+#define HL_REQ_WAKEFD 16u
 _Static_assert(sizeof(struct hl_shm_epc) == HL_CACHELINE,
                "epc header is one line (hl__epc_shard() adds one)");
 

@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
 
@@ -347,6 +349,9 @@ free_locked(struct hl_worker *w, uint32_t ep)
 		close(e->pidfd);
 	}
 	uint32_t gen = e->gen;
+	/* Every shard signed off: no event for this incarnation is left to
+	 * signal. The client's own ends are its to close (hl_close()). */
+	hl_w_wake_fd_drop(w, ep);
 	e->pidfd = -1;
 	e->gen = 0;
 	e->quarantined = 0;
@@ -525,4 +530,70 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 		        (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
 		                                            memory_order_relaxed));
 	hl_w_monitor_wake(w);
+}
+
+/*
+ * hl_fd(): take a copy of endpoint EP's wake socket (epc.wake_fd) with
+ * pidfd_getfd(2) and signal on it from now on (wake.c). Call with e->mu
+ * held, EP ACTIVE. The number and the inode are the client's words, read
+ * once; the copy is kept only if it is an AF_UNIX datagram socket with that
+ * inode whose peer is the client process itself (a socketpair it made), so
+ * that a wrong number never makes the worker send into another file.
+ * Returns 0, or -errno: -EPERM when this worker may not ptrace the client
+ * (pidfd_getfd's rule: same user and no Yama restriction, or
+ * CAP_SYS_PTRACE), -EMFILE when it has no pidfd for the client or no
+ * descriptor to spare, -EBADF when the number is not such a socket, -ENOSYS
+ * on a kernel before 5.6. On failure the previous copy, if any, is kept.
+ */
+static int
+take_wake_locked(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	struct hl_shm_epc *pc = hl__epc(&w->seg, ep);
+	uint32_t num = LD_RLX(&pc->wake_fd);
+	uint64_t ino = LD_RLX(&pc->wake_ino);
+	if (num == 0 || num > INT32_MAX)
+		return -EBADF;
+	if (e->pidfd < 0)
+		return -EMFILE;
+	int fd = (int)syscall(SYS_pidfd_getfd, e->pidfd, (int)(num - 1), 0);
+	if (fd < 0)
+		return errno == ESRCH ? HL_ESTALE : -errno;
+	struct stat st;
+	int type = 0, dom = 0;
+	struct ucred cr = { 0 };
+	socklen_t tl = sizeof(type), dl = sizeof(dom), cl = sizeof(cr);
+	if (fstat(fd, &st) || !S_ISSOCK(st.st_mode) || st.st_ino != ino ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_DGRAM ||
+	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) || dom != AF_UNIX ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) || cr.pid != (pid_t)e->pid) {
+		close(fd);
+		return -EBADF;
+	}
+	hl_w_wake_fd_set(w, ep, fd); /* closes the previous copy; pidfd_getfd set CLOEXEC */
+	return 0;
+}
+
+int
+hl_w_ep_take_wake(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	hl_w_lock(&e->mu, HL_W_RANK_EP);
+	int rc = LD_RLX(&hl__epw(&w->seg, ep)->state) == HL_EP_ACTIVE && e->gen
+	                 ? take_wake_locked(w, ep)
+	                 : HL_ESTALE;
+	hl_w_unlock(&e->mu, HL_W_RANK_EP);
+	return rc;
+}
+
+void
+hl_w_ep_retake_wake(struct hl_worker *w, uint32_t ep)
+{
+	if (LD_RLX(&hl__epc(&w->seg, ep)->wake_fd) == 0)
+		return;
+	int rc = hl_w_ep_take_wake(w, ep);
+	if (rc)
+		hl__log("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
+		        "its descriptor will not turn readable; hl_next() still works",
+		        ep, w->eps[ep].pid, hl_err_name(rc));
 }

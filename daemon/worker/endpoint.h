@@ -48,5 +48,11 @@ void hl_w_ep_signoff(struct hl_shard *sh, uint32_t ep);
 void hl_w_ep_release_quarantine(struct hl_worker *w, uint32_t ep);
 /* Free a quarantined EP without a pidfd whose process polling found gone. */
 void hl_w_ep_release_polled(struct hl_worker *w, uint32_t ep);
+/* hl_fd(): take a copy of EP's wake socket (HL_REQ_WAKEFD; shard thread,
+ * takes ep.mu). 0 or -errno (endpoint.c, take_wake_locked()). */
+int hl_w_ep_take_wake(struct hl_worker *w, uint32_t ep);
+/* After a restart (recovery, EP adopted ACTIVE with a pidfd): take the
+ * copy again if the client has one, and send once; a failure is logged. */
+void hl_w_ep_retake_wake(struct hl_worker *w, uint32_t ep);
 
 #endif /* HL_W_ENDPOINT_H */

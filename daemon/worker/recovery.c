@@ -741,6 +741,9 @@ hl_w_recover_begin(struct hl_worker *w)
 				e->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)e->pid, 0);
 				if (e->pidfd < 0 && errno != ESRCH)
 					hl_w_ep_poll_instead(w, ep, errno);
+				/* hl_fd(): the client's loop keeps its registration;
+				 * we take the socket again and send once. */
+				hl_w_ep_retake_wake(w, ep);
 				continue;
 			}
 			ST_RLX(&pw->state, HL_EP_DEAD);

@@ -44,6 +44,8 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 		return 0;
 	case HL_REQ_UNOBSERVE:
 	case HL_REQ_CLOSE: return (r->h.key_len || r->val_len || r->meta_len) ? -EPROTO : 0;
+	case HL_REQ_WAKEFD: /* hl_fd(): shard 0 only, nothing but the header */
+		return (shard || r->h.key_len || r->val_len || r->meta_len || r->arg) ? -EPROTO : 0;
 	default: return -EPROTO;
 	}
 }

@@ -165,6 +165,10 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		if (r->h.type == HL_REQ_CLOSE) {
 			hl_w_ep_kill(w, ep, HL_W_KILL_CLOSED);
 			dead = 1;
+		} else if (r->h.type == HL_REQ_WAKEFD) {
+			/* Not a table change: no intent, no done record; a
+			 * replay after a crash just takes a fresh copy. */
+			err = dead ? HL_ESTALE : hl_w_ep_take_wake(w, ep);
 		} else if (dead && (r->h.type == HL_REQ_OBSERVE || r->h.type == HL_REQ_UNOBSERVE)) {
 			err = HL_ESTALE;
 		} else {

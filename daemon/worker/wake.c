@@ -9,7 +9,40 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+/* One datagram on EP's wake socket: the loop's descriptor (hl_fd()) turns
+ * readable. MSG_DONTWAIT, not the descriptor's O_NONBLOCK: the client shares
+ * that flag (one open file description) and could clear it, and a full
+ * socket buffer must never block a shard thread; it is readable already. */
+static void
+send_wake(int fd)
+{
+	ssize_t n = send(fd, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)n; /* EAGAIN: already readable; EPIPE etc.: the client is going */
+}
+
+/* EP armed its descriptor (epc.wake_arm) since we last sent: send, once
+ * per arm however many threads get here (the exchange). */
+static void
+wake_fd(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	uint32_t arm = atomic_load_explicit(&hl__epc(&w->seg, ep)->wake_arm, memory_order_relaxed);
+	if (arm == atomic_load_explicit(&e->wake_fired, memory_order_relaxed) ||
+	    atomic_exchange_explicit(&e->wake_fired, arm, memory_order_relaxed) == arm)
+		return;
+	/* Seq_cst pair with hl_w_wake_fd_drop(): it swaps wake_fd to -1 and
+	 * then waits for wake_users to fall to 0; we count ourselves in and
+	 * then load wake_fd. Either we see -1, or it sees us and waits. */
+	atomic_fetch_add_explicit(&e->wake_users, 1, memory_order_seq_cst);
+	int fd = atomic_load_explicit(&e->wake_fd, memory_order_seq_cst);
+	if (fd >= 0)
+		send_wake(fd);
+	atomic_fetch_sub_explicit(&e->wake_users, 1, memory_order_release);
+}
 
 static void
 wake_one(struct hl_worker *w, uint32_t ep)
@@ -17,12 +50,44 @@ wake_one(struct hl_worker *w, uint32_t ep)
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	/* Dekker with hl_next(): our ring/ack stores are ordered before the
 	 * read of `sleeping` (a client-written hint: garbage only costs a
-	 * spurious wake-up). */
+	 * spurious wake-up), and before the read of `wake_arm` (wake_fd()). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&hl__epc(&w->seg, ep)->sleeping, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
 		hl__futex_wake(&pw->ev_signal, INT_MAX);
 	}
+	/* Clients that never called hl_fd() pay this one branch, on the
+	 * worker's own memory. */
+	if (atomic_load_explicit(&w->eps[ep].wake_fd, memory_order_relaxed) >= 0)
+		wake_fd(w, ep);
+}
+
+void
+hl_w_wake_fd_set(struct hl_worker *w, uint32_t ep, int fd)
+{
+	struct hl_ep *e = &w->eps[ep];
+	hl_w_wake_fd_drop(w, ep);
+	atomic_store_explicit(
+	        &e->wake_fired,
+	        atomic_load_explicit(&hl__epc(&w->seg, ep)->wake_arm, memory_order_relaxed),
+	        memory_order_relaxed);
+	atomic_store_explicit(&e->wake_fd, fd, memory_order_seq_cst);
+	send_wake(fd);
+}
+
+void
+hl_w_wake_fd_drop(struct hl_worker *w, uint32_t ep)
+{
+	struct hl_ep *e = &w->eps[ep];
+	int fd = atomic_exchange_explicit(&e->wake_fd, -1, memory_order_seq_cst);
+	if (fd < 0)
+		return;
+	/* A sender that loaded fd before our swap is counted in wake_users;
+	 * one that counts itself in after it loads -1. A send lasts
+	 * microseconds (MSG_DONTWAIT). */
+	while (atomic_load_explicit(&e->wake_users, memory_order_seq_cst))
+		sched_yield();
+	close(fd);
 }
 
 /*

@@ -23,6 +23,13 @@ void hl_w_wake_defer_end(struct hl_shard *sh);
 void hl_w_wake_flush(struct hl_shard *sh);
 /* Ring shard S's doorbell (any thread). */
 void hl_w_wake_shard(struct hl_worker *w, uint32_t s);
+/* hl_fd(): EP's copy of its client's wake socket. Set gives the worker FD
+ * (owned from then on; the previous copy, if any, is closed) and sends one
+ * datagram, so that a wake-up the last holder may have missed (a worker
+ * killed between an event and its send) is not lost; drop closes the copy
+ * once no thread is sending on it. Call with EP's mu held. */
+void hl_w_wake_fd_set(struct hl_worker *w, uint32_t ep, int fd);
+void hl_w_wake_fd_drop(struct hl_worker *w, uint32_t ep);
 /* Wake the monitor thread (any thread). */
 void hl_w_monitor_wake(struct hl_worker *w);
 

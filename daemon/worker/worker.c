@@ -55,6 +55,7 @@ hl_w_init(struct hl_worker *w)
 	for (uint32_t e = 0; e < h->max_endpoints; e++) {
 		pthread_mutex_init(&w->eps[e].mu, NULL);
 		w->eps[e].pidfd = -1;
+		atomic_init(&w->eps[e].wake_fd, -1);
 	}
 	for (uint32_t s = 0; s < w->nshards; s++) {
 		w->shards[s].w = w;

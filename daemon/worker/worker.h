@@ -139,6 +139,13 @@ struct hl_ep {
 	uint64_t read_ns;   /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
 	uint32_t watch_gen; /* incarnation the two fields above describe */
 	int slow;           /* reported as not reading */
+	/* hl_fd() (wake.c, endpoint.c): the worker's copy of the client's wake
+	 * socket, -1 = none. Set and dropped under mu; read by any thread's
+	 * wake_one() without it, which announces itself in wake_users first so
+	 * that hl_w_wake_fd_drop() never closes the number under a send. */
+	_Atomic int wake_fd;
+	_Atomic uint32_t wake_users;
+	_Atomic uint32_t wake_fired; /* the client's epc.wake_arm last sent for */
 };
 
 struct hl_worker_opts {

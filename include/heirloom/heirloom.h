@@ -314,6 +314,41 @@ struct hl_event {
  */
 HL_API int hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms);
 
+/*
+ * A descriptor for an event loop (poll, epoll, select, libuv's uv_poll,
+ * libevent, asyncio's add_reader): it turns readable when hl_next() may have
+ * an event without waiting. Level-triggered: it stays readable until
+ * hl_next() returns -EAGAIN (timeout 0) or -ETIMEDOUT, which empties it and
+ * re-arms it. So, when it polls readable, call hl_next(c, &ev, 0) until it
+ * returns -EAGAIN (an edge-triggered EPOLLET registration works with that
+ * same loop). It may poll readable with nothing to take (an event another
+ * thread's hl_next() took, or an observer's events dropped after
+ * hl_unobserve()): hl_next() then just returns -EAGAIN. Watch it for
+ * reading only.
+ *
+ * The first call makes it (an AF_UNIX datagram socket read end, non-blocking
+ * and close-on-exec) and asks the worker to take a copy of its other end
+ * with pidfd_getfd(2), waiting up to the client's timeout; later calls
+ * return the same number. The library owns it: do not read, write or close
+ * it; hl_close() closes it (a loop must drop it from its set before). It
+ * survives worker restarts: the new worker takes the copy again, and sends
+ * once, so a loop keeps its registration and loses no wake-up. No thread is
+ * started. Clients that never call hl_fd() are not affected. Not inherited
+ * usefully across fork(): a child gets -ECHILD.
+ *
+ * Errors (nothing is left open): -EPERM when the worker may not take the
+ * copy: pidfd_getfd needs ptrace access over this process, i.e. the worker
+ * runs as the same user and Yama's kernel.yama.ptrace_scope is 0 (or this
+ * process called prctl(PR_SET_PTRACER, worker pid) under scope 1), or the
+ * worker has CAP_SYS_PTRACE (systemd: AmbientCapabilities=CAP_SYS_PTRACE);
+ * -EMFILE when the worker is out of descriptors (or this process's own
+ * socketpair() failed for lack of them); -ENOSYS on a kernel before 5.6;
+ * -EAGAIN / -ETIMEDOUT when no worker answered within the timeout (call
+ * again later); -ECHILD in a forked child; HL_ESTALE. Use hl_next() with a
+ * timeout on a thread of its own instead when hl_fd() cannot be had.
+ */
+HL_API int hl_fd(struct hl_client *c);
+
 /* ---- Introspection. ---- */
 
 /*

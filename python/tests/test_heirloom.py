@@ -1,0 +1,177 @@
+"""The Python package against a real worker (issue 15)."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import heirloom
+from conftest import ctl
+
+
+def test_values_round_trip_including_nul_bytes_and_str(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        blob = bytes(range(256)) + b"\0\0end\0"
+        c.publish(b"bin\0key", blob, meta=b"m\0eta")
+        value, rev1 = c.get(b"bin\0key")
+        assert value == blob and rev1 > 0
+        c.publish("text", "héllo")
+        assert c.get(b"text")[0] == "héllo".encode()
+        c.publish("empty", b"")
+        value, rev3 = c.get("empty")
+        assert value == b"" and rev3 > rev1
+        assert c.get("missing") is None
+        assert sorted(c.keys()) == sorted([b"bin\0key", b"text", b"empty"])
+        c.delete("text")
+        assert c.get("text") is None
+        assert c.stats()["keys"] == 2
+
+
+def test_events_carry_every_field(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        oid = c.observe("k")
+        c.publish("k", b"v1", meta=b"who")
+        c.publish("k", b"v\0 2")
+        c.delete("k")
+        e1, e2, e3 = (c.next(timeout=5) for _ in range(3))
+        assert (e1.type, e1.key, e1.old, e1.new, e1.meta) == (
+            heirloom.EventType.PUT, b"k", None, b"v1", b"who")
+        assert e1.pid == os.getpid() and e1.observer == oid and e1.time > 0
+        assert (e2.old, e2.new, e2.revision) == (b"v1", b"v\0 2", e1.revision + 1)
+        assert (e3.type, e3.old, e3.new) == (heirloom.EventType.DELETE, b"v\0 2", None)
+        assert c.next(timeout=0) is None
+        c.unobserve(oid)
+
+
+def test_errors_are_subclasses_with_code_and_name(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        with pytest.raises(heirloom.InvalidArgumentError) as ei:
+            c.publish(b"", b"x")
+        assert ei.value.code == -22 and ei.value.name == "EINVAL"
+        assert isinstance(ei.value, heirloom.Error)
+        with pytest.raises(heirloom.Error):
+            c.publish(b"k" * 300, b"x")
+        with pytest.raises(heirloom.TooBigError):
+            c.publish(b"k", b"x" * (1 << 20))
+        with pytest.raises(TypeError):
+            c.publish(b"k", 42)
+    with pytest.raises(ValueError):
+        c.get("k")  # closed
+    with pytest.raises(heirloom.Error) as ei:
+        heirloom.Client("no-such-segment-" + str(os.getpid()))
+    assert ei.value.name == "ENOENT"
+
+
+def test_python_observer_gets_events_from_a_c_publisher(worker):
+    with heirloom.Client(worker.name) as c:
+        c.observe("greeting")
+        ctl(worker.name, "set", "greeting", "from-c")
+        ev = c.next(timeout=5)
+        assert ev.new == b"from-c" and ev.pid != os.getpid()
+
+
+def test_c_observer_gets_events_from_a_python_publisher(worker):
+    watch = subprocess.Popen([os.path.join(os.environ.get("HL_BIN", ""), "heirloomctl"),
+                              "--name", worker.name, "watch", "pk", "--count", "1"],
+                             stdout=subprocess.PIPE, text=True)
+    with heirloom.Client(worker.name, sync=True) as c:
+        end = time.monotonic() + 10
+        while c.stats()["observers"] < 1 and time.monotonic() < end:
+            time.sleep(0.02)
+        c.publish("pk", "from-python")
+    out, _ = watch.communicate(timeout=10)
+    assert watch.returncode == 0 and "from-python" in out
+
+
+def test_next_releases_the_gil(worker):
+    with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
+        c.observe("g")
+        got = []
+        t = threading.Thread(target=lambda: got.append(c.next(timeout=10)))
+        t.start()
+        time.sleep(0.05)
+        p.publish("g", "x")  # runs while the other thread waits in hl_next
+        t.join(10)
+        assert got and got[0].new == b"x"
+
+
+def test_asyncio_events_with_a_timeout(worker):
+    async def run():
+        with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
+            c.observe("a")
+            it = c.events()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(it.__anext__(), 0.2)
+            it = c.events()
+            p.publish("a", "1")
+            ev = await asyncio.wait_for(it.__anext__(), 5)
+            assert ev.new == b"1"
+            await it.aclose()
+    asyncio.run(run())
+
+
+def test_lagged_and_resync_surface_as_events(worker):
+    with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
+        c.observe("lag")
+        for i in range(1000):  # far more than a 16 KiB event ring holds
+            p.publish("lag", b"%04d" % i + b"x" * 64)
+        p.flush(5)
+        types = []
+        while (ev := c.next(timeout=0.5)) is not None:
+            types.append(ev)
+        kinds = [e.type for e in types]
+        assert heirloom.EventType.LAGGED in kinds
+        i = kinds.index(heirloom.EventType.LAGGED)
+        assert types[i].lagged > 0 and kinds[i + 1] == heirloom.EventType.RESYNC
+        assert types[-1].new.startswith(b"0999")
+
+
+def test_sigkilled_python_process_loses_its_observers_at_once(worker):
+    code = textwrap.dedent(f"""
+        import heirloom, sys, time
+        c = heirloom.Client({worker.name!r})
+        for i in range(5):
+            c.observe("k%d" % i)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    with heirloom.Client(worker.name) as c:
+        assert c.stats()["observers"] == 5
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        end = time.monotonic() + 5  # a bound, not a timing assertion
+        while c.stats()["observers"] and time.monotonic() < end:
+            time.sleep(0.01)
+        assert c.stats()["observers"] == 0
+
+
+def test_worker_sigkill_during_async_for_loses_nothing(worker):
+    async def run():
+        with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
+            c.observe("n")
+            got = []
+
+            async def consume():
+                async for ev in c.events():
+                    got.append(int(ev.new))
+                    if len(got) == 30:
+                        return
+
+            task = asyncio.create_task(consume())
+            for i in range(30):
+                p.publish("n", str(i))  # queued in shared memory, worker or not
+                if i % 10 == 5:
+                    await asyncio.sleep(0.05)
+                    worker.kill9()
+                    await asyncio.sleep(0.05)
+                    worker.start()
+            await asyncio.wait_for(task, 30)
+            assert got == list(range(30))
+    asyncio.run(run())
