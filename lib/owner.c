@@ -34,6 +34,19 @@ hl__owner_write(struct hl_shm_header *h, uint32_t role, uint32_t pid, uint64_t s
 	return epoch;
 }
 
+/* Test seam: called between the reader's first field load and the
+ * others, exactly where a concurrent writer makes a record torn. Weak and
+ * empty here (GCC never inlines a weak definition); tests/test_layout.c
+ * links a strong one that writes the record at that moment, so the race
+ * the sequence lock exists for happens on every run instead of by chance.
+ * Owner reads are rare (handoffs, heirloomctl), so the call costs nothing
+ * that matters. */
+__attribute__((weak)) void
+hl__owner_read_mid(const struct hl_shm_header *h)
+{
+	(void)h;
+}
+
 int
 hl__owner_read(const struct hl_shm_header *h, struct hl_owner *o)
 {
@@ -46,6 +59,7 @@ hl__owner_read(const struct hl_shm_header *h, struct hl_owner *o)
 		/* Pairs with the closing release increment in hl__owner_write(). */
 		uint64_t s1 = atomic_load_explicit(seq, memory_order_acquire);
 		o->epoch = atomic_load_explicit(&h->owner_epoch, memory_order_relaxed);
+		hl__owner_read_mid(h);
 		o->role = atomic_load_explicit(&h->owner_role, memory_order_relaxed);
 		o->pid = atomic_load_explicit(&h->owner_pid, memory_order_relaxed);
 		o->start = atomic_load_explicit(&h->owner_start, memory_order_relaxed);

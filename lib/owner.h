@@ -53,6 +53,9 @@ uint64_t hl__owner_write(struct hl_shm_header *h, uint32_t role, uint32_t pid, u
  */
 int hl__owner_read(const struct hl_shm_header *h, struct hl_owner *o);
 
+/* Test seam inside hl__owner_read() (owner.c): weak, does nothing. */
+void hl__owner_read_mid(const struct hl_shm_header *h);
+
 /* Make a torn record's owner_seq even again without changing its fields or
  * the epoch (a living worker must not be fenced by a repair). Returns 1 if
  * it repaired, else 0. Only the record's sole writer calls it, before its

@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WRITES 2000000u
+/* The race below is a stress test; the torn read itself is forced on
+ * every run by test_a_write_between_the_field_loads_is_never_returned(). */
+#define WRITES 200000u
 
 /* What the writer stores at epoch E: every field derived from E, so a
  * reader can tell a record mixed from two writes. */
@@ -99,6 +101,42 @@ test_owner_read_never_returns_a_torn_record(void **state)
 	assert_int_equal(o.pid, pid_of(o.epoch));
 	assert_int_equal(atomic_load(&r.h->owner_seq), 2ull * (WRITES + 1));
 	free(r.h);
+}
+
+/* The strong definition of owner.c's seam: when armed, one whole write
+ * lands after the reader loaded the epoch and before it loads the rest. */
+static struct hl_shm_header *mid_h;
+static int mid_writes;
+
+void
+hl__owner_read_mid(const struct hl_shm_header *h)
+{
+	if (h != mid_h || mid_writes == 0)
+		return;
+	mid_writes--;
+	uint64_t e = atomic_load_explicit(&mid_h->owner_epoch, memory_order_relaxed) + 1;
+	hl__owner_write(mid_h, role_of(e), pid_of(e), start_of(e));
+}
+
+static void
+test_a_write_between_the_field_loads_is_never_returned(void **state)
+{
+	(void)state;
+	struct hl_shm_header *h = header_new();
+	hl__owner_write(h, role_of(1), pid_of(1), start_of(1));
+	mid_h = h;
+	mid_writes = 3; /* three reads in a row are torn: the reader retries */
+	struct hl_owner o;
+	assert_int_equal(hl__owner_read(h, &o), 0);
+	assert_int_equal(mid_writes, 0);
+	/* The record as the last write left it, never epoch 1 with the
+	 * fields of a later write. */
+	assert_int_equal(o.epoch, 4);
+	assert_int_equal(o.role, role_of(4));
+	assert_int_equal(o.pid, pid_of(4));
+	assert_int_equal(o.start, start_of(4));
+	mid_h = NULL;
+	free(h);
 }
 
 static void
@@ -190,6 +228,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_owner_read_never_returns_a_torn_record),
+		cmocka_unit_test(test_a_write_between_the_field_loads_is_never_returned),
 		cmocka_unit_test(test_owner_write_moves_the_epoch_and_clears_worker_ready),
 		cmocka_unit_test(
 		        test_torn_record_is_reported_then_repaired_without_moving_the_epoch),
