@@ -213,14 +213,15 @@ client(const char *name, int me)
 				FAIL("client %d: get: %s", me, hl_strerror(rc));
 			/* Recorded before the call: a reader may see it at once. */
 			rc = hl_publish_if(c, key, strlen(key), v, (size_t)vl, NULL, 0, rev, &cur);
-			int o = rc == 0                                  ? V_APPLIED
-			        : rc == -EAGAIN || rc == HL_ECONFLICT    ? V_REFUSED
-			        : rc == -ETIMEDOUT                       ? V_DOUBT
-			                                                 : V_NONE;
+			int o = rc == 0                               ? V_APPLIED
+			        : rc == -EAGAIN || rc == HL_ECONFLICT ? V_REFUSED
+			        : rc == -ETIMEDOUT                    ? V_DOUBT
+			                                              : V_NONE;
 			if (o == V_NONE)
 				FAIL("client %d: publish_if: %s", me, hl_strerror(rc));
 			if (rc == HL_ECONFLICT && cur == rev)
-				FAIL("client %d: conflict on %s answering the expected revision %lu",
+				FAIL("client %d: conflict on %s answering the expected revision "
+				     "%lu",
 				     me, key, (unsigned long)rev);
 			if (rc == 0 && cur <= rev)
 				FAIL("client %d: publish_if on %s answered %lu after %lu", me, key,
@@ -234,7 +235,8 @@ client(const char *name, int me)
 					if (seen && seen != cur)
 						FAIL("client %d: value %s seen at %lu, its "
 						     "compare-and-set answered %lu",
-						     me, v, (unsigned long)seen, (unsigned long)cur);
+						     me, v, (unsigned long)seen,
+						     (unsigned long)cur);
 				}
 				atomic_store(&S->outcome[me][count], (uint8_t)o);
 			}
