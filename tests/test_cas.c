@@ -8,6 +8,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,6 +282,39 @@ test_n_processes_times_m_increments_count_exactly(void **state)
 	}
 }
 
+/* The counter demo (heirloom-demo, CAS in a retry loop), twice at once on
+ * one key: both succeed and the counter is the sum of their increments. */
+static void
+test_two_counter_demos_at_once_lose_no_increment(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 2, CYCLES = 5, PER = 40 };
+	pid_t kids[N];
+	for (int i = 0; i < N; i++) {
+		const char *const argv[] = { HL_DEMO_PATH,  "--name",    f->name,    "--key",
+			                     KEY,           "--no-kill", "--cycles", "5",
+			                     "--per-cycle", "40",        NULL };
+		kids[i] = hl_t_fork();
+		assert_true(kids[i] >= 0);
+		if (kids[i] == 0) {
+			/* Its step-by-step output is for people: keep it out
+			 * of the test's unless asked for. */
+			if (!getenv("HL_TEST_VERBOSE")) {
+				int fd = open("/dev/null", O_WRONLY);
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+			execv(argv[0], (char *const *)argv);
+			_exit(127);
+		}
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(hl_t_wait_exit(kids[i], hl_t_ms(120000)), 0);
+	char want[32];
+	snprintf(want, sizeof(want), "%d", N * CYCLES * PER);
+	assert_value(f->c, want);
+}
+
 int
 main(void)
 {
@@ -293,6 +327,7 @@ main(void)
 		T(test_deleted_key_compares_as_absent),
 		T(test_conditional_requests_refuse_bad_arguments),
 		T(test_n_processes_times_m_increments_count_exactly),
+		T(test_two_counter_demos_at_once_lose_no_increment),
 	};
 	return cmocka_run_group_tests_name("cas", tests, NULL, NULL);
 }

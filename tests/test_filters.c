@@ -20,10 +20,11 @@ struct fx {
 	struct hl_client *c;
 };
 
-static const char *const caps[] = { "--max-keys",      "64",    "--max-observers",
-	                            "64",              "--max-endpoints", "8",
-	                            "--heap",          "262144", "--max-value", "512", "--ev-ring",
-	                            "4096",            NULL };
+static const char *const caps[] = {
+	"--max-keys", "64",     "--max-observers", "64",  "--max-endpoints", "8",
+	"--heap",     "262144", "--max-value",     "512", "--ev-ring",       "4096",
+	NULL
+};
 
 static int
 setup(void **state)

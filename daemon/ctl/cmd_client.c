@@ -134,8 +134,9 @@ print_cond(struct ctl *c, const char *key, int rc, uint64_t if_rev, uint64_t cur
 {
 	if (rc == HL_ECONFLICT) {
 		fflush(stdout);
-		fprintf(stderr, "heirloomctl: %s: conflict: '%s' is at revision %llu, not %llu; "
-		                "nothing changed\n",
+		fprintf(stderr,
+		        "heirloomctl: %s: conflict: '%s' is at revision %llu, not %llu; "
+		        "nothing changed\n",
 		        c->cmd, key, (unsigned long long)cur, (unsigned long long)if_rev);
 		struct out o;
 		out_init(&o, stdout, 1);
