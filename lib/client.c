@@ -790,9 +790,11 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 	return rc;
 }
 
+/* The arguments of a publish or delete, plain or conditional: 0 or the
+ * error, before anything is queued. */
 static int
-write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
-          size_t value_len, const void *meta, size_t meta_len)
+check_write(const struct hl_client *c, const void *key, size_t key_len, const void *value,
+            size_t value_len, const void *meta, size_t meta_len)
 {
 	if (!c)
 		return -EINVAL;
@@ -807,6 +809,16 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 	if (key_len >= sizeof(HL_SYS_PREFIX) - 1 &&
 	    memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0)
 		return -EPERM;
+	return 0;
+}
+
+static int
+write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
+          size_t value_len, const void *meta, size_t meta_len)
+{
+	int rc = check_write(c, key, key_len, value, value_len, meta, meta_len);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&c->lock);
 	int sync = (c->flags & HL_OPEN_SYNC) != 0;
 	uint64_t deadline = sync ? deadline_of(c->timeout_ms) : 0;
@@ -871,18 +883,9 @@ static int
 cond_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
          size_t value_len, const void *meta, size_t meta_len, uint64_t if_rev, uint64_t *cur_rev)
 {
-	if (!c)
-		return -EINVAL;
-	int rc = check_key(key, key_len);
+	int rc = check_write(c, key, key_len, value, value_len, meta, meta_len);
 	if (rc)
 		return rc;
-	if ((value_len && !value) || (meta_len && !meta))
-		return -EINVAL;
-	if (value_len > c->seg.h->max_value || meta_len > HL_META_MAX)
-		return -EMSGSIZE;
-	if (key_len >= sizeof(HL_SYS_PREFIX) - 1 &&
-	    memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0)
-		return -EPERM;
 	pthread_mutex_lock(&c->lock);
 	uint64_t deadline = deadline_of(c->timeout_ms);
 	uint32_t s = shard_of(c, hl__hash(key, key_len));

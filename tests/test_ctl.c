@@ -981,9 +981,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_set_then_get_round_trips, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_of_missing_key_exits_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_del_then_get_exits_1, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_if_rev_conflict_exits_5_with_the_current_revision,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_if_rev_conflict_exits_5_with_the_current_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,
