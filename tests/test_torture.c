@@ -207,6 +207,8 @@ client(const char *name, int me)
 			int vl = snprintf(v, sizeof(v), "c%d-%ld", me, count);
 			uint64_t rev = 0, cur = 0;
 			rc = hl_get(c, key, strlen(key), NULL, 0, NULL, &rev);
+			if (rc == -EBUSY) /* the key kept changing as we read: skip */
+				goto next;
 			if (rc == -ENOENT)
 				rev = 0;
 			else if (rc)

@@ -193,6 +193,8 @@ increment(struct hl_client *c, long *v, uint64_t *rev)
 		long cur = 0;
 		uint64_t r = 0;
 		int rc = read_counter(c, &cur, &r);
+		if (rc == -EBUSY)
+			continue; /* the counter kept changing as hl_get read it: read again */
 		if (rc)
 			return rc;
 		char val[32];
@@ -210,7 +212,9 @@ increment(struct hl_client *c, long *v, uint64_t *rev)
 			rc = hl_flush(c, timeout_ms);
 			if (rc == 0) {
 				*v = cur + 1;
-				return read_counter(c, &cur, rev);
+				if (read_counter(c, &cur, rev))
+					*rev = 0; /* for the printout only */
+				return 0;
 			}
 		}
 		if (rc != HL_ECONFLICT)
