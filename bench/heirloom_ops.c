@@ -19,6 +19,14 @@
  *   observe-pairs/heirloom-sync pairs/s the same from a client opened
  *                                       HL_OPEN_SYNC: both calls wait for
  *                                       the worker (two round trips)
+ *   cas-increment/heirloom     cas/s    one client increments one counter
+ *                                       key: hl_get + hl_publish_if on the
+ *                                       revision read (always a round trip
+ *                                       to the worker; uncontended, so
+ *                                       never a conflict). Also prints the
+ *                                       CPU per increment of the client and
+ *                                       of the worker (getrusage, and
+ *                                       /proc/PID/stat of the owner pid)
  *   memory/segment             B/observer, B/key   from the layout (ring space
  *                                       apart): what the segment reserves
  *   memory/worker-rss          B/observer  worker VmRSS growth per observer
@@ -191,8 +199,77 @@ rep_pairs(struct hl_client *cl, const struct bench_opts *o, struct stats_samples
 	return 0;
 }
 
+/* CPU time of process PID (utime + stime), in ns; 0 when unknown. */
+static uint64_t
+proc_cpu_ns(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	unsigned long long ut = 0, st = 0;
+	/* Fields after the comm: state is 3, utime 14, stime 15. */
+	if (!p ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (ut + st) * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+static uint64_t
+self_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * BENCH_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* Compare-and-set increments of one key, read + CAS per increment. */
+static int
+rep_cas(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *out)
+{
+	uint64_t deadline = bench_rep_deadline(o), n = 0;
+	struct hl_stats st;
+	int rc = hl_stats(cl, &st);
+	if (rc)
+		return rc;
+	uint64_t w0 = proc_cpu_ns(st.owner_pid), c0 = self_cpu_ns(), t0 = stats_now_ns();
+	struct bench_rate r;
+	bench_rate_start(&r, RATE_WINDOW_NS, 0);
+	while (stats_now_ns() < deadline) {
+		for (unsigned k = 0; k < 32; k++) {
+			uint64_t v = 0, rev = 0;
+			size_t len = 0;
+			rc = hl_get(cl, "hb/cas", 6, &v, sizeof(v), &len, &rev);
+			if (rc == -ENOENT)
+				rev = 0;
+			else if (rc)
+				return rc;
+			v++;
+			rc = hl_publish_if(cl, "hb/cas", 6, &v, sizeof(v), NULL, 0, rev, NULL);
+			if (rc)
+				return rc;
+			n++;
+		}
+		if (bench_rate_tick(&r, n, out) < 0)
+			return -ENOMEM;
+	}
+	uint64_t dt = stats_now_ns() - t0, w1 = proc_cpu_ns(st.owner_pid), c1 = self_cpu_ns();
+	fprintf(stderr,
+	        "cas-increment: %llu increments in %.3f s: %.0f ns per round trip; CPU per "
+	        "increment: client %.0f ns, worker %.0f ns (clock ticks of %ld Hz)\n",
+	        (unsigned long long)n, (double)dt / 1e9, n ? (double)dt / (double)n : 0.0,
+	        n ? (double)(c1 - c0) / (double)n : 0.0,
+	        n && w0 && w1 ? (double)(w1 - w0) / (double)n : 0.0, sysconf(_SC_CLK_TCK));
+	return 0;
+}
+
 /* which: 0..2 the publish series (rep_publish), 3 pairs from `pub`, 4 pairs
- * from a client of its own opened HL_OPEN_SYNC. */
+ * from a client of its own opened HL_OPEN_SYNC, 5 CAS increments. */
 static int
 run_series(const char *scenario, const char *variant, const char *unit, int which,
            const struct bench_opts *o)
@@ -213,7 +290,9 @@ run_series(const char *scenario, const char *variant, const char *unit, int whic
 	for (unsigned r = 0; r < o->reps && err == 0; r++) {
 		struct stats_samples rep;
 		stats_init(&rep);
-		err = which < 3 ? rep_publish(which, o, &rep) : rep_pairs(cl, o, &rep);
+		err = which < 3    ? rep_publish(which, o, &rep)
+		      : which == 5 ? rep_cas(cl, o, &rep)
+		                   : rep_pairs(cl, o, &rep);
 		if (err == 0)
 			err = bench_series_add_rep(&s, &rep);
 		stats_fini(&rep);
@@ -330,6 +409,7 @@ main(int argc, char **argv)
 	failed |= run_series("publish-observed", "heirloom", "pub/s", 2, &o) < 0;
 	failed |= run_series("observe-pairs", "heirloom", "pairs/s", 3, &o) < 0;
 	failed |= run_series("observe-pairs", "heirloom-sync", "pairs/s", 4, &o) < 0;
+	failed |= run_series("cas-increment", "heirloom", "cas/s", 5, &o) < 0;
 	failed |= run_memory(&o) < 0;
 	hl_close(pub);
 	hlb_teardown();

@@ -40,6 +40,7 @@ struct obs_ent {
 	uint32_t key_len;
 	uint8_t *key;
 	int last_was_delete;
+	uint32_t flags; /* HL_OBSERVE_* it was made with (NOOLD is applied here) */
 };
 
 struct resync {
@@ -174,7 +175,8 @@ obs_prepare(struct hl_client *c, const void *key, size_t len, uint8_t **kcopy)
 }
 
 static void
-obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcopy, size_t len)
+obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcopy, size_t len,
+           uint32_t flags)
 {
 	uint32_t i = obs_slot_hash(id, c->obs_cap);
 	while (c->obs[i].id != 0 && c->obs[i].id != UINT64_MAX)
@@ -184,7 +186,7 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 	/* The observer starts at the key's revision when it was added: events
 	 * can only carry later revisions, so nothing is filtered wrongly. */
 	c->obs[i] = (struct obs_ent){
-		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len
+		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len, .flags = flags
 	};
 	c->obs_n++;
 }
@@ -671,7 +673,9 @@ settle(struct hl_client *c, uint32_t s, uint64_t deadline)
 			d->orphan = (hl_observer_id)r;
 		} else if (r < 0 && d->type != HL_REQ_OBSERVE && d->type != HL_REQ_UNOBSERVE &&
 		           !c->doubt_err) {
-			c->doubt_err = (int)r; /* hl_flush() reports it */
+			/* hl_flush() reports it; a conditional request's
+			 * conflict carries a revision nobody asks for now. */
+			c->doubt_err = hl__cond_is_conflict(r) ? HL_ECONFLICT : (int)r;
 		}
 	}
 	if (d->orphan) {
@@ -710,7 +714,9 @@ int
 hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
            hl_observer_id *out)
 {
-	if (!c || !out || flags)
+	if (!c || !out || (flags & ~(uint32_t)HL_OBSERVE_ALL) ||
+	    (flags & (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)) ==
+	            (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE))
 		return -EINVAL;
 	int rc = check_key(key, key_len);
 	if (rc)
@@ -732,7 +738,7 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 	if (rc == 0) {
 		int64_t r = await_answer(c, s, pos, deadline);
 		if (r > 0) {
-			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len);
+			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags);
 			kcopy = NULL;
 			*out = (hl_observer_id)r;
 		} else if (r == -ETIMEDOUT) {
@@ -794,9 +800,11 @@ hl_unobserve(struct hl_client *c, hl_observer_id id)
 	return rc;
 }
 
+/* The arguments of a publish or delete, plain or conditional: 0 or the
+ * error, before anything is queued. */
 static int
-write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
-          size_t value_len, const void *meta, size_t meta_len)
+check_write(const struct hl_client *c, const void *key, size_t key_len, const void *value,
+            size_t value_len, const void *meta, size_t meta_len)
 {
 	if (!c)
 		return -EINVAL;
@@ -811,6 +819,16 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 	if (key_len >= sizeof(HL_SYS_PREFIX) - 1 &&
 	    memcmp(key, HL_SYS_PREFIX, sizeof(HL_SYS_PREFIX) - 1) == 0)
 		return -EPERM;
+	return 0;
+}
+
+static int
+write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
+          size_t value_len, const void *meta, size_t meta_len)
+{
+	int rc = check_write(c, key, key_len, value, value_len, meta, meta_len);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&c->lock);
 	int sync = (c->flags & HL_OPEN_SYNC) != 0;
 	uint64_t deadline = sync ? deadline_of(c->timeout_ms) : 0;
@@ -844,6 +862,82 @@ int
 hl_delete(struct hl_client *c, const void *key, size_t key_len)
 {
 	return write_req(c, HL_REQ_DELETE, key, key_len, NULL, 0, NULL, 0);
+}
+
+int
+hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
+                const struct hl_observe_opts *opts, hl_observer_id *out)
+{
+	struct hl_observe_opts none = { 0 };
+	if (!opts)
+		opts = &none;
+	if (opts->reserved32)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		if (opts->reserved[i])
+			return -EINVAL;
+	return hl_observe(c, key, key_len, opts->flags, out);
+}
+
+/*
+ * A conditional publish or delete (HL_REQ_PUBLISH_IF / HL_REQ_DELETE_IF,
+ * arg = IF_REV): always SYNC, whatever the client's flags, because the
+ * answer is the point. The failure contract is write_req()'s with
+ * HL_OPEN_SYNC: settle this shard first, withdraw on timeout (-EAGAIN,
+ * never applied), or -ETIMEDOUT in doubt (the worker decides it later,
+ * once; settle() turns a conflict then into HL_ECONFLICT for hl_flush()).
+ * *cur_rev gets the revision the worker answered, on success and on
+ * HL_ECONFLICT only.
+ */
+static int
+cond_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, const void *value,
+         size_t value_len, const void *meta, size_t meta_len, uint64_t if_rev, uint64_t *cur_rev)
+{
+	int rc = check_write(c, key, key_len, value, value_len, meta, meta_len);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	uint64_t deadline = deadline_of(c->timeout_ms);
+	uint32_t s = shard_of(c, hl__hash(key, key_len));
+	uint64_t pos;
+	rc = endpoint_gone(c) ? HL_ESTALE : settle(c, s, deadline);
+	if (rc == 0)
+		rc = queue_req(c, s, type, key, key_len, meta, meta_len, value, value_len, if_rev,
+		               HL_REQF_SYNC, deadline, &pos);
+	if (rc == 0) {
+		int64_t r = await_answer(c, s, pos, deadline);
+		if (r == -ETIMEDOUT)
+			doubt_set(c, s, pos, type);
+		if (r >= 0) {
+			if (cur_rev)
+				*cur_rev = (uint64_t)r;
+			rc = 0;
+		} else if (hl__cond_is_conflict(r)) {
+			if (cur_rev)
+				*cur_rev = hl__cond_rev(r);
+			rc = HL_ECONFLICT;
+		} else {
+			rc = (int)r;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int
+hl_publish_if(struct hl_client *c, const void *key, size_t key_len, const void *value,
+              size_t value_len, const void *meta, size_t meta_len, uint64_t if_rev,
+              uint64_t *cur_rev)
+{
+	return cond_req(c, HL_REQ_PUBLISH_IF, key, key_len, value, value_len, meta, meta_len,
+	                if_rev, cur_rev);
+}
+
+int
+hl_delete_if(struct hl_client *c, const void *key, size_t key_len, uint64_t if_rev,
+             uint64_t *cur_rev)
+{
+	return cond_req(c, HL_REQ_DELETE_IF, key, key_len, NULL, 0, NULL, 0, if_rev, cur_rev);
 }
 
 /* Collect (and forget) the errors of requests nobody waited for: a settled
@@ -1035,9 +1129,14 @@ expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 	ev->meta_len = r->meta_len;
 	p += r->meta_len;
 	if (r->old_len != HL_NO_LEN) {
-		ev->has_old = 1;
-		ev->old_value = p;
-		ev->old_len = r->old_len;
+		/* The record is shared by this client's observers of the key
+		 * (the worker copies the old value if any of them wants it):
+		 * one that asked for no old value gets none. */
+		if (!(e->flags & HL_OBSERVE_NOOLD)) {
+			ev->has_old = 1;
+			ev->old_value = p;
+			ev->old_len = r->old_len;
+		}
 		p += r->old_len;
 	}
 	if (r->new_len != HL_NO_LEN) {

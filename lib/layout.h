@@ -41,7 +41,12 @@
  * 3: one writer per header line: worker_ready into the owner line,
  *    reattaches into the worker's; progress_ns and shard[] sized by
  *    HL_SHARDS_MAX. */
-#define HL_LAYOUT_VERSION 3u
+/* 4: conditional requests (HL_REQ_PUBLISH_IF, HL_REQ_DELETE_IF) and their
+ *    answer encoding; observer slot flags (HL_OBSERVE_*) read by dispatch.
+ *    No struct changed size: the version says that a v3 worker would
+ *    refuse a v4 client's requests as garbage, and a v3 client would not
+ *    know an observer's filters. */
+#define HL_LAYOUT_VERSION 4u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -448,6 +453,14 @@ struct hl_shm_observer {
 	uint32_t key;      /* 1-based key slot */
 	uint32_t endpoint; /* 0-based endpoint index */
 	uint32_t ep_gen;   /* endpoint incarnation that owns it */
+	/* HL_OBSERVE_* (heirloom.h): the observe request's filters, stored
+	 * before `id` publishes the slot and immutable while it is linked.
+	 * Read by dispatch (collect(), same line as `id`: no extra miss) to
+	 * skip a filtered event type before it costs ring space, and to leave
+	 * out the old value when no observer of an endpoint wants it. Kept
+	 * as is by recovery (an observer's filters survive worker restarts).
+	 * Validated on the request (request.c), never trusted from here by
+	 * clients, which keep their own copy. */
 	uint32_t flags;
 	/* Shard thread (relaxed): last revision written to its ring, and
 	 * events dropped for lag (read by hl_inspect(); the client learns of
@@ -463,6 +476,8 @@ struct hl_shm_observer {
 	                      * replay check reads it. */
 };
 _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
+/* Every HL_OBSERVE_* flag this layout knows (hl_shm_observer.flags). */
+#define HL_OBSERVE_ALL (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD)
 
 /* ---- endpoints ---- */
 
@@ -692,6 +707,13 @@ struct hl_rec_hdr {
 #define HL_REQ_OBSERVE   3u
 #define HL_REQ_UNOBSERVE 4u
 #define HL_REQ_CLOSE     5u
+/* Conditional publish and delete (compare-and-set): applied only if the
+ * key's current revision equals hl_req.arg (0: the key has no value, or is
+ * deleted). Always SYNC (request.c refuses them without it): the caller
+ * needs the answer, encoded in result/done_result as hl__cond_ok() or
+ * hl__cond_conflict() below. docs/architecture.md, "Compare-and-set". */
+#define HL_REQ_PUBLISH_IF 6u
+#define HL_REQ_DELETE_IF  7u
 /* hl_req.flags. The word holding them (with val_len and meta_len) is the
  * record's second 8-byte word: the client and the worker change it with
  * one compare-and-swap each, and whoever swaps first decides whether the
@@ -721,7 +743,8 @@ struct hl_req {
 	uint32_t val_len;
 	uint16_t meta_len;
 	uint16_t flags;
-	uint64_t arg;   /* observer id for UNOBSERVE, flags for OBSERVE */
+	uint64_t arg;   /* observer id for UNOBSERVE, HL_OBSERVE_* flags for
+	                 * OBSERVE, the expected revision for *_IF */
 	uint64_t ts_ns; /* CLOCK_MONOTONIC when queued */
 };
 _Static_assert(sizeof(struct hl_req) == 32, "request header");
@@ -748,6 +771,39 @@ _Static_assert(sizeof(struct hl_evrec) == 48, "event header");
  * events, so the resync takes the place of what was dropped. */
 #define HL_EVRF_LAG_BEFORE 1u
 #define HL_EV_IDS_MAX      512u
+
+/* The answer of a conditional request (HL_REQ_*_IF) in the one 64-bit
+ * result word (epw_shard.result, done_result), so that the SYNC answer,
+ * the done record and recovery's replay stay single stores:
+ *   >= 0                      applied (or nothing to do): the key's
+ *                             revision after it (0: the key has no value)
+ *   -HL_COND_BIAS - rev       conflict: nothing changed; rev is the key's
+ *                             current revision (0: absent or deleted)
+ *   anything else < 0         -errno or HL_E* (all above -2^31), as for
+ *                             a plain request
+ * Revisions stay below 2^62 (one per publish, for centuries). */
+#define HL_COND_BIAS (1ll << 32)
+static inline int64_t
+hl__cond_conflict(uint64_t rev)
+{
+	return -HL_COND_BIAS - (int64_t)rev;
+}
+static inline int
+hl__cond_is_conflict(int64_t res)
+{
+	return res <= -HL_COND_BIAS;
+}
+static inline uint64_t
+hl__cond_rev(int64_t res)
+{
+	return (uint64_t)(-(res + HL_COND_BIAS));
+}
+static inline int
+hl__req_is_write(uint16_t type)
+{
+	return type == HL_REQ_PUBLISH || type == HL_REQ_DELETE || type == HL_REQ_PUBLISH_IF ||
+	       type == HL_REQ_DELETE_IF;
+}
 
 /* Observer ids are (seq << 24) | slot and travel as non-negative int64
  * results: seq stays below 2^39 (5.5e11 observes per segment). */

@@ -21,6 +21,8 @@ static const struct {
 	{ HL_ETRUNCATED, "HL_ETRUNCATED", "segment is smaller than its header says (truncated)" },
 	{ HL_EUNTRUSTED, "HL_EUNTRUSTED",
 	  "segment belongs to an owner this process does not trust (see HEIRLOOM_OWNER)" },
+	{ HL_ECONFLICT, "HL_ECONFLICT",
+	  "the key's revision is not the expected one (compare-and-set conflict)" },
 };
 
 const char *

@@ -450,6 +450,82 @@ test_del_then_get_exits_1(void **state)
 	run_free(&r);
 }
 
+/* set/del --if-rev: success prints the new revision; a conflict exits 5,
+ * changes nothing and prints the current revision (also in --json). */
+static void
+test_if_rev_conflict_exits_5_with_the_current_revision(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	ctl(&r, f->name, "set", "cas", "v1", "--if-rev", "0", NULL);
+	assert_exit(&r, 0);
+	unsigned long r1 = strtoul(r.out, NULL, 10);
+	assert_true(r1 > 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "cas", "--rev", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(strtoul(r.out, NULL, 10), r1);
+	run_free(&r);
+	ctl(&r, f->name, "set", "cas", "v2", "--if-rev", "0", NULL);
+	assert_exit(&r, 5);
+	assert_int_equal(strtoul(r.out, NULL, 10), r1);
+	assert_contains(r.err, "conflict");
+	run_free(&r);
+	ctl(&r, f->name, "--json", "del", "cas", "--if-rev", "999999", NULL);
+	assert_exit(&r, 5);
+	assert_contains(r.out, "\"HL_ECONFLICT\"");
+	char want[64];
+	snprintf(want, sizeof(want), "\"revision\":%lu", r1);
+	assert_contains(r.out, want);
+	run_free(&r);
+	ctl(&r, f->name, "get", "cas", NULL);
+	assert_exit(&r, 0);
+	assert_string_equal(r.out, "v1");
+	run_free(&r);
+	snprintf(want, sizeof(want), "%lu", r1);
+	ctl(&r, f->name, "del", "cas", "--if-rev", want, NULL);
+	assert_exit(&r, 0);
+	assert_true(strtoul(r.out, NULL, 10) > r1);
+	run_free(&r);
+	ctl(&r, f->name, "get", "cas", "--rev", NULL);
+	assert_exit(&r, 1);
+	assert_string_equal(r.out, "0\n");
+	run_free(&r);
+	ctl(&r, f->name, "set", "cas", "v", "--if-rev", "x", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+	ctl(&r, f->name, "--help", NULL);
+	assert_contains(r.out, "5  set/del --if-rev");
+	run_free(&r);
+}
+
+/* watch --filter delete gets the delete and not the put before it. */
+static void
+test_watch_filter_delete_skips_puts(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	ctl(&r, f->name, "set", "fk", "v1", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	struct proc p;
+	ctl_start(&p, f->name, "watch", "fk", "--filter", "delete", "--no-old", "--count", "1",
+	          "--json", NULL);
+	wait_observers(f->name, 1);
+	ctl(&r, f->name, "set", "fk", "v2", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "del", "fk", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	finish(&p, &r, hl_t_ms(20000));
+	assert_exit(&r, 0);
+	assert_contains(r.out, "\"type\":\"delete\"");
+	assert_contains(r.out, "\"old_value\":null");
+	assert_true(strstr(r.out, "\"put\"") == NULL);
+	run_free(&r);
+}
+
 static void
 test_set_reports_errors_with_exit_4(void **state)
 {
@@ -805,11 +881,13 @@ test_truncated_and_other_version_exit_3(void **state)
 	struct run r;
 	ctl(&r, f->name, "--json", "segment", "inspect", NULL);
 	assert_exit(&r, 3);
-	assert_int_equal(json_check(r.out, 0,
-	                            "d['validation']['result'] == 'HL_EVERSION' and "
-	                            "d['header']['layout_version'] == 99 and "
-	                            "d['header']['expected_layout_version'] == 3"),
-	                 0);
+	char expr[256];
+	snprintf(expr, sizeof(expr),
+	         "d['validation']['result'] == 'HL_EVERSION' and "
+	         "d['header']['layout_version'] == 99 and "
+	         "d['header']['expected_layout_version'] == %u",
+	         HL_LAYOUT_VERSION);
+	assert_int_equal(json_check(r.out, 0, expr), 0);
 	run_free(&r);
 }
 
@@ -903,6 +981,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_set_then_get_round_trips, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_of_missing_key_exits_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_del_then_get_exits_1, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_if_rev_conflict_exits_5_with_the_current_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,

@@ -50,6 +50,7 @@ struct seen {
 	uint64_t rev;
 	int n;
 	int deleted;
+	uint32_t flags; /* HL_OBSERVE_* it was made with */
 };
 
 /* Take events until WANT (per observer, -1 = any) are there or WAIT_MS of
@@ -79,6 +80,10 @@ take_events(struct hl_client *c, struct seen *s, int ns, struct result *res, int
 		if (ev.revision <= o->rev)
 			FAIL("observer %d: revision %lu after %lu", (int)(o - s),
 			     (unsigned long)ev.revision, (unsigned long)o->rev);
+		if ((o->flags & HL_OBSERVE_NODELETE) && ev.type == HL_EV_DELETE)
+			FAIL("observer %d: a delete through its NODELETE filter", (int)(o - s));
+		if ((o->flags & HL_OBSERVE_NOOLD) && (ev.has_old || ev.old_value))
+			FAIL("observer %d: an old value despite NOOLD", (int)(o - s));
 		o->rev = ev.revision;
 		o->n++;
 		o->deleted = ev.type == HL_EV_DELETE;
@@ -98,7 +103,7 @@ script(const char *name, struct result *res)
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		FAIL("open: %s", hl_strerror(rc));
-	struct seen s[4] = { 0 };
+	struct seen s[5] = { 0 };
 	if ((rc = hl_observe(c, "a", 1, 0, &s[0].id)) ||
 	    (rc = hl_observe(c, "a", 1, 0, &s[1].id)) || (rc = hl_observe(c, "b", 1, 0, &s[2].id)))
 		FAIL("observe: %s", hl_strerror(rc));
@@ -126,8 +131,32 @@ script(const char *name, struct result *res)
 		FAIL("c: %s", hl_strerror(rc));
 	if ((rc = hl_publish(c, "a", 1, "a5", 2, NULL, 0)))
 		FAIL("publish a5: %s", hl_strerror(rc));
-	static const int want[4] = { 5, -1, 6, 2 };
-	take_events(c, s, 4, res, hl_t_ms(3000), want);
+	/* Compare-and-set through crashes: a CAS that succeeded must have
+	 * been applied once (a replay that judged it anew would answer a
+	 * conflict, since its own commit moved the revision), a conflict must
+	 * never be applied (the next CAS "if x2's revision" would fail). The
+	 * observer of x filters deletes and old values, through restarts. */
+	s[4].flags = HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD;
+	if ((rc = hl_observe(c, "x", 1, s[4].flags, &s[4].id)))
+		FAIL("observe x: %s", hl_strerror(rc));
+	uint64_t r1 = 0, r2 = 0, rd = 0, r3 = 0, cur = 0;
+	if ((rc = hl_publish_if(c, "x", 1, "x1", 2, NULL, 0, 0, &r1)) || r1 == 0)
+		FAIL("publish_if x1: %s, rev %lu", hl_strerror(rc), (unsigned long)r1);
+	if ((rc = hl_publish_if(c, "x", 1, "x2", 2, NULL, 0, r1, &r2)) || r2 <= r1)
+		FAIL("publish_if x2: %s, rev %lu", hl_strerror(rc), (unsigned long)r2);
+	if ((rc = hl_publish_if(c, "x", 1, "no", 2, NULL, 0, r1, &cur)) != HL_ECONFLICT ||
+	    cur != r2)
+		FAIL("stale publish_if: %s, cur %lu", hl_strerror(rc), (unsigned long)cur);
+	if ((rc = hl_delete_if(c, "x", 1, r1, &cur)) != HL_ECONFLICT || cur != r2)
+		FAIL("stale delete_if: %s, cur %lu", hl_strerror(rc), (unsigned long)cur);
+	if ((rc = hl_delete_if(c, "x", 1, r2, &rd)) || rd <= r2)
+		FAIL("delete_if x: %s, rev %lu", hl_strerror(rc), (unsigned long)rd);
+	if ((rc = hl_publish_if(c, "x", 1, "x3", 2, NULL, 0, 0, &r3)) || r3 <= rd)
+		FAIL("publish_if x3: %s, rev %lu", hl_strerror(rc), (unsigned long)r3);
+	static const int want[5] = { 5, -1, 6, 2, 3 };
+	take_events(c, s, 5, res, hl_t_ms(3000), want);
+	if (s[4].n != 3 || strcmp(s[4].last, "x3") != 0 || s[4].rev != r3)
+		FAIL("x: %d events, last %s", s[4].n, s[4].last);
 	/* What every observer must have seen. */
 	if (s[0].n != 5 || strcmp(s[0].last, "a5") != 0)
 		FAIL("a: %d events, last %s", s[0].n, s[0].last);
@@ -145,8 +174,10 @@ script(const char *name, struct result *res)
 		FAIL("get c");
 	struct hl_stats st;
 	hl_stats(c, &st);
-	/* a, b with values; c kept by its observer. Two 64-byte blocks. */
-	if (st.keys != 3 || st.observers != 3 || st.heap_used != 128)
+	if (hl_get(c, "x", 1, buf, sizeof(buf), &len, NULL) || len != 2 || memcmp(buf, "x3", 2))
+		FAIL("get x");
+	/* a, b, x with values; c kept by its observer. Three 64-byte blocks. */
+	if (st.keys != 4 || st.observers != 4 || st.heap_used != 192)
 		FAIL("table: %lu keys, %lu observers, %lu heap bytes", (unsigned long)st.keys,
 		     (unsigned long)st.observers, (unsigned long)st.heap_used);
 	res->done = 1;

@@ -18,7 +18,7 @@ static const struct {
 	{ HL_EBADMAGIC, "HL_EBADMAGIC" },   { HL_EVERSION, "HL_EVERSION" },
 	{ HL_ECORRUPT, "HL_ECORRUPT" },     { HL_ENOWORKER, "HL_ENOWORKER" },
 	{ HL_ESTALE, "HL_ESTALE" },         { HL_ETRUNCATED, "HL_ETRUNCATED" },
-	{ HL_EUNTRUSTED, "HL_EUNTRUSTED" },
+	{ HL_EUNTRUSTED, "HL_EUNTRUSTED" }, { HL_ECONFLICT, "HL_ECONFLICT" },
 };
 #define NOWN (sizeof(own) / sizeof(own[0]))
 
@@ -91,7 +91,7 @@ static void
 test_unknown_codes_give_unknown_error_and_eunknown(void **state)
 {
 	(void)state;
-	const int unknown[] = { -4095,   -4000,       -20000, -20008, -30000,
+	const int unknown[] = { -4095,   -4000,       -20000, -20009, -30000,
 		                INT_MIN, INT_MIN + 1, 1,      EINVAL, INT_MAX };
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
 		assert_string_equal(hl_strerror(unknown[i]), "unknown error");

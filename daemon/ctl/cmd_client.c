@@ -115,6 +115,61 @@ print_ok(struct ctl *c, const char *key)
 	return out_finish(&o) ? CTL_FAILED : CTL_OK;
 }
 
+/* --if-rev R: a revision, 0 included. 0 when fine. */
+static int
+parse_if_rev(struct ctl *c, const char *s, uint64_t *rev)
+{
+	if (ctl_parse_u64(s, 0, UINT64_MAX, rev))
+		return ctl_fail(c, CTL_USAGE, 0, "--if-rev needs a revision (0 or more), not '%s'",
+		                s);
+	return 0;
+}
+
+/* The answer of a compare-and-set: success prints the key's revision now
+ * (so that a script can chain the next --if-rev); a conflict exits
+ * CTL_CONFLICT and prints the current revision, on stdout (plain) or in
+ * the error object (--json), so that a retry loop needs no second read. */
+static int
+print_cond(struct ctl *c, const char *key, int rc, uint64_t if_rev, uint64_t cur)
+{
+	if (rc == HL_ECONFLICT) {
+		fflush(stdout);
+		fprintf(stderr,
+		        "heirloomctl: %s: conflict: '%s' is at revision %llu, not %llu; "
+		        "nothing changed\n",
+		        c->cmd, key, (unsigned long long)cur, (unsigned long long)if_rev);
+		struct out o;
+		out_init(&o, stdout, 1);
+		if (c->json) {
+			out_obj_begin(&o, NULL);
+			out_str(&o, "error", hl_err_name(rc));
+			out_i64(&o, "code", rc);
+			out_str(&o, "message", "conflict: the key is at another revision");
+			out_i64(&o, "exit_code", CTL_CONFLICT);
+			out_str(&o, "key", key);
+			out_u64(&o, "revision", cur);
+			out_u64(&o, "expected_revision", if_rev);
+			out_obj_end(&o);
+			out_finish(&o);
+		} else {
+			printf("%llu\n", (unsigned long long)cur);
+		}
+		return CTL_CONFLICT;
+	}
+	if (c->json) {
+		struct out o;
+		out_init(&o, stdout, 1);
+		out_obj_begin(&o, NULL);
+		out_bool(&o, "ok", 1);
+		out_str(&o, "key", key);
+		out_u64(&o, "revision", cur);
+		out_obj_end(&o);
+		return out_finish(&o) ? CTL_FAILED : CTL_OK;
+	}
+	printf("%llu\n", (unsigned long long)cur);
+	return fflush(stdout) ? CTL_FAILED : CTL_OK;
+}
+
 int
 ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 {
@@ -123,6 +178,10 @@ ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
 	if (a->set[SET_TIMEOUT] && parse_timeout(c, a->val[SET_TIMEOUT], &timeout))
+		return CTL_USAGE;
+	uint64_t if_rev = 0, cur = 0;
+	int cond = a->set[SET_IF_REV];
+	if (cond && parse_if_rev(c, a->val[SET_IF_REV], &if_rev))
 		return CTL_USAGE;
 	size_t meta_len = meta ? strlen(meta) : 0;
 	if (meta_len > HL_META_MAX)
@@ -134,8 +193,14 @@ ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 		return rc;
 	struct hl_caps caps;
 	hl_caps(cl, &caps);
-	rc = hl_publish(cl, key, strlen(key), val, strlen(val), meta, meta_len);
+	if (cond)
+		rc = hl_publish_if(cl, key, strlen(key), val, strlen(val), meta, meta_len, if_rev,
+		                   &cur);
+	else
+		rc = hl_publish(cl, key, strlen(key), val, strlen(val), meta, meta_len);
 	hl_close(cl);
+	if (cond && (rc == 0 || rc == HL_ECONFLICT))
+		return print_cond(c, key, rc, if_rev, cur);
 	if (rc == -EMSGSIZE)
 		return ctl_fail(c, CTL_FAILED, rc,
 		                "value of %zu bytes is larger than the segment's limit of %u bytes",
@@ -156,6 +221,22 @@ ctl_cmd_del(struct ctl *c, const struct ctl_args *a)
 		return CTL_USAGE;
 	if (a->set[DEL_TIMEOUT] && parse_timeout(c, a->val[DEL_TIMEOUT], &timeout))
 		return CTL_USAGE;
+	if (a->set[DEL_IF_REV]) {
+		/* Compare-and-set: the worker decides, missing key included
+		 * (a conflict with 0, or nothing to do "if 0"). */
+		uint64_t if_rev = 0, cur = 0;
+		if (parse_if_rev(c, a->val[DEL_IF_REV], &if_rev))
+			return CTL_USAGE;
+		struct hl_client *cl = NULL;
+		int rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
+		if (rc)
+			return rc;
+		rc = hl_delete_if(cl, key, strlen(key), if_rev, &cur);
+		hl_close(cl);
+		if (rc == 0 || rc == HL_ECONFLICT)
+			return print_cond(c, key, rc, if_rev, cur);
+		return request_failed(c, rc, timeout);
+	}
 	/* Deleting a missing key is no error for the library; for a person it
 	 * usually is a typo, so say so (and send nothing). */
 	struct view v;
@@ -255,6 +336,19 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		                a->val[WATCH_COUNT]);
 	if (a->set[WATCH_TIMEOUT] && parse_timeout(c, a->val[WATCH_TIMEOUT], &timeout))
 		return CTL_USAGE;
+	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
+	 * never written to this watcher's ring. */
+	uint32_t oflags = a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0;
+	if (a->set[WATCH_FILTER]) {
+		if (strcmp(a->val[WATCH_FILTER], "put") == 0)
+			oflags |= HL_OBSERVE_NODELETE;
+		else if (strcmp(a->val[WATCH_FILTER], "delete") == 0)
+			oflags |= HL_OBSERVE_NOPUT;
+		else
+			return ctl_fail(c, CTL_USAGE, 0,
+			                "--filter takes 'put' or 'delete', not '%s'",
+			                a->val[WATCH_FILTER]);
+	}
 	uint64_t deadline =
 	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
 
@@ -271,7 +365,7 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	rc = hl_observe(cl, key, strlen(key), 0, &id);
+	rc = hl_observe(cl, key, strlen(key), oflags, &id);
 	if (rc) {
 		hl_close(cl);
 		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);

@@ -111,6 +111,16 @@ ctl_cmd_get(struct ctl *c, const struct ctl_args *a)
 	uint8_t *buf = malloc(cap);
 	rc = buf ? view_get(&v, key, strlen(key), buf, cap, &len, &rev) : -ENOMEM;
 	view_close(&v);
+	if (a->set[GET_REV] && !c->json && (rc == 0 || rc == -ENOENT)) {
+		/* The revision to give set/del --if-rev: 0 for a key with no
+		 * value (view_get() may report a delete's revision). */
+		free(buf);
+		printf("%llu\n", rc ? 0ull : (unsigned long long)rev);
+		if (fflush(stdout))
+			return CTL_FAILED;
+		return rc ? ctl_fail(c, CTL_NOTFOUND, rc, "not found: no such key '%s'", key)
+		          : CTL_OK;
+	}
 	if (rc) {
 		free(buf);
 		if (rc == -ENOENT)

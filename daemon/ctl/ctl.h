@@ -22,6 +22,7 @@
 #define CTL_USAGE    2 /* bad command line */
 #define CTL_SEGMENT  3 /* the segment is missing or unusable */
 #define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
+#define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
 
 #define CTL_MAX_POS  4
 #define CTL_MAX_OPTS 8
@@ -92,9 +93,10 @@ int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
 enum { OBSERVERS_PID };
-enum { SET_META, SET_TIMEOUT };
-enum { DEL_TIMEOUT };
-enum { WATCH_COUNT, WATCH_TIMEOUT };
+enum { GET_REV };
+enum { SET_META, SET_TIMEOUT, SET_IF_REV };
+enum { DEL_TIMEOUT, DEL_IF_REV };
+enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
 enum {
 	SIZE_SHARDS,

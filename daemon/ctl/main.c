@@ -41,8 +41,10 @@ static const char *const top_help =
         "\n"
         "Commands that go through the worker (they wait --timeout for one to serve):\n"
         "  set KEY VALUE [--meta M]    publish and wait until the worker applied it\n"
-        "  del KEY                     delete KEY\n"
+        "      [--if-rev R]            ... only if KEY is at revision R (exit 5 if not)\n"
+        "  del KEY [--if-rev R]        delete KEY (only if at revision R)\n"
         "  watch KEY [--count N]       one line per change of KEY\n"
+        "      [--filter put|delete] [--no-old]\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
         "\n"
@@ -53,6 +55,7 @@ static const char *const top_help =
         "  3  the segment is missing or unusable (not a heirloom segment, another\n"
         "     layout version, truncated, corrupt, no permission)\n"
         "  4  the request failed (no worker, worker error, timeout, refused)\n"
+        "  5  set/del --if-rev: KEY is at another revision (printed); nothing changed\n"
         "\n"
         "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
         "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
@@ -129,10 +132,13 @@ static const struct cmd cmds[] = {
 	  .run = ctl_cmd_get,
 	  .min_pos = 1,
 	  .max_pos = 1,
-	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY\n"
+	  .opts = { { "rev", 0 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY [--rev]\n"
 	          "Write KEY's current value, raw, to stdout (no newline added). --json:\n"
 	          "{\"key\", \"value\", \"length\", \"revision\"}. Exit 1 if there is no such "
-	          "key.\n" },
+	          "key.\n"
+	          "  --rev   write the key's revision instead (decimal, newline), the one\n"
+	          "          to give set/del --if-rev; 0 (and exit 1) when it has no value\n" },
 	{ .name = "observers",
 	  .run = ctl_cmd_observers,
 	  .min_pos = 0,
@@ -168,28 +174,39 @@ static const struct cmd cmds[] = {
 	  .run = ctl_cmd_set,
 	  .min_pos = 2,
 	  .max_pos = 2,
-	  .opts = { { "meta", 1 }, { "timeout", 1 } },
+	  .opts = { { "meta", 1 }, { "timeout", 1 }, { "if-rev", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE [--meta M] [--timeout "
 	          "MS]\n"
+	          "                  [--if-rev R]\n"
 	          "Publish VALUE under KEY (with metadata M for the observers) and wait until\n"
 	          "the worker applied it, so that errors such as a full table (ENOSPC) or an\n"
 	          "oversized value (EMSGSIZE) are reported. Waits up to --timeout MS\n"
 	          "(default 5000) for a worker to serve and to apply; exit 4 otherwise.\n"
+	          "  --if-rev R  compare-and-set: only if KEY is at revision R (0: only if\n"
+	          "              it has no value). Prints the new revision (--json:\n"
+	          "              \"revision\"). Otherwise exit 5, changing nothing, and print\n"
+	          "              KEY's current revision on stdout (0 when it has no value;\n"
+	          "              --json: {\"error\": \"HL_ECONFLICT\", \"revision\", ...}).\n"
 	          "Use -- before a KEY or VALUE that starts with \"--\".\n" },
 	{ .name = "del",
 	  .run = ctl_cmd_del,
 	  .min_pos = 1,
 	  .max_pos = 1,
-	  .opts = { { "timeout", 1 } },
-	  .help = "Usage: heirloomctl [--name NAME] [--json] del KEY [--timeout MS]\n"
+	  .opts = { { "timeout", 1 }, { "if-rev", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] del KEY [--timeout MS] [--if-rev R]\n"
 	          "Delete KEY (its observers get a delete event) and wait until applied.\n"
-	          "Exit 1, changing nothing, if KEY has no value. --timeout as for set.\n" },
+	          "Exit 1, changing nothing, if KEY has no value. --timeout as for set.\n"
+	          "  --if-rev R  compare-and-set: only if KEY is at revision R; prints the\n"
+	          "              delete's revision. Otherwise exit 5 and print KEY's current\n"
+	          "              revision, as set --if-rev. (With R = 0 and no value: exit 0,\n"
+	          "              nothing to do.)\n" },
 	{ .name = "watch",
 	  .run = ctl_cmd_watch,
 	  .min_pos = 1,
 	  .max_pos = 1,
-	  .opts = { { "count", 1 }, { "timeout", 1 } },
+	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
+	          "                  [--filter put|delete] [--no-old]\n"
 	          "Observe KEY and print one line per event:\n"
 	          "  put REVISION PUBLISHER_PID VALUE\n"
 	          "  delete REVISION PUBLISHER_PID\n"
@@ -199,6 +216,9 @@ static const struct cmd cmds[] = {
 	          "VALUE is escaped as described in 'heirloomctl --help'. --json: one object\n"
 	          "per line {\"type\", \"observer\", \"key\", \"revision\", \"publisher\",\n"
 	          "\"timestamp_ns\", \"value\", \"old_value\", \"meta\", \"lagged\"}.\n"
+	          "  --filter put  only puts (deletes are never sent to this watcher);\n"
+	          "  --filter delete  only deletes\n"
+	          "  --no-old      leave old values out (--json: \"old_value\": null)\n"
 	          "  --count N     exit 0 after N events\n"
 	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
 	          "                fewer than N events came (default: no limit)\n"

@@ -36,14 +36,47 @@
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
+/*
+ * Compare-and-set (HL_REQ_PUBLISH_IF, HL_REQ_DELETE_IF): the revision a
+ * conditional request is compared with. A key with no value, or whose
+ * value was deleted (bit HL_VAL_DELETED, the delete's dispatch perhaps
+ * pending), compares as 0, whatever its slot's rev says: "if 0" means
+ * "only if absent". Call with shard.mu held (val and rev change only under
+ * it, so the check and the commit that follows are one step).
+ */
+static uint64_t
+cond_rev(const struct hl_shm_key *k)
+{
+	uint64_t val = LD_RLX(&k->val);
+	return (val && !(val & HL_VAL_DELETED)) ? LD_RLX(&k->rev) : 0;
+}
+
+/* Publish (or, COND, publish only if the key's revision is r->arg). For a
+ * conditional request *result gets the answer (layout.h, hl__cond_*): the
+ * key's revision after it, or a conflict with the current one; a conflict
+ * returns 0 (the request did not fail: it was answered) and commits
+ * nothing, so recovery finds no evidence and the done record, written by
+ * hl_w_apply(), is its only trace. */
 static int
 apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-              const uint8_t *key, const uint8_t *meta, const uint8_t *val, uint32_t *dispatch_key)
+              const uint8_t *key, const uint8_t *meta, const uint8_t *val, int cond,
+              int64_t *result, uint32_t *dispatch_key)
 {
 	struct hl_worker *w = sh->w;
 	uint64_t hash = hl__hash(key, r->h.key_len);
 	int rc = 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	if (cond) {
+		/* The check, under shard.mu: nothing changes the key between
+		 * it and the commit below. A missing key compares as 0 and is
+		 * not created for a conflict. */
+		uint32_t at = hl_w_key_find(w, key, r->h.key_len, hash);
+		uint64_t cur = at ? cond_rev(hl__key(&w->seg, at)) : 0;
+		if (cur != r->arg) {
+			*result = hl__cond_conflict(cur);
+			goto out;
+		}
+	}
 	int created;
 	uint32_t idx = hl_w_key_get(w, key, r->h.key_len, hash, &created);
 	if (!idx) {
@@ -58,6 +91,11 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 		    memcmp((uint8_t *)(ov + 1) + ov->meta_len, val, r->val_len) == 0) {
 			if (ep != HL_W_EP_SELF)
 				atomic_fetch_add_explicit(&sh->c->skipped, 1, memory_order_relaxed);
+			/* Equal value: the revision matched (a delete's
+			 * dispatch always ends before the next request, so
+			 * `old` is a live value here), nothing changes. */
+			if (cond)
+				*result = (int64_t)LD_RLX(&k->rev);
 			goto out;
 		}
 	}
@@ -103,7 +141,9 @@ apply_publish(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	ST_RLX(&k->rev, rev);
 	hl__seq_write_end(&k->seq);
 	hl_w_crash_point(w); /* committed, no done record yet */
-	hl_w_req_done(sh, 0);
+	if (cond)
+		*result = (int64_t)rev;
+	hl_w_req_done(sh, *result);
 	if (ep != HL_W_EP_SELF)
 		atomic_fetch_add_explicit(&sh->c->publishes, 1, memory_order_relaxed);
 	*dispatch_key = idx;
@@ -112,14 +152,25 @@ out:
 	return rc;
 }
 
+/* Delete (or, COND, delete only if the key's revision is r->arg; the
+ * answer in *result as for apply_publish()). */
 static int
 apply_delete(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *r,
-             const uint8_t *key, uint32_t *dispatch_key)
+             const uint8_t *key, int cond, int64_t *result, uint32_t *dispatch_key)
 {
 	struct hl_worker *w = sh->w;
 	uint64_t hash = hl__hash(key, r->h.key_len);
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hash);
+	if (cond) {
+		/* The check under shard.mu, as in apply_publish(). A match
+		 * with 0 means "delete if absent": nothing to do, answered 0. */
+		uint64_t cur = idx ? cond_rev(hl__key(&w->seg, idx)) : 0;
+		if (cur != r->arg)
+			*result = hl__cond_conflict(cur);
+		if (cur != r->arg || cur == 0)
+			idx = 0;
+	}
 	if (idx) {
 		struct hl_shm_key *k = hl__key(&w->seg, idx);
 		uint64_t old = LD_RLX(&k->val);
@@ -149,7 +200,9 @@ apply_delete(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req
 			ST_RLX(&k->rev, rev);
 			hl__seq_write_end(&k->seq);
 			hl_w_crash_point(w); /* committed, no done record yet */
-			hl_w_req_done(sh, 0);
+			if (cond)
+				*result = (int64_t)rev;
+			hl_w_req_done(sh, *result);
 			atomic_fetch_add_explicit(&sh->c->deletes, 1, memory_order_relaxed);
 			*dispatch_key = idx;
 		}
@@ -282,14 +335,21 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	int rc;
 	*result = 0;
 	/* The worker's own keys: its publishes only (HL_W_EP_SELF). */
-	if ((r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) &&
+	if (hl__req_is_write(r->h.type) &&
 	    hl_w_is_sys_key(key, r->h.key_len) != (ep == HL_W_EP_SELF)) {
 		hl_w_req_done(sh, -EPERM);
 		return -EPERM;
 	}
 	switch (r->h.type) {
-	case HL_REQ_PUBLISH: rc = apply_publish(sh, ep, pos, r, key, meta, val, &dk); break;
-	case HL_REQ_DELETE: rc = apply_delete(sh, ep, pos, r, key, &dk); break;
+	case HL_REQ_PUBLISH:
+	case HL_REQ_PUBLISH_IF:
+		rc = apply_publish(sh, ep, pos, r, key, meta, val, r->h.type == HL_REQ_PUBLISH_IF,
+		                   result, &dk);
+		break;
+	case HL_REQ_DELETE:
+	case HL_REQ_DELETE_IF:
+		rc = apply_delete(sh, ep, pos, r, key, r->h.type == HL_REQ_DELETE_IF, result, &dk);
+		break;
 	case HL_REQ_OBSERVE: rc = apply_observe(sh, ep, pos, r, key, result); break;
 	case HL_REQ_UNOBSERVE: rc = apply_unobserve(sh, ep, pos, r); break;
 	default: rc = -EINVAL; break;

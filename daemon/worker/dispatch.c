@@ -157,7 +157,18 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 		                .data = hl__ev_ring(&w->seg, ep, sh->id),
 		                .size = w->seg.h->ev_ring_bytes };
 	uint64_t head = LD_RLX(&ws->ev_head), delivered = 0;
-	uint32_t payload = d->key_len + d->meta_len + d->old_len + d->new_len;
+	/* One record serves every observer of this endpoint: it carries the
+	 * old value if any of them wants it (the client leaves it out for
+	 * those with HL_OBSERVE_NOOLD); if none does, it costs no ring space.
+	 * Usually the first observer wants it and the scan stops there. */
+	const uint8_t *old = NULL;
+	for (uint32_t j = 0; d->old && j < n; j++)
+		if (!(fan[j].slot & HL_FAN_NOOLD)) {
+			old = d->old;
+			break;
+		}
+	uint32_t old_len = old ? d->old_len : 0;
+	uint32_t payload = d->key_len + d->meta_len + old_len + d->new_len;
 	uint32_t i = 0;
 	int lagged = 0, bad = 0;
 	/* Events were dropped since the last flagged record: the first record
@@ -197,7 +208,7 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 			.h = { .size = size, .type = d->type, .key_len = (uint16_t)d->key_len },
 			.nobs = cnt,
 			.pub_pid = d->pub_pid,
-			.old_len = d->old ? d->old_len : HL_NO_LEN,
+			.old_len = old ? old_len : HL_NO_LEN,
 			.new_len = d->nw ? d->new_len : HL_NO_LEN,
 			.meta_len = (uint16_t)d->meta_len,
 			.flags = evflags,
@@ -219,9 +230,9 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 		if (d->meta_len)
 			memcpy(q, d->meta, d->meta_len);
 		q += d->meta_len;
-		if (d->old && d->old_len)
-			memcpy(q, d->old, d->old_len);
-		q += d->old ? d->old_len : 0;
+		if (old && old_len)
+			memcpy(q, old, old_len);
+		q += old_len;
 		if (d->nw && d->new_len)
 			memcpy(q, d->nw, d->new_len);
 		head = next;
@@ -242,13 +253,14 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 	 * in L2: fetch ahead (for writing), as pass 1 does. */
 	for (uint32_t j = 0; j < delivered; j++) {
 		if (j + PREFETCH_DIST < delivered)
-			__builtin_prefetch(hl__obs(&w->seg, fan[j + PREFETCH_DIST].slot), 1);
-		ST_RLX(&hl__obs(&w->seg, fan[j].slot)->delivered_rev, d->rev);
+			__builtin_prefetch(hl__obs(&w->seg, HL_FAN_SLOT(fan[j + PREFETCH_DIST])),
+			                   1);
+		ST_RLX(&hl__obs(&w->seg, HL_FAN_SLOT(fan[j]))->delivered_rev, d->rev);
 	}
 	if (lagged) {
 		for (; i < n; i++)
-			atomic_fetch_add_explicit(&hl__obs(&w->seg, fan[i].slot)->dropped, 1,
-			                          memory_order_relaxed);
+			atomic_fetch_add_explicit(&hl__obs(&w->seg, HL_FAN_SLOT(fan[i]))->dropped,
+			                          1, memory_order_relaxed);
 		if (!d->sys)
 			atomic_fetch_add_explicit(&sh->c->lagged_drops, n - (uint32_t)delivered,
 			                          memory_order_relaxed);
@@ -263,8 +275,16 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 	return delivered;
 }
 
-/* Add observer SLOT (O) to the dispatch if it is live and behind d->rev;
- * N is the count collected so far. Returns the new count. */
+/* Add observer SLOT (O) to the dispatch if it is live, behind d->rev and
+ * wants this type of event; N is the count collected so far. Returns the
+ * new count.
+ *
+ * Filters (HL_OBSERVE_NOPUT / NODELETE, hl_shm_observer.flags, on the line
+ * of `id`, set before `id` was released and immutable while linked) are
+ * applied here, before any ring space is taken: a filtered observer is
+ * skipped as if it already had the event. Its delivered_rev stays where
+ * it was (it is "last written to its ring"); a redelivery after a crash
+ * skips it the same way, so it never sees the filtered type. */
 static uint32_t
 collect(struct hl_shard *sh, struct hl_shm_observer *o, uint32_t slot, uint32_t n,
         const struct dispatch_src *d)
@@ -272,6 +292,9 @@ collect(struct hl_shard *sh, struct hl_shm_observer *o, uint32_t slot, uint32_t 
 	struct hl_worker *w = sh->w;
 	uint64_t id = atomic_load_explicit(&o->id, memory_order_acquire);
 	if (id == 0 || LD_RLX(&o->delivered_rev) >= d->rev)
+		return n;
+	uint32_t of = o->flags;
+	if (of & (d->type == HL_EVR_PUT ? HL_OBSERVE_NOPUT : HL_OBSERVE_NODELETE))
 		return n;
 	if (n == sh->fan_cap && fan_reserve(sh, n + 1)) {
 		/* Out of memory: the rest lag; the clients resync (lag_seq
@@ -287,7 +310,8 @@ collect(struct hl_shard *sh, struct hl_shm_observer *o, uint32_t slot, uint32_t 
 		return n;
 	}
 	sh->ids[n] = id;
-	sh->fan[n] = (struct hl_fan){ .ep = o->endpoint, .slot = slot };
+	sh->fan[n] = (struct hl_fan){ .ep = o->endpoint,
+		                      .slot = slot | (of & HL_OBSERVE_NOOLD ? HL_FAN_NOOLD : 0) };
 	return n + 1;
 }
 

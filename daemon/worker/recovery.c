@@ -503,6 +503,12 @@ obs_linked(struct hl_worker *w, uint32_t slot)
  *  PUBLISH    the key's current value block names (EP, GEN, POS) as origin;
  *  DELETE     the key is deleted, dispatch pending, and its old block names
  *             (EP, GEN, POS) (stored just before the commit);
+ *  PUBLISH_IF, DELETE_IF  as PUBLISH and DELETE; the answer is the key's
+ *             revision (the commit's). A conflict commits nothing: it
+ *             leaves no evidence, so without its done record it is not
+ *             found here and is decided again, for the first time (its
+ *             answer was never given: it is given after the done record);
+
  *  OBSERVE    an observer of this endpoint incarnation with req_pos == POS
  *             is linked in the key's list;
  *  UNOBSERVE  the observer R names carries req_pos == POS (stored just
@@ -534,8 +540,7 @@ req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos, cons
 		hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
 		return found;
 	}
-	if (r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE &&
-	    r->h.type != HL_REQ_OBSERVE)
+	if (!hl__req_is_write(r->h.type) && r->h.type != HL_REQ_OBSERVE)
 		return 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
@@ -547,13 +552,22 @@ req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos, cons
 		hl_w_rec_key_ready(w, idx);
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 	uint64_t val = LD_RLX(&k->val);
-	if (r->h.type == HL_REQ_PUBLISH || r->h.type == HL_REQ_DELETE) {
+	if (hl__req_is_write(r->h.type)) {
+		int is_del = r->h.type == HL_REQ_DELETE || r->h.type == HL_REQ_DELETE_IF;
 		int deleted = (val & HL_VAL_DELETED) != 0;
 		uint64_t off = val & ~(uint64_t)HL_VAL_DELETED;
-		if (off && deleted == (r->h.type == HL_REQ_DELETE)) {
+		if (off && deleted == is_del) {
 			const struct hl_shm_value *v = hl__val(&w->seg, off);
 			found = v->org_ep == ep && v->org_gen == gen && v->org_pos == pos;
 		}
+		/* A conditional request found committed was a success, and is
+		 * answered with the revision its commit made, which is still
+		 * the key's: nothing was applied to it since (the done
+		 * record, missing here, comes before any further request).
+		 * Its condition is NOT evaluated again: the key's revision is
+		 * no longer the expected one, because of this very commit. */
+		if (found && r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE)
+			*result = (int64_t)LD_RLX(&k->rev);
 	} else {
 		uint32_t steps = 0;
 		for (uint32_t i = LD_RLX(&k->obs_head); i != HL_NIL &&

@@ -29,12 +29,27 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 	                                           (HL_REQF_TAKEN | HL_REQF_WITHDRAWN)))
 		return -EPROTO;
 	switch (r->h.type) {
+	case HL_REQ_PUBLISH_IF:
+	case HL_REQ_DELETE_IF:
+		/* The answer (a revision or a conflict) is all a conditional
+		 * request is for: only the SYNC path carries it. */
+		if (!(r->flags & HL_REQF_SYNC))
+			return -EPROTO;
+		/* fall through */
 	case HL_REQ_PUBLISH:
 	case HL_REQ_OBSERVE:
 	case HL_REQ_DELETE:
 		if (r->h.key_len == 0)
 			return -EPROTO;
-		if (r->h.type != HL_REQ_PUBLISH && (r->val_len || r->meta_len))
+		if (r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_PUBLISH_IF &&
+		    (r->val_len || r->meta_len))
+			return -EPROTO;
+		/* An observer's filters: only the known ones, never both
+		 * event types filtered (the client refuses both too). */
+		if (r->h.type == HL_REQ_OBSERVE &&
+		    ((r->arg & ~(uint64_t)HL_OBSERVE_ALL) ||
+		     (r->arg & (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)) ==
+		             (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)))
 			return -EPROTO;
 		/* The client routes by key: a key of another shard here means a
 		 * broken or hostile client (the other shard owns that key). */

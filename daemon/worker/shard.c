@@ -141,7 +141,7 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		/* Right after a restart, while recovery still walks the
 		 * observer lists (recovery.c), only publishes and deletes are
 		 * applied: the rest waits, in order, behind the first one. */
-		if (!dead && r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_DELETE &&
+		if (!dead && !hl__req_is_write(r->h.type) &&
 		    atomic_load_explicit(&w->recovering, memory_order_acquire)) {
 			rc = -EINPROGRESS;
 			break;

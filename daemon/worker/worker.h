@@ -59,8 +59,12 @@ struct hl_obs_cache {
 /* Per observer id pair collected during a dispatch. */
 struct hl_fan {
 	uint32_t ep;
-	uint32_t slot;
+	uint32_t slot; /* observer slot, | HL_FAN_NOOLD (dispatch.c) */
 };
+/* In hl_fan.slot: the observer asked for no old value (HL_OBSERVE_NOOLD).
+ * Slots are < 2^25, so the top bit is free; readers mask it (HL_FAN_SLOT). */
+#define HL_FAN_NOOLD   0x80000000u
+#define HL_FAN_SLOT(f) ((f).slot & ~HL_FAN_NOOLD)
 
 /* Deferred wake-ups of one shard thread (wake.c): endpoints whose events
  * were committed during the current run of requests and whose wake-up

@@ -47,6 +47,8 @@
  *   -ENOENT               x                            no such observer
  *   -ENOSPC       x                x(2)           x(3) a table is full
  *   -EOVERFLOW    x                                    observer ids used up
+ *   HL_ECONFLICT                   x(4)    x(4)        the key's revision is not the
+ *                                                      expected one; nothing changed
  *   -EAGAIN       x       x        x       x           not applied, never will be
  *                                                      (no worker took it in time,
  *                                                      or the ring stayed full)
@@ -57,7 +59,9 @@
  *   (1) an id another client holds. (2) with HL_OPEN_SYNC, else from
  *   hl_flush(). (3) hl_flush() returns the error of a request nobody
  *   waited for: an asynchronous publish, delete or unobserve, or a settled
- *   in-doubt one; each is reported once.
+ *   in-doubt one; each is reported once. (4) hl_publish_if() and
+ *   hl_delete_if() only, which always wait for the answer (as with
+ *   HL_OPEN_SYNC) and follow the same table.
  *
  * Threads: a struct hl_client may be used from several threads; calls are
  * serialised inside the library by one mutex per client. hl_next() may block
@@ -94,6 +98,7 @@ extern "C" {
 #define HL_ESTALE     (-20005) /* this client's endpoint was removed by the worker */
 #define HL_ETRUNCATED (-20006) /* the segment is smaller than its header says */
 #define HL_EUNTRUSTED (-20007) /* the segment's owner is not one this process trusts */
+#define HL_ECONFLICT  (-20008) /* compare-and-set: the key's revision is not the one given */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
  * are set at creation, may be smaller). */
@@ -195,20 +200,52 @@ HL_API int hl_flush(struct hl_client *c, int timeout_ms);
 
 typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
 
+/* hl_observe() flags (and hl_observe_opts.flags): filters, kept by the
+ * worker in the observer's slot, so they hold across worker restarts.
+ * NOPUT and NODELETE are applied by the worker before an event is written:
+ * a filtered event costs the observer no ring space and cannot make it lag.
+ * NOOLD leaves the old value out of HL_EV_PUT and HL_EV_DELETE events
+ * (old_value NULL, old_len 0, has_old 0): the worker writes the old value
+ * once per event record for all of a process's observers of the key, so it
+ * still copies it when another observer of this client wants it. LAGGED and
+ * RESYNC are never filtered: a RESYNC reports the key's state (which may
+ * be "absent" for a NODELETE observer), not a change. */
+#define HL_OBSERVE_NOPUT    0x1u /* no HL_EV_PUT events: deletes only */
+#define HL_OBSERVE_NODELETE 0x2u /* no HL_EV_DELETE events: puts only */
+#define HL_OBSERVE_NOOLD    0x4u /* leave the old value out of events */
+/* Flags a later version may add (prefix observers) are refused with
+ * -EINVAL today, so a program that sets one never silently gets less. */
+
+/* Options of hl_observe_with(). Zero-initialise: every field not named
+ * below is reserved, must be 0, and will carry later options (a start
+ * revision to resume from, a progress interval) without changing the size
+ * of the struct. */
+struct hl_observe_opts {
+	uint32_t flags;       /* HL_OBSERVE_* */
+	uint32_t reserved32;  /* 0 */
+	uint64_t reserved[6]; /* 0 */
+};
+
 /*
  * Observe KEY: every later change (put or delete) of the key produces one
- * event for this observer. The key need not exist. A process may hold many
- * observers, on one key or many. flags: 0 (reserved for prefix and
- * event-type filters).
+ * event for this observer, unless flags filter it out (HL_OBSERVE_*
+ * above). The key need not exist. A process may hold many observers, on
+ * one key or many, each with its own filters.
  *
- * Errors: -EINVAL (NULL, key_len 0 or > HL_KEY_MAX, unknown flags),
- * -ENOSPC (observer or key table full), -EOVERFLOW (ids used up), -EAGAIN
- * (no worker took it in time: no observer was added), -ETIMEDOUT (in doubt:
+ * Errors: -EINVAL (NULL, key_len 0 or > HL_KEY_MAX, unknown flags, or
+ * both NOPUT and NODELETE: nothing would ever be delivered), -ENOSPC
+ * (observer or key table full), -EOVERFLOW (ids used up), -EAGAIN (no
+ * worker took it in time: no observer was added), -ETIMEDOUT (in doubt:
  * the observer will be added and then removed by the library; no id is
  * handed out), HL_ESTALE, -ENOMEM. On any error *out is untouched.
  */
 HL_API int hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
                       hl_observer_id *out);
+
+/* hl_observe() with options; OPTS NULL is the same as all zero. A reserved
+ * field that is not 0 gives -EINVAL. Otherwise as hl_observe(). */
+HL_API int hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
+                           const struct hl_observe_opts *opts, hl_observer_id *out);
 
 /* Stop observer ID. From the return on, hl_next() gives no event for it
  * (those already queued are dropped).
@@ -250,6 +287,41 @@ HL_API int hl_publish(struct hl_client *c, const void *key, size_t key_len, cons
 HL_API int hl_delete(struct hl_client *c, const void *key, size_t key_len);
 
 /*
+ * Compare-and-set. Set KEY to VALUE (as hl_publish()), or remove it (as
+ * hl_delete()), only if the key's current revision equals IF_REV; IF_REV
+ * 0 means "only if the key has no value" (never set, or deleted). The
+ * check and the change are one step in the worker, under the key's shard
+ * lock, so of two clients that read revision R and both write "if R", one
+ * wins and the other gets HL_ECONFLICT.
+ *
+ * These calls always wait for the worker's answer (whatever the HL_OPEN_*
+ * flags, except that HL_OPEN_NOWAIT still fails at once with -EAGAIN when
+ * no worker serves). CUR_REV (may be NULL) receives:
+ *  - on success (0): the key's revision after the call: the new value's,
+ *    the delete's, or the unchanged revision when the value was equal
+ *    (hl_publish_if() of the current value changes nothing, notifies
+ *    nobody, and succeeds if the revision matched); hl_delete_if() with
+ *    IF_REV 0 of a key with no value succeeds with 0 and changes nothing;
+ *  - on HL_ECONFLICT: the key's current revision (0 when it has no value).
+ *    Nothing changed, and nothing will: a conflict is final;
+ *  - on any other error: untouched.
+ * Outcomes as in "Outcomes" above: 0 = applied exactly once (through any
+ * worker crash: a replay after a crash recognises its own commit, even
+ * though the revision has moved past IF_REV since); HL_ECONFLICT and every
+ * other error except -ETIMEDOUT = never applied; -ETIMEDOUT = in doubt:
+ * the worker took it and will decide it exactly once, with the check
+ * against the revision the key has when it is applied; hl_flush() reports
+ * HL_ECONFLICT (without a revision) if that is how it ended, and hl_get()
+ * tells whether the value is there. Errors: those of hl_publish() /
+ * hl_delete() with HL_OPEN_SYNC, and HL_ECONFLICT.
+ */
+HL_API int hl_publish_if(struct hl_client *c, const void *key, size_t key_len, const void *value,
+                         size_t value_len, const void *meta, size_t meta_len, uint64_t if_rev,
+                         uint64_t *cur_rev);
+HL_API int hl_delete_if(struct hl_client *c, const void *key, size_t key_len, uint64_t if_rev,
+                        uint64_t *cur_rev);
+
+/*
  * Read KEY's current value straight from the segment (sequence lock; no
  * worker needed). Copies at most CAP bytes into BUF; *len gets the value's
  * full length (so *len > cap means truncated) and *revision its revision
@@ -285,7 +357,8 @@ struct hl_event {
 	uint64_t timestamp_ns; /* CLOCK_MONOTONIC when the publish was queued */
 	const void *key;
 	size_t key_len;
-	const void *old_value; /* NULL when there was none (or for RESYNC) */
+	const void *old_value; /* NULL when there was none (or for RESYNC, or
+	                        * an HL_OBSERVE_NOOLD observer) */
 	size_t old_len;
 	const void *new_value; /* NULL for DELETE */
 	size_t new_len;

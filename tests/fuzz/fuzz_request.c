@@ -79,6 +79,8 @@ use_request(const struct hl_shm_header *h, uint32_t shard, const struct hl_req *
 	switch (r->h.type) {
 	case HL_REQ_PUBLISH:
 	case HL_REQ_DELETE:
+	case HL_REQ_PUBLISH_IF:
+	case HL_REQ_DELETE_IF:
 	case HL_REQ_OBSERVE:
 		CHECK(r->h.key_len > 0);
 		CHECK(hl__shard_of_bucket(h, hl__bucket_of(h, hl__hash(key, r->h.key_len))) ==
