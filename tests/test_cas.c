@@ -212,7 +212,11 @@ incrementer(const char *name, int m, struct hl_t_fail *fail)
 	if (rc)
 		hl_t_child_fail(fail, "open: %s", hl_strerror(rc));
 	for (int i = 0; i < m; i++) {
-		for (;;) {
+		/* Bounded: a compare that never matches (a bug) must fail this
+		 * test, not hang it until CTest's timeout. */
+		for (int tries = 0;; tries++) {
+			if (tries == 100000)
+				hl_t_child_fail(fail, "no increment after %d tries", tries);
 			char buf[32];
 			size_t len = 0;
 			uint64_t rev = 0;
