@@ -311,7 +311,7 @@ kill_from(struct hl_worker *w, uint32_t ep, enum hl_w_kill why, uint32_t expect)
 	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	hl_w_unlock(&e->mu, HL_W_RANK_EP);
 	if (banned)
-		hl__log("endpoint %u (pid %u) dropped: %s", ep, pid, kill_text[why]);
+		hl__log_warn("endpoint %u (pid %u) dropped: %s", ep, pid, kill_text[why]);
 	mark_clean(w, ep);
 }
 
@@ -361,7 +361,7 @@ free_locked(struct hl_worker *w, uint32_t ep)
 		atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (hl_w_ep_fix_positions(w, ep))
-		hl__log("endpoint %u: impossible ring positions reset", ep);
+		hl__log_warn("endpoint %u: impossible ring positions reset", ep);
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
 	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
@@ -523,7 +523,7 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 		atomic_fetch_add_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (atomic_exchange(&w->pidfd_logged, 1) == 0)
-		hl__log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
+		hl__log_warn("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
 		        "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
 		        "their pid and start time every monitor tick; logged once, counted "
 		        "in heirloomctl status (pidfd failures)",
@@ -594,7 +594,7 @@ hl_w_ep_retake_wake(struct hl_worker *w, uint32_t ep)
 		return;
 	int rc = hl_w_ep_take_wake(w, ep);
 	if (rc)
-		hl__log("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
+		hl__log_warn("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
 		        "its descriptor will not turn readable; hl_next() still works",
 		        ep, w->eps[ep].pid, hl_err_name(rc));
 }
