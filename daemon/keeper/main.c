@@ -547,6 +547,7 @@ accept_all(struct hl_keeper *k)
 			close(fd);
 			continue;
 		}
+		hl__log_debug("connection from pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
 		if (!peer_allowed(k, fd, &cr)) {
 			hl__log_warn("refused a connection from pid %d uid %u: not this user, root or "
 			        "group %s",

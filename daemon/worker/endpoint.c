@@ -160,7 +160,7 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	struct hl_ep *e = &w->eps[ep];
-	int rc = 0;
+	int rc = 0, adopted = 0;
 	hl_w_lock(&e->mu, HL_W_RANK_EP);
 	/* The claim entry is client-writable: each word is read once and only
 	 * the copies are used. Acquire on `ready` pairs with the client's
@@ -245,8 +245,11 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 		hl_w_ep_poll_instead(w, ep, perr);
 	}
 	atomic_store_explicit(&pw->state, HL_EP_ACTIVE, memory_order_release);
+	adopted = 1;
 out:
 	hl_w_unlock(&e->mu, HL_W_RANK_EP);
+	if (adopted) /* outside the lock: a slow stderr must not hold it */
+		hl__log_debug("endpoint %u: adopted client pid %u", ep, pid);
 	return rc;
 }
 
