@@ -701,9 +701,9 @@ test_bad_option_table_is_einval(void **state)
 }
 
 /* Our options plus two a sibling daemon has. */
-static const char *const shared[] = { "shards",       "foreground", "socket",
-	                              "timeout",      "mode",       "segment-size",
-	                              "spawn-worker", "label",      "stop-timeout",
+static const char *const shared[] = { "shards",         "foreground", "socket",
+	                              "timeout",        "mode",       "segment-size",
+	                              "spawn-worker",   "label",      "stop-timeout",
 	                              "slow-reader-ms", NULL };
 
 static void
@@ -750,8 +750,12 @@ test_choices_accept_only_their_words(void **state)
 		                  .choices = words,
 		                  .help = "Level.",
 		                  .dst = &level };
-	struct hl_cfg cfg = { .prog = "p", .section = "keeper", .config_dir = f->dir,
-		              .out = f->out, .opts = &opt, .nopts = 1 };
+	struct hl_cfg cfg = { .prog = "p",
+		              .section = "keeper",
+		              .config_dir = f->dir,
+		              .out = f->out,
+		              .opts = &opt,
+		              .nopts = 1 };
 	char *ok[] = { "p", "--level", "err", NULL }, *bad[] = { "p", "--level=loud", NULL };
 
 	assert_int_equal(hl__cfg_load(&cfg, 3, ok, f->err, sizeof(f->err)), 0);

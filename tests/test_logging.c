@@ -66,8 +66,8 @@ stop(struct hl_t_kfx *f, pid_t pid)
 static void
 worker_fails(struct hl_t_kfx *f, const char *const *extra, const char *log)
 {
-	const char *argv[16] = { HL_WORKER_PATH, "--standalone", "--name", f->name,
-		                 "--req-ring", "3" };
+	const char *argv[16] = { HL_WORKER_PATH, "--standalone", "--name",
+		                 f->name,        "--req-ring",   "3" };
 	int n = 6;
 	for (int i = 0; extra && extra[i]; i++)
 		argv[n++] = extra[i];
@@ -145,9 +145,8 @@ test_journald_gets_priorities_and_no_doubled_prefix(void **state)
 	worker_fails(f, NULL, err_log);
 	/* Another stream's numbers (stderr redirected since): plain lines. */
 	setenv("JOURNAL_STREAM", "1:1", 1);
-	pid_t w2 = hl_t_kfx_track(f, hl_t_spawn((const char *const[]){ HL_WORKER_PATH, "--help",
-		                                                        NULL },
-		                                    other_log));
+	pid_t w2 = hl_t_kfx_track(
+	        f, hl_t_spawn((const char *const[]){ HL_WORKER_PATH, "--help", NULL }, other_log));
 	unsetenv("JOURNAL_STREAM");
 	stop(f, w);
 	assert_true(has_now(f->wlog, "<6>serving /heirloom."));
@@ -263,10 +262,10 @@ test_sighup_reloads_the_log_level_and_never_stops(void **state)
 	write_conf(conf, "[heirloom]\nlog-level = loud\n");
 	assert_int_equal(kill(w, SIGHUP), 0);
 	assert_int_equal(kill(k, SIGHUP), 0);
-	assert_true(hl_t_file_has(f->wlog, "error: SIGHUP: configuration not reloaded",
-	                          hl_t_ms(5000)));
-	assert_true(hl_t_file_has(f->klog, "error: SIGHUP: configuration not reloaded",
-	                          hl_t_ms(5000)));
+	assert_true(
+	        hl_t_file_has(f->wlog, "error: SIGHUP: configuration not reloaded", hl_t_ms(5000)));
+	assert_true(
+	        hl_t_file_has(f->klog, "error: SIGHUP: configuration not reloaded", hl_t_ms(5000)));
 	publish_and_get(c, "three");
 	connect_keeper(f->sock);
 	assert_true(alive(w));

@@ -553,8 +553,8 @@ test_worker_says_ready_only_after_recovery(void **state)
 	struct hl_t_kfx *f = *state;
 	char path[128];
 	int fd = notify_listen(f, path, sizeof(path));
-	const char *argv[] = { HL_WORKER_PATH, "--standalone", "--name", f->name,
-		               "--recovery-pause", "1s", NULL };
+	const char *argv[] = { HL_WORKER_PATH,     "--standalone", "--name", f->name,
+		               "--recovery-pause", "1s",           NULL };
 	pid_t w = spawn_notified(f, argv, path, 0, f->wlog);
 	assert_true(notify_wait(fd, "READY=1", hl_t_ms(10000)));
 	struct hl_t_owner o;

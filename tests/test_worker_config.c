@@ -284,27 +284,14 @@ test_help_lists_every_option_with_default_and_variable(void **state)
 {
 	(void)state;
 	static struct run r;
-	static const char *const options[] = { "name",
-		                               "config",
-		                               "standalone",
-		                               "socket",
-		                               "shards",
-		                               "max-keys",
-		                               "max-observers",
-		                               "max-endpoints",
-		                               "max-value",
-		                               "heap",
-		                               "req-ring",
-		                               "ev-ring",
-		                               "mode",
-		                               "prune-interval",
-		                               "slow-reader-ms",
-		                               "telemetry-interval",
-		                               "spin-us",
-		                               "print-config",
-		                               "log-level",
-		                               "log-format",
-		                               NULL };
+	static const char *const options[] = {
+		"name",      "config",         "standalone",     "socket",
+		"shards",    "max-keys",       "max-observers",  "max-endpoints",
+		"max-value", "heap",           "req-ring",       "ev-ring",
+		"mode",      "prune-interval", "slow-reader-ms", "telemetry-interval",
+		"spin-us",   "print-config",   "log-level",      "log-format",
+		NULL
+	};
 	const char *const help[] = { "--help", NULL };
 	const char *const none[] = { NULL };
 	run_worker(help, none, &r);
@@ -538,8 +525,8 @@ main(void)
 		cmocka_unit_test_teardown(test_bad_config_file_names_file_and_line, teardown),
 		cmocka_unit_test(test_help_lists_every_option_with_default_and_variable),
 		cmocka_unit_test_teardown(test_running_worker_uses_resolved_values, teardown),
-		cmocka_unit_test_teardown(test_each_daemon_skips_the_others_options_in_shared_sections,
-		                          teardown),
+		cmocka_unit_test_teardown(
+		        test_each_daemon_skips_the_others_options_in_shared_sections, teardown),
 		cmocka_unit_test_teardown(test_unknown_options_still_fail_with_file_and_line,
 		                          teardown),
 		cmocka_unit_test_teardown(test_shared_option_names_are_both_daemons_options,

@@ -286,8 +286,8 @@ bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cf
 		snprintf(why, sizeof(why), "'%.80s' is not %s", text,
 		         o == &builtin[BI_NAME] ? "a valid instance name (letters, digits, '-', "
 		                                  "'_', '.'; no leading '.')"
-		         : o->choices ? choices
-		                      : types[o->type].is_not);
+		         : o->choices           ? choices
+		                                : types[o->type].is_not);
 	rc = rc == -ENOMEM ? -ENOMEM : -EINVAL;
 	if (org->src == HL_CFG_SRC_FLAG)
 		return fail(err, errlen, rc, "%s: %s", org->what, why);
@@ -487,10 +487,11 @@ on_entry(void *user, const char *section, const char *key, const char *value)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown section [%s]", fc->path,
 		              fc->line, section);
 	else if (i < 0 && in_list(cfg->shared_names, key))
-		fc->rc = fail(fc->err, fc->errlen, -EINVAL,
-		              "%s:%u: option '%s' is not a %s option (it belongs to another heirloom "
-		              "daemon: move it to its section or to [heirloom])",
-		              fc->path, fc->line, key, cfg->section);
+		fc->rc = fail(
+		        fc->err, fc->errlen, -EINVAL,
+		        "%s:%u: option '%s' is not a %s option (it belongs to another heirloom "
+		        "daemon: move it to its section or to [heirloom])",
+		        fc->path, fc->line, key, cfg->section);
 	else if (i < 0)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown option '%s'", fc->path,
 		              fc->line, key);

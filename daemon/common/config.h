@@ -96,11 +96,13 @@ struct hl_cfg {
 	const char *section;        /* this program's INI section, e.g. "keeper" */
 	const char *const *foreign; /* NULL-terminated sections of sibling programs that
 	                               share the file, skipped unread; may be NULL */
-	const char *const *shared_names; /* NULL-terminated option names any sibling
-	                                    knows: skipped in the shared sections, named
-	                                    in the error in our own; may be NULL */
 	const char *config_dir;     /* NULL means /etc/heirloom; tests point it elsewhere */
 	FILE *out;                  /* where --help and --version print; NULL = stdout */
+
+	/* NULL-terminated option names any sibling knows (for the daemons,
+	 * hl__daemon_option_names): skipped in the shared sections, named in
+	 * the error in our own. May be NULL. */
+	const char *const *shared_names;
 	const struct hl_cfg_opt *opts;
 	size_t nopts;
 

@@ -97,18 +97,13 @@ vline(char *buf, size_t len, int level, const char *fmt, va_list ap)
 	                   : level == HL_LOG_WARNING ? "warning: "
 	                   : level >= HL_LOG_DEBUG   ? "debug: "
 	                                             : "";
-	int n;
-	switch (atomic_load_explicit(&cur_fmt, memory_order_relaxed)) {
-	case FMT_JOURNAL: /* journald adds SYSLOG_IDENTIFIER and _PID */
+	int n, f = atomic_load_explicit(&cur_fmt, memory_order_relaxed);
+	if (f == FMT_JOURNAL) /* journald adds SYSLOG_IDENTIFIER and _PID */
 		n = snprintf(buf, len, "<%d>%s\n", level, text);
-		break;
-	case FMT_SYSLOG:
+	else if (f == FMT_SYSLOG)
 		n = snprintf(buf, len, "<%d>%s[%d]: %s\n", level, prog, (int)getpid(), text);
-		break;
-	default:
+	else
 		n = snprintf(buf, len, "%s[%d]: %s%s\n", prog, (int)getpid(), word, text);
-		break;
-	}
 	if (n < 0)
 		n = 0;
 	if ((size_t)n >= len && len > 1) {

@@ -174,8 +174,8 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 	              "max-value needs).",
 	              NULL, 0, 1 << 30, &p->ev_ring);
 	o[i++] = KOPT("print-config", HL_CFG_BOOL, "false",
-	              "Print every option's value and where it came from, then exit 0.", NULL, 0,
-	              0, &p->print_config);
+	              "Print every option's value and where it came from, then exit 0.", NULL, 0, 0,
+	              &p->print_config);
 	o[i++] = (struct hl_cfg_opt){ .name = "log-level",
 		                      .type = HL_CFG_STR,
 		                      .def = "info",
@@ -279,7 +279,7 @@ drop_created(struct hl_keeper *k)
 	int rc = hl__seg_unlink(k->name);
 	if (rc)
 		hl__log_warn("cannot remove the segment /heirloom.%s it created: %s", k->name,
-		        hl_strerror(rc));
+		             hl_strerror(rc));
 	else
 		hl__log("removed the segment /heirloom.%s it created", k->name);
 	k->seg_created = false;
@@ -302,8 +302,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	int rc = hl__layout_defaults(&p);
 	if (rc) {
 		hl__log_err("invalid capacities (ring sizes must be powers of two large enough for "
-		        "two records of max-value; the heap must hold one value): %s",
-		        hl_strerror(rc));
+		            "two records of max-value; the heap must hold one value): %s",
+		            hl_strerror(rc));
 		return EXIT_USAGE;
 	}
 	struct hl_shm_header want;
@@ -330,14 +330,15 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		 * have created the name first to read or rewrite every value. */
 		rc = hl__seg_open_own(k->name, &k->segfd);
 		if (rc == -EPERM)
-			hl__log_err("segment /heirloom.%s belongs to another user: refusing it; "
+			hl__log_err(
+			        "segment /heirloom.%s belongs to another user: refusing it; "
 			        "remove it (heirloomctl --name %s segment remove --force) if it "
 			        "is not yours to serve",
 			        k->name, k->name);
 	}
 	if (rc) {
 		hl__log_err("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
-		        k->name, hl_strerror(rc), hl_err_name(rc));
+		            k->name, hl_strerror(rc), hl_err_name(rc));
 		return EXIT_SEGMENT;
 	}
 
@@ -354,10 +355,12 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (pread(k->segfd, &copy, sizeof(copy), 0) == (ssize_t)sizeof(copy))
 			other = atomic_load_explicit(&copy.keeper_pid, memory_order_relaxed);
 		if (rc == -EWOULDBLOCK)
-			hl__log_err("another keeper (pid %u) holds segment /heirloom.%s; stop it first",
+			hl__log_err(
+			        "another keeper (pid %u) holds segment /heirloom.%s; stop it first",
 			        other, k->name);
 		else
-			hl__log_err("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
+			hl__log_err("cannot lock segment /heirloom.%s: %s", k->name,
+			            hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 
@@ -368,7 +371,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 			drop_created(k);
 		/* Never map what did not validate: say what is wrong and what
 		 * to do, and leave the object as it is for inspection. */
-		hl__log_err("segment /heirloom.%s is not usable: %s (%s). It was made by another "
+		hl__log_err(
+		        "segment /heirloom.%s is not usable: %s (%s). It was made by another "
 		        "heirloom version or is damaged, so the keeper will not map it. Inspect it "
 		        "(/dev/shm/heirloom.%s); to start over, remove it with "
 		        "'rm /dev/shm/heirloom.%s' (its contents are lost) and start the keeper "
@@ -390,8 +394,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
 		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
 			hl__log_warn("segment exists, capacity options ignored (it has %u keys, %u "
-			        "observers, %u endpoints, %u shards)",
-			        h->max_keys, h->max_observers, h->max_endpoints, h->shards);
+			             "observers, %u endpoints, %u shards)",
+			             h->max_keys, h->max_observers, h->max_endpoints, h->shards);
 		hl__log("reopened segment /heirloom.%s (validated)", k->name);
 	}
 	return 0;
@@ -416,7 +420,8 @@ socket_dir(struct hl_keeper *k)
 	}
 	rc = ours ? hl__sock_dir_prepare(k->sock_path, k->gid) : hl__sock_dir_check(k->sock_path);
 	if (rc) {
-		hl__log_err("cannot use the directory of %s: %s (it must be a directory owned by this "
+		hl__log_err(
+		        "cannot use the directory of %s: %s (it must be a directory owned by this "
 		        "user or root and not writable by others)",
 		        k->sock_path, hl_strerror(rc));
 		return EXIT_TAKEN;
@@ -455,13 +460,13 @@ listen_socket(struct hl_keeper *k)
 		int probe;
 		if (lstat(k->sock_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
 			hl__log_err("%s exists and is not a socket: remove it or choose --socket",
-			        k->sock_path);
+			            k->sock_path);
 			return EXIT_TAKEN;
 		}
 		if (hl__sock_connect(k->sock_path, &probe) == 0) {
 			close(probe);
 			hl__log_err("another keeper listens on %s; stop it or choose --socket",
-			        k->sock_path);
+			            k->sock_path);
 			return EXIT_TAKEN;
 		}
 		unlink(k->sock_path);
@@ -549,7 +554,8 @@ accept_all(struct hl_keeper *k)
 		}
 		hl__log_debug("connection from pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
 		if (!peer_allowed(k, fd, &cr)) {
-			hl__log_warn("refused a connection from pid %d uid %u: not this user, root or "
+			hl__log_warn(
+			        "refused a connection from pid %d uid %u: not this user, root or "
 			        "group %s",
 			        (int)cr.pid, (unsigned)cr.uid,
 			        k->o.group ? k->o.group : "(none set)");
@@ -697,7 +703,7 @@ timers(struct hl_keeper *k)
 	}
 	if (k->stop_deadline_ns && now >= k->stop_deadline_ns) {
 		hl__log_warn("the worker did not hand the table back within %ld ms",
-		        (long)k->o.stop_timeout_ms);
+		             (long)k->o.stop_timeout_ms);
 		hl_k_stop_child(k, SIGKILL);
 		k->stop_deadline_ns = 0; /* wait for the confirmed exit, however long */
 	}
@@ -875,7 +881,7 @@ main(int argc, char **argv)
 	 * socket before the table is ready to be given. */
 	if (hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), NULL) < 0) {
 		hl__log_err("control socket path for '%s' is invalid or too long; use --socket",
-		        k->name);
+		            k->name);
 		status = EXIT_TAKEN;
 		goto out;
 	}

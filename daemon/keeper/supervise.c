@@ -82,8 +82,8 @@ hl_k_find_worker(struct hl_keeper *k)
 	int rc = resolve(k, what);
 	if (rc) {
 		hl__log_err("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
-		        strchr(what, '/') ? "at that path"
-		                          : "next to heirloom-keeper and in $PATH");
+		            strchr(what, '/') ? "at that path"
+		                              : "next to heirloom-keeper and in $PATH");
 		return rc;
 	}
 	int n = 0;
@@ -162,7 +162,7 @@ hl_k_spawn(struct hl_keeper *k)
 	if (pidfd < 0) {
 		int e = errno;
 		hl__log_err("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
-		        strerror(e));
+		            strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		hl_k_schedule_restart(k, 0);

@@ -164,9 +164,9 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	hl_k_seglog(k, HL_LOG_HUNG, ms > INT32_MAX ? INT32_MAX : (int32_t)ms, (uint32_t)wd.pid,
 	            o.epoch, who);
 	hl__log_err("worker pid %d is hung: its %s thread made no progress for %lu ms "
-	        "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
-	        (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
-	        ages);
+	            "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
+	            (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
+	            ages);
 	wd.killed = wd.pid;
 	/* Through a pidfd, never by pid: only that very process can get it. */
 	if (k->child == wd.pid && k->owner_pidfd < 0) {

@@ -527,12 +527,12 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 	}
 	if (atomic_exchange(&w->pidfd_logged, 1) == 0)
 		hl__log_warn("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
-		        "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
-		        "their pid and start time every monitor tick; logged once, counted "
-		        "in heirloomctl status (pidfd failures)",
-		        e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
-		        (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
-		                                            memory_order_relaxed));
+		             "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
+		             "their pid and start time every monitor tick; logged once, counted "
+		             "in heirloomctl status (pidfd failures)",
+		             e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
+		             (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
+		                                                 memory_order_relaxed));
 	hl_w_monitor_wake(w);
 }
 
@@ -598,6 +598,6 @@ hl_w_ep_retake_wake(struct hl_worker *w, uint32_t ep)
 	int rc = hl_w_ep_take_wake(w, ep);
 	if (rc)
 		hl__log_warn("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
-		        "its descriptor will not turn readable; hl_next() still works",
-		        ep, w->eps[ep].pid, hl_err_name(rc));
+		             "its descriptor will not turn readable; hl_next() still works",
+		             ep, w->eps[ep].pid, hl_err_name(rc));
 }

@@ -86,8 +86,8 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		rc = hl__seg_open_own(w->opt.name, &fd);
 		if (rc == -EPERM)
 			hl__log_err("/heirloom.%s belongs to another user: refusing it (remove it "
-			        "if it is not yours)",
-			        w->opt.name);
+			            "if it is not yours)",
+			            w->opt.name);
 		if (rc)
 			return rc;
 	} else {
@@ -124,15 +124,16 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	 * its back would make two writers of it. */
 	uint32_t kpid = atomic_load(&h->keeper_pid);
 	if (kpid && hl__proc_alive((int)kpid, atomic_load(&h->keeper_start))) {
-		hl__log_err("segment is kept by keeper pid %u: start the worker without --standalone",
+		hl__log_err(
+		        "segment is kept by keeper pid %u: start the worker without --standalone",
 		        kpid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
 	}
 	if (w->opt.shards && w->opt.shards != h->shards)
-		hl__log_warn("segment has %u shards; --shards %u applies only when creating", h->shards,
-		        w->opt.shards);
+		hl__log_warn("segment has %u shards; --shards %u applies only when creating",
+		             h->shards, w->opt.shards);
 	/* No living keeper: we are the record's only writer. A write over an
 	 * odd owner_seq would leave it odd, so make it even first. */
 	hl__owner_repair(h);
@@ -211,7 +212,8 @@ keeper_connect(struct hl_worker *w, int *fd_out, bool log)
 		rc = HL_EUNTRUSTED;
 	if (rc) {
 		if (rc == HL_EUNTRUSTED && log)
-			hl__log_err("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
+			hl__log_err(
+			        "refusing the keeper at %s: it runs as uid %u gid %u, not root, "
 			        "this user, a system user of our groups or $HEIRLOOM_OWNER",
 			        L->path, (unsigned)cr.uid, (unsigned)cr.gid);
 		close(fd);
@@ -276,7 +278,7 @@ link_main(void *arg)
 		close(L->fd);
 		L->fd = -1;
 		hl__log_warn("lost the keeper at %s; serving on, and linking up with the next one",
-		        L->path);
+		             L->path);
 	}
 	return NULL;
 }
@@ -287,7 +289,8 @@ link_start(struct hl_worker *w)
 	struct hl_w_link *L = w->link;
 	L->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (L->stopfd < 0 || pthread_create(&L->thread, NULL, link_main, w) != 0) {
-		hl__log_warn("cannot start the keeper link thread; a stop will still hand back if the "
+		hl__log_warn(
+		        "cannot start the keeper link thread; a stop will still hand back if the "
 		        "keeper lives");
 		if (L->stopfd >= 0)
 			close(L->stopfd);
@@ -360,7 +363,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 	}
 	if (rc) {
 		hl__log_warn("no answer from the keeper at %s (%s); trying again", L->path,
-		        hl_strerror(rc));
+		             hl_strerror(rc));
 		return 1;
 	}
 	if (r.type == HL_MSG_OK && *segfd >= 0) {
@@ -373,7 +376,8 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		close(*segfd);
 	*segfd = -1;
 	if (r.type == HL_MSG_OK) {
-		hl__log_warn("the keeper at %s answered without a descriptor; trying again", L->path);
+		hl__log_warn("the keeper at %s answered without a descriptor; trying again",
+		             L->path);
 		return 1;
 	}
 	hl__log_warn("the keeper refused to give the table: %s", hl__msg_text(&r));
@@ -416,7 +420,7 @@ hl_w_acquire(struct hl_worker *w)
 	rc = hl__sock_path(w->opt.name, socket_override(w), L->path, sizeof(L->path), NULL);
 	if (rc) {
 		hl__log_err("control socket path for '%s': %s (use --socket)", w->opt.name,
-		        hl_strerror(rc));
+		            hl_strerror(rc));
 		return rc;
 	}
 	for (;;) {
@@ -433,7 +437,8 @@ hl_w_acquire(struct hl_worker *w)
 				if (rc) {
 					/* We own it on paper: exiting lets the keeper
 					 * take it back (our pidfd). */
-					hl__log_err("the keeper's segment does not validate: %s (%s)",
+					hl__log_err(
+					        "the keeper's segment does not validate: %s (%s)",
 					        hl_strerror(rc), hl_err_name(rc));
 					close(segfd);
 					close(fd);
@@ -511,7 +516,8 @@ hl_w_release(struct hl_worker *w, int clean)
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch) {
 		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
-		hl__log_warn("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
+		hl__log_warn(
+		        "no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
 		        "a keeper takes it when it starts",
 		        L->path, hl_strerror(rc), (unsigned long)epoch);
 	}

@@ -135,7 +135,7 @@ hl_w_notify_tick(struct hl_worker *w)
 			else
 				snprintf(who, sizeof(who), "shard thread %d", which);
 			hl__log_err("%s has not beaten for %lu ms: no systemd watchdog ping", who,
-			        (unsigned long)(age / 1000000u));
+			            (unsigned long)(age / 1000000u));
 		}
 		stale_logged = 1;
 		return;

@@ -311,7 +311,8 @@ report_nofile(struct hl_worker *w, uint64_t nofile)
 	atomic_store_explicit(&h->nofile_limit, nofile, memory_order_relaxed);
 	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
 	if (cap < h->max_endpoints)
-		hl__log_warn("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
+		hl__log_warn(
+		        "RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
 		        "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
 		        "ulimit -Hn to at least %u)",
 		        (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
@@ -349,7 +350,7 @@ main(int argc, char **argv)
 		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
 		hl__log_err("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
-		        hl_err_name(rc));
+		            hl_err_name(rc));
 		return 2;
 	}
 	report_nofile(w, nofile);
@@ -408,7 +409,7 @@ main(int argc, char **argv)
 	}
 	if (fenced) {
 		hl__log_err("fenced: the table has another owner now (epoch %lu); stopping",
-		        (unsigned long)atomic_load(&w->seg.h->owner_epoch));
+		            (unsigned long)atomic_load(&w->seg.h->owner_epoch));
 		status = 4;
 	} else {
 		atomic_store_explicit(&w->seg.h->worker_ready, 0, memory_order_release);

@@ -161,10 +161,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	};
 	static const char *const foreign[] = { "worker", NULL };
 	/* Ours plus two a sibling daemon has: skipped in the shared sections. */
-	static const char *const shared[] = { "shards",  "foreground",   "socket",
-		                              "timeout", "mode",         "segment-size",
-		                              "spawn-worker", "label",   "level",
-		                              "stop-timeout", "slow-reader-ms", NULL };
+	static const char *const shared[] = { "shards", "foreground",   "socket",         "timeout",
+		                              "mode",   "segment-size", "spawn-worker",   "label",
+		                              "level",  "stop-timeout", "slow-reader-ms", NULL };
 	struct hl_cfg cfg = { .prog = "heirloom-keeper",
 		              .version = "0",
 		              .section = "keeper",
