@@ -5,7 +5,8 @@
 #    each, with ExecStart pointed at this build's binaries (verify wants
 #    them to exist);
 #  - `systemd-analyze security --offline=true` rates each at most 2.5
-#    (--threshold is in tenths).
+#    (--threshold is in tenths);
+#  - the sysusers.d file parses (systemd-sysusers --dry-run).
 # Exit 77 (skipped) only when systemd-analyze is not installed.
 # Run: cmake -DUNIT_DIR=... -DBUILD_BIN=... -DBINDIR=... -DWORK=... -P this
 find_program(SA systemd-analyze)
@@ -40,3 +41,14 @@ if(NOT rc EQUAL 0 OR NOT out STREQUAL "")
   message(FATAL_ERROR "systemd-analyze verify (rc ${rc}):\n${out}")
 endif()
 message("systemd-analyze verify: clean")
+
+# The sysusers.d file parses (a dry run: nothing is written).
+find_program(SYSUSERS systemd-sysusers)
+if(SYSUSERS)
+  execute_process(COMMAND ${SYSUSERS} --dry-run ${SYSUSERS_FILE}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0 OR out MATCHES "ignoring|Failed|[Ii]nvalid")
+    message(FATAL_ERROR "systemd-sysusers --dry-run ${SYSUSERS_FILE} (rc ${rc}):\n${out}")
+  endif()
+  message("systemd-sysusers --dry-run: clean")
+endif()
