@@ -506,9 +506,16 @@ hl_k_up_tick(struct hl_keeper *k)
 	case HL_K_UP_RECOVERING:
 		if (serving(k, u->new_pid)) {
 			uint64_t ms = (now - (u->yield_ns ? u->yield_ns : u->started_ns)) / 1000000ull;
-			snprintf(text, sizeof(text),
-			         "worker pid %d serves, pid %d retired; %lu ms from YIELD to ready",
-			         (int)u->new_pid, (int)u->old_pid, (unsigned long)ms);
+			if (u->old_pid)
+				snprintf(text, sizeof(text),
+				         "worker pid %d serves, pid %d retired; %lu ms from YIELD to "
+				         "ready",
+				         (int)u->new_pid, (int)u->old_pid, (unsigned long)ms);
+			else
+				snprintf(text, sizeof(text),
+				         "worker pid %d serves (the old one exited during the "
+				         "hand-over); %lu ms",
+				         (int)u->new_pid, (unsigned long)ms);
 			send_type(k, u->old_conn, HL_MSG_RETIRE, 0, 0, NULL);
 			/* Restarts from now on run the new binary. */
 			snprintf(k->worker_path, sizeof(k->worker_path), "%s", u->new_path);

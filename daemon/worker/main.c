@@ -309,7 +309,6 @@ main(int argc, char **argv)
 		return 2; /* logged */
 	hl__log("serving /heirloom.%s: epoch %lu, %u shards", w->opt.name, (unsigned long)w->epoch,
 	        w->nshards);
-	hl_w_upgrade_step("new", 3);
 
 	int sig = 0;
 	const int tick_ms = hl_w_notify_tick_ms(200);
