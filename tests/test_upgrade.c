@@ -468,13 +468,20 @@ wait_sent(struct seq *s, long n)
 	}
 }
 
+/* One upgrade while a publisher runs. ROLE:STEP names the worker killed
+ * at that step of the hand-over (ROLE NULL: none); APPLY_DELAY_US makes
+ * each request sit between its intent and its commit that long, so that
+ * the hand-over is asked for in the middle of a batch. */
 static void
-kill_at(struct hl_t_kfx *f, const char *role, int step)
+handover_case(struct hl_t_kfx *f, const char *role, int step, const char *apply_delay_us)
 {
 	char hook[32];
-	snprintf(hook, sizeof(hook), "%s:%d", role, step);
+	snprintf(hook, sizeof(hook), "%s:%d", role ? role : "none", step);
 	const char *path = NULL;
-	if (strcmp(role, "old") == 0) {
+	if (apply_delay_us)
+		setenv("HEIRLOOM_TEST_APPLY_DELAY_US", apply_delay_us, 1);
+	if (!role) {
+	} else if (strcmp(role, "old") == 0) {
 		setenv("HEIRLOOM_TEST_UPGRADE_KILL", hook, 1); /* the keeper's workers */
 	} else {
 		char body[256];
@@ -484,6 +491,7 @@ kill_at(struct hl_t_kfx *f, const char *role, int step)
 	}
 	pid_t k = keeper(f);
 	unsetenv("HEIRLOOM_TEST_UPGRADE_KILL");
+	unsetenv("HEIRLOOM_TEST_APPLY_DELAY_US");
 	pid_t w = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
 	assert_true(w > 0);
 	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
@@ -496,8 +504,8 @@ kill_at(struct hl_t_kfx *f, const char *role, int step)
 		publisher(f->name, s);
 	wait_sent(s, 20);
 	int rc = upgrade(f, path, 3000);
-	/* Old killed: the new worker takes the table from the crash path.
-	 * New killed: rolled back to the old one. */
+	/* Old killed (or none): the new worker takes the table, from the
+	 * old one or from the crash path. New killed: rolled back. */
 	if (rc != (path ? 6 : 0))
 		fail_msg("%s: heirloomctl upgrade exited %d", hook, rc);
 	pid_t now = hl_t_wait_serving(f->name, 0, hl_t_ms(10000));
@@ -540,14 +548,26 @@ static void
 test_sigkill_of_the_old_worker_at_each_step_is_recovered(void **state)
 {
 	for (int step = 1; step <= 5; step++)
-		kill_at(*state, "old", step);
+		handover_case(*state, "old", step, NULL);
 }
 
 static void
 test_sigkill_of_the_new_worker_at_each_step_rolls_back(void **state)
 {
 	for (int step = 1; step <= 3; step++)
-		kill_at(*state, "new", step);
+		handover_case(*state, "new", step, NULL);
+}
+
+/* The old worker hands the table over only after its threads finished
+ * the request they hold: each request here waits 3 ms between its intent
+ * and its commit, and the publisher keeps one in flight at all times. A
+ * worker that gave the table away mid-request would commit it after the
+ * new worker's recovery judged it not applied: applied twice. */
+static void
+test_old_worker_finishes_its_batch_before_the_hand_over(void **state)
+{
+	for (int i = 0; i < 5; i++)
+		handover_case(*state, NULL, 0, "3000");
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, hl_t_kfx_teardown)
@@ -562,6 +582,7 @@ main(void)
 		T(test_upgrade_to_another_layout_version_is_refused_untouched),
 		T(test_sigkill_of_the_old_worker_at_each_step_is_recovered),
 		T(test_sigkill_of_the_new_worker_at_each_step_rolls_back),
+		T(test_old_worker_finishes_its_batch_before_the_hand_over),
 		T(test_upgrade_under_torture_load_loses_and_duplicates_nothing),
 		T(test_hundred_upgrades_in_a_row_under_load),
 	};

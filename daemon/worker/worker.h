@@ -209,6 +209,10 @@ struct hl_worker {
 	 * and hands the table over (hl_w_handover()) instead of giving it
 	 * back. */
 	_Atomic int yield;
+	/* Test hook HEIRLOOM_TEST_APPLY_DELAY_US (read by hl_w_init()): a
+	 * shard thread sleeps this long between a request's intent and its
+	 * commit, so that a test can ask for the table mid-batch. 0 = off. */
+	int64_t apply_delay_us;
 };
 
 /* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
