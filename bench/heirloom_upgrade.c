@@ -134,7 +134,6 @@ run_upgrade(void)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-
 static void
 sleep_ms(int ms)
 {
@@ -165,8 +164,8 @@ run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *pause)
 	int werr = wait_observers(0, stats_now_ns() + GRACE_NS);
 	if (werr)
 		return werr;
-	struct board *b = mmap(NULL, sizeof(*b), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-	                       -1, 0);
+	struct board *b =
+	        mmap(NULL, sizeof(*b), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (b == MAP_FAILED)
 		return -errno;
 	memset(b, 0, sizeof(*b));
@@ -189,7 +188,8 @@ run_n(uint32_t n, const struct bench_opts *o, struct stats_samples *pause)
 		atomic_store(&b->armed, 1);
 		int rc = run_upgrade();
 		if (rc) {
-			fprintf(stderr, "upgrade-pause-obs%u: heirloomctl upgrade exited %d\n", n, rc);
+			fprintf(stderr, "upgrade-pause-obs%u: heirloomctl upgrade exited %d\n", n,
+			        rc);
 			err = -EPROTO;
 			break;
 		}

@@ -44,8 +44,7 @@ enum { P_NONE, P_OK, P_REFUSED };
 
 static const uint32_t mode_flags[CLIENTS] = { HL_OPEN_SYNC, 0, HL_OPEN_SYNC | HL_OPEN_NOWAIT,
 	                                      HL_OPEN_NOWAIT };
-static const char *const mode_name[CLIENTS] = { "SYNC", "plain + flush", "SYNC|NOWAIT",
-	                                        "NOWAIT" };
+static const char *const mode_name[CLIENTS] = { "SYNC", "plain + flush", "SYNC|NOWAIT", "NOWAIT" };
 
 struct board {
 	struct hl_t_fail fail;
@@ -82,8 +81,9 @@ upgrade(struct hl_t_kfx *f, const char *path, int timeout_ms)
 {
 	char tmo[24];
 	snprintf(tmo, sizeof(tmo), "%d", hl_t_ms(timeout_ms));
-	const char *argv[] = { HL_CTL_PATH, "--name", f->name, "upgrade",  "--socket",
-		               f->sock,     "--timeout", tmo,   path ? "--worker" : NULL,
+	const char *argv[] = { HL_CTL_PATH, "--name",   f->name,
+		               "upgrade",   "--socket", f->sock,
+		               "--timeout", tmo,        path ? "--worker" : NULL,
 		               path,        NULL };
 	pid_t p = hl_t_spawn(argv, f->klog);
 	return hl_t_wait_exit(p, hl_t_ms(120000));
@@ -319,8 +319,8 @@ upgrades_under_load(struct hl_t_kfx *f, int count)
 			for (int o = 0; o < CLIENTS; o++) {
 				int seen = atomic_load(&B->seen[o][p][n]);
 				if (out == P_OK && seen != 1 && missing++ < 5)
-					print_message("value c%d-%ld seen %d times by client %d\n", p,
-					              n, seen, o);
+					print_message("value c%d-%ld seen %d times by client %d\n",
+					              p, n, seen, o);
 				if (out == P_REFUSED && seen)
 					applied_refused++;
 			}
@@ -528,7 +528,8 @@ handover_case(struct hl_t_kfx *f, const char *role, int step, const char *apply_
 		snprintf(buf, sizeof(buf), "%.*s", (int)ev.new_len, (const char *)ev.new_value);
 		if (ev.type != HL_EV_PUT || atol(buf) != want || ev.revision <= rev)
 			fail_msg("%s: event %d '%s' rev %lu, want value %ld after rev %lu", hook,
-			         ev.type, buf, (unsigned long)ev.revision, want, (unsigned long)rev);
+			         ev.type, buf, (unsigned long)ev.revision, want,
+			         (unsigned long)rev);
 		rev = ev.revision;
 		want++;
 	}

@@ -35,7 +35,7 @@
  *                                        OK {epoch} + fd to N
  *   keeper, once N set worker_ready: RETIRE to O (exits 0), OK to ctl;
  *   on a failure: N killed, the table taken back on its confirmed exit,
- *   ROLLBACK to O (it executes its own binary again: same pid, and TAKE
+ *   RESUME to O (it executes its own binary again: same pid, and TAKE
  *   is answered as a repeat or given anew), ERR to ctl.
  *
  * The keeper never takes the table back on a message or a timeout, only
@@ -71,8 +71,8 @@ enum hl_msg_type {
 	HL_MSG_YIELD = 32,   /* keeper -> owner worker: stop after this batch and
 	                      * send HANDOVER */
 	HL_MSG_RETIRE = 33,  /* keeper -> old worker: the new one serves; exit */
-	HL_MSG_ROLLBACK = 34, /* keeper -> old worker: the upgrade failed; run
-	                       * your own binary again and take the table */
+	HL_MSG_RESUME = 34,  /* keeper -> old worker: the upgrade failed; run
+	                      * your own binary again and take the table */
 	HL_MSG_OK = 64,      /* keeper -> worker: done; `epoch` is the owner epoch now */
 	HL_MSG_ERR = 65,     /* keeper -> worker: refused; `code` and `text` say why */
 };

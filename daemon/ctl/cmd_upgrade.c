@@ -39,8 +39,8 @@ ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a)
 			                "--worker: the path must be under %zu bytes: %s",
 			                sizeof(m.text), path);
 	}
-	const char *override = a->set[UPGRADE_SOCKET] ? a->val[UPGRADE_SOCKET]
-	                                              : getenv("HEIRLOOM_SOCKET");
+	const char *override =
+	        a->set[UPGRADE_SOCKET] ? a->val[UPGRADE_SOCKET] : getenv("HEIRLOOM_SOCKET");
 	rc = hl__sock_path(c->name, override, sock, sizeof(sock), NULL);
 	if (rc)
 		return ctl_fail(c, CTL_USAGE, rc, "control socket path: %s", hl_strerror(rc));
@@ -75,6 +75,6 @@ ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a)
 		return out_finish(&o) ? CTL_FAILED : CTL_OK;
 	}
 	if (r.code == -ECANCELED || r.code == -ESHUTDOWN)
-		return ctl_fail(c, CTL_ROLLED_BACK, r.code, "rolled back: %s", hl__msg_text(&r));
+		return ctl_fail(c, CTL_ROLLBACK, r.code, "rolled back: %s", hl__msg_text(&r));
 	return ctl_fail(c, CTL_REFUSED, r.code, "refused, nothing changed: %s", hl__msg_text(&r));
 }

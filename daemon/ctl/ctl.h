@@ -24,8 +24,8 @@
 #define CTL_SEGMENT  3 /* the segment is missing or unusable */
 #define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
 #define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
-#define CTL_ROLLED_BACK 6 /* upgrade: the new worker failed; the previous binary serves */
-#define CTL_REFUSED     7 /* upgrade: refused before anything changed */
+#define CTL_ROLLBACK 6 /* upgrade: the new worker failed; the previous binary serves */
+#define CTL_REFUSED  7 /* upgrade: refused before anything changed */
 
 #define CTL_MAX_POS  4
 #define CTL_MAX_OPTS 8

@@ -44,8 +44,8 @@ enum {
 	HL_K_TAG_SIGNAL,
 	HL_K_TAG_OWNER, /* pidfd of an owner that is not our child */
 	HL_K_TAG_CHILD, /* pidfd of the worker we spawned */
-	HL_K_TAG_UP_NEW, /* pidfd of an upgrade's new worker, before it has the table */
-	HL_K_TAG_UP_OLD, /* pidfd of an upgrade's old worker, after it handed over */
+	HL_K_TAG_UPNEW, /* pidfd of an upgrade's new worker, before it has the table */
+	HL_K_TAG_UPOLD, /* pidfd of an upgrade's old worker, after it handed over */
 	HL_K_TAG_CONN = 16,
 };
 
@@ -74,11 +74,11 @@ struct hl_k_upgrade {
 	int new_conn; /* conn slot of the new worker's unanswered TAKE, -1 */
 	int old_conn; /* conn slot of the old worker's link, -1 */
 	pid_t new_pid;
-	int new_pidfd; /* tag HL_K_UP_NEW until the new worker has the table */
+	int new_pidfd; /* tag HL_K_TAG_UPNEW until the new worker has the table */
 	uint64_t new_started_ns;
-	pid_t old_pid; /* the old worker, parked after HANDOVER (tag UP_OLD) */
+	pid_t old_pid; /* the old worker, parked after HANDOVER (tag HL_K_TAG_UPOLD) */
 	int old_pidfd;
-	pid_t expect; /* ROLLBACK: the worker that must serve again (0 = any) */
+	pid_t expect; /* phase ROLLBACK: the worker that must serve again (0 = any) */
 	uint64_t timeout_ms, started_ns, yield_ns, deadline_ns;
 	int32_t err;   /* the failure to report (0 = none yet) */
 	char why[160]; /* what went wrong, for heirloomctl and the log */

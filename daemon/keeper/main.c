@@ -691,7 +691,7 @@ run(struct hl_keeper *k)
 				if (k->o.spawn && !k->child && !k->stopping && !k->restart_at_ns &&
 				    !k->restart_disabled)
 					hl_k_schedule_restart(k, UINT64_MAX);
-			} else if (tag == HL_K_TAG_UP_NEW || tag == HL_K_TAG_UP_OLD) {
+			} else if (tag == HL_K_TAG_UPNEW || tag == HL_K_TAG_UPOLD) {
 				hl_k_up_pidfd(k, tag);
 			} else if (tag == HL_K_TAG_CHILD) {
 				if (k->child && hl_k_pidfd_exited(k->child_pidfd)) /* stale? */

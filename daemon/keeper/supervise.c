@@ -128,8 +128,7 @@ hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms)
 }
 
 int
-hl_k_spawn_path(struct hl_keeper *k, const char *path, bool upgrade, pid_t *pid_out,
-                int *pidfd_out)
+hl_k_spawn_path(struct hl_keeper *k, const char *path, bool upgrade, pid_t *pid_out, int *pidfd_out)
 {
 	(void)k;
 	pid_t pid = fork();

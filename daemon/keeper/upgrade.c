@@ -7,7 +7,7 @@
  * worker_ready. On any failure the new worker is stopped, the table comes
  * back through the crash path (a confirmed exit), and the previous binary
  * serves again: the parked old worker runs its own binary again
- * (ROLLBACK), or the supervisor restarts the old path. The steps and what
+ * (RESUME), or the supervisor restarts the old path. The steps and what
  * a SIGKILL at each leaves: docs/architecture.md, "Upgrade".
  *
  * It must never give the table to the new worker while the old one may
@@ -72,11 +72,9 @@ unhold(struct hl_keeper *k, int *slot)
 void
 hl_k_up_init(struct hl_keeper *k)
 {
-	k->up = (struct hl_k_upgrade){ .ctl = -1,
-		                       .new_conn = -1,
-		                       .old_conn = -1,
-		                       .new_pidfd = -1,
-		                       .old_pidfd = -1 };
+	k->up = (struct hl_k_upgrade){
+		.ctl = -1, .new_conn = -1, .old_conn = -1, .new_pidfd = -1, .old_pidfd = -1
+	};
 	/* A keeper killed during an upgrade left it set. */
 	atomic_store_explicit(&k->seg.h->handover, 0, memory_order_release);
 }
@@ -99,7 +97,9 @@ finish(struct hl_keeper *k, int32_t err, const char *text)
 	hl__owner_read(k->seg.h, &o);
 	set_handover(k, 0);
 	hl_k_seglog(k, HL_LOG_UPGRADE, err, (uint32_t)u->new_pid, o.epoch,
-	            err == 0 ? "done" : err == HL_EVERSION ? "refused: layout" : "rolled back");
+	            err == 0             ? "done"
+	            : err == HL_EVERSION ? "refused: layout"
+	                                 : "rolled back");
 	hl__log("upgrade %s: %s", err == 0 ? "done" : "failed", text);
 	if (err == 0)
 		send_type(k, u->ctl, HL_MSG_OK, 0, o.epoch, text);
@@ -123,8 +123,8 @@ finish(struct hl_keeper *k, int32_t err, const char *text)
 }
 
 /* Record the first failure; later ones only add to the log. */
-static void
-fail(struct hl_keeper *k, int32_t err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct hl_keeper *k, int32_t err, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 static void
 fail(struct hl_keeper *k, int32_t err, const char *fmt, ...)
@@ -213,7 +213,7 @@ hl_k_up_on_request(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	u->new_started_ns = hl__now_ns();
 	u->deadline_ns = u->new_started_ns + u->timeout_ms * 1000000ull;
 	u->phase = HL_K_UP_STARTING;
-	hl_k_watch(k, u->new_pidfd, HL_K_TAG_UP_NEW);
+	hl_k_watch(k, u->new_pidfd, HL_K_TAG_UPNEW);
 	hl__log("upgrade: started worker pid %d (%s); worker pid %d serves until it takes over",
 	        (int)u->new_pid, u->new_path, (int)k->child);
 	return true;
@@ -248,7 +248,7 @@ give_to_new(struct hl_keeper *k)
 		hl_k_unwatch(k, k->child_pidfd);
 		u->old_pid = k->child;
 		u->old_pidfd = k->child_pidfd;
-		hl_k_watch(k, u->old_pidfd, HL_K_TAG_UP_OLD);
+		hl_k_watch(k, u->old_pidfd, HL_K_TAG_UPOLD);
 	}
 	hl_k_unwatch(k, u->new_pidfd);
 	k->child = u->new_pid;
@@ -287,7 +287,8 @@ hl_k_up_on_take(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m, bool 
 	uint32_t have = k->seg.h->version;
 	if (m->code != 0 && (uint32_t)m->code != have) {
 		/* Before anything is given: the new worker never maps it. */
-		fail(k, HL_EVERSION, "new worker has layout version %d, the segment %u (no migration)",
+		fail(k, HL_EVERSION,
+		     "new worker has layout version %d, the segment %u (no migration)",
 		     (int)m->code, have);
 		hl_k_reply_err(c, HL_EVERSION,
 		               "segment layout version %u here, %d in this worker: not given "
@@ -327,8 +328,8 @@ hl_k_up_on_handover(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	bool owner = o.role == HL_ROLE_WORKER && o.pid == (uint32_t)c->pid &&
 	             k->owner_pid == c->pid && o.epoch == m->epoch;
 	if (!owner) {
-		hl_k_reply_err(c, -ESTALE, "pid %d does not own the table at epoch %lu", (int)c->pid,
-		               (unsigned long)m->epoch);
+		hl_k_reply_err(c, -ESTALE, "pid %d does not own the table at epoch %lu",
+		               (int)c->pid, (unsigned long)m->epoch);
 		return false;
 	}
 	if (u->phase != HL_K_UP_YIELDING || k->child != c->pid) {
@@ -361,7 +362,7 @@ roll_back(struct hl_keeper *k)
 	u->phase = HL_K_UP_ROLLBACK;
 	u->deadline_ns = 0;
 	if (u->old_pid && conn_at(k, u->old_conn) && !hl_k_pidfd_exited(u->old_pidfd)) {
-		send_type(k, u->old_conn, HL_MSG_ROLLBACK, 0, 0, u->why);
+		send_type(k, u->old_conn, HL_MSG_RESUME, 0, 0, u->why);
 		hl_k_unwatch(k, u->old_pidfd);
 		k->child = u->old_pid;
 		k->child_pidfd = u->old_pidfd;
@@ -416,8 +417,8 @@ void
 hl_k_up_pidfd(struct hl_keeper *k, uint64_t tag)
 {
 	struct hl_k_upgrade *u = &k->up;
-	int *pidfd = tag == HL_K_TAG_UP_NEW ? &u->new_pidfd : &u->old_pidfd;
-	pid_t pid = tag == HL_K_TAG_UP_NEW ? u->new_pid : u->old_pid;
+	int *pidfd = tag == HL_K_TAG_UPNEW ? &u->new_pidfd : &u->old_pidfd;
+	pid_t pid = tag == HL_K_TAG_UPNEW ? u->new_pid : u->old_pid;
 	siginfo_t si;
 	char how[40];
 
@@ -431,7 +432,7 @@ hl_k_up_pidfd(struct hl_keeper *k, uint64_t tag)
 	hl_k_unwatch(k, *pidfd);
 	close(*pidfd);
 	*pidfd = -1;
-	if (tag == HL_K_TAG_UP_OLD) {
+	if (tag == HL_K_TAG_UPOLD) {
 		hl__log("upgrade: the old worker pid %d %s", (int)pid, how);
 		u->old_pid = 0;
 		unhold(k, &u->old_conn);
@@ -505,10 +506,12 @@ hl_k_up_tick(struct hl_keeper *k)
 	case HL_K_UP_IDLE: return;
 	case HL_K_UP_RECOVERING:
 		if (serving(k, u->new_pid)) {
-			uint64_t ms = (now - (u->yield_ns ? u->yield_ns : u->started_ns)) / 1000000ull;
+			uint64_t ms =
+			        (now - (u->yield_ns ? u->yield_ns : u->started_ns)) / 1000000ull;
 			if (u->old_pid)
 				snprintf(text, sizeof(text),
-				         "worker pid %d serves, pid %d retired; %lu ms from YIELD to "
+				         "worker pid %d serves, pid %d retired; %lu ms from YIELD "
+				         "to "
 				         "ready",
 				         (int)u->new_pid, (int)u->old_pid, (unsigned long)ms);
 			else
@@ -536,7 +539,8 @@ hl_k_up_tick(struct hl_keeper *k)
 		if (!u->deadline_ns || now < u->deadline_ns)
 			return;
 		fail(k, -ECANCELED, "%s within %lu ms",
-		     u->phase == HL_K_UP_STARTING ? "new worker: no TAKE" : "old worker: no HANDOVER",
+		     u->phase == HL_K_UP_STARTING ? "new worker: no TAKE"
+		                                  : "old worker: no HANDOVER",
 		     (unsigned long)u->timeout_ms);
 		u->deadline_ns = 0;
 		if (u->new_pidfd >= 0)

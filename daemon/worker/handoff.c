@@ -616,7 +616,7 @@ hl_w_handover(struct hl_worker *w)
 		break;
 	}
 	close(fd);
-	if (rc == 0 && r.type == HL_MSG_ROLLBACK) {
+	if (rc == 0 && r.type == HL_MSG_RESUME) {
 		hl__log("upgrade: rolled back (%s); running this binary again", hl__msg_text(&r));
 		return HL_W_AFTER_REEXEC;
 	}

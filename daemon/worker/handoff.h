@@ -22,7 +22,7 @@ enum hl_w_after { HL_W_AFTER_EXIT, HL_W_AFTER_REEXEC };
  * every thread joined: send HANDOVER, then wait, parked, for the keeper's
  * verdict. HL_W_AFTER_EXIT: the new worker serves (RETIRE), or the table
  * is no longer ours; exit 0. HL_W_AFTER_REEXEC: the upgrade failed and the
- * table is ours to serve again (ROLLBACK, or the keeper cancelled before
+ * table is ours to serve again (RESUME, or the keeper cancelled before
  * giving it away): run this binary again (hl_w_reexec()).
  */
 enum hl_w_after hl_w_handover(struct hl_worker *w);
