@@ -177,8 +177,8 @@ hl_k_spawn_path(struct hl_keeper *k, const char *path, bool upgrade, pid_t *pid_
 int
 hl_k_spawn(struct hl_keeper *k)
 {
-	pid_t pid;
-	int pidfd;
+	pid_t pid = 0;
+	int pidfd = -1;
 	k->restart_at_ns = 0;
 	int rc = hl_k_spawn_path(k, k->worker_path, false, &pid, &pidfd);
 	if (rc) {

@@ -40,7 +40,7 @@ conn_at(struct hl_keeper *k, int slot)
 }
 
 static int
-slot_of(struct hl_keeper *k, struct hl_kconn *c)
+slot_of(const struct hl_keeper *k, const struct hl_kconn *c)
 {
 	return (int)(c - k->conns);
 }
