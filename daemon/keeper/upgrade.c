@@ -149,6 +149,13 @@ hl_k_up_on_request(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	struct hl_owner o;
 	const char *path = hl__msg_text(m);
 
+	/* It makes the keeper execute a path as its own user: never for a
+	 * peer that is only a member of --group (docs/security.md). */
+	if (c->uid != 0 && c->uid != geteuid()) {
+		hl_k_reply_err(c, -EPERM, "only root or uid %u may upgrade the worker",
+		               (unsigned)geteuid());
+		return false;
+	}
 	hl__owner_read(k->seg.h, &o);
 	if (u->phase != HL_K_UP_IDLE) {
 		hl_k_reply_err(c, -EALREADY, "an upgrade to worker pid %d is in progress",
