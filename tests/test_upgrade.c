@@ -429,6 +429,21 @@ test_upgrade_to_another_layout_version_is_refused_untouched(void **state)
 	assert_true(hl_t_file_has(f->klog, "no migration", hl_t_ms(1000)));
 }
 
+static void
+test_upgrade_without_a_supervising_keeper_is_refused(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	hl_t_kfx_track(f, hl_t_keeper_startv(f->name, f->sock, NULL, f->klog));
+	pid_t w = hl_t_kfx_track(f, hl_t_kworker_start(f->name, f->sock, f->wlog));
+	struct hl_t_owner o1 = owner(f);
+	assert_int_equal(upgrade(f, NULL, 1000), 7);
+	assert_true(hl_t_file_has(f->klog, "--spawn-worker", hl_t_ms(1000)));
+	struct hl_t_owner o2 = owner(f);
+	assert_int_equal(o2.pid, (uint32_t)w);
+	assert_int_equal(o2.epoch, o1.epoch);
+	assert_true(o2.worker_ready);
+}
+
 /* ---- SIGKILL at each step ---- */
 
 #define PUBS 2
@@ -620,6 +635,7 @@ main(void)
 		T(test_upgrade_to_a_binary_that_hangs_before_taking_the_table_rolls_back),
 		T(test_upgrade_to_a_binary_that_hangs_in_recovery_rolls_back),
 		T(test_upgrade_to_another_layout_version_is_refused_untouched),
+		T(test_upgrade_without_a_supervising_keeper_is_refused),
 		T(test_sigkill_of_the_old_worker_at_each_step_is_recovered),
 		T(test_sigkill_of_the_new_worker_at_each_step_rolls_back),
 		T(test_old_worker_finishes_its_batch_before_the_hand_over),
