@@ -109,7 +109,9 @@ finish(struct hl_keeper *k, int32_t err, const char *text)
 	unhold(k, &u->new_conn);
 	unhold(k, &u->old_conn);
 	if (u->new_pidfd >= 0) {
-		/* It never had the table: reaped here, never restarted. */
+		/* Only when the keeper stops (hl_k_up_stop()): it never had
+		 * the table and was SIGKILLed; it is never restarted, and its
+		 * zombie goes with the keeper. */
 		hl_k_unwatch(k, u->new_pidfd);
 		close(u->new_pidfd);
 	}
