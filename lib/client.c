@@ -394,12 +394,16 @@ endpoint_gone(struct hl_client *c)
 	return c->stale;
 }
 
+/* A worker serves, or the keeper hands the table from one worker to the
+ * next for an upgrade (`handover`): a planned pause, so a HL_OPEN_NOWAIT
+ * call waits for it (bounded by its timeout) instead of failing. */
 static int
 worker_serving(const struct hl_client *c)
 {
-	return atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) ==
-	               HL_ROLE_WORKER &&
-	       atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire);
+	return (atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) ==
+	                HL_ROLE_WORKER &&
+	        atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire)) ||
+	       atomic_load_explicit(&c->seg.h->handover, memory_order_acquire);
 }
 
 static void

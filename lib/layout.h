@@ -86,6 +86,9 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 /* The keeper's watchdog killed a hung worker; code: ms without progress,
  * text: which thread. */
 #define HL_LOG_HUNG 8u
+/* An upgrade of the worker ended (daemon/keeper/upgrade.c); pid: the new
+ * worker; code: 0 done, else the error; text: what happened. */
+#define HL_LOG_UPGRADE 9u
 
 /* Counters live in the header so that heirloomctl reads them with no worker
  * running and they survive a crash. Written only by the worker, through
@@ -206,7 +209,17 @@ struct hl_shm_header {
 	/* Keeper writes (relaxed, after hl__owner_write() of a TAKE): times
 	 * it gave the table to a worker. Readers: hl_stats(), heirloomctl. */
 	_Atomic uint64_t handoffs;
-	uint64_t pad1;
+	/* Keeper writes (release) 1 before it asks the serving worker to
+	 * hand the table over for an upgrade (daemon/keeper/upgrade.c), 0
+	 * once the new worker, or the old one after a rollback, set
+	 * worker_ready; a starting keeper stores 0. While 1, clients treat
+	 * the table as served (lib/client.c worker_serving(): acquire) and
+	 * wait their timeout for an answer instead of failing at once with
+	 * HL_OPEN_NOWAIT: the pause is planned and short. A keeper killed
+	 * with it set leaves it set until the next keeper starts; clients
+	 * then only wait, bounded by their timeout. Was pad1 (same size,
+	 * same layout). */
+	_Atomic uint64_t handover;
 
 	/* ---- worker state: every line written by the worker process only ----
 	 * Unless a field says otherwise: shard or main threads write with

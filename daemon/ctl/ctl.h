@@ -24,6 +24,8 @@
 #define CTL_SEGMENT  3 /* the segment is missing or unusable */
 #define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
 #define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
+#define CTL_ROLLBACK 6 /* upgrade: the new worker failed; the previous binary serves */
+#define CTL_REFUSED  7 /* upgrade: refused before anything changed */
 
 #define CTL_MAX_POS  4
 #define CTL_MAX_OPTS 8
@@ -90,6 +92,7 @@ int ctl_cmd_watch(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a);
 
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
@@ -99,6 +102,7 @@ enum { SET_META, SET_TIMEOUT, SET_IF_REV };
 enum { DEL_TIMEOUT, DEL_IF_REV };
 enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
+enum { UPGRADE_WORKER, UPGRADE_TIMEOUT, UPGRADE_SOCKET };
 enum {
 	SIZE_SHARDS,
 	SIZE_KEYS,

@@ -48,6 +48,8 @@ static const char *const top_help =
         "      [--filter put|delete] [--no-old]\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
+        "  upgrade [--worker PATH]     replace the serving worker with a new binary,\n"
+        "      [--timeout MS]          through the keeper; rolls back on failure\n"
         "\n"
         "Exit status:\n"
         "  0  success\n"
@@ -57,6 +59,10 @@ static const char *const top_help =
         "     layout version, truncated, corrupt, no permission)\n"
         "  4  the request failed (no worker, worker error, timeout, refused)\n"
         "  5  set/del --if-rev: KEY is at another revision (printed); nothing changed\n"
+        "  6  upgrade: the new worker failed (start, hand-over or recovery); rolled\n"
+        "     back, the previous binary serves\n"
+        "  7  upgrade: refused before anything changed (another segment layout\n"
+        "     version, no supervised worker serving, an upgrade in progress)\n"
         "\n"
         "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
         "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
@@ -260,6 +266,27 @@ static const struct cmd cmds[] = {
 	          "capacity adds to it, the space free in /dev/shm and whether it fits. Every\n"
 	          "byte is reserved in /dev/shm when the segment is created. Creates nothing.\n"
 	          "SIZE takes K, M, G or T (powers of 1024).\n" },
+	{ .name = "upgrade",
+	  .run = ctl_cmd_upgrade,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "worker", 1 }, { "timeout", 1 }, { "socket", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] upgrade [--worker PATH]\n"
+	          "       [--timeout MS] [--socket PATH]\n"
+	          "Replace the serving worker with a new binary, with no lost or duplicated\n"
+	          "event and no error for clients. The keeper (it must supervise the\n"
+	          "worker: --spawn-worker) starts PATH (default: its own --spawn-worker path,\n"
+	          "e.g. after a package replaced the file), the serving worker finishes its\n"
+	          "batch and hands the table over, and the new worker recovers and serves.\n"
+	          "If the new worker exits, hangs, or does not ask for the table, hand it\n"
+	          "over or finish recovery within --timeout (default 10000 ms) each, it is\n"
+	          "killed and the previous binary serves again. A worker built for another\n"
+	          "segment layout version is refused before it touches the table (there is\n"
+	          "no migration in place). Later restarts run the new binary.\n"
+	          "  --socket PATH  the keeper's control socket (default: $HEIRLOOM_SOCKET,\n"
+	          "                else the keeper's own rule)\n"
+	          "Exit status: 0 upgraded; 4 no keeper or no answer; 6 failed and rolled\n"
+	          "back (the previous binary serves); 7 refused, nothing changed.\n" },
 };
 
 int

@@ -214,6 +214,7 @@ view_log_kind(uint32_t kind)
 	case HL_LOG_RECOVERY: return "recovery";
 	case HL_LOG_BAD_CLIENT: return "bad_client";
 	case HL_LOG_KEEPER_START: return "keeper_start";
+	case HL_LOG_UPGRADE: return "upgrade";
 	case HL_LOG_SLOW_READER: return "slow_reader";
 	case HL_LOG_HUNG: return "hung";
 	default: return "unknown";

@@ -337,7 +337,8 @@ main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP); /* reload(), never a stop */
+	sigaddset(&set, SIGHUP);  /* reload(), never a stop */
+	sigaddset(&set, SIGUSR1); /* the link thread's YIELD (handoff.c) */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -383,6 +384,8 @@ main(int argc, char **argv)
 			sig = 0;
 			continue;
 		}
+		if (sig == SIGUSR1 && !atomic_load(&w->yield))
+			continue; /* not from our link thread */
 		if (sig > 0)
 			break;
 		hl_w_notify_tick(w);
@@ -406,6 +409,23 @@ main(int argc, char **argv)
 		 * nothing to give back cleanly; the next worker recovers. */
 		hl__cfg_free(&cfg);
 		return 2;
+	}
+	if (!fenced && atomic_load(&w->yield) && sig == SIGUSR1) {
+		/* An upgrade: every thread finished its batch and is joined.
+		 * No invariant check here: it walks the whole table, and
+		 * every millisecond of it would be a millisecond nobody's
+		 * event is dispatched; the new worker's recovery checks what
+		 * it reads. worker_ready stays: the keeper clears it when it
+		 * writes the new owner. */
+		enum hl_w_after after = hl_w_handover(w);
+		if (after == HL_W_AFTER_REEXEC) {
+			hl__seg_unmap(&w->seg);
+			hl_w_reexec(argv);
+			return 2;
+		}
+		hl__log("stopped (upgraded)");
+		hl__cfg_free(&cfg);
+		return 0;
 	}
 	if (fenced) {
 		hl__log_err("fenced: the table has another owner now (epoch %lu); stopping",

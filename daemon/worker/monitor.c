@@ -300,6 +300,7 @@ hl_w_monitor_recover(struct hl_worker *w)
 	hl_w_recover_serve(w);
 	/* The at-attach prune pass: every claimed endpoint looked at once. */
 	hl_w_prune(w);
+	hl_w_upgrade_step("new", 3); /* recovered, not yet ready */
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	return 0;
 }

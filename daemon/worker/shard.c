@@ -36,6 +36,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -178,6 +179,8 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 			sh->cur_ws = ws;
 			sh->cur_pos = pos;
 			sh->cur_done = 0;
+			if (__builtin_expect(w->apply_delay_us > 0, 0))
+				usleep((useconds_t)w->apply_delay_us); /* test hook */
 			err = hl_w_apply(sh, ep, pos, r, len, &result);
 			sh->cur_ws = NULL;
 			hl_w_crash_point(w); /* done recorded, not yet answered */

@@ -46,6 +46,8 @@ hl_w_init(struct hl_worker *w)
 		rc = hl_w_dispatch_init(w);
 	if (rc)
 		return rc;
+	const char *delay = getenv("HEIRLOOM_TEST_APPLY_DELAY_US");
+	w->apply_delay_us = delay ? atoll(delay) : 0;
 	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));
 	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
 	w->nshards = h->shards;

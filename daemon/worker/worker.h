@@ -22,10 +22,13 @@
 #include "segment.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -201,6 +204,15 @@ struct hl_worker {
 	struct hl_rec *rec;     /* recovery's state (recovery.c), kept until exit */
 	struct hl_tel *tel;     /* telemetry's mailboxes (telemetry.c) */
 	struct hl_w_link *link; /* the keeper link (handoff.c); NULL standalone */
+	/* The keeper asked for the table for an upgrade (YIELD, handoff.c's
+	 * link thread): the main thread stops the threads after their batch
+	 * and hands the table over (hl_w_handover()) instead of giving it
+	 * back. */
+	_Atomic int yield;
+	/* Test hook HEIRLOOM_TEST_APPLY_DELAY_US (read by hl_w_init()): a
+	 * shard thread sleeps this long between a request's intent and its
+	 * commit, so that a test can ask for the table mid-batch. 0 = off. */
+	int64_t apply_delay_us;
 };
 
 /* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
@@ -227,6 +239,21 @@ hl_w_crash_step(struct hl_worker *w)
 		 * _exit() reports a thread that ended unjoined, as one does
 		 * while the worker stops, and exits 66 instead of 99). */
 		syscall(SYS_exit_group, 99);
+}
+
+/* Test hook HEIRLOOM_TEST_UPGRADE_KILL=old:N or new:N: SIGKILL this
+ * process at step N of an upgrade's hand-over (docs/architecture.md,
+ * "Upgrade"); ROLE is "old" or "new". Off the request path: a few calls
+ * per worker life. */
+static inline __attribute__((cold)) void
+hl_w_upgrade_step(const char *role, int step)
+{
+	const char *e = getenv("HEIRLOOM_TEST_UPGRADE_KILL");
+	size_t n = strlen(role);
+	if (e && strncmp(e, role, n) == 0 && e[n] == ':' && atoi(e + n + 1) == step) {
+		hl__log("test hook: SIGKILL at %s step %d of the hand-over", role, step);
+		raise(SIGKILL);
+	}
 }
 
 /* A point where the worker may die under --crash-at-step. Inline and
