@@ -17,6 +17,9 @@ endfunction()
 hl_require(URCU liburcu-memb liburcu-dev)
 hl_require(JEMALLOC jemalloc libjemalloc-dev)
 hl_require(INIH inih libinih-dev)
+# heirloomctl: JSON output (json-c) and the Prometheus scrape target
+# (libmicrohttpd). docs/architecture.md, "heirloomctl", says why these.
+hl_require(JSONC json-c libjson-c-dev)
 if(HL_TESTS)
   hl_require(CMOCKA cmocka libcmocka-dev)
 endif()

@@ -71,9 +71,9 @@ static const char *const top_help =
         "Keys and values are binary. Text output writes printable ASCII and valid\n"
         "UTF-8 as is, backslash as \\\\, newline, tab and carriage return as \\n, \\t\n"
         "and \\r, and every other byte as \\xNN (get writes the raw bytes). JSON\n"
-        "output writes control bytes as \\u00XX and each byte that is not valid\n"
-        "UTF-8 as \\ufffd; when that happened, a sibling member \"<name>_hex\" holds\n"
-        "the exact bytes in hex.\n";
+        "output escapes control characters (\\n, \\u0001, \\u007f, \\u0085 ...) and\n"
+        "writes each byte that is not valid UTF-8 as U+FFFD; when that happened, a\n"
+        "sibling member \"<name>_hex\" holds the exact bytes in hex.\n";
 
 struct cmd {
 	const char *name;
