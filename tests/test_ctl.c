@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +38,12 @@ struct run {
 	size_t out_len, err_len;
 };
 
+/* Who the next spawn() runs as: 0 ourselves; else uid/gid nobody, with
+ * as_group as its only supplementary group ((gid_t)-1: none). */
+#define NOBODY 65534
+static int as_nobody;
+static gid_t as_group = (gid_t)-1;
+
 /* Start ARGV (argv[0] is searched in PATH when it has no '/'), IN on its
  * stdin (or /dev/null), stdout and stderr to pipes. */
 static void
@@ -52,6 +59,14 @@ spawn(struct proc *p, const char *const *argv, const void *in, size_t in_len)
 		dup2(i[0], 0);
 		dup2(o[1], 1);
 		dup2(e[1], 2);
+		if (as_nobody) {
+			gid_t g = as_group;
+			if (setgroups(g == (gid_t)-1 ? 0 : 1, &g) < 0 || setgid(NOBODY) < 0 ||
+			    setuid(NOBODY) < 0 || getuid() != NOBODY) {
+				dprintf(2, "cannot become nobody: %s\n", strerror(errno));
+				_exit(127);
+			}
+		}
 		execvp(argv[0], (char *const *)argv);
 		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -86,7 +101,8 @@ finish(struct proc *p, struct run *r, int timeout_ms)
 	append(&r->out, &r->out_len, "", 0);
 	append(&r->err, &r->err_len, "", 0);
 	uint64_t deadline = hl_t_now_ms() + (uint64_t)timeout_ms;
-	int open_fds = 2;
+	/* A test may have closed stdout's pipe already (a reader gone). */
+	int open_fds = (p->out_fd >= 0) + (p->err_fd >= 0);
 	struct pollfd pf[2] = { { .fd = p->out_fd, .events = POLLIN },
 		                { .fd = p->err_fd, .events = POLLIN } };
 	while (open_fds > 0 && hl_t_now_ms() < deadline) {
@@ -161,6 +177,18 @@ ctl(struct run *r, const char *name, ...)
 	ctl_argv(argv, name, ap);
 	va_end(ap);
 	runv(r, argv, NULL, 0);
+}
+
+/* Run heirloomctl --name NAME ARGS... with IN (N bytes) on its stdin. */
+static void
+ctl_in(struct run *r, const void *in, size_t n, const char *name, ...)
+{
+	const char *argv[32];
+	va_list ap;
+	va_start(ap, name);
+	ctl_argv(argv, name, ap);
+	va_end(ap);
+	runv(r, argv, in, n);
 }
 
 /* Start heirloomctl --name NAME ARGS... without waiting. */
@@ -251,6 +279,8 @@ static int
 teardown(void **state)
 {
 	struct fx *f = *state;
+	as_nobody = 0; /* a failed test may have left it set */
+	as_group = (gid_t)-1;
 	if (f->worker > 0)
 		hl_t_worker_stop(f->worker);
 	hl_t_unlink(f->name);
@@ -554,6 +584,184 @@ test_set_reports_errors_with_exit_4(void **state)
 	run_free(&r);
 }
 
+/* set KEY -: the value is stdin, every byte of it (NUL included), and JSON
+ * gives it back under the binary-safe rule: valid UTF-8 as is, each other
+ * byte as U+FFFD with the exact bytes in value_hex, and no control
+ * character raw in the output (C0, DEL and C1 escaped). */
+static void
+test_set_from_stdin_is_binary_safe(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	unsigned char all[256];
+	for (int i = 0; i < 256; i++)
+		all[i] = (unsigned char)i;
+	ctl_in(&r, all, sizeof(all), f->name, "set", "all", "-", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "all", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(r.out_len, sizeof(all));
+	assert_memory_equal(r.out, all, sizeof(all));
+	run_free(&r);
+	/* 0x00-0x7f are one character each; 0x80-0xff, each alone, are not
+	 * UTF-8. */
+	ctl(&r, f->name, "--json", "get", "all", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(
+	        json_check(r.out, 0,
+	                   "d['value'] == ''.join(map(chr, range(128))) + '\\ufffd' * 128 and "
+	                   "d['value_hex'] == bytes(range(256)).hex() and d['length'] == 256 and "
+	                   "not any(ord(ch) < 0x20 or 0x7f <= ord(ch) <= 0x9f "
+	                   "for ch in raw[:-1]) and raw.endswith('}\\n')"),
+	        0);
+	run_free(&r);
+
+	/* Valid UTF-8: C1 controls (U+0085, U+009F), U+00A0, e-acute, U+FFFD
+	 * itself: read back as they are, escaped where they are controls, and
+	 * no value_hex (nothing was replaced). */
+	static const char utf8[] = "\xc2\x85\xc2\x9f\xc2\xa0\xc3\xa9\xef\xbf\xbd\x7f";
+	ctl_in(&r, utf8, sizeof(utf8) - 1, f->name, "set", "utf8", "-", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "get", "utf8", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0,
+	                            "d['value'] == '\\x85\\x9f\\xa0\\xe9\\ufffd\\x7f' and "
+	                            "'value_hex' not in d and '\\\\u0085' in raw and "
+	                            "'\\\\u007f' in raw and '\\xe9' in raw"),
+	                 0);
+	run_free(&r);
+
+	/* An empty stdin is the empty value. */
+	ctl_in(&r, "", 0, f->name, "set", "empty", "-", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "get", "empty", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0, "d['value'] == '' and d['length'] == 0"), 0);
+	run_free(&r);
+}
+
+/* The limit is checked on what stdin holds: the largest value passes,
+ * one byte more is refused before anything is sent. */
+static void
+test_set_from_stdin_checks_the_value_limit(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char *big = malloc(4097);
+	assert_non_null(big);
+	memset(big, 'y', 4097);
+	big[0] = '\0';
+	ctl_in(&r, big, 4096, f->name, "set", "max", "-", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "max", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(r.out_len, 4096);
+	assert_memory_equal(r.out, big, 4096);
+	run_free(&r);
+
+	uint64_t before = claims_made(f->name);
+	ctl_in(&r, big, 4097, f->name, "set", "max", "-", NULL);
+	free(big);
+	assert_exit(&r, 4);
+	assert_contains(r.err, "the value on stdin is larger than the segment's limit of 4096 "
+	                       "bytes; nothing was sent");
+	run_free(&r);
+	/* Refused before an endpoint was claimed; the old value stays. */
+	assert_int_equal(claims_made(f->name), before);
+	ctl(&r, f->name, "get", "max", NULL);
+	assert_int_equal(r.out_len, 4096);
+	run_free(&r);
+	ctl_in(&r, "v", 1, f->name, "--json", "set", "max", "-", "--meta", "m", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "max", NULL);
+	assert_string_equal(r.out, "v");
+	run_free(&r);
+}
+
+/* As nobody, on a segment of root's (the trusted owner) with mode 0660:
+ * not in its group, nothing; in its group with mode 0640, read but not
+ * write. Each refusal names the path, mode, owner, group and the option
+ * that fixes it. */
+static void
+test_permission_denied_names_path_mode_owner_and_option(void **state)
+{
+	struct fx *f = *state;
+	if (geteuid() != 0) {
+		print_message("not root: cannot switch to a second uid, skipping\n");
+		return;
+	}
+	char path[128], want[192];
+	struct run r;
+	shm_path(f, path, sizeof(path));
+	snprintf(want, sizeof(want), "permission denied: %s (mode 0660, owner root, group root)",
+	         path);
+	as_nobody = 1;
+	as_group = (gid_t)-1;
+	ctl(&r, f->name, "status", NULL);
+	assert_exit(&r, 3);
+	assert_contains(r.err, want);
+	assert_contains(r.err, "needs read access");
+	assert_contains(r.err, "neither its owner nor in its group root");
+	assert_contains(r.err, "--group GROUP");
+	run_free(&r);
+	ctl(&r, f->name, "--json", "keys", NULL);
+	assert_exit(&r, 3);
+	assert_int_equal(json_check(r.out, 0,
+	                            "d['error'] == 'EACCES' and d['exit_code'] == 3 and "
+	                            "'mode 0660' in d['message']"),
+	                 0);
+	run_free(&r);
+
+	/* In the group, which may only read: reading works, set is refused
+	 * for want of write access. */
+	assert_int_equal(chmod(path, 0640), 0);
+	as_group = 0;
+	ctl(&r, f->name, "keys", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "set", "k", "v", NULL);
+	as_nobody = 0;
+	assert_exit(&r, 3);
+	snprintf(want, sizeof(want), "permission denied: %s (mode 0640, owner root, group root)",
+	         path);
+	assert_contains(r.err, want);
+	assert_contains(r.err, "needs read and write access");
+	assert_contains(r.err, "in its group root, and mode 0640 does not give the group that");
+	assert_contains(r.err, "--mode");
+	run_free(&r);
+}
+
+/* Every command is in --help, and has a --help of its own. */
+static void
+test_help_lists_every_command(void **state)
+{
+	(void)state;
+	static const char *const names[] = { "status",    "stats",     "keys", "inspect", "get",
+		                             "observers", "endpoints", "top",  "segment", "size",
+		                             "set",       "del",       "watch" };
+	const char *help[] = { HL_CTL_PATH, "--help", NULL };
+	struct run r;
+	runv(&r, help, NULL, 0);
+	assert_exit(&r, 0);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "\n  %s ", names[i]);
+		assert_contains(r.out, want);
+		struct run h;
+		const char *cmd_help[] = { HL_CTL_PATH, names[i], "--help", NULL };
+		runv(&h, cmd_help, NULL, 0);
+		assert_exit(&h, 0);
+		assert_contains(h.out, "Usage: heirloomctl");
+		run_free(&h);
+	}
+	run_free(&r);
+}
+
 /* ---- watch ---- */
 
 static void
@@ -627,6 +835,70 @@ test_watch_json_prints_one_object_per_line(void **state)
 	                            "d[0]['key'] == 'w' and d[1]['type'] == 'delete' and "
 	                            "d[1]['revision'] > d[0]['revision']"),
 	                 0);
+	run_free(&r);
+}
+
+/* Read one line from FD (the watch's stdout) within the test timeout. */
+static void
+read_line(int fd, char *buf, size_t len)
+{
+	size_t n = 0;
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(20000);
+	while (n + 1 < len && hl_t_now_ms() < deadline) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		if (poll(&pf, 1, 50) <= 0)
+			continue;
+		if (read(fd, buf + n, 1) != 1)
+			break;
+		if (buf[n++] == '\n')
+			break;
+	}
+	buf[n] = '\0';
+}
+
+/* watch KEY | head -1: the reader goes, and the next event's write
+ * fails (EPIPE). That is the end of the watch, not an error: exit 0,
+ * nothing on stderr. */
+static void
+test_watch_exits_0_when_its_pipe_closes_on_a_write(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	ctl_start(&p, f->name, "watch", "hp", NULL);
+	wait_observers(f->name, 1);
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "hp", 2, "one", 3, NULL, 0), 0);
+	char line[128];
+	read_line(p.out_fd, line, sizeof(line));
+	assert_true(strncmp(line, "put 1 ", 6) == 0);
+	close(p.out_fd);
+	p.out_fd = -1;
+	/* The watch is waiting in hl_next(): this event wakes it into a
+	 * write to the closed pipe. */
+	assert_int_equal(hl_publish(c, "hp", 2, "two", 3, NULL, 0), 0);
+	struct run r;
+	finish(&p, &r, hl_t_ms(20000));
+	hl_close(c);
+	assert_exit(&r, 0);
+	assert_int_equal(r.err_len, 0);
+	run_free(&r);
+}
+
+/* ... and with no event after the reader went, it still ends (it looks
+ * at its output while it waits), also with --json. */
+static void
+test_watch_exits_0_when_its_pipe_closes_while_idle(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	ctl_start(&p, f->name, "--json", "watch", "hq", NULL);
+	wait_observers(f->name, 1);
+	close(p.out_fd);
+	p.out_fd = -1;
+	struct run r;
+	finish(&p, &r, hl_t_ms(20000));
+	assert_exit(&r, 0);
+	assert_int_equal(r.err_len, 0);
 	run_free(&r);
 }
 
@@ -988,8 +1260,19 @@ main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_set_from_stdin_is_binary_safe, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_set_from_stdin_checks_the_value_limit, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_permission_denied_names_path_mode_owner_and_option, setup, teardown),
+		cmocka_unit_test(test_help_lists_every_command),
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_watch_exits_0_when_its_pipe_closes_on_a_write,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_exits_0_when_its_pipe_closes_while_idle,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_json_prints_one_object_per_line, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_top_reports_the_busy_key_and_rates, setup,

@@ -36,6 +36,7 @@ static const char *const top_help =
         "  get KEY                     write KEY's value, raw, to stdout\n"
         "  observers [--pid PID]       observers (of process PID)\n"
         "  endpoints                   endpoints in use: state, pid, queued bytes\n"
+        "  top [--interval MS]         a live view: rates, the busiest keys and endpoints\n"
         "  segment inspect             validate the object, show its header fields\n"
         "  size [CAPACITY OPTIONS]     the segment's size for given capacities (creates\n"
         "                              nothing; see 'heirloomctl size --help')\n"
@@ -43,6 +44,7 @@ static const char *const top_help =
         "Commands that go through the worker (they wait --timeout for one to serve):\n"
         "  set KEY VALUE [--meta M]    publish and wait until the worker applied it\n"
         "      [--if-rev R]            ... only if KEY is at revision R (exit 5 if not)\n"
+        "  set KEY - [...]             the same, with the value read from stdin (binary)\n"
         "  del KEY [--if-rev R]        delete KEY (only if at revision R)\n"
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
@@ -176,7 +178,7 @@ static const struct cmd cmds[] = {
 	  .min_pos = 2,
 	  .max_pos = 2,
 	  .opts = { { "meta", 1 }, { "timeout", 1 }, { "if-rev", 1 } },
-	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE [--meta M] [--timeout "
+	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE|- [--meta M] [--timeout "
 	          "MS]\n"
 	          "                  [--if-rev R]\n"
 	          "Publish VALUE under KEY (with metadata M for the observers) and wait until\n"
@@ -188,6 +190,10 @@ static const struct cmd cmds[] = {
 	          "              \"revision\"). Otherwise exit 5, changing nothing, and print\n"
 	          "              KEY's current revision on stdout (0 when it has no value;\n"
 	          "              --json: {\"error\": \"HL_ECONFLICT\", \"revision\", ...}).\n"
+	          "VALUE \"-\" reads the value from stdin, every byte to its end (NUL bytes\n"
+	          "included; nothing is added or stripped) and at most the segment's value\n"
+	          "limit: a larger one is refused (exit 4) before anything is sent. A value\n"
+	          "that is the single character \"-\": printf - | heirloomctl set KEY -.\n"
 	          "Use -- before a KEY or VALUE that starts with \"--\".\n" },
 	{ .name = "del",
 	  .run = ctl_cmd_del,
@@ -223,7 +229,8 @@ static const struct cmd cmds[] = {
 	          "  --count N     exit 0 after N events\n"
 	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
 	          "                fewer than N events came (default: no limit)\n"
-	          "SIGINT or SIGTERM stop it as --timeout does.\n" },
+	          "SIGINT or SIGTERM stop it as --timeout does. When the reader of its output\n"
+	          "goes away (watch KEY | head -1), it stops quietly with exit 0.\n" },
 	{ .name = "segment",
 	  .run = ctl_cmd_segment,
 	  .min_pos = 1,
@@ -265,7 +272,7 @@ static const struct cmd cmds[] = {
 int
 ctl_fail(const struct ctl *c, int code, int err, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -308,6 +315,11 @@ ctl_fail_segment(const struct ctl *c, int err)
 		return ctl_fail(c, CTL_FAILED, err, "segment '%s': every endpoint is taken",
 		                c->name);
 	case -ENOMEM: return ctl_fail(c, CTL_FAILED, err, "out of memory");
+	case -EACCES: {
+		char why[1024];
+		view_denied(c->name, why, sizeof(why));
+		return ctl_fail(c, CTL_SEGMENT, err, "segment '%s': %s", c->name, why);
+	}
 	case HL_EUNTRUSTED: {
 		char why[512], owner[64];
 		if (view_untrusted(c->name, why, sizeof(why), owner, sizeof(owner)) !=

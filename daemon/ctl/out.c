@@ -217,8 +217,8 @@ json_add(struct out *o, const char *name, struct json_object *v)
 		return 0;
 	}
 	fr->count++;
-	if (!fr->j || (fr->arr ? json_object_array_add(fr->j, v)
-	                       : json_object_object_add(fr->j, name, v))) {
+	if (!fr->j ||
+	    (fr->arr ? json_object_array_add(fr->j, v) : json_object_object_add(fr->j, name, v))) {
 		json_object_put(v);
 		o->failed = 1;
 		return -1;
