@@ -20,6 +20,7 @@ hl_require(INIH inih libinih-dev)
 # heirloomctl: JSON output (json-c) and the Prometheus scrape target
 # (libmicrohttpd). docs/architecture.md, "heirloomctl", says why these.
 hl_require(JSONC json-c libjson-c-dev)
+hl_require(MHD libmicrohttpd libmicrohttpd-dev)
 if(HL_TESTS)
   hl_require(CMOCKA cmocka libcmocka-dev)
 endif()

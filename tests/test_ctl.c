@@ -11,6 +11,7 @@
 #include "segment.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1003,6 +1005,105 @@ test_read_only_commands_claim_no_endpoint(void **state)
 
 /* ---- Prometheus ---- */
 
+/* promtool (Debian's prometheus package) when there is one: $HL_PROMTOOL,
+ * else promtool in PATH; NULL when neither (then only prom_check.py
+ * checks, and the test says so). */
+static const char *
+promtool(void)
+{
+	const char *p = getenv("HL_PROMTOOL");
+	if (p && *p)
+		return p;
+	static const char *const dirs[] = { "/usr/bin/promtool", "/usr/local/bin/promtool" };
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (access(dirs[i], X_OK) == 0)
+			return dirs[i];
+	return NULL;
+}
+
+/* TEXT must be a valid exposition for prom_check.py (our strict parser
+ * and prometheus_client's, with the extra ARGS, NULL-terminated) and for
+ * `promtool check metrics`; then the Python expression EXPR must hold,
+ * with val(NAME, **labels) the value of the one sample that matches and
+ * count(NAME) the number of samples of that name, as prometheus_client
+ * read them. */
+static void
+prom_assert(const char *text, const char *expr, ...)
+{
+	const char *argv[40] = { python(), PROM_CHECK };
+	int n = 2;
+	va_list ap;
+	va_start(ap, expr);
+	const char *x;
+	while ((x = va_arg(ap, const char *)) != NULL && n < 38)
+		argv[n++] = x;
+	va_end(ap);
+	argv[n] = NULL;
+	struct run chk;
+	runv(&chk, argv, text, strlen(text));
+	if (chk.status != 0)
+		fail_msg("prom_check exit %d: %s%s\non:\n%s", chk.status, chk.out, chk.err, text);
+	assert_contains(chk.out, "ok:");
+	run_free(&chk);
+
+	const char *pt = promtool();
+	if (pt) {
+		const char *pargv[] = { pt, "check", "metrics", NULL };
+		runv(&chk, pargv, text, strlen(text));
+		if (chk.status != 0)
+			fail_msg("promtool check metrics exit %d: %s%s\non:\n%s", chk.status,
+			         chk.out, chk.err, text);
+		run_free(&chk);
+	} else {
+		print_message("promtool not found (Debian package prometheus; or set "
+		              "HL_PROMTOOL): checked by prom_check.py only\n");
+	}
+
+	char prog[4096];
+	snprintf(prog, sizeof(prog),
+	         "import sys\n"
+	         "from prometheus_client.parser import text_string_to_metric_families\n"
+	         "S = [(s.name, s.labels, s.value) for f in "
+	         "text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n"
+	         "def val(name, **l):\n"
+	         "    m = [v for n, lb, v in S if n == name and lb == l]\n"
+	         "    assert len(m) == 1, (name, l, m)\n"
+	         "    return m[0]\n"
+	         "def count(name):\n"
+	         "    return len([1 for n, _, _ in S if n == name])\n"
+	         "assert (%s)\n",
+	         expr);
+	const char *pyargv[] = { python(), "-c", prog, NULL };
+	runv(&chk, pyargv, text, strlen(text));
+	if (chk.status != 0)
+		fail_msg("'%s' does not hold: %s\non:\n%s", expr, chk.err, text);
+	run_free(&chk);
+}
+
+/* Wait until the worker counted N dispatches in the latency histogram
+ * (a set returns once its publish is applied, a moment before its
+ * dispatch is counted). */
+static void
+wait_dispatches(const char *name, uint64_t n)
+{
+	struct hl_client *c = hl_t_open(name, 0);
+	uint64_t deadline = hl_t_now_ms() + (uint64_t)hl_t_ms(10000), got;
+	do {
+		struct hl_stats st;
+		assert_int_equal(hl_stats(c, &st), 0);
+		got = 0;
+		for (int i = 0; i < 16; i++)
+			got += st.dispatch_hist[i];
+		if (got >= n)
+			break;
+		usleep(10000);
+	} while (hl_t_now_ms() < deadline);
+	hl_close(c);
+	if (got < n)
+		fail_msg("%llu dispatches counted, expected %llu", (unsigned long long)got,
+		         (unsigned long long)n);
+}
+
 static void
 test_stats_prometheus_parses(void **state)
 {
@@ -1012,25 +1113,239 @@ test_stats_prometheus_parses(void **state)
 	run_free(&r);
 	ctl(&r, f->name, "set", "p", "2", NULL);
 	run_free(&r);
+	wait_dispatches(f->name, 2);
 	ctl(&r, f->name, "stats", "--prometheus", NULL);
 	assert_exit(&r, 0);
 	char want[128];
-	snprintf(want, sizeof(want), "heirloom_publishes_total{name=\"%s\"} 2\n", f->name);
+	snprintf(want, sizeof(want), "heirloom_publishes_total{segment=\"%s\"} 2\n", f->name);
 	assert_contains(r.out, want);
-	char label[96];
-	snprintf(label, sizeof(label), "name=%s", f->name);
-	const char *argv[] = { python(),   PROM_CHECK,
-		               "--label",  label,
-		               "--expect", "heirloom_publishes_total",
-		               "--expect", "heirloom_dispatch_latency_cumulative",
-		               "--expect", "heirloom_keys_capacity",
-		               NULL };
-	struct run chk;
-	runv(&chk, argv, r.out, r.out_len);
-	if (chk.status != 0)
-		fail_msg("prom_check exit %d: %s%s", chk.status, chk.out, chk.err);
-	assert_contains(chk.out, "ok:");
-	run_free(&chk);
+	char label[96], expr[1024];
+	snprintf(label, sizeof(label), "segment=%s", f->name);
+	/* A real histogram: 2 dispatches, the sum of their latencies kept by
+	 * the worker (more than nothing, less than a second here). */
+	snprintf(expr, sizeof(expr),
+	         "val('heirloom_dispatch_latency_seconds_count', segment='%s') == 2 and "
+	         "val('heirloom_dispatch_latency_seconds_bucket', segment='%s', le='+Inf') == 2 "
+	         "and 0 < val('heirloom_dispatch_latency_seconds_sum', segment='%s') < 1 and "
+	         "count('heirloom_dispatch_latency_seconds_bucket') == 16 and "
+	         "val('heirloom_build_info', version='%d.%d.%d', layout_version='%u') == 1 and "
+	         "val('heirloom_up', segment='%s') == 1",
+	         f->name, f->name, f->name, HL_VERSION_MAJOR, HL_VERSION_MINOR, HL_VERSION_PATCH,
+	         HL_LAYOUT_VERSION, f->name);
+	prom_assert(r.out, expr, "--label", label, "--label-exempt", "heirloom_build_info",
+	            "--expect", "heirloom_publishes_total", "--expect",
+	            "heirloom_dispatch_latency_seconds", "--expect", "heirloom_keys_capacity",
+	            "--expect", "heirloom_build_info", NULL);
+	run_free(&r);
+}
+
+/* The sum the segment keeps is the sum of what the buckets counted: at
+ * least each bucket's lower bound times its count, below the upper
+ * bounds' (the last bucket has none). */
+static void
+test_stats_latency_sum_matches_its_buckets(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	for (int i = 0; i < 5; i++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", i);
+		ctl(&r, f->name, "set", "lat", v, NULL);
+		assert_exit(&r, 0);
+		run_free(&r);
+	}
+	wait_dispatches(f->name, 5);
+	ctl(&r, f->name, "--json", "stats", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0,
+	                            "[L := d['dispatch_latency'], b := L['buckets'], "
+	                            "lo := sum(x['count'] * x['from_ns'] for x in b), "
+	                            "hi := sum(x['count'] * x['below_ns'] for x in b[:-1])] and "
+	                            "L['count'] == 5 and L['sum_ns'] >= lo and L['sum_ns'] > 0 and "
+	                            "(b[-1]['count'] > 0 or L['sum_ns'] < hi)"),
+	                 0);
+	run_free(&r);
+	ctl(&r, f->name, "stats", NULL);
+	assert_contains(r.out, "\n  sum: ");
+	run_free(&r);
+}
+
+/* Several segments, one exposition: HELP and TYPE once per family, each
+ * sample labelled with its segment; two single-segment outputs put end
+ * to end are not valid (the checkers can tell). */
+static void
+test_metrics_of_several_segments_make_one_exposition(void **state)
+{
+	struct fx *f = *state;
+	char other[80];
+	snprintf(other, sizeof(other), "%s_b", f->name);
+	pid_t w2 = hl_t_worker_startv(other, hl_t_small);
+	struct run r, a, b;
+	ctl(&r, f->name, "set", "k", "1", NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+
+	const char *argv[] = { HL_CTL_PATH, "--name", f->name, "--name", other, "metrics", NULL };
+	runv(&r, argv, NULL, 0);
+	assert_exit(&r, 0);
+	char expr[1024];
+	snprintf(expr, sizeof(expr),
+	         "val('heirloom_publishes_total', segment='%s') == 1 and "
+	         "val('heirloom_publishes_total', segment='%s') == 0 and "
+	         "count('heirloom_up') == 2 and count('heirloom_keys_capacity') == 2 and "
+	         "count('heirloom_dispatch_latency_seconds_bucket') == 32 and "
+	         "count('heirloom_build_info') == 1",
+	         f->name, other);
+	prom_assert(r.out, expr, NULL);
+	/* stats --prometheus takes several names too. */
+	const char *sargv[] = { HL_CTL_PATH, "--name", f->name,        "stats",
+		                "--name",    other,    "--prometheus", NULL };
+	runv(&a, sargv, NULL, 0);
+	assert_exit(&a, 0);
+	prom_assert(a.out, expr, NULL);
+	run_free(&a);
+	run_free(&r);
+
+	/* What the issue saw: one output per segment, concatenated. */
+	ctl(&a, f->name, "stats", "--prometheus", NULL);
+	ctl(&b, other, "stats", "--prometheus", NULL);
+	append(&a.out, &a.out_len, b.out, b.out_len);
+	const char *chk[] = { python(), PROM_CHECK, NULL };
+	runv(&r, chk, a.out, a.out_len);
+	assert_exit(&r, 1);
+	assert_contains(r.err, "second HELP");
+	run_free(&r);
+	const char *pt = promtool();
+	if (pt) {
+		const char *pargv[] = { pt, "check", "metrics", NULL };
+		runv(&r, pargv, a.out, a.out_len);
+		assert_true(r.status != 0);
+		run_free(&r);
+	}
+	run_free(&a);
+	run_free(&b);
+
+	/* A missing segment on stdout: exit 3, named, nothing written. */
+	const char *margv[] = { HL_CTL_PATH,     "--name",  f->name, "--name",
+		                "no-such-seg-x", "metrics", NULL };
+	runv(&r, margv, NULL, 0);
+	assert_exit(&r, 3);
+	assert_int_equal(r.out_len, 0);
+	assert_contains(r.err, "no segment 'no-such-seg-x'");
+	run_free(&r);
+	/* Other commands read one segment. */
+	const char *uargv[] = { HL_CTL_PATH, "--name", f->name, "--name", other, "status", NULL };
+	runv(&r, uargv, NULL, 0);
+	assert_exit(&r, 2);
+	assert_contains(r.err, "only 'metrics' and 'stats --prometheus'");
+	run_free(&r);
+
+	hl_t_worker_stop(w2);
+	hl_t_unlink(other);
+}
+
+/* One HTTP/1.0 request to 127.0.0.1:PORT; the whole response in R->out. */
+static void
+http(struct run *r, unsigned port, const char *method, const char *path)
+{
+	memset(r, 0, sizeof(*r));
+	append(&r->out, &r->out_len, "", 0);
+	append(&r->err, &r->err_len, "", 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	char req[256];
+	int n = snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method,
+	                 path);
+	assert_int_equal(write(fd, req, (size_t)n), n);
+	char buf[4096];
+	ssize_t k;
+	while ((k = read(fd, buf, sizeof(buf))) > 0)
+		append(&r->out, &r->out_len, buf, (size_t)k);
+	close(fd);
+}
+
+/* metrics --listen PORT: loopback, an exposition per scrape, a segment
+ * that cannot be read as heirloom_up 0 (and the server keeps serving),
+ * 404 and 405 for the rest, exit 0 on SIGTERM. */
+static void
+test_metrics_listen_serves_scrapes(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	ctl_start(&p, f->name, "--name", "no-such-seg-y", "metrics", "--listen", "0", NULL);
+	char line[256];
+	read_line(p.out_fd, line, sizeof(line));
+	unsigned port = 0;
+	if (sscanf(line, "serving http://127.0.0.1:%u/metrics", &port) != 1 || !port)
+		fail_msg("first line: '%s'", line);
+
+	struct run r;
+	ctl(&r, f->name, "set", "k", "v", NULL);
+	run_free(&r);
+	http(&r, port, "GET", "/metrics");
+	assert_contains(r.out, " 200 OK\r\n");
+	assert_contains(r.out, "text/plain; version=0.0.4");
+	const char *body = strstr(r.out, "\r\n\r\n");
+	assert_non_null(body);
+	char expr[512];
+	snprintf(expr, sizeof(expr),
+	         "val('heirloom_up', segment='%s') == 1 and "
+	         "val('heirloom_up', segment='no-such-seg-y') == 0 and "
+	         "val('heirloom_publishes_total', segment='%s') == 1 and "
+	         "count('heirloom_publishes_total') == 1",
+	         f->name, f->name);
+	prom_assert(body + 4, expr, NULL);
+	run_free(&r);
+	/* A fresh reading at each scrape. */
+	ctl(&r, f->name, "set", "k", "w", NULL);
+	run_free(&r);
+	http(&r, port, "GET", "/metrics");
+	snprintf(expr, sizeof(expr), "val('heirloom_publishes_total', segment='%s') == 2", f->name);
+	prom_assert(strstr(r.out, "\r\n\r\n") + 4, expr, NULL);
+	run_free(&r);
+	http(&r, port, "GET", "/other");
+	assert_contains(r.out, " 404 ");
+	run_free(&r);
+	http(&r, port, "DELETE", "/metrics");
+	assert_contains(r.out, " 405 ");
+	run_free(&r);
+
+	kill(p.pid, SIGTERM);
+	finish(&p, &r, hl_t_ms(20000));
+	assert_exit(&r, 0);
+	assert_contains(r.err, "segment 'no-such-seg-y' cannot be read");
+	run_free(&r);
+}
+
+/* A port in use is a clear error, and a host-less address is refused
+ * rather than taken for every interface. */
+static void
+test_metrics_listen_on_a_busy_port_fails_clearly(void **state)
+{
+	struct fx *f = *state;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 1), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	char addr[64], want[96];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+	struct run r;
+	ctl(&r, f->name, "metrics", "--listen", addr, NULL);
+	close(fd);
+	assert_exit(&r, 4);
+	snprintf(want, sizeof(want), "cannot listen on %s: ", addr);
+	assert_contains(r.err, want);
+	assert_contains(r.err, "another process listens there");
+	run_free(&r);
+	ctl(&r, f->name, "metrics", "--listen", ":9100", NULL);
+	assert_exit(&r, 2);
+	assert_contains(r.err, "give the host");
 	run_free(&r);
 }
 
@@ -1283,6 +1598,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_read_only_commands_claim_no_endpoint, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_stats_prometheus_parses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stats_latency_sum_matches_its_buckets, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_metrics_of_several_segments_make_one_exposition, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_listen_serves_scrapes, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_listen_on_a_busy_port_fails_clearly,
+		                                setup, teardown),
 		cmocka_unit_test(test_prom_check_rejects_invalid_exposition),
 		cmocka_unit_test_setup_teardown(test_missing_segment_exits_3, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_magic_exits_3_and_never_crashes,

@@ -23,6 +23,7 @@ static const char *const top_help =
         "\n"
         "Global options (accepted before or after the command):\n"
         "  --name NAME   segment name; default $HEIRLOOM_NAME, else \"default\"\n"
+        "                (metrics and stats --prometheus take several)\n"
         "  --json        machine-readable output: one JSON document on stdout\n"
         "                (watch: one JSON object per line)\n"
         "  -h, --help    this text; 'heirloomctl COMMAND --help' for a command\n"
@@ -31,6 +32,8 @@ static const char *const top_help =
         "Commands that only read the segment (no worker needed, no endpoint taken):\n"
         "  status                      segment, capacities, owner, counts, recent log\n"
         "  stats [--prometheus]        every counter and the dispatch latency histogram\n"
+        "  metrics [--listen ADDR]     Prometheus metrics of one or more segments (--name\n"
+        "                              repeated), on stdout or served over HTTP\n"
         "  keys                        every key with its revision\n"
         "  inspect KEY                 a key's value length, revision and observers\n"
         "  get KEY                     write KEY's value, raw, to stdout\n"
@@ -105,17 +108,35 @@ static const struct cmd cmds[] = {
 	  .min_pos = 0,
 	  .max_pos = 0,
 	  .opts = { { "prometheus", 0 } },
-	  .help = "Usage: heirloomctl [--name NAME] [--json] stats [--prometheus]\n"
+	  .help = "Usage: heirloomctl [--name NAME]... [--json] stats [--prometheus]\n"
 	          "Print every counter, the current counts and the dispatch latency\n"
-	          "histogram (publish applied -> last observer's event written).\n"
-	          "  --prometheus  the Prometheus text exposition format (version 0.0.4),\n"
-	          "                every sample labelled name=\"NAME\", for a scrape or a\n"
-	          "                node_exporter textfile collector. Counters are\n"
-	          "                heirloom_*_total. The latency buckets are exported as the\n"
-	          "                gauge heirloom_dispatch_latency_cumulative{le=\"SECONDS\"}\n"
-	          "                (cumulative counts, usable with histogram_quantile()),\n"
-	          "                not as a histogram: the segment keeps no latency sum,\n"
-	          "                which a histogram's _sum requires.\n" },
+	          "histogram (publish applied -> last observer's event written) with the\n"
+	          "sum of the latencies.\n"
+	          "  --prometheus  the Prometheus text exposition format, as 'heirloomctl\n"
+	          "                metrics' writes it (see its --help): every sample labelled\n"
+	          "                segment=\"NAME\"; --name may be repeated.\n" },
+	{ .name = "metrics",
+	  .run = ctl_cmd_metrics,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "listen", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME]... [--json] metrics [--listen ADDR]\n"
+	          "The Prometheus text exposition format (version 0.0.4) of every segment\n"
+	          "named (--name may be repeated), in one exposition: each family's HELP and\n"
+	          "TYPE once, every sample labelled segment=\"NAME\". Counters are\n"
+	          "heirloom_*_total; heirloom_dispatch_latency_seconds is a histogram\n"
+	          "(_bucket, _sum, _count); heirloom_build_info{version, layout_version} is 1;\n"
+	          "heirloom_up{segment} is 1 for a segment that could be read.\n"
+	          "Without --listen: written to stdout (for a node_exporter textfile); every\n"
+	          "segment must be readable, else nothing is written and exit 3.\n"
+	          "  --listen ADDR  serve it over HTTP at /metrics until SIGINT or SIGTERM, a\n"
+	          "                fresh reading at every scrape (a segment that cannot be read\n"
+	          "                then has heirloom_up 0 and nothing else). ADDR is PORT (on\n"
+	          "                127.0.0.1: this machine only), HOST:PORT or [IPV6]:PORT;\n"
+	          "                0.0.0.0:PORT or [::]:PORT serve every interface. Port 0 picks\n"
+	          "                a free one. Prints \"serving URL\" (--json: {\"url\"}) once\n"
+	          "                it listens; a port in use is exit 4.\n"
+	          "Reads the segments only: works with no worker running.\n" },
 	{ .name = "keys",
 	  .run = ctl_cmd_keys,
 	  .min_pos = 0,
@@ -424,6 +445,14 @@ global_opt(struct ctl *c, int argc, char **argv, int *i, int *what)
 			val = argv[++*i];
 		}
 		c->name = val;
+		for (int k = 0; k < c->nnames; k++)
+			if (strcmp(c->names[k], val) == 0)
+				return 1;
+		if (c->nnames == CTL_MAX_NAMES) {
+			ctl_fail(c, CTL_USAGE, 0, "at most %d --name", CTL_MAX_NAMES);
+			return -1;
+		}
+		c->names[c->nnames++] = val;
 		return 1;
 	}
 	return 0;
@@ -536,5 +565,12 @@ main(int argc, char **argv)
 		fputs(cmd->help, stdout);
 		return CTL_OK;
 	}
+	/* One segment per command, but for the Prometheus exposition. */
+	if (c.nnames > 1 && !(cmd->run == ctl_cmd_metrics ||
+	                      (cmd->run == ctl_cmd_stats && a.set[STATS_PROMETHEUS])))
+		return ctl_fail(&c, CTL_USAGE, 0,
+		                "--name given %d times; only 'metrics' and 'stats --prometheus' "
+		                "read several segments",
+		                c.nnames);
 	return cmd->run(&c, &a);
 }

@@ -183,8 +183,10 @@ view_stats(const struct view *v, struct view_stats *s)
 	hl__stats_from_header(h, &s->st);
 	s->recoveries = LD(&h->recoveries);
 	s->last_recovery_repairs = LD(&h->last_recovery_repairs);
-	for (uint32_t i = 0; i < h->shards && i < HL_SHARDS_MAX; i++)
+	for (uint32_t i = 0; i < h->shards && i < HL_SHARDS_MAX; i++) {
 		s->async_errors += LD(&h->shard[i].c.async_errors);
+		s->dispatch_sum_ns += LD(&h->shard[i].c.dispatch_ns_sum);
+	}
 	s->worker_ready = (int)LD(&h->worker_ready);
 }
 

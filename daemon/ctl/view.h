@@ -63,6 +63,7 @@ void view_owner(const struct view *v, struct view_owner *o);
 struct view_stats {
 	struct hl_stats st;
 	uint64_t recoveries, last_recovery_repairs, async_errors;
+	uint64_t dispatch_sum_ns; /* the sum of the latencies in st.dispatch_hist */
 	int worker_ready;
 };
 void view_stats(const struct view *v, struct view_stats *s);
