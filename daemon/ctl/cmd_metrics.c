@@ -16,7 +16,6 @@
 #include "out.h"
 #include "prom.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -68,7 +67,6 @@ ctl_prometheus_stdout(struct ctl *c)
 /* ---- --listen ---- */
 
 struct server {
-	struct ctl *c;
 	const char *const *names;
 	int n;
 	int *last_err; /* per segment: its error at the previous scrape */
@@ -141,21 +139,25 @@ handle(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
        const char *version, const char *upload_data, size_t *upload_data_size, void **req)
 {
 	(void)version, (void)upload_data, (void)upload_data_size, (void)req;
-	static char not_allowed[] = "only GET and HEAD\n";
-	static char not_found[] = "not found; the metrics are at /metrics\n";
-	static char index_page[] = "heirloom metrics exporter: /metrics\n";
-	static char failed[] = "cannot build the exposition (out of memory)\n";
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
+		static char not_allowed[] = "only GET and HEAD\n";
 		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
 		             sizeof(not_allowed) - 1, 0);
-	if (strcmp(url, "/") == 0)
+	}
+	if (strcmp(url, "/") == 0) {
+		static char index_page[] = "heirloom metrics exporter: /metrics\n";
 		return reply(conn, MHD_HTTP_OK, index_page, sizeof(index_page) - 1, 0);
-	if (strcmp(url, "/metrics") != 0)
+	}
+	if (strcmp(url, "/metrics") != 0) {
+		static char not_found[] = "not found; the metrics are at /metrics\n";
 		return reply(conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0);
+	}
 	size_t len = 0;
 	char *body = exposition(cls, &len);
-	if (!body)
+	if (!body) {
+		static char failed[] = "cannot build the exposition (out of memory)\n";
 		return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed, sizeof(failed) - 1, 0);
+	}
 	return reply(conn, MHD_HTTP_OK, body, len, 1);
 }
 
@@ -244,29 +246,22 @@ listen_on(struct ctl *c, const char *addr, int *code)
 static void
 url_of(int fd, char *buf, size_t len)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET6) {
-			const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-			port = ntohs(a->sin6_port);
-			snprintf(buf, len, "http://[%s]:%u/metrics", ip, port);
-			return;
-		}
-		const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-	}
-	snprintf(buf, len, "http://%s:%u/metrics", ip, port);
+	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+		            NI_NUMERICHOST | NI_NUMERICSERV);
+	if (strchr(host, ':'))
+		snprintf(buf, len, "http://[%s]:%s/metrics", host, port);
+	else
+		snprintf(buf, len, "http://%s:%s/metrics", host, port);
 }
 
 static int
 serve(struct ctl *c, const char *addr)
 {
-	struct server sv = { .c = c };
+	struct server sv = { 0 };
 	sv.n = seg_names(c, &sv.names);
 	int code, fd = listen_on(c, addr, &code);
 	if (fd < 0)
@@ -284,7 +279,7 @@ serve(struct ctl *c, const char *addr)
 	sigaddset(&stop, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof(ss);
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET6)

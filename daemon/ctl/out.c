@@ -129,8 +129,10 @@ json_bytes(const unsigned char *s, size_t n, int *replaced)
 			len += k;
 			i += k;
 		} else {
-			memcpy(buf + len, "\xef\xbf\xbd", 3);
-			len += 3;
+			/* U+FFFD in UTF-8 */
+			buf[len++] = (char)0xef;
+			buf[len++] = (char)0xbf;
+			buf[len++] = (char)0xbd;
 			i++;
 			*replaced = 1;
 		}
