@@ -89,6 +89,8 @@ note_change(struct server *sv, int i, int err)
 		        sv->names[i]);
 }
 
+/* Answer STATUS with BODY: the exposition (MUST_FREE: ours to free, and
+ * typed as Prometheus text) or a static message. */
 static enum MHD_Result
 reply(struct MHD_Connection *conn, unsigned status, char *body, size_t len, int must_free)
 {
@@ -100,7 +102,7 @@ reply(struct MHD_Connection *conn, unsigned status, char *body, size_t len, int 
 		return MHD_NO;
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                        status == MHD_HTTP_OK ? CONTENT_TYPE : "text/plain; charset=utf-8");
+	                        must_free ? CONTENT_TYPE : "text/plain; charset=utf-8");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 	enum MHD_Result rc = MHD_queue_response(conn, status, r);
