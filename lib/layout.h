@@ -47,7 +47,11 @@
  *    No struct changed size: the version says that a v3 worker would
  *    refuse a v4 client's requests as garbage, and a v3 client would not
  *    know an observer's filters. */
-#define HL_LAYOUT_VERSION 4u
+/* 5: hl_shm_counters.dispatch_ns_sum (the latency histogram's sum, for a
+ *    Prometheus histogram). No struct changed size (it sits in the
+ *    padding of hl_shm_shard's counter lines): the version says that a v4
+ *    worker would leave the sum at 0 under counts that grow. */
+#define HL_LAYOUT_VERSION 5u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -106,6 +110,10 @@ struct hl_shm_counters {
 	_Atomic uint64_t observers_removed;
 	_Atomic uint64_t async_errors;      /* failed requests nobody waited for */
 	_Atomic uint64_t dispatch_hist[16]; /* dispatch latency, log2 buckets */
+	/* The sum of the latencies counted in dispatch_hist, in ns (added
+	 * with the same bucket's increment, not atomically with it: a reader
+	 * may see one without the other, a statistic off by one dispatch). */
+	_Atomic uint64_t dispatch_ns_sum;
 };
 
 /* One per shard, in the header; every line is written by the worker

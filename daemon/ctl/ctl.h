@@ -45,8 +45,14 @@ struct ctl_args {
 	int set[CTL_MAX_OPTS];         /* option i was given */
 };
 
+#define CTL_MAX_NAMES 64
+
 struct ctl {
 	const char *name; /* segment name: --name, $HEIRLOOM_NAME, "default" */
+	/* Every --name given, without repeats (metrics and stats --prometheus
+	 * read several segments; the other commands accept one). */
+	const char *names[CTL_MAX_NAMES];
+	int nnames;
 	int json;
 	const char *cmd; /* for messages: "get", "segment remove", ... */
 };
@@ -93,9 +99,17 @@ int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_metrics(struct ctl *c, const struct ctl_args *a);
+
+/* The Prometheus exposition of every segment the command line names
+ * (cmd_metrics.c), on stdout: stats --prometheus and metrics without
+ * --listen. Every segment must be readable; else nothing is written and
+ * the first one's error is reported. Returns an exit code. */
+int ctl_prometheus_stdout(struct ctl *c);
 
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
+enum { METRICS_LISTEN };
 enum { OBSERVERS_PID };
 enum { GET_REV };
 enum { SET_META, SET_TIMEOUT, SET_IF_REV };

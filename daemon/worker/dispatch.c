@@ -608,7 +608,9 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 		}
 	}
 	uint64_t dt = hl__now_ns() - t0;
-	if (!d.sys)
+	if (!d.sys) {
 		atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1,
 		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->c->dispatch_ns_sum, dt, memory_order_relaxed);
+	}
 }
