@@ -41,6 +41,15 @@ struct obs_ent {
 	uint8_t *key;
 	int last_was_delete;
 	uint32_t flags; /* HL_OBSERVE_* it was made with (NOOLD is applied here) */
+	/* HL_OBSERVE_PREFIX observers: the highest revision handed out per
+	 * shard (c->shards words, allocated with `key`; NULL for an exact
+	 * observer). Its keys are in every shard, and the shards' rings are
+	 * read in no common order, so one last_rev would drop a shard's
+	 * events as duplicates of another's later ones; within a shard the
+	 * worker dispatches in revision order, so per shard the rule
+	 * "revision not above the last = duplicate" is exact. last_rev is
+	 * then the highest over the shards (for LAGGED). */
+	uint64_t *srev;
 };
 
 struct resync {
@@ -81,6 +90,7 @@ struct hl_client {
 	uint8_t *evbuf;
 	uint32_t evbuf_cap;
 	uint32_t ev_idx, ev_n;
+	uint32_t ev_shard; /* the shard whose ring evbuf's record came from */
 
 	/* observers: open addressing, power-of-two capacity */
 	struct obs_ent *obs;
@@ -159,15 +169,23 @@ obs_grow(struct hl_client *c)
 /* Make room for one more observer and copy its key (*kcopy, freed by the
  * caller unless obs_insert() takes it): after this, obs_insert() cannot
  * fail. */
+static size_t
+obs_key_room(size_t len)
+{
+	return (len + 7u) & ~(size_t)7u;
+}
+
 static int
-obs_prepare(struct hl_client *c, const void *key, size_t len, uint8_t **kcopy)
+obs_prepare(struct hl_client *c, const void *key, size_t len, uint32_t flags, uint8_t **kcopy)
 {
 	if ((c->obs_n + c->obs_tomb + 1) * 2 > c->obs_cap) {
 		int rc = obs_grow(c);
 		if (rc)
 			return rc;
 	}
-	*kcopy = malloc(len);
+	/* A prefix observer's per-shard revisions follow the key, zeroed. */
+	*kcopy = calloc(1, obs_key_room(len) +
+	                           (flags & HL_OBSERVE_PREFIX ? 8u * (size_t)c->shards : 0));
 	if (!*kcopy)
 		return -ENOMEM;
 	memcpy(*kcopy, key, len);
@@ -185,9 +203,13 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 		c->obs_tomb--;
 	/* The observer starts at the key's revision when it was added: events
 	 * can only carry later revisions, so nothing is filtered wrongly. */
+	uint64_t *srev = NULL;
+	if (flags & HL_OBSERVE_PREFIX)
+		srev = (uint64_t *)(void *)(kcopy + obs_key_room(len)); /* obs_prepare() */
 	c->obs[i] = (struct obs_ent){
 		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len, .flags = flags
 	};
+	c->obs[i].srev = srev;
 	c->obs_n++;
 }
 
@@ -729,7 +751,7 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 	 * observer exists, and failing to record it would leave it held by
 	 * nobody. */
 	uint8_t *kcopy = NULL;
-	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, &kcopy);
+	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, flags, &kcopy);
 	if (rc == 0)
 		rc = settle(c, s, deadline);
 	if (rc == 0)
@@ -1111,9 +1133,14 @@ expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 		__builtin_prefetch(pf);
 	memcpy(&id, c->evbuf + sizeof(*r) + 8ull * i, 8);
 	struct obs_ent *e = obs_find(c, id);
-	if (!e || r->rev <= e->last_rev)
+	if (!e)
 		return 0;
-	e->last_rev = r->rev;
+	uint64_t *last = e->srev ? &e->srev[c->ev_shard] : &e->last_rev;
+	if (r->rev <= *last)
+		return 0;
+	*last = r->rev;
+	if (r->rev > e->last_rev)
+		e->last_rev = r->rev;
 	e->last_was_delete = r->h.type == HL_EVR_DELETE;
 	const uint8_t *p = c->evbuf + sizeof(*r) + 8ull * r->nobs;
 	memset(ev, 0, sizeof(*ev));
@@ -1179,6 +1206,7 @@ take_record(struct hl_client *c)
 			return bad;
 		c->ev_idx = 0;
 		c->ev_n = ((const struct hl_evrec *)c->evbuf)->nobs;
+		c->ev_shard = s;
 		c->rr = (s + 1) % c->shards;
 		/* Events were dropped just before this record: their LAGGED +
 		 * RESYNC pairs come first (try_next() empties the queue before
@@ -1263,6 +1291,17 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 		ev->observer = r->id;
 		ev->key = e->key;
 		ev->key_len = e->key_len;
+		if (e->srev) {
+			/* A prefix observer: LAGGED alone. Which of its keys
+			 * lost events is not known here, and a RESYNC per key
+			 * (every key under the prefix, read from the table)
+			 * is left to the lossless catch-up of issue 14. */
+			c->rs_pos++;
+			ev->type = HL_EV_LAGGED;
+			ev->lagged = r->lagged;
+			ev->revision = e->last_rev;
+			return 1;
+		}
 		if (c->rs_phase == 0) {
 			/* The key's state now, read before the LAGGED: hl_get()
 			 * retries a seqlock read internally; -EBUSY (the value

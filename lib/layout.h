@@ -46,7 +46,11 @@
  *    No struct changed size: the version says that a v3 worker would
  *    refuse a v4 client's requests as garbage, and a v3 client would not
  *    know an observer's filters. */
-#define HL_LAYOUT_VERSION 4u
+/* 5: prefix observers (docs/architecture.md, "Prefix observers"): bit 63
+ *    of hl_shm_key.hash marks a prefix entry (HL_HASH_PREFIX, lib/util.h),
+ *    so every key's hash changed; HL_OBSERVE_PREFIX in an observer's
+ *    flags, whose delivered_rev then holds its start revision. */
+#define HL_LAYOUT_VERSION 5u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -382,7 +386,13 @@ struct hl_shm_key {
 	_Atomic uint32_t used;
 	/* Set before the slot is linked (published by the bucket's release),
 	 * then immutable while it is used: */
-	uint64_t hash; /* hl__hash(key) */
+	/* hl__hash(key), or hl__hash_prefix(prefix) for a prefix entry:
+	 * the slot of a prefix observed with HL_OBSERVE_PREFIX, which never
+	 * has a value (val and rev stay 0) and holds the list of that
+	 * prefix's observers in obs_head. Bit 63 (HL_HASH_PREFIX) tells
+	 * which; lookups compare the whole hash, so a key never finds a
+	 * prefix entry. */
+	uint64_t hash;
 	uint32_t key_len;
 	/* Shard thread only, plain: who deleted it (pending or last delete)
 	 * and its request's CLOCK_MONOTONIC time, for the delete's events. */
@@ -463,8 +473,14 @@ struct hl_shm_observer {
 	 * clients, which keep their own copy. */
 	uint32_t flags;
 	/* Shard thread (relaxed): last revision written to its ring, and
-	 * events dropped for lag (read by hl_inspect(); the client learns of
-	 * drops through its epw_shard.lag_seq, released after). */
+	 * events dropped for lag. For a prefix observer (HL_OBSERVE_PREFIX in
+	 * flags) delivered_rev is instead its start revision: the global
+	 * revision when it was linked, stored before `id` and never changed;
+	 * dispatch gives it only changes after that one (several shards
+	 * write to it, so no per-shard progress fits in one word); `dropped`
+	 * is then added to by several shard threads (fetch_add). Both are
+	 * read by hl_inspect(); the client learns of drops through its
+	 * epw_shard.lag_seq, released after. */
 	_Atomic uint64_t delivered_rev;
 	_Atomic uint64_t dropped;
 	uint64_t created_ns; /* CLOCK_REALTIME */
@@ -477,7 +493,8 @@ struct hl_shm_observer {
 };
 _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 /* Every HL_OBSERVE_* flag this layout knows (hl_shm_observer.flags). */
-#define HL_OBSERVE_ALL (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD)
+#define HL_OBSERVE_ALL                                                                             \
+	(HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD | HL_OBSERVE_PREFIX)
 
 /* ---- endpoints ---- */
 

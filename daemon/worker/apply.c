@@ -216,7 +216,13 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
               const uint8_t *key, int64_t *result)
 {
 	struct hl_worker *w = sh->w;
-	uint64_t hash = hl__hash(key, r->h.key_len);
+	/* A prefix observer joins the list of the prefix entry: a key slot
+	 * of the prefix's bytes whose hash has HL_HASH_PREFIX set (the same
+	 * bucket and shard as the key of those bytes; docs/architecture.md,
+	 * "Prefix observers"). Everything below (link, done record, replay
+	 * evidence, cleanup, recovery) is the exact observer's. */
+	const int prefix = (r->arg & HL_OBSERVE_PREFIX) != 0;
+	uint64_t hash = prefix ? hl__hash_prefix(key, r->h.key_len) : hl__hash(key, r->h.key_len);
 	int rc = 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 	if (!hl_w_ep_active(w, ep)) {
@@ -264,7 +270,17 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	o->endpoint = ep;
 	o->ep_gen = w->eps[ep].gen;
 	o->flags = (uint32_t)r->arg;
-	ST_RLX(&o->delivered_rev, LD_RLX(&k->rev));
+	/* An exact observer is owed the changes after the key's revision (its
+	 * shard applies them, in order, after this). A prefix observer's
+	 * keys are in every shard, whose threads may have taken revisions
+	 * they have not dispatched yet: its start revision is the global
+	 * one, so a change that took its revision before this observe is not
+	 * delivered (it happened before the observe), and one after is
+	 * (this load precedes the answer, which precedes any publish queued
+	 * after it). */
+	ST_RLX(&o->delivered_rev,
+	       prefix ? atomic_load_explicit(&w->seg.h->revision, memory_order_relaxed)
+	              : LD_RLX(&k->rev));
 	ST_RLX(&o->dropped, 0);
 	o->created_ns = hl__wall_ns();
 	o->req_pos = pos;

@@ -4,14 +4,26 @@
  * lock. Every change follows apply.c's pattern: prepare where nobody can
  * see, then one release store (COMMIT), so that a SIGKILL leaves either
  * an unreachable slot (recovery frees it) or a complete change.
+ *
+ * Prefix entries (docs/architecture.md, "Prefix observers") are key slots
+ * too, told apart by HL_HASH_PREFIX in their hash; this file also keeps
+ * the summary of their lengths (struct hl_prefix_lens) that lets a
+ * dispatch find the ones matching its key, and defers the reuse of a
+ * freed entry's slot past an RCU grace period, because dispatches of
+ * every shard read prefix entries without their shard.mu.
  */
 #include "keys.h"
 
 #include "lock.h"
+#include "observers.h" /* rcu_tsan_*() only */
 #include "seqlock.h"
+#include "table_read.h"
 #include "util.h"
 
 #include <assert.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <urcu/urcu-memb.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
@@ -50,6 +62,83 @@ hl_w_key_find(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t ha
 	return 0;
 }
 
+/* A prefix entry of LEN bytes is about to be linked (or was kept by
+ * recovery): count it, and set its length's bit before the link. */
+static void
+plens_add(struct hl_worker *w, uint32_t len)
+{
+	struct hl_prefix_lens *pl = &w->plens;
+	if (atomic_fetch_add_explicit(&pl->count[len], 1, memory_order_relaxed) == 0)
+		atomic_fetch_or_explicit(&pl->bits[len / 64], 1ull << (len % 64),
+		                         memory_order_relaxed);
+	atomic_fetch_add_explicit(&pl->total, 1, memory_order_relaxed);
+}
+
+static void
+plens_del(struct hl_worker *w, uint32_t len)
+{
+	struct hl_prefix_lens *pl = &w->plens;
+	/* The bit stays (struct hl_prefix_lens): a stale one costs a probe. */
+	atomic_fetch_sub_explicit(&pl->count[len], 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&pl->total, 1, memory_order_relaxed);
+}
+
+void
+hl_w_prefix_recount(struct hl_worker *w, uint32_t idx)
+{
+	struct hl_shm_key *k = hl__key(&w->seg, idx);
+	if (k->hash & HL_HASH_PREFIX)
+		plens_add(w, k->key_len);
+}
+
+uint32_t
+hl_w_prefix_match(struct hl_worker *w, const uint8_t *key, uint32_t len, uint32_t *out)
+{
+	struct hl_prefix_lens *pl = &w->plens;
+	uint32_t n = 0;
+	if (atomic_load_explicit(&pl->total, memory_order_relaxed) == 0)
+		return 0;
+	for (uint32_t wi = 0; wi * 64 <= len && wi < sizeof(pl->bits) / sizeof(pl->bits[0]); wi++) {
+		uint64_t bits = atomic_load_explicit(&pl->bits[wi], memory_order_relaxed);
+		while (bits) {
+			uint32_t l = wi * 64 + (uint32_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			if (l == 0 || l > len)
+				continue;
+			/* The entry's bucket belongs to the shard of its bytes,
+			 * which may be another: a lock-free read under the
+			 * bucket's seqlock, as a client's hl_get() does. -EBUSY
+			 * (the chain kept changing) is retried: its writer is a
+			 * thread of this process between two stores. A damaged
+			 * chain (HL_ECORRUPT; recovery repaired it, so only a
+			 * bug) matches nothing. */
+			uint32_t idx = 0;
+			int rc;
+			while ((rc = hl__key_lookup(&w->seg, key, l, hl__hash_prefix(key, l),
+			                            &idx)) == -EBUSY)
+				sched_yield();
+			if (rc == 0)
+				out[n++] = idx;
+		}
+	}
+	return n;
+}
+
+struct deferred_key {
+	struct rcu_head rh;
+	struct hl_worker *w;
+	uint32_t idx;
+};
+
+static void
+free_key_slot_cb(struct rcu_head *head)
+{
+	struct deferred_key *d = caa_container_of(head, struct deferred_key, rh);
+	rcu_tsan_acquire();
+	hl__pool_free(&d->w->keys, d->idx);
+	free(d);
+}
+
 static uint32_t
 key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
 {
@@ -71,6 +160,8 @@ key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
 	ST_RLX(&k->next, LD_RLX(&b->head));
 	ST_RLX(&k->used, 1);
 	hl__seq_write_end(&k->seq);
+	if (hash & HL_HASH_PREFIX)
+		plens_add(w, len);
 	/* COMMIT: linking the slot into its bucket. Before it, the slot is
 	 * unreachable and recovery returns it to the pool. */
 	bucket_store(b, &b->head, idx);
@@ -114,6 +205,26 @@ hl_w_maybe_free_key(struct hl_shard *sh, uint32_t idx)
 	 * which recovery frees; readers walking the chain retry on seq. */
 	bucket_store(b, link, LD_RLX(&k->next));
 	ST_RLX(&k->used, 0);
-	hl__pool_free(&w->keys, idx);
 	atomic_fetch_sub_explicit(&w->seg.h->keys_used, 1, memory_order_relaxed);
+	if (!(k->hash & HL_HASH_PREFIX)) {
+		hl__pool_free(&w->keys, idx);
+		return;
+	}
+	/* A prefix entry: a dispatch of another shard that found it before
+	 * the unlink may still read its obs_head (HL_NIL now) and key bytes;
+	 * the slot is reused only after those read-side sections end. A
+	 * crash before the callback leaves an unreachable slot, which
+	 * recovery frees. */
+	plens_del(w, k->key_len);
+	struct deferred_key *d = malloc(sizeof(*d));
+	if (d) {
+		d->w = w;
+		d->idx = idx;
+		rcu_tsan_release();
+		urcu_memb_call_rcu(&d->rh, free_key_slot_cb);
+	} else {
+		urcu_memb_synchronize_rcu(); /* no memory for the deferral */
+		rcu_tsan_acquire();
+		hl__pool_free(&w->keys, idx);
+	}
 }

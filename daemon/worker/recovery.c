@@ -305,7 +305,9 @@ visit_key(struct hl_worker *w, struct hl_rec *st, uint32_t b, _Atomic uint32_t *
 	const struct hl_shm_header *h = w->seg.h;
 	struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
 	if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
-	    hl__bucket_of(h, k->hash) != b || hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
+	    hl__bucket_of(h, k->hash) != b ||
+	    ((k->hash & HL_HASH_PREFIX) ? hl__hash_prefix(hl__key_bytes(k), k->key_len)
+	                                : hl__hash(hl__key_bytes(k), k->key_len)) != k->hash) {
 		ST_RLX(link, HL_NIL);
 		st->acc.repairs++;
 		return -1;
@@ -386,9 +388,18 @@ walk_keys(struct hl_worker *w, struct hl_rec *st)
 static void
 keep_keys(struct hl_worker *w, struct hl_rec *st)
 {
+	/* The prefix lengths in use are counted again from the kept prefix
+	 * entries (worker memory: a new process starts from zero anyway). */
+	struct hl_prefix_lens *pl = &w->plens;
+	ST_RLX(&pl->total, 0);
+	for (size_t i = 0; i < sizeof(pl->bits) / sizeof(pl->bits[0]); i++)
+		ST_RLX(&pl->bits[i], 0);
+	for (size_t i = 0; i <= HL_KEY_MAX; i++)
+		ST_RLX(&pl->count[i], 0);
 	for (uint32_t j = 0; j < st->nkeys; j++) {
 		uint32_t i = st->keys[j].idx;
 		hl__pool_mark(&w->keys, i);
+		hl_w_prefix_recount(w, i);
 		ST_RLX(&hl__key(&w->seg, i)->used, 1);
 		if (st->keys[j].pending)
 			st->pending[st->npending++] = i;
@@ -543,7 +554,12 @@ req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos, cons
 	if (!hl__req_is_write(r->h.type) && r->h.type != HL_REQ_OBSERVE)
 		return 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
-	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
+	/* A prefix observe linked its observer to the prefix entry (the
+	 * same bytes, HL_HASH_PREFIX set): its evidence is there. */
+	uint64_t hash = r->h.type == HL_REQ_OBSERVE && (r->arg & HL_OBSERVE_PREFIX)
+	                        ? hl__hash_prefix(key, r->h.key_len)
+	                        : hl__hash(key, r->h.key_len);
+	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hash);
 	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
 	if (!idx)
 		return 0;

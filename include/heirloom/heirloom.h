@@ -213,8 +213,19 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
 #define HL_OBSERVE_NOPUT    0x1u /* no HL_EV_PUT events: deletes only */
 #define HL_OBSERVE_NODELETE 0x2u /* no HL_EV_DELETE events: puts only */
 #define HL_OBSERVE_NOOLD    0x4u /* leave the old value out of events */
-/* Flags a later version may add (prefix observers) are refused with
- * -EINVAL today, so a program that sets one never silently gets less. */
+/* Observe every key that starts with the bytes given as the key (the
+ * prefix, 1..HL_KEY_MAX bytes), including keys created later: one event per
+ * change of any such key, naming the key (hl_event.key). Per key, the same
+ * order as an exact observer: revisions increase, with no duplicates and no
+ * gaps except LAGGED. Changes committed before the observe returned are not
+ * delivered. Combines with the filters above. A process's exact and prefix
+ * observers of one key each get the event (one record in its ring). After a
+ * lag a prefix observer gets HL_EV_LAGGED (key = the prefix, revision = the
+ * last one handed out) but, unlike an exact observer, no HL_EV_RESYNC: read
+ * the keys again (hl_keys() or heirloomctl get --prefix). */
+#define HL_OBSERVE_PREFIX 0x8u
+/* Flags a later version may add are refused with -EINVAL, so a program
+ * that sets one never silently gets less. */
 
 /* Options of hl_observe_with(). Zero-initialise: every field not named
  * below is reserved, must be 0, and will carry later options (a start
