@@ -6,8 +6,9 @@
  * For K = 1, 2, ... a client runs the same script of observes, publishes,
  * unobserves and deletes while the test restarts the worker whenever it
  * dies. Afterwards: every observer saw every revision of its keys in order,
- * exactly once, ending at the latest value; the table holds exactly what the
- * script left; the worker's invariant check passes (exit 0 on SIGTERM).
+ * exactly once, ending at the latest value (a prefix observer: per key);
+ * the table holds exactly what the script left; the worker's invariant
+ * check passes (exit 0 on SIGTERM).
  *
  * Also what recovery rebuilds in bulk after a SIGKILL: many observer lists
  * walked side by side and every endpoint's list of its observers, and keys
@@ -51,6 +52,10 @@ struct seen {
 	int n;
 	int deleted;
 	uint32_t flags; /* HL_OBSERVE_* it was made with */
+	/* A prefix observer of "p/": per key "p/0".."p/2", the last revision
+	 * and the events seen (its order holds per key, not across keys). */
+	uint64_t krev[3];
+	int kn[3];
 };
 
 /* Take events until WANT (per observer, -1 = any) are there or WAIT_MS of
@@ -77,6 +82,19 @@ take_events(struct hl_client *c, struct seen *s, int ns, struct result *res, int
 			FAIL("event for unknown observer");
 		if (ev.type == HL_EV_LAGGED || ev.type == HL_EV_RESYNC)
 			FAIL("unexpected lag");
+		if (o->flags & HL_OBSERVE_PREFIX) {
+			const char *k = ev.key;
+			int j = ev.key_len == 3 && !memcmp(k, "p/", 2) ? k[2] - '0' : -1;
+			if (j < 0 || j > 2)
+				FAIL("prefix observer: a key outside p/0..p/2");
+			if (ev.revision <= o->krev[j])
+				FAIL("prefix observer, key p/%d: revision %lu after %lu", j,
+				     (unsigned long)ev.revision, (unsigned long)o->krev[j]);
+			o->krev[j] = ev.revision;
+			o->kn[j]++;
+			o->n++;
+			continue;
+		}
 		if (ev.revision <= o->rev)
 			FAIL("observer %d: revision %lu after %lu", (int)(o - s),
 			     (unsigned long)ev.revision, (unsigned long)o->rev);
@@ -103,7 +121,7 @@ script(const char *name, struct result *res)
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		FAIL("open: %s", hl_strerror(rc));
-	struct seen s[5] = { 0 };
+	struct seen s[6] = { 0 };
 	if ((rc = hl_observe(c, "a", 1, 0, &s[0].id)) ||
 	    (rc = hl_observe(c, "a", 1, 0, &s[1].id)) || (rc = hl_observe(c, "b", 1, 0, &s[2].id)))
 		FAIL("observe: %s", hl_strerror(rc));
@@ -131,6 +149,17 @@ script(const char *name, struct result *res)
 		FAIL("c: %s", hl_strerror(rc));
 	if ((rc = hl_publish(c, "a", 1, "a5", 2, NULL, 0)))
 		FAIL("publish a5: %s", hl_strerror(rc));
+	/* A prefix observer through crashes: its entry, its keys created
+	 * after it (in any shard), a delete; per key in order, exactly once. */
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	s[5].flags = po.flags;
+	if ((rc = hl_observe_with(c, "p/", 2, &po, &s[5].id)))
+		FAIL("observe p/: %s", hl_strerror(rc));
+	if ((rc = hl_publish(c, "p/0", 3, "1", 1, NULL, 0)) ||
+	    (rc = hl_publish(c, "p/1", 3, "1", 1, NULL, 0)) ||
+	    (rc = hl_publish(c, "p/0", 3, "2", 1, NULL, 0)) || (rc = hl_delete(c, "p/1", 3)) ||
+	    (rc = hl_publish(c, "p/2", 3, "1", 1, NULL, 0)))
+		FAIL("p/: %s", hl_strerror(rc));
 	/* Compare-and-set through crashes: a CAS that succeeded must have
 	 * been applied once (a replay that judged it anew would answer a
 	 * conflict, since its own commit moved the revision), a conflict must
@@ -153,8 +182,10 @@ script(const char *name, struct result *res)
 		FAIL("delete_if x: %s, rev %lu", hl_strerror(rc), (unsigned long)rd);
 	if ((rc = hl_publish_if(c, "x", 1, "x3", 2, NULL, 0, 0, &r3)) || r3 <= rd)
 		FAIL("publish_if x3: %s, rev %lu", hl_strerror(rc), (unsigned long)r3);
-	static const int want[5] = { 5, -1, 6, 2, 3 };
-	take_events(c, s, 5, res, hl_t_ms(3000), want);
+	static const int want[6] = { 5, -1, 6, 2, 3, 5 };
+	take_events(c, s, 6, res, hl_t_ms(3000), want);
+	if (s[5].kn[0] != 2 || s[5].kn[1] != 2 || s[5].kn[2] != 1)
+		FAIL("p/: %d %d %d events", s[5].kn[0], s[5].kn[1], s[5].kn[2]);
 	if (s[4].n != 3 || strcmp(s[4].last, "x3") != 0 || s[4].rev != r3)
 		FAIL("x: %d events, last %s", s[4].n, s[4].last);
 	/* What every observer must have seen. */
@@ -176,8 +207,9 @@ script(const char *name, struct result *res)
 	hl_stats(c, &st);
 	if (hl_get(c, "x", 1, buf, sizeof(buf), &len, NULL) || len != 2 || memcmp(buf, "x3", 2))
 		FAIL("get x");
-	/* a, b, x with values; c kept by its observer. Three 64-byte blocks. */
-	if (st.keys != 4 || st.observers != 4 || st.heap_used != 192)
+	/* a, b, x, p/0, p/2 with values; c kept by its observer; the prefix
+	 * entry of p/ (a key slot). Five 64-byte blocks. */
+	if (st.keys != 7 || st.observers != 5 || st.heap_used != 320)
 		FAIL("table: %lu keys, %lu observers, %lu heap bytes", (unsigned long)st.keys,
 		     (unsigned long)st.observers, (unsigned long)st.heap_used);
 	res->done = 1;
