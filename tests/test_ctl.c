@@ -526,6 +526,56 @@ test_watch_filter_delete_skips_puts(void **state)
 	run_free(&r);
 }
 
+/* watch --prefix names each event's key and gets keys created after it
+ * started, none outside the prefix; get --prefix lists the matching keys
+ * with their values and revisions. */
+static void
+test_watch_and_get_prefix_cover_the_keys_under_it(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	ctl_start(&p, f->name, "watch", "--prefix", "s/42/", "--count", "2", "--timeout", "20000",
+	          NULL);
+	wait_observers(f->name, 1);
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "s/43/x", 6, "no", 2, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "s/42/a", 6, "one", 3, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "s/42/b", 6, "two 2", 5, NULL, 0), 0);
+	struct run r;
+	finish(&p, &r, hl_t_ms(20000));
+	hl_close(c);
+	assert_exit(&r, 0);
+	char want[256];
+	snprintf(want, sizeof(want), "s/42/a put 2 %d one\ns/42/b put 3 %d two 2\n",
+	         (int)getpid(), (int)getpid());
+	assert_string_equal(r.out, want);
+	run_free(&r);
+	ctl(&r, f->name, "get", "--prefix", "s/42/", NULL);
+	assert_exit(&r, 0);
+	assert_string_equal(r.out, "s/42/a 2 one\ns/42/b 3 two 2\n");
+	run_free(&r);
+	ctl(&r, f->name, "--json", "get", "--prefix", "s/", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0,
+	                            "len(d) == 3 and d[0]['key'] == 's/42/a' and "
+	                            "d[0]['value'] == 'one' and d[0]['revision'] == 2 and "
+	                            "d[2]['key'] == 's/43/x' and d[2]['length'] == 2"),
+	                 0);
+	run_free(&r);
+	/* Nothing under it: an empty answer, exit 0. KEY and --prefix
+	 * together, or neither: usage (exit 2). */
+	ctl(&r, f->name, "--json", "get", "--prefix", "t/", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0, "d == []"), 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "k", "--prefix", "s/", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+	ctl(&r, f->name, "watch", "--count", "1", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+}
+
 static void
 test_set_reports_errors_with_exit_4(void **state)
 {
@@ -983,6 +1033,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_del_then_get_exits_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_if_rev_conflict_exits_5_with_the_current_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_and_get_prefix_cover_the_keys_under_it, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,

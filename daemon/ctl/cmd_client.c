@@ -282,8 +282,10 @@ ev_type(enum hl_event_type t)
 	}
 }
 
+/* One event: --json an object per line; text "TYPE REVISION PID [VALUE]",
+ * after the key when WITH_KEY (watch --prefix: events name many keys). */
 static void
-print_event(const struct ctl *c, const struct hl_event *ev)
+print_event(const struct ctl *c, const struct hl_event *ev, int with_key)
 {
 	if (c->json) {
 		struct out o;
@@ -310,6 +312,10 @@ print_event(const struct ctl *c, const struct hl_event *ev)
 		out_finish(&o);
 		return;
 	}
+	if (with_key) {
+		out_text_escape(stdout, ev->key, ev->key_len, 0);
+		putchar(' ');
+	}
 	printf("%s %llu %d", ev_type(ev->type), (unsigned long long)ev->revision,
 	       (int)ev->publisher);
 	if (ev->type == HL_EV_LAGGED) {
@@ -325,9 +331,13 @@ print_event(const struct ctl *c, const struct hl_event *ev)
 int
 ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 {
-	const char *key = a->pos[0];
+	/* KEY or --prefix PREFIX, exactly one. */
+	const int prefix = a->set[WATCH_PREFIX];
+	const char *key = prefix ? a->val[WATCH_PREFIX] : a->pos[0];
 	uint64_t count = 0;
 	int timeout = -1;
+	if (prefix == (a->npos == 1))
+		return ctl_fail(c, CTL_USAGE, 0, "give a KEY or --prefix PREFIX (one of them)");
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
 	if (a->set[WATCH_COUNT] && ctl_parse_u64(a->val[WATCH_COUNT], 1, UINT32_MAX, &count))
@@ -338,7 +348,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		return CTL_USAGE;
 	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
 	 * never written to this watcher's ring. */
-	uint32_t oflags = a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0;
+	uint32_t oflags = (a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0) |
+	                  (prefix ? HL_OBSERVE_PREFIX : 0);
 	if (a->set[WATCH_FILTER]) {
 		if (strcmp(a->val[WATCH_FILTER], "put") == 0)
 			oflags |= HL_OBSERVE_NODELETE;
@@ -393,7 +404,7 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			code = request_failed(c, rc, 0);
 			break;
 		}
-		print_event(c, &ev);
+		print_event(c, &ev, prefix);
 		if (ferror(stdout)) {
 			code = CTL_FAILED;
 			break;

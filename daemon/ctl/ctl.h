@@ -93,10 +93,10 @@ int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
 enum { OBSERVERS_PID };
-enum { GET_REV };
+enum { GET_REV, GET_PREFIX };
 enum { SET_META, SET_TIMEOUT, SET_IF_REV };
 enum { DEL_TIMEOUT, DEL_IF_REV };
-enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD };
+enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD, WATCH_PREFIX };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
 enum {
 	SIZE_SHARDS,

@@ -33,6 +33,7 @@ static const char *const top_help =
         "  keys                        every key with its revision\n"
         "  inspect KEY                 a key's value length, revision and observers\n"
         "  get KEY                     write KEY's value, raw, to stdout\n"
+        "  get --prefix P              keys starting with P: revisions and values\n"
         "  observers [--pid PID]       observers (of process PID)\n"
         "  endpoints                   endpoints in use: state, pid, queued bytes\n"
         "  segment inspect             validate the object, show its header fields\n"
@@ -45,6 +46,7 @@ static const char *const top_help =
         "  del KEY [--if-rev R]        delete KEY (only if at revision R)\n"
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
+        "  watch --prefix P [...]      one line per change of any key starting with P\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
         "\n"
@@ -130,10 +132,15 @@ static const struct cmd cmds[] = {
 	          "for lag and the last revision delivered. Exit 1 if there is no such key.\n" },
 	{ .name = "get",
 	  .run = ctl_cmd_get,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "rev", 0 } },
+	  .opts = { { "rev", 0 }, { "prefix", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY [--rev]\n"
+	          "       heirloomctl [--name NAME] [--json] get --prefix PREFIX\n"
+	          "--prefix: every key starting with PREFIX that has a value, in byte order,\n"
+	          "one line each: KEY REVISION VALUE (escaped as described in 'heirloomctl\n"
+	          "--help'); --json: an array of {\"key\", \"value\", \"length\",\n"
+	          "\"revision\"}. Exit 0 also when no key matches.\n"
 	          "Write KEY's current value, raw, to stdout (no newline added). --json:\n"
 	          "{\"key\", \"value\", \"length\", \"revision\"}. Exit 1 if there is no such "
 	          "key.\n"
@@ -202,11 +209,16 @@ static const struct cmd cmds[] = {
 	          "              nothing to do.)\n" },
 	{ .name = "watch",
 	  .run = ctl_cmd_watch,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 } },
+	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 },
+	            { "prefix", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
 	          "                  [--filter put|delete] [--no-old]\n"
+	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
+	          "--prefix: every key starting with PREFIX, also keys created later; each\n"
+	          "line then starts with the event's KEY (escaped), and a lag gives 'lagged'\n"
+	          "with no 'resync' (read the keys again: get --prefix).\n"
 	          "Observe KEY and print one line per event:\n"
 	          "  put REVISION PUBLISHER_PID VALUE\n"
 	          "  delete REVISION PUBLISHER_PID\n"
