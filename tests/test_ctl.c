@@ -546,8 +546,8 @@ test_watch_and_get_prefix_cover_the_keys_under_it(void **state)
 	hl_close(c);
 	assert_exit(&r, 0);
 	char want[256];
-	snprintf(want, sizeof(want), "s/42/a put 2 %d one\ns/42/b put 3 %d two 2\n",
-	         (int)getpid(), (int)getpid());
+	snprintf(want, sizeof(want), "s/42/a put 2 %d one\ns/42/b put 3 %d two 2\n", (int)getpid(),
+	         (int)getpid());
 	assert_string_equal(r.out, want);
 	run_free(&r);
 	ctl(&r, f->name, "get", "--prefix", "s/42/", NULL);
@@ -1033,8 +1033,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_del_then_get_exits_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_if_rev_conflict_exits_5_with_the_current_revision, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_watch_and_get_prefix_cover_the_keys_under_it, setup,
-		                                teardown),
+		cmocka_unit_test_setup_teardown(test_watch_and_get_prefix_cover_the_keys_under_it,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,

@@ -211,8 +211,7 @@ client(const char *name, int me)
 	/* Retried until acknowledged: kills come meanwhile (an observe in
 	 * doubt is removed by the library, and not held). */
 	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
-	while ((rc = hl_observe_with(c, "k", 1, &po, &prefix_id)) == -EAGAIN ||
-	       rc == -ETIMEDOUT) {
+	while ((rc = hl_observe_with(c, "k", 1, &po, &prefix_id)) == -EAGAIN || rc == -ETIMEDOUT) {
 		prefix_id = 0;
 		usleep(1000);
 	}
@@ -372,8 +371,8 @@ client(const char *name, int me)
 		if (rc == -ENOENT && pk[k].has_value)
 			FAIL("client %d: key %s gone, prefix observer last saw '%s'", me, key,
 			     pk[k].last);
-		if (rc == 0 && (rev != pk[k].rev || len != strlen(pk[k].last) ||
-		                memcmp(buf, pk[k].last, len)))
+		if (rc == 0 &&
+		    (rev != pk[k].rev || len != strlen(pk[k].last) || memcmp(buf, pk[k].last, len)))
 			FAIL("client %d: key %s is '%.*s' at %lu, prefix observer saw '%s' at %lu",
 			     me, key, (int)len, buf, (unsigned long)rev, pk[k].last,
 			     (unsigned long)pk[k].rev);

@@ -348,8 +348,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		return CTL_USAGE;
 	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
 	 * never written to this watcher's ring. */
-	uint32_t oflags = (a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0) |
-	                  (prefix ? HL_OBSERVE_PREFIX : 0);
+	uint32_t oflags =
+	        (a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0) | (prefix ? HL_OBSERVE_PREFIX : 0);
 	if (a->set[WATCH_FILTER]) {
 		if (strcmp(a->val[WATCH_FILTER], "put") == 0)
 			oflags |= HL_OBSERVE_NODELETE;

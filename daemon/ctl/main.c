@@ -211,7 +211,10 @@ static const struct cmd cmds[] = {
 	  .run = ctl_cmd_watch,
 	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 },
+	  .opts = { { "count", 1 },
+	            { "timeout", 1 },
+	            { "filter", 1 },
+	            { "no-old", 0 },
 	            { "prefix", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
 	          "                  [--filter put|delete] [--no-old]\n"
