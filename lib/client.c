@@ -1244,7 +1244,12 @@ collect_lag_shard(struct hl_client *c, uint32_t s)
 	int found = 0;
 	for (uint32_t i = 0; i < c->obs_cap; i++) {
 		struct obs_ent *e = &c->obs[i];
-		if (!e->id || e->id == UINT64_MAX || e->shard != s)
+		/* A prefix observer's events come through every shard's
+		 * ring, and its one `dropped` counts drops in any of them:
+		 * looked at from each shard, and reported by the first look
+		 * after a drop (its LAGGED is then in place only to within a
+		 * shard: it carries no RESYNC to order against). */
+		if (!e->id || e->id == UINT64_MAX || (e->shard != s && !e->srev))
 			continue;
 		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
 		if (slot < 1 || slot > c->seg.h->max_observers)

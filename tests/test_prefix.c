@@ -9,6 +9,8 @@
  */
 #include "harness.h"
 
+#include "util.h" /* hl__hash(): which shard a key is in */
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -343,6 +345,61 @@ test_prefix_observer_survives_a_worker_restart(void **state)
 	assert_int_equal(hl_flush(f->c, hl_t_ms(5000)), 0);
 }
 
+/* The shard of a key in the fixture's segment: 256 keys make 256 buckets,
+ * and bucket b is shard b % 4 (lib/segment.h). */
+static uint32_t
+shard_of(const char *key)
+{
+	return (uint32_t)(hl__hash(key, strlen(key)) & 255u) % 4u;
+}
+
+/* A prefix observer that reads too slowly loses events in any shard's
+ * ring: each loss is reported, by LAGGED counts, so that the events it got
+ * and the ones reported lost add up to every change under its prefix. The
+ * keys are all in shards other than the prefix entry's, whose ring (and
+ * lag counter) never moves. */
+static void
+test_lagging_prefix_observer_gets_lagged_counting_every_lost_event(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *slow = hl_t_open(f->name, 0);
+	hl_observer_id id = observe_prefix(slow, PFX, 0);
+	char keys[32][64], v[200];
+	int nk = 0;
+	for (int i = 0; nk < 32; i++) {
+		snprintf(keys[nk], sizeof(keys[nk]), PFX "k%d", i);
+		if (shard_of(keys[nk]) != shard_of(PFX))
+			nk++;
+	}
+	memset(v, 'v', sizeof(v));
+	int changes = 0;
+	for (int round = 0; round < 40; round++)
+		for (int i = 0; i < nk; i++, changes++) {
+			const char *k = keys[i];
+			v[0] = (char)('a' + round % 26);
+			v[1] = (char)('a' + round / 26);
+			assert_int_equal(hl_publish(f->c, k, strlen(k), v, sizeof(v), NULL, 0), 0);
+		}
+	assert_true(hl_t_stats(f->c).lagged_drops > 0);
+	long puts = 0, lost = 0, lags = 0;
+	struct hl_event e;
+	while (hl_next(slow, &e, 0) == 0) {
+		assert_int_equal(e.observer, id);
+		assert_true(e.type == HL_EV_PUT || e.type == HL_EV_LAGGED);
+		if (e.type == HL_EV_LAGGED) {
+			lags++;
+			lost += (long)e.lagged;
+			assert_int_equal(e.key_len, PL);
+			assert_memory_equal(e.key, PFX, PL);
+		} else {
+			puts++;
+		}
+	}
+	assert_true(lags > 0);
+	assert_int_equal(puts + lost, changes);
+	hl_close(slow);
+}
+
 static void
 test_prefix_flag_is_refused_with_an_empty_or_long_prefix(void **state)
 {
@@ -377,6 +434,7 @@ main(void)
 		T(test_unobserve_stops_prefix_events_and_frees_the_entry),
 		T(test_prefix_observers_removed_when_their_client_dies),
 		T(test_prefix_observer_survives_a_worker_restart),
+		T(test_lagging_prefix_observer_gets_lagged_counting_every_lost_event),
 		T(test_prefix_flag_is_refused_with_an_empty_or_long_prefix),
 	};
 	return cmocka_run_group_tests_name("prefix", tests, NULL, NULL);
