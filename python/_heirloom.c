@@ -107,7 +107,8 @@ static PyObject *
 client_observe(ClientObject *self, PyObject *args)
 {
 	Py_buffer key;
-	if (!PyArg_ParseTuple(args, "y*", &key))
+	unsigned int flags = 0; /* HL_OBSERVE_*, checked by hl_observe() */
+	if (!PyArg_ParseTuple(args, "y*|I", &key, &flags))
 		return NULL;
 	if (!alive(self)) {
 		PyBuffer_Release(&key);
@@ -115,7 +116,7 @@ client_observe(ClientObject *self, PyObject *args)
 	}
 	hl_observer_id id = 0;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_observe(self->c, key.buf, (size_t)key.len, 0, &id);
+	Py_BEGIN_ALLOW_THREADS rc = hl_observe(self->c, key.buf, (size_t)key.len, flags, &id);
 	Py_END_ALLOW_THREADS PyBuffer_Release(&key);
 	if (rc)
 		return fail(rc);
@@ -350,7 +351,8 @@ client_closed(ClientObject *self, void *unused)
 
 static PyMethodDef client_methods[] = {
 	{ "close", (PyCFunction)client_close, METH_NOARGS, "hl_close()" },
-	{ "observe", (PyCFunction)client_observe, METH_VARARGS, "hl_observe(key) -> id" },
+	{ "observe", (PyCFunction)client_observe, METH_VARARGS,
+	  "hl_observe(key, flags=0) -> id" },
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },
@@ -433,7 +435,8 @@ PyInit__heirloom(void)
 		return NULL;
 	if (PyModule_AddObjectRef(m, "Client", (PyObject *)&ClientType) < 0 ||
 	    PyModule_AddIntConstant(m, "OPEN_SYNC", HL_OPEN_SYNC) < 0 ||
-	    PyModule_AddIntConstant(m, "OPEN_NOWAIT", HL_OPEN_NOWAIT) < 0) {
+	    PyModule_AddIntConstant(m, "OPEN_NOWAIT", HL_OPEN_NOWAIT) < 0 ||
+	    PyModule_AddIntConstant(m, "OBSERVE_PREFIX", HL_OBSERVE_PREFIX) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -189,9 +189,11 @@ class Client:
         close :meth:`fileno`'s descriptor. Idempotent."""
         self._c.close()
 
-    def observe(self, key: Bytesish) -> int:
-        """``hl_observe``: observe ``key``; returns the observer id (never reused)."""
-        return self._c.observe(_b(key))
+    def observe(self, key: Bytesish, prefix: bool = False) -> int:
+        """``hl_observe``: observe ``key``; returns the observer id (never reused).
+        ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that starts with
+        ``key``, also keys created later; each event's ``key`` names it."""
+        return self._c.observe(_b(key), _heirloom.OBSERVE_PREFIX if prefix else 0)
 
     def unobserve(self, observer: int) -> None:
         """``hl_unobserve``: no event for ``observer`` from now on."""
