@@ -655,6 +655,47 @@ start_paused(const char *name, int ms)
 	return w;
 }
 
+/* A prefix entry whose only observer was damage is freed by recovery,
+ * also when a dispatch reached its list first: a publish under the prefix
+ * while the second part is held back makes the shard thread repair the
+ * entry's list itself (hl_w_rec_key_ready()), which leaves it empty. The
+ * worker's stop-time check fails on an entry left with nothing. */
+static void
+test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC), *p = hl_t_open(name, 0);
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	hl_observer_id id;
+	assert_int_equal(hl_observe_with(a, "d/", 2, &po, &id), 0);
+	hl_t_kill9(w);
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	atomic_store(&hl__obs(&s, (uint32_t)(id & 0xffffffu))->id, 0);
+	hl__seg_unmap(&s);
+	close(fd);
+
+	w = start_paused(name, 2000);
+	assert_int_equal(hl_publish(p, "d/x", 3, "v", 1, NULL, 0), 0);
+	assert_int_equal(hl_flush(p, hl_t_ms(10000)), 0);
+	/* An observe is answered after the second part: then the entry is
+	 * gone and only "d/x" is a key. */
+	hl_observer_id other;
+	assert_int_equal(hl_observe(a, "e", 1, 0, &other), 0);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(a, &st), 0);
+	assert_int_equal(st.keys, 2); /* "d/x" and "e" */
+	assert_int_equal(st.observers, 1);
+	hl_close(a);
+	hl_close(p);
+	assert_int_equal(hl_t_worker_stop(w), 0); /* the invariant check passes */
+	hl_t_unlink(name);
+}
+
 /* Recovery's second part (every observer list, the pools, the endpoints'
  * lists) runs while the shard threads serve (recovery.c): a publish after
  * a kill is dispatched before it ends, to every observer once, even to a
@@ -794,6 +835,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_script_passes_without_crash),
 		cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
+		cmocka_unit_test(test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it),
 		cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
 		cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 		cmocka_unit_test(test_a_broken_prev_link_is_one_repair_and_the_list_works),

@@ -413,18 +413,36 @@ keep_keys(struct hl_worker *w, struct hl_rec *st)
  * (freed already: `used` is 0). Observe waits for the end of recovery, so
  * a used slot with neither value nor observer is one of ours. */
 static void
+free_if_empty(struct hl_worker *w, struct hl_rec *rec, uint32_t i)
+{
+	struct hl_shm_key *k = hl__key(&w->seg, i);
+	struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
+	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
+		hl_w_maybe_free_key(sh, i);
+		rec->acc.repairs++;
+	}
+	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+}
+
+static void
 free_emptied(struct hl_worker *w, struct hl_rec *rec)
 {
-	for (uint32_t j = 0; j < rec->nemptied; j++) {
-		uint32_t i = rec->emptied[j];
-		struct hl_shm_key *k = hl__key(&w->seg, i);
-		struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
-		hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
-		if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
-			hl_w_maybe_free_key(sh, i);
-			rec->acc.repairs++;
-		}
-		hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+	for (uint32_t j = 0; j < rec->nemptied; j++)
+		free_if_empty(w, rec, rec->emptied[j]);
+	/* A prefix entry's list may have been walked first by a dispatch of
+	 * any shard (hl_w_rec_key_ready()), which reports no emptied list
+	 * (a dispatched key holds a value; a prefix entry never does). So
+	 * every kept prefix entry is looked at too. Its slot cannot have
+	 * become another prefix entry since: observe waits for the end of
+	 * recovery; a key reusing it has HL_HASH_PREFIX clear (the hash is
+	 * stored with an atomic builtin, and read again under the lock by
+	 * hl_w_key_shard()). Test: test_prefix_entry_emptied_by_damage_is_
+	 * freed_after_a_dispatch_walked_it (tests/test_recovery.c). */
+	for (uint32_t j = 0; j < rec->nkeys; j++) {
+		uint32_t i = rec->keys[j].idx;
+		if (__atomic_load_n(&hl__key(&w->seg, i)->hash, __ATOMIC_RELAXED) & HL_HASH_PREFIX)
+			free_if_empty(w, rec, i);
 	}
 }
 
