@@ -351,8 +351,7 @@ client_closed(ClientObject *self, void *unused)
 
 static PyMethodDef client_methods[] = {
 	{ "close", (PyCFunction)client_close, METH_NOARGS, "hl_close()" },
-	{ "observe", (PyCFunction)client_observe, METH_VARARGS,
-	  "hl_observe(key, flags=0) -> id" },
+	{ "observe", (PyCFunction)client_observe, METH_VARARGS, "hl_observe(key, flags=0) -> id" },
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },

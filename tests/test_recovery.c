@@ -835,7 +835,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_script_passes_without_crash),
 		cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
-		cmocka_unit_test(test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it),
+		cmocka_unit_test(
+		        test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it),
 		cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
 		cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 		cmocka_unit_test(test_a_broken_prev_link_is_one_repair_and_the_list_works),
