@@ -62,12 +62,23 @@ hl_w_key_find(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t ha
 	return 0;
 }
 
-/* A prefix entry of LEN bytes is about to be linked (or was kept by
- * recovery): count it, and set its length's bit before the link. */
+/* The filter bit of a prefix entry's hash (struct hl_prefix_lens): bits
+ * 40..59, apart from the bucket's low bits and from HL_HASH_PREFIX. */
+static inline uint32_t
+filter_bit(uint64_t hash)
+{
+	return (uint32_t)(hash >> 40) & (HL_PREFIX_FILTER_BITS - 1);
+}
+
+/* A prefix entry of LEN bytes and hash HASH is about to be linked (or was
+ * kept by recovery): count it, and set its length's bit and its filter
+ * bit before the link. */
 static void
-plens_add(struct hl_worker *w, uint32_t len)
+plens_add(struct hl_worker *w, uint32_t len, uint64_t hash)
 {
 	struct hl_prefix_lens *pl = &w->plens;
+	uint32_t fb = filter_bit(hash);
+	atomic_fetch_or_explicit(&pl->filter[fb / 64], 1ull << (fb % 64), memory_order_relaxed);
 	if (atomic_fetch_add_explicit(&pl->count[len], 1, memory_order_relaxed) == 0)
 		atomic_fetch_or_explicit(&pl->bits[len / 64], 1ull << (len % 64),
 		                         memory_order_relaxed);
@@ -88,7 +99,7 @@ hl_w_prefix_recount(struct hl_worker *w, uint32_t idx)
 {
 	struct hl_shm_key *k = hl__key(&w->seg, idx);
 	if (k->hash & HL_HASH_PREFIX)
-		plens_add(w, k->key_len);
+		plens_add(w, k->key_len, k->hash);
 }
 
 uint32_t
@@ -112,10 +123,14 @@ hl_w_prefix_match(struct hl_worker *w, const uint8_t *key, uint32_t len, uint32_
 			 * thread of this process between two stores. A damaged
 			 * chain (HL_ECORRUPT; recovery repaired it, so only a
 			 * bug) matches nothing. */
+			uint64_t hash = hl__hash_prefix(key, l);
+			uint32_t fb = filter_bit(hash);
+			if (!(atomic_load_explicit(&pl->filter[fb / 64], memory_order_relaxed) &
+			      (1ull << (fb % 64))))
+				continue; /* no entry of this hash: no probe */
 			uint32_t idx = 0;
 			int rc;
-			while ((rc = hl__key_lookup(&w->seg, key, l, hl__hash_prefix(key, l),
-			                            &idx)) == -EBUSY)
+			while ((rc = hl__key_lookup(&w->seg, key, l, hash, &idx)) == -EBUSY)
 				sched_yield();
 			if (rc == 0)
 				out[n++] = idx;
@@ -161,7 +176,7 @@ key_create(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash)
 	ST_RLX(&k->used, 1);
 	hl__seq_write_end(&k->seq);
 	if (hash & HL_HASH_PREFIX)
-		plens_add(w, len);
+		plens_add(w, len, hash);
 	/* COMMIT: linking the slot into its bucket. Before it, the slot is
 	 * unreachable and recovery returns it to the pool. */
 	bucket_store(b, &b->head, idx);

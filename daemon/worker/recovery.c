@@ -396,6 +396,8 @@ keep_keys(struct hl_worker *w, struct hl_rec *st)
 		ST_RLX(&pl->bits[i], 0);
 	for (size_t i = 0; i <= HL_KEY_MAX; i++)
 		ST_RLX(&pl->count[i], 0);
+	for (size_t i = 0; i < HL_PREFIX_FILTER_BITS / 64; i++)
+		ST_RLX(&pl->filter[i], 0);
 	for (uint32_t j = 0; j < st->nkeys; j++) {
 		uint32_t i = st->keys[j].idx;
 		hl__pool_mark(&w->keys, i);
