@@ -62,16 +62,18 @@ client_init(ClientObject *self, PyObject *args, PyObject *kw)
 		                  .expected_owner = owner };
 	struct hl_client *c = NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_open(name, &o, &c);
-	Py_END_ALLOW_THREADS if (rc)
-	{
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_open(name, &o, &c);
+	Py_END_ALLOW_THREADS
+	if (rc) {
 		fail(rc);
 		return -1;
 	}
 	struct hl_caps caps;
 	hl_caps(c, &caps);
 	if (self->c) {
-		Py_BEGIN_ALLOW_THREADS hl_close(self->c);
+		Py_BEGIN_ALLOW_THREADS
+		hl_close(self->c);
 		Py_END_ALLOW_THREADS
 	}
 	self->c = c;
@@ -83,8 +85,10 @@ static void
 client_dealloc(ClientObject *self)
 {
 	if (self->c) {
-		Py_BEGIN_ALLOW_THREADS hl_close(self->c);
-		Py_END_ALLOW_THREADS self->c = NULL;
+		Py_BEGIN_ALLOW_THREADS
+		hl_close(self->c);
+		Py_END_ALLOW_THREADS
+		self->c = NULL;
 	}
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -97,8 +101,11 @@ client_close(ClientObject *self, PyObject *unused)
 		struct hl_client *c = self->c;
 		int rc;
 		self->c = NULL;
-		Py_BEGIN_ALLOW_THREADS rc = hl_close(c);
-		Py_END_ALLOW_THREADS if (rc) return fail(rc);
+		Py_BEGIN_ALLOW_THREADS
+		rc = hl_close(c);
+		Py_END_ALLOW_THREADS
+		if (rc)
+			return fail(rc);
 	}
 	Py_RETURN_NONE;
 }
@@ -116,8 +123,10 @@ client_observe(ClientObject *self, PyObject *args)
 	}
 	hl_observer_id id = 0;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_observe(self->c, key.buf, (size_t)key.len, flags, &id);
-	Py_END_ALLOW_THREADS PyBuffer_Release(&key);
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_observe(self->c, key.buf, (size_t)key.len, flags, &id);
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&key);
 	if (rc)
 		return fail(rc);
 	return PyLong_FromUnsignedLongLong(id);
@@ -130,8 +139,11 @@ client_unobserve(ClientObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "K", &id) || !alive(self))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_unobserve(self->c, id);
-	Py_END_ALLOW_THREADS if (rc) return fail(rc);
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_unobserve(self->c, id);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return fail(rc);
 	Py_RETURN_NONE;
 }
 
@@ -143,8 +155,9 @@ client_publish(ClientObject *self, PyObject *args)
 		return NULL;
 	int rc = -EINVAL;
 	if (alive(self)) {
-		Py_BEGIN_ALLOW_THREADS rc = hl_publish(self->c, key.buf, (size_t)key.len, val.buf,
-		                                       (size_t)val.len, meta.buf, (size_t)meta.len);
+		Py_BEGIN_ALLOW_THREADS
+		rc = hl_publish(self->c, key.buf, (size_t)key.len, val.buf, (size_t)val.len,
+		                meta.buf, (size_t)meta.len);
 		Py_END_ALLOW_THREADS
 	}
 	PyBuffer_Release(&key);
@@ -168,11 +181,64 @@ client_delete(ClientObject *self, PyObject *args)
 		return NULL;
 	}
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_delete(self->c, key.buf, (size_t)key.len);
-	Py_END_ALLOW_THREADS PyBuffer_Release(&key);
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_delete(self->c, key.buf, (size_t)key.len);
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&key);
 	if (rc)
 		return fail(rc);
 	Py_RETURN_NONE;
+}
+
+/* publish_if(key, value, meta, if_rev) -> (code, revision): code 0 or
+ * HL_ECONFLICT (revision: the new one, or the key's current one); any
+ * other failure raises. The round trip waits: the GIL is released. */
+static PyObject *
+client_publish_if(ClientObject *self, PyObject *args)
+{
+	Py_buffer key, val, meta;
+	unsigned long long if_rev;
+	if (!PyArg_ParseTuple(args, "y*y*y*K", &key, &val, &meta, &if_rev))
+		return NULL;
+	int rc = -EINVAL;
+	uint64_t cur = 0;
+	if (alive(self)) {
+		Py_BEGIN_ALLOW_THREADS
+		rc = hl_publish_if(self->c, key.buf, (size_t)key.len, val.buf, (size_t)val.len,
+		                   meta.buf, (size_t)meta.len, if_rev, &cur);
+		Py_END_ALLOW_THREADS
+	}
+	PyBuffer_Release(&key);
+	PyBuffer_Release(&val);
+	PyBuffer_Release(&meta);
+	if (!self->c)
+		return NULL;
+	if (rc && rc != HL_ECONFLICT)
+		return fail(rc);
+	return Py_BuildValue("(iK)", rc, (unsigned long long)cur);
+}
+
+/* delete_if(key, if_rev) -> (code, revision), as publish_if(). */
+static PyObject *
+client_delete_if(ClientObject *self, PyObject *args)
+{
+	Py_buffer key;
+	unsigned long long if_rev;
+	if (!PyArg_ParseTuple(args, "y*K", &key, &if_rev))
+		return NULL;
+	if (!alive(self)) {
+		PyBuffer_Release(&key);
+		return NULL;
+	}
+	int rc;
+	uint64_t cur = 0;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_delete_if(self->c, key.buf, (size_t)key.len, if_rev, &cur);
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&key);
+	if (rc && rc != HL_ECONFLICT)
+		return fail(rc);
+	return Py_BuildValue("(iK)", rc, (unsigned long long)cur);
 }
 
 static PyObject *
@@ -182,8 +248,11 @@ client_flush(ClientObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "|i", &t) || !alive(self))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_flush(self->c, t);
-	Py_END_ALLOW_THREADS if (rc) return fail(rc);
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_flush(self->c, t);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return fail(rc);
 	Py_RETURN_NONE;
 }
 
@@ -300,7 +369,8 @@ client_next(ClientObject *self, PyObject *args)
 	if (t == 0) {
 		rc = hl_next(self->c, &ev, 0); /* never waits: keep the GIL */
 	} else {
-		Py_BEGIN_ALLOW_THREADS rc = hl_next(self->c, &ev, t);
+		Py_BEGIN_ALLOW_THREADS
+		rc = hl_next(self->c, &ev, t);
 		Py_END_ALLOW_THREADS
 	}
 	if (rc == -EAGAIN || rc == -ETIMEDOUT)
@@ -337,8 +407,11 @@ client_fd(ClientObject *self, PyObject *unused)
 	if (!alive(self))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hl_fd(self->c);
-	Py_END_ALLOW_THREADS if (rc < 0) return fail(rc);
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_fd(self->c);
+	Py_END_ALLOW_THREADS
+	if (rc < 0)
+		return fail(rc);
 	return PyLong_FromLong(rc);
 }
 
@@ -355,6 +428,10 @@ static PyMethodDef client_methods[] = {
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },
+	{ "publish_if", (PyCFunction)client_publish_if, METH_VARARGS,
+	  "hl_publish_if(key, value, meta, if_rev) -> (code, rev)" },
+	{ "delete_if", (PyCFunction)client_delete_if, METH_VARARGS,
+	  "hl_delete_if(key, if_rev) -> (code, rev)" },
 	{ "flush", (PyCFunction)client_flush, METH_VARARGS, "hl_flush(timeout_ms)" },
 	{ "get", (PyCFunction)client_get, METH_VARARGS, "hl_get(key) -> (value, rev) | None" },
 	{ "keys", (PyCFunction)client_keys, METH_NOARGS, "hl_keys() -> [(key, rev)]" },

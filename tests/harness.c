@@ -577,3 +577,26 @@ hl_t_kfx_untrack(struct hl_t_kfx *f, pid_t pid)
 		if (f->pids[i] == pid)
 			f->pids[i] = 0;
 }
+
+int
+hl_t_fx_setup(void **state, const char *const *extra, uint32_t flags)
+{
+	struct hl_t_fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	f->name = hl_t_name();
+	f->worker = hl_t_worker_startv(f->name, extra);
+	f->c = hl_t_open(f->name, flags);
+	*state = f;
+	return 0;
+}
+
+int
+hl_t_fx_teardown(void **state)
+{
+	struct hl_t_fx *f = *state;
+	hl_close(f->c);
+	assert_int_equal(hl_t_worker_stop(f->worker), 0);
+	hl_t_unlink(f->name);
+	free(f);
+	return 0;
+}

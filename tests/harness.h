@@ -167,4 +167,15 @@ pid_t hl_t_kfx_track(struct hl_t_kfx *f, pid_t pid);
 /* PID was reaped by the test itself: the teardown must not touch it. */
 void hl_t_kfx_untrack(struct hl_t_kfx *f, pid_t pid);
 
+/* The fixture most tests share: a worker on a fresh segment started with
+ * EXTRA options, and one client of it opened with FLAGS. Use as cmocka
+ * setup/teardown through a wrapper that passes the options. */
+struct hl_t_fx {
+	const char *name;
+	pid_t worker;
+	struct hl_client *c;
+};
+int hl_t_fx_setup(void **state, const char *const *extra, uint32_t flags);
+int hl_t_fx_teardown(void **state);
+
 #endif

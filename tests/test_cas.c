@@ -19,33 +19,21 @@
 #define KEY "cas/key"
 #define KL  (sizeof(KEY) - 1)
 
-struct fx {
-	const char *name;
-	pid_t worker;
-	struct hl_client *c;
+static const char *const caps[] = {
+	"--max-keys", "256",    "--max-observers", "256", "--max-endpoints",
+	"16",         "--heap", "1048576",         NULL
 };
 
 static int
 setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	f->name = hl_t_name();
-	f->worker = hl_t_worker_start(f->name, "--max-keys", "256", "--max-observers", "256",
-	                              "--max-endpoints", "16", "--heap", "1048576", NULL);
-	f->c = hl_t_open(f->name, 0);
-	*state = f;
-	return 0;
+	return hl_t_fx_setup(state, caps, 0);
 }
 
 static int
 teardown(void **state)
 {
-	struct fx *f = *state;
-	hl_close(f->c);
-	assert_int_equal(hl_t_worker_stop(f->worker), 0);
-	hl_t_unlink(f->name);
-	free(f);
-	return 0;
+	return hl_t_fx_teardown(state);
 }
 
 static uint64_t
@@ -70,7 +58,7 @@ assert_value(struct hl_client *c, const char *want)
 static void
 test_publish_if_absent_creates_and_answers_new_revision(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t cur = 12345;
 	assert_int_equal(hl_publish_if(f->c, KEY, KL, "a", 1, NULL, 0, 0, &cur), 0);
 	assert_int_not_equal(cur, 0);
@@ -86,7 +74,7 @@ test_publish_if_absent_creates_and_answers_new_revision(void **state)
 static void
 test_publish_if_matching_revision_applies(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t r1, r2;
 	assert_int_equal(hl_publish_if(f->c, KEY, KL, "a", 1, NULL, 0, 0, &r1), 0);
 	assert_int_equal(hl_publish_if(f->c, KEY, KL, "b", 1, "m", 1, r1, &r2), 0);
@@ -103,7 +91,7 @@ test_publish_if_matching_revision_applies(void **state)
 static void
 test_conflict_changes_nothing_notifies_nobody_and_returns_current_revision(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t r1;
 	assert_int_equal(hl_publish_if(f->c, KEY, KL, "a", 1, NULL, 0, 0, &r1), 0);
 	hl_observer_id id;
@@ -140,7 +128,7 @@ test_conflict_changes_nothing_notifies_nobody_and_returns_current_revision(void 
 static void
 test_publish_if_on_missing_key_with_nonzero_revision_conflicts_with_zero(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t cur = 99;
 	assert_int_equal(hl_publish_if(f->c, KEY, KL, "a", 1, NULL, 0, 5, &cur), HL_ECONFLICT);
 	assert_int_equal(cur, 0);
@@ -157,7 +145,7 @@ test_publish_if_on_missing_key_with_nonzero_revision_conflicts_with_zero(void **
 static void
 test_deleted_key_compares_as_absent(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t r1, rd, r2;
 	/* An observer keeps the deleted key known, so hl_get reports the
 	 * delete's revision: CAS still treats the key as absent (0). */
@@ -190,7 +178,7 @@ test_deleted_key_compares_as_absent(void **state)
 static void
 test_conditional_requests_refuse_bad_arguments(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	uint64_t cur = 7;
 	assert_int_equal(hl_publish_if(NULL, KEY, KL, "a", 1, NULL, 0, 0, &cur), -EINVAL);
 	assert_int_equal(hl_publish_if(f->c, NULL, 1, "a", 1, NULL, 0, 0, &cur), -EINVAL);
@@ -212,7 +200,11 @@ incrementer(const char *name, int m, struct hl_t_fail *fail)
 	if (rc)
 		hl_t_child_fail(fail, "open: %s", hl_strerror(rc));
 	for (int i = 0; i < m; i++) {
-		for (;;) {
+		/* Bounded: a compare that never matches (a bug) must fail this
+		 * test, not hang it until CTest's timeout. */
+		for (int tries = 0;; tries++) {
+			if (tries == 100000)
+				hl_t_child_fail(fail, "no increment after %d tries", tries);
 			char buf[32];
 			size_t len = 0;
 			uint64_t rev = 0;
@@ -243,7 +235,7 @@ incrementer(const char *name, int m, struct hl_t_fail *fail)
 static void
 test_n_processes_times_m_increments_count_exactly(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	enum { N = 4, M = 300 };
 	struct hl_t_fail *fail = hl_t_shared(sizeof(*fail));
 	hl_observer_id id;
@@ -289,7 +281,7 @@ test_n_processes_times_m_increments_count_exactly(void **state)
 static void
 test_two_counter_demos_at_once_lose_no_increment(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	enum { N = 2, CYCLES = 5, PER = 40 };
 	pid_t kids[N];
 	for (int i = 0; i < N; i++) {

@@ -14,12 +14,6 @@
 #define KEY "f/key"
 #define KL  (sizeof(KEY) - 1)
 
-struct fx {
-	const char *name;
-	pid_t worker;
-	struct hl_client *c;
-};
-
 static const char *const caps[] = {
 	"--max-keys", "64",     "--max-observers", "64",  "--max-endpoints", "8",
 	"--heap",     "262144", "--max-value",     "512", "--ev-ring",       "4096",
@@ -29,23 +23,13 @@ static const char *const caps[] = {
 static int
 setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	f->name = hl_t_name();
-	f->worker = hl_t_worker_startv(f->name, caps);
-	f->c = hl_t_open(f->name, HL_OPEN_SYNC);
-	*state = f;
-	return 0;
+	return hl_t_fx_setup(state, caps, HL_OPEN_SYNC);
 }
 
 static int
 teardown(void **state)
 {
-	struct fx *f = *state;
-	hl_close(f->c);
-	assert_int_equal(hl_t_worker_stop(f->worker), 0);
-	hl_t_unlink(f->name);
-	free(f);
-	return 0;
+	return hl_t_fx_teardown(state);
 }
 
 /* Take every event now queued (the client is SYNC: all are written). */
@@ -71,7 +55,7 @@ count(const struct hl_event *evs, int n, hl_observer_id id, int type)
 }
 
 static void
-put_del_put(struct fx *f)
+put_del_put(struct hl_t_fx *f)
 {
 	assert_int_equal(hl_publish(f->c, KEY, KL, "v1", 2, NULL, 0), 0);
 	assert_int_equal(hl_publish(f->c, KEY, KL, "v2", 2, NULL, 0), 0);
@@ -82,7 +66,7 @@ put_del_put(struct fx *f)
 static void
 test_filters_deliver_only_the_types_asked_for(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	hl_observer_id all, puts, dels;
 	assert_int_equal(hl_observe(f->c, KEY, KL, 0, &all), 0);
 	assert_int_equal(hl_observe(f->c, KEY, KL, HL_OBSERVE_NODELETE, &puts), 0);
@@ -106,7 +90,7 @@ test_filters_deliver_only_the_types_asked_for(void **state)
 static void
 test_filtered_observer_takes_no_ring_space_and_never_lags(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	/* A second process's deletes-only observer, never read: 4 KiB of
 	 * ring would lag after a few dozen puts if they were written. */
 	struct hl_client *idle = hl_t_open(f->name, 0);
@@ -134,7 +118,7 @@ test_filtered_observer_takes_no_ring_space_and_never_lags(void **state)
 static void
 test_old_value_left_out_only_for_observers_that_asked(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	hl_observer_id with, without;
 	assert_int_equal(hl_publish(f->c, KEY, KL, "old", 3, NULL, 0), 0);
 	assert_int_equal(hl_observe(f->c, KEY, KL, 0, &with), 0);
@@ -173,7 +157,7 @@ test_old_value_left_out_only_for_observers_that_asked(void **state)
 static void
 test_filters_survive_a_worker_restart(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	hl_observer_id puts, dels;
 	assert_int_equal(hl_observe(f->c, KEY, KL, HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD, &puts),
 	                 0);
@@ -196,7 +180,7 @@ test_filters_survive_a_worker_restart(void **state)
 static void
 test_observe_refuses_unknown_or_contradictory_filters(void **state)
 {
-	struct fx *f = *state;
+	struct hl_t_fx *f = *state;
 	hl_observer_id id = 42;
 	assert_int_equal(hl_observe(f->c, KEY, KL, HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE, &id),
 	                 -EINVAL);

@@ -186,10 +186,15 @@ read_counter(struct hl_client *c, long *v, uint64_t *rev)
  * incrementer got there first). *v gets the value this call wrote, *rev
  * its revision (after an in-doubt success: the key's revision when read,
  * perhaps a later one). */
+/* Conflicts in a row before an increment gives up: another incrementer
+ * wins each one, so a long run means nobody makes progress (a bug), not
+ * contention (a few demos lose a handful in a row). */
+#define MAX_CONFLICTS 100000
+
 static int
 increment(struct hl_client *c, long *v, uint64_t *rev)
 {
-	for (;;) {
+	for (int conflicts = 0; conflicts < MAX_CONFLICTS; conflicts++) {
 		long cur = 0;
 		uint64_t r = 0;
 		int rc = read_counter(c, &cur, &r);
@@ -220,6 +225,7 @@ increment(struct hl_client *c, long *v, uint64_t *rev)
 		if (rc != HL_ECONFLICT)
 			return rc;
 	}
+	return HL_ECONFLICT;
 }
 
 /* Take the observer's events; every value first..total must come once, in

@@ -93,13 +93,27 @@ class NoWorkerError(Error):
     """HL_ENOWORKER: no worker serves the table."""
 
 
+class ConflictError(Error):
+    """HL_ECONFLICT: a compare-and-set found another revision; nothing
+    changed. ``revision`` is the key's current one (0: it has no value)."""
+
+    def __init__(self, code: int, revision: int = 0) -> None:
+        super().__init__(code)
+        self.revision = revision
+
+
 _ERRNO = {
     -110: TimeoutError, -11: WouldBlockError, -22: InvalidArgumentError,
     -28: NoSpaceError, -90: TooBigError, -20005: StaleError, -20003: CorruptError,
     -20001: FormatError, -20002: FormatError, -20006: FormatError,
     -1: PermissionError, -13: PermissionError, -20007: PermissionError,
-    -20004: NoWorkerError,
+    -20004: NoWorkerError, -20008: ConflictError,
 }
+
+#: ``observe()`` filters (``HL_OBSERVE_*``).
+NOPUT = 0x1
+NODELETE = 0x2
+NOOLD = 0x4
 
 
 def _error_for(code: int) -> Error:
@@ -189,11 +203,17 @@ class Client:
         close :meth:`fileno`'s descriptor. Idempotent."""
         self._c.close()
 
-    def observe(self, key: Bytesish, prefix: bool = False) -> int:
-        """``hl_observe``: observe ``key``; returns the observer id (never reused).
-        ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that starts with
-        ``key``, also keys created later; each event's ``key`` names it."""
-        return self._c.observe(_b(key), _heirloom.OBSERVE_PREFIX if prefix else 0)
+    def observe(self, key: Bytesish, *, prefix: bool = False, puts_only: bool = False,
+                deletes_only: bool = False, no_old: bool = False) -> int:
+        """``hl_observe``: observe ``key``; returns the observer id (never
+        reused). ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that
+        starts with ``key``, also keys created later; each event's ``key``
+        names it. ``puts_only`` / ``deletes_only`` filter the event types in
+        the worker (``HL_OBSERVE_NODELETE`` / ``NOPUT``; not both);
+        ``no_old`` leaves the old value out (``Event.old`` is None)."""
+        flags = ((NODELETE if puts_only else 0) | (NOPUT if deletes_only else 0) |
+                 (NOOLD if no_old else 0) | (_heirloom.OBSERVE_PREFIX if prefix else 0))
+        return self._c.observe(_b(key), flags)
 
     def unobserve(self, observer: int) -> None:
         """``hl_unobserve``: no event for ``observer`` from now on."""
@@ -207,6 +227,25 @@ class Client:
     def delete(self, key: Bytesish) -> None:
         """``hl_delete``: remove ``key``."""
         self._c.delete(_b(key))
+
+    def publish_if(self, key: Bytesish, value: Bytesish, if_rev: int,
+                   meta: Bytesish = b"") -> int:
+        """``hl_publish_if``: set ``key`` only if its revision is
+        ``if_rev`` (0: only if it has no value). Returns the new revision;
+        raises :class:`ConflictError` (with ``.revision``, the current
+        one) and changes nothing otherwise. Always a round trip."""
+        code, rev = self._c.publish_if(_b(key), _b(value), _b(meta), if_rev)
+        if code:
+            raise ConflictError(code, rev)
+        return rev
+
+    def delete_if(self, key: Bytesish, if_rev: int) -> int:
+        """``hl_delete_if``: delete ``key`` only if its revision is
+        ``if_rev``; as :meth:`publish_if`."""
+        code, rev = self._c.delete_if(_b(key), if_rev)
+        if code:
+            raise ConflictError(code, rev)
+        return rev
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """``hl_flush``: wait until every queued request is applied; raise

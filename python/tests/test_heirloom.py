@@ -188,3 +188,41 @@ def test_worker_sigkill_during_async_for_loses_nothing(worker):
             await asyncio.wait_for(task, 30)
             assert got == list(range(30))
     asyncio.run(run())
+
+
+def test_compare_and_set_applies_on_match_and_raises_conflict_otherwise(worker):
+    with heirloom.Client(worker.name) as c:
+        r1 = c.publish_if("cas", b"1", 0)  # 0: only if the key has no value
+        assert r1 > 0
+        with pytest.raises(heirloom.ConflictError) as e:
+            c.publish_if("cas", b"x", 0)
+        assert e.value.revision == r1 and e.value.name == "HL_ECONFLICT"
+        assert c.get("cas") == (b"1", r1)  # the conflict changed nothing
+        r2 = c.publish_if("cas", b"2", r1, meta=b"m")
+        assert r2 > r1
+        with pytest.raises(heirloom.ConflictError) as e:
+            c.delete_if("cas", r1)
+        assert e.value.revision == r2
+        c.delete_if("cas", r2)
+        assert c.get("cas") is None
+
+
+def test_observe_filters_deliver_only_what_was_asked(worker):
+    with heirloom.Client(worker.name) as obs, heirloom.Client(worker.name, sync=True) as pub:
+        puts = obs.observe("f", puts_only=True, no_old=True)
+        dels = obs.observe("f", deletes_only=True)
+        with pytest.raises(heirloom.InvalidArgumentError):
+            obs.observe("f", puts_only=True, deletes_only=True)
+        pub.publish("f", b"a")
+        pub.publish("f", b"b")
+        pub.delete("f")
+        got = []
+        while (ev := obs.next(timeout=5)) is not None:
+            got.append((ev.observer, ev.type, ev.old, ev.new))
+            if ev.type == heirloom.EventType.DELETE:
+                break
+        assert got == [
+            (puts, heirloom.EventType.PUT, None, b"a"),
+            (puts, heirloom.EventType.PUT, None, b"b"),
+            (dels, heirloom.EventType.DELETE, b"b", None),
+        ]

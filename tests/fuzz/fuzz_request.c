@@ -94,6 +94,10 @@ use_request(const struct hl_shm_header *h, uint32_t shard, const struct hl_req *
 		break;
 	}
 	case HL_REQ_CLOSE: break;
+	case HL_REQ_WAKEFD:
+		/* hl_fd()'s request: the header alone, on shard 0. */
+		CHECK(shard == 0 && r->h.key_len == 0 && r->meta_len == 0 && r->val_len == 0);
+		break;
 	default: abort(); /* hl_w_check_req() accepted an unknown type */
 	}
 	return sum;
