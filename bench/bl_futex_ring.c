@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Baseline "one hop": the least any cross-process notification can cost on
  * this machine. A producer process writes a stamped 64-byte record into a

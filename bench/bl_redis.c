@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Baseline "a broker": Redis pub/sub over a Unix socket, the off-the-shelf
  * way to tell many local processes that something changed. The publisher

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Baseline "a socket per observer": what the usual design costs, where a
  * publisher holds one Unix domain socket (socketpair, SOCK_SEQPACKET, so one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench/evloop.c: one side of bench/evloop_run.py (issue 15): a paced or
  * burst publisher, or a C observer that waits in hl_next() (futex) or in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python observer for bench/evloop_run.py: blocking next() or asyncio events()."""
 import asyncio
 import json

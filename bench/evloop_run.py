@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """bench/evloop_run.py: event-loop and Python observers side by side (issue 15).
 
     /usr/bin/python3 bench/evloop_run.py BUILD_DIR [--n N] [--interval-us US]

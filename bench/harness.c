@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The benchmark harness (see harness.h for the contracts). This file owns the
  * table of live children and the signal handlers that empty it; it must

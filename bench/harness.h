@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The benchmark harness: common command line, repetitions merged into one
  * reported series, child processes that cannot outlive their parent, and a

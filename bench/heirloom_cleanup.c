@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_cleanup: time from a client's SIGKILL to its observers being
  * gone, for a client holding 1 and one holding 10,000 observers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_common.c: the worker under test and client opening for the
  * heirloom_* benchmarks (see heirloom_common.h). It owns at most one worker

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_common.h: what every heirloom_* benchmark shares: finding (or
  * starting) the worker that serves the segment under test, opening clients

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_fanout: one publish to N observers of one key, spread over 8
  * observer processes (N = 1, 100, 10,000, 100,000; fewer processes when

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_latency: heirloom through its public API against the baselines'
  * own scenarios, in their terms (bench/README.md): one publisher process

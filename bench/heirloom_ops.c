@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_ops: how fast the worker takes requests, and what the table
  * costs in memory.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom_reattach: SIGKILL the worker with N observers in the table
  * (N = 1,000, 100,000, 1,000,000) and time how long until a publish is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Samples and their summaries (see stats.h for the contracts). This file owns
  * the sample arrays and the files it writes; it must never exit the process,

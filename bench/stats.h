@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Latency and rate samples for the benchmarks: collection, percentiles,
  * the one-line table row, raw sample files and the JSON summary.

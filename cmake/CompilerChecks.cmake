@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Warnings, probed one by one so that an older compiler degrades quietly
 # (the libssh CompilerChecks.cmake model), and the sanitizer switches.
 include(CheckCCompilerFlag)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Every dependency comes from Debian's packages through pkg-config. A missing
 # one stops configure with the name of the package that provides it.
 find_package(PkgConfig)

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """examples/asyncio_watch.py: heirloom in an asyncio program.
 
     asyncio_watch.py NAME KEY [COUNT]

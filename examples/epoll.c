@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * examples/epoll.c: heirloom in an epoll loop. Observes KEY and prints each
  * change until COUNT events came, waiting in epoll_wait() on hl_fd() beside

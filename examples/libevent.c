@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * examples/libevent.c: heirloom in a libevent loop (an EV_READ|EV_PERSIST
  * event on hl_fd()). Observes KEY and prints each change until COUNT

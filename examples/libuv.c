@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * examples/libuv.c: heirloom in a libuv loop (uv_poll on hl_fd()). Observes
  * KEY and prints each change until COUNT events came.

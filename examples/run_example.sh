@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run_example.sh BIN_DIR EXAMPLE...: start a standalone worker on a fresh
 # segment, run EXAMPLE... NAME KEY 3, publish three values with heirloomctl
 # once it says "ready", and check it printed all three and exited 0.

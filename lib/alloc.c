@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.c: segment space allocators (see alloc.h for the contract). Owns
  * only process-local bookkeeping; it never writes into the segment.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.h: the worker's allocators for segment space: the value heap (size
  * classes carved from fixed chunks) and the slot pools (key slots, observer

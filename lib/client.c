@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * client.c: libheirloom's client side: attaching (hl_open), claiming an
  * endpoint, queuing requests into this endpoint's request rings, and turning

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * client_internal.h: what tests and tools inside the tree may reach of a
  * struct hl_client beyond the public API. Never installed; nothing here is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * layout.h: the byte format of a heirloom segment. Owns the struct
  * definitions and the region arithmetic; holds no code that touches a live

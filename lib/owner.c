@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * owner.c: the owner record's sequence lock (owner.h): its one writer, its
  * one reader and the repair of a record whose writer died mid-write. It

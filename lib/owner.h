@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * owner.h: the owner record in the segment header (struct hl_shm_header,
  * "ownership"): who owns the table (role, pid, start time) at which epoch,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proc.c: process identity (pid + start time) and the abort path. Owns the
  * parsing of /proc/PID/stat; must never be called on a hot path.

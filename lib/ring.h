@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ring.h: the single-producer single-consumer byte ring used for requests
  * (client -> worker) and events (worker -> client). Owns record framing,

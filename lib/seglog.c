@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * seglog.c: appending to the segment's small log ring (worker exits,
  * hand-backs, recoveries, bad clients). Both daemons append, so a writer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * segment.c: the life of the shm object itself: its name, creation with a
  * complete header, validation of a header read from an untrusted object, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * segment.h: creating, validating and mapping a segment. Owns the shm object
  * name, its size and the mappings; knows nothing of keys or rings beyond

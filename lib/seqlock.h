@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * seqlock.h: the sequence lock over a key slot's value (hl_shm_key.seq).
  * One writer (the key's shard thread), any number of lock-free readers in

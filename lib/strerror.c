@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * strerror.c: names and descriptions for every error the API returns: the
  * negative errno range (through glibc's thread-safe strerrordesc_np and

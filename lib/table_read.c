@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * table_read.c: lock-free, bounds-checked reads of keys and values (see
  * table_read.h). Owns no state and never writes to the segment.

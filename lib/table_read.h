@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * table_read.h: lock-free readers of the key index and the value blocks,
  * used by clients (hl_get, hl_inspect_key, hl_keys) and by the worker. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * trust.c: the owner rule of trust.h: resolving the named owners, deciding
  * whether an object's owner, group and mode are trusted, and saying why

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * trust.h: whose objects a heirloom process may use. /dev/shm and /tmp are
  * writable by every local user, and segments and sockets are found by name,

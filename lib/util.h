@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util.h: small primitives every part of heirloom uses: clocks, futexes,
  * the key hash, process start times and hl__die(). No state.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * python/_heirloom.c: the C half of the Python package (heirloom._heirloom).
  * One type, _heirloom.Client, one method per C call, nothing else: the C

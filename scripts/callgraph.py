@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """scripts/callgraph.py: the worker's modules must call in one direction.
 
 Reads daemon/worker/*.c as text: a function is defined where its name

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * harness.h: what the tests share: unique segment names, starting and
  * stopping daemons as real processes, and bounded waits. Timeouts scale

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """prom_check.py: is a text valid Prometheus text exposition format (0.0.4)?
 
 Reads the text on stdin (or from FILE) and checks it twice:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_access.c: access control with a second uid. The segment and the
  * keeper's control socket are created with the configured mode (and

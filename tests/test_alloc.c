@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_alloc.c: the worker's segment-space allocators (lib/alloc.c): the
  * value heap (size classes carved from chunks) and the slot pools. What

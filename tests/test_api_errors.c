@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_api_errors.c: every public call answers bad input and exhausted
  * capacity with its documented error, and nothing crashes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cas.c: compare-and-set (hl_publish_if, hl_delete_if) against a real
  * worker: a matching revision applies and answers the new one; a conflict

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_config.c: the daemon option resolver (daemon/common/config.c), from
  * flags, HEIRLOOM_* variables and a config file in a fresh mkdtemp()

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_contract.c: the failure contract and exactly-once (heirloom.h,
  * "Outcomes"; docs/architecture.md, "The failure contract").

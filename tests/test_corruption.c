@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_corruption.c: random bytes written into each region of a stopped
  * segment are refused or repaired with a clear message; the worker never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_ctl.c: heirloomctl as a script sees it: exit codes, stdout, stderr
  * and --json, run as a real process (fork/exec of HL_CTL_PATH) against a

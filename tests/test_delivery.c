@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_delivery.c: the delivery guarantees, across real processes and a
  * real worker: every observer gets every revision exactly once and in

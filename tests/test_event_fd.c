@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_event_fd.c: hl_fd(), the descriptor an event loop polls (issue 15),
  * against a real worker: readable for an event and not before; level-

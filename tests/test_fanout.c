@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fanout.c: a key with a long observer list (long enough for the
  * worker's private copy of the list, dispatch.c) delivers to exactly the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_filters.c: per-observer filters (HL_OBSERVE_NOPUT, NODELETE, NOOLD)
  * against a real worker: each observer gets only the event types it asked

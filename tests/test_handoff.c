@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_handoff.c: the heir protocol with real processes. The keeper gives
  * the table to one worker at a time and takes it back on a confirmed exit

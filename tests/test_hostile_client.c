@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hostile_client.c: a client that writes garbage into everything it
  * may write (its ep_client block: request ring bytes, req_head, ev_tail,

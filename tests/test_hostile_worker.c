@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hostile_worker.c: the client library trusts nothing the worker's
  * regions say. Here the test itself plays a broken worker (or anyone with

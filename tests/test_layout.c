@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_layout.c: the segment's specification (lib/layout.h) where a static
  * assert cannot reach, and the owner record's one reader and writer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lifecycle.c: what happens to a client's observers and endpoint when
  * its process goes away, across real processes and a real worker:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lock.c: the worker's lock-order witness (daemon/worker/lock.h),
  * built here with HL_DEBUG on whatever the build's HL_ASSERTS: taking the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_recovery.c: a crash at every step of every mutation is repaired.
  *

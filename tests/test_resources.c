@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_resources.c: resources that cannot fail under the daemons and their
  * clients (issue 21): the segment reserved at creation, defaults that fit

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_ring.c: the SPSC byte ring (lib/ring.h) on a private buffer: framing,
  * wrap-around with pad records, full and empty, and the -EPROTO answers to

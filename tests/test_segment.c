@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_segment.c: the shm object itself (lib/segment.c): creation with a
  * complete header, validation of untrusted headers (magic, version, format

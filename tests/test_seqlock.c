@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_seqlock.c: sequence-locked reads (lib/seqlock.h) under a concurrent
  * writer: on a private record, through hl__value_read() over a segment

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_stats.c: the statistics add up. A scripted workload (publishes that
  * change values, publishes that do not, deletes, observers added and

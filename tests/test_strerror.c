@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_strerror.c: hl_strerror() and hl_err_name() (lib/strerror.c): every
  * HL_E* code has its own name and description, negative errno values go

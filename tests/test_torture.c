@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_torture.c: 4 client processes, one per way of opening (HL_OPEN_SYNC
  * with a short timeout, plain + hl_flush(), SYNC|NOWAIT, NOWAIT), do a

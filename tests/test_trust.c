@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_trust.c: a client trusts only the segment its service owns (issue
  * 24), and every other way in is checked the same way.

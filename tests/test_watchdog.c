@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_watchdog.c: a hung worker is a dead worker (issue 22). The keeper's
  * watchdog kills a worker whose threads stop beating (SIGSTOP of the whole

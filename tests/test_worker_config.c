@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_worker_config.c: heirloom-worker's options come from a flag, else
  * HEIRLOOM_*, else the config file, else the default, and it says which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * config.c: resolves daemon options from flags, HEIRLOOM_* variables, the
  * INI file (through Debian's inih) and defaults, and prints --help and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * config.h: option resolution shared by the daemons (heirloom-keeper,
  * heirloom-worker). Each option comes from its command-line flag, else the

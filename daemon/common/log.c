@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * log.c: the daemons' stderr log (log.h). Owns only the program name.
  */

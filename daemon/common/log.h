@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * log.h: the daemons' one log: one line per event on stderr, "PROG[PID]:
  * text", no timestamp (journald adds its own). Shared by the keeper and

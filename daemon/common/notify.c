@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * notify.c: systemd's notify protocol without libsystemd (notify.h says
  * why). Owns nothing but a socket per message; never blocks (datagram,

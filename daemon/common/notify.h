@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * notify.h: systemd's notify protocol (sd_notify(3)), for both daemons:
  * readiness, stopping and the service watchdog (WatchdogSec=). The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * progress.h: what counts as work of a worker's serving thread, for the
  * two judges of whether it still makes progress: the keeper's hang

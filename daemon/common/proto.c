@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proto.c: the mechanics of the heir protocol (proto.h): socket paths,
  * sending and receiving one fixed-size message with or without a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proto.h: the heir protocol between heirloom-keeper and heirloom-worker:
  * where the control socket lives, the messages on it, and how the owner

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * resources.c: the descriptor limit and the "segment does not fit"
  * message the daemons share (resources.h). Never exits or logs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * resources.h: what the daemons check about the machine's resources before
  * they serve (issue 21): the descriptor limit and the space in /dev/shm.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_client.c: the commands that go through the worker: set, del and
  * watch. They open a real client (hl_open claims an endpoint, released by

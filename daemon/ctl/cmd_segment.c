@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_segment.c: heirloomctl segment inspect | remove: the object itself,
  * for segments that cannot be used (left by another layout version, a

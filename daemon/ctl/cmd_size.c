@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_size.c: heirloomctl size: the size of a segment for given capacities,
  * computed exactly as the daemons would create it, before anything is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_status.c: heirloomctl status and stats. Both read the segment through
  * view.h only (no endpoint, no worker needed) and never write to it;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_table.c: the read-only views of the table: keys, inspect, get,
  * observers and endpoints. Everything goes through view.h: no endpoint is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cmd_top.c: heirloomctl top: a live view of rates, like top(1). Every
  * interval it samples the segment read-only and prints the global rates

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctl.h: what the parts of heirloomctl share: exit codes, the parsed
  * command line, error reporting and the command entry points.

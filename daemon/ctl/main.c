@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c: heirloomctl's command line: global options, the command table,
  * per-command option parsing, --help texts, and the error reporting every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * out.c: structured output as text or JSON, and the escaping of binary
  * bytes (see out.h for the exact rules). It writes only to the FILE it was

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * out.h: heirloomctl's structured output. A command describes its answer
  * once, as a tree of named fields, and out.c writes it either as indented

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * prom.c: the Prometheus text exposition format (0.0.4) for heirloomctl
  * stats --prometheus. Owns metric names, HELP texts and the format's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * prom.h: heirloomctl stats --prometheus, the Prometheus text exposition
  * format (version 0.0.4), and the bounds of the dispatch latency buckets.

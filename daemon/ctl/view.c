@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * view.c: read-only snapshots of a segment for heirloomctl (see view.h).
  * It must never write to the segment (the mapping is PROT_READ: a stray

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * view.h: heirloomctl's read-only view of a segment. Every command that
  * only reads goes through here: the object is opened O_RDONLY and mapped

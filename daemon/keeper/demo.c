@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo.c: heirloom-demo, the counter demo (run by scripts/demo against a
  * keeper started with --spawn-worker). A client increments a counter key

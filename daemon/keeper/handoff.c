@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * handoff.c: the keeper's side of the heir protocol (proto.h). It owns the
  * decisions: who may take the table (one living worker at a time), when the

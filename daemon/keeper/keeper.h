@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * keeper.h: heirloom-keeper's process state and the contracts between its
  * parts:

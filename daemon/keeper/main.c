@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c: heirloom-keeper: options, the segment (create it, or reopen and
  * validate it, then lock and map it for life), the control socket, the one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * restart.h: the supervisor's restart policy (--spawn-worker). A pure
  * function of how long the worker ran, so that tests can drive it with a

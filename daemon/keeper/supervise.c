@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * supervise.c: --spawn-worker. Starts the worker as the keeper's child,
  * reaps it through its pidfd (waitid P_PIDFD: the exit status goes into the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * watchdog.c: "a hung worker is a dead worker" (issue 22), and the
  * keeper's own systemd watchdog ping.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * apply.c: applying requests to the table in the segment (apply.h); the
  * dispatch of the resulting events is dispatch.c's.

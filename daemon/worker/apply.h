@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * apply.h: applying one validated request to the table (publish, delete,
  * observe, unobserve), then its dispatch. Calls keys.c, endpoint.c,

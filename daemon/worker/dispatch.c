@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dispatch.c: delivering a key's change to every observer behind it
  * (dispatch.h): the event records in each observer endpoint's ring for the

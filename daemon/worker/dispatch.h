@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dispatch.h: delivering a key's change to its observers' event rings,
  * with the list copy that makes long lists fast. Calls keys.c, endpoint.c

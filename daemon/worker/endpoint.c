@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * endpoint.c: the worker's side of client endpoints: adopting a claimed
  * endpoint (pid + start time, pidfd), noticing when its process exits

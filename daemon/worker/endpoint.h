@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * endpoint.h: the worker's side of client endpoints: adoption, the kill
  * (with its reason), the per-endpoint observer lists, quarantine and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * handoff.h: getting the segment from the keeper and giving it back
  * (handoff.c). Main thread only.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * keys.c: the key index (keys.h): hash buckets of key slots, each chain
  * changed under its bucket's seqlock so that clients walk it without a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * keys.h: the key index in the segment: finding, creating and freeing key
  * slots in their hash buckets, and which shard owns a key. Calls nothing

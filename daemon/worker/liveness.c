@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * liveness.c: the worker's side of hang detection (issue 22) that is not
  * a heartbeat store in a thread's loop (those are in shard_main() and

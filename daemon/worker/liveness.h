@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * liveness.h: heartbeats at attach, and the systemd watchdog ping and
  * readiness of the worker process (liveness.c, issue 22). Main thread

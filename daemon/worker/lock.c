@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lock.c: the lock-order witness's per-thread state (lock.h). Debug
  * builds only; empty otherwise.

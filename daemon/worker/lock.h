@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lock.h: the worker's mutexes, taken through hl_w_lock()/hl_w_unlock()
  * with their rank, and a lock-order witness in debug builds (HL_DEBUG, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c: heirloom-worker: options, attach, recovery, serve, stop.
  */

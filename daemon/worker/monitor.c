@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * monitor.c: the monitor thread (monitor.h). First recovery's part 2
  * (hl_w_monitor_recover()), then a loop: exits seen on pidfds, the cleanup

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * monitor.h: the monitor thread: recovery's part 2, then the watch over
  * client processes (pidfds, polling, the prune pass), the cleanup of

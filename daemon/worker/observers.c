@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * observers.c: removing an observer (observers.h): the unlink from its
  * key's list (the commit), the bookkeeping, and the slot's return to the

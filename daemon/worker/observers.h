@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * observers.h: unlinking an observer from its key's list and giving its
  * slot back after an RCU grace period; the list's change counter that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * recovery.c: what a worker does to a table before and while it serves it,
  * after a clean hand-back or after a crash at any instruction:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * recovery.h: rebuilding the allocators and repairing the segment at
  * attach, in two parts (see recovery.c), the replay check of requests in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * request.c: the worker's validation of request records (see request.h).
  * Moved out of shard.c unchanged in substance so that it can be fuzzed in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * request.h: validating one request record copied out of a client's
  * request ring. Pure functions of the header and the private copy: no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * shard.c: one thread per shard. It finds endpoints with queued requests
  * (pending bits), copies each request out of the client's ring, validates

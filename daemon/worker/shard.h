@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * shard.h: the shard threads: each drains its rings of every endpoint,
  * applies (apply.c), answers, and drains a killed endpoint's ring before

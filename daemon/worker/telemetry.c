@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * telemetry.c: the worker's reports about itself: the worker-memory figure
  * in the header (jemalloc's "stats.allocated") and the telemetry keys

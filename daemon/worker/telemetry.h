@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * telemetry.h: the worker's own statistics and the $sys/telemetry keys
  * (telemetry.c). Calls apply.c and wake.c.

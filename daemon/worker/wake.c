@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wake.c: waking clients, shard threads and the monitor (wake.h). It owns
  * the deferral of client wake-ups during a run of requests, whose state

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wake.h: every way the worker wakes someone: a client sleeping on its
  * event ring (at once, or deferred to the end of a shard thread's run of

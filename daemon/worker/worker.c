@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker.c: the top of the worker (worker.h): its state once the segment
  * is mapped, THE recovery order, its threads and their stop. main.c (the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker.h: the worker daemon's process-local state: struct hl_worker (one
  * per process), struct hl_shard (one per shard thread), struct hl_ep (the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heirloom: a shared-memory observer table for processes on one machine.
  *

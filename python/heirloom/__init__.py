@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """heirloom: a shared-memory observer table for processes on one machine.
 
 A thin binding of libheirloom (``include/heirloom/heirloom.h`` is the

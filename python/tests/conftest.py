@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fixtures: a standalone worker on a fresh segment per test (HL_BIN from ctest)."""
 import os
 import signal

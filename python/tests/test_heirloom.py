@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The Python package against a real worker (issue 15)."""
 import asyncio
 import os

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_attach.c: attaching to a segment whose bytes anyone with write
  * access to the shm object may have written.

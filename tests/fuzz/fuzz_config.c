@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_config.c: the daemons' option resolver (daemon/common/config.c) on
  * an arbitrary config file and command line.

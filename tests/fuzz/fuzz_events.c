@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_events.c: the client library's event decoding on arbitrary event
  * rings. A client trusts nothing it maps: the worker's event records, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_request.c: the worker's request decoder on arbitrary ring contents.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_seg.h: the small segment fuzz_attach.c builds in memory and
  * mkseed_attach.c dumps from a real worker's segment: its capacities, and

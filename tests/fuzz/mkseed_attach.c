@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mkseed_attach.c: makes seed inputs for fuzz_attach from real segments, so
  * that the fuzzer starts from tables a worker actually wrote (hashes that

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """mkseeds.py: writes the hand-made seed inputs of fuzz_request, fuzz_events
 and fuzz_config into corpus/<target>/ (fuzz_attach's come from real segments:
 mkseeds.sh). Formats: see the comment at the top of each fuzz_<t>.c.

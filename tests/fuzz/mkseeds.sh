@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # mkseeds.sh: regenerate every seed corpus. The hand-made ones come from
 # mkseeds.py; fuzz_attach's are dumped from real segments: a worker with the
 # capacities of fuzz_seg.h serves a scripted client (mkseed_attach drive),

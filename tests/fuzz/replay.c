@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * replay.c: a main() for the fuzz targets outside libFuzzer. It feeds every
  * file named on the command line (or found in a directory named there) to

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # replay.cmake (included by tests/CMakeLists.txt): each fuzz target built
 # with replay.c as its main() and run by CTest over its corpus, seeds and
 # kept regression inputs alike, in every build (plain, ASan, TSan).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # sources.cmake: one static library with everything the fuzz targets run:
 # libheirloom, the daemons' common code and the worker without its main().
 # Compiled from the sources (not heirloom_static) so that the libFuzzer

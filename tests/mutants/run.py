@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """tests/mutants/run.py: the mutation check (scripts/test --mutants).
 
 Each tests/mutants/*.mutant plants one small bug. The runner copies the
