@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_prefix.c: prefix observers (HL_OBSERVE_PREFIX, issue 14 item 1)
  * against a real worker with 4 shards, so that a prefix's keys fall in
