@@ -51,6 +51,10 @@ struct obs_ent {
 	 * "revision not above the last = duplicate" is exact. last_rev is
 	 * then the highest over the shards (for LAGGED). */
 	uint64_t *srev;
+	/* Progress (hl_observe_opts.progress_ms; 0 = not asked): interval and
+	 * next due time in CLOCK_MONOTONIC ns, and the last revision handed
+	 * out in an HL_EV_PROGRESS (they never go back). */
+	uint64_t prog_ns, prog_due, prog_rev;
 };
 
 struct resync {
@@ -111,6 +115,10 @@ struct hl_client {
 	 * descriptor the application polls, wake_wfd the end the worker takes
 	 * a copy of (layout.h, struct hl_shm_epc). Under lock. */
 	int wake_rfd, wake_wfd;
+	/* Observers that asked for progress events, and the earliest time one
+	 * may be due (UINT64_MAX: none), a cheap gate for try_next(). */
+	uint32_t nprog;
+	uint64_t prog_next;
 	/* HL_EV_RESYNC events handed out: written under lock by hl_next(),
 	 * read without it by hl_stats() (which must not wait for a call that
 	 * blocks holding the lock). */
@@ -214,9 +222,31 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 	c->obs_n++;
 }
 
+/* Publish the shortest progress interval of our observers in the endpoint
+ * (hl_shm_epc.progress_ms): the worker's monitor wakes us about that often
+ * (caller holds c->lock). */
+static void
+prog_publish(struct hl_client *c)
+{
+	uint64_t shortest = 0;
+	for (uint32_t i = 0; c->nprog && i < c->obs_cap; i++) {
+		const struct obs_ent *e = &c->obs[i];
+		if (e->id && e->id != UINT64_MAX && e->prog_ns &&
+		    (!shortest || e->prog_ns < shortest))
+			shortest = e->prog_ns;
+	}
+	atomic_store_explicit(&hl__epc(&c->seg, c->ep)->progress_ms,
+	                      (uint32_t)(shortest / 1000000ull), memory_order_relaxed);
+}
+
 static void
 obs_del(struct hl_client *c, struct obs_ent *e)
 {
+	if (e->prog_ns) {
+		c->nprog--;
+		e->prog_ns = 0;
+		prog_publish(c);
+	}
 	free(e->key);
 	memset(e, 0, sizeof(*e));
 	e->id = UINT64_MAX;
@@ -270,6 +300,7 @@ claim_endpoint(struct hl_client *c)
 		atomic_store_explicit(&epc->gen, gen, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_fd, 0, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_ino, 0, memory_order_relaxed);
+		atomic_store_explicit(&epc->progress_ms, 0, memory_order_relaxed);
 		for (uint32_t s = 0; s < c->shards; s++) {
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, e, s);
 			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, e, s);
@@ -733,9 +764,19 @@ check_key(const void *key, size_t key_len)
 	return 0;
 }
 
+static int observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
+                   uint32_t progress_ms, hl_observer_id *out);
+
 int
 hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
            hl_observer_id *out)
+{
+	return observe(c, key, key_len, flags, 0, out);
+}
+
+static int
+observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, uint32_t progress_ms,
+        hl_observer_id *out)
 {
 	if (!c || !out || (flags & ~(uint32_t)HL_OBSERVE_ALL) ||
 	    (flags & (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)) ==
@@ -764,6 +805,15 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags);
 			kcopy = NULL;
 			*out = (hl_observer_id)r;
+			if (progress_ms) {
+				struct obs_ent *e = obs_find(c, (hl_observer_id)r);
+				e->prog_ns = (uint64_t)progress_ms * 1000000ull;
+				e->prog_due = hl__now_ns() + e->prog_ns;
+				if (e->prog_due < c->prog_next)
+					c->prog_next = e->prog_due;
+				c->nprog++;
+				prog_publish(c);
+			}
 		} else if (r == -ETIMEDOUT) {
 			doubt_set(c, s, pos, HL_REQ_OBSERVE);
 			rc = -ETIMEDOUT;
@@ -894,12 +944,12 @@ hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
 	struct hl_observe_opts none = { 0 };
 	if (!opts)
 		opts = &none;
-	if (opts->reserved32)
+	if (opts->progress_ms && opts->progress_ms < HL_PROGRESS_MS_MIN)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
 		if (opts->reserved[i])
 			return -EINVAL;
-	return hl_observe(c, key, key_len, opts->flags, out);
+	return observe(c, key, key_len, opts->flags, opts->progress_ms, out);
 }
 
 /*
@@ -1361,6 +1411,61 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 	return 0;
 }
 
+/*
+ * Progress (hl_observe_opts.progress_ms; docs/architecture.md, "Progress").
+ * Called with every ring found empty and nothing queued, at or after
+ * c->prog_next. Reads each shard's progress_rev (acquire: pairs with the
+ * shard thread's release store, made after the ring commits of every
+ * change of that shard up to it), then checks the rings again: if one is
+ * not empty, an event may be at or below what was read, and it must go
+ * first (2). Else every change up to P[s] of shard s is already handed
+ * out, and a due observer gets HL_EV_PROGRESS with R = P of its key's
+ * shard (exact) or the least P over the shards (prefix: its keys are in
+ * every shard). One event per call; 1 = *ev filled, 0 = none due.
+ */
+static int
+next_progress(struct hl_client *c, struct hl_event *ev)
+{
+	uint64_t p[HL_SHARDS_MAX], least = UINT64_MAX;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		p[s] = atomic_load_explicit(&c->seg.h->shard[s].progress_rev, memory_order_acquire);
+		if (p[s] < least)
+			least = p[s];
+	}
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		if (atomic_load_explicit(&ws->ev_head, memory_order_acquire) != c->ev_tail[s] ||
+		    atomic_load_explicit(&ws->lag_seq, memory_order_acquire) != c->lag_seen[s])
+			return 2;
+	}
+	uint64_t now = hl__now_ns(), next = UINT64_MAX;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX || !e->prog_ns)
+			continue;
+		if (e->prog_due > now) {
+			if (e->prog_due < next)
+				next = e->prog_due;
+			continue;
+		}
+		uint64_t r = e->srev ? least : p[e->shard];
+		if (r < e->prog_rev)
+			r = e->prog_rev; /* a stale read: what was true stays true */
+		e->prog_rev = r;
+		e->prog_due = now + e->prog_ns;
+		c->prog_next = now; /* others may be due too: look again next call */
+		memset(ev, 0, sizeof(*ev));
+		ev->type = HL_EV_PROGRESS;
+		ev->observer = e->id;
+		ev->revision = r;
+		ev->key = e->key;
+		ev->key_len = e->key_len;
+		return 1;
+	}
+	c->prog_next = next;
+	return 0;
+}
+
 /* One non-blocking attempt. 1 = *ev filled, 0 = nothing, <0 error. */
 static int
 try_next(struct hl_client *c, struct hl_event *ev)
@@ -1380,6 +1485,12 @@ try_next(struct hl_client *c, struct hl_event *ev)
 			continue;
 		if (collect_lag(c))
 			continue;
+		if (c->nprog && hl__now_ns() >= c->prog_next) {
+			rc = next_progress(c, ev);
+			if (rc == 2)
+				continue; /* an event came meanwhile: it goes first */
+			return rc;
+		}
 		return 0;
 	}
 }
@@ -1611,7 +1722,10 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 		}
 		/* Unlock while blocked so that other threads can publish. */
 		pthread_mutex_unlock(&c->lock);
-		wait_signal(c, seen, deadline, 1000);
+		/* A progress event due before the deadline ends the wait too
+		 * (the worker's nudge would, but not if it is gone). */
+		wait_signal(c, seen, c->nprog && c->prog_next < deadline ? c->prog_next : deadline,
+		            1000);
 		pthread_mutex_lock(&c->lock);
 		sleep_end(c);
 	}

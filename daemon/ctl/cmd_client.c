@@ -279,6 +279,7 @@ ev_type(enum hl_event_type t)
 	case HL_EV_DELETE: return "delete";
 	case HL_EV_LAGGED: return "lagged";
 	case HL_EV_RESYNC: return "resync";
+	case HL_EV_PROGRESS: return "progress";
 	default: return "unknown";
 	}
 }
@@ -361,6 +362,12 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			                "--filter takes 'put' or 'delete', not '%s'",
 			                a->val[WATCH_FILTER]);
 	}
+	uint64_t progress_ms = 0;
+	if (a->set[WATCH_PROGRESS] &&
+	    ctl_parse_u64(a->val[WATCH_PROGRESS], HL_PROGRESS_MS_MIN, UINT32_MAX, &progress_ms))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--progress-ms needs a number of ms (%u or more), not '%s'",
+		                HL_PROGRESS_MS_MIN, a->val[WATCH_PROGRESS]);
 	uint64_t deadline =
 	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
 
@@ -377,7 +384,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	rc = hl_observe(cl, key, strlen(key), oflags, &id);
+	struct hl_observe_opts oo = { .flags = oflags, .progress_ms = (uint32_t)progress_ms };
+	rc = hl_observe_with(cl, key, strlen(key), &oo, &id);
 	if (rc) {
 		hl_close(cl);
 		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);
