@@ -559,6 +559,80 @@ test_watch_filter_delete_skips_puts(void **state)
 	run_free(&r);
 }
 
+/* watch --prefix names each event's key and gets keys created after it
+ * started, none outside the prefix; get --prefix lists the matching keys
+ * with their values and revisions. */
+static void
+test_watch_and_get_prefix_cover_the_keys_under_it(void **state)
+{
+	struct fx *f = *state;
+	struct proc p;
+	ctl_start(&p, f->name, "watch", "--prefix", "s/42/", "--count", "2", "--timeout", "20000",
+	          NULL);
+	wait_observers(f->name, 1);
+	/* The watch's observer is marked as a prefix observer, and the
+	 * prefix is counted apart from the keys. */
+	struct run q;
+	ctl(&q, f->name, "--json", "observers", NULL);
+	assert_exit(&q, 0);
+	assert_int_equal(json_check(q.out, 0,
+	                            "len(d) == 1 and d[0]['key'] == 's/42/' and "
+	                            "d[0]['prefix'] is True and d[0]['filter'] == 'all'"),
+	                 0);
+	run_free(&q);
+	ctl(&q, f->name, "observers", NULL);
+	assert_exit(&q, 0);
+	assert_contains(q.out, "key=s/42/ prefix=yes");
+	run_free(&q);
+	ctl(&q, f->name, "--json", "status", NULL);
+	assert_exit(&q, 0);
+	assert_int_equal(
+	        json_check(q.out, 0, "d['in_use']['prefixes'] == 1 and d['in_use']['keys'] == 0"),
+	        0);
+	run_free(&q);
+	ctl(&q, f->name, "status", NULL);
+	assert_exit(&q, 0);
+	assert_contains(q.out, "prefixes: 1");
+	run_free(&q);
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "s/43/x", 6, "no", 2, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "s/42/a", 6, "one", 3, NULL, 0), 0);
+	assert_int_equal(hl_publish(c, "s/42/b", 6, "two 2", 5, NULL, 0), 0);
+	struct run r;
+	finish(&p, &r, hl_t_ms(20000));
+	hl_close(c);
+	assert_exit(&r, 0);
+	char want[256];
+	snprintf(want, sizeof(want), "s/42/a put 2 %d one\ns/42/b put 3 %d two 2\n", (int)getpid(),
+	         (int)getpid());
+	assert_string_equal(r.out, want);
+	run_free(&r);
+	ctl(&r, f->name, "get", "--prefix", "s/42/", NULL);
+	assert_exit(&r, 0);
+	assert_string_equal(r.out, "s/42/a 2 one\ns/42/b 3 two 2\n");
+	run_free(&r);
+	ctl(&r, f->name, "--json", "get", "--prefix", "s/", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0,
+	                            "len(d) == 3 and d[0]['key'] == 's/42/a' and "
+	                            "d[0]['value'] == 'one' and d[0]['revision'] == 2 and "
+	                            "d[2]['key'] == 's/43/x' and d[2]['length'] == 2"),
+	                 0);
+	run_free(&r);
+	/* Nothing under it: an empty answer, exit 0. KEY and --prefix
+	 * together, or neither: usage (exit 2). */
+	ctl(&r, f->name, "--json", "get", "--prefix", "t/", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0, "d == []"), 0);
+	run_free(&r);
+	ctl(&r, f->name, "get", "k", "--prefix", "s/", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+	ctl(&r, f->name, "watch", "--count", "1", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+}
+
 static void
 test_set_reports_errors_with_exit_4(void **state)
 {
@@ -785,6 +859,36 @@ test_watch_count_prints_one_line_per_event(void **state)
 	snprintf(want, sizeof(want), "put 1 %d one\nput 2 %d two\nput 3 %d three 3\n",
 	         (int)getpid(), (int)getpid(), (int)getpid());
 	assert_string_equal(r.out, want);
+	run_free(&r);
+}
+
+/* --progress-ms: an idle watch prints 'progress' lines (text and JSON);
+ * a value below the minimum is a usage error. */
+static void
+test_watch_progress_ms_prints_progress_lines(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "pw", 2, "v", 1, NULL, 0), 0);
+	hl_close(c);
+	struct run r;
+	ctl(&r, f->name, "watch", "pw", "--progress-ms", "20", "--count", "2", "--timeout", "20000",
+	    NULL);
+	assert_exit(&r, 0);
+	unsigned long long r1 = 0, r2 = 0;
+	assert_int_equal(sscanf(r.out, "progress %llu 0\nprogress %llu 0\n", &r1, &r2), 2);
+	assert_true(r2 >= r1);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "watch", "--prefix", "p", "--progress-ms", "20", "--count", "1",
+	    "--timeout", "20000", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 1,
+	                            "len(d) == 1 and d[0]['type'] == 'progress' and "
+	                            "d[0]['key'] == 'p' and d[0]['value'] is None"),
+	                 0);
+	run_free(&r);
+	ctl(&r, f->name, "watch", "pw", "--progress-ms", "5", "--count", "1", NULL);
+	assert_exit(&r, 2);
 	run_free(&r);
 }
 
@@ -1571,6 +1675,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_del_then_get_exits_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_if_rev_conflict_exits_5_with_the_current_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_and_get_prefix_cover_the_keys_under_it,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_filter_delete_skips_puts, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_set_reports_errors_with_exit_4, setup,
@@ -1589,6 +1695,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_watch_exits_0_when_its_pipe_closes_while_idle,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_json_prints_one_object_per_line, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_watch_progress_ms_prints_progress_lines, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_top_reports_the_busy_key_and_rates, setup,
 		                                teardown),

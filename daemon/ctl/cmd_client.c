@@ -337,14 +337,17 @@ ev_type(enum hl_event_type t)
 	case HL_EV_DELETE: return "delete";
 	case HL_EV_LAGGED: return "lagged";
 	case HL_EV_RESYNC: return "resync";
+	case HL_EV_PROGRESS: return "progress";
 	default: return "unknown";
 	}
 }
 
-/* Write one event. Returns 0, or -errno when writing failed (-EPIPE: the
- * reader went away). */
+/* Write one event: --json an object per line; text "TYPE REVISION PID
+ * [VALUE]", after the key when WITH_KEY (watch --prefix: events name many
+ * keys). Returns 0, or -errno when writing failed (-EPIPE: the reader went
+ * away). */
 static int
-print_event(const struct ctl *c, const struct hl_event *ev)
+print_event(const struct ctl *c, const struct hl_event *ev, int with_key)
 {
 	if (c->json) {
 		struct out o;
@@ -369,6 +372,10 @@ print_event(const struct ctl *c, const struct hl_event *ev)
 			out_u64(&o, "lagged", ev->lagged);
 		out_obj_end(&o);
 		return out_finish(&o) ? -(errno ? errno : EIO) : 0;
+	}
+	if (with_key) {
+		out_text_escape(stdout, ev->key, ev->key_len, 0);
+		putchar(' ');
 	}
 	printf("%s %llu %d", ev_type(ev->type), (unsigned long long)ev->revision,
 	       (int)ev->publisher);
@@ -396,9 +403,13 @@ output_gone(void)
 int
 ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 {
-	const char *key = a->pos[0];
+	/* KEY or --prefix PREFIX, exactly one. */
+	const int prefix = a->set[WATCH_PREFIX];
+	const char *key = prefix ? a->val[WATCH_PREFIX] : a->pos[0];
 	uint64_t count = 0;
 	int timeout = -1;
+	if (prefix == (a->npos == 1))
+		return ctl_fail(c, CTL_USAGE, 0, "give a KEY or --prefix PREFIX (one of them)");
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
 	if (a->set[WATCH_COUNT] && ctl_parse_u64(a->val[WATCH_COUNT], 1, UINT32_MAX, &count))
@@ -409,7 +420,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		return CTL_USAGE;
 	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
 	 * never written to this watcher's ring. */
-	uint32_t oflags = a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0;
+	uint32_t oflags =
+	        (a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0) | (prefix ? HL_OBSERVE_PREFIX : 0);
 	if (a->set[WATCH_FILTER]) {
 		if (strcmp(a->val[WATCH_FILTER], "put") == 0)
 			oflags |= HL_OBSERVE_NODELETE;
@@ -420,6 +432,12 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			                "--filter takes 'put' or 'delete', not '%s'",
 			                a->val[WATCH_FILTER]);
 	}
+	uint64_t progress_ms = 0;
+	if (a->set[WATCH_PROGRESS] &&
+	    ctl_parse_u64(a->val[WATCH_PROGRESS], HL_PROGRESS_MS_MIN, UINT32_MAX, &progress_ms))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--progress-ms needs a number of ms (%u or more), not '%s'",
+		                HL_PROGRESS_MS_MIN, a->val[WATCH_PROGRESS]);
 	uint64_t deadline =
 	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
 
@@ -438,7 +456,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	rc = hl_observe(cl, key, strlen(key), oflags, &id);
+	struct hl_observe_opts oo = { .flags = oflags, .progress_ms = (uint32_t)progress_ms };
+	rc = hl_observe_with(cl, key, strlen(key), &oo, &id);
 	if (rc) {
 		hl_close(cl);
 		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);
@@ -470,7 +489,7 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			break;
 		}
 		errno = 0;
-		rc = print_event(c, &ev);
+		rc = print_event(c, &ev, prefix);
 		if (rc == -EPIPE)
 			break;
 		if (rc) {

@@ -37,6 +37,7 @@ static const char *const top_help =
         "  keys                        every key with its revision\n"
         "  inspect KEY                 a key's value length, revision and observers\n"
         "  get KEY                     write KEY's value, raw, to stdout\n"
+        "  get --prefix P              keys starting with P: revisions and values\n"
         "  observers [--pid PID]       observers (of process PID)\n"
         "  endpoints                   endpoints in use: state, pid, queued bytes\n"
         "  top [--interval MS]         a live view: rates, the busiest keys and endpoints\n"
@@ -51,6 +52,7 @@ static const char *const top_help =
         "  del KEY [--if-rev R]        delete KEY (only if at revision R)\n"
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
+        "  watch --prefix P [...]      one line per change of any key starting with P\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
         "  upgrade [--worker PATH]     replace the serving worker with a new binary,\n"
@@ -160,10 +162,15 @@ static const struct cmd cmds[] = {
 	          "for lag and the last revision delivered. Exit 1 if there is no such key.\n" },
 	{ .name = "get",
 	  .run = ctl_cmd_get,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "rev", 0 } },
+	  .opts = { { "rev", 0 }, { "prefix", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY [--rev]\n"
+	          "       heirloomctl [--name NAME] [--json] get --prefix PREFIX\n"
+	          "--prefix: every key starting with PREFIX that has a value, in byte order,\n"
+	          "one line each: KEY REVISION VALUE (escaped as described in 'heirloomctl\n"
+	          "--help'); --json: an array of {\"key\", \"value\", \"length\",\n"
+	          "\"revision\"}. Exit 0 also when no key matches.\n"
 	          "Write KEY's current value, raw, to stdout (no newline added). --json:\n"
 	          "{\"key\", \"value\", \"length\", \"revision\"}. Exit 1 if there is no such "
 	          "key.\n"
@@ -176,8 +183,10 @@ static const struct cmd cmds[] = {
 	  .opts = { { "pid", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] observers [--pid PID]\n"
 	          "List the observers in the segment (only those whose endpoint belongs to\n"
-	          "process PID with --pid): id, pid, alive, endpoint, key, delivered\n"
-	          "revision, dropped, age.\n" },
+	          "process PID with --pid): id, pid, alive, endpoint, key, prefix (true:\n"
+	          "the key is a prefix, HL_OBSERVE_PREFIX), filter (all, put or delete),\n"
+	          "delivered revision (a prefix observer's: the one it started at),\n"
+	          "dropped, age.\n" },
 	{ .name = "endpoints",
 	  .run = ctl_cmd_endpoints,
 	  .min_pos = 0,
@@ -236,23 +245,36 @@ static const struct cmd cmds[] = {
 	          "              nothing to do.)\n" },
 	{ .name = "watch",
 	  .run = ctl_cmd_watch,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 } },
+	  .opts = { { "count", 1 },
+	            { "timeout", 1 },
+	            { "filter", 1 },
+	            { "no-old", 0 },
+	            { "prefix", 1 },
+	            { "progress-ms", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
-	          "                  [--filter put|delete] [--no-old]\n"
+	          "                  [--filter put|delete] [--no-old] [--progress-ms MS]\n"
+	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
+	          "--prefix: every key starting with PREFIX, also keys created later; each\n"
+	          "line then starts with the event's KEY (escaped), and a lag gives 'lagged'\n"
+	          "with no 'resync' (read the keys again: get --prefix).\n"
 	          "Observe KEY and print one line per event:\n"
 	          "  put REVISION PUBLISHER_PID VALUE\n"
 	          "  delete REVISION PUBLISHER_PID\n"
 	          "  lagged REVISION 0 DROPPED_EVENTS   (this watcher read too slowly)\n"
 	          "  resync REVISION 0 [VALUE]          (the current value after a lag;\n"
 	          "                                      none when the key is gone)\n"
+	          "  progress REVISION 0                (--progress-ms: every change up to\n"
+	          "                                      REVISION has been printed above)\n"
 	          "VALUE is escaped as described in 'heirloomctl --help'. --json: one object\n"
 	          "per line {\"type\", \"observer\", \"key\", \"revision\", \"publisher\",\n"
 	          "\"timestamp_ns\", \"value\", \"old_value\", \"meta\", \"lagged\"}.\n"
 	          "  --filter put  only puts (deletes are never sent to this watcher);\n"
 	          "  --filter delete  only deletes\n"
 	          "  --no-old      leave old values out (--json: \"old_value\": null)\n"
+	          "  --progress-ms MS  print a 'progress' line about every MS ms (10 or more)\n"
+	          "                while idle: where to resume from (HL_EV_PROGRESS)\n"
 	          "  --count N     exit 0 after N events\n"
 	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
 	          "                fewer than N events came (default: no limit)\n"

@@ -74,6 +74,8 @@ static const struct family scalars[PROM_NSCALAR] = {
 	[PROM_ASYNC_ERRORS] = { "heirloom_async_errors_total", "counter",
 	                        "Requests that failed with no caller waiting for the answer." },
 	[PROM_KEYS] = { "heirloom_keys", "gauge", "Keys in the table." },
+	[PROM_PREFIXES] = { "heirloom_prefixes", "gauge",
+	                    "Prefixes observed (prefix entries; they share the key capacity)." },
 	[PROM_WORKER_MEMORY] = { "heirloom_worker_memory_bytes", "gauge",
 	                         "Worker process memory in use (jemalloc stats.allocated; 0 when "
 	                         "unknown)." },
@@ -158,6 +160,7 @@ prom_snap(struct prom_seg *p, const char *name)
 	x[PROM_RECOVERIES] = s.recoveries;
 	x[PROM_ASYNC_ERRORS] = s.async_errors;
 	x[PROM_KEYS] = st->keys;
+	x[PROM_PREFIXES] = st->prefixes;
 	x[PROM_WORKER_MEMORY] = st->worker_mem_bytes;
 	x[PROM_SLOW_ENDPOINTS] = st->slow_endpoints;
 	x[PROM_KEYS_CAPACITY] = h->max_keys;

@@ -118,7 +118,11 @@ int
 hl_w_recover(struct hl_worker *w)
 {
 	/* Kept until exit: hl_w_recover_begin() frees a previous pass's. */
-	return recover_and_serve(w, 0);
+	int rc = recover_and_serve(w, 0);
+	/* A prefix entry recovery freed (keys.c) returns to the pool after a
+	 * grace period, like an observer slot: back before hl_w_check(). */
+	urcu_memb_barrier();
+	return rc;
 }
 
 void
@@ -130,6 +134,7 @@ hl_w_stop(struct hl_worker *w)
 	hl_w_monitor_wake(w);
 	hl_w_shards_join(w);
 	pthread_join(w->monitor, NULL);
-	/* Every observer slot handed to call_rcu() is back in its pool. */
+	/* Every observer and prefix entry slot handed to call_rcu() is back
+	 * in its pool. */
 	urcu_memb_barrier();
 }
