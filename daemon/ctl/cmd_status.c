@@ -92,6 +92,7 @@ ctl_write_capacities(struct out *o, const struct hl_shm_header *h)
 	out_u64(o, "request_ring_bytes", h->req_ring_bytes);
 	out_u64(o, "event_ring_bytes", h->ev_ring_bytes);
 	out_u64(o, "heap_bytes", h->heap_bytes);
+	out_u64(o, "history_bytes", h->hist_bytes);
 	out_obj_end(o);
 }
 
@@ -104,6 +105,7 @@ ctl_write_sizes(struct out *o, const struct hl_layout_sizes *z)
 	out_u64(o, "keys", z->keys);
 	out_u64(o, "observers", z->observers);
 	out_u64(o, "heap", z->heap);
+	out_u64(o, "history", z->history);
 	out_u64(o, "endpoints", z->endpoints);
 	out_u64(o, "per_endpoint", z->per_endpoint);
 	out_obj_end(o);

@@ -26,7 +26,7 @@
 #define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
 
 #define CTL_MAX_POS  4
-#define CTL_MAX_OPTS 8
+#define CTL_MAX_OPTS 12
 
 /* One option of a command: "--count N" (has_arg) or "--force". */
 struct ctl_opt {
@@ -107,7 +107,8 @@ enum {
 	SIZE_VALUE,
 	SIZE_HEAP,
 	SIZE_REQ_RING,
-	SIZE_EV_RING
+	SIZE_EV_RING,
+	SIZE_HISTORY
 };
 
 #endif /* HL_CTL_H */

@@ -266,10 +266,11 @@ static const struct cmd cmds[] = {
 	            { "max-value", 1 },
 	            { "heap", 1 },
 	            { "req-ring", 1 },
-	            { "ev-ring", 1 } },
+	            { "ev-ring", 1 },
+	            { "history", 1 } },
 	  .help = "Usage: heirloomctl [--json] size [--shards N] [--max-keys N]\n"
 	          "       [--max-observers N] [--max-endpoints N] [--max-value SIZE]\n"
-	          "       [--heap SIZE] [--req-ring SIZE] [--ev-ring SIZE]\n"
+	          "       [--heap SIZE] [--req-ring SIZE] [--ev-ring SIZE] [--history SIZE]\n"
 	          "Print the size of the segment the keeper or worker would create with these\n"
 	          "options (the daemons' own; 0 or absent = their default), what each\n"
 	          "capacity adds to it, the space free in /dev/shm and whether it fits. Every\n"

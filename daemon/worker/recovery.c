@@ -51,6 +51,7 @@
 #include "dispatch.h"
 #include "endpoint.h"
 #include "heirloom/heirloom.h"
+#include "history.h"
 #include "keys.h"
 #include "lock.h"
 #include "request.h"
@@ -679,6 +680,7 @@ resolve_in_flight(struct hl_worker *w)
 				atomic_store_explicit(&ws->done_pos, at + 1, memory_order_release);
 			}
 			if (r->flags & HL_REQF_SYNC) {
+				ST_RLX(&ws->result_rev, hl_w_answer_rev(w, r->h.type, res));
 				ST_RLX(&ws->result, res);
 				atomic_store_explicit(&ws->result_pos, at + 1,
 				                      memory_order_release);
@@ -805,6 +807,10 @@ hl_w_recover_begin(struct hl_worker *w)
 	/* Before the pending dispatches: finishing a delete's frees the key,
 	 * which is the evidence resolve_in_flight() reads. */
 	st->resolved = resolve_in_flight(w);
+
+	/* The history rings: checked, and where each ends learned, before
+	 * the pending dispatches append what a crash kept out of them. */
+	st->acc.repairs += hl_w_hist_recover(w);
 
 	/* Finish pending dispatches, shard by shard (no shard thread runs
 	 * yet; each walks its key's list first). */
