@@ -840,9 +840,16 @@ observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, ui
 		 * that nothing more can slip between the check and the link. */
 		if (r > 0 && resume && (floor = hist_floor(c, s, flags)) > start) {
 			/* Not handed out: removed as an unobserve of an id we
-			 * hold would be (no answer awaited; events dropped). */
-			(void)queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0,
-			                (uint64_t)r, 0, 0, &pos);
+			 * hold would be (no answer awaited; events dropped), or,
+			 * when it cannot be queued now (no worker, a full
+			 * ring), as an in-doubt observe's orphan (settle()). */
+			if (queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, (uint64_t)r,
+			              0, 1, &pos)) {
+				c->doubt[s] = (struct doubt){ .type = HL_REQ_OBSERVE,
+					                      .set = 1,
+					                      .orphan = (hl_observer_id)r };
+				c->ndoubt++;
+			}
 			rc = HL_ECOMPACTED;
 		} else if (r > 0) {
 			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags,
