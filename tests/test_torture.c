@@ -399,38 +399,6 @@ client(const char *name, int me)
 			FAIL("client %d: get: %s", me, hl_strerror(rc));
 		}
 	}
-	/* A resumed observer got exactly what the history holds after its
-	 * start: one resumed now from the same revision gets as many events
-	 * (unless the history has moved past it since, or it lagged). */
-	for (int i = 0; i < n; i++) {
-		if (!m[i].resumed || m[i].lagged)
-			continue;
-		char key[8];
-		keyname(m[i].key, key);
-		struct hl_client *chk = NULL;
-		if (hl_open(name, NULL, &chk))
-			FAIL("client %d: open checker", me);
-		struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV, .start_rev = m[i].start };
-		hl_observer_id cid;
-		rc = hl_observe_with(chk, key, strlen(key), &ro, &cid);
-		if (rc == 0) {
-			struct hl_event ev;
-			long got = 0;
-			while (hl_next(chk, &ev, 0) == 0) {
-				if (ev.type == HL_EV_LAGGED)
-					got = -1000000;
-				got++;
-			}
-			if (got >= 0 && got != m[i].nev)
-				FAIL("client %d: resumed observer of %s from %lu got %ld events, "
-				     "the history holds %ld",
-				     me, key, (unsigned long)m[i].start, m[i].nev, got);
-			atomic_fetch_add(&S->resumes_checked, 1);
-		} else if (rc != HL_ECOMPACTED) {
-			FAIL("client %d: checker resume: %s", me, hl_strerror(rc));
-		}
-		hl_close(chk);
-	}
 	/* The prefix observer ends where each key is, as an exact one does,
 	 * unless it lagged (no RESYNC then: the keys would be read again). */
 	for (int k = 0; k < KEYS && prefix_lags == 0; k++) {
@@ -473,6 +441,39 @@ client(const char *name, int me)
 		if (count_mine != want)
 			FAIL("client %d: key %s holds %d of my observers, want %d", me, key,
 			     count_mine, want);
+	}
+	/* (After the check above: a checker is of this process too.)
+	 * A resumed observer got exactly what the history holds after its
+	 * start: one resumed now from the same revision gets as many events
+	 * (unless the history has moved past it since, or it lagged). */
+	for (int i = 0; i < n; i++) {
+		if (!m[i].resumed || m[i].lagged)
+			continue;
+		char key[8];
+		keyname(m[i].key, key);
+		struct hl_client *chk = NULL;
+		if (hl_open(name, NULL, &chk))
+			FAIL("client %d: open checker", me);
+		struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV, .start_rev = m[i].start };
+		hl_observer_id cid;
+		rc = hl_observe_with(chk, key, strlen(key), &ro, &cid);
+		if (rc == 0) {
+			struct hl_event ev;
+			long got = 0;
+			while (hl_next(chk, &ev, 0) == 0) {
+				if (ev.type == HL_EV_LAGGED)
+					got = -1000000;
+				got++;
+			}
+			if (got >= 0 && got != m[i].nev)
+				FAIL("client %d: resumed observer of %s from %lu got %ld events, "
+				     "the history holds %ld",
+				     me, key, (unsigned long)m[i].start, m[i].nev, got);
+			atomic_fetch_add(&S->resumes_checked, 1);
+		} else if (rc != HL_ECOMPACTED) {
+			FAIL("client %d: checker resume: %s", me, hl_strerror(rc));
+		}
+		hl_close(chk);
 	}
 	hl_close(c);
 	_exit(0);
