@@ -186,6 +186,29 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	out_u64(&o, "revision", s.st.revision);
 	out_obj_end(&o);
 
+	/* The history (issue 14): how far back a watcher can resume
+	 * (heirloomctl watch --rev, hl_observe_opts.start_rev). A resume of
+	 * a prefix needs every shard's; of a key, its shard's. */
+	{
+		uint64_t oldest = 0, appended = 0, used = 0;
+		for (uint32_t s_ = 0; s_ < h->shards; s_++) {
+			const struct hl_shm_hist *hc = hl__hist(&v.seg, s_);
+			uint64_t fl = atomic_load_explicit(&hc->floor_rev, memory_order_relaxed);
+			uint64_t hd = atomic_load_explicit(&hc->head, memory_order_relaxed);
+			uint64_t tl = atomic_load_explicit(&hc->tail, memory_order_relaxed);
+			oldest = fl > oldest ? fl : oldest;
+			appended += atomic_load_explicit(&hc->appends, memory_order_relaxed);
+			used += hd - tl <= h->hist_bytes ? hd - tl : 0;
+		}
+		out_obj_begin(&o, "history");
+		out_u64(&o, "bytes_per_shard", h->hist_bytes);
+		out_u64(&o, "bytes_used", used);
+		out_u64(&o, "changes_appended", appended);
+		/* A resume from this revision or later is accepted now. */
+		out_u64(&o, "oldest_resumable_revision", oldest);
+		out_obj_end(&o);
+	}
+
 	/* Requests refused because a pool was full (-ENOSPC), since creation. */
 	out_obj_begin(&o, "pools_full");
 	out_u64(&o, "keys", atomic_load_explicit(&h->keys_full, memory_order_relaxed));

@@ -24,6 +24,7 @@
 #define CTL_SEGMENT  3 /* the segment is missing or unusable */
 #define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
 #define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
+#define CTL_COMPACTED 6 /* watch --rev: the history no longer reaches that revision */
 
 #define CTL_MAX_POS  4
 #define CTL_MAX_OPTS 12
@@ -97,7 +98,7 @@ enum { OBSERVERS_PID };
 enum { GET_REV, GET_PREFIX };
 enum { SET_META, SET_TIMEOUT, SET_IF_REV };
 enum { DEL_TIMEOUT, DEL_IF_REV };
-enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD, WATCH_PREFIX };
+enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD, WATCH_PREFIX, WATCH_REV };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
 enum {
 	SIZE_SHARDS,

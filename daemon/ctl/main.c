@@ -48,6 +48,8 @@ static const char *const top_help =
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
         "  watch --prefix P [...]      one line per change of any key starting with P\n"
+        "      [--rev R]               ... first every change after revision R, from\n"
+        "                              the history (exit 6 if it no longer reaches R)\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
         "\n"
@@ -59,6 +61,8 @@ static const char *const top_help =
         "     layout version, truncated, corrupt, no permission)\n"
         "  4  the request failed (no worker, worker error, timeout, refused)\n"
         "  5  set/del --if-rev: KEY is at another revision (printed); nothing changed\n"
+        "  6  watch --rev: the history no longer reaches R (the oldest revision to\n"
+        "     resume from is printed)\n"
         "\n"
         "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
         "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
@@ -216,10 +220,16 @@ static const struct cmd cmds[] = {
 	            { "timeout", 1 },
 	            { "filter", 1 },
 	            { "no-old", 0 },
-	            { "prefix", 1 } },
+	            { "prefix", 1 },
+	            { "rev", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
-	          "                  [--filter put|delete] [--no-old]\n"
+	          "                  [--filter put|delete] [--no-old] [--rev R]\n"
 	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
+	          "--rev R: resume: first every change after revision R that the segment's\n"
+	          "history holds (in order per key; such events carry no old value), then\n"
+	          "the live ones, with no gap or duplicate between. If the history no longer\n"
+	          "reaches R: exit 6, and the oldest revision it can resume from is printed\n"
+	          "(stdout; --json: the error object's \"oldest_revision\").\n"
 	          "--prefix: every key starting with PREFIX, also keys created later; each\n"
 	          "line then starts with the event's KEY (escaped), and a lag gives 'lagged'\n"
 	          "with no 'resync' (read the keys again: get --prefix).\n"
