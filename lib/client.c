@@ -115,6 +115,16 @@ struct hl_client {
 	uint32_t ev_idx, ev_n;
 	uint32_t ev_shard; /* the shard whose ring evbuf's record came from */
 
+	/* +1 at every change of the observer map (hist_index()) */
+	uint64_t obs_gen;
+	/* The catch-up's index of the observer map, built at obs_gen:
+	 * exact observers by key hash (open addressing: hx_hash/hx_at,
+	 * hx_at holding the map's slot + 1), prefix observers in a list. */
+	uint64_t hx_gen;
+	uint32_t hx_cap, hx_npfx;
+	uint64_t *hx_hash;
+	uint32_t *hx_at, *hx_pfx;
+
 	/* history catch-up, per shard; hbuf holds the record being read */
 	struct hist_cur hc[HL_SHARDS_MAX];
 	uint32_t hc_active; /* shards with hc[s].active */
@@ -190,6 +200,7 @@ obs_grow(struct hl_client *c)
 	}
 	free(c->obs);
 	c->obs = n;
+	c->obs_gen++;
 	c->obs_cap = ncap;
 	c->obs_tomb = 0;
 	return 0;
@@ -248,6 +259,7 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 	for (uint32_t s = 0; srev && s < c->shards; s++)
 		srev[s] = start;
 	c->obs_n++;
+	c->obs_gen++;
 }
 
 static void
@@ -257,6 +269,7 @@ obs_del(struct hl_client *c, struct obs_ent *e)
 	memset(e, 0, sizeof(*e));
 	e->id = UINT64_MAX;
 	c->obs_n--;
+	c->obs_gen++;
 	c->obs_tomb++;
 }
 
@@ -1178,6 +1191,9 @@ hl_close(struct hl_client *c)
 	free(c->rs);
 	free(c->evbuf);
 	free(c->hbuf);
+	free(c->hx_hash);
+	free(c->hx_at);
+	free(c->hx_pfx);
 	free(c->rs_buf);
 	free(c);
 	return rc == -ETIMEDOUT ? 0 : rc;
@@ -1560,8 +1576,81 @@ hist_behind(struct hl_client *c, uint32_t s, uint64_t floor)
 	return found;
 }
 
+/* The index of the observer map hist_match() looks records up in: rebuilt
+ * when the map changed since (obs_gen). 0 or -ENOMEM. */
+static int
+hist_index(struct hl_client *c)
+{
+	if (c->hx_hash && c->hx_gen == c->obs_gen)
+		return 0;
+	uint32_t cap = 16;
+	while (cap < 2 * c->obs_n)
+		cap *= 2;
+	if (cap != c->hx_cap || !c->hx_hash) {
+		uint64_t *h = realloc(c->hx_hash, (size_t)cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		c->hx_hash = h;
+		uint32_t *at = realloc(c->hx_at, (size_t)cap * sizeof(*at));
+		if (!at)
+			return -ENOMEM;
+		c->hx_at = at;
+		uint32_t *p = realloc(c->hx_pfx, (size_t)cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		c->hx_pfx = p;
+		c->hx_cap = cap;
+	}
+	memset(c->hx_at, 0, (size_t)cap * sizeof(*c->hx_at));
+	c->hx_npfx = 0;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		const struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX)
+			continue;
+		if (e->srev) {
+			c->hx_pfx[c->hx_npfx++] = i;
+			continue;
+		}
+		uint64_t h = hl__hash(e->key, e->key_len);
+		uint32_t j = (uint32_t)h & (cap - 1);
+		while (c->hx_at[j])
+			j = (j + 1) & (cap - 1);
+		c->hx_hash[j] = h;
+		c->hx_at[j] = i + 1;
+	}
+	c->hx_gen = c->obs_gen;
+	return 0;
+}
+
+/* Observer E for the history record HR (key KEY) of shard S in evbuf's
+ * N-th id. Returns 1 if added, 0 if it is not E's, -ENOMEM. */
+static int
+hist_add(struct hl_client *c, const struct obs_ent *e, const struct hl_hist_rec *hr,
+         const uint8_t *key, uint32_t s, uint32_t n, uint32_t payload)
+{
+	if (shard_rev(e, s) >= hr->rev)
+		return 0;
+	if (e->flags & (hr->h.type == HL_EVR_PUT ? HL_OBSERVE_NOPUT : HL_OBSERVE_NODELETE))
+		return 0;
+	if (e->srev ? (e->key_len > hr->h.key_len || memcmp(e->key, key, e->key_len))
+	            : (e->key_len != hr->h.key_len || memcmp(e->key, key, e->key_len)))
+		return 0;
+	uint64_t need = sizeof(struct hl_evrec) + 8ull * (n + 1) + payload;
+	if (need > c->evbuf_cap) {
+		uint8_t *nb = realloc(c->evbuf, (size_t)need * 2);
+		if (!nb)
+			return -ENOMEM;
+		c->evbuf = nb;
+		c->evbuf_cap = (uint32_t)need * 2;
+	}
+	memcpy(c->evbuf + sizeof(struct hl_evrec) + 8ull * n, &e->id, 8);
+	return 1;
+}
+
 /* Turn the history record in hbuf (of shard S) into an event record in
- * evbuf for the observers it matches. Returns their count (0: none). */
+ * evbuf for the observers it matches (found through hist_index(): a hash
+ * of the key and a probe, and the prefix observers). Returns their count
+ * (0: none) or -ENOMEM. */
 static int
 hist_match(struct hl_client *c, uint32_t s)
 {
@@ -1569,25 +1658,23 @@ hist_match(struct hl_client *c, uint32_t s)
 	memcpy(&hr, c->hbuf, sizeof(hr));
 	const uint8_t *key = c->hbuf + sizeof(hr);
 	uint32_t n = 0, payload = hr.h.key_len + hr.meta_len + hr.val_len;
-	for (uint32_t i = 0; i < c->obs_cap; i++) {
-		struct obs_ent *e = &c->obs[i];
-		if (!e->id || e->id == UINT64_MAX || shard_rev(e, s) >= hr.rev)
+	int rc = hist_index(c);
+	if (rc)
+		return rc;
+	uint64_t h = hl__hash(key, hr.h.key_len);
+	for (uint32_t j = (uint32_t)h & (c->hx_cap - 1); c->hx_at[j]; j = (j + 1) & (c->hx_cap - 1)) {
+		if (c->hx_hash[j] != h)
 			continue;
-		if (e->flags & (hr.h.type == HL_EVR_PUT ? HL_OBSERVE_NOPUT : HL_OBSERVE_NODELETE))
-			continue;
-		if (e->srev ? (e->key_len > hr.h.key_len || memcmp(e->key, key, e->key_len))
-		            : (e->key_len != hr.h.key_len || memcmp(e->key, key, e->key_len)))
-			continue;
-		uint64_t need = sizeof(struct hl_evrec) + 8ull * (n + 1) + payload;
-		if (need > c->evbuf_cap) {
-			uint8_t *nb = realloc(c->evbuf, (size_t)need * 2);
-			if (!nb)
-				return -ENOMEM;
-			c->evbuf = nb;
-			c->evbuf_cap = (uint32_t)need * 2;
-		}
-		memcpy(c->evbuf + sizeof(struct hl_evrec) + 8ull * n, &e->id, 8);
-		n++;
+		rc = hist_add(c, &c->obs[c->hx_at[j] - 1], &hr, key, s, n, payload);
+		if (rc < 0)
+			return rc;
+		n += (uint32_t)rc;
+	}
+	for (uint32_t k = 0; k < c->hx_npfx; k++) {
+		rc = hist_add(c, &c->obs[c->hx_pfx[k]], &hr, key, s, n, payload);
+		if (rc < 0)
+			return rc;
+		n += (uint32_t)rc;
 	}
 	if (!n)
 		return 0;
