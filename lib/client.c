@@ -2070,6 +2070,7 @@ hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 	st->epoch = LD(h->owner_epoch);
 	st->last_recovery_ns = LD(h->last_recovery_ns);
 	st->keys = LD(h->keys_used);
+	st->prefixes = LD(h->prefixes_used);
 	st->observers = LD(h->observers_used);
 	st->endpoints = LD(h->endpoints_used);
 	st->heap_used = LD(h->heap_used);

@@ -275,6 +275,11 @@ struct hl_shm_header {
 	 * table is seen only by the client that finds no free claim, which
 	 * cannot write the header: not counted. */
 	_Atomic uint64_t keys_full, observers_full, heap_full;
+	/* Prefix entries in the key index (gauge, as keys_used, which counts
+	 * the other key slots only): the shard thread that links or unlinks
+	 * one (relaxed), recovery from the table. Readers: hl_stats(). In
+	 * what was padding before the next line. */
+	_Atomic uint64_t prefixes_used;
 
 	/* ---- liveness: heartbeats and the keeper's watchdog (issue 22) ----
 	 * The shard threads' heartbeats are in shard[i].beat_ns. The

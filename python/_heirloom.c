@@ -366,14 +366,14 @@ client_stats(ClientObject *self, PyObject *unused)
 	if (rc)
 		return fail(rc);
 	return Py_BuildValue(
-	        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}", STAT(publishes),
+	        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisKsK}", STAT(publishes),
 	        STAT(skipped_unchanged), STAT(deletes), STAT(notifications), STAT(lagged_drops),
 	        STAT(resyncs), STAT(observers_added), STAT(observers_removed),
 	        STAT(endpoints_attached), STAT(endpoints_removed), STAT(cleanup_runs),
 	        STAT(cleanup_removed), STAT(handoffs), STAT(reattaches), STAT(epoch), STAT(keys),
 	        STAT(observers), STAT(endpoints), STAT(heap_used), STAT(heap_capacity),
 	        STAT(revision), STAT(worker_mem_bytes), "owner_pid", (int)st.owner_pid,
-	        "owner_role", st.owner_role, STAT(slow_endpoints));
+	        "owner_role", st.owner_role, STAT(slow_endpoints), STAT(prefixes));
 }
 
 static PyObject *

@@ -558,6 +558,30 @@ test_watch_and_get_prefix_cover_the_keys_under_it(void **state)
 	ctl_start(&p, f->name, "watch", "--prefix", "s/42/", "--count", "2", "--timeout", "20000",
 	          NULL);
 	wait_observers(f->name, 1);
+	/* The watch's observer is marked as a prefix observer, and the
+	 * prefix is counted apart from the keys. */
+	struct run q;
+	ctl(&q, f->name, "--json", "observers", NULL);
+	assert_exit(&q, 0);
+	assert_int_equal(json_check(q.out, 0,
+	                            "len(d) == 1 and d[0]['key'] == 's/42/' and "
+	                            "d[0]['prefix'] is True and d[0]['filter'] == 'all'"),
+	                 0);
+	run_free(&q);
+	ctl(&q, f->name, "observers", NULL);
+	assert_exit(&q, 0);
+	assert_contains(q.out, "key=s/42/ prefix=yes");
+	run_free(&q);
+	ctl(&q, f->name, "--json", "status", NULL);
+	assert_exit(&q, 0);
+	assert_int_equal(
+	        json_check(q.out, 0, "d['in_use']['prefixes'] == 1 and d['in_use']['keys'] == 0"),
+	        0);
+	run_free(&q);
+	ctl(&q, f->name, "status", NULL);
+	assert_exit(&q, 0);
+	assert_contains(q.out, "prefixes: 1");
+	run_free(&q);
 	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
 	assert_int_equal(hl_publish(c, "s/43/x", 6, "no", 2, NULL, 0), 0);
 	assert_int_equal(hl_publish(c, "s/42/a", 6, "one", 3, NULL, 0), 0);

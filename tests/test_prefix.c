@@ -13,6 +13,7 @@
 #include "util.h" /* hl__hash(): which shard a key is in */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,11 +273,13 @@ test_unobserve_stops_prefix_events_and_frees_the_entry(void **state)
 	struct fx *f = *state;
 	struct hl_stats before = hl_t_stats(f->c);
 	hl_observer_id id = observe_prefix(f->c, PFX, 0);
-	assert_int_equal(hl_t_stats(f->c).keys, before.keys + 1);
+	/* A prefix entry is counted as a prefix, not as a key. */
+	assert_int_equal(hl_t_stats(f->c).prefixes, before.prefixes + 1);
+	assert_int_equal(hl_t_stats(f->c).keys, before.keys);
 	assert_int_equal(hl_unobserve(f->c, id), 0);
 	assert_int_equal(hl_flush(f->c, hl_t_ms(5000)), 0);
 	/* The entry went with its last observer. */
-	assert_int_equal(hl_t_stats(f->c).keys, before.keys);
+	assert_int_equal(hl_t_stats(f->c).prefixes, before.prefixes);
 	put(f->c, PFX "a", "v");
 	static struct ev evs[NEV];
 	assert_int_equal(take_all(f->c, evs, NEV), 0);
@@ -313,6 +316,7 @@ test_prefix_observers_removed_when_their_client_dies(void **state)
 	struct hl_stats after = hl_t_stats(f->c);
 	assert_int_equal(after.observers, before.observers);
 	assert_int_equal(after.keys, before.keys);
+	assert_int_equal(after.prefixes, before.prefixes);
 	/* Publishing under the prefix still works and reaches nobody. */
 	put(f->c, PFX "a", "v");
 	assert_int_equal(hl_t_stats(f->c).notifications, before.notifications);
@@ -326,6 +330,9 @@ test_prefix_observer_survives_a_worker_restart(void **state)
 	put(f->c, PFX "before", "1");
 	hl_t_kill9(f->worker);
 	f->worker = hl_t_worker_startv(f->name, caps);
+	/* Recovery counts the entry again, as a prefix. */
+	assert_int_equal(hl_t_stats(f->c).prefixes, 1);
+	assert_int_equal(hl_t_stats(f->c).keys, 1);
 	char k[64];
 	for (int i = 0; i < 16; i++) {
 		snprintf(k, sizeof(k), PFX "after%d", i);
@@ -431,6 +438,155 @@ test_prefix_flag_is_refused_with_an_empty_or_long_prefix(void **state)
 	assert_int_equal(e.key_len, HL_KEY_MAX);
 }
 
+/* ---- the window between a commit and its dispatch ----
+ *
+ * A worker started with the --hold-dispatch-* test hook: shard HOLD, after
+ * committing a client's change (readers see it, its revision is taken),
+ * waits before dispatching it while the hold file exists. A second,
+ * asynchronous client makes that change (its publish is answered only
+ * after the dispatch); the test sees the commit through hl_get(), orders
+ * other shards' work into the window, then removes the file. */
+struct hold_fx {
+	struct fx f;
+	char file[96];
+	uint32_t hold;
+	struct hl_client *async;
+};
+
+static int
+setup_hold(void **state)
+{
+	struct hold_fx *h = calloc(1, sizeof(*h));
+	h->f.name = hl_t_name();
+	/* The held shard is not the prefix entry's: an observe of PFX is
+	 * applied while a change waits there. */
+	h->hold = (shard_of(PFX) + 1) % 4;
+	snprintf(h->file, sizeof(h->file), "/tmp/hl-hold-%s", h->f.name);
+	unlink(h->file);
+	char hs[16];
+	snprintf(hs, sizeof(hs), "%u", h->hold);
+	const char *args[32];
+	int n = 0;
+	for (const char *const *a = caps; *a; a++)
+		args[n++] = *a;
+	args[n++] = "--hold-dispatch-shard";
+	args[n++] = hs;
+	args[n++] = "--hold-dispatch-file";
+	args[n++] = h->file;
+	args[n] = NULL;
+	h->f.worker = hl_t_worker_startv(h->f.name, args);
+	h->f.c = hl_t_open(h->f.name, HL_OPEN_SYNC);
+	h->async = hl_t_open(h->f.name, 0);
+	*state = h;
+	return 0;
+}
+
+static int
+teardown_hold(void **state)
+{
+	struct hold_fx *h = *state;
+	unlink(h->file);
+	hl_close(h->async);
+	hl_close(h->f.c);
+	assert_int_equal(hl_t_worker_stop(h->f.worker), 0);
+	hl_t_unlink(h->f.name);
+	free(h);
+	return 0;
+}
+
+/* A key under PFX in shard SHARD (want 1) or not in it (want 0). */
+static void
+key_in(char *k, size_t cap, uint32_t shard, int want, const char *tag)
+{
+	for (int i = 0;; i++) {
+		snprintf(k, cap, PFX "%s%d", tag, i);
+		if ((shard_of(k) == shard) == want)
+			return;
+	}
+}
+
+/* Publish K = V from the asynchronous client with the hold on, and wait
+ * (bounded) until the change is committed: it is then held before its
+ * dispatch until release(). Returns its revision. */
+static uint64_t
+put_held(struct hold_fx *h, const char *k, const char *v)
+{
+	int fd = open(h->file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(hl_publish(h->async, k, strlen(k), v, strlen(v), NULL, 0), 0);
+	uint64_t until = hl_t_now_ms() + (uint64_t)hl_t_ms(10000), rev = 0;
+	char buf[16];
+	size_t len = 0;
+	for (;;) {
+		if (hl_get(h->f.c, k, strlen(k), buf, sizeof(buf), &len, &rev) == 0 &&
+		    len == strlen(v) && memcmp(buf, v, len) == 0)
+			return rev;
+		assert_true(hl_t_now_ms() < until);
+		hl_t_sleep_ms(1);
+	}
+}
+
+/* End the hold and wait until the held change is dispatched (its publish
+ * is answered after its dispatch). */
+static void
+release(struct hold_fx *h)
+{
+	assert_int_equal(unlink(h->file), 0);
+	assert_int_equal(hl_flush(h->async, hl_t_ms(10000)), 0);
+}
+
+/* A change that took its revision before a prefix observe but is
+ * dispatched after it happened before the observe: not delivered. (The
+ * observer's start revision is the global revision, not its entry's.) */
+static void
+test_change_committed_before_prefix_observe_is_not_delivered(void **state)
+{
+	struct hold_fx *h = *state;
+	struct fx *f = &h->f;
+	char ka[64];
+	key_in(ka, sizeof(ka), h->hold, 1, "a");
+	uint64_t r1 = put_held(h, ka, "1");
+	hl_observer_id id = observe_prefix(f->c, PFX, 0);
+	release(h);
+	static struct ev evs[NEV];
+	assert_int_equal(take_all(f->c, evs, NEV), 0);
+	/* The observer works: the next change of that key arrives. */
+	put(f->c, ka, "2");
+	int n = take_all(f->c, evs, NEV);
+	assert_int_equal(n, 1);
+	assert_int_equal(count(evs, n, id, ka, HL_EV_PUT), 1);
+	assert_true(evs[0].rev > r1);
+}
+
+/* Shards dispatch in no common order: one dispatches a lower revision
+ * after another dispatched a higher one. A prefix observer gets both
+ * (deliver_ep() never moves its delivered_rev). */
+static void
+test_prefix_observer_gets_a_lower_revision_dispatched_later(void **state)
+{
+	struct hold_fx *h = *state;
+	struct fx *f = &h->f;
+	char ka[64], kb[64];
+	key_in(ka, sizeof(ka), h->hold, 1, "a");
+	key_in(kb, sizeof(kb), h->hold, 0, "b");
+	hl_observer_id id = observe_prefix(f->c, PFX, 0);
+	uint64_t r1 = put_held(h, ka, "1");
+	put(f->c, kb, "2"); /* dispatched at once, by another shard */
+	uint64_t r2 = 0;
+	assert_int_equal(hl_get(f->c, kb, strlen(kb), NULL, 0, NULL, &r2), 0);
+	assert_true(r2 > r1);
+	static struct ev evs[NEV];
+	int n = take_all(f->c, evs, NEV);
+	assert_int_equal(n, 1);
+	assert_int_equal(count(evs, n, id, kb, HL_EV_PUT), 1);
+	release(h);
+	n = take_all(f->c, evs, NEV);
+	assert_int_equal(n, 1);
+	assert_int_equal(count(evs, n, id, ka, HL_EV_PUT), 1);
+	assert_int_equal(evs[0].rev, r1);
+}
+
 int
 main(void)
 {
@@ -447,6 +603,12 @@ main(void)
 		T(test_prefix_observer_survives_a_worker_restart),
 		T(test_lagging_prefix_observer_is_caught_up_from_the_history),
 		T(test_prefix_flag_is_refused_with_an_empty_or_long_prefix),
+		cmocka_unit_test_setup_teardown(
+		        test_change_committed_before_prefix_observe_is_not_delivered, setup_hold,
+		        teardown_hold),
+		cmocka_unit_test_setup_teardown(
+		        test_prefix_observer_gets_a_lower_revision_dispatched_later, setup_hold,
+		        teardown_hold),
 	};
 	return cmocka_run_group_tests_name("prefix", tests, NULL, NULL);
 }

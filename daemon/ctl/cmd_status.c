@@ -179,6 +179,7 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 
 	out_obj_begin(&o, "in_use");
 	out_u64(&o, "keys", s.st.keys);
+	out_u64(&o, "prefixes", s.st.prefixes); /* prefix entries, in the key pool too */
 	out_u64(&o, "observers", s.st.observers);
 	out_u64(&o, "endpoints", s.st.endpoints);
 	out_u64(&o, "heap_used_bytes", s.st.heap_used);
@@ -264,6 +265,7 @@ write_gauges(struct out *o, const struct view_stats *s)
 	const struct hl_stats *st = &s->st;
 	out_obj_begin(o, "current");
 	out_u64(o, "keys", st->keys);
+	out_u64(o, "prefixes", st->prefixes);
 	out_u64(o, "observers", st->observers);
 	out_u64(o, "endpoints", st->endpoints);
 	out_u64(o, "heap_used_bytes", st->heap_used);

@@ -323,6 +323,13 @@ write_observer(const struct view_obs *ob, void *arg)
 		out_bytes(o, "key", ob->key, ob->key_len);
 	else
 		out_null(o, "key");
+	/* A prefix observer's key is its prefix, and its delivered revision
+	 * the one it started at (it spans shards: dispatch.c). */
+	out_bool(o, "prefix", (ob->flags & HL_OBSERVE_PREFIX) != 0);
+	out_str(o, "filter",
+	        ob->flags & HL_OBSERVE_NOPUT      ? "delete"
+	        : ob->flags & HL_OBSERVE_NODELETE ? "put"
+	                                          : "all");
 	out_u64(o, "delivered_revision", ob->delivered_rev);
 	out_u64(o, "dropped", ob->dropped);
 	out_dur(o, "age", w->now > ob->created_ns ? w->now - ob->created_ns : 0);

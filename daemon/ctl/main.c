@@ -158,8 +158,10 @@ static const struct cmd cmds[] = {
 	  .opts = { { "pid", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] observers [--pid PID]\n"
 	          "List the observers in the segment (only those whose endpoint belongs to\n"
-	          "process PID with --pid): id, pid, alive, endpoint, key, delivered\n"
-	          "revision, dropped, age.\n" },
+	          "process PID with --pid): id, pid, alive, endpoint, key, prefix (true:\n"
+	          "the key is a prefix, HL_OBSERVE_PREFIX), filter (all, put or delete),\n"
+	          "delivered revision (a prefix observer's: the one it started at),\n"
+	          "dropped, age.\n" },
 	{ .name = "endpoints",
 	  .run = ctl_cmd_endpoints,
 	  .min_pos = 0,

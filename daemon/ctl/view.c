@@ -351,6 +351,7 @@ view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *),
 		ob.delivered_rev = LD(&o->delivered_rev);
 		ob.dropped = LD(&o->dropped);
 		ob.created_ns = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+		ob.flags = __atomic_load_n(&o->flags, __ATOMIC_RELAXED);
 		ob.pid = 0;
 		ob.alive = 0;
 		if (ob.endpoint < h->max_endpoints) {

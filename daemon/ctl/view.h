@@ -133,6 +133,7 @@ struct view_obs {
 	uint32_t key_len; /* 0 when the key slot is out of range */
 	uint8_t key[HL_KEY_MAX];
 	uint64_t delivered_rev, dropped, created_ns;
+	uint32_t flags; /* HL_OBSERVE_* it was made with (PREFIX: key is the prefix) */
 	int alive;
 };
 /* Walk every observer slot in use; CB's non-zero return stops the walk. */

@@ -32,7 +32,9 @@
 #include "wake.h"
 
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
+#include <urcu/urcu-memb.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
@@ -340,6 +342,27 @@ apply_unobserve(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
 	return rc;
 }
 
+/* Test hook --hold-dispatch-shard/--hold-dispatch-file: a client's change
+ * on that shard is committed (readers see it, its revision is taken) but
+ * not yet dispatched while the file exists, so that a test can order
+ * another shard's work into that window deterministically (test_prefix.c).
+ * Not in an RCU read-side section here: offline, as park() in shard.c. */
+static __attribute__((cold)) void
+hold(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	if (access(w->opt.hold_file, F_OK) != 0)
+		return;
+	hl__log("test hook: shard %u holds a dispatch", sh->id);
+	urcu_memb_thread_offline();
+	while (access(w->opt.hold_file, F_OK) == 0 &&
+	       !atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	urcu_memb_thread_online();
+}
+
 /*
  * Apply request R (a private, validated copy) from endpoint EP at ring
  * position POS. Returns 0 or -errno (the request's own failure, answered to
@@ -383,6 +406,9 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	 * outcome is recorded now; a crash before this line applies the
 	 * request again later, which is its first application. */
 	hl_w_req_done(sh, rc < 0 ? rc : *result);
+	if (dk && __builtin_expect(sh->w->opt.hold_shard == (int64_t)sh->id, 0) &&
+	    ep != HL_W_EP_SELF)
+		hold(sh);
 	if (dk) {
 		/* Wake-ups of this dispatch may wait for the end of the run
 		 * (wake.c), but not for long. Only a client's request defers:

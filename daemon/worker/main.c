@@ -54,7 +54,8 @@ static struct {
 	        history;
 	unsigned mode;
 	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
-	int64_t park_shard;
+	int64_t park_shard, hold_shard;
+	char *hold_file;
 } V;
 
 /* One option: name, type, default, help, bounds, variable. */
@@ -136,6 +137,15 @@ options(struct hl_cfg_opt *o)
 	              "Test hook: shard thread N hangs at start (serves and beats nothing) "
 	              "while the others serve (-1 = off).",
 	              -1, HL_SHARDS_MAX - 1, &V.park_shard);
+	o[i++] = WOPT("hold-dispatch-shard", HL_CFG_INT, "-1",
+	              "Test hook: shard thread N, after each commit of a client's change and "
+	              "before its dispatch, waits while --hold-dispatch-file exists (-1 = off).",
+	              -1, HL_SHARDS_MAX - 1, &V.hold_shard);
+	o[i++] = (struct hl_cfg_opt){ .name = "hold-dispatch-file",
+		                      .type = HL_CFG_STR,
+		                      .metavar = "PATH",
+		                      .help = "Test hook: the file --hold-dispatch-shard waits on.",
+		                      .dst = &V.hold_file };
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
@@ -198,6 +208,8 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->crash_at_step = (int)V.crash_at_step;
 	o->recovery_pause_ms = V.rec_pause_ms;
 	o->park_shard = V.park_shard;
+	o->hold_shard = V.hold_file ? V.hold_shard : -1;
+	o->hold_file = V.hold_file;
 	return -1;
 }
 

@@ -750,7 +750,10 @@ hl_w_recover_begin(struct hl_worker *w)
 	/* Revisions only move forward. */
 	if (LD_RLX(&h->revision) < st->max_rev)
 		ST_RLX(&h->revision, st->max_rev);
-	ST_RLX(&h->keys_used, st->nkeys);
+	/* keep_keys() counted the prefix entries among them. */
+	uint32_t nprefix = atomic_load_explicit(&w->plens.total, memory_order_relaxed);
+	ST_RLX(&h->keys_used, st->nkeys - nprefix);
+	ST_RLX(&h->prefixes_used, nprefix);
 	ST_RLX(&h->heap_used, hl__heap_used(&w->heap));
 	st->t_keys = hl__now_ns();
 
@@ -1035,10 +1038,12 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			obs += n;
 		}
 	}
-	if (keys != hl__pool_used(&w->keys) || keys != LD_RLX(&h->keys_used)) {
-		snprintf(msg, len, "keys: %lu reachable, %u allocated, %lu counted",
+	if (keys != hl__pool_used(&w->keys) ||
+	    keys != LD_RLX(&h->keys_used) + LD_RLX(&h->prefixes_used)) {
+		snprintf(msg, len, "keys: %lu reachable, %u allocated, %lu + %lu prefixes counted",
 		         (unsigned long)keys, hl__pool_used(&w->keys),
-		         (unsigned long)LD_RLX(&h->keys_used));
+		         (unsigned long)LD_RLX(&h->keys_used),
+		         (unsigned long)LD_RLX(&h->prefixes_used));
 		return -EPROTO;
 	}
 	if (obs != hl__pool_used(&w->obs) || obs != LD_RLX(&h->observers_used)) {

@@ -179,6 +179,8 @@ struct hl_worker_opts {
 	int crash_at_step;         /* test hook: _exit(99) at that apply step */
 	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
 	int64_t park_shard;        /* test hook: this shard's thread hangs (-1 = off) */
+	int64_t hold_shard;        /* test hook: this shard holds commit..dispatch (-1 = off) */
+	const char *hold_file;     /* ... while this file exists (apply.c, hold()) */
 };
 
 /*
@@ -202,15 +204,16 @@ struct hl_worker_opts {
  *              link, so a publish queued after the answer (acquire chain
  *              through the client's rings) finds both.
  *  total       prefix entries (fetch_add / fetch_sub): 0 = skip matching.
- *  filter      one bit per HL_PREFIX_FILTER_BITS of a prefix entry's hash
- *              (fetch_or, relaxed, before the link, as `bits`); never
- *              cleared while the worker runs, for the same reason. A
- *              probe of the key index (two cache misses: bucket and slot)
- *              is made only when the bit of that prefix's hash is set, so
- *              a key that no prefix matches costs, per length in use, a
- *              hash and one load from 128 KiB that stays in cache. With
- *              10,000 prefixes about 1 % of those loads find a bit set for
- *              nothing (and the probe then finds no entry).
+ *  filter      HL_PREFIX_FILTER_BITS bits of a running hash of each
+ *              prefix entry: a word bit per whole 8-byte word and an end
+ *              bit (keys.c, "The filter"); fetch_or, relaxed, before the
+ *              link, as `bits`; never cleared while the worker runs, for
+ *              the same reason. A probe of the key index (two cache
+ *              misses: bucket and slot) is made only on a set end bit; a
+ *              key stops at the first of its words with no word bit. So a
+ *              key that no prefix matches costs one pass over (at most)
+ *              its bytes and a load from 128 KiB, which stays in cache,
+ *              per word and per length in use.
  */
 #define HL_PREFIX_FILTER_BITS (1u << 20)
 struct hl_prefix_lens {

@@ -227,8 +227,12 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * delivered. Combines with the filters above. A process's exact and prefix
  * observers of one key each get the event (one record in its ring). After a
  * lag a prefix observer gets HL_EV_LAGGED (key = the prefix, revision = the
- * last one handed out) but, unlike an exact observer, no HL_EV_RESYNC: read
- * the keys again (hl_keys() or heirloomctl get --prefix). */
+ * last one handed out, lagged = the events lost) but, unlike an exact
+ * observer, no HL_EV_RESYNC, for now: LAGGED only, the library cannot tell
+ * which keys lost events. Read the keys again (hl_keys() or heirloomctl
+ * get --prefix) and go on from the events that follow. Each distinct
+ * prefix takes a slot of the key pool (hl_stats().prefixes; -ENOSPC when
+ * the pool is full). */
 #define HL_OBSERVE_PREFIX 0x8u
 /*
  * Resume (hl_observe_opts.start_rev; hl_observe_with() and
@@ -501,7 +505,8 @@ struct hl_stats {
 	uint64_t reattaches;         /* worker attaches (each runs recovery) */
 	uint64_t epoch;              /* owner epoch */
 	uint64_t last_recovery_ns;
-	uint64_t keys, observers, endpoints; /* current counts */
+	uint64_t keys, observers, endpoints; /* current counts; keys: keys only,
+	                                      * not the prefix entries below */
 	uint64_t heap_used, heap_capacity;   /* value heap bytes */
 	uint64_t revision;                   /* global revision */
 	pid_t owner_pid;
@@ -516,6 +521,11 @@ struct hl_stats {
 	                             * reading: events wait in their rings and none
 	                             * was taken for the worker's --slow-reader-ms.
 	                             * They keep their observers. */
+	uint64_t prefixes;          /* current count of prefix entries: one per
+	                             * distinct prefix observed (HL_OBSERVE_PREFIX),
+	                             * however many observers it has. They take
+	                             * slots of the key pool: keys + prefixes <=
+	                             * max_keys. */
 };
 
 /* Fill *st from the segment's counters (no worker needed). */
