@@ -225,10 +225,11 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * order as an exact observer: revisions increase, with no duplicates and no
  * gaps except LAGGED. Changes committed before the observe returned are not
  * delivered. Combines with the filters above. A process's exact and prefix
- * observers of one key each get the event (one record in its ring). After a
- * lag a prefix observer gets HL_EV_LAGGED (key = the prefix, revision = the
- * last one handed out, lagged = the events lost) but, unlike an exact
- * observer, no HL_EV_RESYNC, for now: LAGGED only, the library cannot tell
+ * observers of one key each get the event (one record in its ring). A slow
+ * prefix observer is caught up from the history as an exact one is (see
+ * HL_OBSERVE_FROM_REV). Past the history it gets HL_EV_LAGGED (key = the
+ * prefix, revision = the last one handed out, lagged = the events dropped)
+ * but, unlike an exact observer, no HL_EV_RESYNC: the library cannot tell
  * which keys lost events. Read the keys again (hl_keys() or heirloomctl
  * get --prefix) and go on from the events that follow. Each distinct
  * prefix takes a slot of the key pool (hl_stats().prefixes; -ENOSPC when
@@ -428,10 +429,14 @@ struct hl_event {
 /*
  * The next event for any observer of this client. Blocks on a futex up to
  * timeout_ms (0 = do not block, -1 = forever). For each observer, revisions
- * strictly increase, with no duplicates and no gaps except where events
- * were dropped because this client read too slowly. The rule for a drop:
- * the events dropped are replaced, at their place in the stream, by one
- * HL_EV_LAGGED (the count dropped since the last report; revision = the
+ * strictly increase, with no duplicates and no gaps. Events dropped
+ * because this client read too slowly are first replayed from the
+ * segment's history (see HL_OBSERVE_FROM_REV: "Catch-up"; such events have
+ * no old value), in their place, losing nothing. Only where the history no
+ * longer holds them does this rule apply: the events lost are replaced, at
+ * their place in the stream, by one HL_EV_LAGGED (the count dropped from
+ * the observer's ring since the last report, which may include some the
+ * history gave back; revision = the
  * last one handed out) and, as the very next event of that observer, one
  * HL_EV_RESYNC with the key's state when it was read and its revision,
  * greater than any handed out before. Everything the worker wrote before
