@@ -403,8 +403,8 @@ run_series(const char *scenario, const char *variant, const char *unit, int whic
 		struct stats_samples rep;
 		stats_init(&rep);
 		err = which < 3 || which == 6 ? rep_publish(which == 6 ? 3 : which, o, &rep)
-		      : which == 5 ? rep_cas(cl, o, &rep)
-		                   : rep_pairs(cl, o, &rep);
+		      : which == 5            ? rep_cas(cl, o, &rep)
+		                              : rep_pairs(cl, o, &rep);
 		if (err == 0)
 			err = bench_series_add_rep(&s, &rep);
 		stats_fini(&rep);

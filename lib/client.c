@@ -856,8 +856,8 @@ observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, ui
 			 * hold would be (no answer awaited; events dropped), or,
 			 * when it cannot be queued now (no worker, a full
 			 * ring), as an in-doubt observe's orphan (settle()). */
-			if (queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0, (uint64_t)r,
-			              0, 1, &pos)) {
+			if (queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0,
+			              (uint64_t)r, 0, 1, &pos)) {
 				c->doubt[s] = (struct doubt){ .type = HL_REQ_OBSERVE,
 					                      .set = 1,
 					                      .orphan = (hl_observer_id)r };
@@ -1662,7 +1662,8 @@ hist_match(struct hl_client *c, uint32_t s)
 	if (rc)
 		return rc;
 	uint64_t h = hl__hash(key, hr.h.key_len);
-	for (uint32_t j = (uint32_t)h & (c->hx_cap - 1); c->hx_at[j]; j = (j + 1) & (c->hx_cap - 1)) {
+	for (uint32_t j = (uint32_t)h & (c->hx_cap - 1); c->hx_at[j];
+	     j = (j + 1) & (c->hx_cap - 1)) {
 		if (c->hx_hash[j] != h)
 			continue;
 		rc = hist_add(c, &c->obs[c->hx_at[j] - 1], &hr, key, s, n, payload);

@@ -22,8 +22,8 @@
 #include <errno.h>
 #include <stdatomic.h>
 
-#define HL_HIST_OK     1 /* a record copied into the buffer; *pos is past it */
-#define HL_HIST_END    0 /* *pos is the head: nothing more yet */
+#define HL_HIST_OK     1    /* a record copied into the buffer; *pos is past it */
+#define HL_HIST_END    0    /* *pos is the head: nothing more yet */
 #define HL_HIST_BEHIND (-1) /* *pos was evicted: restart at the tail */
 
 /* The oldest position still readable and the floor that goes with it

@@ -293,9 +293,8 @@ hl__seg_validate(const struct hl_shm_header *h, uint64_t file_size)
 	    want.ep_client_stride != h->ep_client_stride || want.buckets_off != h->buckets_off ||
 	    want.keys_off != h->keys_off || want.observers_off != h->observers_off ||
 	    want.heap_off != h->heap_off || want.hist_off != h->hist_off ||
-	    want.ep_worker_off != h->ep_worker_off ||
-	    want.claims_off != h->claims_off || want.ep_client_off != h->ep_client_off ||
-	    want.size != h->size)
+	    want.ep_worker_off != h->ep_worker_off || want.claims_off != h->claims_off ||
+	    want.ep_client_off != h->ep_client_off || want.size != h->size)
 		return HL_ECORRUPT;
 	return 0;
 }

@@ -786,13 +786,25 @@ test_lagged_is_followed_by_resync_before_later_events(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {
-		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
-		"16",         "--heap", "4194304",         "--max-value", "64",
-		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
-		"0",          "--history", "2048", /* overrun too: no catch-up */
-		NULL
-	};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "1024",
+		                     "--max-endpoints",
+		                     "16",
+		                     "--heap",
+		                     "4194304",
+		                     "--max-value",
+		                     "64",
+		                     "--ev-ring",
+		                     "4096",
+		                     "--shards",
+		                     "1",
+		                     "--telemetry-interval",
+		                     "0",
+		                     "--history",
+		                     "2048", /* overrun too: no catch-up */
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *o = hl_t_open(name, 0);
 	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);
@@ -930,13 +942,25 @@ test_lagged_counts_each_drop_once(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {
-		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
-		"16",         "--heap", "4194304",         "--max-value", "64",
-		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
-		"0",          "--history", "2048", /* overrun too: no catch-up */
-		NULL
-	};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "1024",
+		                     "--max-endpoints",
+		                     "16",
+		                     "--heap",
+		                     "4194304",
+		                     "--max-value",
+		                     "64",
+		                     "--ev-ring",
+		                     "4096",
+		                     "--shards",
+		                     "1",
+		                     "--telemetry-interval",
+		                     "0",
+		                     "--history",
+		                     "2048", /* overrun too: no catch-up */
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *o = hl_t_open(name, 0);
 	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);

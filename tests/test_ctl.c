@@ -638,12 +638,10 @@ test_watch_rev_resumes_and_compacted_exits_6(void **state)
 	char from[32], want[256];
 	snprintf(from, sizeof(from), "%llu", (unsigned long long)rev[0]);
 	struct run r;
-	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "2", "--timeout", "20000",
-	    NULL);
+	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "2", "--timeout", "20000", NULL);
 	assert_exit(&r, 0);
-	snprintf(want, sizeof(want), "put %llu %d b\nput %llu %d c\n",
-	         (unsigned long long)rev[1], (int)getpid(), (unsigned long long)rev[2],
-	         (int)getpid());
+	snprintf(want, sizeof(want), "put %llu %d b\nput %llu %d c\n", (unsigned long long)rev[1],
+	         (int)getpid(), (unsigned long long)rev[2], (int)getpid());
 	assert_string_equal(r.out, want);
 	run_free(&r);
 	ctl(&r, f->name, "--json", "watch", "--prefix", "w/", "--rev", from, "--count", "2",
@@ -663,8 +661,7 @@ test_watch_rev_resumes_and_compacted_exits_6(void **state)
 		big[0] = (char)('a' + i % 26);
 		assert_int_equal(hl_publish(c, "w/k", 3, big, sizeof(big), NULL, 0), 0);
 	}
-	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "1", "--timeout", "5000",
-	    NULL);
+	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "1", "--timeout", "5000", NULL);
 	assert_exit(&r, 6);
 	assert_contains(r.err, "compacted");
 	unsigned long long oldest = strtoull(r.out, NULL, 10);

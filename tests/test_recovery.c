@@ -138,7 +138,7 @@ check_history(const char *name, struct result *res)
 	uint64_t last[5] = { 0 }, plast[3] = { 0 };
 	for (int i = 0; i < 5; i++) {
 		struct hl_observe_opts o = { .flags = HL_OBSERVE_FROM_REV |
-		                                      (i == 4 ? HL_OBSERVE_PREFIX : 0) };
+			                              (i == 4 ? HL_OBSERVE_PREFIX : 0) };
 		uint64_t oldest = 0;
 		rc = hl_observe_from(c, keys[i], strlen(keys[i]), &o, &ids[i], &oldest);
 		if (rc)
@@ -162,7 +162,8 @@ check_history(const char *name, struct result *res)
 				FAIL("history: p/ out of order");
 			plast[j] = ev.revision;
 			size_t pl = strlen(pgot[j]);
-			snprintf(pgot[j] + pl, sizeof(pgot[j]) - pl, "%s%.*s", pl ? " " : "", vl, v);
+			snprintf(pgot[j] + pl, sizeof(pgot[j]) - pl, "%s%.*s", pl ? " " : "", vl,
+			         v);
 			continue;
 		} else {
 			if (ev.revision <= last[i])

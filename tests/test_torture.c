@@ -275,7 +275,9 @@ client(const char *name, int me)
 			if (find(m, n, id))
 				FAIL("client %d: observer id handed out twice", me);
 			/* Its start: the key's revision now (events can only be newer). */
-			m[n] = (struct mine){ .id = id, .key = k, .resumed = resumed, .start = start };
+			m[n] = (struct mine){
+				.id = id, .key = k, .resumed = resumed, .start = start
+			};
 			n++;
 		} else if (r < 30 && n > 0) {
 			int i = rand_r(&seed) % n;
@@ -454,7 +456,8 @@ client(const char *name, int me)
 		struct hl_client *chk = NULL;
 		if (hl_open(name, NULL, &chk))
 			FAIL("client %d: open checker", me);
-		struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV, .start_rev = m[i].start };
+		struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV,
+			                      .start_rev = m[i].start };
 		hl_observer_id cid;
 		rc = hl_observe_with(chk, key, strlen(key), &ro, &cid);
 		if (rc == 0) {

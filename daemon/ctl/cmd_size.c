@@ -63,9 +63,9 @@ ctl_cmd_size(struct ctl *c, const struct ctl_args *a)
 	static const char *const names[] = { "shards",        "max-keys",  "max-observers",
 		                             "max-endpoints", "max-value", "heap",
 		                             "req-ring",      "ev-ring",   "history" };
-	static const uint64_t maxes[] = { HL_SHARDS_MAX,      1u << 24,   1u << 24, 65536,
-		                          HL_VALUE_MAX_LIMIT, 1ull << 40, 1u << 30, 1u << 30,
-		                          1u << 30 };
+	static const uint64_t maxes[] = { HL_SHARDS_MAX, 1u << 24,           1u << 24,
+		                          65536,         HL_VALUE_MAX_LIMIT, 1ull << 40,
+		                          1u << 30,      1u << 30,           1u << 30 };
 	uint64_t v[9] = { 0 };
 	for (int i = 0; i < 9; i++)
 		if (a->set[i] && parse_size(a->val[i], maxes[i], &v[i]) < 0)

@@ -18,12 +18,12 @@
 #include <stdio.h>
 
 /* Exit codes: a script may rely on these. */
-#define CTL_OK       0
-#define CTL_NOTFOUND 1 /* no such key (get, del, inspect) */
-#define CTL_USAGE    2 /* bad command line */
-#define CTL_SEGMENT  3 /* the segment is missing or unusable */
-#define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
-#define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
+#define CTL_OK        0
+#define CTL_NOTFOUND  1 /* no such key (get, del, inspect) */
+#define CTL_USAGE     2 /* bad command line */
+#define CTL_SEGMENT   3 /* the segment is missing or unusable */
+#define CTL_FAILED    4 /* the request failed: worker error, timeout, refusal */
+#define CTL_CONFLICT  5 /* set/del --if-rev: the key is at another revision */
 #define CTL_COMPACTED 6 /* watch --rev: the history no longer reaches that revision */
 
 #define CTL_MAX_POS  4
