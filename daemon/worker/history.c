@@ -18,6 +18,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
@@ -137,6 +138,26 @@ check_ring(struct hl_worker *w, uint32_t shard, uint64_t *last)
 		prev = r.rev;
 		*last = r.rev;
 		tail += r.h.size;
+	}
+	return 0;
+}
+
+int
+hl_w_hist_check(struct hl_worker *w, char *msg, size_t len)
+{
+	for (uint32_t s = 0; s < w->seg.h->shards; s++) {
+		const struct hl_shard *sh = &w->shards[s];
+		uint64_t last;
+		if (check_ring(w, s, &last)) {
+			snprintf(msg, len, "history of shard %u: bad ring", s);
+			return -EPROTO;
+		}
+		if (LD_RLX(&hl__hist(&w->seg, s)->head) != sh->hist_head ||
+		    (last && last != sh->hist_last)) {
+			snprintf(msg, len, "history of shard %u: ends at %llu, last appended %llu", s,
+			         (unsigned long long)last, (unsigned long long)sh->hist_last);
+			return -EPROTO;
+		}
 	}
 	return 0;
 }

@@ -36,4 +36,9 @@ void hl_w_hist_append(struct hl_shard *sh, const struct hl_w_hist_src *s);
  * a lag, never a wrong record. Returns the repairs made. */
 uint64_t hl_w_hist_recover(struct hl_worker *w);
 
+/* For hl_w_check() (no thread runs): every shard's ring holds, and ends
+ * with the change the shard thread last appended. 0, or -EPROTO with
+ * MSG filled. */
+int hl_w_hist_check(struct hl_worker *w, char *msg, size_t len);
+
 #endif /* HL_W_HISTORY_H */

@@ -983,6 +983,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	uint64_t heap_used = 0, keys = 0, obs = 0;
+	if (hl_w_hist_check(w, msg, len))
+		return -EPROTO;
 	for (uint32_t b = 0; b < h->nbuckets; b++) {
 		uint32_t steps = 0;
 		for (uint32_t i = LD_RLX(&hl__bucket(&w->seg, b)->head); i != HL_NIL;
