@@ -63,6 +63,9 @@ struct obs_ent {
 	/* A resumed observer: the revision up to which its changes come only
 	 * from the history (those dispatched before it was linked). */
 	uint64_t hist_need;
+	/* The change of an event record a catch-up replaced (take_record()):
+	 * this one revision it must get from the history. */
+	uint64_t rec_need;
 };
 
 /* Catch-up from one shard's history ring (lib/history.h): replaying the
@@ -1360,6 +1363,16 @@ take_record(struct hl_client *c)
 		 * + RESYNC where the history no longer reaches. */
 		if (((const struct hl_evrec *)c->evbuf)->flags & HL_EVRF_LAG_BEFORE) {
 			lag_at(c, s);
+			/* Its observers now need the history up to it: if
+			 * the replay falls behind past it, they are told. */
+			const struct hl_evrec *lr = (const struct hl_evrec *)c->evbuf;
+			for (uint32_t i = 0; i < lr->nobs; i++) {
+				hl_observer_id id;
+				memcpy(&id, c->evbuf + sizeof(*lr) + 8ull * i, 8);
+				struct obs_ent *e = obs_find(c, id);
+				if (e && e->rec_need < lr->rev)
+					e->rec_need = lr->rev;
+			}
 			c->ev_n = 0;
 		}
 		return 1;
@@ -1557,12 +1570,14 @@ hist_behind(struct hl_client *c, uint32_t s, uint64_t floor)
 		if (slot >= 1 && slot <= c->seg.h->max_observers)
 			d = atomic_load_explicit(&hl__obs(&c->seg, slot)->dropped,
 			                         memory_order_relaxed);
-		/* Only the history had it: the resume's past, or what its
-		 * ring dropped (not yet replayed). Else every change it is
-		 * owed is in its event ring: nothing was lost. (A prefix
+		/* Only the history had it: the resume's past, what its ring
+		 * dropped (not yet replayed), or the one change of a record
+		 * the catch-up replaced, if that is gone too. Else every
+		 * change it is owed is in its event ring: nothing was lost. (A prefix
 		 * observer's `dropped` counts every shard's drops: it may be
 		 * told of a loss of another shard's here, never less.) */
-		if (d == e->dropped_seen && have >= e->hist_need)
+		if (d == e->dropped_seen && have >= e->hist_need &&
+		    (e->rec_need <= have || e->rec_need > floor))
 			continue;
 		uint64_t n = d > e->dropped_seen ? d - e->dropped_seen : 1;
 		e->dropped_seen = d;
