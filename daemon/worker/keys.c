@@ -153,10 +153,10 @@ plens_add(struct hl_worker *w, const uint8_t *p, uint32_t len)
 	uint64_t ws = PF_SEED;
 	uint32_t j = 0;
 	for (; (j + 1) * 8 <= len; j++) {
-		ws = pf_word(ws, buf + j * 8);
+		ws = pf_word(ws, buf + (size_t)j * 8);
 		pf_set(pl, pf_word_bit(ws, j + 1));
 	}
-	pf_set(pl, pf_end_bit(ws, buf + j * 8, len));
+	pf_set(pl, pf_end_bit(ws, buf + (size_t)j * 8, len));
 	if (atomic_fetch_add_explicit(&pl->count[len], 1, memory_order_relaxed) == 0)
 		atomic_fetch_or_explicit(&pl->bits[len / 64], 1ull << (len % 64),
 		                         memory_order_relaxed);
@@ -189,7 +189,7 @@ hl_w_prefix_match(struct hl_worker *w, const uint8_t *key, uint32_t len, uint32_
 		return 0;
 	/* The dispatched key is in its slot (dispatch.c): pf_end_bit() may
 	 * read up to 7 bytes past its end, within the slot. */
-	_Static_assert((HL_KEY_MAX + 7) / 8 * 8 <=
+	_Static_assert((size_t)(HL_KEY_MAX + 7) / 8 * 8 <=
 	                       (sizeof(struct hl_shm_key) + HL_KEY_MAX + HL_CACHELINE - 1) /
 	                                       HL_CACHELINE * HL_CACHELINE -
 	                               sizeof(struct hl_shm_key),
@@ -206,11 +206,11 @@ hl_w_prefix_match(struct hl_worker *w, const uint8_t *key, uint32_t len, uint32_
 			if (l == 0 || l > len)
 				continue;
 			while ((j + 1) * 8 <= l) {
-				ws = pf_word(ws, key + j * 8);
+				ws = pf_word(ws, key + (size_t)j * 8);
 				if (!pf_test(pl, pf_word_bit(ws, ++j)))
 					return n; /* no prefix of 8j bytes or more */
 			}
-			if (!pf_test(pl, pf_end_bit(ws, key + j * 8, l)))
+			if (!pf_test(pl, pf_end_bit(ws, key + (size_t)j * 8, l)))
 				continue; /* no entry of this prefix: no probe */
 			/* The entry's bucket belongs to the shard of its bytes,
 			 * which may be another: a lock-free read under the
