@@ -1647,8 +1647,8 @@ hist_add(struct hl_client *c, const struct obs_ent *e, const struct hl_hist_rec 
 		return 0;
 	if (e->flags & (hr->h.type == HL_EVR_PUT ? HL_OBSERVE_NOPUT : HL_OBSERVE_NODELETE))
 		return 0;
-	if (e->srev ? (e->key_len > hr->h.key_len || memcmp(e->key, key, e->key_len))
-	            : (e->key_len != hr->h.key_len || memcmp(e->key, key, e->key_len)))
+	if (e->srev ? (e->key_len > hr->h.key_len || memcmp(e->key, key, e->key_len) != 0)
+	            : (e->key_len != hr->h.key_len || memcmp(e->key, key, e->key_len) != 0))
 		return 0;
 	uint64_t need = sizeof(struct hl_evrec) + 8ull * (n + 1) + payload;
 	if (need > c->evbuf_cap) {

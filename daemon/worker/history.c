@@ -154,8 +154,8 @@ hl_w_hist_check(struct hl_worker *w, char *msg, size_t len)
 		}
 		if (LD_RLX(&hl__hist(&w->seg, s)->head) != sh->hist_head ||
 		    (last && last != sh->hist_last)) {
-			snprintf(msg, len, "history of shard %u: ends at %llu, last appended %llu", s,
-			         (unsigned long long)last, (unsigned long long)sh->hist_last);
+			snprintf(msg, len, "history of shard %u: ends at %llu, last appended %llu",
+			         s, (unsigned long long)last, (unsigned long long)sh->hist_last);
 			return -EPROTO;
 		}
 	}
