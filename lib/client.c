@@ -66,6 +66,10 @@ struct obs_ent {
 	/* The change of an event record a catch-up replaced (take_record()):
 	 * this one revision it must get from the history. */
 	uint64_t rec_need;
+	/* Progress (hl_observe_opts.progress_ms; 0 = not asked): interval and
+	 * next due time in CLOCK_MONOTONIC ns, and the last revision handed
+	 * out in an HL_EV_PROGRESS (they never go back). */
+	uint64_t prog_ns, prog_due, prog_rev;
 };
 
 /* Catch-up from one shard's history ring (lib/history.h): replaying the
@@ -152,6 +156,10 @@ struct hl_client {
 	 * descriptor the application polls, wake_wfd the end the worker takes
 	 * a copy of (layout.h, struct hl_shm_epc). Under lock. */
 	int wake_rfd, wake_wfd;
+	/* Observers that asked for progress events, and the earliest time one
+	 * may be due (UINT64_MAX: none), a cheap gate for try_next(). */
+	uint32_t nprog;
+	uint64_t prog_next;
 	/* HL_EV_RESYNC events handed out: written under lock by hl_next(),
 	 * read without it by hl_stats() (which must not wait for a call that
 	 * blocks holding the lock). */
@@ -265,9 +273,31 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 	c->obs_gen++;
 }
 
+/* Publish the shortest progress interval of our observers in the endpoint
+ * (hl_shm_epc.progress_ms): the worker's monitor wakes us about that often
+ * (caller holds c->lock). */
+static void
+prog_publish(struct hl_client *c)
+{
+	uint64_t shortest = 0;
+	for (uint32_t i = 0; c->nprog && i < c->obs_cap; i++) {
+		const struct obs_ent *e = &c->obs[i];
+		if (e->id && e->id != UINT64_MAX && e->prog_ns &&
+		    (!shortest || e->prog_ns < shortest))
+			shortest = e->prog_ns;
+	}
+	atomic_store_explicit(&hl__epc(&c->seg, c->ep)->progress_ms,
+	                      (uint32_t)(shortest / 1000000ull), memory_order_relaxed);
+}
+
 static void
 obs_del(struct hl_client *c, struct obs_ent *e)
 {
+	if (e->prog_ns) {
+		c->nprog--;
+		e->prog_ns = 0;
+		prog_publish(c);
+	}
 	free(e->key);
 	memset(e, 0, sizeof(*e));
 	e->id = UINT64_MAX;
@@ -322,6 +352,7 @@ claim_endpoint(struct hl_client *c)
 		atomic_store_explicit(&epc->gen, gen, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_fd, 0, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_ino, 0, memory_order_relaxed);
+		atomic_store_explicit(&epc->progress_ms, 0, memory_order_relaxed);
 		for (uint32_t s = 0; s < c->shards; s++) {
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, e, s);
 			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, e, s);
@@ -813,7 +844,7 @@ static void hist_begin(struct hl_client *c, uint32_t s, int reposition);
  * as its 8 value bytes instead (apply.c). */
 static int
 observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, uint64_t start,
-        hl_observer_id *out, uint64_t *compact_rev)
+        uint32_t progress_ms, hl_observer_id *out, uint64_t *compact_rev)
 {
 	const int resume = (flags & HL_OBSERVE_FROM_REV) != 0;
 	flags &= ~(uint32_t)HL_OBSERVE_FROM_REV;
@@ -888,6 +919,15 @@ observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, ui
 					(void)n;
 				}
 			}
+			if (progress_ms) {
+				struct obs_ent *e = obs_find(c, (hl_observer_id)r);
+				e->prog_ns = (uint64_t)progress_ms * 1000000ull;
+				e->prog_due = hl__now_ns() + e->prog_ns;
+				if (e->prog_due < c->prog_next)
+					c->prog_next = e->prog_due;
+				c->nprog++;
+				prog_publish(c);
+			}
 		} else if (r == -ETIMEDOUT) {
 			doubt_set(c, s, pos, HL_REQ_OBSERVE);
 			rc = -ETIMEDOUT;
@@ -908,7 +948,7 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 {
 	if (flags & HL_OBSERVE_FROM_REV)
 		return -EINVAL; /* no start revision here */
-	return observe(c, key, key_len, flags, 0, out, NULL);
+	return observe(c, key, key_len, flags, 0, 0, out, NULL);
 }
 
 int
@@ -1029,12 +1069,15 @@ hl_observe_from(struct hl_client *c, const void *key, size_t key_len,
 	struct hl_observe_opts none = { 0 };
 	if (!opts)
 		opts = &none;
-	if (opts->reserved32 || (opts->start_rev && !(opts->flags & HL_OBSERVE_FROM_REV)))
+	if (opts->start_rev && !(opts->flags & HL_OBSERVE_FROM_REV))
+		return -EINVAL;
+	if (opts->progress_ms && opts->progress_ms < HL_PROGRESS_MS_MIN)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
 		if (opts->reserved[i])
 			return -EINVAL;
-	return observe(c, key, key_len, opts->flags, opts->start_rev, out, compact_rev);
+	return observe(c, key, key_len, opts->flags, opts->start_rev, opts->progress_ms, out,
+	               compact_rev);
 }
 
 int
@@ -1774,6 +1817,61 @@ lag_at(struct hl_client *c, uint32_t s)
 	hist_begin(c, s, 0);
 }
 
+/*
+ * Progress (hl_observe_opts.progress_ms; docs/architecture.md, "Progress").
+ * Called with every ring found empty and nothing queued, at or after
+ * c->prog_next. Reads each shard's progress_rev (acquire: pairs with the
+ * shard thread's release store, made after the ring commits of every
+ * change of that shard up to it), then checks the rings again: if one is
+ * not empty, an event may be at or below what was read, and it must go
+ * first (2). Else every change up to P[s] of shard s is already handed
+ * out, and a due observer gets HL_EV_PROGRESS with R = P of its key's
+ * shard (exact) or the least P over the shards (prefix: its keys are in
+ * every shard). One event per call; 1 = *ev filled, 0 = none due.
+ */
+static int
+next_progress(struct hl_client *c, struct hl_event *ev)
+{
+	uint64_t p[HL_SHARDS_MAX], least = UINT64_MAX;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		p[s] = atomic_load_explicit(&c->seg.h->shard[s].progress_rev, memory_order_acquire);
+		if (p[s] < least)
+			least = p[s];
+	}
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		if (atomic_load_explicit(&ws->ev_head, memory_order_acquire) != c->ev_tail[s] ||
+		    atomic_load_explicit(&ws->lag_seq, memory_order_acquire) != c->lag_seen[s])
+			return 2;
+	}
+	uint64_t now = hl__now_ns(), next = UINT64_MAX;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX || !e->prog_ns)
+			continue;
+		if (e->prog_due > now) {
+			if (e->prog_due < next)
+				next = e->prog_due;
+			continue;
+		}
+		uint64_t r = e->srev ? least : p[e->shard];
+		if (r < e->prog_rev)
+			r = e->prog_rev; /* a stale read: what was true stays true */
+		e->prog_rev = r;
+		e->prog_due = now + e->prog_ns;
+		c->prog_next = now; /* others may be due too: look again next call */
+		memset(ev, 0, sizeof(*ev));
+		ev->type = HL_EV_PROGRESS;
+		ev->observer = e->id;
+		ev->revision = r;
+		ev->key = e->key;
+		ev->key_len = e->key_len;
+		return 1;
+	}
+	c->prog_next = next;
+	return 0;
+}
+
 /* One non-blocking attempt. 1 = *ev filled, 0 = nothing, <0 error. */
 static int
 try_next(struct hl_client *c, struct hl_event *ev)
@@ -1801,6 +1899,12 @@ try_next(struct hl_client *c, struct hl_event *ev)
 			continue;
 		if (collect_lag(c))
 			continue;
+		if (c->nprog && hl__now_ns() >= c->prog_next) {
+			rc = next_progress(c, ev);
+			if (rc == 2)
+				continue; /* an event came meanwhile: it goes first */
+			return rc;
+		}
 		return 0;
 	}
 }
@@ -2032,7 +2136,10 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 		}
 		/* Unlock while blocked so that other threads can publish. */
 		pthread_mutex_unlock(&c->lock);
-		wait_signal(c, seen, deadline, 1000);
+		/* A progress event due before the deadline ends the wait too
+		 * (the worker's nudge would, but not if it is gone). */
+		wait_signal(c, seen, c->nprog && c->prog_next < deadline ? c->prog_next : deadline,
+		            1000);
 		pthread_mutex_lock(&c->lock);
 		sleep_end(c);
 	}

@@ -57,6 +57,10 @@
  *    in the geometry, struct hl_shm_hist, struct hl_hist_rec); the start
  *    revision of an observe's answer (hl_shm_epw_shard.result_rev); an
  *    observe request may carry a start revision (8 value bytes). */
+/* 6 (also): progress notifications (docs/architecture.md, "Progress"): each
+ *    shard's progress_rev (hl_shm_shard) and a client's progress_ms
+ *    (hl_shm_epc), both in what was padding; a v5 worker would leave
+ *    progress_rev at 0 and never nudge. Also header.prefixes_used. */
 #define HL_LAYOUT_VERSION 6u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
@@ -139,6 +143,19 @@ struct hl_shm_shard {
 	 * published through it. Its own line: the shard thread stores here
 	 * on every turn, and the keeper reads it. */
 	alignas(HL_CACHELINE) _Atomic uint64_t beat_ns;
+	/* Progress (issue 14 item 5; docs/architecture.md, "Progress"): the
+	 * global revision this shard's thread read at the top of a turn of
+	 * its loop, when everything it had applied was dispatched (a dispatch
+	 * ends inside the apply). Every change of this shard with a revision
+	 * <= progress_rev is in its endpoints' event rings (or counted as
+	 * dropped), because a change it applies later takes a revision from
+	 * the same counter after that read: a higher one. The shard thread
+	 * stores it (release: after the ring commits of those events) when it
+	 * changed; clients load it (acquire) and then check their rings for
+	 * this shard. A SIGKILL leaves a value that was true when stored (a
+	 * pending dispatch has a revision above it); a new worker's threads
+	 * store again. 0 = never stored (nothing is claimed). */
+	_Atomic uint64_t progress_rev;
 };
 _Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
                "a shard's heartbeat has its own line");
@@ -724,6 +741,15 @@ struct hl_shm_epc {
 	_Atomic uint32_t wake_fd;
 	_Atomic uint32_t wake_arm;
 	_Atomic uint64_t wake_ino;
+	/* Progress (issue 14 item 5): the smallest progress interval of this
+	 * client's observers in ms, 0 = none asked. The client stores it
+	 * (relaxed) at each observe or unobserve of such an observer; the
+	 * worker's monitor reads it (relaxed) every tick and wakes the client
+	 * (futex and hl_fd() datagram, as for an event) about that often, so
+	 * that a loop asleep on hl_fd() calls hl_next(), which hands out the
+	 * due HL_EV_PROGRESS events. Client-written: the monitor clamps it to
+	 * HL_PROGRESS_MS_MIN; garbage costs this client spurious wake-ups. */
+	_Atomic uint32_t progress_ms;
 };
 /* Request (shard 0, SYNC, no key, value or meta; arg 0): take a copy of
  * the wake socket epc.wake_fd names (pidfd_getfd), answered 0 or -errno.

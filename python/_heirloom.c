@@ -115,8 +115,9 @@ static PyObject *
 client_observe(ClientObject *self, PyObject *args)
 {
 	Py_buffer key;
-	unsigned int flags = 0; /* HL_OBSERVE_*, checked by hl_observe() */
-	if (!PyArg_ParseTuple(args, "y*|I", &key, &flags))
+	unsigned int flags = 0;       /* HL_OBSERVE_*, checked by hl_observe_with() */
+	unsigned int progress_ms = 0; /* hl_observe_opts.progress_ms, checked there */
+	if (!PyArg_ParseTuple(args, "y*|II", &key, &flags, &progress_ms))
 		return NULL;
 	if (!alive(self)) {
 		PyBuffer_Release(&key);
@@ -125,7 +126,8 @@ client_observe(ClientObject *self, PyObject *args)
 	hl_observer_id id = 0;
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	rc = hl_observe(self->c, key.buf, (size_t)key.len, flags, &id);
+	struct hl_observe_opts o = { .flags = flags, .progress_ms = progress_ms };
+	rc = hl_observe_with(self->c, key.buf, (size_t)key.len, &o, &id);
 	Py_END_ALLOW_THREADS
 	PyBuffer_Release(&key);
 	if (rc)
@@ -133,7 +135,7 @@ client_observe(ClientObject *self, PyObject *args)
 	return PyLong_FromUnsignedLongLong(id);
 }
 
-/* observe_from(key, flags, start_rev) -> (code, n): hl_observe_from()
+/* observe_from(key, flags, start_rev, progress_ms=0) -> (code, n): hl_observe_from()
  * with HL_OBSERVE_FROM_REV; code 0 and n the observer id, or
  * HL_ECOMPACTED and n the oldest revision to resume from; any other
  * failure raises. */
@@ -143,13 +145,16 @@ client_observe_from(ClientObject *self, PyObject *args)
 	Py_buffer key;
 	unsigned int flags = 0;
 	unsigned long long start = 0;
-	if (!PyArg_ParseTuple(args, "y*IK", &key, &flags, &start))
+	unsigned int progress_ms = 0;
+	if (!PyArg_ParseTuple(args, "y*IK|I", &key, &flags, &start, &progress_ms))
 		return NULL;
 	if (!alive(self)) {
 		PyBuffer_Release(&key);
 		return NULL;
 	}
-	struct hl_observe_opts o = { .flags = flags | HL_OBSERVE_FROM_REV, .start_rev = start };
+	struct hl_observe_opts o = { .flags = flags | HL_OBSERVE_FROM_REV,
+		                     .progress_ms = progress_ms,
+		                     .start_rev = start };
 	hl_observer_id id = 0;
 	uint64_t oldest = 0;
 	int rc;
@@ -454,9 +459,11 @@ client_closed(ClientObject *self, void *unused)
 
 static PyMethodDef client_methods[] = {
 	{ "close", (PyCFunction)client_close, METH_NOARGS, "hl_close()" },
-	{ "observe", (PyCFunction)client_observe, METH_VARARGS, "hl_observe(key, flags=0) -> id" },
+	{ "observe", (PyCFunction)client_observe, METH_VARARGS,
+	  "hl_observe_with(key, flags=0, progress_ms=0) -> id" },
 	{ "observe_from", (PyCFunction)client_observe_from, METH_VARARGS,
-	  "hl_observe_from(key, flags, start_rev) -> (code, id or oldest revision)" },
+	  "hl_observe_from(key, flags, start_rev, progress_ms=0) -> (code, id or oldest "
+	  "revision)" },
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },

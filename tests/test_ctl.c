@@ -748,6 +748,36 @@ test_watch_count_prints_one_line_per_event(void **state)
 	run_free(&r);
 }
 
+/* --progress-ms: an idle watch prints 'progress' lines (text and JSON);
+ * a value below the minimum is a usage error. */
+static void
+test_watch_progress_ms_prints_progress_lines(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "pw", 2, "v", 1, NULL, 0), 0);
+	hl_close(c);
+	struct run r;
+	ctl(&r, f->name, "watch", "pw", "--progress-ms", "20", "--count", "2", "--timeout", "20000",
+	    NULL);
+	assert_exit(&r, 0);
+	unsigned long long r1 = 0, r2 = 0;
+	assert_int_equal(sscanf(r.out, "progress %llu 0\nprogress %llu 0\n", &r1, &r2), 2);
+	assert_true(r2 >= r1);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "watch", "--prefix", "p", "--progress-ms", "20", "--count", "1",
+	    "--timeout", "20000", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 1,
+	                            "len(d) == 1 and d[0]['type'] == 'progress' and "
+	                            "d[0]['key'] == 'p' and d[0]['value'] is None"),
+	                 0);
+	run_free(&r);
+	ctl(&r, f->name, "watch", "pw", "--progress-ms", "5", "--count", "1", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+}
+
 static void
 test_top_reports_the_busy_key_and_rates(void **state)
 {
@@ -1165,6 +1195,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_json_prints_one_object_per_line, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_watch_progress_ms_prints_progress_lines, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_top_reports_the_busy_key_and_rates, setup,
 		                                teardown),

@@ -308,6 +308,7 @@ ev_type(enum hl_event_type t)
 	case HL_EV_DELETE: return "delete";
 	case HL_EV_LAGGED: return "lagged";
 	case HL_EV_RESYNC: return "resync";
+	case HL_EV_PROGRESS: return "progress";
 	default: return "unknown";
 	}
 }
@@ -394,6 +395,12 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			                "--filter takes 'put' or 'delete', not '%s'",
 			                a->val[WATCH_FILTER]);
 	}
+	uint64_t progress_ms = 0;
+	if (a->set[WATCH_PROGRESS] &&
+	    ctl_parse_u64(a->val[WATCH_PROGRESS], HL_PROGRESS_MS_MIN, UINT32_MAX, &progress_ms))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--progress-ms needs a number of ms (%u or more), not '%s'",
+		                HL_PROGRESS_MS_MIN, a->val[WATCH_PROGRESS]);
 	uint64_t deadline =
 	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
 
@@ -410,7 +417,9 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	struct hl_observe_opts oo = { .flags = oflags, .start_rev = from };
+	struct hl_observe_opts oo = { .flags = oflags,
+		                      .progress_ms = (uint32_t)progress_ms,
+		                      .start_rev = from };
 	if (a->set[WATCH_REV])
 		oo.flags |= HL_OBSERVE_FROM_REV;
 	uint64_t oldest = 0;

@@ -223,9 +223,11 @@ static const struct cmd cmds[] = {
 	            { "filter", 1 },
 	            { "no-old", 0 },
 	            { "prefix", 1 },
-	            { "rev", 1 } },
+	            { "rev", 1 },
+	            { "progress-ms", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
-	          "                  [--filter put|delete] [--no-old] [--rev R]\n"
+	          "                  [--filter put|delete] [--no-old] [--rev R] [--progress-ms "
+	          "MS]\n"
 	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
 	          "--rev R: resume: first every change after revision R that the segment's\n"
 	          "history holds (in order per key; such events carry no old value), then\n"
@@ -241,12 +243,16 @@ static const struct cmd cmds[] = {
 	          "  lagged REVISION 0 DROPPED_EVENTS   (this watcher read too slowly)\n"
 	          "  resync REVISION 0 [VALUE]          (the current value after a lag;\n"
 	          "                                      none when the key is gone)\n"
+	          "  progress REVISION 0                (--progress-ms: every change up to\n"
+	          "                                      REVISION has been printed above)\n"
 	          "VALUE is escaped as described in 'heirloomctl --help'. --json: one object\n"
 	          "per line {\"type\", \"observer\", \"key\", \"revision\", \"publisher\",\n"
 	          "\"timestamp_ns\", \"value\", \"old_value\", \"meta\", \"lagged\"}.\n"
 	          "  --filter put  only puts (deletes are never sent to this watcher);\n"
 	          "  --filter delete  only deletes\n"
 	          "  --no-old      leave old values out (--json: \"old_value\": null)\n"
+	          "  --progress-ms MS  print a 'progress' line about every MS ms (10 or more)\n"
+	          "                while idle: where to resume from (HL_EV_PROGRESS)\n"
 	          "  --count N     exit 0 after N events\n"
 	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
 	          "                fewer than N events came (default: no limit)\n"

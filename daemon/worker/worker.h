@@ -155,6 +155,7 @@ struct hl_ep {
 	uint64_t read_ns;   /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
 	uint32_t watch_gen; /* incarnation the two fields above describe */
 	int slow;           /* reported as not reading */
+	uint64_t nudge_ns;  /* monitor only: last progress nudge (monitor.c) */
 	/* hl_fd() (wake.c, endpoint.c): the worker's copy of the client's wake
 	 * socket, -1 = none. Set and dropped under mu; read by any thread's
 	 * wake_one() without it, which announces itself in wake_users first so

@@ -141,6 +141,7 @@ class EventType(enum.IntEnum):
     DELETE = 2
     LAGGED = 3   #: events were dropped for this observer (``lagged`` of them)
     RESYNC = 4   #: the key's current state right after a LAGGED
+    PROGRESS = 5  #: current as of ``revision``: every change up to it came before
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class Client:
 
     def observe(self, key: Bytesish, *, prefix: bool = False, puts_only: bool = False,
                 deletes_only: bool = False, no_old: bool = False,
-                start_rev: Optional[int] = None) -> int:
+                start_rev: Optional[int] = None, progress_ms: int = 0) -> int:
         """``hl_observe``: observe ``key``; returns the observer id (never
         reused). ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that
         starts with ``key``, also keys created later; each event's ``key``
@@ -228,12 +229,16 @@ class Client:
         resume: first every change after revision R from the segment's
         history (in order per key; no old value), then the live ones, with
         no gap or duplicate between; raises :class:`CompactedError` (with
-        ``.oldest_revision``) when the history no longer reaches R."""
+        ``.oldest_revision``) when the history no longer reaches R.
+        ``progress_ms`` (``hl_observe_opts.progress_ms``, 10 or more): while
+        idle, an :attr:`EventType.PROGRESS` event about that often, whose
+        ``revision`` R says every change up to R came before it (where a
+        restarting process resumes from)."""
         flags = ((NODELETE if puts_only else 0) | (NOPUT if deletes_only else 0) |
                  (NOOLD if no_old else 0) | (_heirloom.OBSERVE_PREFIX if prefix else 0))
         if start_rev is None:
-            return self._c.observe(_b(key), flags)
-        code, n = self._c.observe_from(_b(key), flags, start_rev)
+            return self._c.observe(_b(key), flags, progress_ms)
+        code, n = self._c.observe_from(_b(key), flags, start_rev, progress_ms)
         if code:
             raise CompactedError(code, n)
         return n
