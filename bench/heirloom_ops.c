@@ -37,6 +37,25 @@
  *                                       lengths): the matching cost of a
  *                                       publish nobody observes (issue 14:
  *                                       within 10 % of none)
+ *   publish-burst-idle/heirloom pub/s   publish-observed with an observer that
+ *                                       reads in bursts (2 ms) and idles in
+ *                                       between (8 ms): its event ring
+ *                                       overflows again and again, and it
+ *                                       is caught up from the history
+ *                                       (issue 14, item 4)
+ *   publish-burst-idle/lost-revisions rev  changes that observer never got
+ *                                       (publishes applied while it observed
+ *                                       less the events it took; LAGGED
+ *                                       counts them too): 0 while the
+ *                                       history holds what each idle period
+ *                                       misses. A correctness figure, not a
+ *                                       timing
+ *   memory/segment             B/history-entry  a history record of one of
+ *                                       these publishes (key 12 B, value
+ *                                       16 B): 40 B of header + key + meta +
+ *                                       value, rounded to 8 (overhead over
+ *                                       the value: 40 B + key, <= 64 B for
+ *                                       keys up to 24 bytes)
  *   memory/segment             B/prefix  a prefix observer on a prefix of its
  *                                       own: its entry (a key slot) and its
  *                                       observer slot; one more observer of
@@ -142,14 +161,72 @@ observer_main(struct bench_board *b, uint64_t hard_ns)
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed) && stats_now_ns() < hard_ns) {
 		struct hl_event ev;
 		int rc = hl_next(c, &ev, 50);
-		if (rc == 0)
+		if (rc == 0) {
 			atomic_store_explicit(&b->slot[0].count, ++n, memory_order_relaxed);
-		else if (rc != -ETIMEDOUT)
+		} else if (rc != -ETIMEDOUT) {
+			fprintf(stderr, "publish-observed: observer: hl_next: %s\n",
+			        hl_strerror(rc));
 			return 12;
+		}
 	}
 	hl_close(c);
 	return 0;
 }
+
+/* The observer of publish-burst-idle: one observer on each key; reads for
+ * 2 ms, idles 8 ms, until told to stop; then takes everything left. Its
+ * events go to slot 0's count; slot 0's recv_ns = 1 + the LAGGED counts
+ * once it has taken everything (after the stop). */
+static int
+burst_observer_main(struct bench_board *b, uint64_t hard_ns)
+{
+	struct hl_client *c;
+	char key[32];
+	if (hlb_open(0, stats_now_ns() + 10 * BENCH_NS_PER_S, &c))
+		return 10;
+	for (unsigned i = 0; i < NKEYS; i++) {
+		hl_observer_id id;
+		key_name(key, sizeof(key), i);
+		if (hl_observe(c, key, strlen(key), 0, &id))
+			return 11;
+	}
+	bench_board_ready(b);
+	uint64_t n = 0, lagged = 0;
+	for (;;) {
+		int stop = atomic_load_explicit(&b->stop, memory_order_acquire);
+		uint64_t until = stats_now_ns() + 2 * BENCH_NS_PER_MS;
+		int rc = 0;
+		while (stop || stats_now_ns() < until) {
+			struct hl_event ev;
+			rc = hl_next(c, &ev, stop ? 200 : 0);
+			if (rc)
+				break;
+			if (ev.type == HL_EV_LAGGED)
+				lagged += ev.lagged;
+			else if (ev.type == HL_EV_PUT || ev.type == HL_EV_DELETE)
+				n++;
+		}
+		if (rc && rc != -EAGAIN && rc != -ETIMEDOUT) {
+			fprintf(stderr, "publish-burst-idle: observer: hl_next: %s\n",
+			        hl_strerror(rc));
+			return 12;
+		}
+		atomic_store_explicit(&b->slot[0].count, n, memory_order_relaxed);
+		if (stop)
+			break;
+		if (stats_now_ns() > hard_ns) {
+			fprintf(stderr, "publish-burst-idle: observer: out of time\n");
+			return 13;
+		}
+		struct timespec idle = { 0, 8 * BENCH_NS_PER_MS };
+		nanosleep(&idle, NULL);
+	}
+	atomic_store_explicit(&b->slot[0].recv_ns, 1 + lagged, memory_order_release);
+	hl_close(c);
+	return 0;
+}
+
+static uint64_t burst_lost; /* publish-burst-idle: lost revisions, every rep */
 
 static int
 rep_publish(int variant, const struct bench_opts *o, struct stats_samples *out)
@@ -174,15 +251,35 @@ rep_publish(int variant, const struct bench_opts *o, struct stats_samples *out)
 	uint64_t hard = stats_now_ns() + o->budget_ns + 10 * BENCH_NS_PER_S;
 	pid_t pid = bench_fork();
 	if (pid == 0)
-		_exit(observer_main(b, hard));
+		_exit(variant == 3 ? burst_observer_main(b, hard) : observer_main(b, hard));
 	if (pid < 0) {
 		err = -errno;
 		goto out;
 	}
 	err = bench_board_wait_ready(b, stats_now_ns() + 20 * BENCH_NS_PER_S);
+	struct hl_stats st0, st1;
+	hl_stats(pub, &st0);
 	if (err == 0)
 		err = publish_loop(o, 1, out);
-	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
+	hl_stats(pub, &st1);
+	atomic_store_explicit(&b->stop, 1, memory_order_release);
+	if (variant == 3 && err == 0) {
+		/* Every change it observed, taken or counted lost. */
+		while (!atomic_load_explicit(&b->slot[0].recv_ns, memory_order_acquire) &&
+		       stats_now_ns() < hard)
+			usleep(1000);
+		uint64_t want = st1.publishes - st0.publishes;
+		uint64_t got = atomic_load_explicit(&b->slot[0].count, memory_order_relaxed);
+		burst_lost += want > got ? want - got : 0;
+		fprintf(stderr,
+		        "publish-burst-idle: %llu changes, %llu events taken, %llu reported "
+		        "lagged, %llu dropped from its ring and caught up\n",
+		        (unsigned long long)want, (unsigned long long)got,
+		        (unsigned long long)(atomic_load_explicit(&b->slot[0].recv_ns,
+		                                                  memory_order_relaxed) -
+		                             1),
+		        (unsigned long long)(st1.lagged_drops - st0.lagged_drops));
+	}
 	if (bench_reap_all(stats_now_ns() + 5 * BENCH_NS_PER_S) > 0 && err == 0)
 		err = -ECHILD;
 out:
@@ -283,7 +380,8 @@ rep_cas(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *
 }
 
 /* which: 0..2 the publish series (rep_publish), 3 pairs from `pub`, 4 pairs
- * from a client of its own opened HL_OPEN_SYNC, 5 CAS increments. */
+ * from a client of its own opened HL_OPEN_SYNC, 5 CAS increments, 6
+ * publish-burst-idle (rep_publish's variant 3). */
 static int
 run_series(const char *scenario, const char *variant, const char *unit, int which,
            const struct bench_opts *o)
@@ -304,9 +402,9 @@ run_series(const char *scenario, const char *variant, const char *unit, int whic
 	for (unsigned r = 0; r < o->reps && err == 0; r++) {
 		struct stats_samples rep;
 		stats_init(&rep);
-		err = which < 3    ? rep_publish(which, o, &rep)
-		      : which == 5 ? rep_cas(cl, o, &rep)
-		                   : rep_pairs(cl, o, &rep);
+		err = which < 3 || which == 6 ? rep_publish(which == 6 ? 3 : which, o, &rep)
+		      : which == 5            ? rep_cas(cl, o, &rep)
+		                              : rep_pairs(cl, o, &rep);
 		if (err == 0)
 			err = bench_series_add_rep(&s, &rep);
 		stats_fini(&rep);
@@ -400,6 +498,10 @@ run_memory(const struct bench_opts *o)
 	report_value(o, "memory", "segment", "B/observer", per_obs);
 	report_value(o, "memory", "segment", "B/key", per_key);
 	report_value(o, "memory", "segment", "B/prefix", per_key + per_obs);
+	/* One history record of the publishes above (key "hb/ops/00000",
+	 * a 16-byte value, no meta). */
+	report_value(o, "memory", "segment", "B/history-entry",
+	             hl__hist_rec_bytes((uint32_t)strlen(keys[0]), 0, 16));
 	/* The whole default segment, reserved in /dev/shm at creation (issue
 	 * 21: it must fit Docker's 64 MiB); the benchmarks themselves run
 	 * with HLB_CAPACITIES. */
@@ -460,6 +562,10 @@ main(int argc, char **argv)
 	failed |= run_series("observe-pairs", "heirloom", "pairs/s", 3, &o) < 0;
 	failed |= run_series("observe-pairs", "heirloom-sync", "pairs/s", 4, &o) < 0;
 	failed |= run_series("cas-increment", "heirloom", "cas/s", 5, &o) < 0;
+	if (bench_wanted(&o, "publish-burst-idle", "heirloom")) {
+		failed |= run_series("publish-burst-idle", "heirloom", "pub/s", 6, &o) < 0;
+		report_value(&o, "publish-burst-idle", "lost-revisions", "rev", burst_lost);
+	}
 	failed |= run_prefix(&o) < 0;
 	failed |= run_memory(&o) < 0;
 	hl_close(pub);

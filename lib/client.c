@@ -13,6 +13,7 @@
 #include "heirloom/heirloom.h"
 
 #include "client_internal.h"
+#include "history.h"
 #include "layout.h"
 #include "ring.h"
 #include "segment.h"
@@ -51,10 +52,34 @@ struct obs_ent {
 	 * "revision not above the last = duplicate" is exact. last_rev is
 	 * then the highest over the shards (for LAGGED). */
 	uint64_t *srev;
+	/* An exact observer: the history floor it was last given LAGGED +
+	 * RESYNC for (catch-up, hist_behind()), so that one loss is reported
+	 * once while the RESYNC is still queued. */
+	uint64_t hfloor;
+	/* An exact observer: its `dropped` when its shard's catch-up began
+	 * (lag_at()); those drops are accounted for (dropped_seen) once the
+	 * replay ends without a loss (hist_end()). */
+	uint64_t drop_snap;
+	/* A resumed observer: the revision up to which its changes come only
+	 * from the history (those dispatched before it was linked). */
+	uint64_t hist_need;
+	/* The change of an event record a catch-up replaced (take_record()):
+	 * this one revision it must get from the history. */
+	uint64_t rec_need;
 	/* Progress (hl_observe_opts.progress_ms; 0 = not asked): interval and
 	 * next due time in CLOCK_MONOTONIC ns, and the last revision handed
 	 * out in an HL_EV_PROGRESS (they never go back). */
 	uint64_t prog_ns, prog_due, prog_rev;
+};
+
+/* Catch-up from one shard's history ring (lib/history.h): replaying the
+ * changes this client's observers missed there (a resume, or events
+ * dropped from the shard's event ring) before that ring is read again. */
+struct hist_cur {
+	int active;     /* replaying: the shard's event ring waits */
+	int positioned; /* pos is a record boundary no later than what any
+	                 * observer still needs (else start at the tail) */
+	uint64_t pos;
 };
 
 struct resync {
@@ -96,6 +121,22 @@ struct hl_client {
 	uint32_t evbuf_cap;
 	uint32_t ev_idx, ev_n;
 	uint32_t ev_shard; /* the shard whose ring evbuf's record came from */
+
+	/* +1 at every change of the observer map (hist_index()) */
+	uint64_t obs_gen;
+	/* The catch-up's index of the observer map, built at obs_gen:
+	 * exact observers by key hash (open addressing: hx_hash/hx_at,
+	 * hx_at holding the map's slot + 1), prefix observers in a list. */
+	uint64_t hx_gen;
+	uint32_t hx_cap, hx_npfx;
+	uint64_t *hx_hash;
+	uint32_t *hx_at, *hx_pfx;
+
+	/* history catch-up, per shard; hbuf holds the record being read */
+	struct hist_cur hc[HL_SHARDS_MAX];
+	uint32_t hc_active; /* shards with hc[s].active */
+	uint8_t *hbuf;
+	uint32_t hbuf_cap;
 
 	/* observers: open addressing, power-of-two capacity */
 	struct obs_ent *obs;
@@ -170,6 +211,7 @@ obs_grow(struct hl_client *c)
 	}
 	free(c->obs);
 	c->obs = n;
+	c->obs_gen++;
 	c->obs_cap = ncap;
 	c->obs_tomb = 0;
 	return 0;
@@ -203,7 +245,7 @@ obs_prepare(struct hl_client *c, const void *key, size_t len, uint32_t flags, ui
 
 static void
 obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcopy, size_t len,
-           uint32_t flags)
+           uint32_t flags, uint64_t start)
 {
 	uint32_t i = obs_slot_hash(id, c->obs_cap);
 	while (c->obs[i].id != 0 && c->obs[i].id != UINT64_MAX)
@@ -215,11 +257,20 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 	uint64_t *srev = NULL;
 	if (flags & HL_OBSERVE_PREFIX)
 		srev = (uint64_t *)(void *)(kcopy + obs_key_room(len)); /* obs_prepare() */
-	c->obs[i] = (struct obs_ent){
-		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len, .flags = flags
-	};
+	c->obs[i] = (struct obs_ent){ .id = id,
+		                      .shard = shard,
+		                      .key = kcopy,
+		                      .key_len = (uint32_t)len,
+		                      .flags = flags,
+		                      .last_rev = start };
+	/* START: the worker's answer (the key's revision, or a prefix
+	 * observer's start), or the resume's start revision. Nothing at or
+	 * below it is this observer's, from its rings or from the history. */
 	c->obs[i].srev = srev;
+	for (uint32_t s = 0; srev && s < c->shards; s++)
+		srev[s] = start;
 	c->obs_n++;
+	c->obs_gen++;
 }
 
 /* Publish the shortest progress interval of our observers in the endpoint
@@ -251,6 +302,7 @@ obs_del(struct hl_client *c, struct obs_ent *e)
 	memset(e, 0, sizeof(*e));
 	e->id = UINT64_MAX;
 	c->obs_n--;
+	c->obs_gen++;
 	c->obs_tomb++;
 }
 
@@ -405,7 +457,9 @@ hl_open(const char *name, const struct hl_open_opts *opts, struct hl_client **ou
 	c->evbuf_cap = c->seg.h->ev_ring_bytes;
 	c->evbuf = malloc(c->evbuf_cap);
 	c->rs_buf = malloc(c->seg.h->max_value ? c->seg.h->max_value : 1);
-	if (!c->evbuf || !c->rs_buf) {
+	c->hbuf_cap = hl__hist_rec_bytes(HL_KEY_MAX, HL_META_MAX, c->seg.h->max_value);
+	c->hbuf = malloc(c->hbuf_cap);
+	if (!c->evbuf || !c->rs_buf || !c->hbuf) {
 		rc = -ENOMEM;
 		goto out_unmap;
 	}
@@ -426,6 +480,7 @@ out_close:
 	close(fd);
 	free(c->evbuf);
 	free(c->rs_buf);
+	free(c->hbuf);
 	free(c);
 	return rc;
 }
@@ -768,20 +823,35 @@ check_key(const void *key, size_t key_len)
 	return 0;
 }
 
-static int observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
-                   uint32_t progress_ms, hl_observer_id *out);
-
-int
-hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
-           hl_observer_id *out)
+/* The history floor that matters to an observer of KEY (FLAGS): its
+ * shard's, or for a prefix the highest of every shard's. Every change
+ * after it is in the history (or not appended yet). */
+static uint64_t
+hist_floor(const struct hl_client *c, uint32_t s, uint32_t flags)
 {
-	return observe(c, key, key_len, flags, 0, out);
+	uint64_t f = 0, tail, fl;
+	for (uint32_t i = 0; i < c->shards; i++) {
+		if (!(flags & HL_OBSERVE_PREFIX) && i != s)
+			continue;
+		hl__hist_tail(&c->seg, i, &tail, &fl);
+		if (fl > f)
+			f = fl;
+	}
+	return f;
 }
 
+static void hist_begin(struct hl_client *c, uint32_t s, int reposition);
+
+/* hl_observe(), hl_observe_with() and hl_observe_from(): FLAGS may hold
+ * HL_OBSERVE_FROM_REV (then START is the resume's start revision), which
+ * the worker never sees: a resumed prefix observer's request carries START
+ * as its 8 value bytes instead (apply.c). */
 static int
-observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, uint32_t progress_ms,
-        hl_observer_id *out)
+observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, uint64_t start,
+        uint32_t progress_ms, hl_observer_id *out, uint64_t *compact_rev)
 {
+	const int resume = (flags & HL_OBSERVE_FROM_REV) != 0;
+	flags &= ~(uint32_t)HL_OBSERVE_FROM_REV;
 	if (!c || !out || (flags & ~(uint32_t)HL_OBSERVE_ALL) ||
 	    (flags & (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)) ==
 	            (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE))
@@ -798,17 +868,61 @@ observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, ui
 	 * nobody. */
 	uint8_t *kcopy = NULL;
 	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, flags, &kcopy);
+	/* Compacted already: say so before an observer is made for nothing. */
+	uint64_t floor = resume ? hist_floor(c, s, flags) : 0;
+	if (rc == 0 && floor > start)
+		rc = HL_ECOMPACTED;
 	if (rc == 0)
 		rc = settle(c, s, deadline);
 	if (rc == 0)
-		rc = queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, NULL, 0, flags,
-		               HL_REQF_SYNC, deadline, &pos);
+		rc = queue_req(c, s, HL_REQ_OBSERVE, key, key_len, NULL, 0, &start,
+		               resume && (flags & HL_OBSERVE_PREFIX) ? 8 : 0, flags, HL_REQF_SYNC,
+		               deadline, &pos);
 	if (rc == 0) {
 		int64_t r = await_answer(c, s, pos, deadline);
-		if (r > 0) {
-			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags);
+		/* The observer's own start (after result_pos's acquire in
+		 * answer_of(); nothing else of ours answers on this shard
+		 * while we hold the lock). */
+		uint64_t answer_rev = atomic_load_explicit(
+		        &hl__epw_shard(&c->seg, c->ep, s)->result_rev, memory_order_relaxed);
+		/* Linked: every change after START that was dispatched before
+		 * the link is in the history now, those after come through the
+		 * rings. The history must still reach START: checked again now
+		 * that nothing more can slip between the check and the link. */
+		if (r > 0 && resume && (floor = hist_floor(c, s, flags)) > start) {
+			/* Not handed out: removed as an unobserve of an id we
+			 * hold would be (no answer awaited; events dropped), or,
+			 * when it cannot be queued now (no worker, a full
+			 * ring), as an in-doubt observe's orphan (settle()). */
+			if (queue_req(c, s, HL_REQ_UNOBSERVE, NULL, 0, NULL, 0, NULL, 0,
+			              (uint64_t)r, 0, 1, &pos)) {
+				c->doubt[s] = (struct doubt){ .type = HL_REQ_OBSERVE,
+					                      .set = 1,
+					                      .orphan = (hl_observer_id)r };
+				c->ndoubt++;
+			}
+			rc = HL_ECOMPACTED;
+		} else if (r > 0) {
+			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags,
+			           resume ? start : answer_rev);
 			kcopy = NULL;
 			*out = (hl_observer_id)r;
+			if (resume) {
+				/* Dispatched before the link: at most the global
+				 * revision now (the answer came after the link). */
+				obs_find(c, (hl_observer_id)r)->hist_need = atomic_load_explicit(
+				        &c->seg.h->revision, memory_order_relaxed);
+				/* Replayed by hl_next() from the history: the
+				 * key's shard, or every shard for a prefix. */
+				for (uint32_t i = 0; i < c->shards; i++)
+					if ((flags & HL_OBSERVE_PREFIX) || i == s)
+						hist_begin(c, i, 1);
+				if (c->wake_wfd >= 0) {
+					ssize_t n = send(c->wake_wfd, "w", 1,
+					                 MSG_DONTWAIT | MSG_NOSIGNAL);
+					(void)n;
+				}
+			}
 			if (progress_ms) {
 				struct obs_ent *e = obs_find(c, (hl_observer_id)r);
 				e->prog_ns = (uint64_t)progress_ms * 1000000ull;
@@ -826,8 +940,19 @@ observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, ui
 		}
 	}
 	free(kcopy);
+	if (rc == HL_ECOMPACTED && compact_rev)
+		*compact_rev = floor;
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+int
+hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
+           hl_observer_id *out)
+{
+	if (flags & HL_OBSERVE_FROM_REV)
+		return -EINVAL; /* no start revision here */
+	return observe(c, key, key_len, flags, 0, 0, out, NULL);
 }
 
 int
@@ -942,18 +1067,28 @@ hl_delete(struct hl_client *c, const void *key, size_t key_len)
 }
 
 int
-hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
-                const struct hl_observe_opts *opts, hl_observer_id *out)
+hl_observe_from(struct hl_client *c, const void *key, size_t key_len,
+                const struct hl_observe_opts *opts, hl_observer_id *out, uint64_t *compact_rev)
 {
 	struct hl_observe_opts none = { 0 };
 	if (!opts)
 		opts = &none;
+	if (opts->start_rev && !(opts->flags & HL_OBSERVE_FROM_REV))
+		return -EINVAL;
 	if (opts->progress_ms && opts->progress_ms < HL_PROGRESS_MS_MIN)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
 		if (opts->reserved[i])
 			return -EINVAL;
-	return observe(c, key, key_len, opts->flags, opts->progress_ms, out);
+	return observe(c, key, key_len, opts->flags, opts->start_rev, opts->progress_ms, out,
+	               compact_rev);
+}
+
+int
+hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
+                const struct hl_observe_opts *opts, hl_observer_id *out)
+{
+	return hl_observe_from(c, key, key_len, opts, out, NULL);
 }
 
 /*
@@ -1105,6 +1240,10 @@ hl_close(struct hl_client *c)
 	free(c->obs);
 	free(c->rs);
 	free(c->evbuf);
+	free(c->hbuf);
+	free(c->hx_hash);
+	free(c->hx_at);
+	free(c->hx_pfx);
 	free(c->rs_buf);
 	free(c);
 	return rc == -ETIMEDOUT ? 0 : rc;
@@ -1229,7 +1368,7 @@ expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 	return 1;
 }
 
-static int collect_lag_shard(struct hl_client *c, uint32_t s);
+static void lag_at(struct hl_client *c, uint32_t s);
 
 /* Take the next record from any shard's event ring into evbuf.
  * 1 = got one, 0 = all empty, <0 error. */
@@ -1241,6 +1380,8 @@ take_record(struct hl_client *c)
 		const uint8_t *rec;
 		uint32_t len;
 		uint64_t tail = c->ev_tail[s];
+		if (c->hc[s].active)
+			continue; /* its history first */
 		int rc = hl__ring_peek(&c->ev[s], &tail, &rec, &len);
 		if (rc < 0)
 			return HL_ECORRUPT;
@@ -1263,11 +1404,24 @@ take_record(struct hl_client *c)
 		c->ev_n = ((const struct hl_evrec *)c->evbuf)->nobs;
 		c->ev_shard = s;
 		c->rr = (s + 1) % c->shards;
-		/* Events were dropped just before this record: their LAGGED +
-		 * RESYNC pairs come first (try_next() empties the queue before
-		 * it expands a record). */
-		if (((const struct hl_evrec *)c->evbuf)->flags & HL_EVRF_LAG_BEFORE)
-			(void)collect_lag_shard(c, s);
+		/* Events were dropped just before this record: they, and this
+		 * record, come from the history first (it holds the record's
+		 * change too: appended before it was dispatched), or as LAGGED
+		 * + RESYNC where the history no longer reaches. */
+		if (((const struct hl_evrec *)c->evbuf)->flags & HL_EVRF_LAG_BEFORE) {
+			lag_at(c, s);
+			/* Its observers now need the history up to it: if
+			 * the replay falls behind past it, they are told. */
+			const struct hl_evrec *lr = (const struct hl_evrec *)c->evbuf;
+			for (uint32_t i = 0; i < lr->nobs; i++) {
+				hl_observer_id id;
+				memcpy(&id, c->evbuf + sizeof(*lr) + 8ull * i, 8);
+				struct obs_ent *e = obs_find(c, id);
+				if (e && e->rec_need < lr->rev)
+					e->rec_need = lr->rev;
+			}
+			c->ev_n = 0;
+		}
 		return 1;
 	}
 	return 0;
@@ -1288,40 +1442,6 @@ rs_push(struct hl_client *c, hl_observer_id id, uint64_t lagged)
 	return 0;
 }
 
-/* Queue a LAGGED + RESYNC pair for each of shard S's observers whose
- * events were dropped since we last looked. 1 = found some. */
-static int
-collect_lag_shard(struct hl_client *c, uint32_t s)
-{
-	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
-	/* Acquire: the dropped counts the worker raised before lag_seq. */
-	c->lag_seen[s] = atomic_load_explicit(&ws->lag_seq, memory_order_acquire);
-	int found = 0;
-	for (uint32_t i = 0; i < c->obs_cap; i++) {
-		struct obs_ent *e = &c->obs[i];
-		/* A prefix observer's events come through every shard's
-		 * ring, and its one `dropped` counts drops in any of them:
-		 * looked at from each shard, and reported by the first look
-		 * after a drop (its LAGGED is then in place only to within a
-		 * shard: it carries no RESYNC to order against). */
-		if (!e->id || e->id == UINT64_MAX || (e->shard != s && !e->srev))
-			continue;
-		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
-		if (slot < 1 || slot > c->seg.h->max_observers)
-			continue;
-		struct hl_shm_observer *o = hl__obs(&c->seg, slot);
-		uint64_t d = atomic_load_explicit(&o->dropped, memory_order_relaxed);
-		if (atomic_load_explicit(&o->id, memory_order_acquire) != e->id ||
-		    d == e->dropped_seen)
-			continue;
-		uint64_t n = d - e->dropped_seen;
-		e->dropped_seen = d;
-		if (rs_push(c, e->id, n) == 0)
-			found = 1;
-	}
-	return found;
-}
-
 /* With every ring drained: drops that no later record reported (nothing
  * was written after them). */
 static int
@@ -1330,8 +1450,10 @@ collect_lag(struct hl_client *c)
 	int found = 0;
 	for (uint32_t s = 0; s < c->shards; s++)
 		if (atomic_load_explicit(&hl__epw_shard(&c->seg, c->ep, s)->lag_seq,
-		                         memory_order_acquire) != c->lag_seen[s])
-			found |= collect_lag_shard(c, s);
+		                         memory_order_acquire) != c->lag_seen[s]) {
+			lag_at(c, s);
+			found = 1;
+		}
 	return found;
 }
 
@@ -1415,6 +1537,290 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 	return 0;
 }
 
+/* ---- catch-up from the history (lib/history.h) ----
+ *
+ * A shard's history ring holds its changes in revision order, and every
+ * change reaches the history before any event of it is written (the
+ * worker appends, then dispatches). So what an observer missed in a
+ * shard's event ring (a resume's past, or events dropped for a full ring)
+ * is in that shard's history while the ring still reaches back that far.
+ * hist_step() replays it: each record goes to this client's observers it
+ * matches, as one synthesised event record through expand_one(), whose
+ * per-(observer, shard) revision check drops what an observer already had
+ * or that predates it. While a shard replays, its event ring waits
+ * (take_record() skips it), so per shard the events stay in revision
+ * order; the replay ends at the ring's head, and what the event ring holds
+ * up to there is dropped as duplicates. No worker is involved: a slow
+ * replay never slows it. */
+
+/* The revision up to which observer E has shard S's changes, or
+ * UINT64_MAX when no change of S can be E's. */
+static uint64_t
+shard_rev(const struct obs_ent *e, uint32_t s)
+{
+	if (e->srev)
+		return e->srev[s];
+	return e->shard == s ? e->last_rev : UINT64_MAX;
+}
+
+/* Start (or restart) the replay of shard S. REPOSITION: an observer may
+ * need records before the current position (a resume): start again from
+ * the tail. */
+static void
+hist_begin(struct hl_client *c, uint32_t s, int reposition)
+{
+	struct hist_cur *h = &c->hc[s];
+	if (reposition)
+		h->positioned = 0;
+	if (!h->active) {
+		h->active = 1;
+		c->hc_active++;
+	}
+}
+
+static void
+hist_end(struct hl_client *c, uint32_t s)
+{
+	/* Every drop known when the replay began was replayed (a loss would
+	 * have given LAGGED, and moved dropped_seen past the snapshot). */
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (e->id && e->id != UINT64_MAX && !e->srev && e->shard == s &&
+		    e->drop_snap > e->dropped_seen)
+			e->dropped_seen = e->drop_snap;
+	}
+	c->hc[s].active = 0;
+	c->hc[s].positioned = 1; /* the head: everything before it was seen */
+	c->hc_active--;
+}
+
+static int rs_push(struct hl_client *c, hl_observer_id id, uint64_t lagged);
+
+/* Shard S's ring was overwritten past the replay's position: every change
+ * above FLOOR is still there. An observer that had S's changes only up to
+ * a revision below FLOOR may have lost some: it gets LAGGED (+ RESYNC for
+ * an exact observer), as for a lag the history cannot cover; the others
+ * lost nothing. Returns 1 when something was queued. */
+static int
+hist_behind(struct hl_client *c, uint32_t s, uint64_t floor)
+{
+	int found = 0;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX)
+			continue;
+		uint64_t have = shard_rev(e, s);
+		if (have == UINT64_MAX || have >= floor || (!e->srev && e->hfloor >= floor))
+			continue;
+		uint64_t d = e->dropped_seen;
+		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
+		if (slot >= 1 && slot <= c->seg.h->max_observers)
+			d = atomic_load_explicit(&hl__obs(&c->seg, slot)->dropped,
+			                         memory_order_relaxed);
+		/* Only the history had it: the resume's past, what its ring
+		 * dropped (not yet replayed), or the one change of a record
+		 * the catch-up replaced, if that is gone too. Else every
+		 * change it is owed is in its event ring: nothing was lost. (A prefix
+		 * observer's `dropped` counts every shard's drops: it may be
+		 * told of a loss of another shard's here, never less.) */
+		if (d == e->dropped_seen && have >= e->hist_need &&
+		    (e->rec_need <= have || e->rec_need > floor))
+			continue;
+		uint64_t n = d > e->dropped_seen ? d - e->dropped_seen : 1;
+		e->dropped_seen = d;
+		if (e->srev)
+			e->srev[s] = floor; /* LAGGED alone: on from the floor */
+		else
+			e->hfloor = floor; /* its RESYNC will say where it is */
+		if (rs_push(c, e->id, n) == 0)
+			found = 1;
+	}
+	return found;
+}
+
+/* The index of the observer map hist_match() looks records up in: rebuilt
+ * when the map changed since (obs_gen). 0 or -ENOMEM. */
+static int
+hist_index(struct hl_client *c)
+{
+	if (c->hx_hash && c->hx_gen == c->obs_gen)
+		return 0;
+	uint32_t cap = 16;
+	while (cap < 2 * c->obs_n)
+		cap *= 2;
+	if (cap != c->hx_cap || !c->hx_hash) {
+		uint64_t *h = realloc(c->hx_hash, (size_t)cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		c->hx_hash = h;
+		uint32_t *at = realloc(c->hx_at, (size_t)cap * sizeof(*at));
+		if (!at)
+			return -ENOMEM;
+		c->hx_at = at;
+		uint32_t *p = realloc(c->hx_pfx, (size_t)cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		c->hx_pfx = p;
+		c->hx_cap = cap;
+	}
+	memset(c->hx_at, 0, (size_t)cap * sizeof(*c->hx_at));
+	c->hx_npfx = 0;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		const struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX)
+			continue;
+		if (e->srev) {
+			c->hx_pfx[c->hx_npfx++] = i;
+			continue;
+		}
+		uint64_t h = hl__hash(e->key, e->key_len);
+		uint32_t j = (uint32_t)h & (cap - 1);
+		while (c->hx_at[j])
+			j = (j + 1) & (cap - 1);
+		c->hx_hash[j] = h;
+		c->hx_at[j] = i + 1;
+	}
+	c->hx_gen = c->obs_gen;
+	return 0;
+}
+
+/* Observer E for the history record HR (key KEY) of shard S in evbuf's
+ * N-th id. Returns 1 if added, 0 if it is not E's, -ENOMEM. */
+static int
+hist_add(struct hl_client *c, const struct obs_ent *e, const struct hl_hist_rec *hr,
+         const uint8_t *key, uint32_t s, uint32_t n, uint32_t payload)
+{
+	if (shard_rev(e, s) >= hr->rev)
+		return 0;
+	if (e->flags & (hr->h.type == HL_EVR_PUT ? HL_OBSERVE_NOPUT : HL_OBSERVE_NODELETE))
+		return 0;
+	if (e->srev ? (e->key_len > hr->h.key_len || memcmp(e->key, key, e->key_len) != 0)
+	            : (e->key_len != hr->h.key_len || memcmp(e->key, key, e->key_len) != 0))
+		return 0;
+	uint64_t need = sizeof(struct hl_evrec) + 8ull * (n + 1) + payload;
+	if (need > c->evbuf_cap) {
+		uint8_t *nb = realloc(c->evbuf, (size_t)need * 2);
+		if (!nb)
+			return -ENOMEM;
+		c->evbuf = nb;
+		c->evbuf_cap = (uint32_t)need * 2;
+	}
+	memcpy(c->evbuf + sizeof(struct hl_evrec) + 8ull * n, &e->id, 8);
+	return 1;
+}
+
+/* Turn the history record in hbuf (of shard S) into an event record in
+ * evbuf for the observers it matches (found through hist_index(): a hash
+ * of the key and a probe, and the prefix observers). Returns their count
+ * (0: none) or -ENOMEM. */
+static int
+hist_match(struct hl_client *c, uint32_t s)
+{
+	struct hl_hist_rec hr;
+	memcpy(&hr, c->hbuf, sizeof(hr));
+	const uint8_t *key = c->hbuf + sizeof(hr);
+	uint32_t n = 0, payload = hr.h.key_len + hr.meta_len + hr.val_len;
+	int rc = hist_index(c);
+	if (rc)
+		return rc;
+	uint64_t h = hl__hash(key, hr.h.key_len);
+	for (uint32_t j = (uint32_t)h & (c->hx_cap - 1); c->hx_at[j];
+	     j = (j + 1) & (c->hx_cap - 1)) {
+		if (c->hx_hash[j] != h)
+			continue;
+		rc = hist_add(c, &c->obs[c->hx_at[j] - 1], &hr, key, s, n, payload);
+		if (rc < 0)
+			return rc;
+		n += (uint32_t)rc;
+	}
+	for (uint32_t k = 0; k < c->hx_npfx; k++) {
+		rc = hist_add(c, &c->obs[c->hx_pfx[k]], &hr, key, s, n, payload);
+		if (rc < 0)
+			return rc;
+		n += (uint32_t)rc;
+	}
+	if (!n)
+		return 0;
+	struct hl_evrec r = { .h = { .size = (uint32_t)(sizeof(r) + 8ull * n + payload),
+		                     .type = hr.h.type,
+		                     .key_len = hr.h.key_len },
+		              .nobs = n,
+		              .pub_pid = hr.pub_pid,
+		              .old_len = HL_NO_LEN,
+		              .new_len = hr.h.type == HL_EVR_PUT ? hr.val_len : HL_NO_LEN,
+		              .meta_len = hr.meta_len,
+		              .rev = hr.rev,
+		              .ts_ns = hr.ts_ns };
+	memcpy(c->evbuf, &r, sizeof(r));
+	memcpy(c->evbuf + sizeof(r) + 8ull * n, key, payload);
+	c->ev_idx = 0;
+	c->ev_n = n;
+	c->ev_shard = s;
+	return (int)n;
+}
+
+/* One step of the replays in progress: 1 = an event record is in evbuf or
+ * LAGGED/RESYNC pairs were queued, 0 = no replay is left, <0 error. Reads
+ * until it has something for an observer or a shard's replay reaches the
+ * ring's head: bounded by the history's size. */
+static int
+hist_step(struct hl_client *c)
+{
+	for (uint32_t s = 0; s < c->shards && c->hc_active; s++) {
+		struct hist_cur *h = &c->hc[s];
+		if (!h->active)
+			continue;
+		for (;;) {
+			if (!h->positioned) {
+				uint64_t floor;
+				hl__hist_tail(&c->seg, s, &h->pos, &floor);
+				h->positioned = 1;
+				if (hist_behind(c, s, floor))
+					return 1;
+			}
+			int rc = hl__hist_read(&c->seg, s, &h->pos, c->hbuf, c->hbuf_cap);
+			if (rc == HL_HIST_END) {
+				hist_end(c, s);
+				break;
+			}
+			if (rc == HL_HIST_BEHIND) {
+				h->positioned = 0;
+				continue;
+			}
+			if (rc < 0)
+				return rc;
+			rc = hist_match(c, s);
+			if (rc != 0)
+				return rc < 0 ? rc : 1;
+		}
+	}
+	return 0;
+}
+
+/* Events of shard S's event ring were dropped (a record flagged
+ * HL_EVRF_LAG_BEFORE, or lag_seq moved): catch up from the history, which
+ * holds every one of them while it reaches back far enough (hist_step()
+ * reports what it no longer holds). An exact observer's drops known now
+ * are accounted for when the replay ends (hist_end()); a prefix
+ * observer's, which several shards add to, only by a LAGGED. */
+static void
+lag_at(struct hl_client *c, uint32_t s)
+{
+	struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+	/* Acquire: the dropped counts the worker raised before lag_seq. */
+	c->lag_seen[s] = atomic_load_explicit(&ws->lag_seq, memory_order_acquire);
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX || e->srev || e->shard != s)
+			continue;
+		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
+		if (slot >= 1 && slot <= c->seg.h->max_observers)
+			e->drop_snap = atomic_load_explicit(&hl__obs(&c->seg, slot)->dropped,
+			                                    memory_order_relaxed);
+	}
+	hist_begin(c, s, 0);
+}
+
 /*
  * Progress (hl_observe_opts.progress_ms; docs/architecture.md, "Progress").
  * Called with every ring found empty and nothing queued, at or after
@@ -1482,6 +1888,14 @@ try_next(struct hl_client *c, struct hl_event *ev)
 		while (c->ev_idx < c->ev_n)
 			if (expand_one(c, c->ev_idx++, ev))
 				return 1;
+		/* A replay from the history before its shard's ring. */
+		if (c->hc_active) {
+			int hr = hist_step(c);
+			if (hr < 0)
+				return hr;
+			if (hr > 0)
+				continue;
+		}
 		int rc = take_record(c);
 		if (rc < 0)
 			return rc;
@@ -1560,7 +1974,7 @@ wake_drain(struct hl_client *c)
 static int
 maybe_pending(struct hl_client *c)
 {
-	if (c->ev_idx < c->ev_n || c->rs_n)
+	if (c->ev_idx < c->ev_n || c->rs_n || c->hc_active)
 		return 1;
 	for (uint32_t s = 0; s < c->shards; s++) {
 		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);

@@ -16,6 +16,7 @@
  *   keys        worker                       read-only
  *   observers   worker                       read-only
  *   heap        worker (values)              read-only
+ *   history     worker (per-shard rings)     read-only
  *   ep_worker   worker (event rings, acks)   read-only
  *   ---------------------------------------- client-writable from here on
  *   claims      any client (endpoint claim words, doorbells, pending bits)
@@ -51,7 +52,12 @@
  *    of hl_shm_key.hash marks a prefix entry (HL_HASH_PREFIX, lib/util.h),
  *    so every key's hash changed; HL_OBSERVE_PREFIX in an observer's
  *    flags, whose delivered_rev then holds its start revision. */
-/* 6: progress notifications (docs/architecture.md, "Progress"): each
+/* 6: history (issue 14, items 3 and 4; docs/architecture.md, "History and
+ *    resume"): a region of per-shard history rings (hist_off, hist_bytes
+ *    in the geometry, struct hl_shm_hist, struct hl_hist_rec); the start
+ *    revision of an observe's answer (hl_shm_epw_shard.result_rev); an
+ *    observe request may carry a start revision (8 value bytes). */
+/* 6 (also): progress notifications (docs/architecture.md, "Progress"): each
  *    shard's progress_rev (hl_shm_shard) and a client's progress_ms
  *    (hl_shm_epc), both in what was padding; a v5 worker would leave
  *    progress_rev at 0 and never nudge. Also header.prefixes_used. */
@@ -197,6 +203,12 @@ struct hl_shm_header {
 	/* region offsets from the segment's start (creator; read-only after) */
 	uint64_t buckets_off, keys_off, observers_off, heap_off;
 	uint64_t ep_worker_off, claims_off, ep_client_off;
+	/* history (layout version 6): the region's offset (per shard one
+	 * struct hl_shm_hist line, then the shards' rings) and the bytes of
+	 * each shard's ring, a power of two (creator; read-only after) */
+	uint64_t hist_off;
+	uint32_t hist_bytes;
+	uint32_t hist_pad;
 
 	/* ---- ownership: one line, the keeper's (lib/owner.h) ----
 	 * The owner record (owner_seq .. owner_start) has one writer at a
@@ -646,6 +658,15 @@ struct hl_shm_epw_shard {
 	 * written: while it differs from lag_seq, the next record written to
 	 * this ring carries the flag (dispatch.c, deliver_ep()). */
 	_Atomic uint64_t lag_marked;
+	/* The start revision of the observer a SYNC observe was answered
+	 * with (its slot's delivered_rev right after the link: the key's
+	 * revision, or a prefix observer's start), stored (relaxed) before
+	 * result_pos's release, by drain() and by recovery's answer of a
+	 * replayed observe. The client reads it after it acquired
+	 * result_pos naming its request: events of that observer with a
+	 * revision not above it are not its own (history catch-up, lib/
+	 * history.h). */
+	_Atomic uint64_t result_rev;
 };
 _Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines");
 
@@ -884,6 +905,67 @@ hl__req_is_write(uint16_t type)
 void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t pid, uint64_t epoch,
                 const char *text);
 
+/* ---- history (docs/architecture.md, "History and resume") ----
+ *
+ * One ring per shard of the changes that shard applied, in revision order:
+ * written by the shard thread in hl_w_dispatch_pending() (daemon/worker/
+ * history.c) after the change's commit and before its events, read by
+ * clients straight from their read-only mapping (lib/history.h). Positions
+ * are 64-bit byte counters that only grow; records never wrap (a
+ * HL_REC_PAD fills the end, as in ring.h). [tail, head) holds complete
+ * records. The writer makes room by moving tail past the oldest records
+ * before it overwrites their bytes:
+ *   floor_rev = the newest evicted record's revision (relaxed)
+ *   tail      = past it (release), then a release fence
+ *   record bytes (relaxed word stores, hl__racy_copy_in)
+ *   head      = past the record (release): the append's COMMIT
+ * A reader copies a record at position P < head (acquire) word by word,
+ * fences (acquire) and loads tail again: P >= tail means no byte it
+ * copied was overwritten (the seqlock of this ring); else it fell behind,
+ * and floor_rev (loaded after tail) says whether a record it still needed
+ * is gone. Every change of the shard with a revision above floor_rev is in
+ * [tail, head) or not appended yet. */
+struct hl_shm_hist {
+	/* Worker (the shard's thread; recovery before it runs). Readers:
+	 * clients (acquire on head and tail), heirloomctl. */
+	alignas(HL_CACHELINE) _Atomic uint64_t head;
+	_Atomic uint64_t tail;
+	_Atomic uint64_t floor_rev;
+	_Atomic uint64_t appends; /* records appended since creation (statistics) */
+	uint64_t pad[4];
+};
+_Static_assert(sizeof(struct hl_shm_hist) == HL_CACHELINE, "history control is one line");
+
+/* A history record: this, then key, meta and value bytes (unpadded), then
+ * padding to 8. h.type is HL_EVR_PUT or HL_EVR_DELETE (no meta, no value),
+ * or HL_REC_PAD. It carries no old value: an event made from it has none
+ * (has_old 0). */
+struct hl_hist_rec {
+	struct hl_rec_hdr h;
+	uint64_t rev;
+	uint32_t val_len;
+	uint16_t meta_len;
+	uint16_t flags; /* 0 */
+	uint32_t pub_pid;
+	uint32_t pad;
+	uint64_t ts_ns;
+};
+_Static_assert(sizeof(struct hl_hist_rec) == 40, "history record header");
+
+static inline uint32_t
+hl__hist_rec_bytes(uint32_t key_len, uint32_t meta_len, uint32_t val_len)
+{
+	return (uint32_t)((sizeof(struct hl_hist_rec) + key_len + meta_len + val_len + 7u) & ~7u);
+}
+
+/* Bytes of the history region's control lines (one per shard), page
+ * rounded: the shards' rings follow. */
+static inline uint64_t
+hl__hist_ctl_bytes(uint32_t shards)
+{
+	return ((uint64_t)shards * sizeof(struct hl_shm_hist) + HL_PAGE - 1) / HL_PAGE * HL_PAGE;
+}
+
 /* ---- computed layout ---- */
 
 /* Default capacities (hl__layout_defaults(), the daemons' --help). Chosen
@@ -899,6 +981,7 @@ void hl__seglog(struct hl_shm_header *h, uint32_t kind, int32_t code, uint32_t p
 #define HL_DEF_REQ_RING     16384
 #define HL_DEF_EV_RING      32768
 #define HL_DEF_HEAP_PER_KEY 512
+#define HL_DEF_HISTORY      1048576 /* history ring per shard */
 
 /* What each capacity costs in a segment (hl__layout_sizes()), in bytes,
  * page rounded as laid out. */
@@ -907,6 +990,7 @@ struct hl_layout_sizes {
 	uint64_t keys;         /* buckets + key slots: ~ 328 B a key */
 	uint64_t observers;    /* 64 B an observer */
 	uint64_t heap;         /* the value heap */
+	uint64_t history;      /* the history rings of every shard */
 	uint64_t endpoints;    /* rings, claims and control of every endpoint */
 	uint64_t per_endpoint; /* endpoints / max_endpoints */
 	uint64_t total;
@@ -916,6 +1000,7 @@ struct hl_layout_params {
 	uint32_t max_keys, max_observers, max_endpoints, max_value, shards;
 	uint32_t req_ring_bytes, ev_ring_bytes;
 	uint64_t heap_bytes;
+	uint32_t hist_bytes; /* history ring per shard, a power of two */
 };
 
 /* Fill in defaults for zero fields and check ranges. Returns 0 or -EINVAL. */

@@ -53,6 +53,13 @@ max_ev_bytes(uint32_t max_value)
 	                     2u * max_value);
 }
 
+/* Largest history record: a history ring holds at least two. */
+static uint64_t
+max_hist_bytes(uint32_t max_value)
+{
+	return hl__hist_rec_bytes(HL_KEY_MAX, HL_META_MAX, max_value);
+}
+
 static uint32_t
 heap_chunk_for(uint32_t max_value)
 {
@@ -79,6 +86,9 @@ check_params(const struct hl_layout_params *p)
 	    p->ev_ring_bytes > (1u << 30))
 		return -EINVAL;
 	if (p->heap_bytes < heap_chunk_for(p->max_value) || p->heap_bytes > (1ull << 40))
+		return -EINVAL;
+	if (!is_pow2(p->hist_bytes) || p->hist_bytes < 2 * max_hist_bytes(p->max_value) ||
+	    p->hist_bytes > (1u << 30))
 		return -EINVAL;
 	/* An endpoint's control area and rings must fit the 32-bit strides of
 	 * the header (ep_worker_stride, ep_client_stride): a wrapped stride
@@ -122,6 +132,11 @@ hl__layout_defaults(struct hl_layout_params *p)
 	}
 	if (!p->heap_bytes)
 		p->heap_bytes = (uint64_t)p->max_keys * HL_DEF_HEAP_PER_KEY;
+	if (!p->hist_bytes) {
+		p->hist_bytes = HL_DEF_HISTORY;
+		while (p->hist_bytes < 2 * max_hist_bytes(p->max_value))
+			p->hist_bytes <<= 1;
+	}
 	return check_params(p);
 }
 
@@ -162,6 +177,10 @@ hl__layout_compute(const struct hl_layout_params *p, struct hl_shm_header *h)
 	 * the header, so no value block ever has offset 0 ("none"). */
 	h->heap_off = off;
 	off = round_up(off + h->heap_bytes, HL_PAGE);
+	h->hist_off = off;
+	h->hist_bytes = p->hist_bytes;
+	off = round_up(off + hl__hist_ctl_bytes(p->shards) + (uint64_t)p->shards * p->hist_bytes,
+	               HL_PAGE);
 	h->ep_worker_off = off;
 	off = round_up(off + (uint64_t)h->max_endpoints * h->ep_worker_stride, HL_PAGE);
 	h->claims_off = off;
@@ -181,7 +200,8 @@ hl__layout_sizes(const struct hl_shm_header *h, struct hl_layout_sizes *z)
 	z->header = h->buckets_off;
 	z->keys = h->observers_off - h->buckets_off;
 	z->observers = h->heap_off - h->observers_off;
-	z->heap = h->ep_worker_off - h->heap_off;
+	z->heap = h->hist_off - h->heap_off;
+	z->history = h->ep_worker_off - h->hist_off;
 	z->endpoints = h->size - h->ep_worker_off;
 	z->per_endpoint = h->max_endpoints ? z->endpoints / h->max_endpoints : 0;
 	z->total = h->size;
@@ -204,6 +224,10 @@ hl__layout_format(void)
 		sizeof(struct hl_shm_epc_shard),
 		sizeof(struct hl_req),
 		sizeof(struct hl_evrec),
+		sizeof(struct hl_shm_hist),
+		sizeof(struct hl_hist_rec),
+		offsetof(struct hl_shm_header, hist_off),
+		offsetof(struct hl_shm_epw_shard, result_rev),
 		offsetof(struct hl_shm_header, owner_seq),
 		offsetof(struct hl_shm_header, worker_ready),
 		offsetof(struct hl_shm_header, handoffs),
@@ -258,6 +282,7 @@ hl__seg_validate(const struct hl_shm_header *h, uint64_t file_size)
 		.req_ring_bytes = h->req_ring_bytes,
 		.ev_ring_bytes = h->ev_ring_bytes,
 		.heap_bytes = h->heap_bytes,
+		.hist_bytes = h->hist_bytes,
 	};
 	struct hl_shm_header want;
 	if (hl__layout_compute(&p, &want))
@@ -267,9 +292,9 @@ hl__seg_validate(const struct hl_shm_header *h, uint64_t file_size)
 	    want.ep_worker_stride != h->ep_worker_stride ||
 	    want.ep_client_stride != h->ep_client_stride || want.buckets_off != h->buckets_off ||
 	    want.keys_off != h->keys_off || want.observers_off != h->observers_off ||
-	    want.heap_off != h->heap_off || want.ep_worker_off != h->ep_worker_off ||
-	    want.claims_off != h->claims_off || want.ep_client_off != h->ep_client_off ||
-	    want.size != h->size)
+	    want.heap_off != h->heap_off || want.hist_off != h->hist_off ||
+	    want.ep_worker_off != h->ep_worker_off || want.claims_off != h->claims_off ||
+	    want.ep_client_off != h->ep_client_off || want.size != h->size)
 		return HL_ECORRUPT;
 	return 0;
 }

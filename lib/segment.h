@@ -205,6 +205,20 @@ hl__req_ring(const struct hl_seg *s, uint32_t ep, uint32_t shard)
 	       (uint64_t)shard * s->h->req_ring_bytes;
 }
 
+/* Shard SHARD's history control line and ring (layout.h, "history"). */
+static inline struct hl_shm_hist *
+hl__hist(const struct hl_seg *s, uint32_t shard)
+{
+	return (struct hl_shm_hist *)(s->base + s->h->hist_off) + shard;
+}
+
+static inline uint8_t *
+hl__hist_data(const struct hl_seg *s, uint32_t shard)
+{
+	return s->base + s->h->hist_off + hl__hist_ctl_bytes(s->h->shards) +
+	       (uint64_t)shard * s->h->hist_bytes;
+}
+
 /* Bucket and shard of a hash. */
 static inline uint32_t
 hl__bucket_of(const struct hl_shm_header *h, uint64_t hash)

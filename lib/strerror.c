@@ -15,7 +15,8 @@ static const struct {
 } own[] = {
 	{ HL_EBADMAGIC, "HL_EBADMAGIC", "not a heirloom segment (bad magic)" },
 	{ HL_EVERSION, "HL_EVERSION",
-	  "segment has another layout version (made by another heirloom build)" },
+	  "segment has another layout version (made by another heirloom build): stop its "
+	  "daemons, remove it (heirloomctl segment remove --force) and start them again" },
 	{ HL_ECORRUPT, "HL_ECORRUPT", "segment is corrupt (a structure failed validation)" },
 	{ HL_ENOWORKER, "HL_ENOWORKER", "no worker is serving the table" },
 	{ HL_ESTALE, "HL_ESTALE", "this client's endpoint was removed by the worker" },
@@ -24,6 +25,9 @@ static const struct {
 	  "segment belongs to an owner this process does not trust (see HEIRLOOM_OWNER)" },
 	{ HL_ECONFLICT, "HL_ECONFLICT",
 	  "the key's revision is not the expected one (compare-and-set conflict)" },
+	{ HL_ECOMPACTED, "HL_ECOMPACTED",
+	  "the history no longer reaches the start revision (compacted): resume from a later "
+	  "revision, or read the current values" },
 };
 
 const char *

@@ -135,6 +135,38 @@ client_observe(ClientObject *self, PyObject *args)
 	return PyLong_FromUnsignedLongLong(id);
 }
 
+/* observe_from(key, flags, start_rev, progress_ms=0) -> (code, n): hl_observe_from()
+ * with HL_OBSERVE_FROM_REV; code 0 and n the observer id, or
+ * HL_ECOMPACTED and n the oldest revision to resume from; any other
+ * failure raises. */
+static PyObject *
+client_observe_from(ClientObject *self, PyObject *args)
+{
+	Py_buffer key;
+	unsigned int flags = 0;
+	unsigned long long start = 0;
+	unsigned int progress_ms = 0;
+	if (!PyArg_ParseTuple(args, "y*IK|I", &key, &flags, &start, &progress_ms))
+		return NULL;
+	if (!alive(self)) {
+		PyBuffer_Release(&key);
+		return NULL;
+	}
+	struct hl_observe_opts o = { .flags = flags | HL_OBSERVE_FROM_REV,
+		                     .progress_ms = progress_ms,
+		                     .start_rev = start };
+	hl_observer_id id = 0;
+	uint64_t oldest = 0;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hl_observe_from(self->c, key.buf, (size_t)key.len, &o, &id, &oldest);
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&key);
+	if (rc && rc != HL_ECOMPACTED)
+		return fail(rc);
+	return Py_BuildValue("(iK)", rc, (unsigned long long)(rc ? oldest : id));
+}
+
 static PyObject *
 client_unobserve(ClientObject *self, PyObject *args)
 {
@@ -429,6 +461,9 @@ static PyMethodDef client_methods[] = {
 	{ "close", (PyCFunction)client_close, METH_NOARGS, "hl_close()" },
 	{ "observe", (PyCFunction)client_observe, METH_VARARGS,
 	  "hl_observe_with(key, flags=0, progress_ms=0) -> id" },
+	{ "observe_from", (PyCFunction)client_observe_from, METH_VARARGS,
+	  "hl_observe_from(key, flags, start_rev, progress_ms=0) -> (code, id or oldest "
+	  "revision)" },
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },

@@ -786,12 +786,25 @@ test_lagged_is_followed_by_resync_before_later_events(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {
-		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
-		"16",         "--heap", "4194304",         "--max-value", "64",
-		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
-		"0",          NULL
-	};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "1024",
+		                     "--max-endpoints",
+		                     "16",
+		                     "--heap",
+		                     "4194304",
+		                     "--max-value",
+		                     "64",
+		                     "--ev-ring",
+		                     "4096",
+		                     "--shards",
+		                     "1",
+		                     "--telemetry-interval",
+		                     "0",
+		                     "--history",
+		                     "2048", /* overrun too: no catch-up */
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *o = hl_t_open(name, 0);
 	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);
@@ -807,8 +820,10 @@ test_lagged_is_followed_by_resync_before_later_events(void **state)
 		assert_int_equal(hl_stats(p, &st), 0);
 	} while (st.lagged_drops == 0 && n < 10000);
 	assert_true(st.lagged_drops > 0);
-	/* Three more after the first drop: dropped too (the ring is full). */
-	for (int i = 0; i < 3; i++) {
+	/* A hundred more after the first drop: dropped too (the ring is
+	 * full), and more than the history holds (2 KiB: about 36 of these),
+	 * so the observer cannot be caught up from it. */
+	for (int i = 0; i < 100; i++) {
 		int len = snprintf(val, sizeof(val), "value-%04d", n++);
 		assert_int_equal(hl_publish(p, "k1", 2, val, (size_t)len, NULL, 0), 0);
 	}
@@ -886,6 +901,19 @@ flood_until_drop(struct hl_client *p, struct hl_client *o, int from)
 	return n;
 }
 
+/* A hundred more publishes to K1 from N: more than the 2 KiB history of
+ * these tests holds. Returns the next N. */
+static int
+flood_past_history(struct hl_client *p, int n)
+{
+	for (int i = 0; i < 100; i++, n++) {
+		char val[32];
+		int len = snprintf(val, sizeof(val), "value-%04d", n);
+		assert_int_equal(hl_publish(p, "k1", 2, val, (size_t)len, NULL, 0), 0);
+	}
+	return n;
+}
+
 /* Read everything; returns the sum of LAGGED counts, checks each is
  * followed by its RESYNC. */
 static uint64_t
@@ -914,21 +942,36 @@ test_lagged_counts_each_drop_once(void **state)
 {
 	(void)state;
 	const char *name = hl_t_name();
-	const char *const args[] = {
-		"--max-keys", "4096",   "--max-observers", "1024",        "--max-endpoints",
-		"16",         "--heap", "4194304",         "--max-value", "64",
-		"--ev-ring",  "4096",   "--shards",        "1",           "--telemetry-interval",
-		"0",          NULL
-	};
+	const char *const args[] = { "--max-keys",
+		                     "4096",
+		                     "--max-observers",
+		                     "1024",
+		                     "--max-endpoints",
+		                     "16",
+		                     "--heap",
+		                     "4194304",
+		                     "--max-value",
+		                     "64",
+		                     "--ev-ring",
+		                     "4096",
+		                     "--shards",
+		                     "1",
+		                     "--telemetry-interval",
+		                     "0",
+		                     "--history",
+		                     "2048", /* overrun too: no catch-up */
+		                     NULL };
 	pid_t w = hl_t_worker_startv(name, args);
 	struct hl_client *o = hl_t_open(name, 0);
 	struct hl_client *p = hl_t_open(name, HL_OPEN_SYNC);
 	hl_observer_id o1;
 	assert_int_equal(hl_observe(o, "k1", 2, 0, &o1), 0);
 	int n = flood_until_drop(p, o, 0);
+	n = flood_past_history(p, n);
 	uint64_t first = drain_lagged(o);
 	assert_true(first > 0);
-	flood_until_drop(p, o, n);
+	n = flood_until_drop(p, o, n);
+	flood_past_history(p, n);
 	uint64_t second = drain_lagged(o);
 	assert_true(second > 0);
 	struct hl_observer_info info[4];

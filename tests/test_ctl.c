@@ -266,6 +266,26 @@ setup(void **state)
 	return 0;
 }
 
+/* The fixture with the smallest history max-value 4096 allows (16 KiB a
+ * shard): a few dozen large values overrun it. */
+static int
+setup_small_history(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->name, sizeof(f->name), "%s", hl_t_name());
+	const char *args[32];
+	int n = 0;
+	for (; hl_t_small[n]; n++)
+		args[n] = hl_t_small[n];
+	args[n++] = "--history";
+	args[n++] = "16384";
+	args[n] = NULL;
+	f->worker = hl_t_worker_startv(f->name, args);
+	*state = f;
+	return 0;
+}
+
 /* A name with no segment and no worker. */
 static int
 setup_bare(void **state)
@@ -631,6 +651,82 @@ test_watch_and_get_prefix_cover_the_keys_under_it(void **state)
 	ctl(&r, f->name, "watch", "--count", "1", NULL);
 	assert_exit(&r, 2);
 	run_free(&r);
+}
+
+/* watch KEY --rev R and watch --prefix P --rev R print every change after
+ * R from the history, then live ones; past the history: exit 8 with the
+ * oldest revision to resume from (stdout, or the --json error object). */
+static void
+test_watch_rev_resumes_and_compacted_exits_8(void **state)
+{
+	struct fx *f = *state;
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	uint64_t rev[4];
+	const char *vals[] = { "a", "b", "c" };
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(hl_publish(c, "w/k", 3, vals[i], 1, NULL, 0), 0);
+		assert_int_equal(hl_get(c, "w/k", 3, NULL, 0, NULL, &rev[i]), 0);
+	}
+	char from[32], want[256];
+	snprintf(from, sizeof(from), "%llu", (unsigned long long)rev[0]);
+	struct run r;
+	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "2", "--timeout", "20000", NULL);
+	assert_exit(&r, 0);
+	snprintf(want, sizeof(want), "put %llu %d b\nput %llu %d c\n", (unsigned long long)rev[1],
+	         (int)getpid(), (unsigned long long)rev[2], (int)getpid());
+	assert_string_equal(r.out, want);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "watch", "--prefix", "w/", "--rev", from, "--count", "2",
+	    "--timeout", "20000", NULL);
+	assert_exit(&r, 0);
+	char expr[256];
+	snprintf(expr, sizeof(expr),
+	         "len(d) == 2 and d[0]['key'] == 'w/k' and d[0]['revision'] == %llu and "
+	         "d[1]['value'] == 'c'",
+	         (unsigned long long)rev[1]);
+	assert_int_equal(json_check(r.out, 1, expr), 0);
+	run_free(&r);
+	/* Overrun the history (16 KiB a shard) with 40 values of 1000 bytes. */
+	char big[1000];
+	memset(big, 'x', sizeof(big));
+	for (int i = 0; i < 40; i++) {
+		big[0] = (char)('a' + i % 26);
+		assert_int_equal(hl_publish(c, "w/k", 3, big, sizeof(big), NULL, 0), 0);
+	}
+	ctl(&r, f->name, "watch", "w/k", "--rev", from, "--count", "1", "--timeout", "5000", NULL);
+	assert_exit(&r, 8);
+	assert_contains(r.err, "compacted");
+	unsigned long long oldest = strtoull(r.out, NULL, 10);
+	assert_true(oldest > rev[0]);
+	run_free(&r);
+	ctl(&r, f->name, "--json", "watch", "--prefix", "w/", "--rev", from, "--count", "1",
+	    "--timeout", "5000", NULL);
+	assert_exit(&r, 8);
+	assert_int_equal(json_check(r.out, 0,
+	                            "d['error'] == 'HL_ECOMPACTED' and d['exit_code'] == 8 and "
+	                            "d['oldest_revision'] > 0"),
+	                 0);
+	run_free(&r);
+	/* From the oldest it gives: accepted. */
+	char oldest_s[32];
+	snprintf(oldest_s, sizeof(oldest_s), "%llu", oldest);
+	ctl(&r, f->name, "watch", "w/k", "--rev", oldest_s, "--count", "1", "--timeout", "20000",
+	    NULL);
+	assert_exit(&r, 0);
+	run_free(&r);
+	ctl(&r, f->name, "watch", "w/k", "--rev", "x", NULL);
+	assert_exit(&r, 2);
+	run_free(&r);
+	/* status shows the history. */
+	ctl(&r, f->name, "--json", "status", NULL);
+	assert_exit(&r, 0);
+	assert_int_equal(json_check(r.out, 0,
+	                            "d['history']['bytes_per_shard'] == 16384 and "
+	                            "d['history']['oldest_resumable_revision'] > 0 and "
+	                            "d['capacities']['history_bytes'] == 16384"),
+	                 0);
+	run_free(&r);
+	hl_close(c);
 }
 
 static void
@@ -1688,6 +1784,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		        test_permission_denied_names_path_mode_owner_and_option, setup, teardown),
 		cmocka_unit_test(test_help_lists_every_command),
+		cmocka_unit_test_setup_teardown(test_watch_rev_resumes_and_compacted_exits_8,
+		                                setup_small_history, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_count_prints_one_line_per_event, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_watch_exits_0_when_its_pipe_closes_on_a_write,

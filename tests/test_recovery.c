@@ -114,6 +114,78 @@ take_events(struct hl_client *c, struct seen *s, int ns, struct result *res, int
 		FAIL("hl_next: %s", hl_strerror(rc));
 }
 
+/* The history after the script, whatever crashes it went through: an
+ * observer resumed from revision 0 gets every change the script made, once
+ * each, per key in revision order, ending at the table's state: a change
+ * appended twice (recovery's append of a pending dispatch) would fail the
+ * ring's check and read as compacted, one never appended would be missing.
+ * Keys a, b, c, x exactly; p/ as a prefix. */
+static void
+check_history(const char *name, struct result *res)
+{
+	struct hl_client *c = NULL;
+	int rc = hl_open(name, NULL, &c);
+	if (rc)
+		FAIL("history: open: %s", hl_strerror(rc));
+	static const char *const keys[] = { "a", "b", "c", "x", "p/" };
+	/* Events per key: a1..a5; b1..b4, delete, b5; c1, delete; x1, x2,
+	 * delete, x3; p/0 1, p/1 1, p/0 2, p/1 delete, p/2 1. */
+	static const char *const want[] = { "a1 a2 a3 a4 a5", "b1 b2 b3 b4 - b5", "c1 -",
+		                            "x1 x2 - x3", "" };
+	static const char *const pwant[] = { "1 2", "1 -", "1" }; /* p/0..p/2 */
+	hl_observer_id ids[5];
+	char got[5][128] = { { 0 } }, pgot[3][32] = { { 0 } };
+	uint64_t last[5] = { 0 }, plast[3] = { 0 };
+	for (int i = 0; i < 5; i++) {
+		struct hl_observe_opts o = { .flags = HL_OBSERVE_FROM_REV |
+			                              (i == 4 ? HL_OBSERVE_PREFIX : 0) };
+		uint64_t oldest = 0;
+		rc = hl_observe_from(c, keys[i], strlen(keys[i]), &o, &ids[i], &oldest);
+		if (rc)
+			FAIL("history: resume %s from 0: %s (oldest %lu)", keys[i], hl_strerror(rc),
+			     (unsigned long)oldest);
+	}
+	struct hl_event ev;
+	while ((rc = hl_next(c, &ev, 0)) == 0) {
+		int i = 0;
+		while (i < 5 && ids[i] != ev.observer)
+			i++;
+		if (i == 5 || (ev.type != HL_EV_PUT && ev.type != HL_EV_DELETE))
+			FAIL("history: event %d of observer %d", (int)ev.type, i);
+		char one[16];
+		const char *v = ev.type == HL_EV_PUT ? ev.new_value : "-";
+		int vl = ev.type == HL_EV_PUT ? (int)ev.new_len : 1;
+		if (i == 4) {
+			/* Per key: a prefix's keys are in several shards. */
+			int j = ((const char *)ev.key)[2] - '0';
+			if (ev.key_len != 3 || j < 0 || j > 2 || ev.revision <= plast[j])
+				FAIL("history: p/ out of order");
+			plast[j] = ev.revision;
+			size_t pl = strlen(pgot[j]);
+			snprintf(pgot[j] + pl, sizeof(pgot[j]) - pl, "%s%.*s", pl ? " " : "", vl,
+			         v);
+			continue;
+		} else {
+			if (ev.revision <= last[i])
+				FAIL("history: %s revision %lu after %lu", keys[i],
+				     (unsigned long)ev.revision, (unsigned long)last[i]);
+			last[i] = ev.revision;
+			snprintf(one, sizeof(one), "%.*s", vl, v);
+		}
+		size_t gl = strlen(got[i]);
+		snprintf(got[i] + gl, sizeof(got[i]) - gl, "%s%s", gl ? " " : "", one);
+	}
+	if (rc != -EAGAIN)
+		FAIL("history: hl_next: %s", hl_strerror(rc));
+	for (int i = 0; i < 5; i++)
+		if (strcmp(got[i], want[i]) != 0)
+			FAIL("history of %s: '%s', want '%s'", keys[i], got[i], want[i]);
+	for (int j = 0; j < 3; j++)
+		if (strcmp(pgot[j], pwant[j]) != 0)
+			FAIL("history of p/%d: '%s', want '%s'", j, pgot[j], pwant[j]);
+	hl_close(c);
+}
+
 static void
 script(const char *name, struct result *res)
 {
@@ -214,6 +286,7 @@ script(const char *name, struct result *res)
 		FAIL("table: %lu keys, %lu prefixes, %lu observers, %lu heap bytes",
 		     (unsigned long)st.keys, (unsigned long)st.prefixes,
 		     (unsigned long)st.observers, (unsigned long)st.heap_used);
+	check_history(name, res);
 	res->done = 1;
 	_exit(0);
 }

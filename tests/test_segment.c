@@ -68,7 +68,8 @@ setup(void **state)
 		                          .shards = 2,
 		                          .req_ring_bytes = 4096,
 		                          .ev_ring_bytes = 4096,
-		                          .heap_bytes = 64 * 1024 };
+		                          .heap_bytes = 64 * 1024,
+		                          .hist_bytes = 2048 };
 	ftruncate_errno = 0;
 	*state = f;
 	return 0;
@@ -291,7 +292,8 @@ static const struct hl_layout_params wide = { .max_keys = 64,
 	                                      .shards = 64,
 	                                      .req_ring_bytes = 4096,
 	                                      .ev_ring_bytes = 4096,
-	                                      .heap_bytes = 65536 };
+	                                      .heap_bytes = 65536,
+	                                      .hist_bytes = 2048 };
 
 static void
 test_layout_rejects_rings_that_overflow_the_endpoint_stride(void **state)

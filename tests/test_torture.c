@@ -25,6 +25,11 @@
  * revision it answered (applied once, and by that commit); one that
  * returned HL_ECONFLICT (or -EAGAIN) is never seen, and its answer names a
  * revision other than the one it expected.
+ * One observe in four resumes from the key's revision just read (or from
+ * 0, or from the oldest revision HL_ECOMPACTED gives): at the end, each
+ * resumed observer that never lagged got exactly as many events as an
+ * observer resumed then from the same revision gets from the history (no
+ * gap, no duplicate, through every kill), besides the checks above.
  * HL_TORTURE_KILLS=10000 runs the long version outside CI.
  */
 #include "harness.h"
@@ -69,6 +74,7 @@ struct shared {
 	/* A compare-and-set that returned success: the revision it answered. */
 	_Atomic uint64_t cas_rev[CLIENTS][VMAX];
 	_Atomic long cas[CLIENTS][3]; /* applied, conflict, other (refused/doubt) */
+	_Atomic long resumes_checked; /* resumed observers compared with the history */
 };
 
 struct mine {
@@ -77,6 +83,11 @@ struct mine {
 	uint64_t rev;
 	int has_value;
 	char last[32];
+	/* A resumed observer: its start revision, and the events it got
+	 * (PUT and DELETE); lagged: it got a LAGGED (the count is void). */
+	int resumed, lagged;
+	uint64_t start;
+	long nev;
 };
 
 static struct shared *S;
@@ -177,8 +188,10 @@ drain(struct hl_client *c, struct mine *m, int n, int timeout_ms, int me)
 		want_resync = 0;
 		if (ev.type == HL_EV_LAGGED) {
 			want_resync = ev.observer;
+			o->lagged = 1;
 			continue;
 		}
+		o->nev += ev.type != HL_EV_RESYNC;
 		if (ev.has_new)
 			saw_value(ev.new_value, ev.new_len, ev.revision, me);
 		if (ev.revision <= o->rev)
@@ -224,7 +237,34 @@ client(const char *name, int me)
 		keyname(k, key);
 		if (r < 20 && n < MAX_OBS) {
 			hl_observer_id id;
-			rc = hl_observe(c, key, strlen(key), 0, &id);
+			/* One in four resumes: from the key's revision now, or
+			 * from 0 (all its history), or, compacted, from the
+			 * oldest revision the answer gives. */
+			int resumed = rand_r(&seed) % 4 == 0;
+			uint64_t start = 0;
+			if (resumed && rand_r(&seed) % 2 &&
+			    hl_get(c, key, strlen(key), NULL, 0, NULL, &start) == -EBUSY)
+				start = 0;
+			if (resumed) {
+				struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV,
+					                      .start_rev = start };
+				uint64_t oldest = 0;
+				rc = hl_observe_from(c, key, strlen(key), &ro, &id, &oldest);
+				if (rc == HL_ECOMPACTED) {
+					if (oldest <= start)
+						FAIL("client %d: compacted at %lu, oldest %lu", me,
+						     (unsigned long)start, (unsigned long)oldest);
+					ro.start_rev = start = oldest;
+					rc = hl_observe_from(c, key, strlen(key), &ro, &id,
+					                     &oldest);
+				}
+				if (rc == HL_ECOMPACTED) { /* moved on again: later */
+					atomic_fetch_add(&S->dropped_calls[me], 1);
+					goto next;
+				}
+			} else {
+				rc = hl_observe(c, key, strlen(key), 0, &id);
+			}
 			if (rc == -EAGAIN || rc == -ETIMEDOUT) {
 				/* Refused, or in doubt: either way not held. */
 				atomic_fetch_add(&S->dropped_calls[me], 1);
@@ -235,7 +275,9 @@ client(const char *name, int me)
 			if (find(m, n, id))
 				FAIL("client %d: observer id handed out twice", me);
 			/* Its start: the key's revision now (events can only be newer). */
-			m[n] = (struct mine){ .id = id, .key = k };
+			m[n] = (struct mine){
+				.id = id, .key = k, .resumed = resumed, .start = start
+			};
 			n++;
 		} else if (r < 30 && n > 0) {
 			int i = rand_r(&seed) % n;
@@ -402,6 +444,40 @@ client(const char *name, int me)
 			FAIL("client %d: key %s holds %d of my observers, want %d", me, key,
 			     count_mine, want);
 	}
+	/* (After the check above: a checker is of this process too.)
+	 * A resumed observer got exactly what the history holds after its
+	 * start: one resumed now from the same revision gets as many events
+	 * (unless the history has moved past it since, or it lagged). */
+	for (int i = 0; i < n; i++) {
+		if (!m[i].resumed || m[i].lagged)
+			continue;
+		char key[8];
+		keyname(m[i].key, key);
+		struct hl_client *chk = NULL;
+		if (hl_open(name, NULL, &chk))
+			FAIL("client %d: open checker", me);
+		struct hl_observe_opts ro = { .flags = HL_OBSERVE_FROM_REV,
+			                      .start_rev = m[i].start };
+		hl_observer_id cid;
+		rc = hl_observe_with(chk, key, strlen(key), &ro, &cid);
+		if (rc == 0) {
+			struct hl_event ev;
+			long got = 0;
+			while (hl_next(chk, &ev, 0) == 0) {
+				if (ev.type == HL_EV_LAGGED)
+					got = -1000000;
+				got++;
+			}
+			if (got >= 0 && got != m[i].nev)
+				FAIL("client %d: resumed observer of %s from %lu got %ld events, "
+				     "the history holds %ld",
+				     me, key, (unsigned long)m[i].start, m[i].nev, got);
+			atomic_fetch_add(&S->resumes_checked, 1);
+		} else if (rc != HL_ECOMPACTED) {
+			FAIL("client %d: checker resume: %s", me, hl_strerror(rc));
+		}
+		hl_close(chk);
+	}
 	hl_close(c);
 	_exit(0);
 }
@@ -487,6 +563,9 @@ test_random_ops_survive_repeated_worker_kills(void **state)
 		hl_close(sc);
 	}
 	assert_true(total >= kills);
+	print_message("resumed observers checked against the history: %ld\n",
+	              atomic_load(&S->resumes_checked));
+	assert_true(atomic_load(&S->resumes_checked) > 0);
 	/* The same checks as the clients make, over everything: a refused
 	 * publish whose value anyone saw (seen_rev set) was applied. */
 	long refused_applied = 0;

@@ -14,7 +14,7 @@
 const char *const hl__daemon_option_names[] = {
 	/* both */
 	"socket", "mode", "shards", "max-keys", "max-observers", "max-endpoints", "max-value",
-	"heap", "req-ring", "ev-ring", "print-config", "log-level", "log-format",
+	"heap", "req-ring", "ev-ring", "history", "print-config", "log-level", "log-format",
 	/* heirloom-keeper */
 	"spawn-worker", "worker-args", "group", "foreground", "stop-timeout", "restart-stable",
 	"restart-min", "restart-max", "hang-timeout",

@@ -129,6 +129,35 @@ parse_if_rev(struct ctl *c, const char *s, uint64_t *rev)
 	return 0;
 }
 
+/* watch --rev R past the history: exit CTL_COMPACTED with the oldest
+ * revision one can resume from, on stdout (plain) or in the error object
+ * (--json), so that a script can resume from it. */
+static int
+print_compacted(struct ctl *c, uint64_t from, uint64_t oldest)
+{
+	fflush(stdout);
+	fprintf(stderr,
+	        "heirloomctl: %s: compacted: the history no longer reaches revision %llu; the "
+	        "oldest revision to resume from is %llu\n",
+	        c->cmd, (unsigned long long)from, (unsigned long long)oldest);
+	if (c->json) {
+		struct out o;
+		out_init(&o, stdout, 1);
+		out_obj_begin(&o, NULL);
+		out_str(&o, "error", hl_err_name(HL_ECOMPACTED));
+		out_i64(&o, "code", HL_ECOMPACTED);
+		out_str(&o, "message", hl_strerror(HL_ECOMPACTED));
+		out_i64(&o, "exit_code", CTL_COMPACTED);
+		out_u64(&o, "revision", from);
+		out_u64(&o, "oldest_revision", oldest);
+		out_obj_end(&o);
+		out_finish(&o);
+	} else {
+		printf("%llu\n", (unsigned long long)oldest);
+	}
+	return CTL_COMPACTED;
+}
+
 /* The answer of a compare-and-set: success prints the key's revision now
  * (so that a script can chain the next --if-rev); a conflict exits
  * CTL_CONFLICT and prints the current revision, on stdout (plain) or in
@@ -418,6 +447,10 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		                a->val[WATCH_COUNT]);
 	if (a->set[WATCH_TIMEOUT] && parse_timeout(c, a->val[WATCH_TIMEOUT], &timeout))
 		return CTL_USAGE;
+	uint64_t from = 0;
+	if (a->set[WATCH_REV] && ctl_parse_u64(a->val[WATCH_REV], 0, UINT64_MAX >> 2, &from))
+		return ctl_fail(c, CTL_USAGE, 0, "--rev needs a revision (a number), not '%s'",
+		                a->val[WATCH_REV]);
 	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
 	 * never written to this watcher's ring. */
 	uint32_t oflags =
@@ -456,8 +489,17 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	struct hl_observe_opts oo = { .flags = oflags, .progress_ms = (uint32_t)progress_ms };
-	rc = hl_observe_with(cl, key, strlen(key), &oo, &id);
+	struct hl_observe_opts oo = { .flags = oflags,
+		                      .progress_ms = (uint32_t)progress_ms,
+		                      .start_rev = from };
+	if (a->set[WATCH_REV])
+		oo.flags |= HL_OBSERVE_FROM_REV;
+	uint64_t oldest = 0;
+	rc = hl_observe_from(cl, key, strlen(key), &oo, &id, &oldest);
+	if (rc == HL_ECOMPACTED) {
+		hl_close(cl);
+		return print_compacted(c, from, oldest);
+	}
 	if (rc) {
 		hl_close(cl);
 		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);

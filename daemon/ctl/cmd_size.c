@@ -62,11 +62,12 @@ ctl_cmd_size(struct ctl *c, const struct ctl_args *a)
 {
 	static const char *const names[] = { "shards",        "max-keys",  "max-observers",
 		                             "max-endpoints", "max-value", "heap",
-		                             "req-ring",      "ev-ring" };
-	static const uint64_t maxes[] = { HL_SHARDS_MAX,      1u << 24,   1u << 24, 65536,
-		                          HL_VALUE_MAX_LIMIT, 1ull << 40, 1u << 30, 1u << 30 };
-	uint64_t v[8] = { 0 };
-	for (int i = 0; i < 8; i++)
+		                             "req-ring",      "ev-ring",   "history" };
+	static const uint64_t maxes[] = { HL_SHARDS_MAX, 1u << 24,           1u << 24,
+		                          65536,         HL_VALUE_MAX_LIMIT, 1ull << 40,
+		                          1u << 30,      1u << 30,           1u << 30 };
+	uint64_t v[9] = { 0 };
+	for (int i = 0; i < 9; i++)
 		if (a->set[i] && parse_size(a->val[i], maxes[i], &v[i]) < 0)
 			return ctl_fail(c, CTL_USAGE, 0, "--%s: not a size up to %llu: '%s'",
 			                names[i], (unsigned long long)maxes[i], a->val[i]);
@@ -77,7 +78,8 @@ ctl_cmd_size(struct ctl *c, const struct ctl_args *a)
 		                      .max_value = (uint32_t)v[SIZE_VALUE],
 		                      .heap_bytes = v[SIZE_HEAP],
 		                      .req_ring_bytes = (uint32_t)v[SIZE_REQ_RING],
-		                      .ev_ring_bytes = (uint32_t)v[SIZE_EV_RING] };
+		                      .ev_ring_bytes = (uint32_t)v[SIZE_EV_RING],
+		                      .hist_bytes = (uint32_t)v[SIZE_HISTORY] };
 	struct hl_shm_header h;
 	int rc = hl__layout_defaults(&p);
 	if (rc == 0)

@@ -92,6 +92,7 @@ ctl_write_capacities(struct out *o, const struct hl_shm_header *h)
 	out_u64(o, "request_ring_bytes", h->req_ring_bytes);
 	out_u64(o, "event_ring_bytes", h->ev_ring_bytes);
 	out_u64(o, "heap_bytes", h->heap_bytes);
+	out_u64(o, "history_bytes", h->hist_bytes);
 	out_obj_end(o);
 }
 
@@ -104,6 +105,7 @@ ctl_write_sizes(struct out *o, const struct hl_layout_sizes *z)
 	out_u64(o, "keys", z->keys);
 	out_u64(o, "observers", z->observers);
 	out_u64(o, "heap", z->heap);
+	out_u64(o, "history", z->history);
 	out_u64(o, "endpoints", z->endpoints);
 	out_u64(o, "per_endpoint", z->per_endpoint);
 	out_obj_end(o);
@@ -184,6 +186,29 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	out_u64(&o, "heap_capacity_bytes", s.st.heap_capacity);
 	out_u64(&o, "revision", s.st.revision);
 	out_obj_end(&o);
+
+	/* The history (issue 14): how far back a watcher can resume
+	 * (heirloomctl watch --rev, hl_observe_opts.start_rev). A resume of
+	 * a prefix needs every shard's; of a key, its shard's. */
+	{
+		uint64_t oldest = 0, appended = 0, used = 0;
+		for (uint32_t s_ = 0; s_ < h->shards; s_++) {
+			const struct hl_shm_hist *hc = hl__hist(&v.seg, s_);
+			uint64_t fl = atomic_load_explicit(&hc->floor_rev, memory_order_relaxed);
+			uint64_t hd = atomic_load_explicit(&hc->head, memory_order_relaxed);
+			uint64_t tl = atomic_load_explicit(&hc->tail, memory_order_relaxed);
+			oldest = fl > oldest ? fl : oldest;
+			appended += atomic_load_explicit(&hc->appends, memory_order_relaxed);
+			used += hd - tl <= h->hist_bytes ? hd - tl : 0;
+		}
+		out_obj_begin(&o, "history");
+		out_u64(&o, "bytes_per_shard", h->hist_bytes);
+		out_u64(&o, "bytes_used", used);
+		out_u64(&o, "changes_appended", appended);
+		/* A resume from this revision or later is accepted now. */
+		out_u64(&o, "oldest_resumable_revision", oldest);
+		out_obj_end(&o);
+	}
 
 	/* Requests refused because a pool was full (-ENOSPC), since creation. */
 	out_obj_begin(&o, "pools_full");

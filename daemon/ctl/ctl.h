@@ -18,17 +18,18 @@
 #include <stdio.h>
 
 /* Exit codes: a script may rely on these. */
-#define CTL_OK       0
-#define CTL_NOTFOUND 1 /* no such key (get, del, inspect) */
-#define CTL_USAGE    2 /* bad command line */
-#define CTL_SEGMENT  3 /* the segment is missing or unusable */
-#define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
-#define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
-#define CTL_ROLLBACK 6 /* upgrade: the new worker failed; the previous binary serves */
-#define CTL_REFUSED  7 /* upgrade: refused before anything changed */
+#define CTL_OK        0
+#define CTL_NOTFOUND  1 /* no such key (get, del, inspect) */
+#define CTL_USAGE     2 /* bad command line */
+#define CTL_SEGMENT   3 /* the segment is missing or unusable */
+#define CTL_FAILED    4 /* the request failed: worker error, timeout, refusal */
+#define CTL_CONFLICT  5 /* set/del --if-rev: the key is at another revision */
+#define CTL_ROLLBACK  6 /* upgrade: the new worker failed; the previous binary serves */
+#define CTL_REFUSED   7 /* upgrade: refused before anything changed */
+#define CTL_COMPACTED 8 /* watch --rev: the history no longer reaches that revision */
 
 #define CTL_MAX_POS  4
-#define CTL_MAX_OPTS 8
+#define CTL_MAX_OPTS 12
 
 /* One option of a command: "--count N" (has_arg) or "--force". */
 struct ctl_opt {
@@ -114,7 +115,15 @@ enum { OBSERVERS_PID };
 enum { GET_REV, GET_PREFIX };
 enum { SET_META, SET_TIMEOUT, SET_IF_REV };
 enum { DEL_TIMEOUT, DEL_IF_REV };
-enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD, WATCH_PREFIX, WATCH_PROGRESS };
+enum {
+	WATCH_COUNT,
+	WATCH_TIMEOUT,
+	WATCH_FILTER,
+	WATCH_NO_OLD,
+	WATCH_PREFIX,
+	WATCH_REV,
+	WATCH_PROGRESS
+};
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
 enum { UPGRADE_WORKER, UPGRADE_TIMEOUT, UPGRADE_SOCKET };
 enum {
@@ -125,7 +134,8 @@ enum {
 	SIZE_VALUE,
 	SIZE_HEAP,
 	SIZE_REQ_RING,
-	SIZE_EV_RING
+	SIZE_EV_RING,
+	SIZE_HISTORY
 };
 
 #endif /* HL_CTL_H */

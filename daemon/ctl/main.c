@@ -53,6 +53,8 @@ static const char *const top_help =
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
         "  watch --prefix P [...]      one line per change of any key starting with P\n"
+        "      [--rev R]               ... first every change after revision R, from\n"
+        "                              the history (exit 8 if it no longer reaches R)\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
         "  upgrade [--worker PATH]     replace the serving worker with a new binary,\n"
@@ -70,6 +72,8 @@ static const char *const top_help =
         "     back, the previous binary serves\n"
         "  7  upgrade: refused before anything changed (another segment layout\n"
         "     version, no supervised worker serving, an upgrade in progress)\n"
+        "  8  watch --rev: the history no longer reaches R (the oldest revision to\n"
+        "     resume from is printed)\n"
         "\n"
         "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
         "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
@@ -252,10 +256,17 @@ static const struct cmd cmds[] = {
 	            { "filter", 1 },
 	            { "no-old", 0 },
 	            { "prefix", 1 },
+	            { "rev", 1 },
 	            { "progress-ms", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
-	          "                  [--filter put|delete] [--no-old] [--progress-ms MS]\n"
+	          "                  [--filter put|delete] [--no-old] [--rev R] [--progress-ms "
+	          "MS]\n"
 	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
+	          "--rev R: resume: first every change after revision R that the segment's\n"
+	          "history holds (in order per key; such events carry no old value), then\n"
+	          "the live ones, with no gap or duplicate between. If the history no longer\n"
+	          "reaches R: exit 8, and the oldest revision it can resume from is printed\n"
+	          "(stdout; --json: the error object's \"oldest_revision\").\n"
 	          "--prefix: every key starting with PREFIX, also keys created later; each\n"
 	          "line then starts with the event's KEY (escaped), and a lag gives 'lagged'\n"
 	          "with no 'resync' (read the keys again: get --prefix).\n"
@@ -307,10 +318,11 @@ static const struct cmd cmds[] = {
 	            { "max-value", 1 },
 	            { "heap", 1 },
 	            { "req-ring", 1 },
-	            { "ev-ring", 1 } },
+	            { "ev-ring", 1 },
+	            { "history", 1 } },
 	  .help = "Usage: heirloomctl [--json] size [--shards N] [--max-keys N]\n"
 	          "       [--max-observers N] [--max-endpoints N] [--max-value SIZE]\n"
-	          "       [--heap SIZE] [--req-ring SIZE] [--ev-ring SIZE]\n"
+	          "       [--heap SIZE] [--req-ring SIZE] [--ev-ring SIZE] [--history SIZE]\n"
 	          "Print the size of the segment the keeper or worker would create with these\n"
 	          "options (the daemons' own; 0 or absent = their default), what each\n"
 	          "capacity adds to it, the space free in /dev/shm and whether it fits. Every\n"

@@ -98,7 +98,7 @@ struct hl_kopts {
 	int64_t restart_stable_ms;              /* a run this long ends with a restart at once */
 	int64_t hang_timeout_ms;                /* watchdog.c: 0 = hang detection off */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
-	int64_t heap, req_ring, ev_ring;
+	int64_t heap, req_ring, ev_ring, history;
 	bool print_config;
 	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
 };

@@ -194,6 +194,10 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 		        "(auto: journal under journald).",
 		.dst = &p->log_format
 	};
+	o[i++] = KOPT("history", HL_CFG_SIZE, "0",
+	              "History ring per shard of a new segment, a power of two (0 = 1 MiB or "
+	              "what max-value needs): how far back observers can resume and catch up.",
+	              NULL, 0, 1 << 30, &p->history);
 	if (i > HL_K_MAX_OPTS)
 		hl__die("keeper option table overflow");
 	*n = i;
@@ -296,6 +300,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		.shards = (uint32_t)k->o.shards,
 		.req_ring_bytes = (uint32_t)k->o.req_ring,
 		.ev_ring_bytes = (uint32_t)k->o.ev_ring,
+		.hist_bytes = (uint32_t)k->o.history,
 		.heap_bytes = (uint64_t)k->o.heap,
 	};
 	bool created = false;
@@ -392,7 +397,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		const struct hl_shm_header *h = k->seg.h;
 		if (given(cfg, "shards") || given(cfg, "max-keys") || given(cfg, "max-observers") ||
 		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
-		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
+		    given(cfg, "req-ring") || given(cfg, "ev-ring") || given(cfg, "history"))
 			hl__log_warn("segment exists, capacity options ignored (it has %u keys, %u "
 			             "observers, %u endpoints, %u shards)",
 			             h->max_keys, h->max_observers, h->max_endpoints, h->shards);

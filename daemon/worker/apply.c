@@ -281,9 +281,17 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	 * delivered (it happened before the observe), and one after is
 	 * (this load precedes the answer, which precedes any publish queued
 	 * after it). */
-	ST_RLX(&o->delivered_rev,
-	       prefix ? atomic_load_explicit(&w->seg.h->revision, memory_order_relaxed)
-	              : LD_RLX(&k->rev));
+	uint64_t start = prefix ? atomic_load_explicit(&w->seg.h->revision, memory_order_relaxed)
+	                        : LD_RLX(&k->rev);
+	/* Resumed (8 value bytes: the start revision R the client gives,
+	 * lib/client.c): a prefix observer is then owed every change after R
+	 * dispatched from now on; those dispatched before are in the history,
+	 * where the client reads them (docs/architecture.md, "History and
+	 * resume"). An exact observer's key is this shard's: everything up to
+	 * its revision is in the history already. */
+	if (prefix && r->val_len == 8)
+		memcpy(&start, key + r->h.key_len + r->meta_len, 8);
+	ST_RLX(&o->delivered_rev, start);
 	ST_RLX(&o->dropped, 0);
 	o->created_ns = hl__wall_ns();
 	o->req_pos = pos;

@@ -14,6 +14,7 @@
 #include "dispatch.h"
 
 #include "endpoint.h"
+#include "history.h"
 #include "keys.h"
 #include "lock.h"
 #include "observers.h"
@@ -611,8 +612,29 @@ fill_src(struct hl_worker *w, struct hl_shm_key *k, uint64_t old_off, uint64_t n
 	}
 }
 
+/* The change D into this shard's history, before any of its events: a
+ * client that sees an event can find it there (catch-up), and one that
+ * reads the history after an observe's answer finds every change
+ * dispatched before it (resume). */
+static void
+hist_append(struct hl_shard *sh, const struct dispatch_src *d)
+{
+	struct hl_w_hist_src s = { .type = d->type,
+		                   .rev = d->rev,
+		                   .ts = d->ts,
+		                   .pub_pid = d->pub_pid,
+		                   .key = d->key,
+		                   .key_len = d->key_len,
+		                   .meta = d->meta,
+		                   .meta_len = d->meta_len,
+		                   .val = d->nw,
+		                   .val_len = d->nw ? d->new_len : 0 };
+	hl_w_hist_append(sh, &s);
+}
+
 /* Finish the pending dispatch of key IDX (after a crash or right after a
- * commit): deliver to observers still behind, then drop the old value. */
+ * commit): append it to the history if it is not there, deliver to
+ * observers still behind, then drop the old value. */
 void
 hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 {
@@ -627,6 +649,7 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 	if (val & HL_VAL_DELETED) {
 		uint64_t old = val & ~(uint64_t)HL_VAL_DELETED;
 		fill_src(w, k, old, 0, HL_EVR_DELETE, rev, &d);
+		hist_append(sh, &d);
 		dispatch(sh, idx, k, &d);
 		hl_w_crash_point(w);
 		hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
@@ -646,6 +669,7 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 		if (!old && !(nv->type & HL_VAL_PENDING_NEW))
 			return;
 		fill_src(w, k, old, val, HL_EVR_PUT, rev, &d);
+		hist_append(sh, &d);
 		dispatch(sh, idx, k, &d);
 		hl_w_crash_point(w);
 		/* Dispatch done: forget the old value. A crash between these two

@@ -50,7 +50,8 @@ static struct hl_worker W;
 struct wvals {
 	bool standalone, print_config;
 	char *socket;
-	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
+	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring,
+	        history;
 	unsigned mode;
 	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
 	int64_t park_shard, hold_shard;
@@ -110,6 +111,10 @@ options(struct hl_cfg_opt *o, struct wvals *v)
 	              "Event ring per endpoint and shard, a power of two (0 = 32 KiB or what "
 	              "max-value needs).",
 	              0, 1 << 30, &V.ev_ring);
+	o[i++] = WOPT("history", HL_CFG_SIZE, "0",
+	              "History ring per shard of a new segment, a power of two (0 = 1 MiB or "
+	              "what max-value needs): how far back observers can resume and catch up.",
+	              0, 1 << 30, &V.history);
 	o[i++] = WOPT("mode", HL_CFG_MODE, "0660", "File mode of a new segment.", 0, 0, &V.mode);
 	o[i++] = WOPT("prune-interval", HL_CFG_MS, "30s",
 	              "Period of the sweep for endpoints whose process is gone, missed by the "
@@ -256,6 +261,7 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 		                               .max_value = (uint32_t)V.max_value,
 		                               .req_ring_bytes = (uint32_t)V.req_ring,
 		                               .ev_ring_bytes = (uint32_t)V.ev_ring,
+		                               .hist_bytes = (uint32_t)V.history,
 		                               .heap_bytes = (uint64_t)V.heap };
 	o->mode = (mode_t)V.mode;
 	o->prune_interval_ms = V.prune_ms;

@@ -51,6 +51,7 @@
 #include "dispatch.h"
 #include "endpoint.h"
 #include "heirloom/heirloom.h"
+#include "history.h"
 #include "keys.h"
 #include "lock.h"
 #include "request.h"
@@ -679,6 +680,7 @@ resolve_in_flight(struct hl_worker *w)
 				atomic_store_explicit(&ws->done_pos, at + 1, memory_order_release);
 			}
 			if (r->flags & HL_REQF_SYNC) {
+				ST_RLX(&ws->result_rev, hl_w_answer_rev(w, r->h.type, res));
 				ST_RLX(&ws->result, res);
 				atomic_store_explicit(&ws->result_pos, at + 1,
 				                      memory_order_release);
@@ -808,6 +810,10 @@ hl_w_recover_begin(struct hl_worker *w)
 	/* Before the pending dispatches: finishing a delete's frees the key,
 	 * which is the evidence resolve_in_flight() reads. */
 	st->resolved = resolve_in_flight(w);
+
+	/* The history rings: checked, and where each ends learned, before
+	 * the pending dispatches append what a crash kept out of them. */
+	st->acc.repairs += hl_w_hist_recover(w);
 
 	/* Finish pending dispatches, shard by shard (no shard thread runs
 	 * yet; each walks its key's list first). */
@@ -977,6 +983,8 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	uint64_t heap_used = 0, keys = 0, obs = 0;
+	if (hl_w_hist_check(w, msg, len))
+		return -EPROTO;
 	for (uint32_t b = 0; b < h->nbuckets; b++) {
 		uint32_t steps = 0;
 		for (uint32_t i = LD_RLX(&hl__bucket(&w->seg, b)->head); i != HL_NIL;

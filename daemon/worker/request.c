@@ -42,8 +42,11 @@ hl_w_check_req(const struct hl_shm_header *h, uint32_t shard, const struct hl_re
 	case HL_REQ_DELETE:
 		if (r->h.key_len == 0)
 			return -EPROTO;
+		/* An observe may carry 8 value bytes: its start revision
+		 * (hl_observe_opts.start_rev, HL_OBSERVE_FROM_REV). */
 		if (r->h.type != HL_REQ_PUBLISH && r->h.type != HL_REQ_PUBLISH_IF &&
-		    (r->val_len || r->meta_len))
+		    (r->meta_len ||
+		     (r->val_len && !(r->h.type == HL_REQ_OBSERVE && r->val_len == 8))))
 			return -EPROTO;
 		/* An observer's filters: only the known ones, never both
 		 * event types filtered (the client refuses both too). */

@@ -188,6 +188,9 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 		if (err < 0)
 			result = err;
 		if (sync) {
+			atomic_store_explicit(&ws->result_rev,
+			                      hl_w_answer_rev(w, r->h.type, result),
+			                      memory_order_relaxed);
 			atomic_store_explicit(&ws->result, result, memory_order_relaxed);
 			/* Release: result before result_pos (client acquires). */
 			atomic_store_explicit(&ws->result_pos, pos + 1, memory_order_release);
@@ -481,8 +484,9 @@ hl_w_shard_init(struct hl_shard *sh)
 	sh->req = malloc(sh->req_cap);
 	sh->cleanup = calloc(hl_w_ep_words(w), sizeof(*sh->cleanup));
 	sh->deferred = calloc(hl__pending_words(h), sizeof(uint64_t));
+	sh->hist_buf = malloc(hl__hist_rec_bytes(HL_KEY_MAX, HL_META_MAX, h->max_value));
 	if (!sh->ep_count || !sh->ep_start || !sh->touched || !sh->ids || !sh->req ||
-	    !sh->cleanup || !sh->deferred)
+	    !sh->cleanup || !sh->deferred || !sh->hist_buf)
 		return -ENOMEM;
 	return 0;
 }
@@ -498,5 +502,6 @@ hl_w_shard_fini(struct hl_shard *sh)
 	free(sh->req);
 	free((void *)sh->cleanup);
 	free(sh->deferred);
+	free(sh->hist_buf);
 	pthread_mutex_destroy(&sh->mu);
 }

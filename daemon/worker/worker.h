@@ -122,6 +122,12 @@ struct hl_shard {
 	uint64_t *deferred;
 	int deferred_any;        /* some bit in deferred[] is set */
 	struct hl_wake_defer wk; /* wake.c */
+	/* History (history.c; shard thread, or recovery before it runs):
+	 * this ring's head and the revision of the last change appended
+	 * (or its floor when empty), set by hl_w_hist_recover(); the
+	 * record being written (hl__hist_rec_bytes() of the largest). */
+	uint64_t hist_head, hist_last;
+	uint8_t *hist_buf;
 };
 
 /* The worker's view of one endpoint. */
@@ -312,6 +318,22 @@ hl_w_crash_point(struct hl_worker *w)
 {
 	if (__builtin_expect(w->opt.crash_at_step > 0, 0))
 		hl_w_crash_step(w);
+}
+
+/* The start revision that goes with an observe's SYNC answer
+ * (hl_shm_epw_shard.result_rev): the observer's delivered_rev, which no
+ * dispatch has moved yet when the answer is written (its key's shard
+ * answers before it dispatches anything else, and recovery answers before
+ * the pending dispatches). 0 for any other answer. */
+static inline uint64_t
+hl_w_answer_rev(const struct hl_worker *w, uint16_t type, int64_t result)
+{
+	if (type != HL_REQ_OBSERVE || result <= 0)
+		return 0;
+	uint32_t slot = (uint32_t)(result & 0xffffff);
+	if (slot < 1 || slot > w->seg.h->max_observers)
+		return 0;
+	return atomic_load_explicit(&hl__obs(&w->seg, slot)->delivered_rev, memory_order_relaxed);
 }
 
 /*

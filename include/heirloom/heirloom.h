@@ -48,6 +48,8 @@
  *   -ENOENT               x                            no such observer
  *   -ENOSPC       x                x(2)           x(3) a table is full
  *   -EOVERFLOW    x                                    observer ids used up
+ *   HL_ECOMPACTED x(5)                                 the history no longer reaches
+ *                                                      the start revision
  *   HL_ECONFLICT                   x(4)    x(4)        the key's revision is not the
  *                                                      expected one; nothing changed
  *   -EAGAIN       x       x        x       x           not applied, never will be
@@ -62,7 +64,9 @@
  *   waited for: an asynchronous publish, delete or unobserve, or a settled
  *   in-doubt one; each is reported once. (4) hl_publish_if() and
  *   hl_delete_if() only, which always wait for the answer (as with
- *   HL_OPEN_SYNC) and follow the same table.
+ *   HL_OPEN_SYNC) and follow the same table. (5) hl_observe_with() /
+ *   hl_observe_from() with HL_OBSERVE_FROM_REV only: no observer was
+ *   added.
  *
  * Threads: a struct hl_client may be used from several threads; calls are
  * serialised inside the library by one mutex per client. hl_next() may block
@@ -100,6 +104,7 @@ extern "C" {
 #define HL_ETRUNCATED (-20006) /* the segment is smaller than its header says */
 #define HL_EUNTRUSTED (-20007) /* the segment's owner is not one this process trusts */
 #define HL_ECONFLICT  (-20008) /* compare-and-set: the key's revision is not the one given */
+#define HL_ECOMPACTED (-20009) /* resume: the history no longer reaches the start revision */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
  * are set at creation, may be smaller). */
@@ -220,21 +225,48 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * order as an exact observer: revisions increase, with no duplicates and no
  * gaps except LAGGED. Changes committed before the observe returned are not
  * delivered. Combines with the filters above. A process's exact and prefix
- * observers of one key each get the event (one record in its ring). After a
- * lag a prefix observer gets HL_EV_LAGGED (key = the prefix, revision = the
- * last one handed out, lagged = the events lost) but, unlike an exact
- * observer, no HL_EV_RESYNC, for now: LAGGED only, the library cannot tell
+ * observers of one key each get the event (one record in its ring). A slow
+ * prefix observer is caught up from the history as an exact one is (see
+ * HL_OBSERVE_FROM_REV). Past the history it gets HL_EV_LAGGED (key = the
+ * prefix, revision = the last one handed out, lagged = the events dropped)
+ * but, unlike an exact observer, no HL_EV_RESYNC: the library cannot tell
  * which keys lost events. Read the keys again (hl_keys() or heirloomctl
  * get --prefix) and go on from the events that follow. Each distinct
  * prefix takes a slot of the key pool (hl_stats().prefixes; -ENOSPC when
  * the pool is full). */
 #define HL_OBSERVE_PREFIX 0x8u
+/*
+ * Resume (hl_observe_opts.start_rev; hl_observe_with() and
+ * hl_observe_from() only): start from a past revision instead of from now.
+ * The observer first receives, from the segment's history, every change
+ * with a revision above start_rev (0 = every change the history holds),
+ * exact key or prefix, in order per key, then the live changes, with no
+ * gap and no duplicate at the seam: a process that saw revision R before
+ * it restarted passes R and misses nothing. Events replayed from the
+ * history carry no old value (has_old 0): the history keeps each change's
+ * new value only. The history is a bounded ring per shard (its size is set
+ * when the segment is created: --history, printed by heirloomctl status).
+ * When it no longer reaches start_rev (a change after it was overwritten),
+ * the call fails with HL_ECOMPACTED and adds no observer; hl_observe_from()
+ * then gives the smallest start_rev the history would accept now
+ * (etcd's compact revision). A start_rev above the current revision is
+ * accepted: the changes after it are delivered.
+ *
+ * Catch-up. Without any flag, an observer whose client reads too slowly
+ * (its event ring filled and events were dropped) is caught up from the
+ * history by hl_next(): it loses nothing while the history still holds
+ * what it missed. Only when the history has moved past the last revision
+ * it was given does it get HL_EV_LAGGED (+ HL_EV_RESYNC for an exact
+ * observer), as described at hl_next(). A resumed observer that falls
+ * behind the history while it replays it gets the same.
+ */
+#define HL_OBSERVE_FROM_REV 0x10u
 /* Flags a later version may add are refused with -EINVAL, so a program
  * that sets one never silently gets less. */
 
 /* Options of hl_observe_with(). Zero-initialise: every field not named
- * below is reserved, must be 0, and will carry later options (a start
- * revision to resume from) without changing the size of the struct.
+ * below is reserved, must be 0, and will carry later options without
+ * changing the size of the struct.
  *
  * progress_ms: 0, or ask for HL_EV_PROGRESS events about this often
  * (at least HL_PROGRESS_MS_MIN ms; 1..9 give -EINVAL) while the observer
@@ -243,18 +275,21 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * (or, for HL_OBSERVE_PREFIX, of every key under its prefix) with a
  * revision <= R has been handed out by hl_next() before it (or reported
  * lost by an HL_EV_LAGGED before it), so a process that restarts can
- * resume from R (issue 14). R never decreases for one observer; it may
- * repeat. It may be below revisions already handed out (a prefix
- * observer's R is the least over the worker's shards; an idle shard
- * moves its R up at least every 100 ms). The events come from hl_next():
- * the worker wakes the client about every progress_ms, futex or hl_fd()
- * alike, so a loop asleep on hl_fd() gets them too. Not filtered by
- * NOPUT/NODELETE. */
+ * resume from R (issue 14: start_rev with HL_OBSERVE_FROM_REV). R never
+ * decreases for one observer; it may repeat. It may be below revisions
+ * already handed out (a prefix observer's R is the least over the
+ * worker's shards; an idle shard moves its R up at least every 100 ms).
+ * The events come from hl_next(): the worker wakes the client about every
+ * progress_ms, futex or hl_fd() alike, so a loop asleep on hl_fd() gets
+ * them too. Not filtered by NOPUT/NODELETE. None while the observer is
+ * being caught up from the history. */
 #define HL_PROGRESS_MS_MIN 10u
 struct hl_observe_opts {
 	uint32_t flags;       /* HL_OBSERVE_* */
 	uint32_t progress_ms; /* 0 = none; else >= HL_PROGRESS_MS_MIN (above) */
-	uint64_t reserved[6]; /* 0 */
+	uint64_t start_rev;   /* with HL_OBSERVE_FROM_REV: deliver the changes
+	                       * after this revision (see above); else 0 */
+	uint64_t reserved[5]; /* 0 */
 };
 
 /*
@@ -274,9 +309,18 @@ HL_API int hl_observe(struct hl_client *c, const void *key, size_t key_len, uint
                       hl_observer_id *out);
 
 /* hl_observe() with options; OPTS NULL is the same as all zero. A reserved
- * field that is not 0 gives -EINVAL. Otherwise as hl_observe(). */
+ * field that is not 0, or a start_rev without HL_OBSERVE_FROM_REV, gives
+ * -EINVAL. HL_ECOMPACTED: see HL_OBSERVE_FROM_REV. Otherwise as
+ * hl_observe() (which refuses HL_OBSERVE_FROM_REV: it has no start_rev). */
 HL_API int hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
                            const struct hl_observe_opts *opts, hl_observer_id *out);
+
+/* hl_observe_with(), and on HL_ECOMPACTED *COMPACT_REV (may be NULL) gets
+ * the smallest start_rev the history of the key's shard (of every shard,
+ * for a prefix) would accept now; untouched otherwise. */
+HL_API int hl_observe_from(struct hl_client *c, const void *key, size_t key_len,
+                           const struct hl_observe_opts *opts, hl_observer_id *out,
+                           uint64_t *compact_rev);
 
 /* Stop observer ID. From the return on, hl_next() gives no event for it
  * (those already queued are dropped).
@@ -406,10 +450,14 @@ struct hl_event {
 /*
  * The next event for any observer of this client. Blocks on a futex up to
  * timeout_ms (0 = do not block, -1 = forever). For each observer, revisions
- * strictly increase, with no duplicates and no gaps except where events
- * were dropped because this client read too slowly. The rule for a drop:
- * the events dropped are replaced, at their place in the stream, by one
- * HL_EV_LAGGED (the count dropped since the last report; revision = the
+ * strictly increase, with no duplicates and no gaps. Events dropped
+ * because this client read too slowly are first replayed from the
+ * segment's history (see HL_OBSERVE_FROM_REV: "Catch-up"; such events have
+ * no old value), in their place, losing nothing. Only where the history no
+ * longer holds them does this rule apply: the events lost are replaced, at
+ * their place in the stream, by one HL_EV_LAGGED (the count dropped from
+ * the observer's ring since the last report, which may include some the
+ * history gave back; revision = the
  * last one handed out) and, as the very next event of that observer, one
  * HL_EV_RESYNC with the key's state when it was read and its revision,
  * greater than any handed out before. Everything the worker wrote before

@@ -36,6 +36,7 @@ __all__ = [
     "Client", "Event", "EventType", "Error", "TimeoutError", "WouldBlockError",
     "InvalidArgumentError", "NoSpaceError", "TooBigError", "StaleError",
     "CorruptError", "FormatError", "PermissionError", "NoWorkerError",
+    "ConflictError", "CompactedError",
 ]
 
 Bytesish = Union[bytes, bytearray, memoryview, str]
@@ -103,12 +104,22 @@ class ConflictError(Error):
         self.revision = revision
 
 
+class CompactedError(Error):
+    """HL_ECOMPACTED: ``observe(..., start_rev=R)`` but the history no
+    longer reaches R; no observer was added. ``oldest_revision`` is the
+    smallest ``start_rev`` the history accepts now."""
+
+    def __init__(self, code: int, oldest_revision: int = 0) -> None:
+        super().__init__(code)
+        self.oldest_revision = oldest_revision
+
+
 _ERRNO = {
     -110: TimeoutError, -11: WouldBlockError, -22: InvalidArgumentError,
     -28: NoSpaceError, -90: TooBigError, -20005: StaleError, -20003: CorruptError,
     -20001: FormatError, -20002: FormatError, -20006: FormatError,
     -1: PermissionError, -13: PermissionError, -20007: PermissionError,
-    -20004: NoWorkerError, -20008: ConflictError,
+    -20004: NoWorkerError, -20008: ConflictError, -20009: CompactedError,
 }
 
 #: ``observe()`` filters (``HL_OBSERVE_*``).
@@ -207,20 +218,30 @@ class Client:
 
     def observe(self, key: Bytesish, *, prefix: bool = False, puts_only: bool = False,
                 deletes_only: bool = False, no_old: bool = False,
-                progress_ms: int = 0) -> int:
+                start_rev: Optional[int] = None, progress_ms: int = 0) -> int:
         """``hl_observe``: observe ``key``; returns the observer id (never
         reused). ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that
         starts with ``key``, also keys created later; each event's ``key``
         names it. ``puts_only`` / ``deletes_only`` filter the event types in
         the worker (``HL_OBSERVE_NODELETE`` / ``NOPUT``; not both);
         ``no_old`` leaves the old value out (``Event.old`` is None).
+        ``start_rev=R`` (``hl_observe_from`` with ``HL_OBSERVE_FROM_REV``):
+        resume: first every change after revision R from the segment's
+        history (in order per key; no old value), then the live ones, with
+        no gap or duplicate between; raises :class:`CompactedError` (with
+        ``.oldest_revision``) when the history no longer reaches R.
         ``progress_ms`` (``hl_observe_opts.progress_ms``, 10 or more): while
         idle, an :attr:`EventType.PROGRESS` event about that often, whose
         ``revision`` R says every change up to R came before it (where a
         restarting process resumes from)."""
         flags = ((NODELETE if puts_only else 0) | (NOPUT if deletes_only else 0) |
                  (NOOLD if no_old else 0) | (_heirloom.OBSERVE_PREFIX if prefix else 0))
-        return self._c.observe(_b(key), flags, progress_ms)
+        if start_rev is None:
+            return self._c.observe(_b(key), flags, progress_ms)
+        code, n = self._c.observe_from(_b(key), flags, start_rev, progress_ms)
+        if code:
+            raise CompactedError(code, n)
+        return n
 
     def unobserve(self, observer: int) -> None:
         """``hl_unobserve``: no event for ``observer`` from now on."""

@@ -144,11 +144,24 @@ def test_asyncio_events_with_a_timeout(worker):
     asyncio.run(run())
 
 
-def test_lagged_and_resync_surface_as_events(worker):
+def test_catch_up_loses_nothing_while_the_history_holds_it(worker):
     with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
         c.observe("lag")
-        for i in range(1000):  # far more than a 16 KiB event ring holds
+        for i in range(1000):  # far more than a 32 KiB event ring holds
             p.publish("lag", b"%04d" % i + b"x" * 64)
+        p.flush(5)
+        got = []
+        while (ev := c.next(timeout=0.5)) is not None:
+            got.append(ev)
+        assert [e.type for e in got] == [heirloom.EventType.PUT] * 1000
+        assert [e.new[:4] for e in got] == [b"%04d" % i for i in range(1000)]
+
+
+def test_lagged_and_resync_surface_as_events_past_the_history(worker):
+    with heirloom.Client(worker.name) as c, heirloom.Client(worker.name) as p:
+        c.observe("lag")
+        for i in range(1000):  # 2 MB: more than the 1 MiB history holds
+            p.publish("lag", b"%04d" % i + b"x" * 2000)
         p.flush(5)
         types = []
         while (ev := c.next(timeout=0.5)) is not None:
@@ -242,3 +255,27 @@ def test_observe_filters_deliver_only_what_was_asked(worker):
             (puts, heirloom.EventType.PUT, None, b"b"),
             (dels, heirloom.EventType.DELETE, b"b", None),
         ]
+
+
+def test_observe_start_rev_resumes_and_compacted_carries_the_oldest(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        c.publish("r/k", b"a")
+        _, r1 = c.get("r/k")
+        c.publish("r/k", b"b")
+        c.publish("r/k", b"c")
+        oid = c.observe("r/k", start_rev=r1)
+        evs = [c.next(timeout=5) for _ in range(2)]
+        assert [(e.observer, e.new, e.old) for e in evs] == [(oid, b"b", None),
+                                                              (oid, b"c", None)]
+        poid = c.observe("r/", prefix=True, start_rev=r1)
+        assert [c.next(timeout=5).new for _ in range(2)] == [b"b", b"c"]
+        c.publish("r/k", b"live")
+        got = {(e.observer, e.new) for e in (c.next(timeout=5), c.next(timeout=5))}
+        assert got == {(oid, b"live"), (poid, b"live")}
+        # Overrun the key's shard's history (1 MiB) with 4 KB values.
+        for i in range(300):
+            c.publish("r/k", bytes([65 + i % 26]) * 4000)
+        with pytest.raises(heirloom.CompactedError) as ei:
+            c.observe("r/k", start_rev=r1)
+        assert ei.value.name == "HL_ECOMPACTED" and ei.value.oldest_revision > r1
+        c.observe("r/k", start_rev=ei.value.oldest_revision)  # accepted

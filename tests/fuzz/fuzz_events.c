@@ -181,7 +181,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		                      .shards = 2,
 		                      .req_ring_bytes = 2048,
 		                      .ev_ring_bytes = 4096,
-		                      .heap_bytes = 8192 };
+		                      .heap_bytes = 8192,
+		                      .hist_bytes = 2048 };
 	int fd;
 	CHECK(hl__seg_create(name, &p, 0600, (gid_t)-1, &fd) == 0);
 	atexit(cleanup);

@@ -18,7 +18,8 @@
 /* The worker's command line for the same capacities (mkseed_attach). */
 #define HL_FZ_WORKER_ARGS                                                                          \
 	"--max-keys", "8", "--max-observers", "16", "--max-endpoints", "2", "--max-value", "64",   \
-	        "--shards", "2", "--heap", "4096", "--req-ring", "2048", "--ev-ring", "2048"
+	        "--shards", "2", "--heap", "4096", "--req-ring", "2048", "--ev-ring", "2048",      \
+	        "--history", "2048"
 
 static inline struct hl_layout_params
 hl_fz_params(void)
@@ -30,7 +31,8 @@ hl_fz_params(void)
 		                      .shards = 2,
 		                      .req_ring_bytes = 2048,
 		                      .ev_ring_bytes = 2048,
-		                      .heap_bytes = 4096 };
+		                      .heap_bytes = 4096,
+		                      .hist_bytes = 2048 };
 	return p;
 }
 
@@ -54,6 +56,11 @@ hl_fz_windows(const struct hl_shm_header *h, struct hl_fz_win *w)
 	w[n++] = (struct hl_fz_win){ h->observers_off,
 		                     (uint64_t)h->max_observers * sizeof(struct hl_shm_observer) };
 	w[n++] = (struct hl_fz_win){ h->heap_off, h->heap_bytes };
+	/* The history rings: their control lines, then their records. */
+	w[n++] =
+	        (struct hl_fz_win){ h->hist_off, (uint64_t)h->shards * sizeof(struct hl_shm_hist) };
+	w[n++] = (struct hl_fz_win){ h->hist_off + hl__hist_ctl_bytes(h->shards),
+		                     (uint64_t)h->shards * h->hist_bytes };
 	for (uint32_t ep = 0; ep < h->max_endpoints && n < HL_FZ_MAX_WIN - 1; ep++)
 		w[n++] = (struct hl_fz_win){ h->ep_worker_off + (uint64_t)ep * h->ep_worker_stride,
 			                     (uint64_t)HL_CACHELINE * (1 + h->shards) };

@@ -20,7 +20,7 @@ python3 "$here/mkseeds.py"
 out=$here/corpus/attach
 mkdir -p "$out"
 args=(--max-keys 8 --max-observers 16 --max-endpoints 2 --max-value 64 --shards 2
-      --heap 4096 --req-ring 2048 --ev-ring 2048 --prune-interval 0)
+      --heap 4096 --req-ring 2048 --ev-ring 2048 --history 2048 --prune-interval 0)
 for step in 0 1 2 3 4 5 6 7 8 9 10 12 14 16 20; do
 	name=fzseed$$_$step
 	rm -f "/dev/shm/heirloom.$name"
