@@ -15,7 +15,8 @@
 #                         still runs `apt-get update` and installs them).
 # The mirror is the machine's own (its apt sources, read at run time, or
 # HEIRLOOM_MIRROR); none is written in the repository.
-# Needs root, debootstrap; HEIRLOOM_FRESH_REFRESH=1 remakes the tarball.
+# Needs root and the repository's root as the working directory (for
+# scripts/deps debootstrap); HEIRLOOM_FRESH_REFRESH=1 remakes the tarball.
 
 FRESH_CACHE=${HEIRLOOM_FRESH_CACHE:-/var/cache/heirloom-fresh}
 FRESH_TAR=$FRESH_CACHE/bookworm-minbase.tar
@@ -46,8 +47,7 @@ fresh_tarball() {
 	if [[ -s $FRESH_TAR && -z ${HEIRLOOM_FRESH_REFRESH:-} ]]; then
 		return
 	fi
-	command -v debootstrap >/dev/null ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap
+	command -v debootstrap >/dev/null || scripts/deps debootstrap
 	local mirror tmp
 	mirror=$(fresh_mirror)
 	mkdir -p "$FRESH_CACHE"
@@ -58,6 +58,7 @@ fresh_tarball() {
 		rm -rf "$tmp"
 		return 1
 	fi
+	chmod 755 "$tmp" # mktemp's 0700 would shut every other uid out of /
 	tar -C "$tmp" --numeric-owner -cf "$FRESH_TAR.new" .
 	mv "$FRESH_TAR.new" "$FRESH_TAR"
 	rm -rf "$tmp" "$tmp.log"
@@ -75,17 +76,26 @@ fresh_root_new() {
 	fresh_tarball
 	FRESH_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/heirloom-fresh.XXXXXX")
 	tar -C "$FRESH_ROOT" --numeric-owner -xf "$FRESH_TAR"
+	# mktemp's 0700 would shut every uid but root out of the root's /
+	# (the tests drop to nobody).
+	chmod 755 "$FRESH_ROOT"
 	cp /etc/resolv.conf "$FRESH_ROOT/etc/resolv.conf"
 	fresh_mount -t proc proc /proc
 	fresh_mount -t sysfs sys /sys
 	fresh_mount --rbind /dev /dev
 	mount --make-rslave "$FRESH_ROOT/dev"
-	# The segment lives here: a tmpfs of the root's own, like a
-	# container's (64 MiB is Docker's default; the defaults fit in it).
-	fresh_mount -t tmpfs -o size=64m,mode=1777 tmpfs /dev/shm
+	# The segments live here: a tmpfs of the root's own, sized as on a
+	# Debian machine (half the RAM) unless HEIRLOOM_FRESH_SHM_SIZE says
+	# otherwise (64m: Docker's default; the daemons' defaults fit in it,
+	# but not every test's segment does).
+	fresh_mount -t tmpfs -o "size=${HEIRLOOM_FRESH_SHM_SIZE:-50%},mode=1777" tmpfs /dev/shm
 	fresh_mount -t tmpfs -o mode=755 tmpfs /run
 	mkdir -p "$FRESH_CACHE/archives/partial"
 	fresh_mount --bind "$FRESH_CACHE/archives" /var/cache/apt/archives
+	# apt downloads as _apt: let it write the shared partial/ directory.
+	local apt_uid
+	apt_uid=$(awk -F: '$1 == "_apt" { print $3 }' "$FRESH_ROOT/etc/passwd")
+	[[ -z $apt_uid ]] || chown "$apt_uid:root" "$FRESH_CACHE/archives/partial"
 }
 
 # Runs a command in the root as root, with a clean environment.

@@ -9,21 +9,28 @@
 # (--man, when the build made them) every man page is installed where man
 # finds it. Run by ctest
 # (install_consumer); removes everything it made.
+# tests/consumer/run.sh --prefix PREFIX: the same against an existing
+# install (scripts/deb-test: the unpacked libheirloom-dev package).
 set -euo pipefail
-BUILD=$(cd "$1" && pwd)
 SRC=$(cd "$(dirname "$0")" && pwd)
-MAN=${2:-}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/heirloom-consumer.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 fail() {
 	echo "consumer: FAIL: $*" >&2
 	exit 1
 }
-# Everything but the Python package (whose directory is absolute).
-cmake --install "$BUILD" --prefix "$TMP/installed" --component Unspecified >/dev/null
-mv "$TMP/installed" "$TMP/moved"
-P=$TMP/moved
-echo "consumer: installed, then moved to $P"
+if [[ $1 == --prefix ]]; then
+	P=$(cd "$2" && pwd)
+	MAN=
+else
+	BUILD=$(cd "$1" && pwd)
+	MAN=${2:-}
+	# Everything but the Python package (whose directory is absolute).
+	cmake --install "$BUILD" --prefix "$TMP/installed" --component Unspecified >/dev/null
+	mv "$TMP/installed" "$TMP/moved"
+	P=$TMP/moved
+	echo "consumer: installed, then moved to $P"
+fi
 
 cmake -S "$SRC" -B "$TMP/cmake" -DCMAKE_PREFIX_PATH="$P" >"$TMP/cmake.log" 2>&1 ||
 	{ cat "$TMP/cmake.log" >&2; fail "find_package(heirloom 0.1 CONFIG REQUIRED)"; }
