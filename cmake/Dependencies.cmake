@@ -17,6 +17,8 @@ endfunction()
 hl_require(URCU liburcu-memb liburcu-dev)
 hl_require(JEMALLOC jemalloc libjemalloc-dev)
 hl_require(INIH inih libinih-dev)
+# sd_notify(3) for the daemons: readiness, watchdog, stopping.
+hl_require(SYSTEMD libsystemd libsystemd-dev)
 if(HL_TESTS)
   hl_require(CMOCKA cmocka libcmocka-dev)
 endif()

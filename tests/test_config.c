@@ -700,6 +700,75 @@ test_bad_option_table_is_einval(void **state)
 	assert_int_equal(load(f, argv), -EINVAL);
 }
 
+/* Our options plus two a sibling daemon has. */
+static const char *const shared[] = { "shards",         "foreground", "socket",
+	                              "timeout",        "mode",       "segment-size",
+	                              "spawn-worker",   "label",      "stop-timeout",
+	                              "slow-reader-ms", NULL };
+
+static void
+test_shared_sections_skip_sibling_options_only(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = { "keeper", NULL };
+
+	f->cfg.shared_names = shared;
+	write_file(f->path, "slow-reader-ms = x\n[heirloom]\nstop-timeout = 1s\nshards = 4\n");
+	assert_int_equal(load(f, argv), 0);
+	assert_int_equal(f->shards, 4);
+	hl__cfg_free(&f->cfg);
+	assert_file_error(f, "[heirloom]\nstop-timout = 1s\n", "2: unknown option 'stop-timout'");
+	assert_file_error(f, "[keeper]\nslow-reader-ms = 1\n",
+	                  "2: option 'slow-reader-ms' is not a keeper option (it belongs to "
+	                  "another heirloom daemon: move it to its section or to [heirloom])");
+	/* Without the list, a sibling's option is unknown like any other. */
+	f->cfg.shared_names = NULL;
+	assert_file_error(f, "[heirloom]\nstop-timeout = 1s\n", "2: unknown option 'stop-timeout'");
+}
+
+static void
+test_option_missing_from_shared_names_is_table_error(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = { "keeper", NULL };
+	static const char *const partial[] = { "shards", "foreground", NULL };
+
+	f->cfg.shared_names = partial;
+	assert_int_equal(load(f, argv), -EINVAL);
+	assert_non_null(strstr(f->err, "'socket' is missing from the shared names"));
+}
+
+static void
+test_choices_accept_only_their_words(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const words[] = { "err", "info", NULL };
+	char *level = NULL;
+	struct hl_cfg_opt opt = { .name = "level",
+		                  .type = HL_CFG_STR,
+		                  .def = "info",
+		                  .choices = words,
+		                  .help = "Level.",
+		                  .dst = &level };
+	struct hl_cfg cfg = { .prog = "p",
+		              .section = "keeper",
+		              .config_dir = f->dir,
+		              .out = f->out,
+		              .opts = &opt,
+		              .nopts = 1 };
+	char *ok[] = { "p", "--level", "err", NULL }, *bad[] = { "p", "--level=loud", NULL };
+
+	assert_int_equal(hl__cfg_load(&cfg, 3, ok, f->err, sizeof(f->err)), 0);
+	assert_string_equal(level, "err");
+	hl__cfg_free(&cfg);
+	assert_int_equal(hl__cfg_load(&cfg, 2, bad, f->err, sizeof(f->err)), -EINVAL);
+	assert_string_equal(f->err, "--level: 'loud' is not one of err, info");
+	assert_null(level);
+	char *help[] = { "p", "--help", NULL };
+	assert_int_equal(hl__cfg_load(&cfg, 2, help, f->err, sizeof(f->err)), 0);
+	assert_non_null(strstr(output(f), "one of err, info; env HEIRLOOM_LEVEL; default info"));
+}
+
 int
 main(void)
 {
@@ -736,6 +805,9 @@ main(void)
 		T(test_version_prints_program_and_version),
 		T(test_dump_shows_value_and_source),
 		T(test_bad_option_table_is_einval),
+		T(test_shared_sections_skip_sibling_options_only),
+		T(test_option_missing_from_shared_names_is_table_error),
+		T(test_choices_accept_only_their_words),
 	};
 #undef T
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

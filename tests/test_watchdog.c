@@ -544,6 +544,28 @@ test_a_worker_pings_systemd_only_while_every_thread_beats(void **state)
 	close(fd);
 }
 
+/* READY=1 means recovered: the worker says it only once both parts of
+ * recovery are done (worker_ready), here while part 2 is held back for a
+ * second and publishes are already served. */
+static void
+test_worker_says_ready_only_after_recovery(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	char path[128];
+	int fd = notify_listen(f, path, sizeof(path));
+	const char *argv[] = { HL_WORKER_PATH,     "--standalone", "--name", f->name,
+		               "--recovery-pause", "1s",           NULL };
+	pid_t w = spawn_notified(f, argv, path, 0, f->wlog);
+	assert_true(notify_wait(fd, "READY=1", hl_t_ms(10000)));
+	struct hl_t_owner o;
+	assert_int_equal(hl_t_owner_read(f->name, &o), 0);
+	assert_int_equal(o.worker_ready, 1);
+	assert_true(o.recoveries >= 1);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_kfx_untrack(f, w);
+	close(fd);
+}
+
 /* WATCHDOG_PID names the process the watchdog is for (systemd sets it to
  * the main pid; the keeper's spawned worker inherits the variables). */
 static void
@@ -591,6 +613,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		        test_a_worker_pings_systemd_only_while_every_thread_beats, setup,
 		        hl_t_kfx_teardown),
+		cmocka_unit_test_setup_teardown(test_worker_says_ready_only_after_recovery, setup,
+		                                hl_t_kfx_teardown),
 	};
 	return cmocka_run_group_tests_name("watchdog", tests, NULL, NULL);
 }

@@ -4,11 +4,15 @@
  * HEIRLOOM_*, else the config file, else the default, and it says which
  * (--print-config); a bad config file is an error naming the file and the
  * line (exit 1); --help lists every option with its default and variable;
- * the resolved values are the ones the running worker uses.
+ * the resolved values are the ones the running worker uses. The file's
+ * shared sections ([heirloom] and the top) serve both daemons: each skips
+ * the other's options and still fails on unknown ones (with the keeper's
+ * --print-config); the example config loads in both.
  *
  * Each case runs the real binary with an environment of its own (so the
  * test's environment cannot leak in) and reads what it prints.
  */
+#include "config.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -47,14 +51,14 @@ drain_fd(int fd, char *buf, size_t cap, size_t *len)
 	}
 }
 
-/* Run heirloom-worker with ARGS (NULL-terminated) and exactly the
- * environment ENV (NULL-terminated "NAME=value" list), bounded in time. */
+/* Run PROG with ARGS (NULL-terminated) and exactly the environment ENV
+ * (NULL-terminated "NAME=value" list), bounded in time. */
 static void
-run_worker(const char *const *args, const char *const *env, struct run *r)
+run_prog(const char *prog, const char *const *args, const char *const *env, struct run *r)
 {
 	const char *argv[32];
 	int n = 0;
-	argv[n++] = HL_WORKER_PATH;
+	argv[n++] = prog;
 	for (int i = 0; args[i] && n < 31; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
@@ -111,6 +115,12 @@ run_worker(const char *const *args, const char *const *env, struct run *r)
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 	}
+}
+
+static void
+run_worker(const char *const *args, const char *const *env, struct run *r)
+{
+	run_prog(HL_WORKER_PATH, args, env, r);
 }
 
 static char conf_path[128];
@@ -274,25 +284,14 @@ test_help_lists_every_option_with_default_and_variable(void **state)
 {
 	(void)state;
 	static struct run r;
-	static const char *const options[] = { "name",
-		                               "config",
-		                               "standalone",
-		                               "socket",
-		                               "shards",
-		                               "max-keys",
-		                               "max-observers",
-		                               "max-endpoints",
-		                               "max-value",
-		                               "heap",
-		                               "req-ring",
-		                               "ev-ring",
-		                               "mode",
-		                               "prune-interval",
-		                               "slow-reader-ms",
-		                               "telemetry-interval",
-		                               "spin-us",
-		                               "print-config",
-		                               NULL };
+	static const char *const options[] = {
+		"name",      "config",         "standalone",     "socket",
+		"shards",    "max-keys",       "max-observers",  "max-endpoints",
+		"max-value", "heap",           "req-ring",       "ev-ring",
+		"mode",      "prune-interval", "slow-reader-ms", "telemetry-interval",
+		"spin-us",   "print-config",   "log-level",      "log-format",
+		NULL
+	};
 	const char *const help[] = { "--help", NULL };
 	const char *const none[] = { NULL };
 	run_worker(help, none, &r);
@@ -369,6 +368,155 @@ test_running_worker_uses_resolved_values(void **state)
 	hl_t_unlink(name);
 }
 
+/* ---- the file both daemons read (issue 18) ---- */
+
+/* In [heirloom] and above any section, each daemon skips the other's
+ * options (stop-timeout is the keeper's, slow-reader-ms the worker's) and
+ * takes its own and the common ones; the keeper has --print-config too. */
+static void
+test_each_daemon_skips_the_others_options_in_shared_sections(void **state)
+{
+	(void)state;
+	static struct run r;
+	char want[256];
+	const char *path = write_conf("hang-timeout = 3s\n"
+	                              "[heirloom]\n"
+	                              "stop-timeout = 10s\n"
+	                              "slow-reader-ms = 5000\n"
+	                              "log-level = warning\n"
+	                              "[keeper]\n"
+	                              "restart-min = 200ms\n"
+	                              "[worker]\n"
+	                              "spin-us = 7\n");
+	const char *const args[] = { "--config", path, "--print-config", NULL };
+	const char *const none[] = { NULL };
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	snprintf(want, sizeof(want), "stop-timeout = 10000ms  (file:%s:3)", path);
+	expect_line(&r, "stop-timeout", want);
+	snprintf(want, sizeof(want), "hang-timeout = 3000ms  (file:%s:1)", path);
+	expect_line(&r, "hang-timeout", want);
+	snprintf(want, sizeof(want), "log-level = warning  (file:%s:5)", path);
+	expect_line(&r, "log-level", want);
+	snprintf(want, sizeof(want), "restart-min = 200ms  (file:%s:7)", path);
+	expect_line(&r, "restart-min", want);
+	assert_null(strstr(r.out, "slow-reader-ms"));
+
+	run_worker(args, none, &r);
+	snprintf(want, sizeof(want), "slow-reader-ms = 5000ms  (file:%s:4)", path);
+	expect_line(&r, "slow-reader-ms", want);
+	snprintf(want, sizeof(want), "log-level = warning  (file:%s:5)", path);
+	expect_line(&r, "log-level", want);
+	snprintf(want, sizeof(want), "spin-us = 7  (file:%s:9)", path);
+	expect_line(&r, "spin-us", want);
+	assert_null(strstr(r.out, "stop-timeout"));
+}
+
+/* Shared sections do not swallow typos, and a daemon's own section does
+ * not take the other's options: both name the file and the line. */
+static void
+test_unknown_options_still_fail_with_file_and_line(void **state)
+{
+	(void)state;
+	static struct run r;
+	char where[200];
+	const char *const none[] = { NULL };
+	const char *path = write_conf("[heirloom]\nlog-level = info\nstop-timout = 1s\n");
+	const char *const args[] = { "--config", path, "--print-config", NULL };
+	snprintf(where, sizeof(where), "%s:3: unknown option 'stop-timout'", path);
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, where));
+	run_worker(args, none, &r);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, where));
+
+	path = write_conf("[worker]\nstop-timeout = 1s\n");
+	snprintf(where, sizeof(where), "%s:2: option 'stop-timeout' is not a worker option", path);
+	run_worker(args, none, &r);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, where));
+	path = write_conf("[keeper]\nslow-reader-ms = 1s\n");
+	snprintf(where, sizeof(where), "%s:2: option 'slow-reader-ms' is not a keeper option",
+	         path);
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, where));
+
+	/* A log level outside the list, from the file. */
+	path = write_conf("[heirloom]\nlog-level = loud\n");
+	snprintf(where, sizeof(where),
+	         "%s:2: option 'log-level': 'loud' is not one of err, warning, info, debug", path);
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, where));
+}
+
+/* Add NAME (up to " = ") of every --print-config line in OUT to SEEN. */
+static void
+collect_names(const char *out, char seen[][48], int *n, int cap)
+{
+	for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+		size_t len = strcspn(p, " \n");
+		if (len == 0 || len >= 48)
+			continue;
+		char name[48];
+		snprintf(name, sizeof(name), "%.*s", (int)len, p);
+		if (!strcmp(name, "name") || !strcmp(name, "config"))
+			continue; /* built in: never in a file */
+		int dup = 0;
+		for (int i = 0; i < *n; i++)
+			dup |= !strcmp(seen[i], name);
+		if (!dup && *n < cap)
+			strcpy(seen[(*n)++], name);
+	}
+}
+
+/* hl__daemon_option_names is exactly the union of both daemons' options
+ * (a missing name already stops the daemon at start: config.c). */
+static void
+test_shared_option_names_are_both_daemons_options(void **state)
+{
+	(void)state;
+	static struct run r;
+	static char seen[96][48];
+	int n = 0;
+	const char *path = write_conf("# nothing\n");
+	const char *const args[] = { "--print-config", "--config", path, NULL };
+	const char *const none[] = { NULL };
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	assert_int_equal(r.status, 0);
+	collect_names(r.out, seen, &n, 96);
+	run_worker(args, none, &r);
+	assert_int_equal(r.status, 0);
+	collect_names(r.out, seen, &n, 96);
+	int listed = 0;
+	for (const char *const *p = hl__daemon_option_names; *p; p++, listed++) {
+		int found = 0;
+		for (int i = 0; i < n; i++)
+			found |= !strcmp(seen[i], *p);
+		if (!found)
+			fail_msg("'%s' is in hl__daemon_option_names but no daemon has it", *p);
+	}
+	assert_int_equal(listed, n);
+}
+
+/* The installed example (docs/example.conf) loads in both daemons. */
+static void
+test_example_config_loads_in_both_daemons(void **state)
+{
+	(void)state;
+	static struct run r;
+	const char *const args[] = { "--config", HL_SOURCE_DIR "/docs/example.conf",
+		                     "--print-config", NULL };
+	const char *const none[] = { NULL };
+	run_prog(HL_KEEPER_PATH, args, none, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "log-level = info  (file:"));
+	run_worker(args, none, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "log-level = info  (file:"));
+}
+
 int
 main(void)
 {
@@ -377,6 +525,13 @@ main(void)
 		cmocka_unit_test_teardown(test_bad_config_file_names_file_and_line, teardown),
 		cmocka_unit_test(test_help_lists_every_option_with_default_and_variable),
 		cmocka_unit_test_teardown(test_running_worker_uses_resolved_values, teardown),
+		cmocka_unit_test_teardown(
+		        test_each_daemon_skips_the_others_options_in_shared_sections, teardown),
+		cmocka_unit_test_teardown(test_unknown_options_still_fail_with_file_and_line,
+		                          teardown),
+		cmocka_unit_test_teardown(test_shared_option_names_are_both_daemons_options,
+		                          teardown),
+		cmocka_unit_test(test_example_config_loads_in_both_daemons),
 	};
 	return cmocka_run_group_tests_name("worker_config", tests, NULL, NULL);
 }

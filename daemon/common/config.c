@@ -191,6 +191,24 @@ parse_number(const char *s, enum hl_cfg_type t, int64_t *out)
 	return -EINVAL;
 }
 
+static bool
+in_list(const char *const *list, const char *w)
+{
+	for (; list && *list; list++)
+		if (!strcmp(*list, w))
+			return true;
+	return false;
+}
+
+/* "one of a, b, c" for the choices of an option. */
+static void
+choices_text(const struct hl_cfg_opt *o, char *buf, size_t len)
+{
+	size_t n = (size_t)snprintf(buf, len, "one of");
+	for (const char *const *c = o->choices; *c && n < len; c++)
+		n += (size_t)snprintf(buf + n, len - n, "%s %s", c == o->choices ? "" : ",", *c);
+}
+
 /* The instance name becomes a file name and, elsewhere, part of segment
  * names, so it must not climb directories or hide as a dotfile. */
 static bool
@@ -210,6 +228,8 @@ parse_value(const struct hl_cfg_opt *o, const char *text, union value *v)
 	switch (o->type) {
 	case HL_CFG_STR:
 		if (o == &builtin[BI_NAME] && !valid_instance_name(text))
+			return -EINVAL;
+		if (o->choices && !in_list(o->choices, text))
 			return -EINVAL;
 		v->s = strdup(text);
 		return v->s ? 0 : -ENOMEM;
@@ -250,8 +270,10 @@ static int
 bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cfg_opt *o,
           const char *text, int rc)
 {
-	char why[256];
+	char why[256], choices[128];
 
+	if (o->choices)
+		choices_text(o, choices, sizeof(choices));
 	if (rc == -ENOMEM)
 		snprintf(why, sizeof(why), "out of memory");
 	else if (rc == -ERANGE && bounded(o))
@@ -264,6 +286,7 @@ bad_value(char *err, size_t errlen, const struct origin *org, const struct hl_cf
 		snprintf(why, sizeof(why), "'%.80s' is not %s", text,
 		         o == &builtin[BI_NAME] ? "a valid instance name (letters, digits, '-', "
 		                                  "'_', '.'; no leading '.')"
+		         : o->choices           ? choices
 		                                : types[o->type].is_not);
 	rc = rc == -ENOMEM ? -ENOMEM : -EINVAL;
 	if (org->src == HL_CFG_SRC_FLAG)
@@ -457,9 +480,18 @@ on_entry(void *user, const char *section, const char *key, const char *value)
 		if (!strcmp(*f, section))
 			return 1; /* a sibling daemon's section: it checks its own keys */
 
+	if (i < 0 && level != LVL_OWN && level != LVL_NONE && in_list(cfg->shared_names, key))
+		return 1; /* a sibling daemon's option in a shared section: it checks it */
+
 	if (level == LVL_NONE)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown section [%s]", fc->path,
 		              fc->line, section);
+	else if (i < 0 && in_list(cfg->shared_names, key))
+		fc->rc = fail(
+		        fc->err, fc->errlen, -EINVAL,
+		        "%s:%u: option '%s' is not a %s option (it belongs to another heirloom "
+		        "daemon: move it to its section or to [heirloom])",
+		        fc->path, fc->line, key, cfg->section);
 	else if (i < 0)
 		fc->rc = fail(fc->err, fc->errlen, -EINVAL, "%s:%u: unknown option '%s'", fc->path,
 		              fc->line, key);
@@ -601,11 +633,17 @@ check_table(const struct hl_cfg *cfg, char *err, size_t errlen)
 		    strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789-") != len ||
 		    find_opt(cfg, n, len, 0) != (long)i || !strcmp(n, "help") ||
 		    !strcmp(n, "version") || !o->dst || (unsigned)o->type > HL_CFG_SIZE ||
+		    (o->choices && o->type != HL_CFG_STR) ||
 		    (c && (!isalnum((unsigned char)c) || c == 'h' ||
 		           find_opt(cfg, "", 0, c) != (long)i)))
 			return fail(err, errlen, -EINVAL,
 			            "option table: '%s' has a bad or duplicate name or short name, "
 			            "no dst or a bad type",
+			            n);
+		if (cfg->shared_names && !in_list(cfg->shared_names, n))
+			return fail(err, errlen, -EINVAL,
+			            "option table: '%s' is missing from the shared names "
+			            "(hl__daemon_option_names)",
 			            n);
 	}
 	return 0;
@@ -728,7 +766,13 @@ hl__cfg_usage(const struct hl_cfg *cfg, FILE *out)
 			         o->implicit ? "[=" : "=", mv, o->implicit ? "]" : "");
 		usage_line(out, o->short_name, flag, o->help);
 		env_name(o, var, sizeof(var));
-		fprintf(out, "%37s%s", "", types[o->type].help);
+		if (o->choices) {
+			char choices[128];
+			choices_text(o, choices, sizeof(choices));
+			fprintf(out, "%37s%s", "", choices);
+		} else {
+			fprintf(out, "%37s%s", "", types[o->type].help);
+		}
 		if (bounded(o))
 			fprintf(out, " in %" PRId64 "%s..%" PRId64 "%s", o->min, unit_of(o), o->max,
 			        unit_of(o));
@@ -744,7 +788,9 @@ hl__cfg_usage(const struct hl_cfg *cfg, FILE *out)
 	        "config file, else its default. The config file is --config PATH or\n"
 	        "$HEIRLOOM_CONFIG, which must exist; otherwise %s/NAME.conf, with NAME\n"
 	        "from --name (skipped if absent). In the file, a key in [%s] overrides\n"
-	        "one in [heirloom], which overrides one above any section.\n",
+	        "one in [heirloom], which overrides one above any section. [heirloom]\n"
+	        "and the top are shared: another heirloom daemon's options are skipped\n"
+	        "there; an unknown option anywhere is an error.\n",
 	        cfg->config_dir ? cfg->config_dir : DEFAULT_CONFIG_DIR,
 	        cfg->section ? cfg->section : "heirloom");
 }

@@ -58,8 +58,20 @@ struct hl_cfg_opt {
 	 * flags always work bare (and as --no-NAME) and ignore this.
 	 */
 	const char *implicit;
+	/* STR only, or NULL: the words the value must be one of
+	 * (NULL-terminated); --help lists them. */
+	const char *const *choices;
 	void *dst; /* see enum hl_cfg_type; written only if hl__cfg_load() succeeds */
 };
+
+/*
+ * Every option name of heirloom-keeper and heirloom-worker
+ * (NULL-terminated), for hl_cfg.shared_names: the sections both daemons
+ * read may hold options of either. A daemon whose table has an option
+ * missing here fails to load any configuration (check_table), so the list
+ * cannot fall behind; test_config checks it holds nothing else.
+ */
+extern const char *const hl__daemon_option_names[];
 
 /* What the command line asked for beyond the options. */
 enum hl_cfg_request {
@@ -86,6 +98,11 @@ struct hl_cfg {
 	                               share the file, skipped unread; may be NULL */
 	const char *config_dir;     /* NULL means /etc/heirloom; tests point it elsewhere */
 	FILE *out;                  /* where --help and --version print; NULL = stdout */
+
+	/* NULL-terminated option names any sibling knows (for the daemons,
+	 * hl__daemon_option_names): skipped in the shared sections, named in
+	 * the error in our own. May be NULL. */
+	const char *const *shared_names;
 	const struct hl_cfg_opt *opts;
 	size_t nopts;
 
@@ -113,7 +130,10 @@ struct hl_cfg {
  * The config file is --config PATH or HEIRLOOM_CONFIG, which must exist, else
  * CONFIG_DIR/NAME.conf, skipped if absent. Keys may sit at the top level, in
  * [heirloom] or in [<cfg->section>]; a later one of these three overrides an
- * earlier one, and a key twice in the same one is an error.
+ * earlier one, and a key twice in the same one is an error. The first two
+ * are shared: a key there that is not ours but is in cfg->shared_names (a
+ * sibling daemon's option) is skipped unchecked; any other unknown key, in
+ * any section, is an error naming the file and line.
  *
  * On --help or --version, prints to cfg->out, sets cfg->request and returns
  * 0 without resolving anything else (so help works with a broken config).

@@ -103,7 +103,7 @@ hl_k_adopt_at_start(struct hl_keeper *k)
 	/* We hold the segment's lock, so no other keeper writes the record;
 	 * an odd owner_seq is a writer that died mid-write. */
 	if (hl__owner_repair(h))
-		hl__log("repaired a torn owner record (its writer died mid-write)");
+		hl__log_warn("repaired a torn owner record (its writer died mid-write)");
 	hl__owner_read(h, &o);
 	atomic_store_explicit(&h->keeper_start, k->self_start, memory_order_relaxed);
 	atomic_store_explicit(&h->keeper_pid, (uint32_t)getpid(), memory_order_release);
@@ -152,7 +152,8 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		return false;
 	k->damaged = rc;
 	if (rc == HL_ETRUNCATED)
-		hl__log("segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
+		hl__log_err(
+		        "segment /heirloom.%s was truncated to %llu bytes (its layout needs %llu): "
 		        "someone with write access to it (its owner or group: docs/security.md) "
 		        "shrank it. It cannot be served again: not restarting the worker, and the "
 		        "keeper stops (exit 6). What it held is lost: remove it (heirloomctl "
@@ -160,10 +161,10 @@ hl_k_seg_damaged(struct hl_keeper *k)
 		        k->name, (unsigned long long)size_now, (unsigned long long)k->seg.size,
 		        k->name);
 	else
-		hl__log("segment /heirloom.%s was replaced by another object while served: not "
-		        "restarting the worker, and the keeper stops (exit 6); find out who "
-		        "replaced it, then start the keeper again",
-		        k->name);
+		hl__log_err("segment /heirloom.%s was replaced by another object while served: not "
+		            "restarting the worker, and the keeper stops (exit 6); find out who "
+		            "replaced it, then start the keeper again",
+		            k->name);
 	k->stopping = true;
 	k->restart_at_ns = 0;
 	if (k->child)
@@ -246,8 +247,8 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	}
 	if (k->owner_pid || (o.role == HL_ROLE_WORKER && hl__proc_alive((int)o.pid, o.start))) {
 		uint32_t busy = k->owner_pid ? (uint32_t)k->owner_pid : o.pid;
-		hl__log("refused worker pid %d: the table is served by worker pid %u", (int)c->pid,
-		        busy);
+		hl__log_warn("refused worker pid %d: the table is served by worker pid %u",
+		             (int)c->pid, busy);
 		hl_k_reply_err(c, -EBUSY,
 		               "segment '%s' is served by worker pid %u (epoch %lu); stop it first",
 		               k->name, busy, (unsigned long)o.epoch);
@@ -286,8 +287,8 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	if (reply_ok(k, c, epoch, k->segfd)) {
 		/* It owns the table on paper and never got the descriptor:
 		 * it will ask again, or exit and be reclaimed by its pidfd. */
-		hl__log("could not answer worker pid %d; waiting for it to ask again or exit",
-		        (int)c->pid);
+		hl__log_warn("could not answer worker pid %d; waiting for it to ask again or exit",
+		             (int)c->pid);
 		return false;
 	}
 	return true;

@@ -68,6 +68,8 @@ struct hl_kopts {
 	int64_t hang_timeout_ms;                /* watchdog.c: 0 = hang detection off */
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value;
 	int64_t heap, req_ring, ev_ring;
+	bool print_config;
+	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
 };
 
 struct hl_keeper {

@@ -53,7 +53,7 @@ hl_k_watch(struct hl_keeper *k, int fd, uint64_t tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
 	if (epoll_ctl(k->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		hl__log("epoll_ctl(add %d): %s", fd, strerror(errno));
+		hl__log_err("epoll_ctl(add %d): %s", fd, strerror(errno));
 }
 
 void
@@ -98,10 +98,11 @@ static const char summary[] =
 
 #define HL_K_MAX_OPTS 32
 
+/* The options, writing into P (the keeper's, or a scratch copy when
+ * SIGHUP reloads). */
 static void
-options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
+options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 {
-	struct hl_kopts *p = &k->o;
 	size_t i = 0;
 	o[i++] = (struct hl_cfg_opt){
 		.name = "spawn-worker",
@@ -172,6 +173,27 @@ options(struct hl_keeper *k, struct hl_cfg_opt *o, size_t *n)
 	              "Event ring per endpoint and shard, a power of two (0 = 32 KiB or what "
 	              "max-value needs).",
 	              NULL, 0, 1 << 30, &p->ev_ring);
+	o[i++] = KOPT("print-config", HL_CFG_BOOL, "false",
+	              "Print every option's value and where it came from, then exit 0.", NULL, 0, 0,
+	              &p->print_config);
+	o[i++] = (struct hl_cfg_opt){ .name = "log-level",
+		                      .type = HL_CFG_STR,
+		                      .def = "info",
+		                      .metavar = "LEVEL",
+		                      .choices = hl__log_levels,
+		                      .help = "Log lines of this level and more urgent (SIGHUP "
+		                              "re-reads it).",
+		                      .dst = &p->log_level };
+	o[i++] = (struct hl_cfg_opt){
+		.name = "log-format",
+		.type = HL_CFG_STR,
+		.def = "auto",
+		.metavar = "FORMAT",
+		.choices = hl__log_formats,
+		.help = "Line prefix: 'name[pid]: ', syslog '<N>name[pid]: ', journal '<N>' "
+		        "(auto: journal under journald).",
+		.dst = &p->log_format
+	};
 	if (i > HL_K_MAX_OPTS)
 		hl__die("keeper option table overflow");
 	*n = i;
@@ -256,8 +278,8 @@ drop_created(struct hl_keeper *k)
 {
 	int rc = hl__seg_unlink(k->name);
 	if (rc)
-		hl__log("cannot remove the segment /heirloom.%s it created: %s", k->name,
-		        hl_strerror(rc));
+		hl__log_warn("cannot remove the segment /heirloom.%s it created: %s", k->name,
+		             hl_strerror(rc));
 	else
 		hl__log("removed the segment /heirloom.%s it created", k->name);
 	k->seg_created = false;
@@ -279,9 +301,9 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	bool created = false;
 	int rc = hl__layout_defaults(&p);
 	if (rc) {
-		hl__log("invalid capacities (ring sizes must be powers of two large enough for "
-		        "two records of max-value; the heap must hold one value): %s",
-		        hl_strerror(rc));
+		hl__log_err("invalid capacities (ring sizes must be powers of two large enough for "
+		            "two records of max-value; the heap must hold one value): %s",
+		            hl_strerror(rc));
 		return EXIT_USAGE;
 	}
 	struct hl_shm_header want;
@@ -301,21 +323,22 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), k->name, want.size);
-		hl__log("cannot create: %s", msg);
+		hl__log_err("cannot create: %s", msg);
 		return EXIT_NOSPACE;
 	} else if (rc == -EEXIST) {
 		/* Only an object of ours (or root's): another local user could
 		 * have created the name first to read or rewrite every value. */
 		rc = hl__seg_open_own(k->name, &k->segfd);
 		if (rc == -EPERM)
-			hl__log("segment /heirloom.%s belongs to another user: refusing it; "
+			hl__log_err(
+			        "segment /heirloom.%s belongs to another user: refusing it; "
 			        "remove it (heirloomctl --name %s segment remove --force) if it "
 			        "is not yours to serve",
 			        k->name, k->name);
 	}
 	if (rc) {
-		hl__log("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
-		        k->name, hl_strerror(rc), hl_err_name(rc));
+		hl__log_err("cannot %s segment /heirloom.%s: %s (%s)", created ? "create" : "open",
+		            k->name, hl_strerror(rc), hl_err_name(rc));
 		return EXIT_SEGMENT;
 	}
 
@@ -332,10 +355,12 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (pread(k->segfd, &copy, sizeof(copy), 0) == (ssize_t)sizeof(copy))
 			other = atomic_load_explicit(&copy.keeper_pid, memory_order_relaxed);
 		if (rc == -EWOULDBLOCK)
-			hl__log("another keeper (pid %u) holds segment /heirloom.%s; stop it first",
+			hl__log_err(
+			        "another keeper (pid %u) holds segment /heirloom.%s; stop it first",
 			        other, k->name);
 		else
-			hl__log("cannot lock segment /heirloom.%s: %s", k->name, hl_strerror(rc));
+			hl__log_err("cannot lock segment /heirloom.%s: %s", k->name,
+			            hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 
@@ -346,7 +371,8 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 			drop_created(k);
 		/* Never map what did not validate: say what is wrong and what
 		 * to do, and leave the object as it is for inspection. */
-		hl__log("segment /heirloom.%s is not usable: %s (%s). It was made by another "
+		hl__log_err(
+		        "segment /heirloom.%s is not usable: %s (%s). It was made by another "
 		        "heirloom version or is damaged, so the keeper will not map it. Inspect it "
 		        "(/dev/shm/heirloom.%s); to start over, remove it with "
 		        "'rm /dev/shm/heirloom.%s' (its contents are lost) and start the keeper "
@@ -359,7 +385,7 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 	if (!created && (rc = hl__seg_reserve(k->segfd, k->seg.size)) != 0) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), k->name, k->seg.size);
-		hl__log("cannot reserve the existing segment (%s): %s", hl_err_name(rc), msg);
+		hl__log_err("cannot reserve the existing segment (%s): %s", hl_err_name(rc), msg);
 		return rc == -ENOSPC ? EXIT_NOSPACE : EXIT_SEGMENT;
 	}
 	if (!created) {
@@ -367,9 +393,9 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		if (given(cfg, "shards") || given(cfg, "max-keys") || given(cfg, "max-observers") ||
 		    given(cfg, "max-endpoints") || given(cfg, "max-value") || given(cfg, "heap") ||
 		    given(cfg, "req-ring") || given(cfg, "ev-ring"))
-			hl__log("segment exists, capacity options ignored (it has %u keys, %u "
-			        "observers, %u endpoints, %u shards)",
-			        h->max_keys, h->max_observers, h->max_endpoints, h->shards);
+			hl__log_warn("segment exists, capacity options ignored (it has %u keys, %u "
+			             "observers, %u endpoints, %u shards)",
+			             h->max_keys, h->max_observers, h->max_endpoints, h->shards);
 		hl__log("reopened segment /heirloom.%s (validated)", k->name);
 	}
 	return 0;
@@ -389,12 +415,13 @@ socket_dir(struct hl_keeper *k)
 
 	rc = hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), &ours);
 	if (rc) {
-		hl__log("control socket path for '%s': %s", k->name, hl_strerror(rc));
+		hl__log_err("control socket path for '%s': %s", k->name, hl_strerror(rc));
 		return EXIT_TAKEN;
 	}
 	rc = ours ? hl__sock_dir_prepare(k->sock_path, k->gid) : hl__sock_dir_check(k->sock_path);
 	if (rc) {
-		hl__log("cannot use the directory of %s: %s (it must be a directory owned by this "
+		hl__log_err(
+		        "cannot use the directory of %s: %s (it must be a directory owned by this "
 		        "user or root and not writable by others)",
 		        k->sock_path, hl_strerror(rc));
 		return EXIT_TAKEN;
@@ -411,7 +438,7 @@ listen_socket(struct hl_keeper *k)
 	memcpy(sa.sun_path, k->sock_path, strlen(k->sock_path) + 1);
 	k->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (k->lfd < 0) {
-		hl__log("socket: %s", strerror(errno));
+		hl__log_err("socket: %s", strerror(errno));
 		return EXIT_TAKEN;
 	}
 	for (int attempt = 0;; attempt++) {
@@ -423,7 +450,7 @@ listen_socket(struct hl_keeper *k)
 		if (rc == 0)
 			break;
 		if (errno != EADDRINUSE || attempt > 0) {
-			hl__log("cannot bind %s: %s", k->sock_path, strerror(errno));
+			hl__log_err("cannot bind %s: %s", k->sock_path, strerror(errno));
 			return EXIT_TAKEN;
 		}
 		/* Something is there. A live keeper of another segment
@@ -432,27 +459,27 @@ listen_socket(struct hl_keeper *k)
 		 * not a socket is not ours to remove. */
 		int probe;
 		if (lstat(k->sock_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-			hl__log("%s exists and is not a socket: remove it or choose --socket",
-			        k->sock_path);
+			hl__log_err("%s exists and is not a socket: remove it or choose --socket",
+			            k->sock_path);
 			return EXIT_TAKEN;
 		}
 		if (hl__sock_connect(k->sock_path, &probe) == 0) {
 			close(probe);
-			hl__log("another keeper listens on %s; stop it or choose --socket",
-			        k->sock_path);
+			hl__log_err("another keeper listens on %s; stop it or choose --socket",
+			            k->sock_path);
 			return EXIT_TAKEN;
 		}
 		unlink(k->sock_path);
 	}
 	if (chmod(k->sock_path, (mode_t)k->o.mode & 0777) < 0 ||
 	    (k->gid != (gid_t)-1 && chown(k->sock_path, (uid_t)-1, k->gid) < 0))
-		hl__log("warning: cannot set mode/group of %s: %s", k->sock_path, strerror(errno));
+		hl__log_warn("cannot set mode/group of %s: %s", k->sock_path, strerror(errno));
 	if (stat(k->sock_path, &st) == 0) {
 		k->sock_dev = st.st_dev;
 		k->sock_ino = st.st_ino;
 	}
 	if (listen(k->lfd, 16) < 0) {
-		hl__log("listen %s: %s", k->sock_path, strerror(errno));
+		hl__log_err("listen %s: %s", k->sock_path, strerror(errno));
 		return EXIT_TAKEN;
 	}
 	hl__log("listening on %s", k->sock_path);
@@ -513,7 +540,7 @@ accept_all(struct hl_keeper *k)
 		int fd = accept4(k->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				hl__log("accept: %s", strerror(errno));
+				hl__log_err("accept: %s", strerror(errno));
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			return;
@@ -525,8 +552,10 @@ accept_all(struct hl_keeper *k)
 			close(fd);
 			continue;
 		}
+		hl__log_debug("connection from pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
 		if (!peer_allowed(k, fd, &cr)) {
-			hl__log("refused a connection from pid %d uid %u: not this user, root or "
+			hl__log_warn(
+			        "refused a connection from pid %d uid %u: not this user, root or "
 			        "group %s",
 			        (int)cr.pid, (unsigned)cr.uid,
 			        k->o.group ? k->o.group : "(none set)");
@@ -573,7 +602,7 @@ on_conn(struct hl_keeper *k, struct hl_kconn *c, uint32_t events)
 	if (rc == -EPROTO) {
 		/* Garbage: answer once so that a confused peer learns why,
 		 * then drop it. Nothing it sent was acted on. */
-		hl__log("dropped pid %d: not a heirloom control message", (int)c->pid);
+		hl__log_warn("dropped pid %d: not a heirloom control message", (int)c->pid);
 		hl_k_reply_err(c, -EPROTO, "not a heirloom control message (protocol %u)",
 		               HL_PROTO_VERSION);
 	}
@@ -581,6 +610,43 @@ on_conn(struct hl_keeper *k, struct hl_kconn *c, uint32_t events)
 }
 
 /* ---- the loop ---- */
+
+/* What main() loaded from, for reload(). */
+static struct {
+	int argc;
+	char **argv;
+	struct hl_cfg cfg;
+} loaded;
+
+/*
+ * SIGHUP: load the configuration again (same flags, environment and file
+ * rule) into a scratch copy, and apply what can change while running: the
+ * log level and format. Everything else applies at the next start. A bad
+ * file is logged and changes nothing. A spawned worker gets the SIGHUP too,
+ * so that one `systemctl reload` reaches both. Never stops the keeper.
+ */
+static void
+reload(struct hl_keeper *k)
+{
+	struct hl_kopts scratch = { 0 };
+	struct hl_cfg_opt opts[HL_K_MAX_OPTS];
+	struct hl_cfg c = loaded.cfg;
+	char err[512];
+	options(&scratch, opts, &c.nopts);
+	c.opts = opts;
+	int rc = hl__cfg_load(&c, loaded.argc, loaded.argv, err, sizeof(err));
+	if (rc < 0) {
+		hl__log_err("SIGHUP: configuration not reloaded, nothing changed: %s", err);
+	} else {
+		hl__log_configure(scratch.log_level, scratch.log_format);
+		hl__log("SIGHUP: reloaded %s: log level %s (other options apply at the next "
+		        "start)",
+		        c.config_file ? c.config_file : "(no config file)", hl__log_level_name());
+		hl__cfg_free(&c);
+	}
+	if (k->child)
+		hl_k_stop_child(k, SIGHUP);
+}
 
 static void
 begin_stop(struct hl_keeper *k, int sig)
@@ -636,8 +702,8 @@ timers(struct hl_keeper *k)
 			drop_conn(k, c);
 	}
 	if (k->stop_deadline_ns && now >= k->stop_deadline_ns) {
-		hl__log("the worker did not hand the table back within %ld ms",
-		        (long)k->o.stop_timeout_ms);
+		hl__log_warn("the worker did not hand the table back within %ld ms",
+		             (long)k->o.stop_timeout_ms);
 		hl_k_stop_child(k, SIGKILL);
 		k->stop_deadline_ns = 0; /* wait for the confirmed exit, however long */
 	}
@@ -656,7 +722,7 @@ run(struct hl_keeper *k)
 		struct epoll_event evs[16];
 		int n = epoll_wait(k->epfd, evs, 16, loop_timeout(k));
 		if (n < 0 && errno != EINTR) {
-			hl__log("epoll_wait: %s", strerror(errno));
+			hl__log_err("epoll_wait: %s", strerror(errno));
 			sleep(1); /* cannot happen; never spin if it does */
 		}
 		for (int i = 0; i < n; i++) {
@@ -667,7 +733,7 @@ run(struct hl_keeper *k)
 				struct signalfd_siginfo si;
 				while (read(k->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo == SIGHUP)
-						hl__log("SIGHUP ignored: nothing to reload");
+						reload(k);
 					else
 						begin_stop(k, (int)si.ssi_signo);
 				}
@@ -743,14 +809,18 @@ main(int argc, char **argv)
 	for (int i = 0; i < HL_K_MAX_CONNS; i++)
 		k->conns[i].fd = -1;
 
-	options(k, opts, &nopts);
+	options(&k->o, opts, &nopts);
 	struct hl_cfg cfg = { .prog = "heirloom-keeper",
 		              .version = VERSION_TEXT,
 		              .summary = summary,
 		              .section = "keeper",
 		              .foreign = foreign,
+		              .shared_names = hl__daemon_option_names,
 		              .opts = opts,
 		              .nopts = nopts };
+	loaded.cfg = cfg; /* the inputs only, for reload() */
+	loaded.argc = argc;
+	loaded.argv = argv;
 	if (hl__cfg_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "heirloom-keeper: %s\n", err);
 		return EXIT_USAGE;
@@ -767,6 +837,12 @@ main(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out_cfg;
 	}
+	if (k->o.print_config) {
+		hl__cfg_dump(&cfg, stdout);
+		goto out_cfg;
+	}
+	hl__log_configure(k->o.log_level, k->o.log_format);
+	hl__log_debug("configuration: %s", cfg.config_file ? cfg.config_file : "(no file)");
 	k->name = cfg.name;
 	if (resolve_group(k)) {
 		status = EXIT_USAGE;
@@ -790,10 +866,11 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* A spawned worker starts with its own mask: supervise.c unblocks. */
 	k->epfd = epoll_create1(EPOLL_CLOEXEC);
 	k->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (k->epfd < 0 || k->sigfd < 0) {
-		hl__log("epoll/signalfd: %s", strerror(errno));
+		hl__log_err("epoll/signalfd: %s", strerror(errno));
 		status = EXIT_USAGE;
 		goto out;
 	}
@@ -803,8 +880,8 @@ main(int argc, char **argv)
 	 * the segment, then the socket itself: a worker must not find a
 	 * socket before the table is ready to be given. */
 	if (hl__sock_path(k->name, k->o.socket, k->sock_path, sizeof(k->sock_path), NULL) < 0) {
-		hl__log("control socket path for '%s' is invalid or too long; use --socket",
-		        k->name);
+		hl__log_err("control socket path for '%s' is invalid or too long; use --socket",
+		            k->name);
 		status = EXIT_TAKEN;
 		goto out;
 	}

@@ -81,9 +81,9 @@ hl_k_find_worker(struct hl_keeper *k)
 	const char *what = k->o.spawn && *k->o.spawn ? k->o.spawn : "heirloom-worker";
 	int rc = resolve(k, what);
 	if (rc) {
-		hl__log("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
-		        strchr(what, '/') ? "at that path"
-		                          : "next to heirloom-keeper and in $PATH");
+		hl__log_err("--spawn-worker: cannot find an executable '%s' (looked %s)", what,
+		            strchr(what, '/') ? "at that path"
+		                              : "next to heirloom-keeper and in $PATH");
 		return rc;
 	}
 	int n = 0;
@@ -95,13 +95,13 @@ hl_k_find_worker(struct hl_keeper *k)
 	if (k->o.worker_args) {
 		if (snprintf(words_buf, sizeof(words_buf), "%s", k->o.worker_args) >=
 		    (int)sizeof(words_buf)) {
-			hl__log("--worker-args: longer than %zu bytes", sizeof(words_buf) - 1);
+			hl__log_err("--worker-args: longer than %zu bytes", sizeof(words_buf) - 1);
 			return -E2BIG;
 		}
 		for (char *save = NULL, *w = strtok_r(words_buf, " \t", &save); w;
 		     w = strtok_r(NULL, " \t", &save)) {
 			if (n >= MAX_WORKER_ARGS + 5) {
-				hl__log("--worker-args: more than %d words", MAX_WORKER_ARGS);
+				hl__log_err("--worker-args: more than %d words", MAX_WORKER_ARGS);
 				return -E2BIG;
 			}
 			worker_argv[n++] = w;
@@ -135,7 +135,7 @@ hl_k_spawn(struct hl_keeper *k)
 	if (pid < 0) {
 		int e = errno;
 		/* A start that failed is a quick exit: it backs off the same. */
-		hl__log("cannot start the worker: fork: %s", strerror(e));
+		hl__log_err("cannot start the worker: fork: %s", strerror(e));
 		hl_k_schedule_restart(k, 0);
 		return -e;
 	}
@@ -161,8 +161,8 @@ hl_k_spawn(struct hl_keeper *k)
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0) {
 		int e = errno;
-		hl__log("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
-		        strerror(e));
+		hl__log_err("cannot watch worker pid %d (pidfd_open: %s): stopping it", (int)pid,
+		            strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		hl_k_schedule_restart(k, 0);
@@ -266,7 +266,7 @@ hl_k_stop_child(struct hl_keeper *k, int sig)
 	/* Through the pidfd: the signal can only reach our child, even if
 	 * its pid were somehow reused. */
 	if (syscall(SYS_pidfd_send_signal, k->child_pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
-		hl__log("cannot signal worker pid %d: %s", (int)k->child, strerror(errno));
+		hl__log_err("cannot signal worker pid %d: %s", (int)k->child, strerror(errno));
 	else
 		hl__log("sent SIG%s to worker pid %d", sigabbrev_np(sig), (int)k->child);
 }

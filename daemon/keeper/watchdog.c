@@ -163,10 +163,10 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	 * test) finds why in the segment's log. */
 	hl_k_seglog(k, HL_LOG_HUNG, ms > INT32_MAX ? INT32_MAX : (int32_t)ms, (uint32_t)wd.pid,
 	            o.epoch, who);
-	hl__log("worker pid %d is hung: its %s thread made no progress for %lu ms "
-	        "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
-	        (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
-	        ages);
+	hl__log_err("worker pid %d is hung: its %s thread made no progress for %lu ms "
+	            "(--hang-timeout %lu ms; heartbeat ages: %s): killing it (SIGKILL)",
+	            (int)wd.pid, who, (unsigned long)ms, (unsigned long)(wd.timeout_ns / 1000000u),
+	            ages);
 	wd.killed = wd.pid;
 	/* Through a pidfd, never by pid: only that very process can get it. */
 	if (k->child == wd.pid && k->owner_pidfd < 0) {
@@ -174,7 +174,7 @@ kill_hung(struct hl_keeper *k, unsigned t, uint64_t age_ns)
 	} else if (k->owner_pidfd >= 0 &&
 	           syscall(SYS_pidfd_send_signal, k->owner_pidfd, SIGKILL, NULL, 0) < 0 &&
 	           errno != ESRCH) {
-		hl__log("cannot kill worker pid %d: %s", (int)wd.pid, strerror(errno));
+		hl__log_err("cannot kill worker pid %d: %s", (int)wd.pid, strerror(errno));
 		wd.killed = 0; /* try again next check */
 	}
 }

@@ -160,7 +160,7 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 	struct hl_ep *e = &w->eps[ep];
-	int rc = 0;
+	int rc = 0, adopted = 0;
 	hl_w_lock(&e->mu, HL_W_RANK_EP);
 	/* The claim entry is client-writable: each word is read once and only
 	 * the copies are used. Acquire on `ready` pairs with the client's
@@ -245,8 +245,11 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 		hl_w_ep_poll_instead(w, ep, perr);
 	}
 	atomic_store_explicit(&pw->state, HL_EP_ACTIVE, memory_order_release);
+	adopted = 1;
 out:
 	hl_w_unlock(&e->mu, HL_W_RANK_EP);
+	if (adopted) /* outside the lock: a slow stderr must not hold it */
+		hl__log_debug("endpoint %u: adopted client pid %u", ep, pid);
 	return rc;
 }
 
@@ -311,7 +314,7 @@ kill_from(struct hl_worker *w, uint32_t ep, enum hl_w_kill why, uint32_t expect)
 	atomic_store_explicit(&pw->state, banned ? HL_EP_BANNED : HL_EP_DEAD, memory_order_release);
 	hl_w_unlock(&e->mu, HL_W_RANK_EP);
 	if (banned)
-		hl__log("endpoint %u (pid %u) dropped: %s", ep, pid, kill_text[why]);
+		hl__log_warn("endpoint %u (pid %u) dropped: %s", ep, pid, kill_text[why]);
 	mark_clean(w, ep);
 }
 
@@ -361,7 +364,7 @@ free_locked(struct hl_worker *w, uint32_t ep)
 		atomic_fetch_sub_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (hl_w_ep_fix_positions(w, ep))
-		hl__log("endpoint %u: impossible ring positions reset", ep);
+		hl__log_warn("endpoint %u: impossible ring positions reset", ep);
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_release);
 	atomic_fetch_sub_explicit(&w->seg.h->endpoints_used, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->seg.h->endpoints_removed, 1, memory_order_relaxed);
@@ -523,13 +526,13 @@ hl_w_ep_poll_instead(struct hl_worker *w, uint32_t ep, int err)
 		atomic_fetch_add_explicit(&w->seg.h->endpoints_polled, 1, memory_order_relaxed);
 	}
 	if (atomic_exchange(&w->pidfd_logged, 1) == 0)
-		hl__log("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
-		        "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
-		        "their pid and start time every monitor tick; logged once, counted "
-		        "in heirloomctl status (pidfd failures)",
-		        e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
-		        (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
-		                                            memory_order_relaxed));
+		hl__log_warn("cannot watch client pid %u with a pidfd (%s): out of descriptors? "
+		             "(RLIMIT_NOFILE %lu). Such clients are kept and watched by polling "
+		             "their pid and start time every monitor tick; logged once, counted "
+		             "in heirloomctl status (pidfd failures)",
+		             e->pid, strerrorname_np(err) ? strerrorname_np(err) : "?",
+		             (unsigned long)atomic_load_explicit(&w->seg.h->nofile_limit,
+		                                                 memory_order_relaxed));
 	hl_w_monitor_wake(w);
 }
 
@@ -594,7 +597,7 @@ hl_w_ep_retake_wake(struct hl_worker *w, uint32_t ep)
 		return;
 	int rc = hl_w_ep_take_wake(w, ep);
 	if (rc)
-		hl__log("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
-		        "its descriptor will not turn readable; hl_next() still works",
-		        ep, w->eps[ep].pid, hl_err_name(rc));
+		hl__log_warn("endpoint %u (pid %u): cannot take its hl_fd() socket again (%s): "
+		             "its descriptor will not turn readable; hl_next() still works",
+		             ep, w->eps[ep].pid, hl_err_name(rc));
 }

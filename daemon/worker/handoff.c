@@ -65,7 +65,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 		p.shards = w->opt.shards;
 	rc = hl__layout_defaults(&p);
 	if (rc) {
-		hl__log("invalid capacities: %s", hl_strerror(rc));
+		hl__log_err("invalid capacities: %s", hl_strerror(rc));
 		return rc;
 	}
 	struct hl_shm_header want;
@@ -79,15 +79,15 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	} else if (rc == -ENOSPC) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), w->opt.name, want.size);
-		hl__log("cannot create: %s", msg);
+		hl__log_err("cannot create: %s", msg);
 		return rc;
 	} else if (rc == -EEXIST) {
 		/* Not one another user created first (docs/security.md). */
 		rc = hl__seg_open_own(w->opt.name, &fd);
 		if (rc == -EPERM)
-			hl__log("/heirloom.%s belongs to another user: refusing it (remove it "
-			        "if it is not yours)",
-			        w->opt.name);
+			hl__log_err("/heirloom.%s belongs to another user: refusing it (remove it "
+			            "if it is not yours)",
+			            w->opt.name);
 		if (rc)
 			return rc;
 	} else {
@@ -103,7 +103,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	if (rc) {
 		char msg[768];
 		hl__nospace_msg(msg, sizeof(msg), w->opt.name, w->seg.size);
-		hl__log("cannot reserve the segment (%s): %s", hl_err_name(rc), msg);
+		hl__log_err("cannot reserve the segment (%s): %s", hl_err_name(rc), msg);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return rc;
@@ -115,7 +115,7 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid != (uint32_t)getpid() &&
 	    hl__proc_alive((int)o.pid, o.start)) {
-		hl__log("segment is served by worker pid %u already", o.pid);
+		hl__log_err("segment is served by worker pid %u already", o.pid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
@@ -124,15 +124,16 @@ hl_w_acquire_standalone(struct hl_worker *w)
 	 * its back would make two writers of it. */
 	uint32_t kpid = atomic_load(&h->keeper_pid);
 	if (kpid && hl__proc_alive((int)kpid, atomic_load(&h->keeper_start))) {
-		hl__log("segment is kept by keeper pid %u: start the worker without --standalone",
+		hl__log_err(
+		        "segment is kept by keeper pid %u: start the worker without --standalone",
 		        kpid);
 		hl__seg_unmap(&w->seg);
 		close(fd);
 		return -EBUSY;
 	}
 	if (w->opt.shards && w->opt.shards != h->shards)
-		hl__log("segment has %u shards; --shards %u applies only when creating", h->shards,
-		        w->opt.shards);
+		hl__log_warn("segment has %u shards; --shards %u applies only when creating",
+		             h->shards, w->opt.shards);
 	/* No living keeper: we are the record's only writer. A write over an
 	 * odd owner_seq would leave it odd, so make it even first. */
 	hl__owner_repair(h);
@@ -211,7 +212,8 @@ keeper_connect(struct hl_worker *w, int *fd_out, bool log)
 		rc = HL_EUNTRUSTED;
 	if (rc) {
 		if (rc == HL_EUNTRUSTED && log)
-			hl__log("refusing the keeper at %s: it runs as uid %u gid %u, not root, "
+			hl__log_err(
+			        "refusing the keeper at %s: it runs as uid %u gid %u, not root, "
 			        "this user, a system user of our groups or $HEIRLOOM_OWNER",
 			        L->path, (unsigned)cr.uid, (unsigned)cr.gid);
 		close(fd);
@@ -242,7 +244,7 @@ relink(struct hl_worker *w, bool *refused)
 		return;
 	}
 	if (rc == 0 && !*refused) /* say it once, not every few seconds */
-		hl__log("keeper at %s refused the link: %s", L->path, hl__msg_text(&r));
+		hl__log_warn("keeper at %s refused the link: %s", L->path, hl__msg_text(&r));
 	*refused = rc == 0;
 	close(fd);
 }
@@ -275,8 +277,8 @@ link_main(void *arg)
 			continue; /* the keeper sends nothing unasked; ignore it */
 		close(L->fd);
 		L->fd = -1;
-		hl__log("lost the keeper at %s; serving on, and linking up with the next one",
-		        L->path);
+		hl__log_warn("lost the keeper at %s; serving on, and linking up with the next one",
+		             L->path);
 	}
 	return NULL;
 }
@@ -287,7 +289,8 @@ link_start(struct hl_worker *w)
 	struct hl_w_link *L = w->link;
 	L->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (L->stopfd < 0 || pthread_create(&L->thread, NULL, link_main, w) != 0) {
-		hl__log("cannot start the keeper link thread; a stop will still hand back if the "
+		hl__log_warn(
+		        "cannot start the keeper link thread; a stop will still hand back if the "
 		        "keeper lives");
 		if (L->stopfd >= 0)
 			close(L->stopfd);
@@ -359,8 +362,8 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		return -EINTR;
 	}
 	if (rc) {
-		hl__log("no answer from the keeper at %s (%s); trying again", L->path,
-		        hl_strerror(rc));
+		hl__log_warn("no answer from the keeper at %s (%s); trying again", L->path,
+		             hl_strerror(rc));
 		return 1;
 	}
 	if (r.type == HL_MSG_OK && *segfd >= 0) {
@@ -373,10 +376,11 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 		close(*segfd);
 	*segfd = -1;
 	if (r.type == HL_MSG_OK) {
-		hl__log("the keeper at %s answered without a descriptor; trying again", L->path);
+		hl__log_warn("the keeper at %s answered without a descriptor; trying again",
+		             L->path);
 		return 1;
 	}
-	hl__log("the keeper refused to give the table: %s", hl__msg_text(&r));
+	hl__log_warn("the keeper refused to give the table: %s", hl__msg_text(&r));
 	if (r.code == -EMFILE || r.code == -ESHUTDOWN)
 		return 1; /* busy or stopping: another keeper may come */
 	return r.code < 0 ? r.code : -EPROTO;
@@ -395,7 +399,7 @@ trusted_segment(int segfd)
 	if (rc == HL_EUNTRUSTED) {
 		char why[512];
 		hl__trust_explain(&t, &st, why, sizeof(why));
-		hl__log("refusing the segment the keeper gave: %s", why);
+		hl__log_err("refusing the segment the keeper gave: %s", why);
 	}
 	return rc;
 }
@@ -415,8 +419,8 @@ hl_w_acquire(struct hl_worker *w)
 	w->link = L;
 	rc = hl__sock_path(w->opt.name, socket_override(w), L->path, sizeof(L->path), NULL);
 	if (rc) {
-		hl__log("control socket path for '%s': %s (use --socket)", w->opt.name,
-		        hl_strerror(rc));
+		hl__log_err("control socket path for '%s': %s (use --socket)", w->opt.name,
+		            hl_strerror(rc));
 		return rc;
 	}
 	for (;;) {
@@ -433,7 +437,8 @@ hl_w_acquire(struct hl_worker *w)
 				if (rc) {
 					/* We own it on paper: exiting lets the keeper
 					 * take it back (our pidfd). */
-					hl__log("the keeper's segment does not validate: %s (%s)",
+					hl__log_err(
+					        "the keeper's segment does not validate: %s (%s)",
 					        hl_strerror(rc), hl_err_name(rc));
 					close(segfd);
 					close(fd);
@@ -497,7 +502,7 @@ hl_w_release(struct hl_worker *w, int clean)
 		if (rc == 0) {
 			/* The keeper says we do not own it: then not ours to
 			 * write either. */
-			hl__log("the keeper refused the hand-back: %s", hl__msg_text(&r));
+			hl__log_warn("the keeper refused the hand-back: %s", hl__msg_text(&r));
 			return;
 		}
 	}
@@ -511,7 +516,8 @@ hl_w_release(struct hl_worker *w, int clean)
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch) {
 		uint64_t epoch = hl__owner_write(h, HL_ROLE_NONE, 0, 0);
-		hl__log("no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
+		hl__log_warn(
+		        "no keeper answered at %s (%s): left the table with no owner (epoch %lu); "
 		        "a keeper takes it when it starts",
 		        L->path, hl_strerror(rc), (unsigned long)epoch);
 	}

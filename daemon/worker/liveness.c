@@ -134,8 +134,8 @@ hl_w_notify_tick(struct hl_worker *w)
 				snprintf(who, sizeof(who), "the monitor thread");
 			else
 				snprintf(who, sizeof(who), "shard thread %d", which);
-			hl__log("%s has not beaten for %lu ms: no systemd watchdog ping", who,
-			        (unsigned long)(age / 1000000u));
+			hl__log_err("%s has not beaten for %lu ms: no systemd watchdog ping", who,
+			            (unsigned long)(age / 1000000u));
 		}
 		stale_logged = 1;
 		return;

@@ -47,14 +47,16 @@ static struct hl_worker W;
 
 /* Option values as the config module writes them (its types), turned into
  * struct hl_worker_opts by parse(). */
-static struct {
+struct wvals {
 	bool standalone, print_config;
 	char *socket;
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
 	unsigned mode;
 	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
 	int64_t park_shard;
-} V;
+	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
+};
+static struct wvals V;
 
 /* One option: name, type, default, help, bounds, variable. */
 #define WOPT(n_, t_, d_, h_, lo_, hi_, dst_)                                                       \
@@ -64,9 +66,12 @@ static struct {
 		.dst = (dst_)                                                                      \
 	}
 
+/* The options, writing into V (the worker's, or a scratch copy when SIGHUP
+ * reloads). */
 static size_t
-options(struct hl_cfg_opt *o)
+options(struct hl_cfg_opt *o, struct wvals *v)
 {
+#define V (*v) /* the table reads as if it wrote the global */
 	size_t i = 0;
 	o[i++] = WOPT("standalone", HL_CFG_BOOL, "false",
 	              "Create or open the segment without a keeper (tests, no supervision).", 0, 0,
@@ -134,7 +139,59 @@ options(struct hl_cfg_opt *o)
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
+	o[i++] = (struct hl_cfg_opt){ .name = "log-level",
+		                      .type = HL_CFG_STR,
+		                      .def = "info",
+		                      .metavar = "LEVEL",
+		                      .choices = hl__log_levels,
+		                      .help = "Log lines of this level and more urgent (SIGHUP "
+		                              "re-reads it).",
+		                      .dst = &V.log_level };
+	o[i++] = (struct hl_cfg_opt){
+		.name = "log-format",
+		.type = HL_CFG_STR,
+		.def = "auto",
+		.metavar = "FORMAT",
+		.choices = hl__log_formats,
+		.help = "Line prefix: 'name[pid]: ', syslog '<N>name[pid]: ', journal '<N>' "
+		        "(auto: journal under journald).",
+		.dst = &V.log_format
+	};
 	return i;
+#undef V
+}
+
+/* What parse() loaded from, for reload(). */
+static struct {
+	int argc;
+	char **argv;
+	struct hl_cfg cfg;
+} loaded;
+
+/*
+ * SIGHUP, in the main thread while the others serve: load the
+ * configuration again (same flags, environment and file rule) into a
+ * scratch copy and apply what can change while serving: the log level and
+ * format. Everything else applies at the next start. A bad file is logged
+ * and changes nothing; the worker never stops for it.
+ */
+static void
+reload(void)
+{
+	static struct hl_cfg_opt opts[32];
+	struct wvals scratch = { 0 };
+	struct hl_cfg c = loaded.cfg;
+	char err[512];
+	c.opts = opts;
+	c.nopts = options(opts, &scratch);
+	if (hl__cfg_load(&c, loaded.argc, loaded.argv, err, sizeof(err)) < 0) {
+		hl__log_err("SIGHUP: configuration not reloaded, nothing changed: %s", err);
+		return;
+	}
+	hl__log_configure(scratch.log_level, scratch.log_format);
+	hl__log("SIGHUP: reloaded %s: log level %s (other options apply at the next start)",
+	        c.config_file ? c.config_file : "(no config file)", hl__log_level_name());
+	hl__cfg_free(&c);
 }
 
 /* Resolve the options (flag > HEIRLOOM_* > config file > default) into
@@ -144,7 +201,7 @@ options(struct hl_cfg_opt *o)
 static int
 parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 {
-	static struct hl_cfg_opt opts[24];
+	static struct hl_cfg_opt opts[32];
 	static const char *const foreign[] = { "keeper", "ctl", NULL };
 	char err[512];
 	*cfg = (struct hl_cfg){ .prog = "heirloom-worker",
@@ -152,8 +209,12 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 		                .summary = summary,
 		                .section = "worker",
 		                .foreign = foreign,
+		                .shared_names = hl__daemon_option_names,
 		                .opts = opts,
-		                .nopts = options(opts) };
+		                .nopts = options(opts, &V) };
+	loaded.cfg = *cfg; /* the inputs only, for reload() */
+	loaded.argc = argc;
+	loaded.argv = argv;
 	if (hl__cfg_load(cfg, argc, argv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "heirloom-worker: %s\n", err);
 		return 1;
@@ -173,6 +234,8 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 		hl__cfg_free(cfg);
 		return 0;
 	}
+	hl__log_configure(V.log_level, V.log_format);
+	hl__log_debug("configuration: %s", cfg->config_file ? cfg->config_file : "(no file)");
 	o->name = cfg->name;
 	o->standalone = V.standalone;
 	o->socket_path = V.socket;
@@ -228,11 +291,10 @@ catch_sigbus(struct hl_worker *w)
 {
 	bus.lo = (uintptr_t)w->seg.base;
 	bus.hi = bus.lo + w->seg.size;
-	int n = snprintf(bus.msg, sizeof(bus.msg),
-	                 "heirloom-worker[%d]: SIGBUS on segment /heirloom.%s: it was truncated "
-	                 "while served; stopping (exit 6), it cannot be served again\n",
-	                 (int)getpid(), w->opt.name);
-	bus.len = n < 0 ? 0 : (size_t)n >= sizeof(bus.msg) ? sizeof(bus.msg) - 1 : (size_t)n;
+	bus.len = hl__log_line(bus.msg, sizeof(bus.msg), HL_LOG_ERR,
+	                       "SIGBUS on segment /heirloom.%s: it was truncated while served; "
+	                       "stopping (exit 6), it cannot be served again",
+	                       w->opt.name);
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
@@ -249,7 +311,8 @@ report_nofile(struct hl_worker *w, uint64_t nofile)
 	atomic_store_explicit(&h->nofile_limit, nofile, memory_order_relaxed);
 	atomic_store_explicit(&h->pidfd_capacity, cap, memory_order_relaxed);
 	if (cap < h->max_endpoints)
-		hl__log("RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
+		hl__log_warn(
+		        "RLIMIT_NOFILE is %llu: %llu of the segment's %u endpoints can be watched "
 		        "with a pidfd; the others are watched by polling (raise LimitNOFILE / "
 		        "ulimit -Hn to at least %u)",
 		        (unsigned long long)nofile, (unsigned long long)cap, h->max_endpoints,
@@ -274,6 +337,7 @@ main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP); /* reload(), never a stop */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -285,8 +349,8 @@ main(int argc, char **argv)
 	if (rc == -ENOSPC)
 		return HL_EXIT_NOSPACE; /* logged with the sizes by hl_w_acquire() */
 	if (rc) {
-		hl__log("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
-		        hl_err_name(rc));
+		hl__log_err("cannot get segment '%s': %s (%s)", w->opt.name, hl_strerror(rc),
+		            hl_err_name(rc));
 		return 2;
 	}
 	report_nofile(w, nofile);
@@ -297,7 +361,7 @@ main(int argc, char **argv)
 	hl_w_notify_init();
 	rc = hl_w_init(w);
 	if (rc) {
-		hl__log("setup failed: %s", hl_strerror(rc));
+		hl__log_err("setup failed: %s", hl_strerror(rc));
 		return 2;
 	}
 	/* Recovery, part 1: keys, values, endpoints, pending dispatches.
@@ -314,6 +378,11 @@ main(int argc, char **argv)
 	while (!atomic_load(&w->stop)) {
 		struct timespec ts = { .tv_sec = 0, .tv_nsec = tick_ms * 1000000L };
 		sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGHUP) {
+			reload();
+			sig = 0;
+			continue;
+		}
 		if (sig > 0)
 			break;
 		hl_w_notify_tick(w);
@@ -328,7 +397,7 @@ main(int argc, char **argv)
 		/* Logged by the monitor. Nothing to check (pages are gone) and
 		 * nothing to give back: the keeper sees the exit and the
 		 * damage for itself. */
-		hl__log("stopped (segment damaged)");
+		hl__log_err("stopped (segment damaged)");
 		hl__cfg_free(&cfg);
 		return HL_EXIT_DAMAGED;
 	}
@@ -339,14 +408,14 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (fenced) {
-		hl__log("fenced: the table has another owner now (epoch %lu); stopping",
-		        (unsigned long)atomic_load(&w->seg.h->owner_epoch));
+		hl__log_err("fenced: the table has another owner now (epoch %lu); stopping",
+		            (unsigned long)atomic_load(&w->seg.h->owner_epoch));
 		status = 4;
 	} else {
 		atomic_store_explicit(&w->seg.h->worker_ready, 0, memory_order_release);
 		char msg[256];
 		if (hl_w_check(w, msg, sizeof(msg)) != 0) {
-			hl__log("invariant check FAILED at stop: %s", msg);
+			hl__log_err("invariant check FAILED at stop: %s", msg);
 			status = 3;
 		} else {
 			hl__log("invariant check at stop: %s", msg);

@@ -272,7 +272,8 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		            idle_ms > INT32_MAX ? INT32_MAX : (int32_t)idle_ms, pid, "not reading");
 		atomic_store_explicit(&pw->last_read_ns, LD_RLX(&pw->last_read_ns) | HL_EPW_SLOW,
 		                      memory_order_release);
-		hl__log("endpoint %u (pid %u) is not reading: events wait in its ring and none "
+		hl__log_warn(
+		        "endpoint %u (pid %u) is not reading: events wait in its ring and none "
 		        "was taken for %lu ms (it keeps its observers)",
 		        ep, pid, (unsigned long)idle_ms);
 	}
@@ -317,7 +318,7 @@ monitor_main(void *arg)
 	 * Everything below (cleanup, prune, adoption) needs it. */
 	int rc = hl_w_monitor_recover(w);
 	if (rc) {
-		hl__log("recovery failed: %s", hl_strerror(rc));
+		hl__log_err("recovery failed: %s", hl_strerror(rc));
 		atomic_store(&w->rec_failed, 1);
 		atomic_store(&w->stop, 1);
 		for (uint32_t s = 0; s < w->nshards; s++)
@@ -376,14 +377,16 @@ monitor_main(void *arg)
 		int dmg = hl__seg_intact(&w->seg, w->opt.name, &size_now);
 		if (dmg == HL_ETRUNCATED || dmg == -ESTALE) {
 			if (dmg == HL_ETRUNCATED)
-				hl__log("segment /heirloom.%s was truncated to %llu bytes (its "
+				hl__log_err(
+				        "segment /heirloom.%s was truncated to %llu bytes (its "
 				        "layout "
 				        "needs %llu) while served: stopping (exit 6); it cannot be "
 				        "served again",
 				        w->opt.name, (unsigned long long)size_now,
 				        (unsigned long long)w->seg.size);
 			else
-				hl__log("segment /heirloom.%s was replaced by another object while "
+				hl__log_err(
+				        "segment /heirloom.%s was replaced by another object while "
 				        "served: stopping (exit 6)",
 				        w->opt.name);
 			atomic_store(&w->damaged, 1);

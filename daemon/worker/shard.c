@@ -362,7 +362,7 @@ serve_once(struct hl_shard *sh)
 static void
 park(struct hl_worker *w, uint32_t id)
 {
-	hl__log("test hook: parking shard thread %u", id);
+	hl__log_warn("test hook: parking shard thread %u", id);
 	urcu_memb_thread_offline();
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000L };

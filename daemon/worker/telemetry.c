@@ -213,8 +213,8 @@ hl_w_telemetry_apply(struct hl_shard *sh)
 		int rc = hl_w_apply(sh, HL_W_EP_SELF, 0, (const struct hl_req *)(void *)b->req,
 		                    b->len, &result);
 		if (rc && !b->failed)
-			hl__log("telemetry: publishing %s failed: %s (reported once)", tel_key[i],
-			        hl_strerror(rc));
+			hl__log_warn("telemetry: publishing %s failed: %s (reported once)",
+			             tel_key[i], hl_strerror(rc));
 		b->failed |= rc != 0;
 		atomic_store_explicit(&b->full, 0, memory_order_release);
 		n++;

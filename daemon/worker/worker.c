@@ -82,27 +82,27 @@ recover_and_serve(struct hl_worker *w, int threads)
 {
 	int rc = hl_w_recover_begin(w);
 	if (rc) {
-		hl__log("recovery failed: %s", hl_strerror(rc));
+		hl__log_err("recovery failed: %s", hl_strerror(rc));
 		return rc;
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
 	rc = hl_w_telemetry_init(w);
 	if (rc) {
-		hl__log("setup failed: %s", hl_strerror(rc));
+		hl__log_err("setup failed: %s", hl_strerror(rc));
 		return rc;
 	}
 	hl_w_recover_kick(w);
 	if (!threads) {
 		rc = hl_w_monitor_recover(w);
 		if (rc)
-			hl__log("recovery failed: %s", hl_strerror(rc));
+			hl__log_err("recovery failed: %s", hl_strerror(rc));
 		return rc;
 	}
 	rc = hl_w_monitor_start(w);
 	if (rc == 0)
 		rc = hl_w_shards_start(w);
 	if (rc)
-		hl__log("cannot start threads");
+		hl__log_err("cannot start threads");
 	return rc;
 }
 

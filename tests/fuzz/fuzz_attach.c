@@ -23,7 +23,7 @@
  * Claim words are forced to name no process: a live pid would make the
  * endpoint ACTIVE and open pidfds, which is the monitor thread's business,
  * not recovery's, and not reproducible. The worker's stderr log is muted
- * (--wrap=hl__log).
+ * (--wrap=hl__logl).
  */
 #include "fuzz_seg.h"
 #include "heirloom/heirloom.h"
@@ -38,7 +38,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-void __wrap_hl__log(const char *fmt, ...);
+void __wrap_hl__logl(int level, const char *fmt, ...);
 
 #define CHECK(x)                                                                                   \
 	do {                                                                                       \
@@ -47,8 +47,9 @@ void __wrap_hl__log(const char *fmt, ...);
 	} while (0)
 
 void
-__wrap_hl__log(const char *fmt, ...)
+__wrap_hl__logl(int level, const char *fmt, ...)
 {
+	(void)level;
 	(void)fmt;
 }
 

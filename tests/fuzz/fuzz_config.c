@@ -7,8 +7,9 @@
  * controls, and it goes through Debian's inih plus our handler: line
  * counting, sections, precedence, every value type. The target loads it
  * through a memfd named by /proc/self/fd/N with an option table that has
- * one option of each type, bounds, a short name, an implicit value and a
- * sibling section, then exercises the dump, source and free paths.
+ * one option of each type, bounds, a short name, an implicit value, a list
+ * of choices, a sibling section and a sibling's option names (skipped in
+ * the shared sections), then exercises the dump, source and free paths.
  *
  * Input: if the first byte is below 8 it is a count K of command-line words
  * that follow, each NUL-terminated; the rest of the input is the file.
@@ -105,7 +106,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int64_t shards = SENTINEL, timeout = SENTINEL, segsize = SENTINEL;
 	bool fg = false;
 	unsigned mode = 0;
-	char *socket = NULL, *spawn = NULL, *label = NULL;
+	char *socket = NULL, *spawn = NULL, *label = NULL, *level = NULL;
+	static const char *const levels[] = { "err", "warning", "info", "debug", NULL };
 	struct hl_cfg_opt opts[] = {
 		{ .name = "shards",
 		  .short_name = 's',
@@ -150,12 +152,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		  .def = "x",
 		  .help = "label",
 		  .dst = &label },
+		{ .name = "level",
+		  .type = HL_CFG_STR,
+		  .def = "info",
+		  .choices = levels,
+		  .help = "level",
+		  .dst = &level },
 	};
 	static const char *const foreign[] = { "worker", NULL };
+	/* Ours plus two a sibling daemon has: skipped in the shared sections. */
+	static const char *const shared[] = { "shards", "foreground",   "socket",         "timeout",
+		                              "mode",   "segment-size", "spawn-worker",   "label",
+		                              "level",  "stop-timeout", "slow-reader-ms", NULL };
 	struct hl_cfg cfg = { .prog = "heirloom-keeper",
 		              .version = "0",
 		              .section = "keeper",
 		              .foreign = foreign,
+		              .shared_names = shared,
 		              .config_dir = "/nonexistent-heirloom-fuzz",
 		              .out = devnull,
 		              .opts = opts,
@@ -175,14 +188,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(timeout >= 1 && timeout <= 3600000);
 			CHECK(mode <= 07777);
 			CHECK(label != NULL);
+			/* A value with choices is one of them. */
+			int known = 0;
+			for (const char *const *l = levels; *l; l++)
+				known |= level && !strcmp(level, *l);
+			CHECK(known);
 		}
 		hl__cfg_free(&cfg);
-		CHECK(socket == NULL && spawn == NULL && label == NULL);
+		CHECK(socket == NULL && spawn == NULL && label == NULL && level == NULL);
 	} else {
 		/* A failed load writes nothing and leaves nothing to free. */
 		CHECK(rc < 0 && memchr(err, '\0', sizeof(err)));
 		CHECK(shards == SENTINEL && timeout == SENTINEL && segsize == SENTINEL);
-		CHECK(!fg && mode == 0 && !socket && !spawn && !label);
+		CHECK(!fg && mode == 0 && !socket && !spawn && !label && !level);
 		CHECK(cfg.slots == NULL);
 	}
 	free(words);
