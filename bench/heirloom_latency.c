@@ -14,6 +14,11 @@
  *                            hl_open_opts.spin_us = 50 (spin, then sleep)
  *   steady/heirloom-b2b      blocking, the next publish right after the event
  *                            (back to back, no pacing)
+ *   steady/heirloom-10k-prefixes   steady/heirloom while a client of this
+ *                            process holds 10,000 prefix observers on
+ *                            prefixes the key does not start with
+ *                            ("hb/px/<i>/"): the 1->1 latency cost of
+ *                            prefix matching (issue 14: within 10 %)
  *   fanout8/heirloom, fanout64/heirloom
  *                            one observer in each of 8 / 64 processes; latency
  *                            to the last one
@@ -62,26 +67,28 @@ struct variant {
 	int poll;          /* hl_next(c, &ev, 0) busy loop */
 	int spin_us;       /* hl_open_opts.spin_us of the observer */
 	int paced;         /* steady: 20 us between stamps */
+	uint32_t prefixes; /* unrelated prefix observers held meanwhile */
 };
 
 /* One variant a line: the tables are read, not formatted. */
 /* clang-format off */
 enum { V_STEADY, V_POLL, V_SPIN, V_B2B, V_FAN8, V_FAN64, V_BURST, V_BSPIN, V_BFAN8, V_BFAN64,
-       V_BATCH };
+       V_BATCH, V_PFX };
 
 static const struct variant variants[] = {
-	/*            procs  per_proc  poll  spin_us  paced */
-	[V_STEADY] = {1,     1,        0,    0,       1},
-	[V_POLL]   = {1,     1,        1,    0,       1},
-	[V_SPIN]   = {1,     1,        0,    50,      1},
-	[V_B2B]    = {1,     1,        0,    0,       0},
-	[V_FAN8]   = {8,     1,        0,    0,       1},
-	[V_FAN64]  = {64,    1,        0,    0,       1},
-	[V_BURST]  = {1,     1,        0,    0,       0},
-	[V_BSPIN]  = {1,     1,        0,    50,      0},
-	[V_BFAN8]  = {8,     1,        0,    0,       0},
-	[V_BFAN64] = {64,    1,        0,    0,       0},
-	[V_BATCH]  = {1,     64,       0,    0,       0},
+	/*            procs  per_proc  poll  spin_us  paced  prefixes */
+	[V_STEADY] = {1,     1,        0,    0,       1,     0},
+	[V_POLL]   = {1,     1,        1,    0,       1,     0},
+	[V_SPIN]   = {1,     1,        0,    50,      1,     0},
+	[V_B2B]    = {1,     1,        0,    0,       0,     0},
+	[V_FAN8]   = {8,     1,        0,    0,       1,     0},
+	[V_FAN64]  = {64,    1,        0,    0,       1,     0},
+	[V_BURST]  = {1,     1,        0,    0,       0,     0},
+	[V_BSPIN]  = {1,     1,        0,    50,      0,     0},
+	[V_BFAN8]  = {8,     1,        0,    0,       0,     0},
+	[V_BFAN64] = {64,    1,        0,    0,       0,     0},
+	[V_BATCH]  = {1,     64,       0,    0,       0,     0},
+	[V_PFX]    = {1,     1,        0,    0,       1,     10000},
 };
 
 static const struct bench_scenario scenarios[] = {
@@ -89,6 +96,7 @@ static const struct bench_scenario scenarios[] = {
 	{"steady", "heirloom-poll", 0, 1, V_POLL},
 	{"steady", "heirloom-spin", 0, 1, V_SPIN},
 	{"steady", "heirloom-b2b", 0, 1, V_B2B},
+	{"steady", "heirloom-10k-prefixes", 0, 1, V_PFX},
 	{"fanout8", "heirloom", 0, 8, V_FAN8},
 	{"fanout64", "heirloom", 0, 64, V_FAN64},
 	{"burst", "heirloom", 1, 1, V_BURST},
@@ -265,6 +273,25 @@ run_burst(const struct variant *v, const struct bench_opts *o, const char *key,
 	return err;
 }
 
+/* V->prefixes prefix observers on "hb/px/<i>/", held by a client of this
+ * process until *HOLDER is closed (NULL when none are wanted). */
+static int
+hold_prefixes(const struct variant *v, struct hl_client **holder)
+{
+	*holder = NULL;
+	if (!v->prefixes)
+		return 0;
+	int err = hlb_open(0, stats_now_ns() + 20 * BENCH_NS_PER_S, holder);
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	char p[32];
+	for (uint32_t i = 0; i < v->prefixes && err == 0; i++) {
+		int n = snprintf(p, sizeof(p), "hb/px/%u/", (unsigned)i);
+		hl_observer_id id;
+		err = hl_observe_with(*holder, p, (size_t)n, &po, &id);
+	}
+	return err;
+}
+
 static int
 run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct bench_rep_out *out)
 {
@@ -283,6 +310,13 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 	if (sh == MAP_FAILED) {
 		bench_board_destroy(b);
 		return -errno;
+	}
+	struct hl_client *holder;
+	err = hold_prefixes(v, &holder);
+	if (err < 0) {
+		fprintf(stderr, "%s/%s: prefix observers: %s\n", sc->name, sc->variant,
+		        hl_strerror(err));
+		goto out;
 	}
 	uint64_t hard = stats_now_ns() + o->budget_ns + CONSUMER_GRACE_NS;
 	for (uint32_t i = 0; i < v->procs; i++) {
@@ -319,6 +353,8 @@ out_kill:
 	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
 	bench_kill_all();
 out:
+	if (holder)
+		hl_close(holder);
 	munmap(sh, sizeof(*sh));
 	bench_board_destroy(b);
 	return err;

@@ -28,6 +28,19 @@
  *                                       CPU per increment of the client and
  *                                       of the worker (getrusage, and
  *                                       /proc/PID/stat of the owner pid)
+ *   publish-prefix/none        pub/s    publish-change again, in the same run
+ *                                       as the next row, for an A/B
+ *   publish-prefix/10k-unrelated pub/s  the same while another client of
+ *                                       this process holds 10,000 prefix
+ *                                       observers on prefixes no key of the
+ *                                       loop starts with ("hb/px/<i>/", four
+ *                                       lengths): the matching cost of a
+ *                                       publish nobody observes (issue 14:
+ *                                       within 10 % of none)
+ *   memory/segment             B/prefix  a prefix observer on a prefix of its
+ *                                       own: its entry (a key slot) and its
+ *                                       observer slot; one more observer of
+ *                                       that prefix costs B/observer
  *   memory/segment             B/observer, B/key   from the layout (ring space
  *                                       apart): what the segment reserves
  *   memory/worker-rss          B/observer  worker VmRSS growth per observer
@@ -307,6 +320,41 @@ run_series(const char *scenario, const char *variant, const char *unit, int whic
 	return err;
 }
 
+#define PREFIX_OBSERVERS 10000u
+
+/* The 10,000 unrelated prefix observers of publish-prefix/10k-unrelated,
+ * held by a client of their own until *HOLDER is closed. */
+static int
+add_prefix_observers(struct hl_client **holder)
+{
+	int err = hlb_open(0, stats_now_ns() + 20 * BENCH_NS_PER_S, holder);
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	char p[32];
+	for (unsigned i = 0; i < PREFIX_OBSERVERS && err == 0; i++) {
+		int n = snprintf(p, sizeof(p), "hb/px/%u/", i);
+		hl_observer_id id;
+		err = hl_observe_with(*holder, p, (size_t)n, &po, &id);
+	}
+	return err;
+}
+
+static int
+run_prefix(const struct bench_opts *o)
+{
+	int failed = run_series("publish-prefix", "none", "pub/s", 1, o) < 0;
+	if (!bench_wanted(o, "publish-prefix", "10k-unrelated"))
+		return failed ? -1 : 0;
+	struct hl_client *holder = NULL;
+	int err = add_prefix_observers(&holder);
+	if (err)
+		fprintf(stderr, "publish-prefix: adding prefix observers: %s\n", hl_strerror(err));
+	else
+		failed |= run_series("publish-prefix", "10k-unrelated", "pub/s", 1, o) < 0;
+	if (holder)
+		hl_close(holder);
+	return failed || err ? -1 : 0;
+}
+
 /* One-sample rows: the figure is computed, not sampled. */
 static void
 report_value(const struct bench_opts *o, const char *scenario, const char *variant,
@@ -351,6 +399,7 @@ run_memory(const struct bench_opts *o)
 	uint64_t per_key = (h.observers_off - h.buckets_off) / h.max_keys;
 	report_value(o, "memory", "segment", "B/observer", per_obs);
 	report_value(o, "memory", "segment", "B/key", per_key);
+	report_value(o, "memory", "segment", "B/prefix", per_key + per_obs);
 	/* The whole default segment, reserved in /dev/shm at creation (issue
 	 * 21: it must fit Docker's 64 MiB); the benchmarks themselves run
 	 * with HLB_CAPACITIES. */
@@ -411,6 +460,7 @@ main(int argc, char **argv)
 	failed |= run_series("observe-pairs", "heirloom", "pairs/s", 3, &o) < 0;
 	failed |= run_series("observe-pairs", "heirloom-sync", "pairs/s", 4, &o) < 0;
 	failed |= run_series("cas-increment", "heirloom", "cas/s", 5, &o) < 0;
+	failed |= run_prefix(&o) < 0;
 	failed |= run_memory(&o) < 0;
 	hl_close(pub);
 	hlb_teardown();

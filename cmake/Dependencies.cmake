@@ -19,6 +19,10 @@ hl_require(JEMALLOC jemalloc libjemalloc-dev)
 hl_require(INIH inih libinih-dev)
 # sd_notify(3) for the daemons: readiness, watchdog, stopping.
 hl_require(SYSTEMD libsystemd libsystemd-dev)
+# heirloomctl: JSON output (json-c) and the Prometheus scrape target
+# (libmicrohttpd). docs/architecture.md, "heirloomctl", says why these.
+hl_require(JSONC json-c libjson-c-dev)
+hl_require(MHD libmicrohttpd libmicrohttpd-dev)
 if(HL_TESTS)
   hl_require(CMOCKA cmocka libcmocka-dev)
 endif()

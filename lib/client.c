@@ -42,6 +42,19 @@ struct obs_ent {
 	uint8_t *key;
 	int last_was_delete;
 	uint32_t flags; /* HL_OBSERVE_* it was made with (NOOLD is applied here) */
+	/* HL_OBSERVE_PREFIX observers: the highest revision handed out per
+	 * shard (c->shards words, allocated with `key`; NULL for an exact
+	 * observer). Its keys are in every shard, and the shards' rings are
+	 * read in no common order, so one last_rev would drop a shard's
+	 * events as duplicates of another's later ones; within a shard the
+	 * worker dispatches in revision order, so per shard the rule
+	 * "revision not above the last = duplicate" is exact. last_rev is
+	 * then the highest over the shards (for LAGGED). */
+	uint64_t *srev;
+	/* Progress (hl_observe_opts.progress_ms; 0 = not asked): interval and
+	 * next due time in CLOCK_MONOTONIC ns, and the last revision handed
+	 * out in an HL_EV_PROGRESS (they never go back). */
+	uint64_t prog_ns, prog_due, prog_rev;
 };
 
 struct resync {
@@ -82,6 +95,7 @@ struct hl_client {
 	uint8_t *evbuf;
 	uint32_t evbuf_cap;
 	uint32_t ev_idx, ev_n;
+	uint32_t ev_shard; /* the shard whose ring evbuf's record came from */
 
 	/* observers: open addressing, power-of-two capacity */
 	struct obs_ent *obs;
@@ -101,6 +115,10 @@ struct hl_client {
 	 * descriptor the application polls, wake_wfd the end the worker takes
 	 * a copy of (layout.h, struct hl_shm_epc). Under lock. */
 	int wake_rfd, wake_wfd;
+	/* Observers that asked for progress events, and the earliest time one
+	 * may be due (UINT64_MAX: none), a cheap gate for try_next(). */
+	uint32_t nprog;
+	uint64_t prog_next;
 	/* HL_EV_RESYNC events handed out: written under lock by hl_next(),
 	 * read without it by hl_stats() (which must not wait for a call that
 	 * blocks holding the lock). */
@@ -160,15 +178,23 @@ obs_grow(struct hl_client *c)
 /* Make room for one more observer and copy its key (*kcopy, freed by the
  * caller unless obs_insert() takes it): after this, obs_insert() cannot
  * fail. */
+static size_t
+obs_key_room(size_t len)
+{
+	return (len + 7u) & ~(size_t)7u;
+}
+
 static int
-obs_prepare(struct hl_client *c, const void *key, size_t len, uint8_t **kcopy)
+obs_prepare(struct hl_client *c, const void *key, size_t len, uint32_t flags, uint8_t **kcopy)
 {
 	if ((c->obs_n + c->obs_tomb + 1) * 2 > c->obs_cap) {
 		int rc = obs_grow(c);
 		if (rc)
 			return rc;
 	}
-	*kcopy = malloc(len);
+	/* A prefix observer's per-shard revisions follow the key, zeroed. */
+	*kcopy = calloc(1, obs_key_room(len) +
+	                           (flags & HL_OBSERVE_PREFIX ? 8u * (size_t)c->shards : 0));
 	if (!*kcopy)
 		return -ENOMEM;
 	memcpy(*kcopy, key, len);
@@ -186,15 +212,41 @@ obs_insert(struct hl_client *c, hl_observer_id id, uint32_t shard, uint8_t *kcop
 		c->obs_tomb--;
 	/* The observer starts at the key's revision when it was added: events
 	 * can only carry later revisions, so nothing is filtered wrongly. */
+	uint64_t *srev = NULL;
+	if (flags & HL_OBSERVE_PREFIX)
+		srev = (uint64_t *)(void *)(kcopy + obs_key_room(len)); /* obs_prepare() */
 	c->obs[i] = (struct obs_ent){
 		.id = id, .shard = shard, .key = kcopy, .key_len = (uint32_t)len, .flags = flags
 	};
+	c->obs[i].srev = srev;
 	c->obs_n++;
+}
+
+/* Publish the shortest progress interval of our observers in the endpoint
+ * (hl_shm_epc.progress_ms): the worker's monitor wakes us about that often
+ * (caller holds c->lock). */
+static void
+prog_publish(struct hl_client *c)
+{
+	uint64_t shortest = 0;
+	for (uint32_t i = 0; c->nprog && i < c->obs_cap; i++) {
+		const struct obs_ent *e = &c->obs[i];
+		if (e->id && e->id != UINT64_MAX && e->prog_ns &&
+		    (!shortest || e->prog_ns < shortest))
+			shortest = e->prog_ns;
+	}
+	atomic_store_explicit(&hl__epc(&c->seg, c->ep)->progress_ms,
+	                      (uint32_t)(shortest / 1000000ull), memory_order_relaxed);
 }
 
 static void
 obs_del(struct hl_client *c, struct obs_ent *e)
 {
+	if (e->prog_ns) {
+		c->nprog--;
+		e->prog_ns = 0;
+		prog_publish(c);
+	}
 	free(e->key);
 	memset(e, 0, sizeof(*e));
 	e->id = UINT64_MAX;
@@ -248,6 +300,7 @@ claim_endpoint(struct hl_client *c)
 		atomic_store_explicit(&epc->gen, gen, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_fd, 0, memory_order_relaxed);
 		atomic_store_explicit(&epc->wake_ino, 0, memory_order_relaxed);
+		atomic_store_explicit(&epc->progress_ms, 0, memory_order_relaxed);
 		for (uint32_t s = 0; s < c->shards; s++) {
 			struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, e, s);
 			struct hl_shm_epc_shard *cs = hl__epc_shard(&c->seg, e, s);
@@ -394,12 +447,16 @@ endpoint_gone(struct hl_client *c)
 	return c->stale;
 }
 
+/* A worker serves, or the keeper hands the table from one worker to the
+ * next for an upgrade (`handover`): a planned pause, so a HL_OPEN_NOWAIT
+ * call waits for it (bounded by its timeout) instead of failing. */
 static int
 worker_serving(const struct hl_client *c)
 {
-	return atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) ==
-	               HL_ROLE_WORKER &&
-	       atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire);
+	return (atomic_load_explicit(&c->seg.h->owner_role, memory_order_acquire) ==
+	                HL_ROLE_WORKER &&
+	        atomic_load_explicit(&c->seg.h->worker_ready, memory_order_acquire)) ||
+	       atomic_load_explicit(&c->seg.h->handover, memory_order_acquire);
 }
 
 static void
@@ -711,9 +768,19 @@ check_key(const void *key, size_t key_len)
 	return 0;
 }
 
+static int observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
+                   uint32_t progress_ms, hl_observer_id *out);
+
 int
 hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
            hl_observer_id *out)
+{
+	return observe(c, key, key_len, flags, 0, out);
+}
+
+static int
+observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags, uint32_t progress_ms,
+        hl_observer_id *out)
 {
 	if (!c || !out || (flags & ~(uint32_t)HL_OBSERVE_ALL) ||
 	    (flags & (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE)) ==
@@ -730,7 +797,7 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 	 * observer exists, and failing to record it would leave it held by
 	 * nobody. */
 	uint8_t *kcopy = NULL;
-	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, &kcopy);
+	rc = c->stale ? HL_ESTALE : obs_prepare(c, key, key_len, flags, &kcopy);
 	if (rc == 0)
 		rc = settle(c, s, deadline);
 	if (rc == 0)
@@ -742,6 +809,15 @@ hl_observe(struct hl_client *c, const void *key, size_t key_len, uint32_t flags,
 			obs_insert(c, (hl_observer_id)r, s, kcopy, key_len, flags);
 			kcopy = NULL;
 			*out = (hl_observer_id)r;
+			if (progress_ms) {
+				struct obs_ent *e = obs_find(c, (hl_observer_id)r);
+				e->prog_ns = (uint64_t)progress_ms * 1000000ull;
+				e->prog_due = hl__now_ns() + e->prog_ns;
+				if (e->prog_due < c->prog_next)
+					c->prog_next = e->prog_due;
+				c->nprog++;
+				prog_publish(c);
+			}
 		} else if (r == -ETIMEDOUT) {
 			doubt_set(c, s, pos, HL_REQ_OBSERVE);
 			rc = -ETIMEDOUT;
@@ -872,12 +948,12 @@ hl_observe_with(struct hl_client *c, const void *key, size_t key_len,
 	struct hl_observe_opts none = { 0 };
 	if (!opts)
 		opts = &none;
-	if (opts->reserved32)
+	if (opts->progress_ms && opts->progress_ms < HL_PROGRESS_MS_MIN)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
 		if (opts->reserved[i])
 			return -EINVAL;
-	return hl_observe(c, key, key_len, opts->flags, out);
+	return observe(c, key, key_len, opts->flags, opts->progress_ms, out);
 }
 
 /*
@@ -1112,9 +1188,14 @@ expand_one(struct hl_client *c, uint32_t i, struct hl_event *ev)
 		__builtin_prefetch(pf);
 	memcpy(&id, c->evbuf + sizeof(*r) + 8ull * i, 8);
 	struct obs_ent *e = obs_find(c, id);
-	if (!e || r->rev <= e->last_rev)
+	if (!e)
 		return 0;
-	e->last_rev = r->rev;
+	uint64_t *last = e->srev ? &e->srev[c->ev_shard] : &e->last_rev;
+	if (r->rev <= *last)
+		return 0;
+	*last = r->rev;
+	if (r->rev > e->last_rev)
+		e->last_rev = r->rev;
 	e->last_was_delete = r->h.type == HL_EVR_DELETE;
 	const uint8_t *p = c->evbuf + sizeof(*r) + 8ull * r->nobs;
 	memset(ev, 0, sizeof(*ev));
@@ -1180,6 +1261,7 @@ take_record(struct hl_client *c)
 			return bad;
 		c->ev_idx = 0;
 		c->ev_n = ((const struct hl_evrec *)c->evbuf)->nobs;
+		c->ev_shard = s;
 		c->rr = (s + 1) % c->shards;
 		/* Events were dropped just before this record: their LAGGED +
 		 * RESYNC pairs come first (try_next() empties the queue before
@@ -1217,7 +1299,12 @@ collect_lag_shard(struct hl_client *c, uint32_t s)
 	int found = 0;
 	for (uint32_t i = 0; i < c->obs_cap; i++) {
 		struct obs_ent *e = &c->obs[i];
-		if (!e->id || e->id == UINT64_MAX || e->shard != s)
+		/* A prefix observer's events come through every shard's
+		 * ring, and its one `dropped` counts drops in any of them:
+		 * looked at from each shard, and reported by the first look
+		 * after a drop (its LAGGED is then in place only to within a
+		 * shard: it carries no RESYNC to order against). */
+		if (!e->id || e->id == UINT64_MAX || (e->shard != s && !e->srev))
 			continue;
 		uint32_t slot = (uint32_t)(e->id & 0xffffffu);
 		if (slot < 1 || slot > c->seg.h->max_observers)
@@ -1264,6 +1351,17 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 		ev->observer = r->id;
 		ev->key = e->key;
 		ev->key_len = e->key_len;
+		if (e->srev) {
+			/* A prefix observer: LAGGED alone. Which of its keys
+			 * lost events is not known here, and a RESYNC per key
+			 * (every key under the prefix, read from the table)
+			 * is left to the lossless catch-up of issue 14. */
+			c->rs_pos++;
+			ev->type = HL_EV_LAGGED;
+			ev->lagged = r->lagged;
+			ev->revision = e->last_rev;
+			return 1;
+		}
 		if (c->rs_phase == 0) {
 			/* The key's state now, read before the LAGGED: hl_get()
 			 * retries a seqlock read internally; -EBUSY (the value
@@ -1317,6 +1415,61 @@ next_resync(struct hl_client *c, struct hl_event *ev)
 	return 0;
 }
 
+/*
+ * Progress (hl_observe_opts.progress_ms; docs/architecture.md, "Progress").
+ * Called with every ring found empty and nothing queued, at or after
+ * c->prog_next. Reads each shard's progress_rev (acquire: pairs with the
+ * shard thread's release store, made after the ring commits of every
+ * change of that shard up to it), then checks the rings again: if one is
+ * not empty, an event may be at or below what was read, and it must go
+ * first (2). Else every change up to P[s] of shard s is already handed
+ * out, and a due observer gets HL_EV_PROGRESS with R = P of its key's
+ * shard (exact) or the least P over the shards (prefix: its keys are in
+ * every shard). One event per call; 1 = *ev filled, 0 = none due.
+ */
+static int
+next_progress(struct hl_client *c, struct hl_event *ev)
+{
+	uint64_t p[HL_SHARDS_MAX], least = UINT64_MAX;
+	for (uint32_t s = 0; s < c->shards; s++) {
+		p[s] = atomic_load_explicit(&c->seg.h->shard[s].progress_rev, memory_order_acquire);
+		if (p[s] < least)
+			least = p[s];
+	}
+	for (uint32_t s = 0; s < c->shards; s++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&c->seg, c->ep, s);
+		if (atomic_load_explicit(&ws->ev_head, memory_order_acquire) != c->ev_tail[s] ||
+		    atomic_load_explicit(&ws->lag_seq, memory_order_acquire) != c->lag_seen[s])
+			return 2;
+	}
+	uint64_t now = hl__now_ns(), next = UINT64_MAX;
+	for (uint32_t i = 0; i < c->obs_cap; i++) {
+		struct obs_ent *e = &c->obs[i];
+		if (!e->id || e->id == UINT64_MAX || !e->prog_ns)
+			continue;
+		if (e->prog_due > now) {
+			if (e->prog_due < next)
+				next = e->prog_due;
+			continue;
+		}
+		uint64_t r = e->srev ? least : p[e->shard];
+		if (r < e->prog_rev)
+			r = e->prog_rev; /* a stale read: what was true stays true */
+		e->prog_rev = r;
+		e->prog_due = now + e->prog_ns;
+		c->prog_next = now; /* others may be due too: look again next call */
+		memset(ev, 0, sizeof(*ev));
+		ev->type = HL_EV_PROGRESS;
+		ev->observer = e->id;
+		ev->revision = r;
+		ev->key = e->key;
+		ev->key_len = e->key_len;
+		return 1;
+	}
+	c->prog_next = next;
+	return 0;
+}
+
 /* One non-blocking attempt. 1 = *ev filled, 0 = nothing, <0 error. */
 static int
 try_next(struct hl_client *c, struct hl_event *ev)
@@ -1336,6 +1489,12 @@ try_next(struct hl_client *c, struct hl_event *ev)
 			continue;
 		if (collect_lag(c))
 			continue;
+		if (c->nprog && hl__now_ns() >= c->prog_next) {
+			rc = next_progress(c, ev);
+			if (rc == 2)
+				continue; /* an event came meanwhile: it goes first */
+			return rc;
+		}
 		return 0;
 	}
 }
@@ -1567,7 +1726,10 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 		}
 		/* Unlock while blocked so that other threads can publish. */
 		pthread_mutex_unlock(&c->lock);
-		wait_signal(c, seen, deadline, 1000);
+		/* A progress event due before the deadline ends the wait too
+		 * (the worker's nudge would, but not if it is gone). */
+		wait_signal(c, seen, c->nprog && c->prog_next < deadline ? c->prog_next : deadline,
+		            1000);
 		pthread_mutex_lock(&c->lock);
 		sleep_end(c);
 	}
@@ -1621,6 +1783,7 @@ hl__stats_from_header(const struct hl_shm_header *h, struct hl_stats *st)
 	st->epoch = LD(h->owner_epoch);
 	st->last_recovery_ns = LD(h->last_recovery_ns);
 	st->keys = LD(h->keys_used);
+	st->prefixes = LD(h->prefixes_used);
 	st->observers = LD(h->observers_used);
 	st->endpoints = LD(h->endpoints_used);
 	st->heap_used = LD(h->heap_used);

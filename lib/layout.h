@@ -47,7 +47,19 @@
  *    No struct changed size: the version says that a v3 worker would
  *    refuse a v4 client's requests as garbage, and a v3 client would not
  *    know an observer's filters. */
-#define HL_LAYOUT_VERSION 4u
+/* 5: prefix observers (docs/architecture.md, "Prefix observers"): bit 63
+ *    of hl_shm_key.hash marks a prefix entry (HL_HASH_PREFIX, lib/util.h),
+ *    so every key's hash changed; HL_OBSERVE_PREFIX in an observer's
+ *    flags, whose delivered_rev then holds its start revision. */
+/* 6: progress notifications (docs/architecture.md, "Progress"): each
+ *    shard's progress_rev (hl_shm_shard) and a client's progress_ms
+ *    (hl_shm_epc), both in what was padding; a v5 worker would leave
+ *    progress_rev at 0 and never nudge. Also header.prefixes_used. */
+/* 7: hl_shm_counters.dispatch_ns_sum (the latency histogram's sum, for a
+ *    Prometheus histogram). No struct changed size (it sits in the
+ *    padding of hl_shm_shard's counter lines): the version says that a v6
+ *    worker would leave the sum at 0 under counts that grow. */
+#define HL_LAYOUT_VERSION 7u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -86,6 +98,9 @@ _Static_assert(sizeof(struct hl_shm_logrec) == 64, "logrec is one line");
 /* The keeper's watchdog killed a hung worker; code: ms without progress,
  * text: which thread. */
 #define HL_LOG_HUNG 8u
+/* An upgrade of the worker ended (daemon/keeper/upgrade.c); pid: the new
+ * worker; code: 0 done, else the error; text: what happened. */
+#define HL_LOG_UPGRADE 9u
 
 /* Counters live in the header so that heirloomctl reads them with no worker
  * running and they survive a crash. Written only by the worker, through
@@ -103,6 +118,10 @@ struct hl_shm_counters {
 	_Atomic uint64_t observers_removed;
 	_Atomic uint64_t async_errors;      /* failed requests nobody waited for */
 	_Atomic uint64_t dispatch_hist[16]; /* dispatch latency, log2 buckets */
+	/* The sum of the latencies counted in dispatch_hist, in ns (added
+	 * with the same bucket's increment, not atomically with it: a reader
+	 * may see one without the other, a statistic off by one dispatch). */
+	_Atomic uint64_t dispatch_ns_sum;
 };
 
 /* One per shard, in the header; every line is written by the worker
@@ -129,6 +148,19 @@ struct hl_shm_shard {
 	 * published through it. Its own line: the shard thread stores here
 	 * on every turn, and the keeper reads it. */
 	alignas(HL_CACHELINE) _Atomic uint64_t beat_ns;
+	/* Progress (issue 14 item 5; docs/architecture.md, "Progress"): the
+	 * global revision this shard's thread read at the top of a turn of
+	 * its loop, when everything it had applied was dispatched (a dispatch
+	 * ends inside the apply). Every change of this shard with a revision
+	 * <= progress_rev is in its endpoints' event rings (or counted as
+	 * dropped), because a change it applies later takes a revision from
+	 * the same counter after that read: a higher one. The shard thread
+	 * stores it (release: after the ring commits of those events) when it
+	 * changed; clients load it (acquire) and then check their rings for
+	 * this shard. A SIGKILL leaves a value that was true when stored (a
+	 * pending dispatch has a revision above it); a new worker's threads
+	 * store again. 0 = never stored (nothing is claimed). */
+	_Atomic uint64_t progress_rev;
 };
 _Static_assert(offsetof(struct hl_shm_shard, beat_ns) % HL_CACHELINE == 0,
                "a shard's heartbeat has its own line");
@@ -206,7 +238,17 @@ struct hl_shm_header {
 	/* Keeper writes (relaxed, after hl__owner_write() of a TAKE): times
 	 * it gave the table to a worker. Readers: hl_stats(), heirloomctl. */
 	_Atomic uint64_t handoffs;
-	uint64_t pad1;
+	/* Keeper writes (release) 1 before it asks the serving worker to
+	 * hand the table over for an upgrade (daemon/keeper/upgrade.c), 0
+	 * once the new worker, or the old one after a rollback, set
+	 * worker_ready; a starting keeper stores 0. While 1, clients treat
+	 * the table as served (lib/client.c worker_serving(): acquire) and
+	 * wait their timeout for an answer instead of failing at once with
+	 * HL_OPEN_NOWAIT: the pause is planned and short. A keeper killed
+	 * with it set leaves it set until the next keeper starts; clients
+	 * then only wait, bounded by their timeout. Was pad1 (same size,
+	 * same layout). */
+	_Atomic uint64_t handover;
 
 	/* ---- worker state: every line written by the worker process only ----
 	 * Unless a field says otherwise: shard or main threads write with
@@ -259,6 +301,11 @@ struct hl_shm_header {
 	 * table is seen only by the client that finds no free claim, which
 	 * cannot write the header: not counted. */
 	_Atomic uint64_t keys_full, observers_full, heap_full;
+	/* Prefix entries in the key index (gauge, as keys_used, which counts
+	 * the other key slots only): the shard thread that links or unlinks
+	 * one (relaxed), recovery from the table. Readers: hl_stats(). In
+	 * what was padding before the next line. */
+	_Atomic uint64_t prefixes_used;
 
 	/* ---- liveness: heartbeats and the keeper's watchdog (issue 22) ----
 	 * The shard threads' heartbeats are in shard[i].beat_ns. The
@@ -383,7 +430,13 @@ struct hl_shm_key {
 	_Atomic uint32_t used;
 	/* Set before the slot is linked (published by the bucket's release),
 	 * then immutable while it is used: */
-	uint64_t hash; /* hl__hash(key) */
+	/* hl__hash(key), or hl__hash_prefix(prefix) for a prefix entry:
+	 * the slot of a prefix observed with HL_OBSERVE_PREFIX, which never
+	 * has a value (val and rev stay 0) and holds the list of that
+	 * prefix's observers in obs_head. Bit 63 (HL_HASH_PREFIX) tells
+	 * which; lookups compare the whole hash, so a key never finds a
+	 * prefix entry. */
+	uint64_t hash;
 	uint32_t key_len;
 	/* Shard thread only, plain: who deleted it (pending or last delete)
 	 * and its request's CLOCK_MONOTONIC time, for the delete's events. */
@@ -464,8 +517,14 @@ struct hl_shm_observer {
 	 * clients, which keep their own copy. */
 	uint32_t flags;
 	/* Shard thread (relaxed): last revision written to its ring, and
-	 * events dropped for lag (read by hl_inspect(); the client learns of
-	 * drops through its epw_shard.lag_seq, released after). */
+	 * events dropped for lag. For a prefix observer (HL_OBSERVE_PREFIX in
+	 * flags) delivered_rev is instead its start revision: the global
+	 * revision when it was linked, stored before `id` and never changed;
+	 * dispatch gives it only changes after that one (several shards
+	 * write to it, so no per-shard progress fits in one word); `dropped`
+	 * is then added to by several shard threads (fetch_add). Both are
+	 * read by hl_inspect(); the client learns of drops through its
+	 * epw_shard.lag_seq, released after. */
 	_Atomic uint64_t delivered_rev;
 	_Atomic uint64_t dropped;
 	uint64_t created_ns; /* CLOCK_REALTIME */
@@ -478,7 +537,8 @@ struct hl_shm_observer {
 };
 _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
 /* Every HL_OBSERVE_* flag this layout knows (hl_shm_observer.flags). */
-#define HL_OBSERVE_ALL (HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD)
+#define HL_OBSERVE_ALL                                                                             \
+	(HL_OBSERVE_NOPUT | HL_OBSERVE_NODELETE | HL_OBSERVE_NOOLD | HL_OBSERVE_PREFIX)
 
 /* ---- endpoints ---- */
 
@@ -681,6 +741,15 @@ struct hl_shm_epc {
 	_Atomic uint32_t wake_fd;
 	_Atomic uint32_t wake_arm;
 	_Atomic uint64_t wake_ino;
+	/* Progress (issue 14 item 5): the smallest progress interval of this
+	 * client's observers in ms, 0 = none asked. The client stores it
+	 * (relaxed) at each observe or unobserve of such an observer; the
+	 * worker's monitor reads it (relaxed) every tick and wakes the client
+	 * (futex and hl_fd() datagram, as for an event) about that often, so
+	 * that a loop asleep on hl_fd() calls hl_next(), which hands out the
+	 * due HL_EV_PROGRESS events. Client-written: the monitor clamps it to
+	 * HL_PROGRESS_MS_MIN; garbage costs this client spurious wake-ups. */
+	_Atomic uint32_t progress_ms;
 };
 /* Request (shard 0, SYNC, no key, value or meta; arg 0): take a copy of
  * the wake socket epc.wake_fd names (pidfd_getfd), answered 0 or -errno.

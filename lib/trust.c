@@ -189,8 +189,8 @@ hl__trust_user_name(uid_t uid, char *buf, size_t len)
 		snprintf(buf, len, "%u", (unsigned)uid);
 }
 
-static void
-group_name(gid_t gid, char *buf, size_t len)
+void
+hl__trust_group_name(gid_t gid, char *buf, size_t len)
 {
 	struct group gr, *res = NULL;
 	char *nss = malloc((size_t)64 * 1024);
@@ -219,7 +219,7 @@ hl__trust_explain(const struct hl_trust *t, const struct stat *st, char *buf, si
 	char name[64], user[96], group[96], me[96];
 	hl__trust_user_name(st->st_uid, name, sizeof(name));
 	id_text("uid", (unsigned)st->st_uid, name, user, sizeof(user));
-	group_name(st->st_gid, name, sizeof(name));
+	hl__trust_group_name(st->st_gid, name, sizeof(name));
 	id_text("group", (unsigned)st->st_gid, name, group, sizeof(group));
 	hl__trust_user_name(t->self, name, sizeof(name));
 	id_text("uid", (unsigned)t->self, name, me, sizeof(me));

@@ -76,5 +76,7 @@ void hl__trust_explain(const struct hl_trust *t, const struct stat *st, char *bu
 /* The user name of UID, else its number, into BUF: for the fix to print
  * ("HEIRLOOM_OWNER=bob"). */
 void hl__trust_user_name(uid_t uid, char *buf, size_t len);
+/* The group name of GID, else its number, into BUF. */
+void hl__trust_group_name(gid_t gid, char *buf, size_t len);
 
 #endif /* HL_TRUST_H */

@@ -62,7 +62,19 @@ hl__futex_wake(_Atomic uint32_t *addr, int n)
 }
 
 /* 64-bit hash of a key (wyhash-style multiply-mix over 8-byte words). The
- * value is part of the segment format: clients and worker must agree. */
+ * value is part of the segment format: clients and worker must agree.
+ *
+ * Bit 63 (HL_HASH_PREFIX) tells the two kinds of slot in the key index
+ * apart (layout version 5): a key's hash has it clear (hl__hash()), a
+ * prefix entry's has it set (hl__hash_prefix(): the same bytes' hash with
+ * the bit set). So a lookup of a key never finds a prefix entry and the
+ * other way round, although both may hold the same bytes; the kind of a
+ * slot survives any crash in its immutable `hash`; and both land in the
+ * same bucket and shard (nbuckets <= 2^32: bit 63 never picks a bucket),
+ * so a prefix observer is applied by the shard of the key with the
+ * prefix's bytes, and requests route as before. */
+#define HL_HASH_PREFIX (1ull << 63)
+
 static inline uint64_t
 hl__mix(uint64_t a, uint64_t b)
 {
@@ -85,7 +97,15 @@ hl__hash(const void *key, size_t len)
 	uint64_t t = 0;
 	memcpy(&t, p, len);
 	h = hl__mix(h ^ t ^ ((uint64_t)len << 56), 0x94d049bb133111ebull);
-	return hl__mix(h, 0x2545f4914f6cdd1dull);
+	return hl__mix(h, 0x2545f4914f6cdd1dull) & ~HL_HASH_PREFIX;
+}
+
+/* The hash of a prefix entry (a key slot that holds the observers of every
+ * key starting with these bytes): see HL_HASH_PREFIX. */
+static inline uint64_t
+hl__hash_prefix(const void *prefix, size_t len)
+{
+	return hl__hash(prefix, len) | HL_HASH_PREFIX;
 }
 
 /* The start time of PID (field 22 of /proc/PID/stat, clock ticks since

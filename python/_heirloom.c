@@ -115,8 +115,9 @@ static PyObject *
 client_observe(ClientObject *self, PyObject *args)
 {
 	Py_buffer key;
-	unsigned int flags = 0;
-	if (!PyArg_ParseTuple(args, "y*|I", &key, &flags))
+	unsigned int flags = 0;       /* HL_OBSERVE_*, checked by hl_observe_with() */
+	unsigned int progress_ms = 0; /* hl_observe_opts.progress_ms, checked there */
+	if (!PyArg_ParseTuple(args, "y*|II", &key, &flags, &progress_ms))
 		return NULL;
 	if (!alive(self)) {
 		PyBuffer_Release(&key);
@@ -125,7 +126,8 @@ client_observe(ClientObject *self, PyObject *args)
 	hl_observer_id id = 0;
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	rc = hl_observe(self->c, key.buf, (size_t)key.len, flags, &id);
+	struct hl_observe_opts o = { .flags = flags, .progress_ms = progress_ms };
+	rc = hl_observe_with(self->c, key.buf, (size_t)key.len, &o, &id);
 	Py_END_ALLOW_THREADS
 	PyBuffer_Release(&key);
 	if (rc)
@@ -337,14 +339,14 @@ client_stats(ClientObject *self, PyObject *unused)
 	if (rc)
 		return fail(rc);
 	return Py_BuildValue(
-	        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}", STAT(publishes),
+	        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisKsK}", STAT(publishes),
 	        STAT(skipped_unchanged), STAT(deletes), STAT(notifications), STAT(lagged_drops),
 	        STAT(resyncs), STAT(observers_added), STAT(observers_removed),
 	        STAT(endpoints_attached), STAT(endpoints_removed), STAT(cleanup_runs),
 	        STAT(cleanup_removed), STAT(handoffs), STAT(reattaches), STAT(epoch), STAT(keys),
 	        STAT(observers), STAT(endpoints), STAT(heap_used), STAT(heap_capacity),
 	        STAT(revision), STAT(worker_mem_bytes), "owner_pid", (int)st.owner_pid,
-	        "owner_role", st.owner_role, STAT(slow_endpoints));
+	        "owner_role", st.owner_role, STAT(slow_endpoints), STAT(prefixes));
 }
 
 static PyObject *
@@ -425,7 +427,8 @@ client_closed(ClientObject *self, void *unused)
 
 static PyMethodDef client_methods[] = {
 	{ "close", (PyCFunction)client_close, METH_NOARGS, "hl_close()" },
-	{ "observe", (PyCFunction)client_observe, METH_VARARGS, "hl_observe(key) -> id" },
+	{ "observe", (PyCFunction)client_observe, METH_VARARGS,
+	  "hl_observe_with(key, flags=0, progress_ms=0) -> id" },
 	{ "unobserve", (PyCFunction)client_unobserve, METH_VARARGS, "hl_unobserve(id)" },
 	{ "publish", (PyCFunction)client_publish, METH_VARARGS, "hl_publish(key, value, meta)" },
 	{ "delete", (PyCFunction)client_delete, METH_VARARGS, "hl_delete(key)" },
@@ -512,7 +515,8 @@ PyInit__heirloom(void)
 		return NULL;
 	if (PyModule_AddObjectRef(m, "Client", (PyObject *)&ClientType) < 0 ||
 	    PyModule_AddIntConstant(m, "OPEN_SYNC", HL_OPEN_SYNC) < 0 ||
-	    PyModule_AddIntConstant(m, "OPEN_NOWAIT", HL_OPEN_NOWAIT) < 0) {
+	    PyModule_AddIntConstant(m, "OPEN_NOWAIT", HL_OPEN_NOWAIT) < 0 ||
+	    PyModule_AddIntConstant(m, "OBSERVE_PREFIX", HL_OBSERVE_PREFIX) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -220,6 +220,8 @@ class Checker:
         self.series.add(key)
         fam.samples.append((lineno, name, labels, value))
         for want in self.args.label:
+            if fam.name in self.args.label_exempt:
+                break
             lname, _, lvalue = want.partition("=")
             if labels.get(lname) != lvalue:
                 self.problem(lineno, "%s lacks the label %s=%r" % (name, lname, lvalue))
@@ -364,6 +366,8 @@ def main():
     ap.add_argument("file", nargs="?", help="the exposition (default: stdin)")
     ap.add_argument("--label", action="append", default=[], metavar="NAME=VALUE",
                     help="every sample must carry this label")
+    ap.add_argument("--label-exempt", action="append", default=[], metavar="FAMILY",
+                    help="a family whose samples need not carry the --label labels")
     ap.add_argument("--expect", action="append", default=[], metavar="FAMILY",
                     help="this family must be present with samples")
     ap.add_argument("--allow-untyped", dest="require_type", action="store_false",

@@ -7,8 +7,9 @@
  * For K = 1, 2, ... a client runs the same script of observes, publishes,
  * unobserves and deletes while the test restarts the worker whenever it
  * dies. Afterwards: every observer saw every revision of its keys in order,
- * exactly once, ending at the latest value; the table holds exactly what the
- * script left; the worker's invariant check passes (exit 0 on SIGTERM).
+ * exactly once, ending at the latest value (a prefix observer: per key);
+ * the table holds exactly what the script left; the worker's invariant
+ * check passes (exit 0 on SIGTERM).
  *
  * Also what recovery rebuilds in bulk after a SIGKILL: many observer lists
  * walked side by side and every endpoint's list of its observers, and keys
@@ -52,6 +53,10 @@ struct seen {
 	int n;
 	int deleted;
 	uint32_t flags; /* HL_OBSERVE_* it was made with */
+	/* A prefix observer of "p/": per key "p/0".."p/2", the last revision
+	 * and the events seen (its order holds per key, not across keys). */
+	uint64_t krev[3];
+	int kn[3];
 };
 
 /* Take events until WANT (per observer, -1 = any) are there or WAIT_MS of
@@ -78,6 +83,19 @@ take_events(struct hl_client *c, struct seen *s, int ns, struct result *res, int
 			FAIL("event for unknown observer");
 		if (ev.type == HL_EV_LAGGED || ev.type == HL_EV_RESYNC)
 			FAIL("unexpected lag");
+		if (o->flags & HL_OBSERVE_PREFIX) {
+			const char *k = ev.key;
+			int j = ev.key_len == 3 && !memcmp(k, "p/", 2) ? k[2] - '0' : -1;
+			if (j < 0 || j > 2)
+				FAIL("prefix observer: a key outside p/0..p/2");
+			if (ev.revision <= o->krev[j])
+				FAIL("prefix observer, key p/%d: revision %lu after %lu", j,
+				     (unsigned long)ev.revision, (unsigned long)o->krev[j]);
+			o->krev[j] = ev.revision;
+			o->kn[j]++;
+			o->n++;
+			continue;
+		}
 		if (ev.revision <= o->rev)
 			FAIL("observer %d: revision %lu after %lu", (int)(o - s),
 			     (unsigned long)ev.revision, (unsigned long)o->rev);
@@ -104,7 +122,7 @@ script(const char *name, struct result *res)
 	int rc = hl_open(name, &o, &c);
 	if (rc)
 		FAIL("open: %s", hl_strerror(rc));
-	struct seen s[5] = { 0 };
+	struct seen s[6] = { 0 };
 	if ((rc = hl_observe(c, "a", 1, 0, &s[0].id)) ||
 	    (rc = hl_observe(c, "a", 1, 0, &s[1].id)) || (rc = hl_observe(c, "b", 1, 0, &s[2].id)))
 		FAIL("observe: %s", hl_strerror(rc));
@@ -132,6 +150,17 @@ script(const char *name, struct result *res)
 		FAIL("c: %s", hl_strerror(rc));
 	if ((rc = hl_publish(c, "a", 1, "a5", 2, NULL, 0)))
 		FAIL("publish a5: %s", hl_strerror(rc));
+	/* A prefix observer through crashes: its entry, its keys created
+	 * after it (in any shard), a delete; per key in order, exactly once. */
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	s[5].flags = po.flags;
+	if ((rc = hl_observe_with(c, "p/", 2, &po, &s[5].id)))
+		FAIL("observe p/: %s", hl_strerror(rc));
+	if ((rc = hl_publish(c, "p/0", 3, "1", 1, NULL, 0)) ||
+	    (rc = hl_publish(c, "p/1", 3, "1", 1, NULL, 0)) ||
+	    (rc = hl_publish(c, "p/0", 3, "2", 1, NULL, 0)) || (rc = hl_delete(c, "p/1", 3)) ||
+	    (rc = hl_publish(c, "p/2", 3, "1", 1, NULL, 0)))
+		FAIL("p/: %s", hl_strerror(rc));
 	/* Compare-and-set through crashes: a CAS that succeeded must have
 	 * been applied once (a replay that judged it anew would answer a
 	 * conflict, since its own commit moved the revision), a conflict must
@@ -154,8 +183,10 @@ script(const char *name, struct result *res)
 		FAIL("delete_if x: %s, rev %lu", hl_strerror(rc), (unsigned long)rd);
 	if ((rc = hl_publish_if(c, "x", 1, "x3", 2, NULL, 0, 0, &r3)) || r3 <= rd)
 		FAIL("publish_if x3: %s, rev %lu", hl_strerror(rc), (unsigned long)r3);
-	static const int want[5] = { 5, -1, 6, 2, 3 };
-	take_events(c, s, 5, res, hl_t_ms(3000), want);
+	static const int want[6] = { 5, -1, 6, 2, 3, 5 };
+	take_events(c, s, 6, res, hl_t_ms(3000), want);
+	if (s[5].kn[0] != 2 || s[5].kn[1] != 2 || s[5].kn[2] != 1)
+		FAIL("p/: %d %d %d events", s[5].kn[0], s[5].kn[1], s[5].kn[2]);
 	if (s[4].n != 3 || strcmp(s[4].last, "x3") != 0 || s[4].rev != r3)
 		FAIL("x: %d events, last %s", s[4].n, s[4].last);
 	/* What every observer must have seen. */
@@ -177,9 +208,11 @@ script(const char *name, struct result *res)
 	hl_stats(c, &st);
 	if (hl_get(c, "x", 1, buf, sizeof(buf), &len, NULL) || len != 2 || memcmp(buf, "x3", 2))
 		FAIL("get x");
-	/* a, b, x with values; c kept by its observer. Three 64-byte blocks. */
-	if (st.keys != 4 || st.observers != 4 || st.heap_used != 192)
-		FAIL("table: %lu keys, %lu observers, %lu heap bytes", (unsigned long)st.keys,
+	/* a, b, x, p/0, p/2 with values; c kept by its observer; the prefix
+	 * entry of p/ (a key slot, counted apart). Five 64-byte blocks. */
+	if (st.keys != 6 || st.prefixes != 1 || st.observers != 5 || st.heap_used != 320)
+		FAIL("table: %lu keys, %lu prefixes, %lu observers, %lu heap bytes",
+		     (unsigned long)st.keys, (unsigned long)st.prefixes,
 		     (unsigned long)st.observers, (unsigned long)st.heap_used);
 	res->done = 1;
 	_exit(0);
@@ -262,11 +295,14 @@ test_crash_at_every_step_of_every_mutation_is_repaired(void **state)
 {
 	(void)state;
 	int k, steps = 0;
-	for (k = 1; k < 200; k++) {
+	for (k = 1; k < 600; k++) {
 		if (!run_with_crash_at(k))
 			break; /* the script has fewer steps: every one was covered */
 		steps++;
 	}
+	/* Ended by running out of steps, not by the bound: otherwise the
+	 * last steps of the script were never crashed at. */
+	assert_true(k < 600);
 	/* The script has a few dozen steps; a hook that never fires would
 	 * make this test prove nothing. */
 	assert_true(steps >= 20);
@@ -621,6 +657,47 @@ start_paused(const char *name, int ms)
 	return w;
 }
 
+/* A prefix entry whose only observer was damage is freed by recovery,
+ * also when a dispatch reached its list first: a publish under the prefix
+ * while the second part is held back makes the shard thread repair the
+ * entry's list itself (hl_w_rec_key_ready()), which leaves it empty. The
+ * worker's stop-time check fails on an entry left with nothing. */
+static void
+test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, bulk_caps);
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC), *p = hl_t_open(name, 0);
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	hl_observer_id id;
+	assert_int_equal(hl_observe_with(a, "d/", 2, &po, &id), 0);
+	hl_t_kill9(w);
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	atomic_store(&hl__obs(&s, (uint32_t)(id & 0xffffffu))->id, 0);
+	hl__seg_unmap(&s);
+	close(fd);
+
+	w = start_paused(name, 2000);
+	assert_int_equal(hl_publish(p, "d/x", 3, "v", 1, NULL, 0), 0);
+	assert_int_equal(hl_flush(p, hl_t_ms(10000)), 0);
+	/* An observe is answered after the second part: then the entry is
+	 * gone and only "d/x" is a key. */
+	hl_observer_id other;
+	assert_int_equal(hl_observe(a, "e", 1, 0, &other), 0);
+	struct hl_stats st;
+	assert_int_equal(hl_stats(a, &st), 0);
+	assert_int_equal(st.keys, 2); /* "d/x" and "e" */
+	assert_int_equal(st.observers, 1);
+	hl_close(a);
+	hl_close(p);
+	assert_int_equal(hl_t_worker_stop(w), 0); /* the invariant check passes */
+	hl_t_unlink(name);
+}
+
 /* Recovery's second part (every observer list, the pools, the endpoints'
  * lists) runs while the shard threads serve (recovery.c): a publish after
  * a kill is dispatched before it ends, to every observer once, even to a
@@ -760,6 +837,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_script_passes_without_crash),
 		cmocka_unit_test(test_crash_at_every_step_of_every_mutation_is_repaired),
+		cmocka_unit_test(
+		        test_prefix_entry_emptied_by_damage_is_freed_after_a_dispatch_walked_it),
 		cmocka_unit_test(test_many_lists_and_endpoint_lists_are_rebuilt_after_a_kill),
 		cmocka_unit_test(test_keys_whose_only_observers_were_damage_are_unlinked),
 		cmocka_unit_test(test_a_broken_prev_link_is_one_repair_and_the_list_works),

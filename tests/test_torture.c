@@ -81,6 +81,14 @@ struct mine {
 
 static struct shared *S;
 
+/* Each client's prefix observer of "k" (every key of the test), made
+ * before its first operation: per key, what it saw last. Its order holds
+ * per key only (its keys are in every shard); a lag gives LAGGED alone,
+ * after which the final comparison is skipped. */
+static hl_observer_id prefix_id;
+static struct mine pk[KEYS];
+static long prefix_events, prefix_lags;
+
 #define FAIL(...)                                                                                  \
 	do {                                                                                       \
 		if (atomic_exchange(&S->failed, 1) == 0)                                           \
@@ -133,6 +141,34 @@ drain(struct hl_client *c, struct mine *m, int n, int timeout_ms, int me)
 	int rc;
 	hl_observer_id want_resync = 0;
 	while ((rc = hl_next(c, &ev, timeout_ms)) == 0) {
+		if (prefix_id && ev.observer == prefix_id) {
+			if (want_resync)
+				FAIL("client %d: LAGGED not followed by its RESYNC", me);
+			if (ev.type == HL_EV_LAGGED) {
+				prefix_lags++;
+				continue;
+			}
+			int k = -1;
+			if (ev.key_len == 2 && ((const char *)ev.key)[0] == 'k')
+				k = ((const char *)ev.key)[1] - '0';
+			if (k < 0 || k >= KEYS)
+				FAIL("client %d: prefix observer got a key outside k0..k%d", me,
+				     KEYS - 1);
+			if (ev.type == HL_EV_RESYNC)
+				FAIL("client %d: RESYNC for a prefix observer", me);
+			if (ev.has_new)
+				saw_value(ev.new_value, ev.new_len, ev.revision, me);
+			if (ev.revision <= pk[k].rev)
+				FAIL("client %d: prefix observer, k%d: revision %lu after %lu", me,
+				     k, (unsigned long)ev.revision, (unsigned long)pk[k].rev);
+			pk[k].rev = ev.revision;
+			pk[k].has_value = ev.has_new;
+			snprintf(pk[k].last, sizeof(pk[k].last), "%.*s",
+			         ev.has_new ? (int)ev.new_len : 0,
+			         ev.has_new ? (const char *)ev.new_value : "");
+			prefix_events++;
+			continue;
+		}
 		struct mine *o = find(m, n, ev.observer);
 		if (!o)
 			FAIL("client %d: event for an observer it does not hold", me);
@@ -173,6 +209,15 @@ client(const char *name, int me)
 	struct mine m[MAX_OBS];
 	int n = 0;
 	long count = 0;
+	/* Retried until acknowledged: kills come meanwhile (an observe in
+	 * doubt is removed by the library, and not held). */
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	while ((rc = hl_observe_with(c, "k", 1, &po, &prefix_id)) == -EAGAIN || rc == -ETIMEDOUT) {
+		prefix_id = 0;
+		usleep(1000);
+	}
+	if (rc)
+		FAIL("client %d: observe prefix: %s", me, hl_strerror(rc));
 	while (!atomic_load(&S->stop)) {
 		int r = rand_r(&seed) % 100, k = rand_r(&seed) % KEYS;
 		char key[8];
@@ -314,6 +359,27 @@ client(const char *name, int me)
 			FAIL("client %d: get: %s", me, hl_strerror(rc));
 		}
 	}
+	/* The prefix observer ends where each key is, as an exact one does,
+	 * unless it lagged (no RESYNC then: the keys would be read again). */
+	for (int k = 0; k < KEYS && prefix_lags == 0; k++) {
+		char key[8], buf[64];
+		keyname(k, key);
+		size_t len = 0;
+		uint64_t rev = 0;
+		rc = hl_get(c, key, strlen(key), buf, sizeof(buf), &len, &rev);
+		if (pk[k].rev == 0)
+			continue;
+		if (rc == -ENOENT && pk[k].has_value)
+			FAIL("client %d: key %s gone, prefix observer last saw '%s'", me, key,
+			     pk[k].last);
+		if (rc == 0 &&
+		    (rev != pk[k].rev || len != strlen(pk[k].last) || memcmp(buf, pk[k].last, len)))
+			FAIL("client %d: key %s is '%.*s' at %lu, prefix observer saw '%s' at %lu",
+			     me, key, (int)len, buf, (unsigned long)rev, pk[k].last,
+			     (unsigned long)pk[k].rev);
+	}
+	if (prefix_events == 0)
+		FAIL("client %d: the prefix observer saw nothing", me);
 	/* Acknowledged observers exist; nothing else of ours does. */
 	for (int k = 0; k < KEYS; k++) {
 		char key[8];

@@ -273,10 +273,10 @@ test_status_says_hung_and_a_resumed_keeper_acts(void **state)
 	                                "d[\"heartbeats\"][\"threads\"])"),
 	                 0);
 	char cmd[512];
-	snprintf(
-	        cmd, sizeof(cmd),
-	        "%s --name %s stats --prometheus | grep -q '^heirloom_worker_hung{name=\"%s\"} 1$'",
-	        HL_CTL_PATH, f->name, f->name);
+	snprintf(cmd, sizeof(cmd),
+	         "%s --name %s stats --prometheus | grep -q '^heirloom_worker_hung{segment=\"%s\"} "
+	         "1$'",
+	         HL_CTL_PATH, f->name, f->name);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(kill(k, SIGCONT), 0);
 	int st = hl_t_wait_exit(w, hl_t_ms(15000));

@@ -23,6 +23,21 @@
  *   GIVEBACK {pid, epoch}        --->    (clean stop, threads joined) owner =
  *   <--- OK {epoch}                      keeper, epoch + 1, HL_LOG_HANDBACK
  *
+ * An upgrade (daemon/keeper/upgrade.c; the steps: docs/architecture.md):
+ *
+ *   heirloomctl UPGRADE {pid, epoch = timeout ms, text = worker path} --->
+ *   keeper starts the new worker N (HEIRLOOM_UPGRADE=1 in its environment)
+ *   N: TAKE {pid, code = its HL_LAYOUT_VERSION}  ---> kept unanswered, or
+ *                                        ERR HL_EVERSION (N never touches it)
+ *   keeper -> old worker O (on its link): YIELD {epoch}
+ *   O: threads joined after their batch; HANDOVER {pid, epoch} ---> owner
+ *                                        = N, epoch + 1; OK to O, then
+ *                                        OK {epoch} + fd to N
+ *   keeper, once N set worker_ready: RETIRE to O (exits 0), OK to ctl;
+ *   on a failure: N killed, the table taken back on its confirmed exit,
+ *   RESUME to O (it executes its own binary again: same pid, and TAKE
+ *   is answered as a repeat or given anew), ERR to ctl.
+ *
  * The keeper never takes the table back on a message or a timeout, only
  * when the worker's pidfd says it exited (or it gave it back): a worker that
  * is paused or slow keeps it. Every request is answered by OK or ERR, and a
@@ -49,6 +64,15 @@ enum hl_msg_type {
 	HL_MSG_TAKE = 1,     /* worker -> keeper: give me the table */
 	HL_MSG_GIVEBACK = 2, /* worker -> keeper: I stopped serving; take it back */
 	HL_MSG_HELLO = 3,    /* worker -> keeper: I own the table at `epoch` (re-link) */
+	HL_MSG_UPGRADE = 4,  /* heirloomctl -> keeper: upgrade the worker to `text`
+	                      * ("" = the same path), `epoch` = timeout in ms */
+	HL_MSG_HANDOVER = 5, /* old worker -> keeper: threads stopped after YIELD;
+	                      * give the table to the new worker */
+	HL_MSG_YIELD = 32,   /* keeper -> owner worker: stop after this batch and
+	                      * send HANDOVER */
+	HL_MSG_RETIRE = 33,  /* keeper -> old worker: the new one serves; exit */
+	HL_MSG_RESUME = 34,  /* keeper -> old worker: the upgrade failed; run
+	                      * your own binary again and take the table */
 	HL_MSG_OK = 64,      /* keeper -> worker: done; `epoch` is the owner epoch now */
 	HL_MSG_ERR = 65,     /* keeper -> worker: refused; `code` and `text` say why */
 };
@@ -59,7 +83,8 @@ struct hl_msg {
 	uint32_t magic;   /* HL_PROTO_MAGIC */
 	uint16_t version; /* HL_PROTO_VERSION */
 	uint16_t type;    /* enum hl_msg_type */
-	int32_t code;     /* ERR: negative errno or HL_E*; else 0 */
+	int32_t code;     /* ERR: negative errno or HL_E*; TAKE: the worker's
+	                   * HL_LAYOUT_VERSION (0 from older workers); else 0 */
 	uint32_t pid;     /* requests: the sender's pid (checked against SO_PEERCRED);
 	                   * replies: the keeper's pid */
 	uint64_t epoch;   /* HELLO/GIVEBACK: the epoch the worker holds; OK: the

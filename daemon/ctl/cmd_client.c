@@ -15,9 +15,12 @@
 #include "view.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_TIMEOUT_MS 5000
 
@@ -171,10 +174,56 @@ print_cond(struct ctl *c, const char *key, int rc, uint64_t if_rev, uint64_t cur
 	return fflush(stdout) ? CTL_FAILED : CTL_OK;
 }
 
+/* The value of "set KEY -": all of stdin, binary (NUL bytes included), at
+ * most the segment's max_value bytes. Read before any endpoint is claimed,
+ * so that a slow writer holds none. CTL_OK with *buf (malloc'ed) and *len,
+ * or the exit code after reporting. */
+static int
+read_stdin_value(struct ctl *c, char **buf, size_t *len)
+{
+	struct view v;
+	int rc = view_open(&v, c->name);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	size_t max = v.seg.h->max_value;
+	view_close(&v);
+	/* One byte more than the limit tells "too large" from "exactly". */
+	char *b = malloc(max + 1);
+	if (!b)
+		return ctl_fail(c, CTL_FAILED, -ENOMEM, "out of memory");
+	size_t n = 0;
+	while (n <= max) {
+		ssize_t k = read(STDIN_FILENO, b + n, max + 1 - n);
+		if (k == 0)
+			break;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			rc = -errno;
+			free(b);
+			return ctl_fail(c, CTL_FAILED, rc, "cannot read the value from stdin: %s",
+			                hl_strerror(rc));
+		}
+		n += (size_t)k;
+	}
+	if (n > max) {
+		free(b);
+		return ctl_fail(c, CTL_FAILED, -EMSGSIZE,
+		                "the value on stdin is larger than the segment's limit of %zu "
+		                "bytes; nothing was sent",
+		                max);
+	}
+	*buf = b;
+	*len = n;
+	return CTL_OK;
+}
+
 int
 ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 {
 	const char *key = a->pos[0], *val = a->pos[1], *meta = a->val[SET_META];
+	size_t val_len = strlen(val);
+	char *stdin_val = NULL;
 	int timeout = DEFAULT_TIMEOUT_MS;
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
@@ -188,24 +237,33 @@ ctl_cmd_set(struct ctl *c, const struct ctl_args *a)
 	if (meta_len > HL_META_MAX)
 		return ctl_fail(c, CTL_USAGE, -EMSGSIZE, "--meta is at most %u bytes, not %zu",
 		                HL_META_MAX, meta_len);
+	if (strcmp(val, "-") == 0) {
+		int code = read_stdin_value(c, &stdin_val, &val_len);
+		if (code)
+			return code;
+		val = stdin_val;
+	}
 	struct hl_client *cl = NULL;
 	int rc = open_client(c, HL_OPEN_SYNC, timeout, &cl);
-	if (rc)
+	if (rc) {
+		free(stdin_val);
 		return rc;
+	}
 	struct hl_caps caps;
 	hl_caps(cl, &caps);
 	if (cond)
-		rc = hl_publish_if(cl, key, strlen(key), val, strlen(val), meta, meta_len, if_rev,
+		rc = hl_publish_if(cl, key, strlen(key), val, val_len, meta, meta_len, if_rev,
 		                   &cur);
 	else
-		rc = hl_publish(cl, key, strlen(key), val, strlen(val), meta, meta_len);
+		rc = hl_publish(cl, key, strlen(key), val, val_len, meta, meta_len);
 	hl_close(cl);
+	free(stdin_val);
 	if (cond && (rc == 0 || rc == HL_ECONFLICT))
 		return print_cond(c, key, rc, if_rev, cur);
 	if (rc == -EMSGSIZE)
 		return ctl_fail(c, CTL_FAILED, rc,
 		                "value of %zu bytes is larger than the segment's limit of %u bytes",
-		                strlen(val), caps.max_value);
+		                val_len, caps.max_value);
 	if (rc == -ENOSPC)
 		return ctl_fail(c, CTL_FAILED, rc, "the table is full: %s", hl_strerror(rc));
 	if (rc)
@@ -279,12 +337,17 @@ ev_type(enum hl_event_type t)
 	case HL_EV_DELETE: return "delete";
 	case HL_EV_LAGGED: return "lagged";
 	case HL_EV_RESYNC: return "resync";
+	case HL_EV_PROGRESS: return "progress";
 	default: return "unknown";
 	}
 }
 
-static void
-print_event(const struct ctl *c, const struct hl_event *ev)
+/* Write one event: --json an object per line; text "TYPE REVISION PID
+ * [VALUE]", after the key when WITH_KEY (watch --prefix: events name many
+ * keys). Returns 0, or -errno when writing failed (-EPIPE: the reader went
+ * away). */
+static int
+print_event(const struct ctl *c, const struct hl_event *ev, int with_key)
 {
 	if (c->json) {
 		struct out o;
@@ -308,8 +371,11 @@ print_event(const struct ctl *c, const struct hl_event *ev)
 		if (ev->type == HL_EV_LAGGED)
 			out_u64(&o, "lagged", ev->lagged);
 		out_obj_end(&o);
-		out_finish(&o);
-		return;
+		return out_finish(&o) ? -(errno ? errno : EIO) : 0;
+	}
+	if (with_key) {
+		out_text_escape(stdout, ev->key, ev->key_len, 0);
+		putchar(' ');
 	}
 	printf("%s %llu %d", ev_type(ev->type), (unsigned long long)ev->revision,
 	       (int)ev->publisher);
@@ -320,15 +386,30 @@ print_event(const struct ctl *c, const struct hl_event *ev)
 		out_text_escape(stdout, ev->new_value, ev->new_len, 0);
 	}
 	putchar('\n');
-	fflush(stdout);
+	return fflush(stdout) || ferror(stdout) ? -(errno ? errno : EIO) : 0;
+}
+
+/* Whether nobody reads our output any more: the reader of a pipe closed
+ * its end (POLLERR) or a socket or terminal hung up. Checked while no
+ * event comes, so that "watch KEY | head -1" ends with head, not at the
+ * next event's failed write. */
+static int
+output_gone(void)
+{
+	struct pollfd p = { .fd = STDOUT_FILENO, .events = 0 };
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
 }
 
 int
 ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 {
-	const char *key = a->pos[0];
+	/* KEY or --prefix PREFIX, exactly one. */
+	const int prefix = a->set[WATCH_PREFIX];
+	const char *key = prefix ? a->val[WATCH_PREFIX] : a->pos[0];
 	uint64_t count = 0;
 	int timeout = -1;
+	if (prefix == (a->npos == 1))
+		return ctl_fail(c, CTL_USAGE, 0, "give a KEY or --prefix PREFIX (one of them)");
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
 	if (a->set[WATCH_COUNT] && ctl_parse_u64(a->val[WATCH_COUNT], 1, UINT32_MAX, &count))
@@ -339,7 +420,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		return CTL_USAGE;
 	/* Filters are the worker's (HL_OBSERVE_*): what is filtered out is
 	 * never written to this watcher's ring. */
-	uint32_t oflags = a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0;
+	uint32_t oflags =
+	        (a->set[WATCH_NO_OLD] ? HL_OBSERVE_NOOLD : 0) | (prefix ? HL_OBSERVE_PREFIX : 0);
 	if (a->set[WATCH_FILTER]) {
 		if (strcmp(a->val[WATCH_FILTER], "put") == 0)
 			oflags |= HL_OBSERVE_NODELETE;
@@ -350,6 +432,12 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 			                "--filter takes 'put' or 'delete', not '%s'",
 			                a->val[WATCH_FILTER]);
 	}
+	uint64_t progress_ms = 0;
+	if (a->set[WATCH_PROGRESS] &&
+	    ctl_parse_u64(a->val[WATCH_PROGRESS], HL_PROGRESS_MS_MIN, UINT32_MAX, &progress_ms))
+		return ctl_fail(c, CTL_USAGE, 0,
+		                "--progress-ms needs a number of ms (%u or more), not '%s'",
+		                HL_PROGRESS_MS_MIN, a->val[WATCH_PROGRESS]);
 	uint64_t deadline =
 	        timeout < 0 ? UINT64_MAX : hl__now_ns() + (uint64_t)timeout * 1000000ull;
 
@@ -357,8 +445,10 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	/* A closed pipe ends the watch through a failed write, so that the
-	 * endpoint is given back by hl_close(). */
+	/* A closed pipe ends the watch, exit 0 and quietly (as "| head" wants:
+	 * the reader had all it asked for), through a failed write (EPIPE)
+	 * rather than SIGPIPE, so that the endpoint is given back by
+	 * hl_close(). */
 	signal(SIGPIPE, SIG_IGN);
 
 	struct hl_client *cl = NULL;
@@ -366,7 +456,8 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 	if (rc)
 		return rc;
 	hl_observer_id id;
-	rc = hl_observe(cl, key, strlen(key), oflags, &id);
+	struct hl_observe_opts oo = { .flags = oflags, .progress_ms = (uint32_t)progress_ms };
+	rc = hl_observe_with(cl, key, strlen(key), &oo, &id);
 	if (rc) {
 		hl_close(cl);
 		return request_failed(c, rc, timeout < 0 ? DEFAULT_TIMEOUT_MS : timeout);
@@ -388,15 +479,21 @@ ctl_cmd_watch(struct ctl *c, const struct ctl_args *a)
 		uint64_t left_ms = (deadline - now) / 1000000ull;
 		struct hl_event ev;
 		rc = hl_next(cl, &ev, left_ms < 200 ? (int)left_ms + 1 : 200);
-		if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
+		if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR) {
+			if (output_gone())
+				break;
 			continue;
+		}
 		if (rc) {
 			code = request_failed(c, rc, 0);
 			break;
 		}
-		print_event(c, &ev);
-		if (ferror(stdout)) {
-			code = CTL_FAILED;
+		errno = 0;
+		rc = print_event(c, &ev, prefix);
+		if (rc == -EPIPE)
+			break;
+		if (rc) {
+			code = ctl_fail(c, CTL_FAILED, rc, "cannot write: %s", hl_strerror(rc));
 			break;
 		}
 		got++;

@@ -2,7 +2,7 @@
 /*
  * cmd_status.c: heirloomctl status and stats. Both read the segment through
  * view.h only (no endpoint, no worker needed) and never write to it;
- * stats --prometheus hands the same snapshot to prom.c.
+ * stats --prometheus is cmd_metrics.c's.
  */
 #include "ctl.h"
 #include "out.h"
@@ -177,6 +177,7 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 
 	out_obj_begin(&o, "in_use");
 	out_u64(&o, "keys", s.st.keys);
+	out_u64(&o, "prefixes", s.st.prefixes); /* prefix entries, in the key pool too */
 	out_u64(&o, "observers", s.st.observers);
 	out_u64(&o, "endpoints", s.st.endpoints);
 	out_u64(&o, "heap_used_bytes", s.st.heap_used);
@@ -239,6 +240,7 @@ write_gauges(struct out *o, const struct view_stats *s)
 	const struct hl_stats *st = &s->st;
 	out_obj_begin(o, "current");
 	out_u64(o, "keys", st->keys);
+	out_u64(o, "prefixes", st->prefixes);
 	out_u64(o, "observers", st->observers);
 	out_u64(o, "endpoints", st->endpoints);
 	out_u64(o, "heap_used_bytes", st->heap_used);
@@ -255,8 +257,9 @@ write_gauges(struct out *o, const struct view_stats *s)
 
 /* Bucket i of dispatch_hist (see prom.h for the bounds). */
 static void
-write_latency(struct out *o, const struct hl_stats *st)
+write_latency(struct out *o, const struct view_stats *s)
 {
+	const struct hl_stats *st = &s->st;
 	uint64_t total = 0;
 	out_obj_begin(o, "dispatch_latency");
 	out_arr_begin(o, "buckets");
@@ -273,31 +276,21 @@ write_latency(struct out *o, const struct hl_stats *st)
 	}
 	out_arr_end(o);
 	out_u64(o, "count", total);
+	out_dur(o, "sum", s->dispatch_sum_ns);
 	out_obj_end(o);
 }
 
 int
 ctl_cmd_stats(struct ctl *c, const struct ctl_args *a)
 {
+	if (a->set[STATS_PROMETHEUS])
+		return ctl_prometheus_stdout(c);
 	struct view v;
 	int rc = view_open(&v, c->name);
 	if (rc)
 		return ctl_fail_segment(c, rc);
 	struct view_stats s;
 	view_stats(&v, &s);
-	const struct hl_shm_header *h = v.seg.h;
-	if (a->set[STATS_PROMETHEUS]) {
-		struct view_owner ow;
-		struct view_live live;
-		view_owner(&v, &ow);
-		view_liveness(&v, &live);
-		rc = prom_write(stdout, c->name, &s, h);
-		if (!rc)
-			rc = prom_write_liveness(stdout, c->name, &live,
-			                         ow.role == HL_ROLE_WORKER && ow.alive);
-		view_close(&v);
-		return rc || fflush(stdout) ? CTL_FAILED : CTL_OK;
-	}
 	view_close(&v);
 	struct out o;
 	out_init(&o, stdout, c->json);
@@ -305,7 +298,7 @@ ctl_cmd_stats(struct ctl *c, const struct ctl_args *a)
 	out_str(&o, "name", c->name);
 	write_counters(&o, &s);
 	write_gauges(&o, &s);
-	write_latency(&o, &s.st);
+	write_latency(&o, &s);
 	out_obj_end(&o);
 	return out_finish(&o) ? CTL_FAILED : CTL_OK;
 }

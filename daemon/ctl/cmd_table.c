@@ -45,6 +45,21 @@ collect_key(const uint8_t *key, uint32_t len, uint64_t rev, void *arg)
 	return 0;
 }
 
+struct prefix_filter {
+	struct key_list *l;
+	const char *p;
+	size_t len;
+};
+
+static int
+collect_prefixed(const uint8_t *key, uint32_t len, uint64_t rev, void *arg)
+{
+	struct prefix_filter *f = arg;
+	if (len < f->len || memcmp(key, f->p, f->len) != 0)
+		return 0;
+	return collect_key(key, len, rev, f->l);
+}
+
 static int
 key_cmp(const void *a, const void *b)
 {
@@ -97,9 +112,78 @@ ctl_cmd_keys(struct ctl *c, const struct ctl_args *a)
 
 /* ---- get / inspect ---- */
 
+/* get --prefix P: the keys with a value that start with P, sorted, each
+ * with its value and revision read again under its seqlock (a key deleted
+ * between the listing and the read is left out). */
+static int
+get_prefix(struct ctl *c, const char *prefix)
+{
+	struct view v;
+	int rc = view_open(&v, c->name);
+	if (rc)
+		return ctl_fail_segment(c, rc);
+	struct key_list l = { 0 };
+	struct prefix_filter pf = { .l = &l, .p = prefix, .len = strlen(prefix) };
+	size_t cap = v.seg.h->max_value ? v.seg.h->max_value : 1;
+	uint8_t *buf = malloc(cap);
+	rc = buf ? view_keys(&v, collect_prefixed, &pf) : -ENOMEM;
+	if (rc) {
+		view_close(&v);
+		free(l.v);
+		free(buf);
+		return ctl_fail(c, CTL_FAILED, rc, "%s", hl_strerror(rc));
+	}
+	if (l.n)
+		qsort(l.v, l.n, sizeof(l.v[0]), key_cmp);
+	struct out o; /* --json only; text lines are written as they come */
+	out_init(&o, stdout, c->json);
+	if (c->json)
+		out_arr_begin(&o, NULL);
+	for (size_t i = 0; i < l.n; i++) {
+		size_t len = 0;
+		uint64_t rev = 0;
+		if (view_get(&v, l.v[i].key, l.v[i].len, buf, cap, &len, &rev) != 0)
+			continue;
+		if (len > cap)
+			len = cap; /* cannot happen: a value is at most max_value */
+		if (c->json) {
+			out_obj_begin(&o, NULL);
+			out_bytes(&o, "key", l.v[i].key, l.v[i].len);
+			out_bytes(&o, "value", buf, len);
+			out_u64(&o, "length", len);
+			out_u64(&o, "revision", rev);
+			out_obj_end(&o);
+		} else {
+			out_text_escape(stdout, l.v[i].key, l.v[i].len, 0);
+			printf(" %llu ", (unsigned long long)rev);
+			out_text_escape(stdout, buf, len, 0);
+			putchar('\n');
+		}
+	}
+	view_close(&v);
+	free(l.v);
+	free(buf);
+	if (c->json) {
+		out_arr_end(&o);
+		rc = out_finish(&o);
+	} else {
+		rc = fflush(stdout);
+	}
+	return rc ? CTL_FAILED : CTL_OK;
+}
+
 int
 ctl_cmd_get(struct ctl *c, const struct ctl_args *a)
 {
+	if (a->set[GET_PREFIX] == (a->npos == 1))
+		return ctl_fail(c, CTL_USAGE, 0, "give a KEY or --prefix PREFIX (one of them)");
+	if (a->set[GET_PREFIX]) {
+		if (a->set[GET_REV])
+			return ctl_fail(c, CTL_USAGE, 0, "--rev takes a KEY, not --prefix");
+		if (ctl_check_key(c, a->val[GET_PREFIX]))
+			return CTL_USAGE;
+		return get_prefix(c, a->val[GET_PREFIX]);
+	}
 	const char *key = a->pos[0];
 	if (ctl_check_key(c, key))
 		return CTL_USAGE;
@@ -239,6 +323,13 @@ write_observer(const struct view_obs *ob, void *arg)
 		out_bytes(o, "key", ob->key, ob->key_len);
 	else
 		out_null(o, "key");
+	/* A prefix observer's key is its prefix, and its delivered revision
+	 * the one it started at (it spans shards: dispatch.c). */
+	out_bool(o, "prefix", (ob->flags & HL_OBSERVE_PREFIX) != 0);
+	out_str(o, "filter",
+	        ob->flags & HL_OBSERVE_NOPUT      ? "delete"
+	        : ob->flags & HL_OBSERVE_NODELETE ? "put"
+	                                          : "all");
 	out_u64(o, "delivered_revision", ob->delivered_rev);
 	out_u64(o, "dropped", ob->dropped);
 	out_dur(o, "age", w->now > ob->created_ns ? w->now - ob->created_ns : 0);

@@ -24,6 +24,8 @@
 #define CTL_SEGMENT  3 /* the segment is missing or unusable */
 #define CTL_FAILED   4 /* the request failed: worker error, timeout, refusal */
 #define CTL_CONFLICT 5 /* set/del --if-rev: the key is at another revision */
+#define CTL_ROLLBACK 6 /* upgrade: the new worker failed; the previous binary serves */
+#define CTL_REFUSED  7 /* upgrade: refused before anything changed */
 
 #define CTL_MAX_POS  4
 #define CTL_MAX_OPTS 8
@@ -43,8 +45,14 @@ struct ctl_args {
 	int set[CTL_MAX_OPTS];         /* option i was given */
 };
 
+#define CTL_MAX_NAMES 64
+
 struct ctl {
 	const char *name; /* segment name: --name, $HEIRLOOM_NAME, "default" */
+	/* Every --name given, without repeats (metrics and stats --prometheus
+	 * read several segments; the other commands accept one). */
+	const char *names[CTL_MAX_NAMES];
+	int nnames;
 	int json;
 	const char *cmd; /* for messages: "get", "segment remove", ... */
 };
@@ -90,15 +98,25 @@ int ctl_cmd_watch(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_metrics(struct ctl *c, const struct ctl_args *a);
+
+/* The Prometheus exposition of every segment the command line names
+ * (cmd_metrics.c), on stdout: stats --prometheus and metrics without
+ * --listen. Every segment must be readable; else nothing is written and
+ * the first one's error is reported. Returns an exit code. */
+int ctl_prometheus_stdout(struct ctl *c);
 
 /* Option indexes of each command's table (main.c defines the tables). */
 enum { STATS_PROMETHEUS };
+enum { METRICS_LISTEN };
 enum { OBSERVERS_PID };
-enum { GET_REV };
+enum { GET_REV, GET_PREFIX };
 enum { SET_META, SET_TIMEOUT, SET_IF_REV };
 enum { DEL_TIMEOUT, DEL_IF_REV };
-enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD };
+enum { WATCH_COUNT, WATCH_TIMEOUT, WATCH_FILTER, WATCH_NO_OLD, WATCH_PREFIX, WATCH_PROGRESS };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
+enum { UPGRADE_WORKER, UPGRADE_TIMEOUT, UPGRADE_SOCKET };
 enum {
 	SIZE_SHARDS,
 	SIZE_KEYS,

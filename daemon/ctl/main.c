@@ -23,6 +23,7 @@ static const char *const top_help =
         "\n"
         "Global options (accepted before or after the command):\n"
         "  --name NAME   segment name; default $HEIRLOOM_NAME, else \"default\"\n"
+        "                (metrics and stats --prometheus take several)\n"
         "  --json        machine-readable output: one JSON document on stdout\n"
         "                (watch: one JSON object per line)\n"
         "  -h, --help    this text; 'heirloomctl COMMAND --help' for a command\n"
@@ -31,11 +32,15 @@ static const char *const top_help =
         "Commands that only read the segment (no worker needed, no endpoint taken):\n"
         "  status                      segment, capacities, owner, counts, recent log\n"
         "  stats [--prometheus]        every counter and the dispatch latency histogram\n"
+        "  metrics [--listen ADDR]     Prometheus metrics of one or more segments (--name\n"
+        "                              repeated), on stdout or served over HTTP\n"
         "  keys                        every key with its revision\n"
         "  inspect KEY                 a key's value length, revision and observers\n"
         "  get KEY                     write KEY's value, raw, to stdout\n"
+        "  get --prefix P              keys starting with P: revisions and values\n"
         "  observers [--pid PID]       observers (of process PID)\n"
         "  endpoints                   endpoints in use: state, pid, queued bytes\n"
+        "  top [--interval MS]         a live view: rates, the busiest keys and endpoints\n"
         "  segment inspect             validate the object, show its header fields\n"
         "  size [CAPACITY OPTIONS]     the segment's size for given capacities (creates\n"
         "                              nothing; see 'heirloomctl size --help')\n"
@@ -43,11 +48,15 @@ static const char *const top_help =
         "Commands that go through the worker (they wait --timeout for one to serve):\n"
         "  set KEY VALUE [--meta M]    publish and wait until the worker applied it\n"
         "      [--if-rev R]            ... only if KEY is at revision R (exit 5 if not)\n"
+        "  set KEY - [...]             the same, with the value read from stdin (binary)\n"
         "  del KEY [--if-rev R]        delete KEY (only if at revision R)\n"
         "  watch KEY [--count N]       one line per change of KEY\n"
         "      [--filter put|delete] [--no-old]\n"
+        "  watch --prefix P [...]      one line per change of any key starting with P\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
+        "  upgrade [--worker PATH]     replace the serving worker with a new binary,\n"
+        "      [--timeout MS]          through the keeper; rolls back on failure\n"
         "\n"
         "Exit status:\n"
         "  0  success\n"
@@ -57,6 +66,10 @@ static const char *const top_help =
         "     layout version, truncated, corrupt, no permission)\n"
         "  4  the request failed (no worker, worker error, timeout, refused)\n"
         "  5  set/del --if-rev: KEY is at another revision (printed); nothing changed\n"
+        "  6  upgrade: the new worker failed (start, hand-over or recovery); rolled\n"
+        "     back, the previous binary serves\n"
+        "  7  upgrade: refused before anything changed (another segment layout\n"
+        "     version, no supervised worker serving, an upgrade in progress)\n"
         "\n"
         "Whose segment it reads: root's, your own, or a system user's (uid <= 999)\n"
         "whose group you are in and that others cannot write; $HEIRLOOM_OWNER names\n"
@@ -71,9 +84,9 @@ static const char *const top_help =
         "Keys and values are binary. Text output writes printable ASCII and valid\n"
         "UTF-8 as is, backslash as \\\\, newline, tab and carriage return as \\n, \\t\n"
         "and \\r, and every other byte as \\xNN (get writes the raw bytes). JSON\n"
-        "output writes control bytes as \\u00XX and each byte that is not valid\n"
-        "UTF-8 as \\ufffd; when that happened, a sibling member \"<name>_hex\" holds\n"
-        "the exact bytes in hex.\n";
+        "output escapes control characters (\\n, \\u0001, \\u007f, \\u0085 ...) and\n"
+        "writes each byte that is not valid UTF-8 as U+FFFD; when that happened, a\n"
+        "sibling member \"<name>_hex\" holds the exact bytes in hex.\n";
 
 struct cmd {
 	const char *name;
@@ -103,17 +116,35 @@ static const struct cmd cmds[] = {
 	  .min_pos = 0,
 	  .max_pos = 0,
 	  .opts = { { "prometheus", 0 } },
-	  .help = "Usage: heirloomctl [--name NAME] [--json] stats [--prometheus]\n"
+	  .help = "Usage: heirloomctl [--name NAME]... [--json] stats [--prometheus]\n"
 	          "Print every counter, the current counts and the dispatch latency\n"
-	          "histogram (publish applied -> last observer's event written).\n"
-	          "  --prometheus  the Prometheus text exposition format (version 0.0.4),\n"
-	          "                every sample labelled name=\"NAME\", for a scrape or a\n"
-	          "                node_exporter textfile collector. Counters are\n"
-	          "                heirloom_*_total. The latency buckets are exported as the\n"
-	          "                gauge heirloom_dispatch_latency_cumulative{le=\"SECONDS\"}\n"
-	          "                (cumulative counts, usable with histogram_quantile()),\n"
-	          "                not as a histogram: the segment keeps no latency sum,\n"
-	          "                which a histogram's _sum requires.\n" },
+	          "histogram (publish applied -> last observer's event written) with the\n"
+	          "sum of the latencies.\n"
+	          "  --prometheus  the Prometheus text exposition format, as 'heirloomctl\n"
+	          "                metrics' writes it (see its --help): every sample labelled\n"
+	          "                segment=\"NAME\"; --name may be repeated.\n" },
+	{ .name = "metrics",
+	  .run = ctl_cmd_metrics,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "listen", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME]... [--json] metrics [--listen ADDR]\n"
+	          "The Prometheus text exposition format (version 0.0.4) of every segment\n"
+	          "named (--name may be repeated), in one exposition: each family's HELP and\n"
+	          "TYPE once, every sample labelled segment=\"NAME\". Counters are\n"
+	          "heirloom_*_total; heirloom_dispatch_latency_seconds is a histogram\n"
+	          "(_bucket, _sum, _count); heirloom_build_info{version, layout_version} is 1;\n"
+	          "heirloom_up{segment} is 1 for a segment that could be read.\n"
+	          "Without --listen: written to stdout (for a node_exporter textfile); every\n"
+	          "segment must be readable, else nothing is written and exit 3.\n"
+	          "  --listen ADDR  serve it over HTTP at /metrics until SIGINT or SIGTERM, a\n"
+	          "                fresh reading at every scrape (a segment that cannot be read\n"
+	          "                then has heirloom_up 0 and nothing else). ADDR is PORT (on\n"
+	          "                127.0.0.1: this machine only), HOST:PORT or [IPV6]:PORT;\n"
+	          "                0.0.0.0:PORT or [::]:PORT serve every interface. Port 0 picks\n"
+	          "                a free one. Prints \"serving URL\" (--json: {\"url\"}) once\n"
+	          "                it listens; a port in use is exit 4.\n"
+	          "Reads the segments only: works with no worker running.\n" },
 	{ .name = "keys",
 	  .run = ctl_cmd_keys,
 	  .min_pos = 0,
@@ -131,10 +162,15 @@ static const struct cmd cmds[] = {
 	          "for lag and the last revision delivered. Exit 1 if there is no such key.\n" },
 	{ .name = "get",
 	  .run = ctl_cmd_get,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "rev", 0 } },
+	  .opts = { { "rev", 0 }, { "prefix", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] get KEY [--rev]\n"
+	          "       heirloomctl [--name NAME] [--json] get --prefix PREFIX\n"
+	          "--prefix: every key starting with PREFIX that has a value, in byte order,\n"
+	          "one line each: KEY REVISION VALUE (escaped as described in 'heirloomctl\n"
+	          "--help'); --json: an array of {\"key\", \"value\", \"length\",\n"
+	          "\"revision\"}. Exit 0 also when no key matches.\n"
 	          "Write KEY's current value, raw, to stdout (no newline added). --json:\n"
 	          "{\"key\", \"value\", \"length\", \"revision\"}. Exit 1 if there is no such "
 	          "key.\n"
@@ -147,8 +183,10 @@ static const struct cmd cmds[] = {
 	  .opts = { { "pid", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] observers [--pid PID]\n"
 	          "List the observers in the segment (only those whose endpoint belongs to\n"
-	          "process PID with --pid): id, pid, alive, endpoint, key, delivered\n"
-	          "revision, dropped, age.\n" },
+	          "process PID with --pid): id, pid, alive, endpoint, key, prefix (true:\n"
+	          "the key is a prefix, HL_OBSERVE_PREFIX), filter (all, put or delete),\n"
+	          "delivered revision (a prefix observer's: the one it started at),\n"
+	          "dropped, age.\n" },
 	{ .name = "endpoints",
 	  .run = ctl_cmd_endpoints,
 	  .min_pos = 0,
@@ -176,7 +214,7 @@ static const struct cmd cmds[] = {
 	  .min_pos = 2,
 	  .max_pos = 2,
 	  .opts = { { "meta", 1 }, { "timeout", 1 }, { "if-rev", 1 } },
-	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE [--meta M] [--timeout "
+	  .help = "Usage: heirloomctl [--name NAME] [--json] set KEY VALUE|- [--meta M] [--timeout "
 	          "MS]\n"
 	          "                  [--if-rev R]\n"
 	          "Publish VALUE under KEY (with metadata M for the observers) and wait until\n"
@@ -188,6 +226,10 @@ static const struct cmd cmds[] = {
 	          "              \"revision\"). Otherwise exit 5, changing nothing, and print\n"
 	          "              KEY's current revision on stdout (0 when it has no value;\n"
 	          "              --json: {\"error\": \"HL_ECONFLICT\", \"revision\", ...}).\n"
+	          "VALUE \"-\" reads the value from stdin, every byte to its end (NUL bytes\n"
+	          "included; nothing is added or stripped) and at most the segment's value\n"
+	          "limit: a larger one is refused (exit 4) before anything is sent. A value\n"
+	          "that is the single character \"-\": printf - | heirloomctl set KEY -.\n"
 	          "Use -- before a KEY or VALUE that starts with \"--\".\n" },
 	{ .name = "del",
 	  .run = ctl_cmd_del,
@@ -203,27 +245,41 @@ static const struct cmd cmds[] = {
 	          "              nothing to do.)\n" },
 	{ .name = "watch",
 	  .run = ctl_cmd_watch,
-	  .min_pos = 1,
+	  .min_pos = 0,
 	  .max_pos = 1,
-	  .opts = { { "count", 1 }, { "timeout", 1 }, { "filter", 1 }, { "no-old", 0 } },
+	  .opts = { { "count", 1 },
+	            { "timeout", 1 },
+	            { "filter", 1 },
+	            { "no-old", 0 },
+	            { "prefix", 1 },
+	            { "progress-ms", 1 } },
 	  .help = "Usage: heirloomctl [--name NAME] [--json] watch KEY [--count N] [--timeout MS]\n"
-	          "                  [--filter put|delete] [--no-old]\n"
+	          "                  [--filter put|delete] [--no-old] [--progress-ms MS]\n"
+	          "       heirloomctl [--name NAME] [--json] watch --prefix PREFIX [options]\n"
+	          "--prefix: every key starting with PREFIX, also keys created later; each\n"
+	          "line then starts with the event's KEY (escaped), and a lag gives 'lagged'\n"
+	          "with no 'resync' (read the keys again: get --prefix).\n"
 	          "Observe KEY and print one line per event:\n"
 	          "  put REVISION PUBLISHER_PID VALUE\n"
 	          "  delete REVISION PUBLISHER_PID\n"
 	          "  lagged REVISION 0 DROPPED_EVENTS   (this watcher read too slowly)\n"
 	          "  resync REVISION 0 [VALUE]          (the current value after a lag;\n"
 	          "                                      none when the key is gone)\n"
+	          "  progress REVISION 0                (--progress-ms: every change up to\n"
+	          "                                      REVISION has been printed above)\n"
 	          "VALUE is escaped as described in 'heirloomctl --help'. --json: one object\n"
 	          "per line {\"type\", \"observer\", \"key\", \"revision\", \"publisher\",\n"
 	          "\"timestamp_ns\", \"value\", \"old_value\", \"meta\", \"lagged\"}.\n"
 	          "  --filter put  only puts (deletes are never sent to this watcher);\n"
 	          "  --filter delete  only deletes\n"
 	          "  --no-old      leave old values out (--json: \"old_value\": null)\n"
+	          "  --progress-ms MS  print a 'progress' line about every MS ms (10 or more)\n"
+	          "                while idle: where to resume from (HL_EV_PROGRESS)\n"
 	          "  --count N     exit 0 after N events\n"
 	          "  --timeout MS  stop after MS ms: exit 0 without --count, exit 4 when\n"
 	          "                fewer than N events came (default: no limit)\n"
-	          "SIGINT or SIGTERM stop it as --timeout does.\n" },
+	          "SIGINT or SIGTERM stop it as --timeout does. When the reader of its output\n"
+	          "goes away (watch KEY | head -1), it stops quietly with exit 0.\n" },
 	{ .name = "segment",
 	  .run = ctl_cmd_segment,
 	  .min_pos = 1,
@@ -260,12 +316,33 @@ static const struct cmd cmds[] = {
 	          "capacity adds to it, the space free in /dev/shm and whether it fits. Every\n"
 	          "byte is reserved in /dev/shm when the segment is created. Creates nothing.\n"
 	          "SIZE takes K, M, G or T (powers of 1024).\n" },
+	{ .name = "upgrade",
+	  .run = ctl_cmd_upgrade,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "worker", 1 }, { "timeout", 1 }, { "socket", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] upgrade [--worker PATH]\n"
+	          "       [--timeout MS] [--socket PATH]\n"
+	          "Replace the serving worker with a new binary, with no lost or duplicated\n"
+	          "event and no error for clients. The keeper (it must supervise the\n"
+	          "worker: --spawn-worker) starts PATH (default: its own --spawn-worker path,\n"
+	          "e.g. after a package replaced the file), the serving worker finishes its\n"
+	          "batch and hands the table over, and the new worker recovers and serves.\n"
+	          "If the new worker exits, hangs, or does not ask for the table, hand it\n"
+	          "over or finish recovery within --timeout (default 10000 ms) each, it is\n"
+	          "killed and the previous binary serves again. A worker built for another\n"
+	          "segment layout version is refused before it touches the table (there is\n"
+	          "no migration in place). Later restarts run the new binary.\n"
+	          "  --socket PATH  the keeper's control socket (default: $HEIRLOOM_SOCKET,\n"
+	          "                else the keeper's own rule)\n"
+	          "Exit status: 0 upgraded; 4 no keeper or no answer; 6 failed and rolled\n"
+	          "back (the previous binary serves); 7 refused, nothing changed.\n" },
 };
 
 int
 ctl_fail(const struct ctl *c, int code, int err, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -308,6 +385,11 @@ ctl_fail_segment(const struct ctl *c, int err)
 		return ctl_fail(c, CTL_FAILED, err, "segment '%s': every endpoint is taken",
 		                c->name);
 	case -ENOMEM: return ctl_fail(c, CTL_FAILED, err, "out of memory");
+	case -EACCES: {
+		char why[1024];
+		view_denied(c->name, why, sizeof(why));
+		return ctl_fail(c, CTL_SEGMENT, err, "segment '%s': %s", c->name, why);
+	}
 	case HL_EUNTRUSTED: {
 		char why[512], owner[64];
 		if (view_untrusted(c->name, why, sizeof(why), owner, sizeof(owner)) !=
@@ -412,6 +494,14 @@ global_opt(struct ctl *c, int argc, char **argv, int *i, int *what)
 			val = argv[++*i];
 		}
 		c->name = val;
+		for (int k = 0; k < c->nnames; k++)
+			if (strcmp(c->names[k], val) == 0)
+				return 1;
+		if (c->nnames == CTL_MAX_NAMES) {
+			ctl_fail(c, CTL_USAGE, 0, "at most %d --name", CTL_MAX_NAMES);
+			return -1;
+		}
+		c->names[c->nnames++] = val;
 		return 1;
 	}
 	return 0;
@@ -524,5 +614,12 @@ main(int argc, char **argv)
 		fputs(cmd->help, stdout);
 		return CTL_OK;
 	}
+	/* One segment per command, but for the Prometheus exposition. */
+	if (c.nnames > 1 && !(cmd->run == ctl_cmd_metrics ||
+	                      (cmd->run == ctl_cmd_stats && a.set[STATS_PROMETHEUS])))
+		return ctl_fail(&c, CTL_USAGE, 0,
+		                "--name given %d times; only 'metrics' and 'stats --prometheus' "
+		                "read several segments",
+		                c.nnames);
 	return cmd->run(&c, &a);
 }

@@ -20,9 +20,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +76,66 @@ view_untrusted(const char *name, char *why, size_t len, char *owner, size_t olen
 	return hl__trust_owner(&t, st.st_uid, st.st_gid, st.st_mode);
 }
 
+/* Whether the caller is in group GID (effective or supplementary). */
+static int
+in_group(gid_t gid)
+{
+	if (getegid() == gid)
+		return 1;
+	gid_t groups[256];
+	int n = getgroups(256, groups);
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+void
+view_denied(const char *name, char *buf, size_t len)
+{
+	char path[HL_NAME_MAX + 32], owner[64], group[64], me[64];
+	struct stat st;
+	snprintf(path, sizeof(path), "/dev/shm/heirloom.%s", name);
+	if (stat(path, &st) < 0) {
+		snprintf(buf, len, "permission denied: %s: %s", path, strerror(errno));
+		return;
+	}
+	hl__trust_user_name(st.st_uid, owner, sizeof(owner));
+	hl__trust_group_name(st.st_gid, group, sizeof(group));
+	hl__trust_user_name(geteuid(), me, sizeof(me));
+	unsigned mode = (unsigned)st.st_mode & 07777;
+	/* Read allowed means that the refused open was the read-write one of
+	 * a command that takes an endpoint (set, del, watch). */
+	int can_read = faccessat(AT_FDCWD, path, R_OK, AT_EACCESS) == 0;
+	const char *need = can_read ? "read and write access (set, del and watch take an endpoint)"
+	                            : "read access";
+	int n = snprintf(buf, len,
+	                 "permission denied: %s (mode %04o, owner %s, group %s) needs %s; ", path,
+	                 mode, owner, group, need);
+	if (n < 0 || (size_t)n >= len)
+		return;
+	buf += n, len -= (size_t)n;
+	if (geteuid() == st.st_uid)
+		snprintf(buf, len,
+		         "you (%s) own it but its mode does not allow that: its creator's --mode "
+		         "sets it",
+		         me);
+	else if (in_group(st.st_gid))
+		snprintf(
+		        buf, len,
+		        "you (%s) are in its group %s, and mode %04o does not give the group that: "
+		        "the keeper's --mode (default 0660: group read and write) sets it when it "
+		        "creates the segment",
+		        me, group, mode);
+	else
+		snprintf(buf, len,
+		         "you (%s) are neither its owner nor in its group %s: join group %s (then "
+		         "log in again), or have the keeper create the segment with --group GROUP, "
+		         "a group of yours (its --mode, default 0660, gives that group read and "
+		         "write)",
+		         me, group, group);
+}
+
 void
 view_close(struct view *v)
 {
@@ -121,8 +183,10 @@ view_stats(const struct view *v, struct view_stats *s)
 	hl__stats_from_header(h, &s->st);
 	s->recoveries = LD(&h->recoveries);
 	s->last_recovery_repairs = LD(&h->last_recovery_repairs);
-	for (uint32_t i = 0; i < h->shards && i < HL_SHARDS_MAX; i++)
+	for (uint32_t i = 0; i < h->shards && i < HL_SHARDS_MAX; i++) {
 		s->async_errors += LD(&h->shard[i].c.async_errors);
+		s->dispatch_sum_ns += LD(&h->shard[i].c.dispatch_ns_sum);
+	}
 	s->worker_ready = (int)LD(&h->worker_ready);
 }
 
@@ -214,6 +278,7 @@ view_log_kind(uint32_t kind)
 	case HL_LOG_RECOVERY: return "recovery";
 	case HL_LOG_BAD_CLIENT: return "bad_client";
 	case HL_LOG_KEEPER_START: return "keeper_start";
+	case HL_LOG_UPGRADE: return "upgrade";
 	case HL_LOG_SLOW_READER: return "slow_reader";
 	case HL_LOG_HUNG: return "hung";
 	default: return "unknown";
@@ -351,6 +416,7 @@ view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *),
 		ob.delivered_rev = LD(&o->delivered_rev);
 		ob.dropped = LD(&o->dropped);
 		ob.created_ns = __atomic_load_n(&o->created_ns, __ATOMIC_RELAXED);
+		ob.flags = __atomic_load_n(&o->flags, __ATOMIC_RELAXED);
 		ob.pid = 0;
 		ob.alive = 0;
 		if (ob.endpoint < h->max_endpoints) {

@@ -40,6 +40,12 @@ void view_close(struct view *v);
  * Returns 0 (trusted now), HL_EUNTRUSTED, or the error opening it. */
 int view_untrusted(const char *name, char *why, size_t len, char *owner, size_t olen);
 
+/* For the message of -EACCES: the object's path, mode, owner and group,
+ * why the caller may not open it (read, or read and write: a command
+ * that takes an endpoint needs both), and which keeper options (--group,
+ * --mode) would let it, into BUF (always NUL-terminated). */
+void view_denied(const char *name, char *buf, size_t len);
+
 /* The owner record, read under owner_seq, and the keeper record. */
 struct view_owner {
 	uint32_t role, pid;
@@ -57,6 +63,7 @@ void view_owner(const struct view *v, struct view_owner *o);
 struct view_stats {
 	struct hl_stats st;
 	uint64_t recoveries, last_recovery_repairs, async_errors;
+	uint64_t dispatch_sum_ns; /* the sum of the latencies in st.dispatch_hist */
 	int worker_ready;
 };
 void view_stats(const struct view *v, struct view_stats *s);
@@ -133,6 +140,7 @@ struct view_obs {
 	uint32_t key_len; /* 0 when the key slot is out of range */
 	uint8_t key[HL_KEY_MAX];
 	uint64_t delivered_rev, dropped, created_ns;
+	uint32_t flags; /* HL_OBSERVE_* it was made with (PREFIX: key is the prefix) */
 	int alive;
 };
 /* Walk every observer slot in use; CB's non-zero return stops the walk. */

@@ -219,7 +219,7 @@ settle_exited_owner(struct hl_keeper *k)
 }
 
 static bool
-on_take(struct hl_keeper *k, struct hl_kconn *c)
+on_take(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 {
 	struct hl_shm_header *h = k->seg.h;
 	struct hl_owner o;
@@ -233,6 +233,19 @@ on_take(struct hl_keeper *k, struct hl_kconn *c)
 	if (start == 0)
 		return false; /* it asked and died: nothing to give */
 	settle_exited_owner(k);
+	bool keep;
+	if (hl_k_up_on_take(k, c, m, &keep))
+		return keep; /* an upgrade's new worker: upgrade.c */
+	if (m->code != 0 && (uint32_t)m->code != h->version) {
+		hl__log_warn(
+		        "refused worker pid %d: its segment layout version is %d, the table's %u",
+		        (int)c->pid, (int)m->code, h->version);
+		hl_k_reply_err(c, HL_EVERSION,
+		               "segment layout version %u here, %d in this worker: not given "
+		               "(no migration in place)",
+		               h->version, (int)m->code);
+		return false;
+	}
 	hl__owner_read(h, &o);
 	if (o.role == HL_ROLE_WORKER && o.pid == (uint32_t)c->pid && o.start == start &&
 	    k->owner_pid == c->pid) {
@@ -365,7 +378,9 @@ hl_k_on_message(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 		return false;
 	}
 	switch (m->type) {
-	case HL_MSG_TAKE: return on_take(k, c);
+	case HL_MSG_TAKE: return on_take(k, c, m);
+	case HL_MSG_UPGRADE: return hl_k_up_on_request(k, c, m);
+	case HL_MSG_HANDOVER: return hl_k_up_on_handover(k, c, m);
 	case HL_MSG_GIVEBACK: return on_giveback(k, c, m);
 	case HL_MSG_HELLO: return on_hello(k, c, m);
 	default:

@@ -12,6 +12,8 @@
  *                exits: restart.h), stopping it
  *   watchdog.c   --hang-timeout: killing a worker whose heartbeats stopped
  *                (then the crash path takes over); systemd's WATCHDOG=1
+ *   upgrade.c    heirloomctl upgrade: starting the new worker, the planned
+ *                hand-over from the old one, commit or rollback
  *
  * The keeper is one thread around one epoll set; nothing here is shared
  * between threads. It does almost nothing so that it almost never fails:
@@ -42,6 +44,8 @@ enum {
 	HL_K_TAG_SIGNAL,
 	HL_K_TAG_OWNER, /* pidfd of an owner that is not our child */
 	HL_K_TAG_CHILD, /* pidfd of the worker we spawned */
+	HL_K_TAG_UPNEW, /* pidfd of an upgrade's new worker, before it has the table */
+	HL_K_TAG_UPOLD, /* pidfd of an upgrade's old worker, after it handed over */
 	HL_K_TAG_CONN = 16,
 };
 
@@ -52,6 +56,33 @@ struct hl_kconn {
 	gid_t gid;
 	uint64_t last_ns; /* CLOCK_MONOTONIC of the last message (or accept) */
 	bool owner_link;  /* the owner worker's connection: never idles out */
+	bool held;        /* part of an upgrade (upgrade.c): never idles out */
+};
+
+/* An upgrade in progress (upgrade.c). */
+enum hl_k_up_phase {
+	HL_K_UP_IDLE,
+	HL_K_UP_STARTING,   /* new worker started; waiting for its TAKE */
+	HL_K_UP_YIELDING,   /* YIELD sent to the old worker; waiting for HANDOVER */
+	HL_K_UP_RECOVERING, /* the new worker has the table; waiting for worker_ready */
+	HL_K_UP_ROLLBACK,   /* failed; waiting for the previous binary to serve again */
+};
+
+struct hl_k_upgrade {
+	enum hl_k_up_phase phase;
+	int ctl;      /* conn slot of the heirloomctl that asked, -1 = gone */
+	int new_conn; /* conn slot of the new worker's unanswered TAKE, -1 */
+	int old_conn; /* conn slot of the old worker's link, -1 */
+	pid_t new_pid;
+	int new_pidfd; /* tag HL_K_TAG_UPNEW until the new worker has the table */
+	uint64_t new_started_ns;
+	pid_t old_pid; /* the old worker, parked after HANDOVER (tag HL_K_TAG_UPOLD) */
+	int old_pidfd;
+	pid_t expect; /* phase ROLLBACK: the worker that must serve again (0 = any) */
+	uint64_t timeout_ms, started_ns, yield_ns, deadline_ns;
+	int32_t err;   /* the failure to report (0 = none yet) */
+	char why[160]; /* what went wrong, for heirloomctl and the log */
+	char new_path[4096];
 };
 
 /* Options, resolved by the config module (flag > env > file > default). */
@@ -111,6 +142,7 @@ struct hl_keeper {
 	                              * of spinning on a readable pidfd */
 	uint64_t restart_at_ns;      /* 0 = no restart scheduled */
 	struct hl_k_backoff backoff; /* restart.h */
+	struct hl_k_upgrade up;      /* upgrade.c */
 
 	/* stopping (SIGTERM/SIGINT) */
 	bool stopping;
@@ -154,11 +186,31 @@ void hl_k_wd_tick(struct hl_keeper *k);
 /* supervise.c */
 int hl_k_find_worker(struct hl_keeper *k);
 int hl_k_spawn(struct hl_keeper *k);
+/* Start PATH with the worker's arguments and, when UPGRADE,
+ * HEIRLOOM_UPGRADE=1 in its environment: *pid and *pidfd (not watched). */
+int hl_k_spawn_path(struct hl_keeper *k, const char *path, bool upgrade, pid_t *pid, int *pidfd);
 /* Schedule the next start of the worker after one that ran RAN_MS exited
  * (restart.h decides the delay), and log it. */
 void hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms);
 void hl_k_child_exited(struct hl_keeper *k);
 void hl_k_stop_child(struct hl_keeper *k, int sig);
 void hl_k_exit_text(int32_t code, char *buf, size_t len);
+
+/* upgrade.c. hl_k_up_init() once at start. The rest are called by the
+ * parts that see the event: a message (UPGRADE, HANDOVER, the new worker's
+ * TAKE), a pidfd, a dropped connection, the loop's timers, the stop. The
+ * bool ones return true when the upgrade took the event over. */
+void hl_k_up_init(struct hl_keeper *k);
+bool hl_k_up_on_request(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m);
+bool hl_k_up_on_take(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m, bool *keep);
+bool hl_k_up_on_handover(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m);
+/* After the child PID exited and the crash path ran: true when the
+ * upgrade decides what comes next (no restart by the supervisor). */
+bool hl_k_up_child_exited(struct hl_keeper *k, pid_t pid);
+void hl_k_up_pidfd(struct hl_keeper *k, uint64_t tag);
+void hl_k_up_conn_closed(struct hl_keeper *k, int slot);
+uint64_t hl_k_up_next_ns(const struct hl_keeper *k);
+void hl_k_up_tick(struct hl_keeper *k);
+void hl_k_up_stop(struct hl_keeper *k);
 
 #endif /* HL_KEEPER_H */

@@ -531,6 +531,8 @@ drop_conn(struct hl_keeper *k, struct hl_kconn *c)
 	drain_and_close(c->fd);
 	c->fd = -1;
 	c->owner_link = false;
+	c->held = false;
+	hl_k_up_conn_closed(k, (int)(c - k->conns));
 }
 
 static void
@@ -656,6 +658,7 @@ begin_stop(struct hl_keeper *k, int sig)
 		k->restart_at_ns = 0;
 		hl__sd_notify("STOPPING=1");
 		hl__log("stopping (SIG%s)", sigabbrev_np(sig));
+		hl_k_up_stop(k);
 		if (k->child) {
 			hl_k_stop_child(k, SIGTERM);
 			k->stop_deadline_ns =
@@ -680,8 +683,10 @@ loop_timeout(const struct hl_keeper *k)
 		next = k->child_recheck_ns;
 	if (hl_k_wd_next_ns(k) < next)
 		next = hl_k_wd_next_ns(k);
+	if (hl_k_up_next_ns(k) < next)
+		next = hl_k_up_next_ns(k);
 	for (int i = 0; i < HL_K_MAX_CONNS; i++)
-		if (k->conns[i].fd >= 0 && !k->conns[i].owner_link) {
+		if (k->conns[i].fd >= 0 && !k->conns[i].owner_link && !k->conns[i].held) {
 			uint64_t idle = k->conns[i].last_ns + (uint64_t)HL_K_IDLE_MS * 1000000ull;
 			if (idle < next)
 				next = idle;
@@ -697,7 +702,7 @@ timers(struct hl_keeper *k)
 	uint64_t now = hl__now_ns();
 	for (int i = 0; i < HL_K_MAX_CONNS; i++) {
 		struct hl_kconn *c = &k->conns[i];
-		if (c->fd >= 0 && !c->owner_link &&
+		if (c->fd >= 0 && !c->owner_link && !c->held &&
 		    now >= c->last_ns + (uint64_t)HL_K_IDLE_MS * 1000000ull)
 			drop_conn(k, c);
 	}
@@ -713,6 +718,7 @@ timers(struct hl_keeper *k)
 	    !hl_k_seg_damaged(k))
 		hl_k_spawn(k);
 	hl_k_wd_tick(k);
+	hl_k_up_tick(k);
 }
 
 static void
@@ -751,6 +757,8 @@ run(struct hl_keeper *k)
 				if (k->o.spawn && !k->child && !k->stopping && !k->restart_at_ns &&
 				    !k->restart_disabled)
 					hl_k_schedule_restart(k, UINT64_MAX);
+			} else if (tag == HL_K_TAG_UPNEW || tag == HL_K_TAG_UPOLD) {
+				hl_k_up_pidfd(k, tag);
 			} else if (tag == HL_K_TAG_CHILD) {
 				if (k->child && hl_k_pidfd_exited(k->child_pidfd)) /* stale? */
 					hl_k_child_exited(k);
@@ -898,6 +906,7 @@ main(int argc, char **argv)
 		goto out;
 	hl_k_adopt_at_start(k);
 	hl_k_wd_init(k);
+	hl_k_up_init(k);
 	if ((status = listen_socket(k)) != 0) {
 		if (k->seg_created)
 			drop_created(k);

@@ -128,17 +128,12 @@ hl_k_schedule_restart(struct hl_keeper *k, uint64_t ran_ms)
 }
 
 int
-hl_k_spawn(struct hl_keeper *k)
+hl_k_spawn_path(struct hl_keeper *k, const char *path, bool upgrade, pid_t *pid_out, int *pidfd_out)
 {
-	k->restart_at_ns = 0;
+	(void)k;
 	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		/* A start that failed is a quick exit: it backs off the same. */
-		hl__log_err("cannot start the worker: fork: %s", strerror(e));
-		hl_k_schedule_restart(k, 0);
-		return -e;
-	}
+	if (pid < 0)
+		return -errno;
 	if (pid == 0) {
 		/* The child: the keeper is single-threaded, so the calls below
 		 * are safe between fork and exec. Undo what the keeper set up
@@ -151,9 +146,16 @@ hl_k_spawn(struct hl_keeper *k)
 		unsetenv("NOTIFY_SOCKET");
 		unsetenv("WATCHDOG_USEC"); /* the keeper's watchdog, not the worker's */
 		unsetenv("WATCHDOG_PID");
-		execv(worker_argv[0], worker_argv);
-		fprintf(stderr, "heirloom-keeper: cannot run %s: %s\n", worker_argv[0],
-		        strerror(errno));
+		if (upgrade)
+			setenv("HEIRLOOM_UPGRADE", "1", 1);
+		char *argv[MAX_WORKER_ARGS + 8];
+		int n = 0;
+		argv[n++] = (char *)path;
+		for (int i = 1; worker_argv[i]; i++)
+			argv[n++] = worker_argv[i];
+		argv[n] = NULL;
+		execv(path, argv);
+		fprintf(stderr, "heirloom-keeper: cannot run %s: %s\n", path, strerror(errno));
 		_exit(127);
 	}
 	/* Our child stays a zombie until we reap it, so this pidfd cannot name
@@ -165,8 +167,25 @@ hl_k_spawn(struct hl_keeper *k)
 		            strerror(e));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		hl_k_schedule_restart(k, 0);
 		return -e;
+	}
+	*pid_out = pid;
+	*pidfd_out = pidfd;
+	return 0;
+}
+
+int
+hl_k_spawn(struct hl_keeper *k)
+{
+	pid_t pid = 0;
+	int pidfd = -1;
+	k->restart_at_ns = 0;
+	int rc = hl_k_spawn_path(k, k->worker_path, false, &pid, &pidfd);
+	if (rc) {
+		/* A start that failed is a quick exit: it backs off the same. */
+		hl__log_err("cannot start the worker: %s", strerror(-rc));
+		hl_k_schedule_restart(k, 0);
+		return rc;
 	}
 	k->child = pid;
 	k->child_pidfd = pidfd;
@@ -245,6 +264,8 @@ hl_k_child_exited(struct hl_keeper *k)
 		hl__log("worker pid %d %s without taking the table", (int)pid, how);
 	}
 
+	if (hl_k_up_child_exited(k, pid))
+		return; /* an upgrade's worker: upgrade.c decides (rollback) */
 	if (k->stopping)
 		return;
 	if (handed_back) {

@@ -32,7 +32,9 @@
 #include "wake.h"
 
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
+#include <urcu/urcu-memb.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
 #define ST_RLX(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
@@ -217,7 +219,13 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
               const uint8_t *key, int64_t *result)
 {
 	struct hl_worker *w = sh->w;
-	uint64_t hash = hl__hash(key, r->h.key_len);
+	/* A prefix observer joins the list of the prefix entry: a key slot
+	 * of the prefix's bytes whose hash has HL_HASH_PREFIX set (the same
+	 * bucket and shard as the key of those bytes; docs/architecture.md,
+	 * "Prefix observers"). Everything below (link, done record, replay
+	 * evidence, cleanup, recovery) is the exact observer's. */
+	const int prefix = (r->arg & HL_OBSERVE_PREFIX) != 0;
+	uint64_t hash = prefix ? hl__hash_prefix(key, r->h.key_len) : hl__hash(key, r->h.key_len);
 	int rc = 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
 	if (!hl_w_ep_active(w, ep)) {
@@ -265,7 +273,17 @@ apply_observe(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_re
 	o->endpoint = ep;
 	o->ep_gen = w->eps[ep].gen;
 	o->flags = (uint32_t)r->arg;
-	ST_RLX(&o->delivered_rev, LD_RLX(&k->rev));
+	/* An exact observer is owed the changes after the key's revision (its
+	 * shard applies them, in order, after this). A prefix observer's
+	 * keys are in every shard, whose threads may have taken revisions
+	 * they have not dispatched yet: its start revision is the global
+	 * one, so a change that took its revision before this observe is not
+	 * delivered (it happened before the observe), and one after is
+	 * (this load precedes the answer, which precedes any publish queued
+	 * after it). */
+	ST_RLX(&o->delivered_rev,
+	       prefix ? atomic_load_explicit(&w->seg.h->revision, memory_order_relaxed)
+	              : LD_RLX(&k->rev));
 	ST_RLX(&o->dropped, 0);
 	o->created_ns = hl__wall_ns();
 	o->req_pos = pos;
@@ -316,6 +334,27 @@ apply_unobserve(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_
 	return rc;
 }
 
+/* Test hook --hold-dispatch-shard/--hold-dispatch-file: a client's change
+ * on that shard is committed (readers see it, its revision is taken) but
+ * not yet dispatched while the file exists, so that a test can order
+ * another shard's work into that window deterministically (test_prefix.c).
+ * Not in an RCU read-side section here: offline, as park() in shard.c. */
+static __attribute__((cold)) void
+hold(struct hl_shard *sh)
+{
+	struct hl_worker *w = sh->w;
+	if (access(w->opt.hold_file, F_OK) != 0)
+		return;
+	hl__log("test hook: shard %u holds a dispatch", sh->id);
+	urcu_memb_thread_offline();
+	while (access(w->opt.hold_file, F_OK) == 0 &&
+	       !atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	urcu_memb_thread_online();
+}
+
 /*
  * Apply request R (a private, validated copy) from endpoint EP at ring
  * position POS. Returns 0 or -errno (the request's own failure, answered to
@@ -359,6 +398,9 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	 * outcome is recorded now; a crash before this line applies the
 	 * request again later, which is its first application. */
 	hl_w_req_done(sh, rc < 0 ? rc : *result);
+	if (dk && __builtin_expect(sh->w->opt.hold_shard == (int64_t)sh->id, 0) &&
+	    ep != HL_W_EP_SELF)
+		hold(sh);
 	if (dk) {
 		/* Wake-ups of this dispatch may wait for the end of the run
 		 * (wake.c), but not for long. Only a client's request defers:

@@ -256,7 +256,10 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 		if (j + PREFETCH_DIST < delivered)
 			__builtin_prefetch(hl__obs(&w->seg, HL_FAN_SLOT(fan[j + PREFETCH_DIST])),
 			                   1);
-		ST_RLX(&hl__obs(&w->seg, HL_FAN_SLOT(fan[j]))->delivered_rev, d->rev);
+		/* A prefix observer's delivered_rev is its start revision: it
+		 * stays (several shards deliver to it, in no common order). */
+		if (!(fan[j].slot & HL_FAN_PREFIX))
+			ST_RLX(&hl__obs(&w->seg, HL_FAN_SLOT(fan[j]))->delivered_rev, d->rev);
 	}
 	if (lagged) {
 		for (; i < n; i++)
@@ -279,6 +282,12 @@ deliver_ep(struct hl_shard *sh, uint32_t ep, const struct hl_fan *fan, const uin
 /* Add observer SLOT (O) to the dispatch if it is live, behind d->rev and
  * wants this type of event; N is the count collected so far. Returns the
  * new count.
+ *
+ * A prefix observer (HL_OBSERVE_PREFIX) is "behind" when d->rev is past
+ * its start revision (its delivered_rev, never moved): after a crash it
+ * gets a pending change again, and the client drops the copy by
+ * revision, per shard (lib/client.c): a shard dispatches in revision
+ * order, which is what makes per-shard deduplication exact.
  *
  * Filters (HL_OBSERVE_NOPUT / NODELETE, hl_shm_observer.flags, on the line
  * of `id`, set before `id` was released and immutable while linked) are
@@ -312,7 +321,8 @@ collect(struct hl_shard *sh, struct hl_shm_observer *o, uint32_t slot, uint32_t 
 	}
 	sh->ids[n] = id;
 	sh->fan[n] = (struct hl_fan){ .ep = o->endpoint,
-		                      .slot = slot | (of & HL_OBSERVE_NOOLD ? HL_FAN_NOOLD : 0) };
+		                      .slot = slot | (of & HL_OBSERVE_NOOLD ? HL_FAN_NOOLD : 0) |
+		                              (of & HL_OBSERVE_PREFIX ? HL_FAN_PREFIX : 0) };
 	return n + 1;
 }
 
@@ -420,6 +430,27 @@ collect_walk(struct hl_shard *sh, struct hl_shm_key *k, uint32_t head, const str
 	return n;
 }
 
+/* Pass 1 over prefix entry PIDX's list (any shard's: read-only here,
+ * following `next` with acquire, as any walk under RCU): collect every
+ * observer behind d->rev after the N already collected. Returns the new
+ * count. */
+static uint32_t
+collect_list(struct hl_shard *sh, uint32_t pidx, uint32_t n, const struct dispatch_src *d)
+{
+	struct hl_worker *w = sh->w;
+	const uint32_t max_obs = w->seg.h->max_observers;
+	uint32_t steps = 0;
+	struct hl_shm_key *p = hl__key(&w->seg, pidx);
+	for (uint32_t i = atomic_load_explicit(&p->obs_head, memory_order_acquire); i != HL_NIL;) {
+		if (i > max_obs || ++steps > max_obs)
+			hl__die("prefix observer list longer than the table");
+		struct hl_shm_observer *o = hl__obs(&w->seg, i);
+		n = collect(sh, o, i, n, d);
+		i = atomic_load_explicit(&o->next, memory_order_acquire);
+	}
+	return n;
+}
+
 /* Passes 2 and 3 after a walk: group sh->fan[0..n) by endpoint (counting
  * sort into the upper half, stable) and deliver each group. Returns the
  * events delivered. */
@@ -508,7 +539,28 @@ dispatch(struct hl_shard *sh, uint32_t idx, struct hl_shm_key *k, const struct d
 	 * the head's endpoint). */
 	uint64_t gen = atomic_load_explicit(&oc->gen, memory_order_acquire);
 	uint32_t head = atomic_load_explicit(&k->obs_head, memory_order_acquire);
-	if (oc->built == gen + 1 && oc->n && oc->slots[0] == head) {
+	/* The prefix entries matching the key: none, at the cost of one load,
+	 * while no prefix observer exists; else one probe per prefix length
+	 * in use (keys.c). Found inside the read-side section: an entry freed
+	 * meanwhile is not reused before it ends. */
+	uint32_t np = hl_w_prefix_match(w, d->key, d->key_len, sh->pmatch);
+	if (np) {
+		/* Their observers join the key's own in one fan, so that an
+		 * endpoint gets one record per change whoever of its observers
+		 * asked (exact, prefix, several prefixes). The walk path
+		 * groups by endpoint; the copy holds the key's list only. */
+		uint64_t *pairs;
+		uint32_t npairs;
+		uint32_t n = collect_walk(sh, k, head, d, &pairs, &npairs);
+		free(pairs);
+		for (uint32_t j = 0; j < np; j++) {
+			/* Upward call, as above: right after a restart, the
+			 * entry's list may not be repaired yet. */
+			hl_w_rec_key_ready(w, sh->pmatch[j]);
+			n = collect_list(sh, sh->pmatch[j], n, d);
+		}
+		delivered = n ? deliver_sorted(sh, n, d) : 0;
+	} else if (oc->built == gen + 1 && oc->n && oc->slots[0] == head) {
 		delivered = dispatch_copy(sh, oc, d);
 	} else {
 		uint64_t *pairs;
@@ -608,7 +660,9 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 		}
 	}
 	uint64_t dt = hl__now_ns() - t0;
-	if (!d.sys)
+	if (!d.sys) {
 		atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1,
 		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->c->dispatch_ns_sum, dt, memory_order_relaxed);
+	}
 }

@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +45,27 @@
 #define RETRY_MS       250  /* between connects while waiting for a keeper */
 #define RELINK_MS      500  /* between connects after losing the keeper */
 #define RELINK_SLOW_MS 5000 /* ... after a keeper refused the link */
+/* A worker started for an upgrade waits this long for the answer to its
+ * TAKE: the keeper answers once the old worker handed the table over
+ * (its own timeout, heirloomctl upgrade --timeout, bounds that). */
+#define UPGRADE_REPLY_MS 600000
+
+/* The main thread, which the link thread signals (SIGUSR1) on YIELD. */
+static pthread_t main_thread;
+static int upgrading = -1; /* HEIRLOOM_UPGRADE, read once */
+
+bool
+hl_w_upgrading(void)
+{
+	if (upgrading < 0) {
+		const char *e = getenv("HEIRLOOM_UPGRADE");
+		upgrading = e && strcmp(e, "1") == 0;
+		/* Not for a process this one starts, nor for itself run again
+		 * (hl_w_reexec()) after it became an ordinary worker. */
+		unsetenv("HEIRLOOM_UPGRADE");
+	}
+	return upgrading;
+}
 
 /* The link to the keeper (w->link, made by hl_w_acquire(); none with
  * --standalone). `fd` belongs to the link thread while it runs and to
@@ -166,7 +188,8 @@ exchange(int fd, const struct hl_msg *req, struct hl_msg *rep, int *passfd, int 
 	int rc = hl__msg_send(fd, req, -1);
 	if (rc)
 		return rc;
-	for (int waited = 0; waited < REPLY_MS; waited += RETRY_MS) {
+	int reply_ms = req->type == HL_MSG_TAKE && hl_w_upgrading() ? UPGRADE_REPLY_MS : REPLY_MS;
+	for (int waited = 0; waited < reply_ms; waited += RETRY_MS) {
 		rc = hl__msg_recv(fd, rep, passfd, RETRY_MS);
 		if (rc != -ETIMEDOUT)
 			break;
@@ -187,6 +210,13 @@ request(struct hl_msg *m, enum hl_msg_type type, const struct hl_worker *w)
 	hl__msg_init(m, type);
 	m->epoch = w->epoch;
 	snprintf(m->text, sizeof(m->text), "%s", w->opt.name);
+	if (type == HL_MSG_TAKE) {
+		/* The keeper refuses the table to a worker of another layout
+		 * (HL_EVERSION) before it hands anything over. The variable is
+		 * a test hook that plays a build of another layout. */
+		const char *v = getenv("HEIRLOOM_TEST_LAYOUT_VERSION");
+		m->code = v ? atoi(v) : (int32_t)HL_LAYOUT_VERSION;
+	}
 }
 
 /* Connect to the keeper at w->link->path and check who listens there with the
@@ -273,8 +303,19 @@ link_main(void *arg)
 			continue;
 		struct hl_msg m;
 		int rc = hl__msg_recv(L->fd, &m, NULL, 0);
+		if (rc == 0 && m.type == HL_MSG_YIELD && m.epoch == w->epoch) {
+			/* An upgrade: the main thread stops the threads and
+			 * hands the table over on this connection, so this
+			 * thread reads no more of it. */
+			hl__log("the keeper asks for the table (upgrade, epoch %lu)",
+			        (unsigned long)m.epoch);
+			hl_w_upgrade_step("old", 1);
+			atomic_store(&w->yield, 1);
+			pthread_kill(main_thread, SIGUSR1);
+			break;
+		}
 		if (rc == 0 || rc == -ETIMEDOUT || rc == -EAGAIN)
-			continue; /* the keeper sends nothing unasked; ignore it */
+			continue; /* the keeper sends nothing else unasked; ignore it */
 		close(L->fd);
 		L->fd = -1;
 		hl__log_warn("lost the keeper at %s; serving on, and linking up with the next one",
@@ -347,6 +388,7 @@ take_once(struct hl_worker *w, int fd, int *segfd)
 	struct hl_w_link *L = w->link;
 	struct hl_msg m, r;
 	int sig = 0;
+	hl_w_upgrade_step("new", 1);
 	request(&m, HL_MSG_TAKE, w);
 	int rc = exchange(fd, &m, &r, segfd, &sig);
 	if (sig) {
@@ -409,6 +451,8 @@ hl_w_acquire(struct hl_worker *w)
 {
 	int rc, last = 0;
 
+	main_thread = pthread_self();
+	(void)hl_w_upgrading();
 	if (w->opt.standalone)
 		return hl_w_acquire_standalone(w);
 	struct hl_w_link *L = calloc(1, sizeof(*L));
@@ -431,6 +475,7 @@ hl_w_acquire(struct hl_worker *w)
 		if (rc == 0) {
 			rc = take_once(w, fd, &segfd);
 			if (rc == 0) {
+				hl_w_upgrade_step("new", 2);
 				rc = trusted_segment(segfd);
 				if (rc == 0)
 					rc = hl__seg_map_rw(segfd, &w->seg);
@@ -521,4 +566,83 @@ hl_w_release(struct hl_worker *w, int clean)
 		        "a keeper takes it when it starts",
 		        L->path, hl_strerror(rc), (unsigned long)epoch);
 	}
+}
+
+/* The owner record still names this worker at the epoch it holds: nobody
+ * took the table (a keeper takes it only on a confirmed exit, a GIVEBACK
+ * or a HANDOVER). */
+static bool
+still_ours(struct hl_worker *w)
+{
+	struct hl_owner o;
+	hl__owner_read(w->seg.h, &o);
+	return o.role == HL_ROLE_WORKER && o.pid == (uint32_t)getpid() && o.epoch == w->epoch;
+}
+
+enum hl_w_after
+hl_w_handover(struct hl_worker *w)
+{
+	struct hl_w_link *L = w->link;
+	struct hl_msg m, r;
+
+	link_stop(w);
+	int fd = L->fd;
+	L->fd = -1;
+	hl_w_upgrade_step("old", 2);
+	if (fd < 0) {
+		/* The keeper went away after asking: serve again. */
+		hl__log_warn("upgrade: lost the keeper before the hand-over; serving again");
+		return HL_W_AFTER_REEXEC;
+	}
+	request(&m, HL_MSG_HANDOVER, w);
+	int rc = hl__msg_send(fd, &m, -1);
+	hl_w_upgrade_step("old", 3);
+	if (rc == 0)
+		rc = hl__msg_recv(fd, &r, NULL, REPLY_MS);
+	if (rc == 0 && r.type == HL_MSG_ERR) {
+		close(fd);
+		hl__log_err("upgrade: the keeper did not take the hand-over: %s", hl__msg_text(&r));
+		return still_ours(w) ? HL_W_AFTER_REEXEC : HL_W_AFTER_EXIT;
+	}
+	if (rc != 0 || r.type != HL_MSG_OK) {
+		close(fd);
+		hl__log_err("upgrade: no answer to the hand-over (%s)",
+		            hl_strerror(rc ? rc : -EPROTO));
+		return still_ours(w) ? HL_W_AFTER_REEXEC : HL_W_AFTER_EXIT;
+	}
+	hl__log("upgrade: handed the table over (epoch %lu -> %lu); waiting for the new worker",
+	        (unsigned long)w->epoch, (unsigned long)r.epoch);
+	hl_w_upgrade_step("old", 4);
+	/* Parked: nothing of ours touches the table. The keeper says how it
+	 * ended; a keeper that dies meanwhile ends it too (the new worker
+	 * keeps the table, a restarted keeper supervises). */
+	for (;;) {
+		rc = hl__msg_recv(fd, &r, NULL, -1);
+		if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
+			continue;
+		break;
+	}
+	close(fd);
+	if (rc == 0 && r.type == HL_MSG_RESUME) {
+		hl__log("upgrade: rolled back (%s); running this binary again", hl__msg_text(&r));
+		return HL_W_AFTER_REEXEC;
+	}
+	hl_w_upgrade_step("old", 5);
+	if (rc == 0 && r.type == HL_MSG_RETIRE)
+		hl__log("upgrade: the new worker serves; exiting");
+	else
+		hl__log_err("upgrade: lost the keeper while parked (%s); exiting",
+		            hl_strerror(rc ? rc : -EPROTO));
+	return HL_W_AFTER_EXIT;
+}
+
+void
+hl_w_reexec(char **argv)
+{
+	/* Nothing of this process outlives the exec but its pid and start
+	 * time: its threads are joined, its descriptors close-on-exec. The
+	 * keeper knows it by both, so its TAKE is answered as a repeat
+	 * (still the owner) or given anew (the table came back). */
+	execv("/proc/self/exe", argv);
+	hl__log_err("cannot run this binary again (/proc/self/exe): %s", strerror(errno));
 }

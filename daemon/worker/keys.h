@@ -22,8 +22,21 @@ uint32_t hl_w_key_find(struct hl_worker *w, const uint8_t *key, uint32_t len, ui
  * the header's keys_full), and nothing changed. */
 uint32_t hl_w_key_get(struct hl_worker *w, const uint8_t *key, uint32_t len, uint64_t hash,
                       int *created);
-/* Unlink and free key slot IDX if it has no value and no observer. */
+/* Unlink and free key slot IDX if it has no value and no observer. A
+ * prefix entry's slot returns to the pool only after an RCU grace period:
+ * other shards' dispatches read it without its shard.mu. */
 void hl_w_maybe_free_key(struct hl_shard *sh, uint32_t idx);
+
+/* Recovery, before any shard thread runs: count kept slot IDX in
+ * w->plens if it is a prefix entry. */
+void hl_w_prefix_recount(struct hl_worker *w, uint32_t idx);
+/* The prefix entries matching KEY (LEN bytes): their slots into
+ * out[0..HL_KEY_MAX), the count returned; 0 at the cost of one load when
+ * there is no prefix entry. Any thread, no lock; call inside an RCU
+ * read-side section and use the slots only inside it (a freed entry's
+ * slot is reused only after a grace period). A prefix entry linked or
+ * unlinked concurrently may or may not be found. */
+uint32_t hl_w_prefix_match(struct hl_worker *w, const uint8_t *key, uint32_t len, uint32_t *out);
 
 /* Keys under HL_SYS_PREFIX are the worker's own (telemetry.c): only it
  * writes them, and their traffic is not counted, so that telemetry about

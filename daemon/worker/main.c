@@ -53,7 +53,8 @@ struct wvals {
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring;
 	unsigned mode;
 	int64_t prune_ms, slow_ms, telemetry_ms, spin_us, crash_at_step, rec_pause_ms;
-	int64_t park_shard;
+	int64_t park_shard, hold_shard;
+	char *hold_file;
 	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
 };
 static struct wvals V;
@@ -136,6 +137,15 @@ options(struct hl_cfg_opt *o, struct wvals *v)
 	              "Test hook: shard thread N hangs at start (serves and beats nothing) "
 	              "while the others serve (-1 = off).",
 	              -1, HL_SHARDS_MAX - 1, &V.park_shard);
+	o[i++] = WOPT("hold-dispatch-shard", HL_CFG_INT, "-1",
+	              "Test hook: shard thread N, after each commit of a client's change and "
+	              "before its dispatch, waits while --hold-dispatch-file exists (-1 = off).",
+	              -1, HL_SHARDS_MAX - 1, &V.hold_shard);
+	o[i++] = (struct hl_cfg_opt){ .name = "hold-dispatch-file",
+		                      .type = HL_CFG_STR,
+		                      .metavar = "PATH",
+		                      .help = "Test hook: the file --hold-dispatch-shard waits on.",
+		                      .dst = &V.hold_file };
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
@@ -255,6 +265,8 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->crash_at_step = (int)V.crash_at_step;
 	o->recovery_pause_ms = V.rec_pause_ms;
 	o->park_shard = V.park_shard;
+	o->hold_shard = V.hold_file ? V.hold_shard : -1;
+	o->hold_file = V.hold_file;
 	return -1;
 }
 
@@ -337,7 +349,8 @@ main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP); /* reload(), never a stop */
+	sigaddset(&set, SIGHUP);  /* reload(), never a stop */
+	sigaddset(&set, SIGUSR1); /* the link thread's YIELD (handoff.c) */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -383,6 +396,8 @@ main(int argc, char **argv)
 			sig = 0;
 			continue;
 		}
+		if (sig == SIGUSR1 && !atomic_load(&w->yield))
+			continue; /* not from our link thread */
 		if (sig > 0)
 			break;
 		hl_w_notify_tick(w);
@@ -406,6 +421,23 @@ main(int argc, char **argv)
 		 * nothing to give back cleanly; the next worker recovers. */
 		hl__cfg_free(&cfg);
 		return 2;
+	}
+	if (!fenced && atomic_load(&w->yield) && sig == SIGUSR1) {
+		/* An upgrade: every thread finished its batch and is joined.
+		 * No invariant check here: it walks the whole table, and
+		 * every millisecond of it would be a millisecond nobody's
+		 * event is dispatched; the new worker's recovery checks what
+		 * it reads. worker_ready stays: the keeper clears it when it
+		 * writes the new owner. */
+		enum hl_w_after after = hl_w_handover(w);
+		if (after == HL_W_AFTER_REEXEC) {
+			hl__seg_unmap(&w->seg);
+			hl_w_reexec(argv);
+			return 2;
+		}
+		hl__log("stopped (upgraded)");
+		hl__cfg_free(&cfg);
+		return 0;
 	}
 	if (fenced) {
 		hl__log_err("fenced: the table has another owner now (epoch %lu); stopping",

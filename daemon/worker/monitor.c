@@ -280,6 +280,42 @@ watch_readers(struct hl_worker *w, uint64_t now)
 }
 
 /*
+ * Monitor thread, every tick: progress nudges (issue 14 item 5;
+ * docs/architecture.md, "Progress"). A client whose observers asked for
+ * HL_EV_PROGRESS events (epc.progress_ms, client-written: clamped, only
+ * ever costs that client wake-ups) is woken about that often, as for an
+ * event: its futex if it sleeps in hl_next(), a datagram if it armed
+ * hl_fd(). Its hl_next() then hands out what is due. The progress itself
+ * is the shard threads' (hl_shm_shard.progress_rev): a nudge carries
+ * nothing. Returns the shortest interval asked (ms), 0 = none.
+ */
+static uint32_t
+nudge_progress(struct hl_worker *w, uint64_t now)
+{
+	uint32_t shortest = 0;
+	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+		if (atomic_load_explicit(&pw->state, memory_order_acquire) != HL_EP_ACTIVE)
+			continue;
+		uint32_t ms = LD_RLX(&hl__epc(&w->seg, ep)->progress_ms);
+		if (!ms)
+			continue;
+		if (ms < HL_PROGRESS_MS_MIN)
+			ms = HL_PROGRESS_MS_MIN;
+		if (!shortest || ms < shortest)
+			shortest = ms;
+		struct hl_ep *e = &w->eps[ep];
+		/* Every half interval: the client hands out an event due by
+		 * then at the next nudge, so none is more than half late. */
+		if (now - e->nudge_ns < (uint64_t)ms * 500000ull)
+			continue;
+		e->nudge_ns = now;
+		hl_w_wake_client(w, ep);
+	}
+	return shortest;
+}
+
+/*
  * Recovery's part 2 and what follows it, in this order, wherever it runs:
  * on the monitor thread while shard threads serve publishes (production),
  * or in the caller's thread with no thread at all (worker.c's
@@ -300,6 +336,7 @@ hl_w_monitor_recover(struct hl_worker *w)
 	hl_w_recover_serve(w);
 	/* The at-attach prune pass: every claimed endpoint looked at once. */
 	hl_w_prune(w);
+	hl_w_upgrade_step("new", 3); /* recovered, not yet ready */
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	return 0;
 }
@@ -330,13 +367,19 @@ monitor_main(void *arg)
 	int tick_ms = 200;
 	if (w->opt.telemetry_ms > 0 && w->opt.telemetry_ms < tick_ms)
 		tick_ms = (int)w->opt.telemetry_ms;
+	uint32_t progress_ms = 0; /* the shortest interval clients asked */
 	while (!atomic_load(&w->stop)) {
 		/* The monitor's heartbeat (issue 22), once per turn: its wait
 		 * is bounded by tick_ms, so an idle monitor beats too. */
 		atomic_store_explicit(&w->seg.h->monitor_beat_ns, hl__coarse_ns(),
 		                      memory_order_relaxed);
 		struct epoll_event evs[64];
-		int n = epoll_wait(w->epfd, evs, 64, tick_ms);
+		/* Nudges need a tick at least as often as they are asked for:
+		 * half the interval, so that one is never a tick late. */
+		int wait_ms = tick_ms;
+		if (progress_ms && (int)(progress_ms / 2) < wait_ms)
+			wait_ms = (int)(progress_ms / 2) ? (int)(progress_ms / 2) : 1;
+		int n = epoll_wait(w->epfd, evs, 64, wait_ms);
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.u64 == UINT64_MAX) {
 				uint64_t v;
@@ -368,6 +411,7 @@ monitor_main(void *arg)
 		}
 		poll_unwatched(w);
 		watch_readers(w, hl__now_ns());
+		progress_ms = nudge_progress(w, hl__now_ns());
 		hl_w_telemetry_tick(w);
 		/* The segment truncated or replaced under us (issue 21):
 		 * stop before a shard thread faults on a page that is gone

@@ -306,7 +306,9 @@ visit_key(struct hl_worker *w, struct hl_rec *st, uint32_t b, _Atomic uint32_t *
 	const struct hl_shm_header *h = w->seg.h;
 	struct hl_shm_key *k = i <= h->max_keys ? hl__key(&w->seg, i) : NULL;
 	if (!k || st->key_seen[i - 1] || k->key_len == 0 || k->key_len > HL_KEY_MAX ||
-	    hl__bucket_of(h, k->hash) != b || hl__hash(hl__key_bytes(k), k->key_len) != k->hash) {
+	    hl__bucket_of(h, k->hash) != b ||
+	    ((k->hash & HL_HASH_PREFIX) ? hl__hash_prefix(hl__key_bytes(k), k->key_len)
+	                                : hl__hash(hl__key_bytes(k), k->key_len)) != k->hash) {
 		ST_RLX(link, HL_NIL);
 		st->acc.repairs++;
 		return -1;
@@ -387,9 +389,20 @@ walk_keys(struct hl_worker *w, struct hl_rec *st)
 static void
 keep_keys(struct hl_worker *w, struct hl_rec *st)
 {
+	/* The prefix lengths in use are counted again from the kept prefix
+	 * entries (worker memory: a new process starts from zero anyway). */
+	struct hl_prefix_lens *pl = &w->plens;
+	ST_RLX(&pl->total, 0);
+	for (size_t i = 0; i < sizeof(pl->bits) / sizeof(pl->bits[0]); i++)
+		ST_RLX(&pl->bits[i], 0);
+	for (size_t i = 0; i <= HL_KEY_MAX; i++)
+		ST_RLX(&pl->count[i], 0);
+	for (size_t i = 0; i < HL_PREFIX_FILTER_BITS / 64; i++)
+		ST_RLX(&pl->filter[i], 0);
 	for (uint32_t j = 0; j < st->nkeys; j++) {
 		uint32_t i = st->keys[j].idx;
 		hl__pool_mark(&w->keys, i);
+		hl_w_prefix_recount(w, i);
 		ST_RLX(&hl__key(&w->seg, i)->used, 1);
 		if (st->keys[j].pending)
 			st->pending[st->npending++] = i;
@@ -403,18 +416,36 @@ keep_keys(struct hl_worker *w, struct hl_rec *st)
  * (freed already: `used` is 0). Observe waits for the end of recovery, so
  * a used slot with neither value nor observer is one of ours. */
 static void
+free_if_empty(struct hl_worker *w, struct hl_rec *rec, uint32_t i)
+{
+	struct hl_shm_key *k = hl__key(&w->seg, i);
+	struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
+	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
+		hl_w_maybe_free_key(sh, i);
+		rec->acc.repairs++;
+	}
+	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+}
+
+static void
 free_emptied(struct hl_worker *w, struct hl_rec *rec)
 {
-	for (uint32_t j = 0; j < rec->nemptied; j++) {
-		uint32_t i = rec->emptied[j];
-		struct hl_shm_key *k = hl__key(&w->seg, i);
-		struct hl_shard *sh = &w->shards[hl_w_key_shard(w, i)];
-		hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
-		if (LD_RLX(&k->used) && LD_RLX(&k->val) == 0 && LD_RLX(&k->obs_head) == HL_NIL) {
-			hl_w_maybe_free_key(sh, i);
-			rec->acc.repairs++;
-		}
-		hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+	for (uint32_t j = 0; j < rec->nemptied; j++)
+		free_if_empty(w, rec, rec->emptied[j]);
+	/* A prefix entry's list may have been walked first by a dispatch of
+	 * any shard (hl_w_rec_key_ready()), which reports no emptied list
+	 * (a dispatched key holds a value; a prefix entry never does). So
+	 * every kept prefix entry is looked at too. Its slot cannot have
+	 * become another prefix entry since: observe waits for the end of
+	 * recovery; a key reusing it has HL_HASH_PREFIX clear (the hash is
+	 * stored with an atomic builtin, and read again under the lock by
+	 * hl_w_key_shard()). Test: test_prefix_entry_emptied_by_damage_is_
+	 * freed_after_a_dispatch_walked_it (tests/test_recovery.c). */
+	for (uint32_t j = 0; j < rec->nkeys; j++) {
+		uint32_t i = rec->keys[j].idx;
+		if (__atomic_load_n(&hl__key(&w->seg, i)->hash, __ATOMIC_RELAXED) & HL_HASH_PREFIX)
+			free_if_empty(w, rec, i);
 	}
 }
 
@@ -544,7 +575,12 @@ req_committed(struct hl_shard *sh, uint32_t ep, uint32_t gen, uint64_t pos, cons
 	if (!hl__req_is_write(r->h.type) && r->h.type != HL_REQ_OBSERVE)
 		return 0;
 	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
-	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hl__hash(key, r->h.key_len));
+	/* A prefix observe linked its observer to the prefix entry (the
+	 * same bytes, HL_HASH_PREFIX set): its evidence is there. */
+	uint64_t hash = r->h.type == HL_REQ_OBSERVE && (r->arg & HL_OBSERVE_PREFIX)
+	                        ? hl__hash_prefix(key, r->h.key_len)
+	                        : hl__hash(key, r->h.key_len);
+	uint32_t idx = hl_w_key_find(w, key, r->h.key_len, hash);
 	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
 	if (!idx)
 		return 0;
@@ -712,7 +748,10 @@ hl_w_recover_begin(struct hl_worker *w)
 	/* Revisions only move forward. */
 	if (LD_RLX(&h->revision) < st->max_rev)
 		ST_RLX(&h->revision, st->max_rev);
-	ST_RLX(&h->keys_used, st->nkeys);
+	/* keep_keys() counted the prefix entries among them. */
+	uint32_t nprefix = atomic_load_explicit(&w->plens.total, memory_order_relaxed);
+	ST_RLX(&h->keys_used, st->nkeys - nprefix);
+	ST_RLX(&h->prefixes_used, nprefix);
 	ST_RLX(&h->heap_used, hl__heap_used(&w->heap));
 	st->t_keys = hl__now_ns();
 
@@ -993,10 +1032,12 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			obs += n;
 		}
 	}
-	if (keys != hl__pool_used(&w->keys) || keys != LD_RLX(&h->keys_used)) {
-		snprintf(msg, len, "keys: %lu reachable, %u allocated, %lu counted",
+	if (keys != hl__pool_used(&w->keys) ||
+	    keys != LD_RLX(&h->keys_used) + LD_RLX(&h->prefixes_used)) {
+		snprintf(msg, len, "keys: %lu reachable, %u allocated, %lu + %lu prefixes counted",
 		         (unsigned long)keys, hl__pool_used(&w->keys),
-		         (unsigned long)LD_RLX(&h->keys_used));
+		         (unsigned long)LD_RLX(&h->keys_used),
+		         (unsigned long)LD_RLX(&h->prefixes_used));
 		return -EPROTO;
 	}
 	if (obs != hl__pool_used(&w->obs) || obs != LD_RLX(&h->observers_used)) {

@@ -36,6 +36,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
 #define LD_RLX(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -178,6 +179,8 @@ drain(struct hl_shard *sh, uint32_t ep, int dead)
 			sh->cur_ws = ws;
 			sh->cur_pos = pos;
 			sh->cur_done = 0;
+			if (__builtin_expect(w->apply_delay_us > 0, 0))
+				usleep((useconds_t)w->apply_delay_us); /* test hook */
 			err = hl_w_apply(sh, ep, pos, r, len, &result);
 			sh->cur_ws = NULL;
 			hl_w_crash_point(w); /* done recorded, not yet answered */
@@ -379,7 +382,7 @@ shard_main(void *arg)
 	struct hl_shm_shard *ss = &w->seg.h->shard[sh->id];
 	struct hl_shm_doorbell *db = hl__doorbell(&w->seg, sh->id);
 	urcu_memb_register_thread();
-	uint64_t idle_since = 0;
+	uint64_t idle_since = 0, progress = 0;
 	const uint64_t spin_ns = (uint64_t)(w->opt.spin_us > 0 ? w->opt.spin_us : 0) * 1000u;
 	if (w->opt.park_shard == (int64_t)sh->id)
 		park(w, sh->id);
@@ -390,6 +393,18 @@ shard_main(void *arg)
 		 * spin round, or the futex wait's 100 ms timeout. Relaxed:
 		 * the word publishes nothing; its readers only compare times. */
 		atomic_store_explicit(&ss->beat_ns, hl__coarse_ns(), memory_order_relaxed);
+		/* Progress (layout.h, hl_shm_shard.progress_rev): here, between
+		 * two passes, everything this thread applied is dispatched, and
+		 * what it applies next takes a revision above this read (the same
+		 * counter, later in this thread). Release: the ring commits of
+		 * those events first (pairs with the client's acquire before it
+		 * checks its rings). An idle thread gets here at least every
+		 * 100 ms (its futex wait's bound). */
+		uint64_t rev = atomic_load_explicit(&w->seg.h->revision, memory_order_relaxed);
+		if (rev != progress) {
+			progress = rev;
+			atomic_store_explicit(&ss->progress_rev, rev, memory_order_release);
+		}
 		if (serve_once(sh) > 0) {
 			idle_since = 0;
 			continue;

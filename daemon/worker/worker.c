@@ -46,6 +46,8 @@ hl_w_init(struct hl_worker *w)
 		rc = hl_w_dispatch_init(w);
 	if (rc)
 		return rc;
+	const char *delay = getenv("HEIRLOOM_TEST_APPLY_DELAY_US");
+	w->apply_delay_us = delay ? atoll(delay) : 0;
 	w->obs_pos = calloc((size_t)h->max_observers + 1, sizeof(uint32_t));
 	w->eps = calloc(h->max_endpoints, sizeof(struct hl_ep));
 	w->nshards = h->shards;
@@ -116,7 +118,11 @@ int
 hl_w_recover(struct hl_worker *w)
 {
 	/* Kept until exit: hl_w_recover_begin() frees a previous pass's. */
-	return recover_and_serve(w, 0);
+	int rc = recover_and_serve(w, 0);
+	/* A prefix entry recovery freed (keys.c) returns to the pool after a
+	 * grace period, like an observer slot: back before hl_w_check(). */
+	urcu_memb_barrier();
+	return rc;
 }
 
 void
@@ -128,6 +134,7 @@ hl_w_stop(struct hl_worker *w)
 	hl_w_monitor_wake(w);
 	hl_w_shards_join(w);
 	pthread_join(w->monitor, NULL);
-	/* Every observer slot handed to call_rcu() is back in its pool. */
+	/* Every observer and prefix entry slot handed to call_rcu() is back
+	 * in its pool. */
 	urcu_memb_barrier();
 }

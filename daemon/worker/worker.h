@@ -22,10 +22,13 @@
 #include "segment.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -64,8 +67,11 @@ struct hl_fan {
 };
 /* In hl_fan.slot: the observer asked for no old value (HL_OBSERVE_NOOLD).
  * Slots are < 2^25, so the top bit is free; readers mask it (HL_FAN_SLOT). */
-#define HL_FAN_NOOLD   0x80000000u
-#define HL_FAN_SLOT(f) ((f).slot & ~HL_FAN_NOOLD)
+#define HL_FAN_NOOLD 0x80000000u
+/* In hl_fan.slot: a prefix observer (HL_OBSERVE_PREFIX), whose
+ * delivered_rev is its start revision and must not move (dispatch.c). */
+#define HL_FAN_PREFIX  0x40000000u
+#define HL_FAN_SLOT(f) ((f).slot & ~(HL_FAN_NOOLD | HL_FAN_PREFIX))
 
 /* Deferred wake-ups of one shard thread (wake.c): endpoints whose events
  * were committed during the current run of requests and whose wake-up
@@ -96,6 +102,8 @@ struct hl_shard {
 	uint32_t *ep_start;
 	uint32_t *touched; /* endpoints touched by this dispatch */
 	uint64_t *ids;
+	/* prefix entries matching the key being dispatched (dispatch.c) */
+	uint32_t pmatch[HL_KEY_MAX];
 	uint8_t *req; /* private copy of the request being applied */
 	/* The client request hl_w_apply() is applying (shard thread only;
 	 * NULL otherwise: the worker's own publishes, cleanup): where its
@@ -144,6 +152,7 @@ struct hl_ep {
 	uint64_t read_ns;   /* CLOCK_MONOTONIC when the client last read or had nothing waiting */
 	uint32_t watch_gen; /* incarnation the two fields above describe */
 	int slow;           /* reported as not reading */
+	uint64_t nudge_ns;  /* monitor only: last progress nudge (monitor.c) */
 	/* hl_fd() (wake.c, endpoint.c): the worker's copy of the client's wake
 	 * socket, -1 = none. Set and dropped under mu; read by any thread's
 	 * wake_one() without it, which announces itself in wake_users first so
@@ -168,10 +177,53 @@ struct hl_worker_opts {
 	int crash_at_step;         /* test hook: _exit(99) at that apply step */
 	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
 	int64_t park_shard;        /* test hook: this shard's thread hangs (-1 = off) */
+	int64_t hold_shard;        /* test hook: this shard holds commit..dispatch (-1 = off) */
+	const char *hold_file;     /* ... while this file exists (apply.c, hold()) */
+};
+
+/*
+ * Which prefix lengths have a prefix entry in the key index (keys.c,
+ * docs/architecture.md "Prefix observers"): what a dispatch reads to know
+ * which prefixes of its key to look up, so that a key no prefix matches
+ * costs one load when no prefix entry exists and one probe per length in
+ * use otherwise. Worker memory only, rebuilt by recovery from the key
+ * index (the prefix entries themselves are in the segment).
+ *
+ * Writers: the shard thread that creates or frees a prefix entry (under
+ * its shard.mu; several shards at once, hence atomics), recovery before
+ * any shard thread runs. Readers: every shard thread's dispatch, relaxed,
+ * inside its RCU read-side section.
+ *  count[len]  prefix entries of that length (fetch_add / fetch_sub).
+ *  bits        bit len set (fetch_or, relaxed) when count[len] leaves 0,
+ *              before the entry is linked; never cleared while the worker
+ *              runs: clearing it would race with another shard setting
+ *              it, and a stale bit costs one probe that finds nothing.
+ *              An observe's answer is released after its entry's bit and
+ *              link, so a publish queued after the answer (acquire chain
+ *              through the client's rings) finds both.
+ *  total       prefix entries (fetch_add / fetch_sub): 0 = skip matching.
+ *  filter      HL_PREFIX_FILTER_BITS bits of a running hash of each
+ *              prefix entry: a word bit per whole 8-byte word and an end
+ *              bit (keys.c, "The filter"); fetch_or, relaxed, before the
+ *              link, as `bits`; never cleared while the worker runs, for
+ *              the same reason. A probe of the key index (two cache
+ *              misses: bucket and slot) is made only on a set end bit; a
+ *              key stops at the first of its words with no word bit. So a
+ *              key that no prefix matches costs one pass over (at most)
+ *              its bytes and a load from 128 KiB, which stays in cache,
+ *              per word and per length in use.
+ */
+#define HL_PREFIX_FILTER_BITS (1u << 20)
+struct hl_prefix_lens {
+	_Atomic uint32_t total;
+	_Atomic uint64_t bits[(HL_KEY_MAX + 64) / 64];
+	_Atomic uint32_t count[HL_KEY_MAX + 1];
+	_Atomic uint64_t filter[HL_PREFIX_FILTER_BITS / 64];
 };
 
 struct hl_worker {
 	struct hl_seg seg;
+	struct hl_prefix_lens plens;
 	struct hl_worker_opts opt;
 	struct hl_heap heap;
 	struct hl_pool keys;
@@ -201,6 +253,15 @@ struct hl_worker {
 	struct hl_rec *rec;     /* recovery's state (recovery.c), kept until exit */
 	struct hl_tel *tel;     /* telemetry's mailboxes (telemetry.c) */
 	struct hl_w_link *link; /* the keeper link (handoff.c); NULL standalone */
+	/* The keeper asked for the table for an upgrade (YIELD, handoff.c's
+	 * link thread): the main thread stops the threads after their batch
+	 * and hands the table over (hl_w_handover()) instead of giving it
+	 * back. */
+	_Atomic int yield;
+	/* Test hook HEIRLOOM_TEST_APPLY_DELAY_US (read by hl_w_init()): a
+	 * shard thread sleeps this long between a request's intent and its
+	 * commit, so that a test can ask for the table mid-batch. 0 = off. */
+	int64_t apply_delay_us;
 };
 
 /* hl_w_apply() takes HL_W_EP_SELF as the endpoint of the worker's own
@@ -227,6 +288,21 @@ hl_w_crash_step(struct hl_worker *w)
 		 * _exit() reports a thread that ended unjoined, as one does
 		 * while the worker stops, and exits 66 instead of 99). */
 		syscall(SYS_exit_group, 99);
+}
+
+/* Test hook HEIRLOOM_TEST_UPGRADE_KILL=old:N or new:N: SIGKILL this
+ * process at step N of an upgrade's hand-over (docs/architecture.md,
+ * "Upgrade"); ROLE is "old" or "new". Off the request path: a few calls
+ * per worker life. */
+static inline __attribute__((cold)) void
+hl_w_upgrade_step(const char *role, int step)
+{
+	const char *e = getenv("HEIRLOOM_TEST_UPGRADE_KILL");
+	size_t n = strlen(role);
+	if (e && strncmp(e, role, n) == 0 && e[n] == ':' && atoi(e + n + 1) == step) {
+		hl__log("test hook: SIGKILL at %s step %d of the hand-over", role, step);
+		raise(SIGKILL);
+	}
 }
 
 /* A point where the worker may die under --crash-at-step. Inline and

@@ -214,16 +214,46 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
 #define HL_OBSERVE_NOPUT    0x1u /* no HL_EV_PUT events: deletes only */
 #define HL_OBSERVE_NODELETE 0x2u /* no HL_EV_DELETE events: puts only */
 #define HL_OBSERVE_NOOLD    0x4u /* leave the old value out of events */
-/* Flags a later version may add (prefix observers) are refused with
- * -EINVAL today, so a program that sets one never silently gets less. */
+/* Observe every key that starts with the bytes given as the key (the
+ * prefix, 1..HL_KEY_MAX bytes), including keys created later: one event per
+ * change of any such key, naming the key (hl_event.key). Per key, the same
+ * order as an exact observer: revisions increase, with no duplicates and no
+ * gaps except LAGGED. Changes committed before the observe returned are not
+ * delivered. Combines with the filters above. A process's exact and prefix
+ * observers of one key each get the event (one record in its ring). After a
+ * lag a prefix observer gets HL_EV_LAGGED (key = the prefix, revision = the
+ * last one handed out, lagged = the events lost) but, unlike an exact
+ * observer, no HL_EV_RESYNC, for now: LAGGED only, the library cannot tell
+ * which keys lost events. Read the keys again (hl_keys() or heirloomctl
+ * get --prefix) and go on from the events that follow. Each distinct
+ * prefix takes a slot of the key pool (hl_stats().prefixes; -ENOSPC when
+ * the pool is full). */
+#define HL_OBSERVE_PREFIX 0x8u
+/* Flags a later version may add are refused with -EINVAL, so a program
+ * that sets one never silently gets less. */
 
 /* Options of hl_observe_with(). Zero-initialise: every field not named
  * below is reserved, must be 0, and will carry later options (a start
- * revision to resume from, a progress interval) without changing the size
- * of the struct. */
+ * revision to resume from) without changing the size of the struct.
+ *
+ * progress_ms: 0, or ask for HL_EV_PROGRESS events about this often
+ * (at least HL_PROGRESS_MS_MIN ms; 1..9 give -EINVAL) while the observer
+ * has nothing else to hand out. An HL_EV_PROGRESS event says "current as
+ * of revision R" (hl_event.revision): every change of this observer's key
+ * (or, for HL_OBSERVE_PREFIX, of every key under its prefix) with a
+ * revision <= R has been handed out by hl_next() before it (or reported
+ * lost by an HL_EV_LAGGED before it), so a process that restarts can
+ * resume from R (issue 14). R never decreases for one observer; it may
+ * repeat. It may be below revisions already handed out (a prefix
+ * observer's R is the least over the worker's shards; an idle shard
+ * moves its R up at least every 100 ms). The events come from hl_next():
+ * the worker wakes the client about every progress_ms, futex or hl_fd()
+ * alike, so a loop asleep on hl_fd() gets them too. Not filtered by
+ * NOPUT/NODELETE. */
+#define HL_PROGRESS_MS_MIN 10u
 struct hl_observe_opts {
 	uint32_t flags;       /* HL_OBSERVE_* */
-	uint32_t reserved32;  /* 0 */
+	uint32_t progress_ms; /* 0 = none; else >= HL_PROGRESS_MS_MIN (above) */
 	uint64_t reserved[6]; /* 0 */
 };
 
@@ -337,13 +367,16 @@ HL_API int hl_get(struct hl_client *c, const void *key, size_t key_len, void *bu
 /* ---- Events. ---- */
 
 enum hl_event_type {
-	HL_EV_PUT = 1,    /* key set: old (maybe none) and new value */
-	HL_EV_DELETE = 2, /* key removed: old value */
-	HL_EV_LAGGED = 3, /* this observer's ring was full: `lagged` events were
-	                   * dropped; the next event is its HL_EV_RESYNC */
-	HL_EV_RESYNC = 4, /* the key's current state after a lag: new value (or
-	                   * has_new = 0 when the key no longer exists) and its
-	                   * revision */
+	HL_EV_PUT = 1,      /* key set: old (maybe none) and new value */
+	HL_EV_DELETE = 2,   /* key removed: old value */
+	HL_EV_LAGGED = 3,   /* this observer's ring was full: `lagged` events were
+	                     * dropped; the next event is its HL_EV_RESYNC */
+	HL_EV_RESYNC = 4,   /* the key's current state after a lag: new value (or
+	                     * has_new = 0 when the key no longer exists) and its
+	                     * revision */
+	HL_EV_PROGRESS = 5, /* "current as of `revision`" for an observer that
+	                     * asked (hl_observe_opts.progress_ms): key = its key
+	                     * or prefix, no values */
 };
 
 /*
@@ -353,7 +386,8 @@ enum hl_event_type {
 struct hl_event {
 	enum hl_event_type type;
 	hl_observer_id observer;
-	uint64_t revision;     /* the key's revision after the change */
+	uint64_t revision;     /* the key's revision after the change;
+	                        * HL_EV_PROGRESS: current as of it */
 	pid_t publisher;       /* pid of the publishing process, 0 for RESYNC */
 	uint64_t timestamp_ns; /* CLOCK_MONOTONIC when the publish was queued */
 	const void *key;
@@ -383,7 +417,10 @@ struct hl_event {
  * the pair, and only with a revision greater than the RESYNC's. So an
  * observer always ends at the latest value. (A drop of revisions already
  * handed out, as a redelivery after a worker restart can be, is no loss
- * and yields no pair.) Errors: -ETIMEDOUT (nothing within the timeout;
+ * and yields no pair.) An observer that asked for progress
+ * (hl_observe_opts.progress_ms) also gets HL_EV_PROGRESS when nothing else
+ * is waiting and its interval has passed; a blocking call wakes for it.
+ * Errors: -ETIMEDOUT (nothing within the timeout;
  * -EAGAIN when timeout_ms is 0), -EINTR, HL_ESTALE, HL_ECORRUPT.
  */
 HL_API int hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms);
@@ -397,8 +434,8 @@ HL_API int hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms);
  * returns -EAGAIN (an edge-triggered EPOLLET registration works with that
  * same loop). It may poll readable with nothing to take (an event another
  * thread's hl_next() took, or an observer's events dropped after
- * hl_unobserve()): hl_next() then just returns -EAGAIN. Watch it for
- * reading only.
+ * hl_unobserve(), or a progress nudge with nothing due yet): hl_next() then
+ * just returns -EAGAIN. Watch it for reading only.
  *
  * The first call makes it (an AF_UNIX datagram socket read end, non-blocking
  * and close-on-exec) and asks the worker to take a copy of its other end
@@ -449,7 +486,8 @@ struct hl_stats {
 	uint64_t reattaches;         /* worker attaches (each runs recovery) */
 	uint64_t epoch;              /* owner epoch */
 	uint64_t last_recovery_ns;
-	uint64_t keys, observers, endpoints; /* current counts */
+	uint64_t keys, observers, endpoints; /* current counts; keys: keys only,
+	                                      * not the prefix entries below */
 	uint64_t heap_used, heap_capacity;   /* value heap bytes */
 	uint64_t revision;                   /* global revision */
 	pid_t owner_pid;
@@ -464,6 +502,11 @@ struct hl_stats {
 	                             * reading: events wait in their rings and none
 	                             * was taken for the worker's --slow-reader-ms.
 	                             * They keep their observers. */
+	uint64_t prefixes;          /* current count of prefix entries: one per
+	                             * distinct prefix observed (HL_OBSERVE_PREFIX),
+	                             * however many observers it has. They take
+	                             * slots of the key pool: keys + prefixes <=
+	                             * max_keys. */
 };
 
 /* Fill *st from the segment's counters (no worker needed). */

@@ -130,6 +130,7 @@ class EventType(enum.IntEnum):
     DELETE = 2
     LAGGED = 3   #: events were dropped for this observer (``lagged`` of them)
     RESYNC = 4   #: the key's current state right after a LAGGED
+    PROGRESS = 5  #: current as of ``revision``: every change up to it came before
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,22 @@ class Client:
         close :meth:`fileno`'s descriptor. Idempotent."""
         self._c.close()
 
-    def observe(self, key: Bytesish, *, puts_only: bool = False, deletes_only: bool = False,
-                no_old: bool = False) -> int:
+    def observe(self, key: Bytesish, *, prefix: bool = False, puts_only: bool = False,
+                deletes_only: bool = False, no_old: bool = False,
+                progress_ms: int = 0) -> int:
         """``hl_observe``: observe ``key``; returns the observer id (never
-        reused). ``puts_only`` / ``deletes_only`` filter the event types in
+        reused). ``prefix=True`` (``HL_OBSERVE_PREFIX``): every key that
+        starts with ``key``, also keys created later; each event's ``key``
+        names it. ``puts_only`` / ``deletes_only`` filter the event types in
         the worker (``HL_OBSERVE_NODELETE`` / ``NOPUT``; not both);
-        ``no_old`` leaves the old value out (``Event.old`` is None)."""
+        ``no_old`` leaves the old value out (``Event.old`` is None).
+        ``progress_ms`` (``hl_observe_opts.progress_ms``, 10 or more): while
+        idle, an :attr:`EventType.PROGRESS` event about that often, whose
+        ``revision`` R says every change up to R came before it (where a
+        restarting process resumes from)."""
         flags = ((NODELETE if puts_only else 0) | (NOPUT if deletes_only else 0) |
-                 (NOOLD if no_old else 0))
-        return self._c.observe(_b(key), flags)
+                 (NOOLD if no_old else 0) | (_heirloom.OBSERVE_PREFIX if prefix else 0))
+        return self._c.observe(_b(key), flags, progress_ms)
 
     def unobserve(self, observer: int) -> None:
         """``hl_unobserve``: no event for ``observer`` from now on."""

@@ -49,6 +49,34 @@ def test_events_carry_every_field(worker):
         c.unobserve(oid)
 
 
+def test_prefix_observer_gets_keys_created_later(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        oid = c.observe("sess/1/", prefix=True)
+        c.publish("sess/1/a", b"x")
+        c.publish("sess/2/a", b"y")
+        c.publish("sess/1/b", b"z")
+        # Two keys may be in two shards: no order between them.
+        evs = sorted((c.next(timeout=5) for _ in range(2)), key=lambda e: e.key)
+        assert [(e.observer, e.key, e.new) for e in evs] == [
+            (oid, b"sess/1/a", b"x"), (oid, b"sess/1/b", b"z")]
+        assert c.next(timeout=0) is None
+
+
+def test_progress_event_follows_the_changes(worker):
+    with heirloom.Client(worker.name, sync=True) as c:
+        oid = c.observe("prog/k", progress_ms=20)
+        c.publish("prog/k", b"x")
+        e = c.next(timeout=5)
+        assert e.type == heirloom.EventType.PUT and e.observer == oid
+        while True:
+            p = c.next(timeout=5)
+            assert p.type == heirloom.EventType.PROGRESS and p.key == b"prog/k"
+            if p.revision >= e.revision:
+                break
+        with pytest.raises(heirloom.InvalidArgumentError):
+            c.observe("prog/k", progress_ms=5)
+
+
 def test_errors_are_subclasses_with_code_and_name(worker):
     with heirloom.Client(worker.name, sync=True) as c:
         with pytest.raises(heirloom.InvalidArgumentError) as ei:

@@ -25,10 +25,12 @@ drive(const char *name)
 	struct hl_open_opts o = { .timeout_ms = 2000 };
 	if (hl_open(name, &o, &c))
 		return 1;
-	hl_observer_id a = 0, b = 0, x = 0;
+	hl_observer_id a = 0, b = 0, x = 0, p = 0;
 	/* Errors are expected: a worker run with --crash-at-step dies midway. */
 	(void)hl_observe(c, "alpha", 5, 0, &a);
 	(void)hl_observe(c, "beta", 4, 0, &b);
+	/* A prefix entry (layout 5) beside the keys it matches. */
+	(void)hl_observe(c, "g", 1, HL_OBSERVE_PREFIX, &p);
 	(void)hl_publish(c, "alpha", 5, "one", 3, "m", 1);
 	(void)hl_publish(c, "beta", 4, "two", 3, NULL, 0);
 	(void)hl_publish(c, "gamma", 5, "three", 5, "meta", 4);

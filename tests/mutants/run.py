@@ -98,7 +98,7 @@ def restore(src_root, m, orig):
 def sh(cmd, cwd, timeout=None, env=None):
     try:
         p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=timeout, env=env, text=True)
+                           timeout=timeout, env=env, text=True, errors="replace")
         return p.returncode, p.stdout
     except subprocess.TimeoutExpired as e:
         return -1, (e.stdout or "") if isinstance(e.stdout, str) else ""
