@@ -157,7 +157,10 @@ redirect(int to, const char *path)
 }
 
 /* Run ARGV as W with ENV (NULL-terminated "K=V", may be NULL) added,
- * stdout to OUT and stderr to ERR (NULL: /dev/null). Returns the pid. */
+ * stdout to OUT and stderr to ERR (NULL: /dev/null). Returns the pid.
+ * The program is opened while still root and run through that descriptor:
+ * W need not be able to reach the build tree (a clone in /root, mode 0700,
+ * as on a fresh Debian where root runs scripts/test). */
 static pid_t
 spawn_as(const struct who *w, const char *const *argv, const char *const *env, const char *out,
          const char *err)
@@ -170,8 +173,10 @@ spawn_as(const struct who *w, const char *const *argv, const char *const *env, c
 		redirect(2, err);
 		for (int i = 0; env && env[i]; i++)
 			putenv((char *)env[i]);
+		int exe = open(argv[0], O_PATH | O_CLOEXEC);
 		become(w);
-		execv(argv[0], (char *const *)argv);
+		if (exe >= 0)
+			fexecve(exe, (char *const *)argv, environ);
 		_exit(127);
 	}
 	return pid;
