@@ -5,6 +5,8 @@
  */
 #include "log.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -134,4 +136,28 @@ hl__logl(int level, const char *fmt, ...)
 	vline(buf, sizeof(buf), level, fmt, ap);
 	va_end(ap);
 	fputs(buf, stderr);
+}
+
+unsigned
+hl__log_cfg_opts(struct hl_cfg_opt *o, char **level, char **format)
+{
+	o[0] = (struct hl_cfg_opt){ .name = "log-level",
+		                    .type = HL_CFG_STR,
+		                    .def = "info",
+		                    .metavar = "LEVEL",
+		                    .choices = hl__log_levels,
+		                    .help = "Log lines of this level and more urgent (SIGHUP "
+		                            "re-reads it).",
+		                    .dst = level };
+	o[1] = (struct hl_cfg_opt){
+		.name = "log-format",
+		.type = HL_CFG_STR,
+		.def = "auto",
+		.metavar = "FORMAT",
+		.choices = hl__log_formats,
+		.help = "Line prefix: 'name[pid]: ', syslog '<N>name[pid]: ', journal '<N>' "
+		        "(auto: journal under journald).",
+		.dst = format
+	};
+	return 2;
 }

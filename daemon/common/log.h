@@ -31,6 +31,13 @@ enum hl_log_level { HL_LOG_ERR = 3, HL_LOG_WARNING = 4, HL_LOG_INFO = 6, HL_LOG_
 extern const char *const hl__log_levels[];
 extern const char *const hl__log_formats[];
 
+struct hl_cfg_opt;
+/* The two options every daemon takes for its log, --log-level and
+ * --log-format (choices hl__log_levels, hl__log_formats; SIGHUP re-reads
+ * both), written into O[0] and O[1] with LEVEL and FORMAT as their
+ * destinations. Returns 2, the number of entries written. */
+unsigned hl__log_cfg_opts(struct hl_cfg_opt *o, char **level, char **format);
+
 /* Name the lines after PROG ("heirloom-worker"), a string that lives for
  * the whole process; level info, format auto. Call once in main(), before
  * any thread starts; until then lines say "heirloom". */

@@ -176,24 +176,7 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 	o[i++] = KOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", NULL, 0, 0,
 	              &p->print_config);
-	o[i++] = (struct hl_cfg_opt){ .name = "log-level",
-		                      .type = HL_CFG_STR,
-		                      .def = "info",
-		                      .metavar = "LEVEL",
-		                      .choices = hl__log_levels,
-		                      .help = "Log lines of this level and more urgent (SIGHUP "
-		                              "re-reads it).",
-		                      .dst = &p->log_level };
-	o[i++] = (struct hl_cfg_opt){
-		.name = "log-format",
-		.type = HL_CFG_STR,
-		.def = "auto",
-		.metavar = "FORMAT",
-		.choices = hl__log_formats,
-		.help = "Line prefix: 'name[pid]: ', syslog '<N>name[pid]: ', journal '<N>' "
-		        "(auto: journal under journald).",
-		.dst = &p->log_format
-	};
+	i += hl__log_cfg_opts(&o[i], &p->log_level, &p->log_format);
 	o[i++] = KOPT("history", HL_CFG_SIZE, "0",
 	              "History ring per shard of a new segment, a power of two (0 = 1 MiB or "
 	              "what max-value needs): how far back observers can resume and catch up.",

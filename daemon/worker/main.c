@@ -154,24 +154,7 @@ options(struct hl_cfg_opt *o, struct wvals *v)
 	o[i++] = WOPT("print-config", HL_CFG_BOOL, "false",
 	              "Print every option's value and where it came from, then exit 0.", 0, 0,
 	              &V.print_config);
-	o[i++] = (struct hl_cfg_opt){ .name = "log-level",
-		                      .type = HL_CFG_STR,
-		                      .def = "info",
-		                      .metavar = "LEVEL",
-		                      .choices = hl__log_levels,
-		                      .help = "Log lines of this level and more urgent (SIGHUP "
-		                              "re-reads it).",
-		                      .dst = &V.log_level };
-	o[i++] = (struct hl_cfg_opt){
-		.name = "log-format",
-		.type = HL_CFG_STR,
-		.def = "auto",
-		.metavar = "FORMAT",
-		.choices = hl__log_formats,
-		.help = "Line prefix: 'name[pid]: ', syslog '<N>name[pid]: ', journal '<N>' "
-		        "(auto: journal under journald).",
-		.dst = &V.log_format
-	};
+	i += hl__log_cfg_opts(&o[i], &V.log_level, &V.log_format);
 	return i;
 #undef V
 }
