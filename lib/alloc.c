@@ -369,6 +369,13 @@ hl__pool_alloc(struct hl_pool *p)
 	if (p->nfree) {
 		idx = p->stack[--p->nfree];
 		p->used[idx / 64] |= 1ull << (idx % 64);
+		if (p->hwm && idx > atomic_load_explicit(p->hwm, memory_order_relaxed)) {
+			atomic_store_explicit(p->hwm, idx, memory_order_relaxed);
+			/* The mark before any write of the slot, which the
+			 * caller makes after we return (a crash in between
+			 * must not leave a written slot above the mark). */
+			atomic_thread_fence(memory_order_release);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return idx;

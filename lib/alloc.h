@@ -18,6 +18,7 @@
 #define HL_ALLOC_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define HL_HEAP_CLASSES 12u /* 64 B .. 128 KiB */
@@ -71,6 +72,9 @@ struct hl_pool {
 	uint32_t nfree;
 	uint32_t *stack; /* free slots; top = stack[nfree-1] */
 	uint64_t *used;  /* bitmap of allocated slots */
+	/* The segment's high-water mark of this pool (layout.h, keys_hwm),
+	 * or NULL: raised under the lock when a slot above it is handed out. */
+	_Atomic uint32_t *hwm;
 };
 
 int hl__pool_init(struct hl_pool *p, uint32_t cap);

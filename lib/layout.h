@@ -65,7 +65,12 @@
  *    Prometheus histogram). No struct changed size (it sits in the
  *    padding of hl_shm_shard's counter lines): the version says that a v6
  *    worker would leave the sum at 0 under counts that grow. */
-#define HL_LAYOUT_VERSION 7u
+/* 8: header.keys_hwm and header.obs_hwm (the slot pools' high-water
+ *    marks: recovery reads no slot above them), in what was padding of
+ *    the worker-state line; hl_shm_hist.last_pos, last_rev, prev_rev
+ *    (where a ring ends, without a walk), in its padding. A v7 worker
+ *    would leave them stale, and recovery would misjudge both. */
+#define HL_LAYOUT_VERSION 8u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -318,6 +323,20 @@ struct hl_shm_header {
 	 * one (relaxed), recovery from the table. Readers: hl_stats(). In
 	 * what was padding before the next line. */
 	_Atomic uint64_t prefixes_used;
+	/* High-water marks of the key and observer slot pools (layout 8):
+	 * no slot above one has been written since the segment was created,
+	 * so it reads as zero and recovery never reads it (reading the whole
+	 * region cost tens of ms at a worker's start: SEEK_DATA cannot skip
+	 * the pages the creator fallocate()d, lib/segment.c). Raised by the
+	 * pool under its lock (lib/alloc.c hl__pool_alloc()) before the
+	 * caller writes the slot: a release fence orders the two, so a crash
+	 * between them leaves a mark above an untouched slot, never a
+	 * written slot above the mark. Recovery raises each to the highest
+	 * slot its walks reached (damage may link one above) and clamps it
+	 * to the capacity. Pools only hand slots out while no recovery pass
+	 * writes the mark: keys after part 1, observers after part 2.
+	 * Readers: recovery; hl__keys_walk() (acquire: bounds its scan). */
+	_Atomic uint32_t keys_hwm, obs_hwm;
 
 	/* ---- liveness: heartbeats and the keeper's watchdog (issue 22) ----
 	 * The shard threads' heartbeats are in shard[i].beat_ns. The
@@ -932,7 +951,17 @@ struct hl_shm_hist {
 	_Atomic uint64_t tail;
 	_Atomic uint64_t floor_rev;
 	_Atomic uint64_t appends; /* records appended since creation (statistics) */
-	uint64_t pad[4];
+	/* Worker only (layout 8): where the ring ends, so that recovery need
+	 * not walk it (a walk of 8 MiB rings cost 36 ms before the first
+	 * publish was served). Before each append's commit (the head's
+	 * release store), in this order: prev_rev = the revision of the
+	 * last record committed (floor_rev when none); then last_pos and
+	 * last_rev = the start and revision of the record being appended.
+	 * So after a crash either the record at last_pos ends at head and
+	 * has last_rev (it is the last one), or last_pos is at or past head
+	 * (killed before the commit) and prev_rev is the last revision. */
+	_Atomic uint64_t last_pos, last_rev, prev_rev;
+	uint64_t pad;
 };
 _Static_assert(sizeof(struct hl_shm_hist) == HL_CACHELINE, "history control is one line");
 

@@ -125,7 +125,12 @@ hl__keys_walk(const struct hl_seg *s,
               int (*cb)(const void *key, size_t len, uint64_t rev, void *arg), void *arg)
 {
 	const struct hl_shm_header *h = s->h;
-	for (uint32_t i = 1; i <= h->max_keys; i++) {
+	/* No slot above the high-water mark was ever used (layout.h). A key
+	 * created during the scan may be missed, as with any scan. */
+	uint32_t n = atomic_load_explicit(&h->keys_hwm, memory_order_acquire);
+	if (n > h->max_keys)
+		n = h->max_keys;
+	for (uint32_t i = 1; i <= n; i++) {
 		struct hl_shm_key *k = hl__key(s, i);
 		if (!atomic_load_explicit(&k->used, memory_order_acquire))
 			continue;

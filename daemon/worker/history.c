@@ -15,10 +15,14 @@
  */
 #include "history.h"
 
+#include "../../lib/history.h" /* the reader, for hl_w_hist_scan() */
+
 #include "log.h"
 #include "util.h"
 
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
@@ -30,6 +34,8 @@ hl_w_hist_append(struct hl_shard *sh, const struct hl_w_hist_src *s)
 	struct hl_worker *w = sh->w;
 	if (s->rev <= sh->hist_last)
 		return; /* appended before the crash that left it pending */
+	if (__builtin_expect(atomic_load_explicit(&sh->hist_bad, memory_order_relaxed), 0))
+		hl_w_hist_empty(sh, "recovery's scan found damage");
 	struct hl_shm_hist *hc = hl__hist(&w->seg, sh->id);
 	uint8_t *data = hl__hist_data(&w->seg, sh->id);
 	const uint64_t size = w->seg.h->hist_bytes;
@@ -43,8 +49,28 @@ hl_w_hist_append(struct hl_shard *sh, const struct hl_w_hist_src *s)
 	uint64_t tail = LD_RLX(&hc->tail), floor = LD_RLX(&hc->floor_rev);
 	int evicted = 0;
 	while (end - tail > size) {
+		/* The oldest record, checked as recovery no longer does (a
+		 * bad size would take the tail anywhere): damage empties the
+		 * ring (no crash leaves a ring like that). */
+		uint64_t toff = tail & (size - 1);
 		struct hl_hist_rec r;
-		memcpy(&r, data + (tail & (size - 1)), sizeof(r));
+		int bad = size - toff < sizeof(r.h);
+		if (!bad) {
+			memcpy(&r.h, data + toff, sizeof(r.h));
+			bad = r.h.size < sizeof(r.h) || (r.h.size & 7u) || r.h.size > size - toff ||
+			      r.h.size > head - tail ||
+			      (r.h.type == HL_REC_PAD ? r.h.size != size - toff
+			                              : r.h.size < sizeof(r));
+		}
+		if (!bad && r.h.type != HL_REC_PAD) {
+			memcpy(&r, data + toff, sizeof(r));
+			bad = r.rev <= floor || r.rev > sh->hist_last;
+		}
+		if (bad) {
+			hl_w_hist_empty(sh, "damaged record at its tail");
+			hl_w_hist_append(sh, s);
+			return;
+		}
 		if (r.h.type != HL_REC_PAD)
 			floor = r.rev;
 		tail += r.h.size;
@@ -89,8 +115,17 @@ hl_w_hist_append(struct hl_shard *sh, const struct hl_w_hist_src *s)
 	memset(b + at, 0, n - at);
 	hl__racy_copy_in(data + (start & (size - 1)), b, n);
 	hl_w_crash_point(w); /* written, not committed: recovery appends it again */
-	/* COMMIT of the append (release: the record's bytes first; pairs
-	 * with the acquire of head in hl__hist_read()). */
+	/* Where the ring will end, for recovery (layout.h, last_pos): the
+	 * last committed revision first, then this record. Signal fences:
+	 * only the compiler could reorder them, and a crash sees program
+	 * order (a killed thread's stores all land). */
+	ST_RLX(&hc->prev_rev, sh->hist_last);
+	atomic_signal_fence(memory_order_seq_cst);
+	ST_RLX(&hc->last_pos, start);
+	ST_RLX(&hc->last_rev, s->rev);
+	hl_w_crash_point(w); /* end noted, not committed: prev_rev is the last */
+	/* COMMIT of the append (release: the record's bytes and the notes
+	 * above first; pairs with the acquire of head in hl__hist_read()). */
 	atomic_store_explicit(&hc->head, end, memory_order_release);
 	atomic_fetch_add_explicit(&hc->appends, 1, memory_order_relaxed);
 	sh->hist_head = end;
@@ -162,33 +197,132 @@ hl_w_hist_check(struct hl_worker *w, char *msg, size_t len)
 	return 0;
 }
 
+void
+hl_w_hist_empty(struct hl_shard *sh, const char *why)
+{
+	struct hl_worker *w = sh->w;
+	struct hl_shm_hist *hc = hl__hist(&w->seg, sh->id);
+	/* Everything up to the last revision appended counts as gone, so a
+	 * reader that needed any of it is told "compacted", never misled. */
+	uint64_t head = sh->hist_head;
+	ST_RLX(&hc->floor_rev, sh->hist_last);
+	ST_RLX(&hc->head, head);
+	atomic_store_explicit(&hc->tail, head, memory_order_release);
+	atomic_thread_fence(memory_order_release); /* as an eviction's (append) */
+	atomic_store_explicit(&sh->hist_bad, 0, memory_order_relaxed);
+	hl__log("history of shard %u: %s; emptied (compacted to revision %llu)", sh->id, why,
+	        (unsigned long long)sh->hist_last);
+}
+
+/* Shard S's ring: where it ends and its last revision, from the notes of
+ * the last append (layout.h, last_pos) and one record: O(1), whatever the
+ * ring holds. 0, or -1 when the positions or that record are not what any
+ * crash leaves (damage). */
+static int
+find_end(struct hl_worker *w, uint32_t shard, uint64_t *head_out, uint64_t *last)
+{
+	struct hl_shm_hist *hc = hl__hist(&w->seg, shard);
+	const uint8_t *data = hl__hist_data(&w->seg, shard);
+	const uint64_t size = w->seg.h->hist_bytes;
+	uint64_t head = LD_RLX(&hc->head), tail = LD_RLX(&hc->tail);
+	uint64_t floor = LD_RLX(&hc->floor_rev);
+	*head_out = head;
+	if (head - tail > size || tail > head || ((head | tail) & 7u))
+		return -1;
+	if (head == tail) {
+		*last = floor; /* empty, or every record evicted */
+		return 0;
+	}
+	uint64_t pos = LD_RLX(&hc->last_pos), rev = LD_RLX(&hc->last_rev);
+	if (pos >= head) {
+		/* Killed between the notes and the commit: the record before
+		 * is the last (its revision was noted first). */
+		uint64_t prev = LD_RLX(&hc->prev_rev);
+		if (prev < floor || pos - head >= size)
+			return -1;
+		*last = prev;
+		return 0;
+	}
+	uint64_t off = pos & (size - 1);
+	struct hl_hist_rec r;
+	if (pos < tail || (pos & 7u) || head - pos > size || size - off < sizeof(r))
+		return -1;
+	memcpy(&r, data + off, sizeof(r));
+	if (r.h.type == HL_REC_PAD || r.h.size != head - pos || r.rev != rev || rev <= floor)
+		return -1;
+	*last = rev;
+	return 0;
+}
+
 uint64_t
 hl_w_hist_recover(struct hl_worker *w)
 {
 	uint64_t repairs = 0;
 	for (uint32_t s = 0; s < w->seg.h->shards; s++) {
 		struct hl_shard *sh = &w->shards[s];
-		struct hl_shm_hist *hc = hl__hist(&w->seg, s);
-		uint64_t last;
-		if (check_ring(w, s, &last) == 0) {
-			sh->hist_head = LD_RLX(&hc->head);
-			sh->hist_last = last ? last : LD_RLX(&hc->floor_rev);
+		uint64_t head, last;
+		atomic_store_explicit(&sh->hist_bad, 0, memory_order_relaxed);
+		if (find_end(w, s, &head, &last) == 0) {
+			sh->hist_head = head;
+			sh->hist_last = last;
 			continue;
 		}
-		/* Damage (no crash leaves a ring like this): drop its records.
-		 * Everything up to the table's revision counts as gone, so a
-		 * reader that needed any of it is told, never misled. */
-		uint64_t head = LD_RLX(&hc->head) & ~(uint64_t)7u;
-		uint64_t rev = LD_RLX(&w->seg.h->revision);
-		ST_RLX(&hc->floor_rev, rev);
-		ST_RLX(&hc->head, head);
-		atomic_store_explicit(&hc->tail, head, memory_order_release);
-		sh->hist_head = head;
-		sh->hist_last = rev;
+		/* Damage: drop its records, up to the table's revision. */
+		sh->hist_head = head & ~(uint64_t)7u;
+		sh->hist_last = LD_RLX(&w->seg.h->revision);
+		hl_w_hist_empty(sh, "damaged ends");
 		repairs++;
-		hl__log("recovery: history of shard %u was damaged; emptied (compacted to "
-		        "revision %llu)",
-		        s, (unsigned long long)rev);
 	}
 	return repairs;
+}
+
+uint64_t
+hl_w_hist_scan(struct hl_worker *w)
+{
+	uint64_t bad = 0;
+	const uint32_t cap = hl__hist_rec_bytes(HL_KEY_MAX, HL_META_MAX, w->seg.h->max_value);
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return 0; /* unchecked: the shard threads' eviction still checks */
+	for (uint32_t s = 0; s < w->seg.h->shards; s++) {
+		struct hl_shard *sh = &w->shards[s];
+		uint64_t pos, floor;
+		hl__hist_tail(&w->seg, s, &pos, &floor);
+		uint64_t prev = floor;
+		int restarts = 0;
+		/* As a client reads it: the shard thread may append (and
+		 * evict) meanwhile; a record overwritten while read is not
+		 * judged (BEHIND: start again at the new tail). */
+		for (;;) {
+			int rc = hl__hist_read(&w->seg, s, &pos, buf, cap);
+			if (rc == HL_HIST_END)
+				break;
+			if (rc == HL_HIST_BEHIND) {
+				if (++restarts > 8)
+					break; /* evicted faster than read: the append checks */
+				hl__hist_tail(&w->seg, s, &pos, &floor);
+				prev = floor;
+				continue;
+			}
+			uint64_t rev = 0;
+			if (rc == HL_HIST_OK)
+				memcpy(&rev, buf + offsetof(struct hl_hist_rec, rev), sizeof(rev));
+			if (rc != HL_HIST_OK || rev <= prev) {
+				atomic_store_explicit(&sh->hist_bad, 1, memory_order_relaxed);
+				bad++;
+				break;
+			}
+			prev = rev;
+		}
+	}
+	free(buf);
+	return bad;
+}
+
+void
+hl_w_hist_fix(struct hl_worker *w)
+{
+	for (uint32_t s = 0; s < w->seg.h->shards; s++)
+		if (atomic_load_explicit(&w->shards[s].hist_bad, memory_order_relaxed))
+			hl_w_hist_empty(&w->shards[s], "recovery's scan found damage");
 }

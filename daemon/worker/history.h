@@ -29,12 +29,27 @@ struct hl_w_hist_src {
  * room is made by evicting the oldest records. */
 void hl_w_hist_append(struct hl_shard *sh, const struct hl_w_hist_src *s);
 
-/* Recovery part 1, before any dispatch: check every shard's ring
- * (positions, each record's framing, revisions increasing) and learn
- * where it ends. A ring that fails is emptied (tail = head) with its
- * floor raised to the table's revision: readers then get "compacted" or
- * a lag, never a wrong record. Returns the repairs made. */
+/* Recovery part 1, before any dispatch: learn where every shard's ring
+ * ends and its last revision, in O(1) from the notes the last append left
+ * (layout.h, hl_shm_hist.last_pos). A ring whose ends are not what any
+ * crash leaves is emptied (hl_w_hist_empty() with the table's revision).
+ * Returns the repairs made. The records themselves are checked later, by
+ * hl_w_hist_scan(), and at eviction by the append. */
 uint64_t hl_w_hist_recover(struct hl_worker *w);
+
+/* Recovery part 2 (any thread, while shard threads append): read every
+ * ring as a client does; a ring holding what no writer writes gets
+ * sh->hist_bad, and its shard thread empties it at its next append.
+ * Returns the rings found damaged. */
+uint64_t hl_w_hist_scan(struct hl_worker *w);
+
+/* No thread runs (hl_w_recover()): empty now the rings the scan flagged. */
+void hl_w_hist_fix(struct hl_worker *w);
+
+/* Empty shard SH's ring (the shard thread, or no thread runs): tail =
+ * head, floor_rev = sh->hist_last, so that readers get "compacted" or a
+ * lag, never a wrong record. WHY goes to the log. */
+void hl_w_hist_empty(struct hl_shard *sh, const char *why);
 
 /* For hl_w_check() (no thread runs): every shard's ring holds, and ends
  * with the change the shard thread last appended. 0, or -EPROTO with

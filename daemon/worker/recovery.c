@@ -78,6 +78,7 @@ struct rec_key {
 struct rec_acc {
 	uint64_t repairs;
 	uint64_t max_obs_seq;
+	uint32_t max_obs_slot; /* the highest observer slot accepted */
 };
 
 /* Per key slot, while the observer lists are walked (kstate[]). A key's
@@ -106,6 +107,7 @@ struct hl_rec {
 	struct rec_acc acc; /* the main thread's part, then the background pass's */
 	/* The walks shard threads ran (any thread may add). */
 	_Atomic uint64_t fg_repairs, fg_max_obs_seq;
+	_Atomic uint32_t fg_max_obs_slot;
 	uint64_t max_rev;
 	uint64_t neps;
 	uint64_t t0, t_keys, t_served, t_lists, t_clear, t_pools, t_eps;
@@ -201,6 +203,8 @@ lane_step(struct hl_worker *w, struct hl_rec *rec, struct rec_acc *acc, struct o
 	}
 	if (id >> 24 > acc->max_obs_seq)
 		acc->max_obs_seq = id >> 24;
+	if (i > acc->max_obs_slot)
+		acc->max_obs_slot = i;
 	l->prev = i;
 	l->n++;
 	l->link = &o->next;
@@ -287,6 +291,12 @@ hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
 		while (acc.max_obs_seq > m && !atomic_compare_exchange_weak_explicit(
 		                                      &rec->fg_max_obs_seq, &m, acc.max_obs_seq,
 		                                      memory_order_relaxed, memory_order_relaxed))
+			;
+		uint32_t ms = atomic_load_explicit(&rec->fg_max_obs_slot, memory_order_relaxed);
+		while (acc.max_obs_slot > ms &&
+		       !atomic_compare_exchange_weak_explicit(
+		               &rec->fg_max_obs_slot, &ms, acc.max_obs_slot, memory_order_relaxed,
+		               memory_order_relaxed))
 			;
 		/* Never empty here: the caller dispatches a value or a delete,
 		 * so the key holds one (k->val != 0) until after this returns. */
@@ -450,41 +460,20 @@ free_emptied(struct hl_worker *w, struct hl_rec *rec)
 	}
 }
 
-/*
- * Slots I.. of a region (N slots of SZ bytes at OFF, 1-based) that may hold
- * data: returns the first of them and sets *END past the last, or returns
- * and sets N + 1 when the rest is a hole. A hole (pages of the shm object
- * nobody wrote, SEEK_HOLE) reads as zero, so nothing in it needs clearing;
- * and reading it would allocate it: the first recovery of a new segment
- * read every observer slot and made the object 64 MB bigger at the default
- * million observers (63 ms, most of a fresh worker's start). A slot that
- * straddles the edge of a run is kept in it. tmpfs counts a page swapped
- * out as data, so a hole really is zeroes. Without a descriptor (the fuzz
- * target's in-memory segment) or if lseek fails, everything is data: that
- * costs time only.
- */
+/* The high-water mark *HWM (layout.h) clamped to the capacity N and raised
+ * to REACHED, the highest slot a walk accepted; stored back when it moved.
+ * Slots above the result were never written: zero, nothing to clear. */
 static uint32_t
-data_run(const struct hl_worker *w, uint64_t off, uint32_t sz, uint32_t n, uint32_t i,
-         uint32_t *end)
+slot_hwm(_Atomic uint32_t *hwm, uint32_t n, uint32_t reached)
 {
-	*end = n + 1;
-	if (w->seg.fd < 0)
-		return i;
-	off_t at = (off_t)(off + (uint64_t)(i - 1) * sz);
-	off_t d = lseek(w->seg.fd, at, SEEK_DATA);
-	if (d < 0)
-		return errno == ENXIO ? n + 1 : i; /* ENXIO: only a hole from here */
-	if (d > at)
-		i = (uint32_t)(((uint64_t)d - off) / sz) + 1;
-	if (i > n)
-		return n + 1;
-	off_t e = lseek(w->seg.fd, d, SEEK_HOLE);
-	if (e > d) {
-		uint64_t last = ((uint64_t)e - 1 - off) / sz + 1; /* the slot holding e - 1 */
-		if (last < n)
-			*end = (uint32_t)last + 1;
-	}
-	return i;
+	uint32_t m = LD_RLX(hwm), was = m;
+	if (m > n)
+		m = n; /* damage */
+	if (reached > m)
+		m = reached; /* damage, or a mark a crash kept from being raised */
+	if (m != was)
+		ST_RLX(hwm, m);
+	return m;
 }
 
 static void
@@ -733,16 +722,18 @@ hl_w_recover_begin(struct hl_worker *w)
 
 	walk_keys(w, st);
 	keep_keys(w, st);
-	/* Key slots not reached are free: clear what a crash left marked.
-	 * Only where the object holds data (data_run()). */
-	for (uint32_t i = 1, end; i <= h->max_keys; i = end) {
-		i = data_run(w, h->keys_off, h->key_stride, h->max_keys, i, &end);
-		for (; i < end; i++) {
-			struct hl_shm_key *k = hl__key(&w->seg, i);
-			if (st->key_seen[i - 1] != 1 && LD_RLX(&k->used)) {
-				ST_RLX(&k->used, 0);
-				st->acc.repairs++;
-			}
+	/* Key slots not reached are free: clear what a crash left marked,
+	 * up to the high-water mark (none above it was ever written). */
+	uint32_t kmax = 0;
+	for (uint32_t j = 0; j < st->nkeys; j++)
+		if (st->keys[j].idx > kmax)
+			kmax = st->keys[j].idx;
+	kmax = slot_hwm(&h->keys_hwm, h->max_keys, kmax);
+	for (uint32_t i = 1; i <= kmax; i++) {
+		struct hl_shm_key *k = hl__key(&w->seg, i);
+		if (st->key_seen[i - 1] != 1 && LD_RLX(&k->used)) {
+			ST_RLX(&k->used, 0);
+			st->acc.repairs++;
 		}
 	}
 	hl__heap_finish(&w->heap);
@@ -811,8 +802,8 @@ hl_w_recover_begin(struct hl_worker *w)
 	 * which is the evidence resolve_in_flight() reads. */
 	st->resolved = resolve_in_flight(w);
 
-	/* The history rings: checked, and where each ends learned, before
-	 * the pending dispatches append what a crash kept out of them. */
+	/* The history rings: where each ends, before the pending dispatches
+	 * append what a crash kept out of them (records: part 2). */
 	st->acc.repairs += hl_w_hist_recover(w);
 
 	/* Finish pending dispatches, shard by shard (no shard thread runs
@@ -878,19 +869,22 @@ hl_w_recover_finish(struct hl_worker *w)
 	uint64_t fg_seq = atomic_load_explicit(&st->fg_max_obs_seq, memory_order_relaxed);
 	if (fg_seq > st->acc.max_obs_seq)
 		st->acc.max_obs_seq = fg_seq;
+	uint32_t fg_slot = atomic_load_explicit(&st->fg_max_obs_slot, memory_order_relaxed);
+	if (fg_slot > st->acc.max_obs_slot)
+		st->acc.max_obs_slot = fg_slot;
+	/* The history rings' records (part 1 only learned their ends). */
+	st->acc.repairs += hl_w_hist_scan(w);
 	st->t_lists = hl__now_ns();
 
 	/* Observer slots not reached are free: clear what a crash left
-	 * marked, where the object holds data. */
-	for (uint32_t i = 1, end; i <= h->max_observers; i = end) {
-		i = data_run(w, h->observers_off, sizeof(struct hl_shm_observer), h->max_observers,
-		             i, &end);
-		for (; i < end; i++) {
-			struct hl_shm_observer *o = hl__obs(&w->seg, i);
-			if (!st->obs_ep[i - 1] && LD_RLX(&o->id)) {
-				ST_RLX(&o->id, 0);
-				st->acc.repairs++;
-			}
+	 * marked, up to the high-water mark. No observer is allocated until
+	 * recovery ends (observe waits for it), so the mark is ours here. */
+	uint32_t omax = slot_hwm(&h->obs_hwm, h->max_observers, st->acc.max_obs_slot);
+	for (uint32_t i = 1; i <= omax; i++) {
+		struct hl_shm_observer *o = hl__obs(&w->seg, i);
+		if (!st->obs_ep[i - 1] && LD_RLX(&o->id)) {
+			ST_RLX(&o->id, 0);
+			st->acc.repairs++;
 		}
 	}
 	st->t_clear = hl__now_ns();
@@ -995,6 +989,11 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			}
 			struct hl_shm_key *k = hl__key(&w->seg, i);
 			keys++;
+			if (i > LD_RLX(&h->keys_hwm)) {
+				snprintf(msg, len, "key %u above the high-water mark %u", i,
+				         LD_RLX(&h->keys_hwm));
+				return -EPROTO;
+			}
 			if (!hl__pool_is_used(&w->keys, i)) {
 				snprintf(msg, len, "key %u reachable but free in the pool", i);
 				return -EPROTO;
@@ -1024,8 +1023,9 @@ hl_w_check(struct hl_worker *w, char *msg, size_t len)
 			for (uint32_t o = LD_RLX(&k->obs_head); o != HL_NIL;
 			     o = LD_RLX(&hl__obs(&w->seg, o)->next)) {
 				struct hl_shm_observer *ob = hl__obs(&w->seg, o);
-				if (o > h->max_observers || ++n > h->max_observers ||
-				    ob->key != i || LD_RLX(&ob->prev) != prev || !LD_RLX(&ob->id) ||
+				if (o > h->max_observers || o > LD_RLX(&h->obs_hwm) ||
+				    ++n > h->max_observers || ob->key != i ||
+				    LD_RLX(&ob->prev) != prev || !LD_RLX(&ob->id) ||
 				    !hl__pool_is_used(&w->obs, o)) {
 					snprintf(msg, len, "key %u: bad observer %u", i, o);
 					return -EPROTO;

@@ -18,6 +18,7 @@
  * wake.c; nothing calls it but main.c and the fuzz target.
  */
 #include "worker.h"
+#include "history.h"
 
 #include "dispatch.h"
 #include "heirloom/heirloom.h"
@@ -44,6 +45,8 @@ hl_w_init(struct hl_worker *w)
 		rc = hl__pool_init_unfilled(&w->obs, h->max_observers); /* recovery fills it */
 	if (rc == 0)
 		rc = hl_w_dispatch_init(w);
+	w->keys.hwm = &w->seg.h->keys_hwm;
+	w->obs.hwm = &w->seg.h->obs_hwm;
 	if (rc)
 		return rc;
 	const char *delay = getenv("HEIRLOOM_TEST_APPLY_DELAY_US");
@@ -119,6 +122,7 @@ hl_w_recover(struct hl_worker *w)
 {
 	/* Kept until exit: hl_w_recover_begin() frees a previous pass's. */
 	int rc = recover_and_serve(w, 0);
+	hl_w_hist_fix(w); /* what the scan found, as no shard thread will */
 	/* A prefix entry recovery freed (keys.c) returns to the pool after a
 	 * grace period, like an observer slot: back before hl_w_check(). */
 	urcu_memb_barrier();

@@ -128,6 +128,9 @@ struct hl_shard {
 	 * record being written (hl__hist_rec_bytes() of the largest). */
 	uint64_t hist_head, hist_last;
 	uint8_t *hist_buf;
+	/* Set by recovery's part 2 (hl_w_hist_scan()) when this ring holds
+	 * damage; the shard thread empties it at its next append. */
+	_Atomic int hist_bad;
 };
 
 /* The worker's view of one endpoint. */
