@@ -249,7 +249,11 @@ typedef uint64_t hl_observer_id; /* never 0, never reused within a segment */
  * When it no longer reaches start_rev (a change after it was overwritten),
  * the call fails with HL_ECOMPACTED and adds no observer; hl_observe_from()
  * then gives the smallest start_rev the history would accept now
- * (etcd's compact revision). A start_rev above the current revision is
+ * (etcd's compact revision). The history is checked before the observer
+ * is linked and again after (so nothing slips in between): a failure at
+ * the second check removes the observer again, and leaves behind only
+ * statistics (hl_stats() counters) and one observer id that is never
+ * handed out (ids are never reused). A start_rev above the current revision is
  * accepted: the changes after it are delivered.
  *
  * Catch-up. Without any flag, an observer whose client reads too slowly
