@@ -302,6 +302,7 @@ snap_start(struct writer *wr)
 		wr->log_seq = seq;
 		d->next_log_seq = seq + 1;
 		ST_RLX(&wr->h->log_bytes, 0);
+		ST_RLX(&wr->h->log_records, 0);
 	} else {
 		/* No log: the snapshot replaces every log a previous run in log
 		 * mode left (the restore read them). */
