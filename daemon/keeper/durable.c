@@ -532,14 +532,9 @@ hl_k_dur_parse(struct hl_keeper *k)
 	const char *dir = k->o.state_dir;
 	char def[HL_STATE_DIR_MAX];
 	if (!dir || !*dir) {
-		/* systemd's StateDirectory=heirloom/NAME sets it; else the
-		 * FHS place. */
-		const char *sd = getenv("STATE_DIRECTORY");
-		if (sd && *sd) {
-			snprintf(def, sizeof(def), "%.*s", (int)strcspn(sd, ":"), sd);
-		} else {
-			snprintf(def, sizeof(def), "/var/lib/heirloom/%s", k->name);
-		}
+		/* The FHS place; the keeper's unit makes it
+		 * (StateDirectory=heirloom/%i). */
+		snprintf(def, sizeof(def), "/var/lib/heirloom/%s", k->name);
 		dir = def;
 	}
 	if (strlen(dir) >= sizeof(k->dur.dir)) {

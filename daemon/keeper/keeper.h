@@ -104,7 +104,7 @@ struct hl_kopts {
 	bool print_config;
 	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
 	char *durability;             /* none, snapshot, log */
-	char *state_dir;              /* NULL = $STATE_DIRECTORY or /var/lib/heirloom/NAME */
+	char *state_dir;              /* NULL = /var/lib/heirloom/NAME */
 	int64_t snapshot_interval_ms; /* 0 = only on demand and at stop */
 	int64_t compact_size;         /* log mode: compact past this many bytes */
 };

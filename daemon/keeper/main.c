@@ -191,8 +191,7 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 		.dst = &p->durability,
 	};
 	o[i++] = KOPT("state-dir", HL_CFG_STR, NULL,
-	              "Directory of the snapshot and log (default $STATE_DIRECTORY, else "
-	              "/var/lib/heirloom/NAME).",
+	              "Directory of the snapshot and log (default /var/lib/heirloom/NAME).",
 	              "DIR", 0, 0, &p->state_dir);
 	o[i++] = KOPT("snapshot-interval", HL_CFG_MS, "5m",
 	              "Write a snapshot this often (0 = only on demand and at stop).", NULL, 0,
