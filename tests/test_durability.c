@@ -294,6 +294,37 @@ test_log_restores_every_sync_change(void **state)
 	hl_close(c);
 }
 
+/* A keeper killed alone: the worker serves on, SYNC publishes are not
+ * confirmed (HL_ENOTDURABLE, never a false 0); a new keeper adopts the
+ * worker, snapshots first what no log holds, and from then on the table
+ * is durable again, including what was applied while no keeper ran. */
+static void
+test_keeper_restart_covers_changes_made_without_it(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	pid_t k = keeper(f, "log");
+	struct hl_open_opts o = { .flags = HL_OPEN_SYNC, .timeout_ms = hl_t_ms(3000) };
+	struct hl_client *c;
+	assert_int_equal(hl_open(f->name, &o, &c), 0);
+	put(c, "a", "1");
+	kill(k, SIGKILL);
+	waitpid(k, NULL, 0);
+	hl_t_kfx_untrack(f, k);
+	assert_int_equal(hl_publish(c, "b", 1, "2", 1, NULL, 0), HL_ENOTDURABLE);
+	expect(c, "b", "2"); /* applied in memory all the same */
+	k = keeper(f, "log");
+	assert_int_equal(wait_dur_state(f, HL_DUR_ST_OK, hl_t_ms(10000)), 0);
+	put(c, "c", "3");
+	hl_close(c);
+	kill_both(f, k);
+	k = keeper(f, "log");
+	c = hl_t_open(f->name, 0);
+	expect(c, "a", "1");
+	expect(c, "b", "2");
+	expect(c, "c", "3");
+	hl_close(c);
+}
+
 /* The path of the newest log file in F's state directory. */
 static void
 newest_log(struct hl_t_kfx *f, char *out, size_t len)
@@ -678,6 +709,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_snapshot_restores_after_both_killed),
 		T(test_log_restores_every_sync_change),
+		T(test_keeper_restart_covers_changes_made_without_it),
 		T(test_torn_last_record_is_dropped),
 		T(test_corrupt_snapshot_is_refused),
 		T(test_corrupt_log_middle_is_refused),

@@ -436,6 +436,8 @@ writer_main(void *arg)
 				publish_state(wr, HL_DUR_ST_OK, 0);
 			}
 		}
+	} else if (d->start_snapshot) {
+		snap_start(wr); /* a keeper restart: durable once it is written */
 	} else {
 		publish_state(wr, HL_DUR_ST_OK, 0);
 	}
@@ -599,7 +601,11 @@ hl_k_dur_check_state(struct hl_keeper *k, bool created)
 	ST_RLX(&h->dur_mode, d->mode);
 	if (d->mode == HL_DUR_NONE) {
 		ST_RLX(&h->dur_state, HL_DUR_ST_OFF);
-		memset(h->state_dir, 0, sizeof(h->state_dir));
+		/* A restore a crash interrupted is finished by the next worker
+		 * from the directory it began with, whatever this keeper's
+		 * mode: the table is never served half restored. */
+		if (!atomic_load_explicit(&h->dur_restore, memory_order_relaxed))
+			memset(h->state_dir, 0, sizeof(h->state_dir));
 		return 0;
 	}
 	memcpy(h->state_dir, d->dir, sizeof(h->state_dir));

@@ -39,7 +39,16 @@ one(const struct hl_sf_rec *r, void *arg)
 		hl__log_err("restore: the segment is full (keys %u, heap %" PRIu64
 		            " bytes): start the keeper with larger --max-keys / --heap",
 		            x->w->seg.h->max_keys, (uint64_t)x->w->seg.h->heap_bytes);
-	x->applied++;
+	/* A long restore is progress, not a hang: the keeper's watchdog
+	 * reads these beats (as liveness.c's hl_w_beats_reset() sets them
+	 * at attach; no thread of ours beats yet). */
+	if ((++x->applied & 16383) == 0) {
+		struct hl_shm_header *h = x->w->seg.h;
+		uint64_t now = hl__coarse_ns();
+		for (uint32_t s = 0; s < h->shards && s < HL_SHARDS_MAX; s++)
+			atomic_store_explicit(&h->shard[s].beat_ns, now, memory_order_relaxed);
+		atomic_store_explicit(&h->monitor_beat_ns, now, memory_order_relaxed);
+	}
 	return rc;
 }
 
