@@ -597,7 +597,8 @@ hl__sf_load(const char *dir, int (*cb)(const struct hl_sf_rec *r, void *arg), vo
 	closedir(d);
 	if (rc)
 		goto out;
-	qsort(logs, nlogs, sizeof(*logs), cmp_seq);
+	if (nlogs)
+		qsort(logs, nlogs, sizeof(*logs), cmp_seq);
 	if (have_snap) {
 		rc = map_file(dirfd, &snap);
 		if (rc == 0)
