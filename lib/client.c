@@ -768,8 +768,7 @@ wait_durable(struct hl_client *c, uint32_t s, uint64_t deadline)
 	struct hl_shm_header *h = c->seg.h;
 	if (atomic_load_explicit(&h->dur_mode, memory_order_relaxed) != HL_DUR_LOG)
 		return 0;
-	uint64_t target =
-	        atomic_load_explicit(&hl__hist(&c->seg, s)->head, memory_order_acquire);
+	uint64_t target = atomic_load_explicit(&hl__hist(&c->seg, s)->head, memory_order_acquire);
 	int kicked = 0;
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&h->dur_seq, memory_order_acquire);

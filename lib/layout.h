@@ -76,17 +76,17 @@
 #define HL_ROLE_KEEPER 1u
 #define HL_ROLE_WORKER 2u
 
-#define HL_ERRLOG_LEN 32u
+#define HL_ERRLOG_LEN    32u
 #define HL_STATE_DIR_MAX 256u /* bytes of hl_shm_header.state_dir, NUL included */
 /* hl_shm_header.dur_mode and dur_state */
-#define HL_DUR_NONE         0u
-#define HL_DUR_SNAPSHOT     1u
-#define HL_DUR_LOG          2u
-#define HL_DUR_ST_OFF       0u
-#define HL_DUR_ST_STARTING  1u
-#define HL_DUR_ST_OK        2u
-#define HL_DUR_ST_FAILED    3u
-#define HL_DUR_ST_STOPPED   4u /* records in the header's error ring */
+#define HL_DUR_NONE        0u
+#define HL_DUR_SNAPSHOT    1u
+#define HL_DUR_LOG         2u
+#define HL_DUR_ST_OFF      0u
+#define HL_DUR_ST_STARTING 1u
+#define HL_DUR_ST_OK       2u
+#define HL_DUR_ST_FAILED   3u
+#define HL_DUR_ST_STOPPED  4u /* records in the header's error ring */
 
 /* An index of a key or observer slot is stored 1-based: 0 means none. */
 #define HL_NIL 0u

@@ -133,8 +133,9 @@ kill_both(struct hl_t_kfx *f, pid_t k)
 static int
 ctl_snapshot(struct hl_t_kfx *f)
 {
-	const char *argv[] = { HL_CTL_PATH, "--name", f->name, "snapshot", "--socket", f->sock,
-		               NULL };
+	const char *argv[] = {
+		HL_CTL_PATH, "--name", f->name, "snapshot", "--socket", f->sock, NULL
+	};
 	pid_t p = hl_t_spawn(argv, f->klog);
 	return hl_t_wait_exit(p, hl_t_ms(60000));
 }
@@ -392,9 +393,18 @@ flip(const char *path, off_t from_end)
 static void
 expect_refused(struct hl_t_kfx *f, const char *mode, const char *why)
 {
-	const char *argv[] = { HL_KEEPER_PATH, "--foreground", "--name", f->name, "--socket",
-		               f->sock, "--spawn-worker=" HL_WORKER_PATH, "--durability", mode,
-		               "--state-dir", sdir(f), NULL };
+	const char *argv[] = { HL_KEEPER_PATH,
+		               "--foreground",
+		               "--name",
+		               f->name,
+		               "--socket",
+		               f->sock,
+		               "--spawn-worker=" HL_WORKER_PATH,
+		               "--durability",
+		               mode,
+		               "--state-dir",
+		               sdir(f),
+		               NULL };
 	pid_t p = hl_t_spawn(argv, f->klog);
 	assert_int_equal(hl_t_wait_exit(p, hl_t_ms(20000)), 7);
 	assert_true(hl_t_file_has(f->klog, why, 0));
@@ -553,8 +563,8 @@ power_loss(struct hl_t_kfx *f, const char *mode)
 			hl_t_sleep_ms(run_ms / 2);
 		} else if (!log) {
 			/* Killed while a snapshot is being written. */
-			const char *argv[] = { HL_CTL_PATH, "--name", f->name,   "snapshot",
-				               "--socket",  f->sock, NULL };
+			const char *argv[] = { HL_CTL_PATH, "--name", f->name, "snapshot",
+				               "--socket",  f->sock,  NULL };
 			pid_t p = hl_t_spawn(argv, NULL);
 			hl_t_sleep_ms(run_ms);
 			kill(p, SIGKILL);

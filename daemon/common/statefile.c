@@ -182,10 +182,9 @@ open_new(struct hl_sf_writer *w, int dirfd, const char *name, uint32_t kind, uin
 	w->fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0660);
 	if (w->fd < 0)
 		return -errno;
-	struct sf_head h = { .version = HL_SF_VERSION,
-		             .kind = kind,
-		             .seq = seq,
-		             .created_ns = wall_ns() };
+	struct sf_head h = {
+		.version = HL_SF_VERSION, .kind = kind, .seq = seq, .created_ns = wall_ns()
+	};
 	memcpy(h.magic, kind == KIND_SNAP ? SNAP_MAGIC : LOG_MAGIC, sizeof(h.magic));
 	h.crc = hl__crc32c(0, &h, offsetof(struct sf_head, crc));
 	int rc = reserve(w, sizeof(h));
@@ -217,7 +216,9 @@ hl__sf_snap_abort(struct hl_sf_writer *w, int dirfd)
 int
 hl__sf_snap_commit(struct hl_sf_writer *w, int dirfd, uint64_t revision)
 {
-	struct sf_body b = { .type = HL_SF_END, .chain = w->chain, .rev = revision, .count = w->count };
+	struct sf_body b = {
+		.type = HL_SF_END, .chain = w->chain, .rev = revision, .count = w->count
+	};
 	struct hl_sf_rec none = { 0 };
 	int rc = put_body(w, &b, &none);
 	if (rc == 0)

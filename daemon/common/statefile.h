@@ -71,10 +71,10 @@ struct hl_sf_writer {
 	int fd;
 	uint8_t *buf;
 	size_t len, cap;
-	uint64_t off;    /* bytes written to the file */
-	uint64_t count;  /* records put */
-	uint32_t chain;  /* CRC over the records' CRCs (snapshot's END) */
-	uint64_t bytes;  /* record bytes put */
+	uint64_t off;   /* bytes written to the file */
+	uint64_t count; /* records put */
+	uint32_t chain; /* CRC over the records' CRCs (snapshot's END) */
+	uint64_t bytes; /* record bytes put */
 };
 
 /* Append record R (type PUT or DEL) to W's buffer: 0 or -ENOMEM. */
@@ -108,14 +108,14 @@ void hl__sf_prune(int dirfd, uint64_t below);
 /* What hl__sf_load() found. */
 struct hl_sf_info {
 	int have_snapshot;
-	uint64_t snap_records;  /* keys in the snapshot */
-	uint64_t snap_log_seq;  /* first log the snapshot needs */
-	uint64_t nlogs;         /* log files replayed */
-	uint64_t log_records;   /* records in them */
-	uint64_t torn;          /* torn tails dropped */
-	uint64_t next_log_seq;  /* the sequence a new log takes */
-	uint64_t revision;      /* highest revision in the files */
-	uint64_t bytes;         /* bytes read */
+	uint64_t snap_records; /* keys in the snapshot */
+	uint64_t snap_log_seq; /* first log the snapshot needs */
+	uint64_t nlogs;        /* log files replayed */
+	uint64_t log_records;  /* records in them */
+	uint64_t torn;         /* torn tails dropped */
+	uint64_t next_log_seq; /* the sequence a new log takes */
+	uint64_t revision;     /* highest revision in the files */
+	uint64_t bytes;        /* bytes read */
 };
 
 /*

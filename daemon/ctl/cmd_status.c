@@ -128,14 +128,15 @@ write_durability(struct out *o, const struct hl_shm_header *h, int keeper_alive)
 		/* durable: the writer's last operation succeeded and its keeper
 		 * runs; anything else means changes may exist only in memory. */
 		out_bool(o, "durable", view_durable(h, keeper_alive));
-		out_str(o, "state", keeper_alive || st == HL_DUR_ST_STOPPED
-		                            ? view_dur_state_name(st)
-		                            : "keeper not running");
+		out_str(o, "state",
+		        keeper_alive || st == HL_DUR_ST_STOPPED ? view_dur_state_name(st)
+		                                                : "keeper not running");
 		if (err) {
 			out_str(o, "last_error", hl_err_name(err));
 			out_str(o, "last_error_message", hl_strerror(err));
 		}
-		out_u64(o, "failures", atomic_load_explicit(&h->dur_failures, memory_order_relaxed));
+		out_u64(o, "failures",
+		        atomic_load_explicit(&h->dur_failures, memory_order_relaxed));
 		out_u64(o, "restore_pending",
 		        atomic_load_explicit(&h->dur_restore, memory_order_relaxed));
 		out_u64(o, "snapshots", atomic_load_explicit(&h->snapshots, memory_order_relaxed));
@@ -149,7 +150,8 @@ write_durability(struct out *o, const struct hl_shm_header *h, int keeper_alive)
 		else
 			out_null(o, "last_snapshot");
 		if (mode == HL_DUR_LOG) {
-			out_u64(o, "log_bytes", atomic_load_explicit(&h->log_bytes, memory_order_relaxed));
+			out_u64(o, "log_bytes",
+			        atomic_load_explicit(&h->log_bytes, memory_order_relaxed));
 			out_u64(o, "log_records",
 			        atomic_load_explicit(&h->log_records, memory_order_relaxed));
 		}

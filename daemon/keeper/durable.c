@@ -57,22 +57,22 @@ struct writer {
 	struct hl_shm_header *h;
 	struct hl_k_dur *d;
 	uint32_t shards;
-	uint64_t pos[HL_SHARDS_MAX];  /* history position read up to */
-	struct hl_sf_writer log;      /* fd -1 when none is open */
-	uint64_t log_seq;             /* the open log's sequence */
-	uint8_t *rec;                 /* one history record */
+	uint64_t pos[HL_SHARDS_MAX]; /* history position read up to */
+	struct hl_sf_writer log;     /* fd -1 when none is open */
+	uint64_t log_seq;            /* the open log's sequence */
+	uint8_t *rec;                /* one history record */
 	uint32_t rec_cap;
-	uint8_t *val;                 /* one value: meta + value */
+	uint8_t *val; /* one value: meta + value */
 	/* the snapshot being written */
 	int snapping;
 	struct hl_sf_writer snap;
 	uint32_t cursor;
-	uint64_t snap_req;            /* the request it answers (snap_req seen at start) */
-	int covers_gap;               /* started after the last gap: its end lifts it */
-	int gap;                      /* a log lost records: durable_pos is held */
+	uint64_t snap_req; /* the request it answers (snap_req seen at start) */
+	int covers_gap;    /* started after the last gap: its end lifts it */
+	int gap;           /* a log lost records: durable_pos is held */
 	int failed;
 	uint64_t retry_ns, next_snap_ns;
-	uint64_t served_req;          /* requests answered */
+	uint64_t served_req; /* requests answered */
 };
 
 static const char *
@@ -152,15 +152,17 @@ drain_rings(struct writer *wr)
 				 * stays where it is. */
 				uint64_t tail, floor;
 				hl__hist_tail(&wr->k->seg, s, &tail, &floor);
-				uint64_t head = atomic_load_explicit(&hl__hist(&wr->k->seg, s)->head,
-				                                     memory_order_acquire);
+				uint64_t head = atomic_load_explicit(
+				        &hl__hist(&wr->k->seg, s)->head, memory_order_acquire);
 				wr->pos[s] = r == HL_HIST_BEHIND ? tail : head;
 				if (wr->pos[s] == p)
 					break;
 				if (!wr->gap)
-					hl__log_warn("durability: the log fell behind shard %u's history "
-					             "(%s); a snapshot covers the gap",
-					             s, r == HL_HIST_BEHIND ? "evicted" : "unreadable");
+					hl__log_warn(
+					        "durability: the log fell behind shard %u's "
+					        "history "
+					        "(%s); a snapshot covers the gap",
+					        s, r == HL_HIST_BEHIND ? "evicted" : "unreadable");
 				wr->gap = 1;
 				wr->covers_gap = 0;
 				continue;
@@ -388,7 +390,8 @@ snap_step(struct writer *wr, int all)
 static void
 nap(struct writer *wr, uint64_t ms)
 {
-	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L };
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000),
+		               .tv_nsec = (long)(ms % 1000) * 1000000L };
 	hl__futex_wait(&wr->h->dur_kick, LD_RLX(&wr->h->dur_kick), &ts);
 }
 
@@ -445,7 +448,8 @@ writer_main(void *arg)
 		uint64_t now = hl__now_ns();
 		if (wr->failed) {
 			if (now < wr->retry_ns &&
-			    atomic_load_explicit(&d->snap_req, memory_order_acquire) <= wr->served_req) {
+			    atomic_load_explicit(&d->snap_req, memory_order_acquire) <=
+			            wr->served_req) {
 				nap(wr, 50);
 				continue;
 			}
@@ -707,7 +711,8 @@ hl_k_dur_event(struct hl_keeper *k)
 			struct hl_msg m;
 			hl__msg_init(&m, HL_MSG_OK);
 			m.epoch = LD_RLX(&k->seg.h->snap_rev);
-			snprintf(m.text, sizeof(m.text), "%" PRIu64 " keys", LD_RLX(&k->seg.h->snap_keys));
+			snprintf(m.text, sizeof(m.text), "%" PRIu64 " keys",
+			         LD_RLX(&k->seg.h->snap_keys));
 			hl__msg_send(c->fd, &m, -1);
 		}
 	}

@@ -191,14 +191,14 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 		.dst = &p->durability,
 	};
 	o[i++] = KOPT("state-dir", HL_CFG_STR, NULL,
-	              "Directory of the snapshot and log (default /var/lib/heirloom/NAME).",
-	              "DIR", 0, 0, &p->state_dir);
+	              "Directory of the snapshot and log (default /var/lib/heirloom/NAME).", "DIR",
+	              0, 0, &p->state_dir);
 	o[i++] = KOPT("snapshot-interval", HL_CFG_MS, "5m",
 	              "Write a snapshot this often (0 = only on demand and at stop).", NULL, 0,
 	              INT64_MAX, &p->snapshot_interval_ms);
 	o[i++] = KOPT("compact-size", HL_CFG_SIZE, "64M",
-	              "Log mode: compact the log into a snapshot past this many bytes.", NULL,
-	              4096, INT64_MAX, &p->compact_size);
+	              "Log mode: compact the log into a snapshot past this many bytes.", NULL, 4096,
+	              INT64_MAX, &p->compact_size);
 	o[i++] = KOPT("history", HL_CFG_SIZE, "0",
 	              "History ring per shard of a new segment, a power of two (0 = 1 MiB or "
 	              "what max-value needs): how far back observers can resume and catch up.",

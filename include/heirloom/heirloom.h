@@ -113,7 +113,7 @@ extern "C" {
 #define HL_ECONFLICT  (-20008) /* compare-and-set: the key's revision is not the one given */
 #define HL_ECOMPACTED (-20009) /* resume: the history no longer reaches the start revision */
 #define HL_ENOTDURABLE                                                                             \
-	(-20010) /* HL_OPEN_SYNC in --durability log: applied in memory, but not    \
+	(-20010) /* HL_OPEN_SYNC in --durability log: applied in memory, but not                   \
 	          * confirmed on disk (a write failed, or no confirmation in time) */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
