@@ -245,7 +245,9 @@ hl__sf_log_create(struct hl_sf_writer *w, int dirfd, uint64_t seq)
 	char name[32];
 	snprintf(name, sizeof(name), "log.%016" PRIx64, seq);
 	int rc = open_new(w, dirfd, name, KIND_LOG, seq);
-	if (rc == 0 && fdatasync(w->fd) < 0)
+	if (rc)
+		return rc; /* nothing left open */
+	if (fdatasync(w->fd) < 0)
 		rc = -errno;
 	if (rc == 0)
 		rc = fsync_dir(dirfd);
@@ -339,7 +341,7 @@ static int
 check_head(const struct sf_file *f, uint32_t kind, uint64_t *seq, char *err, size_t errlen)
 {
 	struct sf_head h;
-	if (f->size < sizeof(h)) {
+	if (!f->p || f->size < sizeof(h)) {
 		snprintf(err, errlen, "%s: shorter than its header (%zu bytes)", f->name, f->size);
 		return HL_ECORRUPT;
 	}

@@ -263,7 +263,8 @@ read_slot(struct writer *wr, uint32_t i, uint8_t *key, struct hl_sf_rec *r)
 		uint8_t again[HL_KEY_MAX];
 		hl__racy_copy_out(again, hl__key_bytes(k), kl);
 		if (!atomic_load_explicit(&k->used, memory_order_acquire) ||
-		    __atomic_load_n(&k->key_len, __ATOMIC_RELAXED) != kl || memcmp(again, key, kl))
+		    __atomic_load_n(&k->key_len, __ATOMIC_RELAXED) != kl ||
+		    memcmp(again, key, kl) != 0)
 			continue;
 		if (!ok)
 			return 0;
@@ -400,9 +401,10 @@ writer_main(void *arg)
 {
 	struct hl_keeper *k = arg;
 	struct hl_k_dur *d = &k->dur;
-	struct writer *wr = calloc(1, sizeof(*wr));
-	if (!wr)
-		hl__die("durability writer: out of memory");
+	/* One writer per keeper: its state needs no allocation. */
+	static struct writer the_writer;
+	struct writer *wr = &the_writer;
+	*wr = (struct writer){ 0 };
 	wr->k = k;
 	wr->h = k->seg.h;
 	wr->d = d;
@@ -412,8 +414,14 @@ writer_main(void *arg)
 	              wr->h->max_value + 8;
 	wr->rec = malloc(wr->rec_cap);
 	wr->val = malloc((size_t)HL_META_MAX + wr->h->max_value);
-	if (!wr->rec || !wr->val)
-		hl__die("durability writer: out of memory");
+	if (!wr->rec || !wr->val) {
+		hl__log_err("durability: the writer cannot allocate its buffers");
+		atomic_fetch_add_explicit(&wr->h->dur_failures, 1, memory_order_relaxed);
+		publish_state(wr, HL_DUR_ST_FAILED, -ENOMEM);
+		free(wr->rec);
+		free(wr->val);
+		return NULL;
+	}
 	/* A restore runs first (the worker's): nothing is applied before it
 	 * ends, and the state on disk is what it restores. */
 	while (atomic_load_explicit(&wr->h->dur_restore, memory_order_acquire) &&
@@ -515,7 +523,6 @@ writer_main(void *arg)
 	publish_state(wr, HL_DUR_ST_STOPPED, LD_RLX(&wr->h->dur_err));
 	free(wr->rec);
 	free(wr->val);
-	free(wr);
 	return NULL;
 }
 

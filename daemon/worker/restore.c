@@ -17,7 +17,7 @@
 
 struct restore {
 	struct hl_worker *w;
-	uint64_t applied, skipped;
+	uint64_t applied;
 };
 
 static int
