@@ -56,11 +56,21 @@ int
 hl_w_restore(struct hl_worker *w)
 {
 	struct hl_shm_header *h = w->seg.h;
-	if (!atomic_load_explicit(&h->dur_restore, memory_order_acquire))
+	uint32_t flag = atomic_load_explicit(&h->dur_restore, memory_order_acquire);
+	if (!flag)
 		return 0;
 	char dir[HL_STATE_DIR_MAX], err[512];
 	memcpy(dir, h->state_dir, sizeof(dir));
-	dir[sizeof(dir) - 1] = 0;
+	/* The keeper writes 1 and an absolute, terminated path; anything
+	 * else is damage to the header, which recovery repairs like any
+	 * other: no restore, said once. */
+	if (flag != 1 || dir[0] != '/' || !memchr(dir, 0, sizeof(dir))) {
+		hl__log_warn("the header asks for a restore but its durability fields are "
+		             "damaged (flag %u): ignored, serving the table as it is",
+		             flag);
+		atomic_store_explicit(&h->dur_restore, 0, memory_order_release);
+		return 0;
+	}
 	struct restore x = { .w = w };
 	struct hl_sf_info info;
 	uint64_t t0 = hl__now_ns();
