@@ -329,6 +329,80 @@ test_keeper_restart_covers_changes_made_without_it(void **state)
 	hl_close(c);
 }
 
+/* A worker killed in the middle of a restore leaves a half-restored
+ * table and the restore flag set: the keeper restarts it, and the next
+ * worker restores again over it (every record overwrites), so the table
+ * ends exactly as on disk. */
+static void
+test_worker_killed_mid_restore_restores_again(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	pid_t k = keeper(f, "log");
+	struct hl_client *c = hl_t_open(f->name, 0);
+	char key[32], val[32];
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "r%d", i);
+		snprintf(val, sizeof(val), "v%d", i);
+		put(c, key, val);
+	}
+	assert_int_equal(hl_delete(c, "r5", 2), 0);
+	assert_int_equal(hl_flush(c, hl_t_ms(5000)), 0);
+	assert_int_equal(ctl_snapshot(f), 0);
+	for (int i = 0; i < 1000; i += 3) { /* newer than the snapshot: in the log */
+		snprintf(key, sizeof(key), "r%d", i);
+		snprintf(val, sizeof(val), "w%d", i);
+		put(c, key, val);
+	}
+	hl_close(c);
+	c = hl_t_open(f->name, HL_OPEN_SYNC);
+	put(c, "last", "1"); /* SYNC: everything before it is on disk too */
+	hl_close(c);
+	kill_both(f, k);
+
+	/* 64 records per 20 ms: the whole restore takes about 0.4 s. */
+	setenv("HEIRLOOM_TEST_RESTORE_DELAY_US", "20000", 1);
+	const char *args[] = { HL_KEEPER_PATH,
+		               "--foreground",
+		               "--name",
+		               f->name,
+		               "--socket",
+		               f->sock,
+		               "--spawn-worker=" HL_WORKER_PATH,
+		               "--durability",
+		               "log",
+		               "--state-dir",
+		               sdir(f),
+		               "--restart-min",
+		               "10ms",
+		               NULL };
+	k = hl_t_kfx_track(f, hl_t_spawn(args, f->klog));
+	unsetenv("HEIRLOOM_TEST_RESTORE_DELAY_US");
+	/* Kill the first worker once it has restored part of the table. */
+	struct hl_t_owner o = { 0 };
+	for (int i = 0; i < hl_t_ms(10000); i++) {
+		if (hl_t_owner_read(f->name, &o) == 0 && o.role == HL_ROLE_WORKER && o.pid)
+			break;
+		hl_t_sleep_ms(1);
+	}
+	assert_true(o.role == HL_ROLE_WORKER && o.pid);
+	hl_t_sleep_ms(200);
+	struct hdr h;
+	hdr_open(f, &h);
+	assert_int_equal(atomic_load(&h.seg.h->dur_restore), 1); /* still restoring */
+	hdr_close(&h);
+	kill((pid_t)o.pid, SIGKILL);
+	assert_true(hl_t_wait_serving(f->name, (pid_t)o.pid, hl_t_ms(30000)) > 0);
+	c = hl_t_open(f->name, 0);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "r%d", i);
+		snprintf(val, sizeof(val), i % 3 == 0 ? "w%d" : "v%d", i);
+		expect(c, key, i == 5 ? NULL : val);
+	}
+	expect(c, "last", "1");
+	hl_close(c);
+	assert_true(hl_t_file_has(f->klog, "restored", 0));
+}
+
 /* The path of the newest log file in F's state directory. */
 static void
 newest_log(struct hl_t_kfx *f, char *out, size_t len)
@@ -738,6 +812,7 @@ main(void)
 		T(test_snapshot_restores_after_both_killed),
 		T(test_log_restores_every_sync_change),
 		T(test_keeper_restart_covers_changes_made_without_it),
+		T(test_worker_killed_mid_restore_restores_again),
 		T(test_torn_last_record_is_dropped),
 		T(test_corrupt_snapshot_is_refused),
 		T(test_corrupt_log_middle_is_refused),

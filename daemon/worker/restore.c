@@ -13,11 +13,14 @@
 #include "util.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct restore {
 	struct hl_worker *w;
 	uint64_t applied;
+	long delay_us; /* test hook: a slow restore, to be killed in the middle */
 };
 
 static int
@@ -42,6 +45,8 @@ one(const struct hl_sf_rec *r, void *arg)
 	/* A long restore is progress, not a hang: the keeper's watchdog
 	 * reads these beats (as liveness.c's hl_w_beats_reset() sets them
 	 * at attach; no thread of ours beats yet). */
+	if (__builtin_expect(x->delay_us > 0, 0) && (x->applied & 63) == 0)
+		usleep((useconds_t)x->delay_us);
 	if ((++x->applied & 16383) == 0) {
 		struct hl_shm_header *h = x->w->seg.h;
 		uint64_t now = hl__coarse_ns();
@@ -71,7 +76,8 @@ hl_w_restore(struct hl_worker *w)
 		atomic_store_explicit(&h->dur_restore, 0, memory_order_release);
 		return 0;
 	}
-	struct restore x = { .w = w };
+	const char *delay = getenv("HEIRLOOM_TEST_RESTORE_DELAY_US");
+	struct restore x = { .w = w, .delay_us = delay ? atol(delay) : 0 };
 	struct hl_sf_info info;
 	uint64_t t0 = hl__now_ns();
 	int rc = hl__sf_load(dir, one, &x, &info, err, sizeof(err));
