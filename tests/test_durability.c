@@ -650,6 +650,12 @@ power_loss(struct hl_t_kfx *f, const char *mode)
 		kill_both(f, k);
 		waitpid(cl, NULL, 0);
 	}
+	/* Log mode compacted (--compact-size 4096) while it was killed. */
+	char snap[192];
+	snprintf(snap, sizeof(snap), "%s/snapshot", sdir(f));
+	struct stat st;
+	if (log)
+		assert_int_equal(stat(snap, &st), 0);
 	print_message("power loss (%s): %d cycles, %" PRIu64 " SYNC publishes acknowledged, "
 	              "%" PRIu64 " key checks, none lost\n",
 	              mode, n, acked_total, lost_checked);
