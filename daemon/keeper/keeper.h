@@ -14,11 +14,16 @@
  *                (then the crash path takes over); systemd's WATCHDOG=1
  *   upgrade.c    heirloomctl upgrade: starting the new worker, the planned
  *                hand-over from the old one, commit or rollback
+ *   durable.c    --durability: the state directory and its writer thread
  *
  * The keeper is one thread around one epoll set; nothing here is shared
- * between threads. It does almost nothing so that it almost never fails:
- * no allocation after start, no blocking call in the loop (every socket is
- * non-blocking, every child is reaped through its pidfd).
+ * between threads but struct hl_k_dur's atomics, with the durability
+ * writer (durable.c), the one other thread, which does the blocking file
+ * I/O. The loop does almost nothing so that it almost never fails: no
+ * allocation after start, no blocking call (every socket is non-blocking,
+ * every child is reaped through its pidfd). The writer allocates its
+ * buffers; its failures are its own (logged, "not durable"), never the
+ * loop's.
  */
 #ifndef HL_KEEPER_H
 #define HL_KEEPER_H
