@@ -27,6 +27,7 @@
 #define KIND_SNAP  1u
 #define KIND_LOG   2u
 #define REC_MAX    (64u << 20) /* no record is near this: a length past it is garbage */
+#define TORN_MAX   (16u << 20) /* more than any one append (a group commit) writes */
 
 /* A file's header: 40 bytes, crc over the 36 before it. */
 struct sf_head {
@@ -455,10 +456,17 @@ check_snapshot(struct sf_file *f, struct hl_sf_info *info, char *err, size_t err
 }
 
 static int
-check_log(struct sf_file *f, struct hl_sf_info *info, char *err, size_t errlen)
+check_log(struct sf_file *f, int last_file, struct hl_sf_info *info, char *err, size_t errlen)
 {
 	uint64_t seq;
 	int rc = check_head(f, KIND_LOG, &seq, err, errlen);
+	if (rc == HL_ECORRUPT && last_file && f->size <= sizeof(struct sf_head)) {
+		/* The newest log, its header cut short: created by a keeper
+		 * killed before the header's fdatasync. Nothing in it. */
+		info->torn++;
+		f->end = sizeof(struct sf_head); /* replay() reads nothing */
+		return 0;
+	}
 	if (rc)
 		return rc;
 	if (seq != f->seq) {
@@ -483,7 +491,10 @@ check_log(struct sf_file *f, struct hl_sf_info *info, char *err, size_t errlen)
 				memcpy(&h, f->p + off, sizeof(h));
 				last = (uint64_t)h.len + sizeof(h) >= rest;
 			}
-			if (r == -1 || last || all_zero(f->p + off, rest)) {
+			/* One group commit writes at most COMMIT_BYTES and a
+			 * record (daemon/keeper/durable.c): a longer bad tail is
+			 * not a torn append. */
+			if (rest <= TORN_MAX && (r == -1 || last || all_zero(f->p + off, rest))) {
 				info->torn++;
 				break;
 			}
@@ -631,7 +642,7 @@ hl__sf_load(const char *dir, int (*cb)(const struct hl_sf_rec *r, void *arg), vo
 		}
 		rc = map_file(dirfd, &logs[i]);
 		if (rc == 0)
-			rc = check_log(&logs[i], info, err, errlen);
+			rc = check_log(&logs[i], i + 1 == nlogs, info, err, errlen);
 		else
 			snprintf(err, errlen, "%s/%s: %s", dir, logs[i].name, hl_strerror(rc));
 		if (rc)
