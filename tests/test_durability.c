@@ -447,11 +447,20 @@ test_torn_last_record_is_dropped(void **state)
 	close(fd);
 
 	k = keeper(f, "log");
+	c = hl_t_open(f->name, HL_OPEN_SYNC);
+	expect(c, "x", "1");
+	expect(c, "y", "2");
+	put(c, "z", "3");
+	hl_close(c);
+	assert_true(hl_t_file_has(f->klog, "2 torn tail dropped", hl_t_ms(2000)));
+	/* Once more: the headerless log now sits between two others. */
+	kill_both(f, k);
+	keeper(f, "log");
 	c = hl_t_open(f->name, 0);
 	expect(c, "x", "1");
 	expect(c, "y", "2");
+	expect(c, "z", "3");
 	hl_close(c);
-	assert_true(hl_t_file_has(f->klog, "2 torn tail dropped", hl_t_ms(2000)));
 }
 
 /* Flip one byte at OFF from the end of PATH. */

@@ -456,13 +456,14 @@ check_snapshot(struct sf_file *f, struct hl_sf_info *info, char *err, size_t err
 }
 
 static int
-check_log(struct sf_file *f, int last_file, struct hl_sf_info *info, char *err, size_t errlen)
+check_log(struct sf_file *f, struct hl_sf_info *info, char *err, size_t errlen)
 {
 	uint64_t seq;
 	int rc = check_head(f, KIND_LOG, &seq, err, errlen);
-	if (rc == HL_ECORRUPT && last_file && f->size <= sizeof(struct sf_head)) {
-		/* The newest log, its header cut short: created by a keeper
-		 * killed before the header's fdatasync. Nothing in it. */
+	if (rc == HL_ECORRUPT && f->size <= sizeof(struct sf_head)) {
+		/* A log whose header is cut short: created by a keeper killed
+		 * before the header was written (the next keeper then began
+		 * the next log). It never held a record. */
 		info->torn++;
 		f->end = sizeof(struct sf_head); /* replay() reads nothing */
 		return 0;
@@ -642,7 +643,7 @@ hl__sf_load(const char *dir, int (*cb)(const struct hl_sf_rec *r, void *arg), vo
 		}
 		rc = map_file(dirfd, &logs[i]);
 		if (rc == 0)
-			rc = check_log(&logs[i], i + 1 == nlogs, info, err, errlen);
+			rc = check_log(&logs[i], info, err, errlen);
 		else
 			snprintf(err, errlen, "%s/%s: %s", dir, logs[i].name, hl_strerror(rc));
 		if (rc)
