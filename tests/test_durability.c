@@ -640,6 +640,20 @@ power_loss(struct hl_t_kfx *f, const char *mode)
 		pid_t cl = hl_t_fork();
 		if (cl == 0)
 			pl_client(f->name, b);
+		if (log && cyc == 0) {
+			/* At least one compaction of the writer's own (past
+			 * --compact-size) completes before the first kill, however
+			 * slow the machine; later ones are killed at random. */
+			uint64_t snaps = 0;
+			for (int w = 0; w < hl_t_ms(20000) && !snaps; w += 10) {
+				struct hdr h;
+				hdr_open(f, &h);
+				snaps = atomic_load(&h.seg.h->snapshots);
+				hdr_close(&h);
+				hl_t_sleep_ms(10);
+			}
+			assert_true(snaps > 0);
+		}
 		int run_ms = 20 + (int)(rand_r(&seed) % 200);
 		if (!log && rand_r(&seed) % 2) {
 			/* A snapshot completes: what was acknowledged before it

@@ -40,6 +40,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LD_RLX(p)    atomic_load_explicit((p), memory_order_relaxed)
@@ -73,6 +74,8 @@ struct writer {
 	int failed;
 	uint64_t retry_ns, next_snap_ns;
 	uint64_t served_req; /* requests answered */
+	uint64_t intact_ns;  /* when the segment was last found whole */
+	int truncated;       /* it was not: never touch the mapping again */
 };
 
 static const char *
@@ -387,6 +390,29 @@ snap_step(struct writer *wr, int all)
 
 /* ---- the thread ---- */
 
+/* Whether the mapping may be read: the object was not truncated under us
+ * (issue 21; an access past its end is a SIGBUS in the keeper). Looked at
+ * every 100 ms and before each snapshot step (FORCE): this narrows the
+ * window, it cannot close it (main.c's checks stop the keeper then). */
+static int
+seg_readable(struct writer *wr, int force)
+{
+	if (wr->truncated)
+		return 0;
+	uint64_t now = hl__now_ns();
+	if (!force && now - wr->intact_ns < 100000000ull)
+		return 1;
+	uint64_t size_now = 0;
+	if (hl__seg_intact(&wr->k->seg, wr->k->name, &size_now) == HL_ETRUNCATED) {
+		hl__log_err("durability: the segment was truncated: the writer stops touching it "
+		            "(the state directory keeps the last snapshot and log)");
+		wr->truncated = 1;
+		return 0;
+	}
+	wr->intact_ns = now;
+	return 1;
+}
+
 static void
 nap(struct writer *wr, uint64_t ms)
 {
@@ -453,6 +479,11 @@ writer_main(void *arg)
 	}
 	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
 		uint64_t now = hl__now_ns();
+		if (!seg_readable(wr, wr->snapping)) {
+			struct timespec ts = { .tv_sec = 0, .tv_nsec = 100000000L };
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		if (wr->failed) {
 			if (now < wr->retry_ns &&
 			    atomic_load_explicit(&d->snap_req, memory_order_acquire) <=
@@ -494,6 +525,15 @@ writer_main(void *arg)
 			uint64_t ms = d->mode == HL_DUR_LOG ? LOG_TICK_MS : 100;
 			nap(wr, ms);
 		}
+	}
+	if (wr->truncated || !seg_readable(wr, 1)) {
+		if (wr->snapping)
+			hl__sf_snap_abort(&wr->snap, d->dirfd);
+		if (wr->log.fd >= 0)
+			hl__sf_close(&wr->log);
+		free(wr->rec);
+		free(wr->val);
+		return NULL;
 	}
 	/* The stop: in log mode the last changes go to the log; a clean stop
 	 * (the worker gave the table back) ends with a snapshot in both
