@@ -108,18 +108,41 @@ wait_gone(pid_t pid)
 
 /* Power loss: SIGKILL the keeper K and the worker it gave the table to,
  * at once, then remove the segment. */
+/* The keeper's children (its worker, also one it just started that does
+ * not own the table yet): up to MAX into OUT, their count. */
+static int
+children_of(pid_t k, pid_t *out, int max)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)k, (int)k);
+	FILE *fp = fopen(path, "r");
+	int n = 0, pid;
+	while (fp && n < max && fscanf(fp, "%d", &pid) == 1)
+		out[n++] = pid;
+	if (fp)
+		fclose(fp);
+	return n;
+}
+
 static void
 kill_both(struct hl_t_kfx *f, pid_t k)
 {
 	struct hl_t_owner o = { 0 };
+	pid_t kids[8];
+	kill(k, SIGSTOP); /* no new child from here on */
+	int nkids = children_of(k, kids, 8);
 	hl_t_owner_read(f->name, &o);
 	kill(k, SIGKILL);
+	for (int i = 0; i < nkids; i++)
+		kill(kids[i], SIGKILL);
 	if (o.role == HL_ROLE_WORKER && o.pid)
 		kill((pid_t)o.pid, SIGKILL);
 	waitpid(k, NULL, 0);
 	hl_t_kfx_untrack(f, k);
 	if (o.role == HL_ROLE_WORKER && o.pid)
 		wait_gone((pid_t)o.pid);
+	for (int i = 0; i < nkids; i++)
+		wait_gone(kids[i]);
 	/* The keeper's worker may have been between two lives: any
 	 * other worker of this segment goes too. */
 	if (hl_t_owner_read(f->name, &o) == 0 && o.role == HL_ROLE_WORKER && o.pid) {
