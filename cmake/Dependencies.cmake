@@ -19,6 +19,9 @@ hl_require(JEMALLOC jemalloc libjemalloc-dev)
 hl_require(INIH inih libinih-dev)
 # sd_notify(3) for the daemons: readiness, watchdog, stopping.
 hl_require(SYSTEMD libsystemd libsystemd-dev)
+# CRC-32C (crc32_iscsi) of the state files (--durability): isa-l, Intel's
+# storage library, as Debian packages it.
+hl_require(ISAL libisal libisal-dev)
 # heirloomctl: JSON output (json-c) and the Prometheus scrape target
 # (libmicrohttpd). docs/architecture.md, "heirloomctl", says why these.
 hl_require(JSONC json-c libjson-c-dev)

@@ -752,6 +752,56 @@ await_answer(struct hl_client *c, uint32_t s, uint64_t pos, uint64_t deadline)
 	return -ETIMEDOUT;
 }
 
+/*
+ * --durability log (the keeper's writer, daemon/keeper/durable.c): after
+ * the worker answered an applied change on shard S, wait until the change
+ * is on disk. The answer comes after the change's history record was
+ * appended, so the shard's history head now is at or past it; the writer
+ * moves durable_pos[S] (release) past a position only after the fdatasync
+ * that covers it. Returns 0, or HL_ENOTDURABLE when the writer failed or
+ * stopped, or did not confirm by DEADLINE. A wake on dur_kick (a wake
+ * needs no write access to the header) makes the writer commit at once.
+ */
+static int
+wait_durable(struct hl_client *c, uint32_t s, uint64_t deadline)
+{
+	struct hl_shm_header *h = c->seg.h;
+	if (atomic_load_explicit(&h->dur_mode, memory_order_relaxed) != HL_DUR_LOG)
+		return 0;
+	uint64_t target = atomic_load_explicit(&hl__hist(&c->seg, s)->head, memory_order_acquire);
+	int kicked = 0;
+	for (;;) {
+		uint32_t seq = atomic_load_explicit(&h->dur_seq, memory_order_acquire);
+		uint32_t st = atomic_load_explicit(&h->dur_state, memory_order_acquire);
+		if (atomic_load_explicit(&h->durable_pos[s], memory_order_acquire) >= target &&
+		    st == HL_DUR_ST_OK)
+			return 0;
+		if (st == HL_DUR_ST_FAILED || st == HL_DUR_ST_STOPPED)
+			return HL_ENOTDURABLE;
+		if (!kicked) {
+			hl__futex_wake(&h->dur_kick, 1);
+			kicked = 1;
+		}
+		uint64_t now = hl__now_ns();
+		if (now >= deadline)
+			return HL_ENOTDURABLE;
+		/* A keeper killed with its writer leaves dur_state OK: no
+		 * confirmation can come. Checked each round after the first. */
+		if (kicked++ > 1) {
+			uint32_t kp = atomic_load_explicit(&h->keeper_pid, memory_order_acquire);
+			uint64_t ks = atomic_load_explicit(&h->keeper_start, memory_order_relaxed);
+			if (!kp || hl__proc_check((int)kp, ks) == 0)
+				return HL_ENOTDURABLE;
+		}
+		uint64_t rel = deadline - now;
+		if (rel > 100000000ull)
+			rel = 100000000ull; /* look again: a keeper may have died */
+		struct timespec ts = { .tv_sec = (time_t)(rel / 1000000000ull),
+			               .tv_nsec = (long)(rel % 1000000000ull) };
+		hl__futex_wait(&h->dur_seq, seq, &ts);
+	}
+}
+
 static void
 doubt_set(struct hl_client *c, uint32_t s, uint64_t pos, uint16_t type)
 {
@@ -1048,6 +1098,8 @@ write_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, c
 		if (r == -ETIMEDOUT)
 			doubt_set(c, s, pos, type);
 		rc = r < 0 ? (int)r : 0;
+		if (rc == 0)
+			rc = wait_durable(c, s, deadline);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -1123,7 +1175,7 @@ cond_req(struct hl_client *c, uint16_t type, const void *key, size_t key_len, co
 		if (r >= 0) {
 			if (cur_rev)
 				*cur_rev = (uint64_t)r;
-			rc = 0;
+			rc = (c->flags & HL_OPEN_SYNC) ? wait_durable(c, s, deadline) : 0;
 		} else if (hl__cond_is_conflict(r)) {
 			if (cur_rev)
 				*cur_rev = hl__cond_rev(r);

@@ -70,6 +70,9 @@
  *    the worker-state line; hl_shm_hist.last_pos, last_rev, prev_rev
  *    (where a ring ends, without a walk), in its padding. A v7 worker
  *    would leave them stale, and recovery would misjudge both. */
+/* 8 (also): durability (issue 17): the header's durability lines (dur_*,
+ *    durable_pos, state_dir) between the keeper's lines and the log
+ *    ring. The header grows by 14 lines. */
 #define HL_LAYOUT_VERSION 8u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
@@ -78,7 +81,17 @@
 #define HL_ROLE_KEEPER 1u
 #define HL_ROLE_WORKER 2u
 
-#define HL_ERRLOG_LEN 32u /* records in the header's error ring */
+#define HL_ERRLOG_LEN    32u
+#define HL_STATE_DIR_MAX 256u /* bytes of hl_shm_header.state_dir, NUL included */
+/* hl_shm_header.dur_mode and dur_state */
+#define HL_DUR_NONE        0u
+#define HL_DUR_SNAPSHOT    1u
+#define HL_DUR_LOG         2u
+#define HL_DUR_ST_OFF      0u
+#define HL_DUR_ST_STARTING 1u
+#define HL_DUR_ST_OK       2u
+#define HL_DUR_ST_FAILED   3u
+#define HL_DUR_ST_STOPPED  4u /* records in the header's error ring */
 
 /* An index of a key or observer slot is stored 1-based: 0 means none. */
 #define HL_NIL 0u
@@ -364,6 +377,50 @@ struct hl_shm_header {
 	 * of this and the heartbeat, so it judges as the keeper does. */
 	_Atomic uint64_t progress_ns[HL_THREADS_MAX];
 
+	/* ---- durability (layout version 8; docs/architecture.md,
+	 * "Durability") ----
+	 * Written by the keeper (its main thread at start, its writer thread
+	 * daemon/keeper/durable.c after) unless a field says otherwise; read
+	 * by clients (a SYNC publish in log mode waits on durable_pos) and
+	 * heirloomctl. Nothing here is written per request by the worker. */
+	/* Keeper at start (relaxed, before any worker takes the table):
+	 * HL_DUR_NONE, HL_DUR_SNAPSHOT or HL_DUR_LOG. */
+	alignas(HL_CACHELINE) _Atomic uint32_t dur_mode;
+	/* Writer thread (release), readers acquire: HL_DUR_ST_*. STARTING
+	 * until the state on disk covers the table (a first snapshot after a
+	 * keeper restart), OK, FAILED after a write, fsync or rename failed
+	 * (dur_err says which), STOPPED once the keeper stopped. */
+	_Atomic uint32_t dur_state;
+	_Atomic int32_t dur_err; /* the last failure (negative errno), 0 = none */
+	/* 1: restore the table from state_dir before serving. The keeper
+	 * stores it (relaxed, before the segment is given to anyone) when it
+	 * created the segment and found state; the worker stores 0 (release)
+	 * once the restore is complete, the one worker store in these lines,
+	 * once per segment. A worker killed mid-restore leaves it 1: the next
+	 * one restores again (idempotent: every record overwrites). */
+	_Atomic uint32_t dur_restore;
+	/* Futex words. dur_seq: +1 (release) by the writer after each change
+	 * of durable_pos or dur_state, then FUTEX_WAKE; SYNC clients wait on
+	 * it. dur_kick: never changes; clients FUTEX_WAKE it (a wake needs
+	 * no write access) when they wait, so the writer commits at once. */
+	_Atomic uint32_t dur_seq;
+	_Atomic uint32_t dur_kick;
+	/* Writer (relaxed), statistics for heirloomctl: the table revision a
+	 * completed snapshot covers, its wall-clock time (ns), snapshots
+	 * completed, failures counted, bytes in the log since the last
+	 * snapshot, records appended to it, keys in the last snapshot. */
+	_Atomic uint64_t snap_rev, snap_ns, snapshots, dur_failures, log_bytes, log_records;
+	_Atomic uint64_t snap_keys;
+	/* Writer (release) after the fdatasync that made them durable: per
+	 * shard, the history position (hl_shm_hist.head) up to which every
+	 * change of that shard is on disk. A SYNC client in log mode waits
+	 * (acquire) until its shard's entry reaches the history head it read
+	 * after the worker's answer. */
+	alignas(HL_CACHELINE) _Atomic uint64_t durable_pos[HL_SHARDS_MAX];
+	/* Keeper at start: the state directory, NUL-terminated ("" in mode
+	 * none). The worker restores from it (dur_restore). */
+	char state_dir[HL_STATE_DIR_MAX];
+
 	/* ---- log ring: appended by keeper and worker, slot = (log_head % LEN).
 	 * The second exception to one-writer-per-line: both daemons append,
 	 * a few records per worker life (exits, hand-offs, recoveries, bad
@@ -410,7 +467,12 @@ _Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE ==
                "the keeper's lines hold only the keeper's fields");
 _Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0, "shards start on a line");
 /* A change of this size is a new HL_LAYOUT_VERSION (and format word). */
-_Static_assert(sizeof(struct hl_shm_header) == 23680, "header size of layout version 3");
+_Static_assert(sizeof(struct hl_shm_header) == 23680 + 14 * 64, "header size of layout version 8");
+_Static_assert(offsetof(struct hl_shm_header, dur_mode) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, durable_pos) % HL_CACHELINE == 0 &&
+                       offsetof(struct hl_shm_header, state_dir) + HL_STATE_DIR_MAX <=
+                               offsetof(struct hl_shm_header, log_head),
+               "the durability lines are the keeper's own");
 _Static_assert(sizeof(((struct hl_shm_header *)0)->shard) / sizeof(struct hl_shm_shard) ==
                        HL_SHARDS_MAX,
                "one hl_shm_shard per possible shard");

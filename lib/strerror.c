@@ -28,6 +28,9 @@ static const struct {
 	{ HL_ECOMPACTED, "HL_ECOMPACTED",
 	  "the history no longer reaches the start revision (compacted): resume from a later "
 	  "revision, or read the current values" },
+	{ HL_ENOTDURABLE, "HL_ENOTDURABLE",
+	  "applied in memory but not confirmed on disk (the keeper's durability writer failed "
+	  "or did not confirm in time; see heirloomctl status)" },
 };
 
 const char *

@@ -574,9 +574,10 @@ hl_t_kfx_track(struct hl_t_kfx *f, pid_t pid)
 void
 hl_t_kfx_untrack(struct hl_t_kfx *f, pid_t pid)
 {
+	/* Its slot is free again: a test may start many daemons in turn. */
 	for (int i = 0; i < f->npids; i++)
 		if (f->pids[i] == pid)
-			f->pids[i] = 0;
+			f->pids[i--] = f->pids[--f->npids];
 }
 
 int

@@ -20,6 +20,7 @@ static const struct {
 	{ HL_ECORRUPT, "HL_ECORRUPT" },     { HL_ENOWORKER, "HL_ENOWORKER" },
 	{ HL_ESTALE, "HL_ESTALE" },         { HL_ETRUNCATED, "HL_ETRUNCATED" },
 	{ HL_EUNTRUSTED, "HL_EUNTRUSTED" }, { HL_ECONFLICT, "HL_ECONFLICT" },
+	{ HL_ECOMPACTED, "HL_ECOMPACTED" }, { HL_ENOTDURABLE, "HL_ENOTDURABLE" },
 };
 #define NOWN (sizeof(own) / sizeof(own[0]))
 
@@ -92,7 +93,7 @@ static void
 test_unknown_codes_give_unknown_error_and_eunknown(void **state)
 {
 	(void)state;
-	const int unknown[] = { -4095,   -4000,       -20000, -20010, -30000,
+	const int unknown[] = { -4095,   -4000,       -20000, -20011, -30000,
 		                INT_MIN, INT_MIN + 1, 1,      EINVAL, INT_MAX };
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
 		assert_string_equal(hl_strerror(unknown[i]), "unknown error");

@@ -17,7 +17,8 @@ const char *const hl__daemon_option_names[] = {
 	"heap", "req-ring", "ev-ring", "history", "print-config", "log-level", "log-format",
 	/* heirloom-keeper */
 	"spawn-worker", "worker-args", "group", "foreground", "stop-timeout", "restart-stable",
-	"restart-min", "restart-max", "hang-timeout",
+	"restart-min", "restart-max", "hang-timeout", "durability", "state-dir",
+	"snapshot-interval", "compact-size",
 	/* heirloom-worker */
 	"standalone", "prune-interval", "slow-reader-ms", "telemetry-interval", "spin-us",
 	"crash-at-step", "recovery-pause", "park-shard", "hold-dispatch-shard",

@@ -68,6 +68,8 @@ enum hl_msg_type {
 	                      * ("" = the same path), `epoch` = timeout in ms */
 	HL_MSG_HANDOVER = 5, /* old worker -> keeper: threads stopped after YIELD;
 	                      * give the table to the new worker */
+	HL_MSG_SNAPSHOT = 6, /* heirloomctl -> keeper: write a snapshot now; OK
+	                      * once it is on disk (`epoch` = its revision) */
 	HL_MSG_YIELD = 32,   /* keeper -> owner worker: stop after this batch and
 	                      * send HANDOVER */
 	HL_MSG_RETIRE = 33,  /* keeper -> old worker: the new one serves; exit */

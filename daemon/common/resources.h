@@ -18,6 +18,10 @@
  * under them: it cannot be served again (docs/architecture.md, Decisions). */
 #define HL_EXIT_DAMAGED 6
 
+/* Exit status of both daemons when the state directory (durability) is
+ * unusable or its files do not check: nothing was loaded. */
+#define HL_EXIT_STATE 7
+
 /* Descriptors a daemon needs for itself besides one pidfd per client:
  * the segment, the socket, epoll, eventfds, /proc reads, stdio. */
 #define HL_OWN_FDS 64u

@@ -111,6 +111,54 @@ ctl_write_sizes(struct out *o, const struct hl_layout_sizes *z)
 	out_obj_end(o);
 }
 
+/* The keeper's --durability (docs/architecture.md, "Durability"). */
+static void
+write_durability(struct out *o, const struct hl_shm_header *h, int keeper_alive)
+{
+	uint32_t mode = atomic_load_explicit(&h->dur_mode, memory_order_relaxed);
+	uint32_t st = atomic_load_explicit(&h->dur_state, memory_order_acquire);
+	int32_t err = atomic_load_explicit(&h->dur_err, memory_order_relaxed);
+	out_obj_begin(o, "durability");
+	out_str(o, "mode", view_dur_mode_name(mode));
+	if (mode != HL_DUR_NONE) {
+		char dir[HL_STATE_DIR_MAX];
+		memcpy(dir, h->state_dir, sizeof(dir));
+		dir[sizeof(dir) - 1] = 0;
+		out_str(o, "state_dir", dir);
+		/* durable: the writer's last operation succeeded and its keeper
+		 * runs; anything else means changes may exist only in memory. */
+		out_bool(o, "durable", view_durable(h, keeper_alive));
+		out_str(o, "state",
+		        keeper_alive || st == HL_DUR_ST_STOPPED ? view_dur_state_name(st)
+		                                                : "keeper not running");
+		if (err) {
+			out_str(o, "last_error", hl_err_name(err));
+			out_str(o, "last_error_message", hl_strerror(err));
+		}
+		out_u64(o, "failures",
+		        atomic_load_explicit(&h->dur_failures, memory_order_relaxed));
+		out_u64(o, "restore_pending",
+		        atomic_load_explicit(&h->dur_restore, memory_order_relaxed));
+		out_u64(o, "snapshots", atomic_load_explicit(&h->snapshots, memory_order_relaxed));
+		out_u64(o, "last_snapshot_revision",
+		        atomic_load_explicit(&h->snap_rev, memory_order_relaxed));
+		out_u64(o, "last_snapshot_keys",
+		        atomic_load_explicit(&h->snap_keys, memory_order_relaxed));
+		uint64_t ns = atomic_load_explicit(&h->snap_ns, memory_order_relaxed);
+		if (ns)
+			out_time(o, "last_snapshot", ns);
+		else
+			out_null(o, "last_snapshot");
+		if (mode == HL_DUR_LOG) {
+			out_u64(o, "log_bytes",
+			        atomic_load_explicit(&h->log_bytes, memory_order_relaxed));
+			out_u64(o, "log_records",
+			        atomic_load_explicit(&h->log_records, memory_order_relaxed));
+		}
+	}
+	out_obj_end(o);
+}
+
 int
 ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 {
@@ -228,6 +276,7 @@ ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
 	        atomic_load_explicit(&h->pidfd_failures, memory_order_relaxed));
 	out_obj_end(&o);
 
+	write_durability(&o, h, ow.keeper_alive);
 	write_log(&o, &v);
 	out_obj_end(&o);
 	view_close(&v);

@@ -100,6 +100,7 @@ int ctl_cmd_segment(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_top(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_size(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_snapshot(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_metrics(struct ctl *c, const struct ctl_args *a);
 
 /* The Prometheus exposition of every segment the command line names
@@ -126,6 +127,7 @@ enum {
 };
 enum { SEGMENT_FORCE, SEGMENT_FORCE_LIVE };
 enum { UPGRADE_WORKER, UPGRADE_TIMEOUT, UPGRADE_SOCKET };
+enum { SNAPSHOT_TIMEOUT, SNAPSHOT_SOCKET };
 enum {
 	SIZE_SHARDS,
 	SIZE_KEYS,

@@ -57,6 +57,8 @@ static const char *const top_help =
         "                              the history (exit 8 if it no longer reaches R)\n"
         "\n"
         "  segment remove --force      shm_unlink the object (see its --help)\n"
+        "  snapshot                    have the keeper write a snapshot to its state\n"
+        "                              directory now (--durability snapshot or log)\n"
         "  upgrade [--worker PATH]     replace the serving worker with a new binary,\n"
         "      [--timeout MS]          through the keeper; rolls back on failure\n"
         "\n"
@@ -349,6 +351,22 @@ static const struct cmd cmds[] = {
 	          "                else the keeper's own rule)\n"
 	          "Exit status: 0 upgraded; 4 no keeper or no answer; 6 failed and rolled\n"
 	          "back (the previous binary serves); 7 refused, nothing changed.\n" },
+	{ .name = "snapshot",
+	  .run = ctl_cmd_snapshot,
+	  .min_pos = 0,
+	  .max_pos = 0,
+	  .opts = { { "timeout", 1 }, { "socket", 1 } },
+	  .help = "Usage: heirloomctl [--name NAME] [--json] snapshot [--timeout MS]\n"
+	          "       [--socket PATH]\n"
+	          "Have the keeper write a snapshot of the table (keys, values, revisions)\n"
+	          "to its state directory now, and wait until it is on disk (fsync and\n"
+	          "rename done). In log mode this compacts the log. The keeper must run\n"
+	          "--durability snapshot or log.\n"
+	          "  --timeout MS   how long to wait for the answer (default 600000)\n"
+	          "  --socket PATH  the keeper's control socket (default: $HEIRLOOM_SOCKET,\n"
+	          "                else the keeper's own rule)\n"
+	          "Exit status: 0 written; 4 no keeper or no answer; 7 refused or failed\n"
+	          "(durability off, a write failed: the message says which).\n" },
 };
 
 int

@@ -142,6 +142,9 @@ prom_snap(struct prom_seg *p, const char *name)
 	view_owner(&v, &ow);
 	view_liveness(&v, &p->live);
 	p->running = ow.role == HL_ROLE_WORKER && ow.alive;
+	p->dur_mode = atomic_load_explicit(&h->dur_mode, memory_order_relaxed);
+	p->durable = view_durable(h, ow.keeper_alive);
+	p->dur_failures = atomic_load_explicit(&h->dur_failures, memory_order_relaxed);
 	const struct hl_stats *st = &s.st;
 	uint64_t *x = p->v;
 	x[PROM_PUBLISHES] = st->publishes;
@@ -293,6 +296,29 @@ write_heartbeats(FILE *f, const struct prom_seg *segs, size_t n)
 	}
 }
 
+/* Only segments whose keeper runs --durability snapshot or log. */
+static void
+write_durability(FILE *f, const struct prom_seg *segs, size_t n)
+{
+	int any = 0;
+	for (size_t s = 0; s < n; s++)
+		any |= !segs[s].err && segs[s].dur_mode != HL_DUR_NONE;
+	if (!any)
+		return;
+	family(f, "heirloom_durable", "gauge",
+	       "1 while the keeper's durability writer keeps the table on disk (--durability "
+	       "snapshot or log), 0 after a write failed or when the keeper is gone.");
+	for (size_t s = 0; s < n; s++)
+		if (!segs[s].err && segs[s].dur_mode != HL_DUR_NONE)
+			sample_u64(f, "heirloom_durable", segs[s].name, (uint64_t)segs[s].durable);
+	family(f, "heirloom_durability_failures_total", "counter",
+	       "Writes, fsyncs or renames of the state directory that failed.");
+	for (size_t s = 0; s < n; s++)
+		if (!segs[s].err && segs[s].dur_mode != HL_DUR_NONE)
+			sample_u64(f, "heirloom_durability_failures_total", segs[s].name,
+			           segs[s].dur_failures);
+}
+
 int
 prom_write(FILE *f, const struct prom_seg *segs, size_t n)
 {
@@ -329,5 +355,6 @@ prom_write(FILE *f, const struct prom_seg *segs, size_t n)
 			         (double)segs[s].live.timeout_ms / 1e3);
 	write_histogram(f, segs, n);
 	write_heartbeats(f, segs, n);
+	write_durability(f, segs, n);
 	return ferror(f) ? -1 : 0;
 }

@@ -81,7 +81,10 @@ struct prom_seg {
 	uint64_t hist_sum_ns;
 	uint64_t last_recovery_ns;
 	struct view_live live;
-	int running; /* a worker owns the segment and runs: heartbeats mean something */
+	int running;           /* a worker owns the segment and runs: heartbeats mean something */
+	uint32_t dur_mode;     /* HL_DUR_* */
+	int durable;           /* view_durable() */
+	uint64_t dur_failures; /* the writer's failures */
 };
 
 /* Read segment NAME into *P (it opens and closes it). Returns 0, or

@@ -442,3 +442,35 @@ view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *),
 	free(alive);
 	return r;
 }
+
+const char *
+view_dur_mode_name(uint32_t mode)
+{
+	switch (mode) {
+	case HL_DUR_NONE: return "none";
+	case HL_DUR_SNAPSHOT: return "snapshot";
+	case HL_DUR_LOG: return "log";
+	default: return "unknown";
+	}
+}
+
+const char *
+view_dur_state_name(uint32_t st)
+{
+	switch (st) {
+	case HL_DUR_ST_OFF: return "off";
+	case HL_DUR_ST_STARTING: return "starting";
+	case HL_DUR_ST_OK: return "durable";
+	case HL_DUR_ST_FAILED: return "failed";
+	case HL_DUR_ST_STOPPED: return "stopped";
+	default: return "unknown";
+	}
+}
+
+int
+view_durable(const struct hl_shm_header *h, int keeper_alive)
+{
+	return atomic_load_explicit(&h->dur_mode, memory_order_relaxed) != HL_DUR_NONE &&
+	       atomic_load_explicit(&h->dur_state, memory_order_acquire) == HL_DUR_ST_OK &&
+	       keeper_alive;
+}

@@ -146,4 +146,11 @@ struct view_obs {
 /* Walk every observer slot in use; CB's non-zero return stops the walk. */
 int view_observers(const struct view *v, int (*cb)(const struct view_obs *, void *), void *arg);
 
+/* The keeper's durability (its --durability), from the header: MODE and
+ * STATE words, and whether the table is durable now: a mode on, the
+ * writer's state OK, and the keeper alive (a dead keeper writes nothing). */
+const char *view_dur_mode_name(uint32_t mode);
+const char *view_dur_state_name(uint32_t st);
+int view_durable(const struct hl_shm_header *h, int keeper_alive);
+
 #endif /* HL_CTL_VIEW_H */

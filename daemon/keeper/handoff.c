@@ -383,6 +383,7 @@ hl_k_on_message(struct hl_keeper *k, struct hl_kconn *c, struct hl_msg *m)
 	case HL_MSG_HANDOVER: return hl_k_up_on_handover(k, c, m);
 	case HL_MSG_GIVEBACK: return on_giveback(k, c, m);
 	case HL_MSG_HELLO: return on_hello(k, c, m);
+	case HL_MSG_SNAPSHOT: return hl_k_dur_request(k, c) == 1;
 	default:
 		hl_k_reply_err(c, -EPROTO, "unknown request type %u", (unsigned)m->type);
 		return false;

@@ -14,11 +14,16 @@
  *                (then the crash path takes over); systemd's WATCHDOG=1
  *   upgrade.c    heirloomctl upgrade: starting the new worker, the planned
  *                hand-over from the old one, commit or rollback
+ *   durable.c    --durability: the state directory and its writer thread
  *
  * The keeper is one thread around one epoll set; nothing here is shared
- * between threads. It does almost nothing so that it almost never fails:
- * no allocation after start, no blocking call in the loop (every socket is
- * non-blocking, every child is reaped through its pidfd).
+ * between threads but struct hl_k_dur's atomics, with the durability
+ * writer (durable.c), the one other thread, which does the blocking file
+ * I/O. The loop does almost nothing so that it almost never fails: no
+ * allocation after start, no blocking call (every socket is non-blocking,
+ * every child is reaped through its pidfd). The writer allocates its
+ * buffers; its failures are its own (logged, "not durable"), never the
+ * loop's.
  */
 #ifndef HL_KEEPER_H
 #define HL_KEEPER_H
@@ -29,6 +34,7 @@
 #include "restart.h"
 #include "segment.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -46,6 +52,7 @@ enum {
 	HL_K_TAG_CHILD, /* pidfd of the worker we spawned */
 	HL_K_TAG_UPNEW, /* pidfd of an upgrade's new worker, before it has the table */
 	HL_K_TAG_UPOLD, /* pidfd of an upgrade's old worker, after it handed over */
+	HL_K_TAG_DUR,   /* eventfd of the durability writer (durable.c) */
 	HL_K_TAG_CONN = 16,
 };
 
@@ -101,6 +108,33 @@ struct hl_kopts {
 	int64_t heap, req_ring, ev_ring, history;
 	bool print_config;
 	char *log_level, *log_format; /* log.h's words; SIGHUP reloads them */
+	char *durability;             /* none, snapshot, log */
+	char *state_dir;              /* NULL = /var/lib/heirloom/NAME */
+	int64_t snapshot_interval_ms; /* 0 = only on demand and at stop */
+	int64_t compact_size;         /* log mode: compact past this many bytes */
+};
+
+/* durable.c: the state directory and the writer thread. The main thread
+ * owns everything here but the atomics, which the writer shares. */
+struct hl_k_dur {
+	uint32_t mode; /* HL_DUR_* */
+	char dir[HL_STATE_DIR_MAX];
+	int dirfd, lockfd;
+	int evfd; /* writer -> main: a snapshot request was answered */
+	pthread_t thread;
+	bool running;
+	int64_t interval_ms, compact_bytes, test_delay_us;
+	/* Set before the thread starts, then the writer's: */
+	uint64_t next_log_seq;
+	uint64_t start_pos[HL_SHARDS_MAX];
+	bool start_snapshot;
+	/* Shared: requests (main: fetch_add), answered (writer: release),
+	 * the last answer's error, the stop. */
+	_Atomic uint64_t snap_req, snap_done;
+	_Atomic int32_t snap_rc;
+	_Atomic int stop, final_snapshot;
+	/* Main thread: per connection slot, the request it waits for. */
+	uint64_t waiting[HL_K_MAX_CONNS];
 };
 
 struct hl_keeper {
@@ -143,6 +177,7 @@ struct hl_keeper {
 	uint64_t restart_at_ns;      /* 0 = no restart scheduled */
 	struct hl_k_backoff backoff; /* restart.h */
 	struct hl_k_upgrade up;      /* upgrade.c */
+	struct hl_k_dur dur;         /* durable.c */
 
 	/* stopping (SIGTERM/SIGINT) */
 	bool stopping;
@@ -212,5 +247,23 @@ void hl_k_up_conn_closed(struct hl_keeper *k, int slot);
 uint64_t hl_k_up_next_ns(const struct hl_keeper *k);
 void hl_k_up_tick(struct hl_keeper *k);
 void hl_k_up_stop(struct hl_keeper *k);
+
+/* durable.c, in the order main() calls them: the mode and directory from
+ * the options; the directory (created, checked, locked); the state in it
+ * checked and the header's durability lines set once the segment is open
+ * (CREATED: a restore is due if there is state); the writer thread. Each
+ * returns 0 or an exit status, having logged why. */
+int hl_k_dur_parse(struct hl_keeper *k);
+int hl_k_dur_open_dir(struct hl_keeper *k);
+int hl_k_dur_check_state(struct hl_keeper *k, bool created);
+int hl_k_dur_start(struct hl_keeper *k);
+/* heirloomctl snapshot on connection C: 1 when it waits for the writer
+ * (answered later by hl_k_dur_event()), 0 when answered now. */
+int hl_k_dur_request(struct hl_keeper *k, struct hl_kconn *c);
+void hl_k_dur_event(struct hl_keeper *k);
+void hl_k_dur_conn_closed(struct hl_keeper *k, int slot);
+/* Stop the writer: the log's last records, and when CLEAN (the table was
+ * given back or never served) a final snapshot. */
+void hl_k_dur_stop(struct hl_keeper *k, bool clean);
 
 #endif /* HL_KEEPER_H */

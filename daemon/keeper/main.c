@@ -43,7 +43,8 @@ enum {
 	EXIT_SEGMENT = 2,
 	EXIT_TAKEN = 3,
 	EXIT_NOSPACE = HL_EXIT_NOSPACE,
-	EXIT_DAMAGED = HL_EXIT_DAMAGED
+	EXIT_DAMAGED = HL_EXIT_DAMAGED,
+	EXIT_STATE = HL_EXIT_STATE
 };
 
 static struct hl_keeper K;
@@ -86,7 +87,8 @@ static const char summary[] =
         "or the control socket cannot be set up; 5 /dev/shm has not enough free\n"
         "space for the segment (the message says how much is needed and free);\n"
         "6 the segment was truncated or replaced while served (logged once; no\n"
-        "worker is restarted against it).";
+        "worker is restarted against it); 7 the state directory (--durability) is\n"
+        "unusable or its files do not check (nothing was loaded).";
 
 /* One option: name, type, default, help, placeholder, bounds, variable. */
 #define KOPT(n_, t_, d_, h_, mv_, lo_, hi_, dst_)                                                  \
@@ -96,7 +98,7 @@ static const char summary[] =
 		.min = (lo_), .max = (hi_), .dst = (dst_)                                          \
 	}
 
-#define HL_K_MAX_OPTS 32
+#define HL_K_MAX_OPTS 40
 
 /* The options, writing into P (the keeper's, or a scratch copy when
  * SIGHUP reloads). */
@@ -177,6 +179,26 @@ options(struct hl_kopts *p, struct hl_cfg_opt *o, size_t *n)
 	              "Print every option's value and where it came from, then exit 0.", NULL, 0, 0,
 	              &p->print_config);
 	i += hl__log_cfg_opts(&o[i], &p->log_level, &p->log_format);
+	static const char *const dur_modes[] = { "none", "snapshot", "log", NULL };
+	o[i++] = (struct hl_cfg_opt){
+		.name = "durability",
+		.type = HL_CFG_STR,
+		.def = "none",
+		.help = "Keep the table on disk: none, snapshot (periodic, at stop, on demand) or "
+		        "log (every change, SYNC publishes wait for the disk).",
+		.metavar = "MODE",
+		.choices = dur_modes,
+		.dst = &p->durability,
+	};
+	o[i++] = KOPT("state-dir", HL_CFG_STR, NULL,
+	              "Directory of the snapshot and log (default /var/lib/heirloom/NAME).", "DIR",
+	              0, 0, &p->state_dir);
+	o[i++] = KOPT("snapshot-interval", HL_CFG_MS, "5m",
+	              "Write a snapshot this often (0 = only on demand and at stop).", NULL, 0,
+	              INT64_MAX, &p->snapshot_interval_ms);
+	o[i++] = KOPT("compact-size", HL_CFG_SIZE, "64M",
+	              "Log mode: compact the log into a snapshot past this many bytes.", NULL, 4096,
+	              INT64_MAX, &p->compact_size);
 	o[i++] = KOPT("history", HL_CFG_SIZE, "0",
 	              "History ring per shard of a new segment, a power of two (0 = 1 MiB or "
 	              "what max-value needs): how far back observers can resume and catch up.",
@@ -521,6 +543,7 @@ drop_conn(struct hl_keeper *k, struct hl_kconn *c)
 	c->owner_link = false;
 	c->held = false;
 	hl_k_up_conn_closed(k, (int)(c - k->conns));
+	hl_k_dur_conn_closed(k, (int)(c - k->conns));
 }
 
 static void
@@ -745,6 +768,8 @@ run(struct hl_keeper *k)
 				if (k->o.spawn && !k->child && !k->stopping && !k->restart_at_ns &&
 				    !k->restart_disabled)
 					hl_k_schedule_restart(k, UINT64_MAX);
+			} else if (tag == HL_K_TAG_DUR) {
+				hl_k_dur_event(k);
 			} else if (tag == HL_K_TAG_UPNEW || tag == HL_K_TAG_UPOLD) {
 				hl_k_up_pidfd(k, tag);
 			} else if (tag == HL_K_TAG_CHILD) {
@@ -802,6 +827,7 @@ main(int argc, char **argv)
 
 	k->segfd = k->lockfd = k->lfd = k->epfd = k->sigfd = -1;
 	k->owner_pidfd = k->child_pidfd = -1;
+	k->dur.dirfd = k->dur.lockfd = k->dur.evfd = -1;
 	for (int i = 0; i < HL_K_MAX_CONNS; i++)
 		k->conns[i].fd = -1;
 
@@ -890,8 +916,15 @@ main(int argc, char **argv)
 	 * behind. */
 	if ((status = socket_dir(k)) != 0)
 		goto out;
+	if ((status = hl_k_dur_parse(k)) != 0 || (status = hl_k_dur_open_dir(k)) != 0)
+		goto out;
 	if ((status = open_segment(k, &cfg)) != 0)
 		goto out;
+	if ((status = hl_k_dur_check_state(k, k->seg_created)) != 0) {
+		if (k->seg_created)
+			drop_created(k);
+		goto out;
+	}
 	hl_k_adopt_at_start(k);
 	hl_k_wd_init(k);
 	hl_k_up_init(k);
@@ -901,6 +934,11 @@ main(int argc, char **argv)
 		goto out;
 	}
 	hl_k_watch(k, k->lfd, HL_K_TAG_LISTEN);
+	if ((status = hl_k_dur_start(k)) != 0) {
+		if (k->seg_created)
+			drop_created(k);
+		goto out;
+	}
 
 	hl__sd_notify("READY=1");
 	if (ready_fd >= 0) {
@@ -919,6 +957,10 @@ main(int argc, char **argv)
 	if (k->damaged)
 		status = EXIT_DAMAGED;
 out:
+	/* A final snapshot at every stop but of a damaged segment: after a
+	 * hand-back it is exact; with a worker still serving (one the keeper
+	 * does not supervise) it is as good as a periodic one. */
+	hl_k_dur_stop(k, !k->damaged && k->seg.h);
 	cleanup(k);
 	if (k->stopping)
 		hl__log("stopped");

@@ -420,3 +420,69 @@ hl_w_apply(struct hl_shard *sh, uint32_t ep, uint64_t pos, const struct hl_req *
 	}
 	return rc;
 }
+
+int
+hl_w_apply_restored(struct hl_worker *w, int del, int only_newer, const uint8_t *key,
+                    uint32_t key_len, const uint8_t *meta, uint32_t meta_len, const uint8_t *val,
+                    uint32_t val_len, uint64_t rev)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	uint64_t hash = hl__hash(key, key_len);
+	struct hl_shard *sh = &w->shards[hl__shard_of_bucket(h, hl__bucket_of(h, hash))];
+	int rc = 0;
+	hl_w_lock(&sh->mu, HL_W_RANK_SHARD);
+	uint32_t idx = hl_w_key_find(w, key, key_len, hash);
+	struct hl_shm_key *k = idx ? hl__key(&w->seg, idx) : NULL;
+	if (k && only_newer && LD_RLX(&k->rev) >= rev)
+		goto out;
+	if (del) {
+		if (!k)
+			goto out;
+		uint64_t old = LD_RLX(&k->val) & ~(uint64_t)HL_VAL_DELETED;
+		hl__seq_write_begin(&k->seq);
+		ST_RLX(&k->val, 0);
+		ST_RLX(&k->rev, rev);
+		hl__seq_write_end(&k->seq);
+		if (old)
+			hl__heap_free(&w->heap, old);
+		hl_w_maybe_free_key(sh, idx);
+		goto out;
+	}
+	int created;
+	idx = hl_w_key_get(w, key, key_len, hash, &created);
+	if (!idx) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	k = hl__key(&w->seg, idx);
+	uint32_t klass;
+	uint64_t nb = hl__heap_alloc(&w->heap, sizeof(struct hl_shm_value) + meta_len + val_len,
+	                             &klass, &rc);
+	if (!nb) {
+		if (created)
+			hl_w_maybe_free_key(sh, idx);
+		goto out;
+	}
+	struct hl_shm_value hdr = { .rev = rev,
+		                    .len = val_len,
+		                    .meta_len = (uint16_t)meta_len,
+		                    .type = HL_VAL_PUT,
+		                    .klass = klass,
+		                    .org_ep = UINT32_MAX };
+	atomic_init(&hdr.prev, 0);
+	struct hl_shm_value *nv = hl__val(&w->seg, nb);
+	hl__racy_copy_in(nv, &hdr, sizeof(hdr));
+	hl__racy_copy_in(nv + 1, meta, meta_len);
+	hl__racy_copy_in((uint8_t *)(nv + 1) + meta_len, val, val_len);
+	uint64_t old = LD_RLX(&k->val) & ~(uint64_t)HL_VAL_DELETED;
+	hl__seq_write_begin(&k->seq);
+	atomic_store_explicit(&k->val, nb, memory_order_release);
+	ST_RLX(&k->rev, rev);
+	hl__seq_write_end(&k->seq);
+	if (old)
+		hl__heap_free(&w->heap, old);
+out:
+	atomic_store_explicit(&w->seg.h->heap_used, hl__heap_used(&w->heap), memory_order_relaxed);
+	hl_w_unlock(&sh->mu, HL_W_RANK_SHARD);
+	return rc;
+}

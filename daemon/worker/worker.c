@@ -24,6 +24,7 @@
 #include "heirloom/heirloom.h"
 #include "monitor.h"
 #include "recovery.h"
+#include "restore.h"
 #include "shard.h"
 #include "telemetry.h"
 #include "wake.h"
@@ -91,6 +92,11 @@ recover_and_serve(struct hl_worker *w, int threads)
 		return rc;
 	}
 	atomic_fetch_add_explicit(&w->seg.h->reattaches, 1, memory_order_relaxed);
+	/* A new segment with state on disk (the keeper's --durability):
+	 * the table comes back before anything serves. Not in the fuzz
+	 * target (THREADS 0), whose header is its input. */
+	if (threads && (rc = hl_w_restore(w)) != 0)
+		return rc;
 	rc = hl_w_telemetry_init(w);
 	if (rc) {
 		hl__log_err("setup failed: %s", hl_strerror(rc));

@@ -29,6 +29,11 @@
  *    When the request was already queued, the library withdrew it before a
  *    worker took it: one compare-and-swap each side decides, so no worker
  *    crash or restart can apply it later.
+ *  - applied, not known to be on disk: HL_ENOTDURABLE (HL_OPEN_SYNC, with
+ *    the keeper's --durability log only). The change is in the table and
+ *    observers get it; its log record was not confirmed by an fdatasync
+ *    (the writer failed, or stopped, or did not confirm within the
+ *    timeout). A power loss may lose it. heirloomctl status says why.
  *  - in doubt: -ETIMEDOUT. A worker took the request but did not answer
  *    within the timeout (it is slow, or died in the middle). It will be
  *    applied exactly once, when a worker serves. hl_flush() waits for it
@@ -58,6 +63,7 @@
  *   -ETIMEDOUT    x       x        x       x      x    in doubt (above); for flush:
  *                                                      still queued, not failed
  *   HL_ESTALE     x       x        x       x      x    this endpoint was removed
+ *   HL_ENOTDURABLE                 x(6)    x(6)        applied, not confirmed on disk
  *   -ENOMEM       x                                    nothing queued
  *   (1) an id another client holds. (2) with HL_OPEN_SYNC, else from
  *   hl_flush(). (3) hl_flush() returns the error of a request nobody
@@ -66,7 +72,8 @@
  *   hl_delete_if() only, which always wait for the answer (as with
  *   HL_OPEN_SYNC) and follow the same table. (5) hl_observe_with() /
  *   hl_observe_from() with HL_OBSERVE_FROM_REV only: no observer was
- *   added.
+ *   added. (6) HL_OPEN_SYNC, keeper in --durability log (also
+ *   hl_publish_if() / hl_delete_if()).
  *
  * Threads: a struct hl_client may be used from several threads; calls are
  * serialised inside the library by one mutex per client. hl_next() may block
@@ -105,6 +112,9 @@ extern "C" {
 #define HL_EUNTRUSTED (-20007) /* the segment's owner is not one this process trusts */
 #define HL_ECONFLICT  (-20008) /* compare-and-set: the key's revision is not the one given */
 #define HL_ECOMPACTED (-20009) /* resume: the history no longer reaches the start revision */
+#define HL_ENOTDURABLE                                                                             \
+	(-20010) /* HL_OPEN_SYNC in --durability log: applied in memory, but not                   \
+	          * confirmed on disk (a write failed, or no confirmation in time) */
 
 /* Hard limits compiled into the layout (the segment's own capacities, which
  * are set at creation, may be smaller). */
@@ -121,7 +131,10 @@ struct hl_client;
 #define HL_OPEN_SYNC                                                                               \
 	0x1u /* hl_publish()/hl_delete() wait until the worker applied                             \
 	      * the request and return its error (e.g. -ENOSPC);                                   \
-	      * without it they return once the request is queued */
+	      * without it they return once the request is queued.                                 \
+	      * When the keeper runs --durability log they (and                                    \
+	      * hl_publish_if/hl_delete_if) also wait until the change                             \
+	      * is on disk (fdatasync), or return HL_ENOTDURABLE */
 #define HL_OPEN_NOWAIT                                                                             \
 	0x2u /* when no worker runs or a ring is full, fail with                                   \
 	      * -EAGAIN at once instead of waiting timeout_ms */

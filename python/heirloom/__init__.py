@@ -36,7 +36,7 @@ __all__ = [
     "Client", "Event", "EventType", "Error", "TimeoutError", "WouldBlockError",
     "InvalidArgumentError", "NoSpaceError", "TooBigError", "StaleError",
     "CorruptError", "FormatError", "PermissionError", "NoWorkerError",
-    "ConflictError", "CompactedError",
+    "ConflictError", "CompactedError", "NotDurableError",
 ]
 
 Bytesish = Union[bytes, bytearray, memoryview, str]
@@ -114,12 +114,19 @@ class CompactedError(Error):
         self.oldest_revision = oldest_revision
 
 
+class NotDurableError(Error):
+    """HL_ENOTDURABLE: a client opened ``sync=True`` with the keeper in
+    ``--durability log``: the change was applied in memory (observers get
+    it) but not confirmed on disk; a power loss may lose it."""
+
+
 _ERRNO = {
     -110: TimeoutError, -11: WouldBlockError, -22: InvalidArgumentError,
     -28: NoSpaceError, -90: TooBigError, -20005: StaleError, -20003: CorruptError,
     -20001: FormatError, -20002: FormatError, -20006: FormatError,
     -1: PermissionError, -13: PermissionError, -20007: PermissionError,
     -20004: NoWorkerError, -20008: ConflictError, -20009: CompactedError,
+    -20010: NotDurableError,
 }
 
 #: ``observe()`` filters (``HL_OBSERVE_*``).

@@ -17,7 +17,7 @@ function(hl_fuzz_core name)
   # libc malloc: jemalloc would replace ASan's.
   target_compile_definitions(${name} PUBLIC HL_HAVE_JEMALLOC=0)
   target_compile_options(${name} PRIVATE ${ARGN})
-  target_link_libraries(${name} PUBLIC PkgConfig::URCU PkgConfig::INIH Threads::Threads rt)
+  target_link_libraries(${name} PUBLIC PkgConfig::URCU PkgConfig::INIH PkgConfig::ISAL Threads::Threads rt)
 endfunction()
 
 # The targets, each fuzz_<t>.c; attach mutes the worker's stderr log.
