@@ -98,6 +98,10 @@ hl_w_restore(struct hl_worker *w)
 		struct hl_shm_hist *hc = hl__hist(&w->seg, s);
 		if (atomic_load_explicit(&hc->floor_rev, memory_order_relaxed) < rev)
 			atomic_store_explicit(&hc->floor_rev, rev, memory_order_relaxed);
+		/* The ring is empty (nothing served yet): its last revision is
+		 * its floor, which the next append notes as prev_rev. */
+		if (w->shards[s].hist_last < rev)
+			w->shards[s].hist_last = rev;
 	}
 	atomic_store_explicit(&h->dur_restore, 0, memory_order_release);
 	hl__log("restored %" PRIu64 " keys (%" PRIu64 " log records, %" PRIu64
