@@ -20,6 +20,6 @@ const char *const hl__daemon_option_names[] = {
 	"restart-min", "restart-max", "hang-timeout",
 	/* heirloom-worker */
 	"standalone", "prune-interval", "slow-reader-ms", "telemetry-interval", "spin-us",
-	"crash-at-step", "recovery-pause", "park-shard", "hold-dispatch-shard",
+	"busy-poll", "crash-at-step", "recovery-pause", "park-shard", "hold-dispatch-shard",
 	"hold-dispatch-file", NULL
 };
