@@ -61,7 +61,8 @@ usage(FILE *f, const char *prog)
 	        "DIR/summary.json\n"
 	        "  --json PATH  append the JSON summary here instead\n"
 	        "  --sock PATH  Unix socket of the server under test (bl_redis)\n"
-	        "  --only S     run only series whose \"scenario/variant\" contains S\n",
+	        "  --only S     run only series whose \"scenario/variant\" contains S\n"
+	        "               (or one of S's comma-separated parts)\n",
 	        prog, BENCH_MAX_REPS, QUICK_ITERS, QUICK_BUDGET_MS);
 }
 
@@ -135,7 +136,18 @@ bench_wanted(const struct bench_opts *o, const char *scenario, const char *varia
 	if (!o->only)
 		return 1;
 	snprintf(name, sizeof(name), "%s/%s", scenario, variant);
-	return strstr(name, o->only) != NULL;
+	/* Comma-separated alternatives: any one of them. */
+	for (const char *p = o->only;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		for (const char *q = name; len && *q; q++)
+			if (strncmp(q, p, len) == 0)
+				return 1;
+		if (!comma)
+			return len == 0; /* "" selects everything, as before */
+		p = comma + 1;
+	}
 }
 
 void

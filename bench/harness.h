@@ -66,7 +66,8 @@ struct bench_opts {
  * stderr and exits 2, before any child exists. */
 void bench_parse_args(int argc, char **argv, struct bench_opts *o);
 
-/* Whether --only selects this series. */
+/* Whether --only selects this series: "scenario/variant" contains one of
+ * its comma-separated parts. */
 int bench_wanted(const struct bench_opts *o, const char *scenario, const char *variant);
 
 /* One reported line: the repetitions of one scenario and variant. */
