@@ -337,7 +337,8 @@ bench_run(const struct bench_scenario *sc, const struct bench_opts *o, bench_rep
 		stats_init(&out.lat);
 		stats_init(&out.msg);
 		stats_init(&out.ev);
-		out.cpu_ns = out.cpu_daemon_ns = out.msgs = 0;
+		out.cpu_ns = out.cpu_daemon_ns = out.msgs = out.cpu_self_ns = 0;
+		out.cpu_self_given = 0;
 		err = rep(sc, o, &out);
 		if (err == 0)
 			err = bench_series_add_rep(&lat, &out.lat);
@@ -671,17 +672,22 @@ bench_steady_run(const struct bench_opts *o, struct bench_board *b, unsigned fla
 		return err;
 	/* The pace's sleeps end within a microsecond, not the default 50. */
 	prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+	out->cpu_self_given = 1;
+	out->cpu_self_ns = 0;
 	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
-		uint64_t stamp = stats_now_ns(), recv, from;
+		uint64_t c0, stamp, recv, from;
 
-		if (stamp > deadline)
-			break;
 		if (i == BENCH_WARMUP)
 			bench_cpu_begin(out);
+		c0 = bench_self_cpu_ns();
+		stamp = stats_now_ns();
+		if (stamp > deadline)
+			break;
 		bench_board_arm(b);
 		err = send(ctx, i, stamp);
 		if (err < 0)
 			return err;
+		out->cpu_self_ns += bench_self_cpu_ns() - c0;
 		if (!(flags & BENCH_STEADY_B2B))
 			sleep_until(stamp + BENCH_PACE_NS);
 		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S,
@@ -838,16 +844,20 @@ bench_cpu_begin(struct bench_rep_out *out)
 
 	/* Our own clock last here and first in bench_cpu_end(): reading the
 	 * others' /proc files is not part of what is measured. */
-	out->cpu_mark[0] = others + bench_self_cpu_ns();
+	out->cpu_mark[0] = others;
 	out->cpu_mark[1] = d;
+	out->cpu_mark[2] = bench_self_cpu_ns();
+	out->cpu_self_ns = 0;
 }
 
 void
 bench_cpu_end(struct bench_rep_out *out, uint64_t msgs)
 {
-	uint64_t self = bench_self_cpu_ns(), d, others = others_cpu_ns(&d), total = self + others;
+	uint64_t self = bench_self_cpu_ns() - out->cpu_mark[2], d, others = others_cpu_ns(&d);
 
-	out->cpu_ns = total > out->cpu_mark[0] ? total - out->cpu_mark[0] : 0;
+	if (out->cpu_self_given)
+		self = out->cpu_self_ns;
+	out->cpu_ns = self + (others > out->cpu_mark[0] ? others - out->cpu_mark[0] : 0);
 	out->cpu_daemon_ns = d > out->cpu_mark[1] ? d - out->cpu_mark[1] : 0;
 	out->msgs = msgs;
 }

@@ -128,7 +128,11 @@ struct bench_rep_out {
 	uint64_t cpu_ns;        /* CPU time of every process involved (below) */
 	uint64_t cpu_daemon_ns; /* the part of it spent in watched daemons */
 	uint64_t msgs;          /* messages delivered to every consumer meanwhile */
-	uint64_t cpu_mark[2];   /* bench_cpu_begin()'s snapshot: total, daemons */
+	uint64_t cpu_mark[3];   /* bench_cpu_begin()'s snapshot: others, daemons, self */
+	/* Set by bench_steady_run(): this process's CPU inside send() only,
+	 * counted instead of all of it (see bench_steady_run()). */
+	int cpu_self_given;
+	uint64_t cpu_self_ns;
 };
 
 /* Run one repetition: fork the consumers, measure, stop and reap them
@@ -178,7 +182,8 @@ int bench_check_children(void);
  * CPU per delivered message (issue 16): the CPU time, user and system, of
  * every process a message goes through, daemons included, over the
  * measured loop. bench_cpu_begin() and bench_cpu_end() each add up this
- * process (CLOCK_PROCESS_CPUTIME_ID), every live child of bench_fork()
+ * process (CLOCK_PROCESS_CPUTIME_ID; bench_steady_run() counts it inside
+ * send only), every live child of bench_fork()
  * (consumers, a relay) and every watched pid (a worker, its keeper, a
  * redis-server), each from /proc/PID/task/TID/schedstat (ns, all threads)
  * or, without schedstat, /proc/PID/stat utime + stime (clock ticks). A
@@ -281,8 +286,11 @@ typedef int (*bench_send_fn)(void *ctx, uint64_t seq, uint64_t stamp_ns);
 #define BENCH_STEADY_BOARD_STAMP 0x2u /* latency from the stamp the consumers posted */
 
 /* Run the loop until o->iters measured messages (after BENCH_WARMUP) or
- * o's budget; fills out->lat and the CPU fields. Returns 0 or the first
- * error of send or of the wait. */
+ * o's budget; fills out->lat and the CPU fields. The producer's own CPU
+ * counts only inside send (what publishing costs), not its sleeps and
+ * polls of the board, which would charge a slower system more for the
+ * bench's own waiting. Returns 0 or the first error of send or of the
+ * wait. */
 int bench_steady_run(const struct bench_opts *o, struct bench_board *b, unsigned flags,
                      bench_send_fn send, void *ctx, struct bench_rep_out *out);
 
