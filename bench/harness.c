@@ -62,7 +62,7 @@ usage(FILE *f, const char *prog)
 	        "  --json PATH  append the JSON summary here instead\n"
 	        "  --sock PATH  Unix socket of the server under test (bl_redis)\n"
 	        "  --only S     run only series whose \"scenario/variant\" contains S\n"
-	        "               (or one of S's comma-separated parts)\n",
+	        "               (or one of S's comma-separated parts; ^ anchors a part)\n",
 	        prog, BENCH_MAX_REPS, QUICK_ITERS, QUICK_BUDGET_MS);
 }
 
@@ -136,12 +136,18 @@ bench_wanted(const struct bench_opts *o, const char *scenario, const char *varia
 	if (!o->only)
 		return 1;
 	snprintf(name, sizeof(name), "%s/%s", scenario, variant);
-	/* Comma-separated alternatives: any one of them. */
+	/* Comma-separated alternatives: any one of them; "^" anchors one at
+	 * the start of the name. */
 	for (const char *p = o->only;;) {
 		const char *comma = strchr(p, ',');
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		int anchored = len > 0 && p[0] == '^';
 
-		for (const char *q = name; len && *q; q++)
+		if (anchored) {
+			p++;
+			len--;
+		}
+		for (const char *q = name; len && *q && (!anchored || q == name); q++)
 			if (strncmp(q, p, len) == 0)
 				return 1;
 		if (!comma)

@@ -67,7 +67,7 @@ struct bench_opts {
 void bench_parse_args(int argc, char **argv, struct bench_opts *o);
 
 /* Whether --only selects this series: "scenario/variant" contains one of
- * its comma-separated parts. */
+ * its comma-separated parts (a part starting with '^': starts with it). */
 int bench_wanted(const struct bench_opts *o, const char *scenario, const char *variant);
 
 /* One reported line: the repetitions of one scenario and variant. */
