@@ -394,6 +394,9 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 			err = -errno;
 			goto out_kill;
 		}
+		/* The relay is the "daemon" of this system: its CPU is shown
+		 * apart, as heirloom's worker's (unwatched at the end). */
+		bench_cpu_watch(pid);
 		p = (struct producer){ .rings = &rings[sc->consumers],
 			               .heads = &heads[sc->consumers],
 			               .n = 1 };
@@ -427,6 +430,7 @@ out_kill:
 	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
 	bench_kill_all();
 out_board:
+	bench_cpu_unwatch_all();
 	bench_board_destroy(b);
 out_unmap:
 	munmap(rings, size);

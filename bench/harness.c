@@ -835,8 +835,14 @@ others_cpu_ns(uint64_t *daemons)
 {
 	uint64_t sum = 0, d = 0;
 
-	for (sig_atomic_t i = 0; i < nchildren; i++)
-		sum += bench_proc_cpu_ns(children[i]);
+	for (sig_atomic_t i = 0; i < nchildren; i++) {
+		unsigned w = 0;
+
+		while (w < nwatched && watched[w] != children[i])
+			w++;
+		if (w == nwatched) /* a watched child counts once, below */
+			sum += bench_proc_cpu_ns(children[i]);
+	}
 	for (unsigned i = 0; i < nwatched; i++)
 		d += bench_proc_cpu_ns(watched[i]);
 	*daemons = d;

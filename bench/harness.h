@@ -189,6 +189,8 @@ int bench_check_children(void);
  * or, without schedstat, /proc/PID/stat utime + stime (clock ticks). A
  * thread that exits in between loses its share: none of ours does.
  */
+/* Count PID as a daemon (its CPU also in cpu_daemon_ns); a child of
+ * bench_fork() may be one (the relay), counted once. */
 int bench_cpu_watch(pid_t pid); /* 0, or -ENOSPC past 8 pids */
 void bench_cpu_unwatch_all(void);
 /* The CPU time in ns of PID, all threads; 0 when it is gone. */
