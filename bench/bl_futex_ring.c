@@ -7,12 +7,25 @@
  * ack board. Nothing heirloom does (tables, keys, a worker hop) is here, so
  * a heirloom scenario slower than this by a small factor is near the floor.
  *
+ * The relay (issue 16) is the same thing twice: the producer's ring goes to
+ * a relay process, which copies each record into one ring per consumer.
+ * Heirloom has two hops by design (publisher -> worker -> observer), so
+ * this is its fair yardstick: the least two hops can cost here.
+ *
  * Series (scenario/variant):
- *   steady/ring-futex, steady/ring-spin   one consumer, one message every
- *                                          ~20 us, latency stamp -> receive
+ *   steady/ring-futex, steady/ring-spin   one consumer, paced (harness.h,
+ *                                          bench_steady_run), latency stamp
+ *                                          -> receive
+ *   steady/relay-futex                     producer -> relay -> consumer, both
+ *                                          hops futex rings, both sleep
+ *   steady/relay-spin                      the same, the relay busy-polls
+ *                                          (the consumer sleeps)
  *   fanout8/ring-futex, fanout64/...       N consumers, one ring each, every
  *                                          message to all; latency to the last
+ *   fanout8/relay-futex, fanout64/...      through the relay, which writes
+ *                                          the N rings and rings each doorbell
  *   burst/ring-futex, burst/ring-spin      back to back: msg/s per 10 ms window
+ *   burst/relay-futex                      the same through the relay
  *   burst-fanout8/..., burst-fanout64/...  the same to N rings: msg/s, ev/s
  * Spinning fan-out is left out: with more spinners than the 2 cores, it
  * measures the scheduler's time slice, not the mechanism.
@@ -31,9 +44,8 @@
 #include "harness.h"
 #include "stats.h"
 
-#define RING_SLOTS         1024u /* power of two: index = seq & (RING_SLOTS - 1) */
-#define STEADY_INTERVAL_NS 20000u
-#define RATE_WINDOW_NS     (10 * BENCH_NS_PER_MS)
+#define RING_SLOTS     1024u /* power of two: index = seq & (RING_SLOTS - 1) */
+#define RATE_WINDOW_NS (10 * BENCH_NS_PER_MS)
 /* A consumer blocked in futex_wait looks at the stop flag this often. */
 #define CONSUMER_POLL_NS (50 * BENCH_NS_PER_MS)
 /* How long consumers outlive the repetition's deadline before giving up on
@@ -83,8 +95,10 @@ struct ring {
 _Static_assert(offsetof(struct ring, tail) % 64 == 0, "head and tail on separate lines");
 _Static_assert(offsetof(struct ring, slot) % 64 == 0, "records on their own lines");
 
-/* bench_scenario.param: the consumer busy-polls instead of sleeping. */
-#define SPIN          1
+/* bench_scenario.param, bits: */
+#define SPIN          1 /* the consumers busy-poll instead of sleeping */
+#define RELAY         2 /* two hops: producer -> relay process -> consumers */
+#define RELAY_SPIN    4 /* the relay busy-polls instead of sleeping */
 #define MAX_CONSUMERS 64
 
 /* One scenario a line: the table is read, not formatted. */
@@ -92,10 +106,15 @@ _Static_assert(offsetof(struct ring, slot) % 64 == 0, "records on their own line
 static const struct bench_scenario scenarios[] = {
 	{"steady", "ring-futex", 0, 1, 0},
 	{"steady", "ring-spin", 0, 1, SPIN},
+	{"steady", "relay-futex", 0, 1, RELAY},
+	{"steady", "relay-spin", 0, 1, RELAY | RELAY_SPIN},
 	{"fanout8", "ring-futex", 0, 8, 0},
+	{"fanout8", "relay-futex", 0, 8, RELAY},
 	{"fanout64", "ring-futex", 0, 64, 0},
+	{"fanout64", "relay-futex", 0, 64, RELAY},
 	{"burst", "ring-futex", 1, 1, 0},
 	{"burst", "ring-spin", 1, 1, SPIN},
+	{"burst", "relay-futex", 1, 1, RELAY},
 	{"burst-fanout8", "ring-futex", 1, 8, 0},
 	{"burst-fanout64", "ring-futex", 1, 64, 0},
 };
@@ -231,46 +250,72 @@ consumed(struct ring *rings, uint32_t n)
 	return sum;
 }
 
+/* What the producer writes to: the consumers' rings, or the relay's one. */
+struct producer {
+	struct ring *rings;
+	uint64_t *heads;
+	uint32_t n;
+	uint64_t deadline;
+};
+
+/* bench_send_fn: one record to each ring the producer writes, and its
+ * doorbell (a fence and a load when nobody sleeps on it). */
 static int
-run_steady(const struct bench_scenario *sc, const struct bench_opts *o, struct ring *rings,
-           uint64_t *heads, struct bench_board *b, struct stats_samples *lat)
+send_ack(void *ctx, uint64_t seq, uint64_t stamp)
 {
-	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	int err;
+	struct producer *p = ctx;
 
-	err = stats_reserve(lat, o->iters);
-	if (err < 0)
-		return err;
-	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
-		uint64_t stamp, recv;
-
-		/* Pace from the previous stamp; spinning, because a 20 us sleep
-		 * would be stretched by timer slack to 70 us or more. */
-		while ((stamp = stats_now_ns()) < last + STEADY_INTERVAL_NS)
-			bench_cpu_relax();
-		if (stamp > deadline)
-			break;
-		last = stamp;
-		bench_board_arm(b);
-		for (uint32_t c = 0; c < sc->consumers; c++) {
-			err = push(&rings[c], &heads[c], REC_ACK, stamp, deadline);
-			if (err < 0)
-				return err;
-			if (!sc->param)
-				doorbell(&rings[c]);
-		}
-		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S, &recv);
+	(void)seq;
+	for (uint32_t c = 0; c < p->n; c++) {
+		int err = push(&p->rings[c], &p->heads[c], REC_ACK, stamp, p->deadline);
 		if (err < 0)
 			return err;
-		if (i >= BENCH_WARMUP)
-			stats_add(lat, recv - stamp); /* reserved: cannot fail */
+		doorbell(&p->rings[c]);
 	}
 	return 0;
 }
 
+/* The relay process: copy every record of IN to each of the N rings OUT,
+ * then ring their doorbells once per run of records. Returns its exit
+ * status (0 after forwarding STOP). */
 static int
-run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct ring *rings,
-          uint64_t *heads, struct stats_samples *msg, struct stats_samples *ev)
+relay(struct ring *in, struct ring *out, uint32_t n, int spin, struct bench_board *b,
+      uint64_t hard_ns)
+{
+	uint64_t heads[MAX_CONSUMERS] = { 0 }, t = 0;
+	int stop = 0;
+
+	for (;;) {
+		/* Pairs with the producer's release store of head. */
+		uint64_t h = atomic_load_explicit(&in->head, memory_order_acquire);
+
+		if (h == t) {
+			if (wait_for_data(in, t, spin, b, hard_ns) < 0)
+				return atomic_load_explicit(&b->stop, memory_order_relaxed) ? 0 : 3;
+			continue;
+		}
+		for (; t != h; t++) {
+			const struct rec *rec = &in->slot[t & (RING_SLOTS - 1)];
+
+			if (rec->seq != t)
+				return 4;
+			for (uint32_t c = 0; c < n; c++)
+				if (push(&out[c], &heads[c], rec->kind, rec->stamp_ns, hard_ns) < 0)
+					return 5;
+			stop |= rec->kind == REC_STOP;
+		}
+		/* Hands the slots back; pairs with the acquire in push(). */
+		atomic_store_explicit(&in->tail, t, memory_order_release);
+		for (uint32_t c = 0; c < n; c++)
+			doorbell(&out[c]);
+		if (stop)
+			return 0;
+	}
+}
+
+static int
+run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct producer *p,
+          struct ring *rings, struct bench_rep_out *out)
 {
 	uint64_t deadline = bench_rep_deadline(o);
 	struct bench_rate rm, re;
@@ -278,6 +323,7 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct ri
 
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
 	bench_rate_start(&re, RATE_WINDOW_NS, 0);
+	bench_cpu_begin(out);
 	while (err == 0) {
 		uint64_t now = stats_now_ns(), ec;
 
@@ -289,17 +335,17 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct ri
 		 * consumer per message once consumers outnumber the cores, and
 		 * measures the scheduler instead (40-70x fewer events/s at
 		 * 8 consumers on 2 cores). */
-		for (uint32_t c = 0; c < sc->consumers && err == 0; c++) {
+		for (uint32_t c = 0; c < p->n && err == 0; c++) {
 			for (unsigned k = 0; k < BURST_BATCH && err == 0; k++)
-				err = push(&rings[c], &heads[c], REC_DATA, now, deadline);
-			if (!sc->param)
-				doorbell(&rings[c]);
+				err = push(&p->rings[c], &p->heads[c], REC_DATA, now, deadline);
+			doorbell(&p->rings[c]);
 		}
 		ec = consumed(rings, sc->consumers);
-		if (bench_rate_tick(&rm, ec / sc->consumers, msg) < 0 ||
-		    bench_rate_tick(&re, ec, ev) < 0)
+		if (bench_rate_tick(&rm, ec / sc->consumers, &out->msg) < 0 ||
+		    bench_rate_tick(&re, ec, &out->ev) < 0)
 			err = -ENOMEM;
 	}
+	bench_cpu_end(out, consumed(rings, sc->consumers) / sc->consumers);
 	/* Running out of time while the ring is full is the normal end here. */
 	return err == -ETIMEDOUT ? 0 : err;
 }
@@ -307,10 +353,13 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, struct ri
 static int
 run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct bench_rep_out *out)
 {
-	size_t size = (size_t)sc->consumers * sizeof(struct ring);
-	uint64_t heads[MAX_CONSUMERS] = { 0 }, hard;
+	/* With a relay, one more ring: the relay's input, after the consumers'. */
+	uint32_t nrings = sc->consumers + !!(sc->param & RELAY);
+	size_t size = (size_t)nrings * sizeof(struct ring);
+	uint64_t heads[MAX_CONSUMERS + 1] = { 0 }, hard;
 	struct bench_board *b;
 	struct ring *rings;
+	struct producer p;
 	int err = 0, failed;
 
 	if (sc->consumers > MAX_CONSUMERS)
@@ -328,28 +377,48 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 		pid_t pid = bench_fork();
 
 		if (pid == 0)
-			_exit(consume(&rings[c], b, c, sc->param, hard));
+			_exit(consume(&rings[c], b, c, sc->param & SPIN, hard));
 		if (pid < 0) {
 			err = -errno;
 			goto out_kill;
 		}
 	}
+	p = (struct producer){ .rings = rings, .heads = heads, .n = sc->consumers };
+	if (sc->param & RELAY) {
+		pid_t pid = bench_fork();
+
+		if (pid == 0)
+			_exit(relay(&rings[sc->consumers], rings, sc->consumers,
+			            !!(sc->param & RELAY_SPIN), b, hard));
+		if (pid < 0) {
+			err = -errno;
+			goto out_kill;
+		}
+		/* The relay is the "daemon" of this system: its CPU is shown
+		 * apart, as heirloom's worker's (unwatched at the end). */
+		bench_cpu_watch(pid);
+		p = (struct producer){ .rings = &rings[sc->consumers],
+			               .heads = &heads[sc->consumers],
+			               .n = 1 };
+	}
 	err = bench_board_wait_ready(b, stats_now_ns() + 5 * BENCH_NS_PER_S);
 	if (err < 0)
 		goto out_kill;
 
+	p.deadline = bench_rep_deadline(o) + BENCH_NS_PER_S;
 	if (sc->burst)
-		err = run_burst(sc, o, rings, heads, &out->msg, &out->ev);
+		err = run_burst(sc, o, &p, rings, out);
 	else
-		err = run_steady(sc, o, rings, heads, b, &out->lat);
+		err = bench_steady_run(o, b, 0, send_ack, &p, out);
 	if (err < 0)
 		goto out_kill;
 
-	for (uint32_t c = 0; c < sc->consumers; c++) {
-		err = push(&rings[c], &heads[c], REC_STOP, 0, stats_now_ns() + BENCH_NS_PER_S);
+	/* The relay forwards STOP to the consumers, then exits. */
+	for (uint32_t c = 0; c < p.n; c++) {
+		err = push(&p.rings[c], &p.heads[c], REC_STOP, 0, stats_now_ns() + BENCH_NS_PER_S);
 		if (err < 0)
 			goto out_kill;
-		doorbell(&rings[c]);
+		doorbell(&p.rings[c]);
 	}
 	failed = bench_reap_all(stats_now_ns() + 2 * BENCH_NS_PER_S);
 	if (failed > 0) {
@@ -361,6 +430,7 @@ out_kill:
 	atomic_store_explicit(&b->stop, 1, memory_order_relaxed);
 	bench_kill_all();
 out_board:
+	bench_cpu_unwatch_all();
 	bench_board_destroy(b);
 out_unmap:
 	munmap(rings, size);

@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -31,11 +32,10 @@
 #include "harness.h"
 #include "stats.h"
 
-#define STEADY_INTERVAL_NS 20000u
-#define RATE_WINDOW_NS     (10 * BENCH_NS_PER_MS)
-#define POLL_MS            50
-#define CONSUMER_GRACE_NS  (10 * BENCH_NS_PER_S)
-#define PIPELINE           64
+#define RATE_WINDOW_NS    (10 * BENCH_NS_PER_MS)
+#define POLL_MS           50
+#define CONSUMER_GRACE_NS (10 * BENCH_NS_PER_S)
+#define PIPELINE          64
 /* Messages a subscriber may lag behind the publisher in burst mode: the
  * ring's capacity. Without a bound the server would queue megabytes in its
  * output buffers and the rate would measure its memory, not delivery. */
@@ -171,40 +171,13 @@ publish(redisContext *c, const struct msg *m)
 	return 0;
 }
 
+/* bench_send_fn: one PUBLISH (a round trip to the server). */
 static int
-run_steady(const struct bench_opts *o, redisContext *c, struct bench_board *b,
-           struct stats_samples *lat)
+send_ack(void *ctx, uint64_t seq, uint64_t stamp)
 {
-	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	struct msg m = { 0 };
-	int err;
+	struct msg m = { .seq = seq, .stamp_ns = stamp, .kind = MSG_ACK };
 
-	err = stats_reserve(lat, o->iters);
-	if (err < 0)
-		return err;
-	m.kind = MSG_ACK;
-	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
-		uint64_t stamp, recv_ns;
-
-		/* Spinning: a 20 us sleep would be stretched by timer slack. */
-		while ((stamp = stats_now_ns()) < last + STEADY_INTERVAL_NS)
-			bench_cpu_relax();
-		if (stamp > deadline)
-			break;
-		last = stamp;
-		m.seq = i;
-		m.stamp_ns = stamp;
-		bench_board_arm(b);
-		err = publish(c, &m);
-		if (err < 0)
-			return err;
-		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S, &recv_ns);
-		if (err < 0)
-			return err;
-		if (i >= BENCH_WARMUP)
-			stats_add(lat, recv_ns - stamp); /* reserved: cannot fail */
-	}
-	return 0;
+	return publish(ctx, &m);
 }
 
 static uint64_t
@@ -221,7 +194,7 @@ slowest(const struct bench_board *b)
 
 static int
 run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisContext *c,
-          struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
+          struct bench_board *b, struct bench_rep_out *out)
 {
 	uint64_t deadline = bench_rep_deadline(o), seq = 0;
 	struct bench_rate rm, re;
@@ -230,6 +203,7 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisCont
 	m.kind = MSG_DATA;
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
 	bench_rate_start(&re, RATE_WINDOW_NS, 0);
+	bench_cpu_begin(out);
 	for (;;) {
 		uint64_t now = stats_now_ns(), ec;
 
@@ -255,10 +229,11 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, redisCont
 			}
 		}
 		ec = bench_board_count(b);
-		if (bench_rate_tick(&rm, ec / sc->consumers, msg) < 0 ||
-		    bench_rate_tick(&re, ec, ev) < 0)
+		if (bench_rate_tick(&rm, ec / sc->consumers, &out->msg) < 0 ||
+		    bench_rate_tick(&re, ec, &out->ev) < 0)
 			return -ENOMEM;
 	}
+	bench_cpu_end(out, bench_board_count(b) / sc->consumers);
 	return 0;
 }
 
@@ -298,9 +273,9 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 		goto out_kill;
 
 	if (sc->burst)
-		err = run_burst(sc, o, c, b, &out->msg, &out->ev);
+		err = run_burst(sc, o, c, b, out);
 	else
-		err = run_steady(o, c, b, &out->lat);
+		err = bench_steady_run(o, b, 0, send_ack, c, out);
 	if (err < 0)
 		goto out_kill;
 
@@ -324,6 +299,22 @@ out_board:
 	return err;
 }
 
+/* The server's CPU counts in every row: find its pid (INFO server). */
+static void
+watch_server(redisContext *c)
+{
+	redisReply *r = redisCommand(c, "INFO server");
+	const char *p;
+
+	if (r && r->type == REDIS_REPLY_STRING && (p = strstr(r->str, "process_id:")) != NULL)
+		bench_cpu_watch((pid_t)strtol(p + strlen("process_id:"), NULL, 10));
+	else
+		fprintf(stderr,
+		        "bl_redis: no process_id from the server: its CPU is not counted\n");
+	if (r)
+		freeReplyObject(r);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -343,6 +334,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: cannot connect to redis at %s\n", argv[0], o.sock);
 		return 2;
 	}
+	watch_server(c);
 	redisFree(c);
 	snprintf(channel, sizeof(channel), "hl-bench-%ld", (long)getpid());
 	return bench_run_all(&o, scenarios, sizeof(scenarios) / sizeof(scenarios[0]), run_rep);

@@ -25,9 +25,8 @@
 #include "harness.h"
 #include "stats.h"
 
-#define STEADY_INTERVAL_NS 20000u
-#define RATE_WINDOW_NS     (10 * BENCH_NS_PER_MS)
-#define MAX_CONSUMERS      64
+#define RATE_WINDOW_NS (10 * BENCH_NS_PER_MS)
+#define MAX_CONSUMERS  64
 /* Blocking calls time out this often to look at the stop flag and the
  * deadline; never inside a measurement, which does not wait that long. */
 #define POLL_MS           50
@@ -124,47 +123,30 @@ send_msg(int fd, const struct msg *m, uint64_t deadline_ns)
 	}
 }
 
+struct producer {
+	const int *fds;
+	uint32_t n;
+	uint64_t deadline;
+};
+
+/* bench_send_fn: the message to every consumer's socket in turn. */
 static int
-run_steady(const struct bench_scenario *sc, const struct bench_opts *o, const int *fds,
-           struct bench_board *b, struct stats_samples *lat)
+send_ack(void *ctx, uint64_t seq, uint64_t stamp)
 {
-	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	struct msg m = { 0 };
-	int err;
+	const struct producer *p = ctx;
+	struct msg m = { .seq = seq, .stamp_ns = stamp, .kind = MSG_ACK };
 
-	err = stats_reserve(lat, o->iters);
-	if (err < 0)
-		return err;
-	m.kind = MSG_ACK;
-	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
-		uint64_t stamp, recv_ns;
-
-		/* Spinning: a 20 us sleep would be stretched by timer slack. */
-		while ((stamp = stats_now_ns()) < last + STEADY_INTERVAL_NS)
-			bench_cpu_relax();
-		if (stamp > deadline)
-			break;
-		last = stamp;
-		m.seq = i;
-		m.stamp_ns = stamp;
-		bench_board_arm(b);
-		for (uint32_t c = 0; c < sc->consumers; c++) {
-			err = send_msg(fds[c], &m, deadline + BENCH_NS_PER_S);
-			if (err < 0)
-				return err;
-		}
-		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S, &recv_ns);
+	for (uint32_t c = 0; c < p->n; c++) {
+		int err = send_msg(p->fds[c], &m, p->deadline);
 		if (err < 0)
 			return err;
-		if (i >= BENCH_WARMUP)
-			stats_add(lat, recv_ns - stamp); /* reserved: cannot fail */
 	}
 	return 0;
 }
 
 static int
 run_burst(const struct bench_scenario *sc, const struct bench_opts *o, const int *fds,
-          struct bench_board *b, struct stats_samples *msg, struct stats_samples *ev)
+          struct bench_board *b, struct bench_rep_out *out)
 {
 	uint64_t deadline = bench_rep_deadline(o), seq = 0;
 	/* About 64 sends between clock reads (see bl_futex_ring.c). */
@@ -176,6 +158,7 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, const int
 	m.kind = MSG_DATA;
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
 	bench_rate_start(&re, RATE_WINDOW_NS, 0);
+	bench_cpu_begin(out);
 	while (err == 0) {
 		uint64_t now = stats_now_ns(), ec;
 
@@ -188,10 +171,11 @@ run_burst(const struct bench_scenario *sc, const struct bench_opts *o, const int
 				err = send_msg(fds[c], &m, deadline);
 		}
 		ec = bench_board_count(b);
-		if (bench_rate_tick(&rm, ec / sc->consumers, msg) < 0 ||
-		    bench_rate_tick(&re, ec, ev) < 0)
+		if (bench_rate_tick(&rm, ec / sc->consumers, &out->msg) < 0 ||
+		    bench_rate_tick(&re, ec, &out->ev) < 0)
 			err = -ENOMEM;
 	}
+	bench_cpu_end(out, bench_board_count(b) / sc->consumers);
 	/* Running out of time on a full socket is the normal end here. */
 	return err == -ETIMEDOUT ? 0 : err;
 }
@@ -261,10 +245,14 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 	if (err < 0)
 		goto out_kill;
 
-	if (sc->burst)
-		err = run_burst(sc, o, mine, b, &out->msg, &out->ev);
-	else
-		err = run_steady(sc, o, mine, b, &out->lat);
+	if (sc->burst) {
+		err = run_burst(sc, o, mine, b, out);
+	} else {
+		struct producer p = { .fds = mine,
+			              .n = sc->consumers,
+			              .deadline = bench_rep_deadline(o) + BENCH_NS_PER_S };
+		err = bench_steady_run(o, b, 0, send_ack, &p, out);
+	}
 	if (err < 0)
 		goto out_kill;
 

@@ -6,10 +6,13 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,11 @@ static volatile pid_t children[BENCH_MAX_CHILDREN];
 static volatile sig_atomic_t nchildren;
 static pid_t parent_pid;
 
+/* Daemons whose CPU counts (bench_cpu_watch()); parent's main thread only. */
+#define MAX_WATCHED 8
+static pid_t watched[MAX_WATCHED];
+static unsigned nwatched;
+
 static void
 usage(FILE *f, const char *prog)
 {
@@ -53,7 +61,8 @@ usage(FILE *f, const char *prog)
 	        "DIR/summary.json\n"
 	        "  --json PATH  append the JSON summary here instead\n"
 	        "  --sock PATH  Unix socket of the server under test (bl_redis)\n"
-	        "  --only S     run only series whose \"scenario/variant\" contains S\n",
+	        "  --only S     run only series whose \"scenario/variant\" contains S\n"
+	        "               (or one of S's comma-separated parts; ^ anchors a part)\n",
 	        prog, BENCH_MAX_REPS, QUICK_ITERS, QUICK_BUDGET_MS);
 }
 
@@ -127,7 +136,24 @@ bench_wanted(const struct bench_opts *o, const char *scenario, const char *varia
 	if (!o->only)
 		return 1;
 	snprintf(name, sizeof(name), "%s/%s", scenario, variant);
-	return strstr(name, o->only) != NULL;
+	/* Comma-separated alternatives: any one of them; "^" anchors one at
+	 * the start of the name. */
+	for (const char *p = o->only;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		int anchored = len > 0 && p[0] == '^';
+
+		if (anchored) {
+			p++;
+			len--;
+		}
+		for (const char *q = name; len && *q && (!anchored || q == name); q++)
+			if (strncmp(q, p, len) == 0)
+				return 1;
+		if (!comma)
+			return len == 0; /* "" selects everything, as before */
+		p = comma + 1;
+	}
 }
 
 void
@@ -164,6 +190,50 @@ bench_series_add_rep(struct bench_series *s, const struct stats_samples *rep)
 		return err;
 	s->medians[s->reps++] = med;
 	return 0;
+}
+
+void
+bench_series_add_cpu(struct bench_series *s, const struct bench_rep_out *out)
+{
+	if (out->msgs == 0 || s->ncpu == BENCH_MAX_REPS)
+		return;
+	s->cpu[s->ncpu] = (double)out->cpu_ns / (double)out->msgs;
+	s->cpu_daemon[s->ncpu] = (double)out->cpu_daemon_ns / (double)out->msgs;
+	s->ncpu++;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median of n values (n > 0), nearest rank as stats.c; sorts v. */
+static double
+median_of(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[(n - 1) / 2];
+}
+
+/* The CPU figures of a series into sum: median over the repetitions, and
+ * their range (the spread); -1 when none measured it. */
+static void
+cpu_summary(const struct bench_series *s, struct stats_summary *sum)
+{
+	double v[BENCH_MAX_REPS], d[BENCH_MAX_REPS];
+
+	sum->cpu_ns = sum->cpu_daemon_ns = sum->cpu_min_ns = sum->cpu_max_ns = -1;
+	if (s->ncpu == 0)
+		return;
+	memcpy(v, s->cpu, s->ncpu * sizeof(*v));
+	memcpy(d, s->cpu_daemon, s->ncpu * sizeof(*d));
+	sum->cpu_ns = median_of(v, s->ncpu);
+	sum->cpu_min_ns = v[0];
+	sum->cpu_max_ns = v[s->ncpu - 1];
+	sum->cpu_daemon_ns = median_of(d, s->ncpu);
 }
 
 /* mkdir -p for the output directory; a component that exists is fine. */
@@ -238,6 +308,8 @@ bench_series_report(struct bench_series *s, const struct bench_opts *o)
 	int err;
 
 	err = stats_summarize(&s->all, &sum);
+	if (err == 0)
+		cpu_summary(s, &sum);
 	if (err < 0) {
 		printf("%-16s | %-14s | no samples\n", s->scenario, s->variant);
 		fflush(stdout);
@@ -271,9 +343,15 @@ bench_run(const struct bench_scenario *sc, const struct bench_opts *o, bench_rep
 		stats_init(&out.lat);
 		stats_init(&out.msg);
 		stats_init(&out.ev);
+		out.cpu_ns = out.cpu_daemon_ns = out.msgs = out.cpu_self_ns = 0;
+		out.cpu_self_given = 0;
 		err = rep(sc, o, &out);
 		if (err == 0)
 			err = bench_series_add_rep(&lat, &out.lat);
+		if (err == 0) {
+			bench_series_add_cpu(&lat, &out);
+			bench_series_add_cpu(&msg, &out);
+		}
 		if (err == 0)
 			err = bench_series_add_rep(&msg, &out.msg);
 		if (err == 0)
@@ -531,36 +609,42 @@ bench_board_arm(struct bench_board *b)
 void
 bench_board_ack(struct bench_board *b, uint32_t i, uint64_t recv_ns)
 {
-	uint32_t prev;
-
 	atomic_store_explicit(&b->slot[i].recv_ns, recv_ns, memory_order_relaxed);
 	/* Releases recv_ns; pairs with the acquire load in bench_board_wait_acks(). */
-	prev = atomic_fetch_add_explicit(&b->done, 1, memory_order_acq_rel);
-	if (prev + 1 == b->n)
-		bench_futex_wake(&b->done, 1);
+	atomic_fetch_add_explicit(&b->done, 1, memory_order_release);
+}
+
+static void
+sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / BENCH_NS_PER_S),
+		               .tv_nsec = (long)(ns % BENCH_NS_PER_S) };
+
+	nanosleep(&ts, NULL);
 }
 
 int
-bench_board_wait_acks(struct bench_board *b, uint64_t deadline_ns, uint64_t *last_recv_ns)
+bench_board_wait_acks(struct bench_board *b, uint64_t deadline_ns, uint64_t step_ns,
+                      uint64_t *last_recv_ns)
 {
-	uint64_t last = 0;
-	uint32_t d;
+	uint64_t last = 0, checked = stats_now_ns();
 
-	for (;;) {
-		/* Pairs with the acq_rel fetch_add in bench_board_ack(). */
-		d = atomic_load_explicit(&b->done, memory_order_acquire);
-		if (d >= b->n)
-			break;
+	/* Pairs with the release fetch_add in bench_board_ack(). */
+	while (atomic_load_explicit(&b->done, memory_order_acquire) < b->n) {
 		uint64_t now = stats_now_ns();
+
 		if (now >= deadline_ns)
 			return -ETIMEDOUT;
-		/* The consumer that brings done to n wakes us; if it did so
-		 * between our load and this call, the value differs from d and
-		 * the kernel returns at once. The short timeout only serves to
-		 * notice a consumer that died. */
-		if (bench_futex_wait(&b->done, d, 20 * BENCH_NS_PER_MS) == -ETIMEDOUT &&
-		    bench_check_children() < 0)
-			return -ECHILD;
+		/* A consumer that died never acks. */
+		if (now - checked > 20 * BENCH_NS_PER_MS) {
+			if (bench_check_children() < 0)
+				return -ECHILD;
+			checked = now;
+		}
+		if (step_ns)
+			sleep_ns(step_ns);
+		else
+			sched_yield();
 	}
 	for (uint32_t i = 0; i < b->n; i++) {
 		uint64_t t = atomic_load_explicit(&b->slot[i].recv_ns, memory_order_relaxed);
@@ -569,6 +653,225 @@ bench_board_wait_acks(struct bench_board *b, uint64_t deadline_ns, uint64_t *las
 	}
 	*last_recv_ns = last;
 	return 0;
+}
+
+/* Until the absolute CLOCK_MONOTONIC time at_ns (stats_now_ns()). */
+static void
+sleep_until(uint64_t at_ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(at_ns / BENCH_NS_PER_S),
+		               .tv_nsec = (long)(at_ns % BENCH_NS_PER_S) };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+int
+bench_steady_run(const struct bench_opts *o, struct bench_board *b, unsigned flags,
+                 bench_send_fn send, void *ctx, struct bench_rep_out *out)
+{
+	uint64_t deadline = bench_rep_deadline(o), measured = 0;
+	int err;
+
+	err = stats_reserve(&out->lat, o->iters);
+	if (err < 0)
+		return err;
+	/* The pace's sleeps end within a microsecond, not the default 50. */
+	prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+	out->cpu_self_given = 1;
+	out->cpu_self_ns = 0;
+	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
+		uint64_t c0, stamp, recv, from;
+
+		if (i == BENCH_WARMUP)
+			bench_cpu_begin(out);
+		c0 = bench_self_cpu_ns();
+		stamp = stats_now_ns();
+		if (stamp > deadline)
+			break;
+		bench_board_arm(b);
+		err = send(ctx, i, stamp);
+		if (err < 0)
+			return err;
+		out->cpu_self_ns += bench_self_cpu_ns() - c0;
+		if (!(flags & BENCH_STEADY_B2B))
+			sleep_until(stamp + BENCH_PACE_NS);
+		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S,
+		                            flags & BENCH_STEADY_B2B ? 0 : BENCH_POLL_NS, &recv);
+		if (err < 0)
+			return err;
+		if (i < BENCH_WARMUP)
+			continue;
+		from = stamp;
+		if (flags & BENCH_STEADY_BOARD_STAMP)
+			from = atomic_load_explicit(&b->stamp, memory_order_relaxed);
+		stats_add(&out->lat, recv > from ? recv - from : 0); /* reserved: cannot fail */
+		measured++;
+	}
+	if (measured)
+		bench_cpu_end(out, measured);
+	return 0;
+}
+
+int
+bench_cpu_watch(pid_t pid)
+{
+	if (pid <= 0)
+		return -EINVAL;
+	for (unsigned i = 0; i < nwatched; i++)
+		if (watched[i] == pid)
+			return 0;
+	if (nwatched == MAX_WATCHED)
+		return -ENOSPC;
+	watched[nwatched++] = pid;
+	return 0;
+}
+
+void
+bench_cpu_unwatch_all(void)
+{
+	nwatched = 0;
+}
+
+/* The first number of a small /proc file, or -1. */
+static long long
+read_first_ll(const char *path)
+{
+	char buf[128];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return strtoll(buf, NULL, 10);
+}
+
+const char *
+bench_proc_stat(pid_t pid, char *buf, size_t cap)
+{
+	char path[64];
+	ssize_t n;
+	char *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, cap - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	/* The command may hold spaces and parentheses: the fields start after
+	 * the last ')'. */
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] ? p + 2 : NULL;
+}
+
+/* utime + stime of the whole process from /proc/PID/stat, in ns. */
+static uint64_t
+stat_cpu_ns(pid_t pid)
+{
+	char buf[1024];
+	unsigned long long ut = 0, st = 0;
+	const char *p = bench_proc_stat(pid, buf, sizeof(buf));
+
+	/* utime and stime are fields 14 and 15; p is at field 3. */
+	if (!p || sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (ut + st) * (BENCH_NS_PER_S / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+uint64_t
+bench_proc_cpu_ns(pid_t pid)
+{
+	char path[PATH_MAX];
+	struct dirent *d;
+	uint64_t sum = 0;
+	int any = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return 0;
+	while ((d = readdir(dir)) != NULL) {
+		long long v;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid, d->d_name);
+		v = read_first_ll(path);
+		if (v < 0) {
+			any = -1;
+			break;
+		}
+		sum += (uint64_t)v;
+		any = 1;
+	}
+	closedir(dir);
+	return any > 0 ? sum : stat_cpu_ns(pid);
+}
+
+uint64_t
+bench_self_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * BENCH_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* Everything but ourselves: children, then daemons (into *daemons). */
+static uint64_t
+others_cpu_ns(uint64_t *daemons)
+{
+	uint64_t sum = 0, d = 0;
+
+	for (sig_atomic_t i = 0; i < nchildren; i++) {
+		unsigned w = 0;
+
+		while (w < nwatched && watched[w] != children[i])
+			w++;
+		if (w == nwatched) /* a watched child counts once, below */
+			sum += bench_proc_cpu_ns(children[i]);
+	}
+	for (unsigned i = 0; i < nwatched; i++)
+		d += bench_proc_cpu_ns(watched[i]);
+	*daemons = d;
+	return sum + d;
+}
+
+void
+bench_cpu_begin(struct bench_rep_out *out)
+{
+	uint64_t d, others = others_cpu_ns(&d);
+
+	/* Our own clock last here and first in bench_cpu_end(): reading the
+	 * others' /proc files is not part of what is measured. */
+	out->cpu_mark[0] = others;
+	out->cpu_mark[1] = d;
+	out->cpu_mark[2] = bench_self_cpu_ns();
+	out->cpu_self_ns = 0;
+}
+
+void
+bench_cpu_end(struct bench_rep_out *out, uint64_t msgs)
+{
+	uint64_t self = bench_self_cpu_ns() - out->cpu_mark[2], d, others = others_cpu_ns(&d);
+
+	if (out->cpu_self_given)
+		self = out->cpu_self_ns;
+	out->cpu_ns = self + (others > out->cpu_mark[0] ? others - out->cpu_mark[0] : 0);
+	out->cpu_daemon_ns = d > out->cpu_mark[1] ? d - out->cpu_mark[1] : 0;
+	out->msgs = msgs;
 }
 
 void

@@ -47,6 +47,8 @@
  * pay for first-touch page faults and cold caches in every process. */
 #define BENCH_WARMUP 20
 
+struct bench_rep_out;
+
 /* The common command line of every benchmark binary. */
 struct bench_opts {
 	uint64_t iters;        /* cap on messages measured per repetition */
@@ -64,7 +66,8 @@ struct bench_opts {
  * stderr and exits 2, before any child exists. */
 void bench_parse_args(int argc, char **argv, struct bench_opts *o);
 
-/* Whether --only selects this series. */
+/* Whether --only selects this series: "scenario/variant" contains one of
+ * its comma-separated parts (a part starting with '^': starts with it). */
 int bench_wanted(const struct bench_opts *o, const char *scenario, const char *variant);
 
 /* One reported line: the repetitions of one scenario and variant. */
@@ -76,6 +79,11 @@ struct bench_series {
 	struct stats_samples all; /* every repetition's samples, merged */
 	uint64_t medians[BENCH_MAX_REPS];
 	unsigned reps;
+	/* Per repetition that measured it: CPU ns per delivered message, all
+	 * processes, and the daemons' part (bench_rep_out). */
+	double cpu[BENCH_MAX_REPS];
+	double cpu_daemon[BENCH_MAX_REPS];
+	unsigned ncpu;
 };
 
 /* The strings must outlive the series (string literals, in practice). */
@@ -87,6 +95,9 @@ void bench_series_fini(struct bench_series *s);
  * ignored. Returns 0, -E2BIG past BENCH_MAX_REPS, or -ENOMEM; on failure the
  * series is unchanged. */
 int bench_series_add_rep(struct bench_series *s, const struct stats_samples *rep);
+
+/* Remember one repetition's CPU per message (out->msgs 0: nothing). */
+void bench_series_add_cpu(struct bench_series *s, const struct bench_rep_out *out);
 
 /* Print the table row to stdout, warn on stderr about the spread of medians,
  * and with an output directory write OUT/raw/<scenario>.<variant>.<unit>.txt
@@ -107,11 +118,21 @@ struct bench_scenario {
 /* What one repetition measured. A steady rep fills lat (ns, stamp to the
  * last consumer's receive, warm-up excluded); a burst rep fills msg
  * (messages per second every consumer received, per window) and ev (the sum
- * over consumers), e.g. with bench_rate_tick(). */
+ * over consumers), e.g. with bench_rate_tick(). Both may bracket their
+ * measured loop with bench_cpu_begin() / bench_cpu_end(), which fill the
+ * cpu_* fields; a rep that does not leaves msgs 0 (no CPU column). */
 struct bench_rep_out {
 	struct stats_samples lat;
 	struct stats_samples msg;
 	struct stats_samples ev;
+	uint64_t cpu_ns;        /* CPU time of every process involved (below) */
+	uint64_t cpu_daemon_ns; /* the part of it spent in watched daemons */
+	uint64_t msgs;          /* messages delivered to every consumer meanwhile */
+	uint64_t cpu_mark[3];   /* bench_cpu_begin()'s snapshot: others, daemons, self */
+	/* Set by bench_steady_run(): this process's CPU inside send() only,
+	 * counted instead of all of it (see bench_steady_run()). */
+	int cpu_self_given;
+	uint64_t cpu_self_ns;
 };
 
 /* Run one repetition: fork the consumers, measure, stop and reap them
@@ -157,6 +178,32 @@ void bench_kill_all(void);
  * forgotten), else 0. Lets a producer stop waiting for a consumer that died. */
 int bench_check_children(void);
 
+/*
+ * CPU per delivered message (issue 16): the CPU time, user and system, of
+ * every process a message goes through, daemons included, over the
+ * measured loop. bench_cpu_begin() and bench_cpu_end() each add up this
+ * process (CLOCK_PROCESS_CPUTIME_ID; bench_steady_run() counts it inside
+ * send only), every live child of bench_fork()
+ * (consumers, a relay) and every watched pid (a worker, its keeper, a
+ * redis-server), each from /proc/PID/task/TID/schedstat (ns, all threads)
+ * or, without schedstat, /proc/PID/stat utime + stime (clock ticks). A
+ * thread that exits in between loses its share: none of ours does.
+ */
+/* Count PID as a daemon (its CPU also in cpu_daemon_ns); a child of
+ * bench_fork() may be one (the relay), counted once. */
+int bench_cpu_watch(pid_t pid); /* 0, or -ENOSPC past 8 pids */
+void bench_cpu_unwatch_all(void);
+/* The CPU time in ns of PID, all threads; 0 when it is gone. */
+uint64_t bench_proc_cpu_ns(pid_t pid);
+/* This process's (CLOCK_PROCESS_CPUTIME_ID), in ns. */
+uint64_t bench_self_cpu_ns(void);
+/* /proc/PID/stat read into buf: a pointer to its third field (the state
+ * letter, after the command's closing ')'), or NULL when PID is gone. */
+const char *bench_proc_stat(pid_t pid, char *buf, size_t cap);
+void bench_cpu_begin(struct bench_rep_out *out);
+/* msgs: messages delivered to every consumer since bench_cpu_begin(). */
+void bench_cpu_end(struct bench_rep_out *out, uint64_t msgs);
+
 /* Shared futex words (not FUTEX_PRIVATE: the waiter and the waker are in
  * different processes). wait returns 0 when woken, -EAGAIN when *w no
  * longer held expect, -ETIMEDOUT or -EINTR. */
@@ -189,6 +236,11 @@ struct bench_board {
 	/* Set once by the producer at the end of a run or on an error;
 	 * consumers poll it whenever a blocking wait times out. */
 	_Atomic uint32_t stop;
+	/* Optional: the stamp the consumers saw (a system that carries its
+	 * own, like heirloom's ev.timestamp_ns). Written by each consumer
+	 * (relaxed) before its ack, which releases it; read by
+	 * bench_steady_run() with BENCH_STEADY_BOARD_STAMP. */
+	_Atomic uint64_t stamp;
 	uint32_t n; /* slots; written before fork, read-only after */
 	struct bench_ack_slot slot[];
 };
@@ -202,13 +254,47 @@ void bench_board_destroy(struct bench_board *b);
  * follows it (a release store, or a syscall). */
 void bench_board_arm(struct bench_board *b);
 
-/* Consumer i received the current message at recv_ns. */
+/* Consumer i received the current message at recv_ns. A plain atomic
+ * increment: no consumer ever wakes the producer (see below). */
 void bench_board_ack(struct bench_board *b, uint32_t i, uint64_t recv_ns);
 
 /* Producer: wait until all n consumers acked, and give the latest receive
- * time. Returns 0, -ETIMEDOUT at deadline_ns, or -ECHILD when a consumer
- * died meanwhile. */
-int bench_board_wait_acks(struct bench_board *b, uint64_t deadline_ns, uint64_t *last_recv_ns);
+ * time. It polls the count and never sleeps on a futex a consumer wakes
+ * (issue 16: that would add a wake-up, and its CPU, to every system's
+ * message): between polls it sleeps step_ns with nanosleep, or with
+ * step_ns 0 yields the core. Returns 0, -ETIMEDOUT at deadline_ns, or
+ * -ECHILD when a consumer died meanwhile. */
+int bench_board_wait_acks(struct bench_board *b, uint64_t deadline_ns, uint64_t step_ns,
+                          uint64_t *last_recv_ns);
+
+/*
+ * The steady scenarios, one loop for every system (issue 16): one message
+ * in flight; the producer stamps it, sends it, then sleeps (nanosleep,
+ * timer slack 1 us) until BENCH_PACE_NS after the stamp and polls the ack
+ * board every BENCH_POLL_NS until every consumer has it. So every system
+ * gets the same message rate (about 12,500 a second while its latency is
+ * below the pace), and the producer's core sleeps between sends as a real
+ * publisher's would: the cost of waking a sleeping core lands in every
+ * system's figures alike. Latency = the last consumer's receive - stamp.
+ */
+#define BENCH_PACE_NS 80000u
+#define BENCH_POLL_NS 10000u
+
+/* Send one message with this stamp (seq counts from 0, warm-up included).
+ * Returns 0 or a negative errno. */
+typedef int (*bench_send_fn)(void *ctx, uint64_t seq, uint64_t stamp_ns);
+
+#define BENCH_STEADY_B2B         0x1u /* no pacing: the next right after the acks */
+#define BENCH_STEADY_BOARD_STAMP 0x2u /* latency from the stamp the consumers posted */
+
+/* Run the loop until o->iters measured messages (after BENCH_WARMUP) or
+ * o's budget; fills out->lat and the CPU fields. The producer's own CPU
+ * counts only inside send (what publishing costs), not its sleeps and
+ * polls of the board, which would charge a slower system more for the
+ * bench's own waiting. Returns 0 or the first error of send or of the
+ * wait. */
+int bench_steady_run(const struct bench_opts *o, struct bench_board *b, unsigned flags,
+                     bench_send_fn send, void *ctx, struct bench_rep_out *out);
 
 void bench_board_ready(struct bench_board *b);
 int bench_board_wait_ready(struct bench_board *b, uint64_t deadline_ns);

@@ -211,6 +211,31 @@ hlb_worker_restart(void)
 	return spawn_worker();
 }
 
+/* The parent of PID (/proc/PID/stat field 4), 0 when unreadable. */
+static pid_t
+parent_of(pid_t pid)
+{
+	char buf[512];
+	int ppid = 0;
+	const char *p = bench_proc_stat(pid, buf, sizeof(buf));
+	if (!p || sscanf(p, "%*c %d", &ppid) != 1)
+		return 0;
+	return ppid;
+}
+
+void
+hlb_watch_daemons(struct hl_client *c)
+{
+	pid_t w = hlb_worker_pid(c);
+	if (w <= 0) {
+		fprintf(stderr, "bench: no worker pid: its CPU is not counted\n");
+		return;
+	}
+	bench_cpu_watch(w);
+	if (keeper && parent_of(w) > 1)
+		bench_cpu_watch(parent_of(w));
+}
+
 uint64_t
 hlb_rss_bytes(pid_t pid)
 {

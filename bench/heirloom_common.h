@@ -64,6 +64,10 @@ int hlb_worker_restart(void);
 /* Whether a keeper supervises the worker. */
 int hlb_have_keeper(void);
 
+/* Count the worker serving C (and its keeper, if one) in the CPU figures
+ * (bench_cpu_watch()). */
+void hlb_watch_daemons(struct hl_client *c);
+
 /* VmRSS of PID in bytes (0 when unreadable). */
 uint64_t hlb_rss_bytes(pid_t pid);
 

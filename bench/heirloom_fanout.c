@@ -147,7 +147,7 @@ rep(uint32_t n, const struct bench_opts *o, struct stats_samples *written,
 		bench_board_arm(b);
 		err = hl_publish(pub, key, strlen(key), &seq, 8, NULL, 0);
 		if (err == 0)
-			err = bench_board_wait_acks(b, deadline + GRACE_NS, &recv);
+			err = bench_board_wait_acks(b, deadline + GRACE_NS, BENCH_POLL_NS, &recv);
 		if (err < 0)
 			goto out_kill;
 		if (i < WARMUP)

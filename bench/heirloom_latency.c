@@ -32,7 +32,13 @@
  *
  * The publisher's stamp is the one heirloom carries: each observer copies
  * ev.timestamp_ns (CLOCK_MONOTONIC when hl_publish() queued the request) to
- * a shared word; latency = the last observer's receive time - that stamp.
+ * the board's stamp; latency = the last observer's receive time - that
+ * stamp. Pacing and CPU accounting are the baselines' own (harness.h,
+ * bench_steady_run); the CPU column counts the worker and its keeper.
+ *
+ * HEIRLOOM_BENCH_TAG=T (scripts/bench sets it when it runs this binary
+ * again against a worker started with other options, e.g. --spin-us 0):
+ * only steady, fanout8, fanout64 and burst, as variant "heirloom-T".
  *
  * It owns the observer processes (harness.h) and must never leave one
  * running; every wait is bounded.
@@ -42,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -49,10 +56,9 @@
 #include "heirloom_common.h"
 #include "stats.h"
 
-#define STEADY_INTERVAL_NS 20000u
-#define RATE_WINDOW_NS     (10 * BENCH_NS_PER_MS)
-#define OBS_POLL_MS        50
-#define CONSUMER_GRACE_NS  (10 * BENCH_NS_PER_S)
+#define RATE_WINDOW_NS    (10 * BENCH_NS_PER_MS)
+#define OBS_POLL_MS       50
+#define CONSUMER_GRACE_NS (10 * BENCH_NS_PER_S)
 /* Burst: publishes not yet received by the slowest observer process. Below
  * what one event ring holds (256 KiB / ~120 B records), so a fast publisher
  * measures delivery, not dropped events (bl_redis keeps 1024 too). */
@@ -109,14 +115,12 @@ static const struct bench_scenario scenarios[] = {
 
 /* Shared with the observers, besides the board. */
 struct shared {
-	/* ev.timestamp_ns of the message being acked: every observer writes
-	 * the same value (relaxed) before its ack, which releases it. */
-	_Alignas(64) _Atomic uint64_t ts;
 	/* Events dropped for lag (LAGGED counts), summed by all observers. */
 	_Alignas(64) _Atomic uint64_t lagged;
 };
 
 static struct hl_client *pub; /* the publisher's client, for the whole run */
+static const char *key_now;   /* the key of the repetition running */
 
 struct msg {
 	uint64_t seq;
@@ -178,7 +182,7 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 		atomic_store_explicit(&b->slot[idx].count, count, memory_order_relaxed);
 		if (++got == v->per_proc) {
 			got = 0;
-			atomic_store_explicit(&sh->ts, ev.timestamp_ns, memory_order_relaxed);
+			atomic_store_explicit(&b->stamp, ev.timestamp_ns, memory_order_relaxed);
 			bench_board_ack(b, idx, now);
 		}
 	}
@@ -197,34 +201,15 @@ publish(const char *key, uint64_t seq)
 	return rc;
 }
 
+/* bench_send_fn: one publish; the stamp is heirloom's own (the board's). */
 static int
-run_steady(const struct variant *v, const struct bench_opts *o, const char *key,
-           struct bench_board *b, struct shared *sh, struct stats_samples *lat, uint64_t *seq)
+send_publish(void *ctx, uint64_t seq, uint64_t stamp)
 {
-	uint64_t deadline = bench_rep_deadline(o), last = 0;
-	int err = stats_reserve(lat, o->iters);
-	if (err < 0)
-		return err;
-	for (uint64_t i = 0; i < o->iters + BENCH_WARMUP; i++) {
-		uint64_t stamp, recv;
-		/* Pace from the previous stamp, spinning (as bl_futex_ring). */
-		while ((stamp = stats_now_ns()) < last + (v->paced ? STEADY_INTERVAL_NS : 0))
-			bench_cpu_relax();
-		if (stamp > deadline)
-			break;
-		last = stamp;
-		bench_board_arm(b);
-		err = publish(key, (*seq)++);
-		if (err < 0)
-			return err;
-		err = bench_board_wait_acks(b, deadline + BENCH_NS_PER_S, &recv);
-		if (err < 0)
-			return err;
-		uint64_t ts = atomic_load_explicit(&sh->ts, memory_order_relaxed);
-		if (i >= BENCH_WARMUP)
-			stats_add(lat, recv > ts ? recv - ts : 0);
-	}
-	return 0;
+	uint64_t *next = ctx;
+
+	(void)seq;
+	(void)stamp;
+	return publish(key_now, (*next)++);
 }
 
 static uint64_t
@@ -244,11 +229,13 @@ run_burst(const struct variant *v, const struct bench_opts *o, const char *key,
           struct bench_board *b, struct bench_rep_out *out, uint64_t *seq)
 {
 	uint64_t deadline = bench_rep_deadline(o), sent = 0;
+	uint64_t per_msg = (uint64_t)v->procs * v->per_proc;
 	struct bench_rate rm, re;
 	unsigned spins = 0;
 	int err = 0;
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
 	bench_rate_start(&re, RATE_WINDOW_NS, 0);
+	bench_cpu_begin(out);
 	while (err == 0) {
 		uint64_t now = stats_now_ns();
 		if (now > deadline)
@@ -266,10 +253,11 @@ run_burst(const struct variant *v, const struct bench_opts *o, const char *key,
 				err = -ECHILD;
 		}
 		uint64_t ev = bench_board_count(b);
-		if (bench_rate_tick(&rm, ev / ((uint64_t)v->procs * v->per_proc), &out->msg) < 0 ||
+		if (bench_rate_tick(&rm, ev / per_msg, &out->msg) < 0 ||
 		    bench_rate_tick(&re, ev, &out->ev) < 0)
 			err = -ENOMEM;
 	}
+	bench_cpu_end(out, bench_board_count(b) / per_msg);
 	return err;
 }
 
@@ -331,10 +319,13 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 	err = bench_board_wait_ready(b, stats_now_ns() + 20 * BENCH_NS_PER_S);
 	if (err < 0)
 		goto out_kill;
+	key_now = key;
 	if (sc->burst)
 		err = run_burst(v, o, key, b, out, &seq);
 	else
-		err = run_steady(v, o, key, b, sh, &out->lat, &seq);
+		err = bench_steady_run(o, b,
+		                       BENCH_STEADY_BOARD_STAMP | (v->paced ? 0 : BENCH_STEADY_B2B),
+		                       send_publish, &seq, out);
 	if (err < 0)
 		goto out_kill;
 	err = publish(key, STOP_SEQ);
@@ -360,6 +351,31 @@ out:
 	return err;
 }
 
+/* Issue 16: the worker's CPU while nothing happens (this process's client
+ * stays attached), in parts per million of one core over 10 s (2 s with
+ * --quick): one sample, row idle/VARIANT, unit ppm (5,000 = 0.5 %). */
+static void
+run_idle(const struct bench_opts *o, const char *variant)
+{
+	uint64_t span = (o->quick ? 2 : 10) * BENCH_NS_PER_S;
+	pid_t w = hlb_worker_pid(pub);
+	struct bench_series s;
+	struct stats_samples one;
+	if (w <= 0 || !bench_wanted(o, "idle", variant))
+		return;
+	bench_series_init(&s, "idle", variant, STATS_RATE, "ppm");
+	stats_init(&one);
+	uint64_t c0 = bench_proc_cpu_ns(w), t0 = stats_now_ns();
+	struct timespec ts = { .tv_sec = (time_t)(span / BENCH_NS_PER_S) };
+	nanosleep(&ts, NULL);
+	uint64_t c1 = bench_proc_cpu_ns(w), t1 = stats_now_ns();
+	if (c1 >= c0 && stats_add(&one, (c1 - c0) * 1000000u / (t1 - t0)) == 0 &&
+	    bench_series_add_rep(&s, &one) == 0)
+		bench_series_report(&s, o);
+	stats_fini(&one);
+	bench_series_fini(&s);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -373,7 +389,27 @@ main(int argc, char **argv)
 		        hl_strerror(rc));
 		return 1;
 	}
-	rc = bench_run_all(&o, scenarios, sizeof(scenarios) / sizeof(scenarios[0]), run_rep);
+	hlb_watch_daemons(pub);
+	/* Against a worker with other options: the main rows, renamed. */
+	const char *tag = getenv("HEIRLOOM_BENCH_TAG");
+	struct bench_scenario tagged[4];
+	static char name[32];
+	size_t n = 0;
+	if (tag && *tag) {
+		snprintf(name, sizeof(name), "heirloom-%s", tag);
+		for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+			int p = scenarios[i].param;
+			if (p != V_STEADY && p != V_FAN8 && p != V_FAN64 && p != V_BURST)
+				continue;
+			tagged[n] = scenarios[i];
+			tagged[n++].variant = name;
+		}
+		rc = bench_run_all(&o, tagged, n, run_rep);
+	} else {
+		rc = bench_run_all(&o, scenarios, sizeof(scenarios) / sizeof(scenarios[0]),
+		                   run_rep);
+	}
+	run_idle(&o, tag && *tag ? name : "heirloom");
 	hl_close(pub);
 	hlb_teardown();
 	return rc;

@@ -310,35 +310,6 @@ rep_pairs(struct hl_client *cl, const struct bench_opts *o, struct stats_samples
 	return 0;
 }
 
-/* CPU time of process PID (utime + stime), in ns; 0 when unknown. */
-static uint64_t
-proc_cpu_ns(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	const char *p = strrchr(buf, ')');
-	unsigned long long ut = 0, st = 0;
-	/* Fields after the comm: state is 3, utime 14, stime 15. */
-	if (!p ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (ut + st) * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
-}
-
-static uint64_t
-self_cpu_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * BENCH_NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
 /* Compare-and-set increments of one key, read + CAS per increment. */
 static int
 rep_cas(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *out)
@@ -348,7 +319,8 @@ rep_cas(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *
 	int rc = hl_stats(cl, &st);
 	if (rc)
 		return rc;
-	uint64_t w0 = proc_cpu_ns(st.owner_pid), c0 = self_cpu_ns(), t0 = stats_now_ns();
+	uint64_t w0 = bench_proc_cpu_ns(st.owner_pid), c0 = bench_self_cpu_ns(),
+	         t0 = stats_now_ns();
 	struct bench_rate r;
 	bench_rate_start(&r, RATE_WINDOW_NS, 0);
 	while (stats_now_ns() < deadline) {
@@ -369,7 +341,8 @@ rep_cas(struct hl_client *cl, const struct bench_opts *o, struct stats_samples *
 		if (bench_rate_tick(&r, n, out) < 0)
 			return -ENOMEM;
 	}
-	uint64_t dt = stats_now_ns() - t0, w1 = proc_cpu_ns(st.owner_pid), c1 = self_cpu_ns();
+	uint64_t dt = stats_now_ns() - t0, w1 = bench_proc_cpu_ns(st.owner_pid),
+	         c1 = bench_self_cpu_ns();
 	fprintf(stderr,
 	        "cas-increment: %llu increments in %.3f s: %.0f ns per round trip; CPU per "
 	        "increment: client %.0f ns, worker %.0f ns (clock ticks of %ld Hz)\n",

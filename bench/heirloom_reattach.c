@@ -92,17 +92,10 @@ holder_main(uint32_t n, struct bench_board *b, uint64_t hard_ns)
 static int
 wait_dead(pid_t pid, uint64_t deadline)
 {
-	char path[64], buf[256];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	char buf[256];
 	while (stats_now_ns() < deadline) {
-		FILE *f = fopen(path, "r");
-		if (!f)
-			return 0;
-		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = '\0';
-		char *p = strrchr(buf, ')');
-		if (!p || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')))
+		const char *p = bench_proc_stat(pid, buf, sizeof(buf));
+		if (!p || *p == 'Z' || *p == 'X')
 			return 0;
 		sched_yield();
 	}

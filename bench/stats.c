@@ -141,6 +141,7 @@ stats_summarize(const struct stats_samples *s, struct stats_summary *out)
 	out->p999 = rank(c, s->n, 999);
 	out->max = c[s->n - 1];
 	out->mean = (double)(total / s->n);
+	out->cpu_ns = out->cpu_min_ns = out->cpu_max_ns = out->cpu_daemon_ns = -1;
 	free(c);
 	return 0;
 }
@@ -185,10 +186,10 @@ stats_spread(const uint64_t *medians, size_t n, const char *label, FILE *warn)
 void
 stats_print_header(FILE *f)
 {
-	fprintf(f, "%-16s | %-14s | %8s | %10s | %10s | %10s | %10s | %s\n", "scenario", "variant",
-	        "n", "p50", "p90", "p99", "p99.9", "unit");
+	fprintf(f, "%-16s | %-14s | %8s | %10s | %10s | %10s | %10s | %-5s | %s\n", "scenario",
+	        "variant", "n", "p50", "p90", "p99", "p99.9", "unit", "cpu us/msg");
 	fprintf(f, "-----------------+----------------+----------+------------+------------+"
-	           "------------+------------+------\n");
+	           "------------+------------+-------+-----------\n");
 }
 
 void
@@ -197,14 +198,20 @@ stats_print_row(FILE *f, const char *scenario, const char *variant, enum stats_k
 {
 	/* Latency is kept in ns but read in us: the mechanisms compared here sit
 	 * between 1 us and a few ms, where ns digits are only noise. */
+	char cpu[48] = "-";
+
+	if (sum->cpu_ns >= 0)
+		snprintf(cpu, sizeof(cpu), "%.3g (%.3g-%.3g)", sum->cpu_ns / 1e3,
+		         sum->cpu_min_ns / 1e3, sum->cpu_max_ns / 1e3);
 	if (kind == STATS_LATENCY)
-		fprintf(f, "%-16s | %-14s | %8zu | %10.2f | %10.2f | %10.2f | %10.2f | us\n",
+		fprintf(f,
+		        "%-16s | %-14s | %8zu | %10.2f | %10.2f | %10.2f | %10.2f | us    | %s\n",
 		        scenario, variant, sum->n, sum->p50 / 1e3, sum->p90 / 1e3, sum->p99 / 1e3,
-		        sum->p999 / 1e3);
+		        sum->p999 / 1e3, cpu);
 	else
-		fprintf(f, "%-16s | %-14s | %8zu | %10.4g | %10.4g | %10.4g | %10.4g | %s\n",
+		fprintf(f, "%-16s | %-14s | %8zu | %10.4g | %10.4g | %10.4g | %10.4g | %-5s | %s\n",
 		        scenario, variant, sum->n, (double)sum->p50, (double)sum->p90,
-		        (double)sum->p99, (double)sum->p999, unit);
+		        (double)sum->p99, (double)sum->p999, unit, cpu);
 }
 
 int
@@ -245,10 +252,15 @@ format_object(char *buf, size_t cap, const char *scenario, const char *variant,
               enum stats_kind kind, const char *unit, const struct stats_summary *sum,
               unsigned reps, double spread)
 {
-	char sc[96], va[96], un[32], kr[96];
+	char sc[96], va[96], un[32], kr[96], cpu[160] = "";
 	struct utsname u;
 	int n;
 
+	if (sum->cpu_ns >= 0)
+		snprintf(cpu, sizeof(cpu),
+		         ",\"cpu_ns\":%.1f,\"cpu_min_ns\":%.1f,\"cpu_max_ns\":%.1f,"
+		         "\"cpu_daemon_ns\":%.1f",
+		         sum->cpu_ns, sum->cpu_min_ns, sum->cpu_max_ns, sum->cpu_daemon_ns);
 	json_string(sc, sizeof(sc), scenario);
 	json_string(va, sizeof(va), variant);
 	json_string(un, sizeof(un), kind == STATS_LATENCY ? "ns" : unit);
@@ -257,12 +269,12 @@ format_object(char *buf, size_t cap, const char *scenario, const char *variant,
 	             "{\"scenario\":\"%s\",\"variant\":\"%s\",\"kind\":\"%s\",\"unit\":\"%s\","
 	             "\"n\":%zu,\"reps\":%u,\"min\":%llu,\"p50\":%llu,\"p90\":%llu,"
 	             "\"p99\":%llu,\"p999\":%llu,\"max\":%llu,\"mean\":%.1f,\"spread\":%.3f,"
-	             "\"nproc\":%ld,\"kernel\":\"%s\",\"time\":%lld}",
+	             "\"nproc\":%ld,\"kernel\":\"%s\",\"time\":%lld%s}",
 	             sc, va, kind == STATS_LATENCY ? "latency" : "rate", un, sum->n, reps,
 	             (unsigned long long)sum->min, (unsigned long long)sum->p50,
 	             (unsigned long long)sum->p90, (unsigned long long)sum->p99,
 	             (unsigned long long)sum->p999, (unsigned long long)sum->max, sum->mean, spread,
-	             sysconf(_SC_NPROCESSORS_ONLN), kr, (long long)time(NULL));
+	             sysconf(_SC_NPROCESSORS_ONLN), kr, (long long)time(NULL), cpu);
 	if (n < 0 || (size_t)n >= cap)
 		return -ENAMETOOLONG;
 	return n;

@@ -43,6 +43,10 @@ struct stats_summary {
 	uint64_t p999;
 	uint64_t max;
 	double mean;
+	/* CPU ns per delivered message, all processes (harness.h,
+	 * bench_cpu_begin): median of the repetitions, their range, and the
+	 * daemons' part; -1 when not measured. */
+	double cpu_ns, cpu_min_ns, cpu_max_ns, cpu_daemon_ns;
 };
 
 /* Repetitions whose medians differ by more than this ratio (max/min) are
@@ -93,7 +97,9 @@ uint64_t stats_median(const struct stats_samples *s);
 double stats_spread(const uint64_t *medians, size_t n, const char *label, FILE *warn);
 
 /* The table: header once, then one row per series:
- *   scenario | variant | n | p50 | p90 | p99 | p99.9 | unit */
+ *   scenario | variant | n | p50 | p90 | p99 | p99.9 | unit | cpu
+ * cpu = CPU-us per delivered message over every process involved (median of
+ * the repetitions), "-" when not measured. */
 void stats_print_header(FILE *f);
 void stats_print_row(FILE *f, const char *scenario, const char *variant, enum stats_kind kind,
                      const char *unit, const struct stats_summary *sum);
@@ -108,7 +114,8 @@ int stats_write_raw(const struct stats_samples *s, const char *path);
  * empty. The file stays a valid JSON array after every call. Fields:
  * scenario, variant, kind ("latency"|"rate"), unit ("ns" or the rate
  * unit), n, reps, min, p50, p90, p99, p999, max, mean, spread, nproc,
- * kernel, time (Unix seconds). Returns 0, -EINVAL when the file exists but
+ * kernel, time (Unix seconds), and when measured cpu_ns, cpu_min_ns,
+ * cpu_max_ns, cpu_daemon_ns (per delivered message). Returns 0, -EINVAL when the file exists but
  * does not end in ']', or another negative errno; on failure the file is
  * unchanged. */
 int stats_append_json(const char *path, const char *scenario, const char *variant,

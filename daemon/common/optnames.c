@@ -21,6 +21,6 @@ const char *const hl__daemon_option_names[] = {
 	"snapshot-interval", "compact-size",
 	/* heirloom-worker */
 	"standalone", "prune-interval", "slow-reader-ms", "telemetry-interval", "spin-us",
-	"crash-at-step", "recovery-pause", "park-shard", "hold-dispatch-shard",
+	"busy-poll", "crash-at-step", "recovery-pause", "park-shard", "hold-dispatch-shard",
 	"hold-dispatch-file", NULL
 };

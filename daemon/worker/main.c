@@ -48,7 +48,7 @@ static struct hl_worker W;
 /* Option values as the config module writes them (its types), turned into
  * struct hl_worker_opts by parse(). */
 struct wvals {
-	bool standalone, print_config;
+	bool standalone, print_config, busy_poll;
 	char *socket;
 	int64_t shards, max_keys, max_observers, max_endpoints, max_value, heap, req_ring, ev_ring,
 	        history;
@@ -129,8 +129,13 @@ options(struct hl_cfg_opt *o, struct wvals *v)
 	              "(0 = never).",
 	              0, 3600 * 1000LL, &V.telemetry_ms);
 	o[i++] = WOPT("spin-us", HL_CFG_INT, "50",
-	              "Busy-poll this many microseconds before a shard thread sleeps.", 0, 1000000,
-	              &V.spin_us);
+	              "Longest busy-poll of an idle shard thread before it sleeps; it polls only "
+	              "while its recent idle gaps predict a request that soon (0 = never).",
+	              0, 1000000, &V.spin_us);
+	o[i++] = WOPT("busy-poll", HL_CFG_BOOL, "false",
+	              "Shard threads never sleep: each keeps a core busy (yielding it to any "
+	              "other runnable thread) for the lowest latency.",
+	              0, 0, &V.busy_poll);
 	o[i++] = WOPT("crash-at-step", HL_CFG_INT, "0",
 	              "Test hook: exit 99 at the N-th apply step (0 = off).", 0, INT32_MAX,
 	              &V.crash_at_step);
@@ -251,6 +256,7 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 	o->slow_reader_ms = V.slow_ms;
 	o->telemetry_ms = V.telemetry_ms;
 	o->spin_us = V.spin_us;
+	o->busy_poll = V.busy_poll;
 	o->crash_at_step = (int)V.crash_at_step;
 	o->recovery_pause_ms = V.rec_pause_ms;
 	o->park_shard = V.park_shard;

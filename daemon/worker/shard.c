@@ -27,6 +27,7 @@
 #include "heirloom/heirloom.h"
 #include "request.h"
 #include "ring.h"
+#include "spin.h"
 #include "telemetry.h"
 #include "util.h"
 #include "wake.h"
@@ -385,8 +386,10 @@ shard_main(void *arg)
 	struct hl_shm_shard *ss = &w->seg.h->shard[sh->id];
 	struct hl_shm_doorbell *db = hl__doorbell(&w->seg, sh->id);
 	urcu_memb_register_thread();
-	uint64_t idle_since = 0, progress = 0;
+	uint64_t idle_since = 0, progress = 0, budget = 0;
 	const uint64_t spin_ns = (uint64_t)(w->opt.spin_us > 0 ? w->opt.spin_us : 0) * 1000u;
+	struct hl_w_spin spin;
+	hl_w_spin_init(&spin);
 	if (w->opt.park_shard == (int64_t)sh->id)
 		park(w, sh->id);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
@@ -409,22 +412,28 @@ shard_main(void *arg)
 			atomic_store_explicit(&ss->progress_rev, rev, memory_order_release);
 		}
 		if (serve_once(sh) > 0) {
+			/* The idle gap this request ended, sleep included
+			 * (spin.h): what the next idle spin is sized from. */
+			if (idle_since)
+				hl_w_spin_record(&spin, hl__now_ns() - idle_since);
 			idle_since = 0;
 			continue;
 		}
-		/* Idle: spin briefly while requests may keep coming (cheap on
-		 * the first hop), then sleep on the doorbell. Each round of
-		 * the spin ends in sched_yield(): a process woken onto this
-		 * core (typically the observer we just woke: the kernel
-		 * prefers the waker's core) runs at once instead of waiting
-		 * for the spin to end, which cost up to --spin-us on every
-		 * event when cores are few (bench/README.md, steady). With
-		 * nothing else runnable the yield returns in well under a
-		 * microsecond. */
+		/* Idle: spin while the recent gaps predict a request within
+		 * --spin-us (spin.h; forever with --busy-poll), then sleep on
+		 * the doorbell. Each round of the spin ends in sched_yield():
+		 * a process woken onto this core (typically the observer we
+		 * just woke: the kernel prefers the waker's core) runs at
+		 * once instead of waiting for the spin to end, which cost up
+		 * to --spin-us on every event when cores are few
+		 * (bench/README.md, steady). With nothing else runnable the
+		 * yield returns in well under a microsecond. */
 		uint64_t now = hl__now_ns();
-		if (!idle_since)
+		if (!idle_since) {
 			idle_since = now;
-		if (now - idle_since < spin_ns) {
+			budget = w->opt.busy_poll ? UINT64_MAX : hl_w_spin_budget(&spin, spin_ns);
+		}
+		if (now - idle_since < budget) {
 			urcu_memb_thread_offline();
 			for (int i = 0; i < 64 && !any_pending(sh); i++)
 				cpu_relax();
@@ -445,7 +454,9 @@ shard_main(void *arg)
 			urcu_memb_thread_online();
 		}
 		atomic_store_explicit(&ss->sleeping, 0, memory_order_relaxed);
-		idle_since = 0;
+		/* idle_since stays: the gap runs until a request comes. With
+		 * a budget of 0 the next turn sleeps again at once. */
+		budget = 0;
 	}
 	urcu_memb_unregister_thread();
 	return NULL;

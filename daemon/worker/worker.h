@@ -182,7 +182,8 @@ struct hl_worker_opts {
 	int64_t prune_interval_ms; /* 0 disables the periodic pass */
 	int64_t slow_reader_ms;    /* report an endpoint not reading this long; 0 = never */
 	int64_t telemetry_ms;      /* $sys/telemetry keys period; 0 = never (telemetry.c) */
-	int64_t spin_us;           /* busy-poll before sleeping */
+	int64_t spin_us;           /* longest busy-poll before sleeping (spin.h) */
+	int busy_poll;             /* shard threads never sleep */
 	int crash_at_step;         /* test hook: _exit(99) at that apply step */
 	int64_t recovery_pause_ms; /* test hook: recovery's part 2 starts this late */
 	int64_t park_shard;        /* test hook: this shard's thread hangs (-1 = off) */

@@ -23,7 +23,7 @@ Mutant file format (one field per line; `find`/`replace` may repeat for a
 multi-line change, taken in order):
 
   bug: what the planted bug is, in one line
-  area: apply | replay | recovery | dispatch | lag | cleanup | keeper | library
+  area: apply | replay | recovery | dispatch | lag | cleanup | keeper | library | idle
   file: path/from/the/root.c
   find: a line of the file, compared with leading/trailing blanks stripped;
         it must occur exactly once
