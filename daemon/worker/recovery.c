@@ -292,11 +292,11 @@ hl_w_rec_key_ready(struct hl_worker *w, uint32_t idx)
 		                                      &rec->fg_max_obs_seq, &m, acc.max_obs_seq,
 		                                      memory_order_relaxed, memory_order_relaxed))
 			;
-		uint32_t ms = atomic_load_explicit(&rec->fg_max_obs_slot, memory_order_relaxed);
-		while (acc.max_obs_slot > ms &&
+		uint32_t mslot = atomic_load_explicit(&rec->fg_max_obs_slot, memory_order_relaxed);
+		while (acc.max_obs_slot > mslot &&
 		       !atomic_compare_exchange_weak_explicit(
-		               &rec->fg_max_obs_slot, &ms, acc.max_obs_slot, memory_order_relaxed,
-		               memory_order_relaxed))
+		               &rec->fg_max_obs_slot, &mslot, acc.max_obs_slot,
+		               memory_order_relaxed, memory_order_relaxed))
 			;
 		/* Never empty here: the caller dispatches a value or a delete,
 		 * so the key holds one (k->val != 0) until after this returns. */
