@@ -73,7 +73,11 @@
 /* 8 (also): durability (issue 17): the header's durability lines (dur_*,
  *    durable_pos, state_dir) between the keeper's lines and the log
  *    ring. The header grows by 14 lines. */
-#define HL_LAYOUT_VERSION 8u
+/* 9: header.eps_hwm (the endpoints' high-water mark: recovery and the
+ *    monitor read no endpoint's worker lines above it), on a new line of
+ *    the worker state; the header grows by one line. A v8 worker would
+ *    leave it at 0, and a v9 recovery would miss every endpoint. */
+#define HL_LAYOUT_VERSION 9u
 #define HL_CACHELINE      ((size_t)64)
 #define HL_PAGE           4096u
 
@@ -350,6 +354,22 @@ struct hl_shm_header {
 	 * writes the mark: keys after part 1, observers after part 2.
 	 * Readers: recovery; hl__keys_walk() (acquire: bounds its scan). */
 	_Atomic uint32_t keys_hwm, obs_hwm;
+	/* High-water mark of the endpoints (layout 9): no endpoint at or
+	 * above it has had its worker lines (hl_shm_epw and its shards)
+	 * written since the segment was created, so they read as zero (FREE,
+	 * positions 0) and recovery and the monitor's passes never read them:
+	 * each endpoint's lines sit ep_worker_stride apart, and touching 1,024
+	 * of them cost a fresh worker a page fault each, most of the hot
+	 * upgrade's pause. A count, not an index: endpoints 0..eps_hwm-1.
+	 * Raised (CAS to the maximum, then a release fence) by the thread
+	 * that adopts an endpoint before it writes the endpoint's lines
+	 * (hl_w_ep_adopt(), and recovery's adoption of orphans), so a crash
+	 * between the two leaves a mark above untouched lines, never written
+	 * lines above the mark. Never lowered. Readers: the worker (acquire,
+	 * clamped to max_endpoints); clients do not use it (a claim above the
+	 * mark is simply not adopted yet). */
+	_Atomic uint32_t eps_hwm;
+	uint32_t eps_hwm_pad;
 
 	/* ---- liveness: heartbeats and the keeper's watchdog (issue 22) ----
 	 * The shard threads' heartbeats are in shard[i].beat_ns. The
@@ -467,7 +487,7 @@ _Static_assert(offsetof(struct hl_shm_header, hang_timeout_ms) % HL_CACHELINE ==
                "the keeper's lines hold only the keeper's fields");
 _Static_assert(offsetof(struct hl_shm_header, shard) % HL_CACHELINE == 0, "shards start on a line");
 /* A change of this size is a new HL_LAYOUT_VERSION (and format word). */
-_Static_assert(sizeof(struct hl_shm_header) == 23680 + 14 * 64, "header size of layout version 8");
+_Static_assert(sizeof(struct hl_shm_header) == 23680 + 15 * 64, "header size of layout version 9");
 _Static_assert(offsetof(struct hl_shm_header, dur_mode) % HL_CACHELINE == 0 &&
                        offsetof(struct hl_shm_header, durable_pos) % HL_CACHELINE == 0 &&
                        offsetof(struct hl_shm_header, state_dir) + HL_STATE_DIR_MAX <=

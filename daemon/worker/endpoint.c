@@ -116,7 +116,15 @@ hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total)
 		w->obs_pos[s] = e->nobs;
 		e->obs[e->nobs++] = s;
 	}
+	const uint32_t ep_mark = hl_w_eps_hwm(w);
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+		/* Above the mark: 0 in the segment, and 0 here unless damage
+		 * linked an observer to it: then the mark first. */
+		if (ep >= ep_mark) {
+			if (!w->eps[ep].nobs)
+				continue;
+			hl_w_ep_mark(w, ep);
+		}
 		_Atomic uint64_t *nobs = &hl__epw(&w->seg, ep)->nobs;
 		if (atomic_load_explicit(nobs, memory_order_relaxed) != w->eps[ep].nobs)
 			atomic_store_explicit(nobs, w->eps[ep].nobs, memory_order_relaxed);
@@ -145,6 +153,32 @@ mark_clean(struct hl_worker *w, uint32_t ep)
 {
 	atomic_fetch_or_explicit(&w->to_clean[ep / 64], 1ull << (ep % 64), memory_order_release);
 	hl_w_monitor_wake(w);
+}
+
+uint32_t
+hl_w_eps_hwm(const struct hl_worker *w)
+{
+	/* Acquire pairs with the fence in hl_w_ep_mark(): an endpoint below
+	 * the value read may be being adopted, which the caller sees as any
+	 * reader of its state would. Clamped: the header is worker-written,
+	 * but a damaged mark must not send a pass past the table. */
+	uint32_t m = atomic_load_explicit(&w->seg.h->eps_hwm, memory_order_acquire);
+	return m < w->seg.h->max_endpoints ? m : w->seg.h->max_endpoints;
+}
+
+void
+hl_w_ep_mark(struct hl_worker *w, uint32_t ep)
+{
+	_Atomic uint32_t *m = &w->seg.h->eps_hwm;
+	uint32_t cur = atomic_load_explicit(m, memory_order_relaxed);
+	/* Shard threads adopt different endpoints at once: a CAS to the
+	 * maximum, never lowered. */
+	while (cur <= ep && !atomic_compare_exchange_weak_explicit(
+	                            m, &cur, ep + 1, memory_order_relaxed, memory_order_relaxed))
+		;
+	/* The mark before any store to EP's lines: a crash in between leaves
+	 * the mark above lines still zero, never written lines above it. */
+	atomic_thread_fence(memory_order_release);
 }
 
 /* Rounds in which adopt() may find a claim with its pending bit set but
@@ -213,6 +247,7 @@ hl_w_ep_adopt(struct hl_worker *w, uint32_t ep)
 	 * a reason: a live client is never dropped on a guess. It is adopted
 	 * and watched by polling (poll_unwatched()) instead. */
 	int alive = perr == ESRCH ? 0 : hl__proc_check((int)pid, start) != 0;
+	hl_w_ep_mark(w, ep); /* before the first store to EP's lines */
 	e->gen = gen;
 	e->pid = pid;
 	e->start = start;

@@ -27,6 +27,11 @@ enum hl_w_kill {
 };
 
 int hl_w_ep_adopt(struct hl_worker *w, uint32_t ep);
+/* The endpoints' high-water mark (layout.h, eps_hwm): endpoints at or above
+ * it were never written and read as FREE; callers skip them. Any thread. */
+uint32_t hl_w_eps_hwm(const struct hl_worker *w);
+/* Raise the mark past EP before writing EP's worker lines. Any thread. */
+void hl_w_ep_mark(struct hl_worker *w, uint32_t ep);
 int hl_w_ep_active(struct hl_worker *w, uint32_t ep);
 /* Drop EP (ACTIVE) for WHY: state DEAD or BANNED, then the monitor cleans
  * it (to_clean). Any thread; takes ep.mu. */

@@ -108,13 +108,19 @@ clean_endpoint(struct hl_worker *w, uint32_t ep)
 void
 hl_w_prune(struct hl_worker *w)
 {
+	/* Read before the claims: an endpoint adopted after this load reads
+	 * as FREE here, as if its state had been loaded first. */
+	const uint32_t ep_mark = hl_w_eps_hwm(w);
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
 		struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
 		uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
 		uint32_t pid = HL_CLAIM_PID(word), gen = HL_CLAIM_GEN(word);
-		uint32_t st = atomic_load_explicit(&pw->state, memory_order_acquire);
+		if (pid == 0 && ep >= ep_mark)
+			continue; /* never adopted, not claimed: nothing to do */
+		uint32_t st = ep < ep_mark ? atomic_load_explicit(&pw->state, memory_order_acquire)
+		                           : HL_EP_FREE;
 		if (st == HL_EP_ACTIVE) {
 			uint64_t cl_start =
 			        atomic_load_explicit(&cl->start_time, memory_order_relaxed);
@@ -182,7 +188,8 @@ poll_unwatched(struct hl_worker *w)
 {
 	if (atomic_load_explicit(&w->seg.h->endpoints_polled, memory_order_relaxed) == 0)
 		return;
-	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+	const uint32_t ep_mark = hl_w_eps_hwm(w); /* above: never polled */
+	for (uint32_t ep = 0; ep < ep_mark; ep++) {
 		struct hl_ep *e = &w->eps[ep];
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		hl_w_lock(&e->mu, HL_W_RANK_EP);
@@ -232,7 +239,8 @@ watch_readers(struct hl_worker *w, uint64_t now)
 		return;
 	const uint64_t limit = (uint64_t)w->opt.slow_reader_ms * 1000000ull;
 	const uint64_t wall = hl__wall_ns() & ~HL_EPW_SLOW;
-	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+	const uint32_t ep_mark = hl_w_eps_hwm(w); /* above: FREE */
+	for (uint32_t ep = 0; ep < ep_mark; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		/* Acquire pairs with the release of ACTIVE at adoption: gen
 		 * and pid below are that incarnation's. */
@@ -293,7 +301,8 @@ static uint32_t
 nudge_progress(struct hl_worker *w, uint64_t now)
 {
 	uint32_t shortest = 0;
-	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+	const uint32_t ep_mark = hl_w_eps_hwm(w); /* above: FREE */
+	for (uint32_t ep = 0; ep < ep_mark; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		if (atomic_load_explicit(&pw->state, memory_order_acquire) != HL_EP_ACTIVE)
 			continue;

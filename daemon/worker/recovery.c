@@ -110,6 +110,7 @@ struct hl_rec {
 	_Atomic uint32_t fg_max_obs_slot;
 	uint64_t max_rev;
 	uint64_t neps;
+	uint32_t ep_mark; /* endpoints' mark part 1 trusted (rec_eps_mark()) */
 	uint64_t t0, t_keys, t_served, t_lists, t_clear, t_pools, t_eps;
 };
 
@@ -476,6 +477,28 @@ slot_hwm(_Atomic uint32_t *hwm, uint32_t n, uint32_t reached)
 	return m;
 }
 
+/* The endpoints' high-water mark (layout.h, eps_hwm) recovery trusts: the
+ * header's, clamped, and raised past every endpoint whose claim word was
+ * ever written (no endpoint is adopted before it is claimed, and a claim's
+ * gen never returns to 0). Two records, one of them client-writable: a
+ * damaged claim only makes the pass longer, and hiding an endpoint takes
+ * damage to the header too. Claims are one line each, 64 of them a page:
+ * cheap beside the endpoints' own lines. Stored back when it moved. */
+static uint32_t
+rec_eps_mark(struct hl_worker *w)
+{
+	const struct hl_shm_header *h = w->seg.h;
+	uint32_t m = hl_w_eps_hwm(w);
+	for (uint32_t ep = h->max_endpoints; ep > m; ep--)
+		if (LD_RLX(&hl__claim(&w->seg, ep - 1)->word)) {
+			m = ep;
+			break;
+		}
+	if (m != LD_RLX(&h->eps_hwm))
+		ST_RLX(&w->seg.h->eps_hwm, m);
+	return m;
+}
+
 static void
 rec_free(struct hl_rec *rec)
 {
@@ -630,7 +653,8 @@ resolve_in_flight(struct hl_worker *w)
 {
 	const struct hl_shm_header *h = w->seg.h;
 	uint64_t resolved = 0;
-	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
+	const uint32_t ep_mark = w->rec->ep_mark; /* above: FREE */
+	for (uint32_t ep = 0; ep < ep_mark; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		uint32_t state = LD_RLX(&pw->state);
 		/* A banned endpoint's rings are garbage: nothing there is
@@ -753,6 +777,10 @@ hl_w_recover_begin(struct hl_worker *w)
 	 * cleanup) is known only after the walks: part 2 adopts it as dead
 	 * (adopt_orphans()); until then no new client is adopted (endpoint.c). */
 	ST_RLX(&h->endpoints_polled, 0); /* the last worker's; counted again below */
+	/* Above the mark nothing was ever written (layout.h, eps_hwm): FREE,
+	 * positions 0. Not reading those lines is most of this pass's cost
+	 * in a fresh process, a page fault per endpoint. */
+	const uint32_t ep_mark = st->ep_mark = rec_eps_mark(w);
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
@@ -760,6 +788,8 @@ hl_w_recover_begin(struct hl_worker *w)
 		e->gen = 0;
 		e->pidfd = -1;
 		e->polled = 0;
+		if (ep >= ep_mark)
+			continue;
 		uint32_t state = LD_RLX(&pw->state);
 		if (state != HL_EP_FREE && state != HL_EP_ACTIVE && state != HL_EP_DEAD &&
 		    state != HL_EP_BANNED) {
@@ -828,7 +858,11 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];
 		hl_w_lock(&e->mu, HL_W_RANK_EP);
-		if (e->nobs && e->gen == 0 && LD_RLX(&pw->state) == HL_EP_FREE) {
+		/* Above part 1's mark only damage links an observer: whatever
+		 * its lines say, part 1 adopted nobody there. */
+		if (e->nobs && e->gen == 0 &&
+		    (ep >= st->ep_mark || LD_RLX(&pw->state) == HL_EP_FREE)) {
+			hl_w_ep_mark(w, ep); /* hl_w_ep_build_lists() did */
 			ST_RLX(&pw->state, HL_EP_DEAD);
 			ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
 			e->gen = LD_RLX(&pw->gen);
@@ -945,7 +979,8 @@ hl_w_recover_serve(struct hl_worker *w)
 	 * shard thread sees recovery over (acquire in hl_w_rec_key_ready()
 	 * and shard.c). */
 	atomic_store_explicit(&w->recovering, 0, memory_order_release);
-	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
+	const uint32_t ep_mark = hl_w_eps_hwm(w); /* above: FREE */
+	for (uint32_t ep = 0; ep < ep_mark; ep++) {
 		uint32_t st =
 		        atomic_load_explicit(&hl__epw(&w->seg, ep)->state, memory_order_acquire);
 		if (st == HL_EP_DEAD || st == HL_EP_BANNED)
@@ -962,8 +997,9 @@ hl_w_recover_serve(struct hl_worker *w)
 void
 hl_w_recover_kick(struct hl_worker *w)
 {
+	const uint32_t ep_mark = hl_w_eps_hwm(w); /* above: FREE */
 	for (uint32_t ep = 0; ep < w->seg.h->max_endpoints; ep++) {
-		if (LD_RLX(&hl__epw(&w->seg, ep)->state) == HL_EP_ACTIVE)
+		if (ep < ep_mark && LD_RLX(&hl__epw(&w->seg, ep)->state) == HL_EP_ACTIVE)
 			hl_w_ep_watch(w, ep); /* checks the pidfd under the lock */
 		if (HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) != 0)
 			for (uint32_t s = 0; s < w->nshards; s++)
