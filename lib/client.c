@@ -313,10 +313,14 @@ claim_endpoint(struct hl_client *c)
 {
 	const struct hl_shm_header *h = c->seg.h;
 	uint32_t n = h->max_endpoints;
-	uint32_t start = (uint32_t)c->pid % n;
 	uint64_t me = hl__proc_start_time(c->pid);
-	for (uint32_t k = 0; k < n; k++) {
-		uint32_t e = (start + k) % n;
+	/* Lowest free first: the endpoints in use stay dense, under the
+	 * worker's high-water mark (layout.h, eps_hwm), which bounds every
+	 * pass the worker makes over endpoints (a fresh worker paid a page
+	 * fault per endpoint it read). Starting at pid % n spread concurrent
+	 * claimers, but put the mark near the top with a handful of clients;
+	 * losing a CAS to a concurrent claimer only moves us one further. */
+	for (uint32_t e = 0; e < n; e++) {
 		struct hl_shm_claim *cl = hl__claim(&c->seg, e);
 		uint64_t w = atomic_load_explicit(&cl->word, memory_order_acquire);
 		if (HL_CLAIM_PID(w) != 0)

@@ -20,35 +20,20 @@
 int
 ctl_cmd_snapshot(struct ctl *c, const struct ctl_args *a)
 {
-	char sock[HL_SOCK_PATH_MAX];
 	uint64_t timeout_ms = 600000;
 	struct hl_msg m, r;
-	int fd, rc;
+	int rc;
 
 	if (a->set[SNAPSHOT_TIMEOUT] &&
 	    ctl_parse_u64(a->val[SNAPSHOT_TIMEOUT], 1, 86400000, &timeout_ms) < 0)
 		return ctl_fail(c, CTL_USAGE, 0, "--timeout: milliseconds, 1 to 86400000");
-	const char *override =
-	        a->set[SNAPSHOT_SOCKET] ? a->val[SNAPSHOT_SOCKET] : getenv("HEIRLOOM_SOCKET");
-	rc = hl__sock_path(c->name, override, sock, sizeof(sock), NULL);
-	if (rc)
-		return ctl_fail(c, CTL_USAGE, rc, "control socket path: %s", hl_strerror(rc));
-	rc = hl__sock_connect(sock, &fd);
-	if (rc)
-		return ctl_fail(c, CTL_FAILED, rc,
-		                "no keeper at %s (%s): snapshots are written by the keeper; "
-		                "--socket names another",
-		                sock, hl_strerror(rc));
 	hl__msg_init(&m, HL_MSG_SNAPSHOT);
-	rc = hl__msg_send(fd, &m, -1);
-	if (rc == 0)
-		rc = hl__msg_recv(fd, &r, NULL, (int)timeout_ms);
-	close(fd);
-	if (rc)
-		return ctl_fail(c, CTL_FAILED, rc,
-		                "no answer from the keeper at %s (%s); the snapshot may still be "
-		                "written ('heirloomctl status' shows the last one)",
-		                sock, hl_strerror(rc));
+	rc = ctl_keeper_ask(c, a->set[SNAPSHOT_SOCKET] ? a->val[SNAPSHOT_SOCKET] : NULL, &m, &r,
+	                    (int)timeout_ms, "snapshots are written by the keeper",
+	                    "the snapshot may still be written ('heirloomctl status' shows the "
+	                    "last one)");
+	if (rc != CTL_OK)
+		return rc;
 	if (r.type != HL_MSG_OK)
 		return ctl_fail(c, CTL_REFUSED, r.code, "%s", hl__msg_text(&r));
 	struct out o;

@@ -21,10 +21,10 @@
 int
 ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a)
 {
-	char path[PATH_MAX] = "", sock[HL_SOCK_PATH_MAX];
+	char path[PATH_MAX] = "";
 	uint64_t timeout_ms = 10000;
 	struct hl_msg m, r;
-	int fd, rc;
+	int rc;
 
 	if (a->set[UPGRADE_TIMEOUT] &&
 	    ctl_parse_u64(a->val[UPGRADE_TIMEOUT], 1, 3600000, &timeout_ms) < 0)
@@ -39,32 +39,19 @@ ctl_cmd_upgrade(struct ctl *c, const struct ctl_args *a)
 			                "--worker: the path must be under %zu bytes: %s",
 			                sizeof(m.text), path);
 	}
-	const char *override =
-	        a->set[UPGRADE_SOCKET] ? a->val[UPGRADE_SOCKET] : getenv("HEIRLOOM_SOCKET");
-	rc = hl__sock_path(c->name, override, sock, sizeof(sock), NULL);
-	if (rc)
-		return ctl_fail(c, CTL_USAGE, rc, "control socket path: %s", hl_strerror(rc));
-	rc = hl__sock_connect(sock, &fd);
-	if (rc)
-		return ctl_fail(c, CTL_FAILED, rc,
-		                "no keeper at %s (%s): an upgrade goes through the keeper that "
-		                "supervises the worker (--spawn-worker); --socket names another",
-		                sock, hl_strerror(rc));
 	hl__msg_init(&m, HL_MSG_UPGRADE);
 	m.epoch = timeout_ms;
 	snprintf(m.text, sizeof(m.text), "%s", path);
-	rc = hl__msg_send(fd, &m, -1);
 	/* The keeper answers when the new worker serves or the old binary
 	 * serves again: up to a timeout to start, one to hand over, one to
 	 * recover, and the rollback's own recovery. */
-	if (rc == 0)
-		rc = hl__msg_recv(fd, &r, NULL, (int)(timeout_ms * 4 + 30000));
-	close(fd);
-	if (rc)
-		return ctl_fail(c, CTL_FAILED, rc,
-		                "no answer from the keeper at %s (%s); 'heirloomctl status' shows "
-		                "who serves",
-		                sock, hl_strerror(rc));
+	rc = ctl_keeper_ask(c, a->set[UPGRADE_SOCKET] ? a->val[UPGRADE_SOCKET] : NULL, &m, &r,
+	                    (int)(timeout_ms * 4 + 30000),
+	                    "an upgrade goes through the keeper that supervises the worker "
+	                    "(--spawn-worker)",
+	                    "'heirloomctl status' shows who serves");
+	if (rc != CTL_OK)
+		return rc;
 	if (r.type == HL_MSG_OK) {
 		struct out o;
 		out_init(&o, stdout, c->json);

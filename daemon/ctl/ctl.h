@@ -72,6 +72,15 @@ int ctl_fail_segment(const struct ctl *c, int err);
  * (reported; returns CTL_USAGE). 0 when fine. */
 int ctl_check_key(const struct ctl *c, const char *key);
 
+/* Send M to the keeper's control socket (SOCK_OPT, else $HEIRLOOM_SOCKET,
+ * else the default for c->name) and wait up to TIMEOUT_MS for its answer
+ * in R. CTL_OK, or the exit code of the error reported: WHY ends the
+ * message when no keeper listens (what the keeper is needed for), AFTER
+ * the one when it does not answer (where to look). keeper_ask.c. */
+struct hl_msg;
+int ctl_keeper_ask(struct ctl *c, const char *sock_opt, const struct hl_msg *m, struct hl_msg *r,
+                   int timeout_ms, const char *why, const char *after);
+
 /* Parse a decimal in [min, max] (strict: the whole string). 0 or -1. */
 int ctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

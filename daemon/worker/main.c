@@ -422,8 +422,11 @@ main(int argc, char **argv)
 		 * No invariant check here: it walks the whole table, and
 		 * every millisecond of it would be a millisecond nobody's
 		 * event is dispatched; the new worker's recovery checks what
-		 * it reads. worker_ready stays: the keeper clears it when it
-		 * writes the new owner. */
+		 * it reads. Nor hl_w_drain_deferred(), for the same reason
+		 * (it cost 10 ms of the pause to a worker that had ever freed
+		 * a slot): the deferred frees touch only this process's pools,
+		 * which nobody uses after this. worker_ready stays: the keeper
+		 * clears it when it writes the new owner. */
 		enum hl_w_after after = hl_w_handover(w);
 		if (after == HL_W_AFTER_REEXEC) {
 			hl__seg_unmap(&w->seg);
@@ -434,6 +437,7 @@ main(int argc, char **argv)
 		hl__cfg_free(&cfg);
 		return 0;
 	}
+	hl_w_drain_deferred(w);
 	if (fenced) {
 		hl__log_err("fenced: the table has another owner now (epoch %lu); stopping",
 		            (unsigned long)atomic_load(&w->seg.h->owner_epoch));

@@ -144,7 +144,15 @@ hl_w_stop(struct hl_worker *w)
 	hl_w_monitor_wake(w);
 	hl_w_shards_join(w);
 	pthread_join(w->monitor, NULL);
+}
+
+void
+hl_w_drain_deferred(struct hl_worker *w)
+{
+	(void)w;
 	/* Every observer and prefix entry slot handed to call_rcu() is back
-	 * in its pool. */
+	 * in its pool. Up to ~10 ms: liburcu's call_rcu thread sleeps 10 ms
+	 * after each wake-up to batch callbacks, and the barrier's own
+	 * callback wakes it. */
 	urcu_memb_barrier();
 }

@@ -376,5 +376,9 @@ int hl_w_start(struct hl_worker *w);
 int hl_w_recover(struct hl_worker *w);
 /* Stop and join every thread (after hl_w_start()). */
 void hl_w_stop(struct hl_worker *w);
+/* After hl_w_stop(): wait until the slots deferred to call_rcu() are back
+ * in their pools (process memory only: the callbacks never write the
+ * segment), as hl_w_check() needs. A hand-over skips it (main.c). */
+void hl_w_drain_deferred(struct hl_worker *w);
 
 #endif /* HL_WORKER_H */
