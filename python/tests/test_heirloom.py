@@ -279,3 +279,68 @@ def test_observe_start_rev_resumes_and_compacted_carries_the_oldest(worker):
             c.observe("r/k", start_rev=r1)
         assert ei.value.name == "HL_ECOMPACTED" and ei.value.oldest_revision > r1
         c.observe("r/k", start_rev=ei.value.oldest_revision)  # accepted
+
+
+def _wait(pred, seconds=10.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _durable(name):
+    r = ctl(name, "--json", "status", check=False)
+    if r.returncode != 0:
+        return None
+    import json
+    return json.loads(r.stdout).get("durability", {}).get("durable")
+
+
+def test_sync_publish_raises_not_durable_error_when_the_log_fails(tmp_path):
+    """--durability log with the state directory failing (tests/faultfs.c,
+    EIO): a sync publish is applied (observers and get() see it) and raises
+    NotDurableError; once the fault clears, publishes are durable again."""
+    shim = os.environ.get("HL_FAULTFS")
+    assert shim and os.path.exists(shim), "ctest passes HL_FAULTFS (the LD_PRELOAD shim)"
+    bindir = os.environ.get("HL_BIN", "")
+    name = f"pydur{os.getpid()}"
+    state, fault = tmp_path / "state", tmp_path / "fault"
+    fault.write_text("")
+    env = dict(os.environ, LD_PRELOAD=shim, HL_FAULT_CTL=str(fault), HL_FAULT_DIR=str(state))
+    # Under ASan the shim precedes the runtime in the link order.
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                "verify_asan_link_order=0"]))
+    from conftest import SMALL
+    keeper = subprocess.Popen(
+        [os.path.join(bindir, "heirloom-keeper"), "--name", name, "--foreground",
+         "--socket", str(tmp_path / "k.sock"), "--durability", "log",
+         "--state-dir", str(state), "--spawn-worker=" + os.path.join(bindir, "heirloom-worker"),
+         *SMALL], env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait(lambda: ctl(name, "status", check=False).returncode == 0)
+        with heirloom.Client(name, sync=True) as c:
+            c.publish("before", "1")
+            assert _wait(lambda: _durable(name) is True)
+            fault.write_text("eio")
+            with pytest.raises(heirloom.NotDurableError) as ei:
+                c.publish("during", "2")
+            assert ei.value.code == -20010 and ei.value.name == "HL_ENOTDURABLE"
+            assert c.get("during")[0] == b"2"  # applied in memory all the same
+            assert _wait(lambda: _durable(name) is False)
+            assert keeper.poll() is None
+            fault.write_text("")
+            assert _wait(lambda: _durable(name) is True, 20)
+            c.publish("after", "3")  # durable again: no exception
+    finally:
+        keeper.terminate()
+        try:
+            keeper.wait(10)
+        except subprocess.TimeoutExpired:
+            keeper.kill()
+            keeper.wait()
+        try:
+            os.unlink(f"/dev/shm/heirloom.{name}")
+        except FileNotFoundError:
+            pass
