@@ -24,8 +24,9 @@ ctl_keeper_ask(struct ctl *c, const char *sock_opt, const struct hl_msg *m, stru
 		return ctl_fail(c, CTL_USAGE, rc, "control socket path: %s", hl_strerror(rc));
 	rc = hl__sock_connect(sock, &fd);
 	if (rc)
-		return ctl_fail(c, CTL_FAILED, rc, "no keeper at %s (%s): %s; --socket names another",
-		                sock, hl_strerror(rc), why);
+		return ctl_fail(c, CTL_FAILED, rc,
+		                "no keeper at %s (%s): %s; --socket names another", sock,
+		                hl_strerror(rc), why);
 	rc = hl__msg_send(fd, m, -1);
 	if (rc == 0)
 		rc = hl__msg_recv(fd, r, NULL, timeout_ms);
