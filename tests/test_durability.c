@@ -502,28 +502,39 @@ flip(const char *path, off_t from_end)
 	close(fd);
 }
 
-/* Start the keeper expecting it to refuse (exit 7) and create nothing. */
+/* Start the keeper expecting it to refuse (exit 7) and create nothing;
+ * EXTRA: more options (NULL-terminated), or NULL. */
 static void
-expect_refused(struct hl_t_kfx *f, const char *mode, const char *why)
+expect_refused_with(struct hl_t_kfx *f, const char *mode, const char *why, const char *const *extra)
 {
-	const char *argv[] = { HL_KEEPER_PATH,
-		               "--foreground",
-		               "--name",
-		               f->name,
-		               "--socket",
-		               f->sock,
-		               "--spawn-worker=" HL_WORKER_PATH,
-		               "--durability",
-		               mode,
-		               "--state-dir",
-		               sdir(f),
-		               NULL };
+	const char *argv[24] = { HL_KEEPER_PATH,
+		                 "--foreground",
+		                 "--name",
+		                 f->name,
+		                 "--socket",
+		                 f->sock,
+		                 "--spawn-worker=" HL_WORKER_PATH,
+		                 "--durability",
+		                 mode,
+		                 "--state-dir",
+		                 sdir(f),
+		                 NULL };
+	int n = 11;
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
 	pid_t p = hl_t_spawn(argv, f->klog);
 	assert_int_equal(hl_t_wait_exit(p, hl_t_ms(20000)), 7);
 	assert_true(hl_t_file_has(f->klog, why, 0));
 	/* Never loaded in part: no segment was left. */
 	int fd;
 	assert_int_equal(hl__seg_open_fd(f->name, 0, &fd), -ENOENT);
+}
+
+static void
+expect_refused(struct hl_t_kfx *f, const char *mode, const char *why)
+{
+	expect_refused_with(f, mode, why, NULL);
 }
 
 /* A snapshot with one flipped byte is refused whole, with a clear error,
@@ -567,6 +578,43 @@ test_corrupt_log_middle_is_refused(void **state)
 	newest_log(f, path, sizeof(path));
 	flip(path, 300);
 	expect_refused(f, "log", "not a torn append");
+}
+
+/* A state with more keys than the new segment holds is refused at start
+ * with what does not fit (not a worker that fails its restore and is
+ * restarted for ever), and the files are left as they were: a keeper with
+ * the capacity restores every key. */
+static void
+test_state_larger_than_the_capacities_is_refused_at_start(void **state)
+{
+	struct hl_t_kfx *f = *state;
+	pid_t k = keeper(f, "log");
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	char key[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "key%d", i);
+		put(c, key, "v");
+	}
+	hl_close(c);
+	assert_int_equal(ctl_snapshot(f), 0);
+	/* And a log on top of the snapshot: the count replays both. */
+	c = hl_t_open(f->name, HL_OPEN_SYNC);
+	put(c, "key40", "v");
+	assert_int_equal(hl_delete(c, "key0", 4), 0);
+	hl_close(c);
+	kill_both(f, k);
+	const char *small[] = { "--max-keys", "39", NULL };
+	expect_refused_with(f, "log", "40 keys, above --max-keys 39", small);
+	const char *fits[] = { "--max-keys", "64", NULL };
+	k = keeper_env(f, "log", fits, NULL);
+	c = hl_t_open(f->name, HL_OPEN_SYNC);
+	expect(c, "key0", NULL);
+	for (int i = 1; i <= 40; i++) {
+		snprintf(key, sizeof(key), "key%d", i);
+		expect(c, key, "v");
+	}
+	hl_close(c);
+	kill_both(f, k);
 }
 
 /* ---- power loss ---- */
@@ -875,6 +923,7 @@ main(void)
 		T(test_torn_last_record_is_dropped),
 		T(test_corrupt_snapshot_is_refused),
 		T(test_corrupt_log_middle_is_refused),
+		T(test_state_larger_than_the_capacities_is_refused_at_start),
 		T(test_power_loss_log_loses_no_sync_publish),
 		T(test_power_loss_snapshot_keeps_last_snapshot),
 		T(test_fault_enospc_log),

@@ -672,6 +672,20 @@ hl_k_dur_check_state(struct hl_keeper *k, bool created)
 		            d->dir, err[0] ? err : hl_strerror(rc), hl_err_name(rc));
 		return HL_EXIT_STATE;
 	}
+	if (rc == 0 && created && (info.have_snapshot || info.nlogs)) {
+		char why[256];
+		int fit = hl_k_state_fits(d->dir, h, why, sizeof(why));
+		if (fit == -ENOSPC) {
+			hl__log_err(
+			        "durability: the state in %s does not fit this segment: %s. "
+			        "Nothing was loaded. Start the keeper with capacities that hold "
+			        "it (heirloomctl size helps), or move the directory aside.",
+			        d->dir, why);
+			return HL_EXIT_STATE;
+		}
+		if (fit)
+			hl__log_warn("durability: %s; the worker's restore will tell", why);
+	}
 	if (rc)
 		hl__log_warn("durability: the state in %s does not check (%s); the table in the "
 		             "segment is kept and a new snapshot replaces it",

@@ -256,6 +256,10 @@ void hl_k_up_stop(struct hl_keeper *k);
 int hl_k_dur_parse(struct hl_keeper *k);
 int hl_k_dur_open_dir(struct hl_keeper *k);
 int hl_k_dur_check_state(struct hl_keeper *k, bool created);
+/* Whether the state in DIR fits segment H's capacities (statefit.c): 0, or
+ * -ENOSPC with what does not fit in WHY (-ENOMEM: could not tell, WHY
+ * says so). A lower bound: a pass does not promise the restore fits. */
+int hl_k_state_fits(const char *dir, const struct hl_shm_header *h, char *why, size_t len);
 int hl_k_dur_start(struct hl_keeper *k);
 /* heirloomctl snapshot on connection C: 1 when it waits for the writer
  * (answered later by hl_k_dur_event()), 0 when answered now. */
