@@ -30,7 +30,6 @@ struct fit_slot {
 };
 
 struct fit {
-	const struct hl_shm_header *h;
 	struct fit_slot *t;
 	uint64_t cap, used, live;
 	uint64_t class_bytes[32]; /* bytes of blocks per class */
@@ -120,7 +119,7 @@ one(const struct hl_sf_rec *r, void *arg)
 int
 hl_k_state_fits(const char *dir, const struct hl_shm_header *h, char *why, size_t len)
 {
-	struct fit f = { .h = h };
+	struct fit f = { 0 };
 	struct hl_sf_info info;
 	char err[256];
 	why[0] = 0;
