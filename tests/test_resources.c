@@ -14,6 +14,7 @@
 #include "harness.h"
 
 #include "layout.h"
+#include "resources.h"
 #include "segment.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -548,10 +550,99 @@ test_truncated_segment_stops_worker_and_keeper_once(void **state)
 	hl_t_unlink(name);
 }
 
+/* The same with the durability writer running (--durability log: it reads
+ * the history rings every 10 ms, past the page left): the keeper stops
+ * with 6 and a line that says why, never a crash. (Its checks usually see
+ * the truncation first; the SIGBUS path both daemons share is tested on
+ * its own below.) */
+static void
+test_truncated_segment_under_the_log_writer_stops_the_keeper_with_6(void **state)
+{
+	(void)state;
+	shm_mount(128);
+	const char *name = hl_t_name();
+	char sock[128], log[128], dir[160], spawn[512];
+	sock_name(sock, sizeof(sock), name);
+	snprintf(log, sizeof(log), "/tmp/hl-res-%s.log", name);
+	snprintf(dir, sizeof(dir), "/tmp/hl-res-%s.state", name);
+	unlink(log);
+	snprintf(spawn, sizeof(spawn), "--spawn-worker=%s", HL_WORKER_PATH);
+	const char *extra[] = { spawn, "--durability", "log", "--state-dir", dir, NULL };
+	pid_t keeper = hl_t_keeper_startv(name, sock, extra, log);
+	assert_true(hl_t_wait_serving(name, 0, hl_t_ms(20000)) > 0);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
+	hl_close(c);
+	int fd;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	close(fd);
+	assert_int_equal(hl_t_wait_exit(keeper, hl_t_ms(30000)), 6);
+	assert_true(lines_with(log, "heirloom-keeper[", "truncated") >= 1);
+	unlink(log);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	hl_t_unlink(name);
+}
+
+/* hl__seg_sigbus_exit(): a fault in the range (a page truncated away) is
+ * one line and exit 6; a SIGBUS anywhere else still kills as before. In
+ * forked children: each ends its process. */
+static void
+test_sigbus_in_the_segment_is_exit_6_and_elsewhere_a_signal(void **state)
+{
+	(void)state;
+	long pg = sysconf(_SC_PAGESIZE);
+	for (int inside = 1; inside >= 0; inside--) {
+		int seg = memfd_create("seg", 0), other = memfd_create("other", 0);
+		assert_true(seg >= 0 && other >= 0);
+		assert_int_equal(ftruncate(seg, 2 * pg), 0);
+		assert_int_equal(ftruncate(other, 2 * pg), 0);
+		volatile char *a = mmap(NULL, 2 * pg, PROT_READ, MAP_SHARED, seg, 0);
+		volatile char *b = mmap(NULL, 2 * pg, PROT_READ, MAP_SHARED, other, 0);
+		assert_true(a != MAP_FAILED && b != MAP_FAILED);
+		int pfd[2];
+		assert_int_equal(pipe(pfd), 0);
+		pid_t p = fork();
+		if (p == 0) {
+			dup2(pfd[1], STDERR_FILENO);
+			static const char line[] = "segment gone\n";
+			hl__seg_sigbus_exit((const void *)a, 2 * (size_t)pg, line,
+			                    sizeof(line) - 1);
+			if (ftruncate(seg, pg) || ftruncate(other, pg))
+				_exit(1);
+			char x = inside ? a[pg] : b[pg]; /* the page that is gone */
+			(void)x;
+			_exit(0);
+		}
+		close(pfd[1]);
+		char buf[64] = "";
+		ssize_t n = read(pfd[0], buf, sizeof(buf) - 1);
+		int st;
+		assert_int_equal(waitpid(p, &st, 0), p);
+		if (inside) {
+			assert_true(WIFEXITED(st));
+			assert_int_equal(WEXITSTATUS(st), 6);
+			assert_true(n > 0 && strstr(buf, "segment gone"));
+		} else {
+			assert_true(WIFSIGNALED(st));
+			assert_int_equal(WTERMSIG(st), SIGBUS);
+			assert_true(n <= 0);
+		}
+		close(pfd[0]);
+		munmap((void *)a, 2 * pg);
+		munmap((void *)b, 2 * pg);
+		close(seg);
+		close(other);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sigbus_in_the_segment_is_exit_6_and_elsewhere_a_signal),
 		cmocka_unit_test_teardown(test_default_keeper_fits_64mib_and_full_pools_are_errors,
 		                          teardown),
 		cmocka_unit_test_teardown(
@@ -561,6 +652,9 @@ main(void)
 		        test_worker_short_of_descriptors_never_drops_a_live_client, teardown),
 		cmocka_unit_test_teardown(test_truncated_segment_stops_worker_and_keeper_once,
 		                          teardown),
+		cmocka_unit_test_teardown(
+		        test_truncated_segment_under_the_log_writer_stops_the_keeper_with_6,
+		        teardown),
 	};
 	return cmocka_run_group_tests_name("resources", tests, group_setup, NULL);
 }

@@ -22,6 +22,14 @@
  * unusable or its files do not check: nothing was loaded. */
 #define HL_EXIT_STATE 7
 
+/* From now on a SIGBUS at an address in [BASE, BASE + SIZE) (a page of a
+ * segment truncated under us) writes LINE (LEN bytes, a log line made
+ * beforehand: the handler may only make async-signal-safe calls) to
+ * stderr and ends the whole process with HL_EXIT_DAMAGED at once; any
+ * other SIGBUS is re-raised as it was. One range per process: a second
+ * call replaces it. */
+void hl__seg_sigbus_exit(const void *base, size_t size, const char *line, size_t len);
+
 /* Descriptors a daemon needs for itself besides one pidfd per client:
  * the segment, the socket, epoll, eventfds, /proc reads, stdio. */
 #define HL_OWN_FDS 64u

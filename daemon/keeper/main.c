@@ -390,6 +390,16 @@ open_segment(struct hl_keeper *k, const struct hl_cfg *cfg)
 		        k->name, hl_strerror(rc), hl_err_name(rc), k->name, k->name);
 		return EXIT_SEGMENT;
 	}
+	/* The loop looks for a truncated object before it reads the
+	 * mapping, and the writer thread every 100 ms; a read that still
+	 * comes after the truncation (a window those checks narrow but cannot
+	 * close) ends the keeper with the same exit 6, never a crash. */
+	char bus[256];
+	size_t bus_len = hl__log_line(bus, sizeof(bus), HL_LOG_ERR,
+	                              "SIGBUS on segment /heirloom.%s: it was truncated while "
+	                              "served; stopping (exit 6), it cannot be served again",
+	                              k->name);
+	hl__seg_sigbus_exit(k->seg.base, k->seg.size, bus, bus_len);
 	/* A segment made before every page was reserved at creation: reserve
 	 * its holes now, or stop before anyone faults on them. */
 	if (!created && (rc = hl__seg_reserve(k->segfd, k->seg.size)) != 0) {

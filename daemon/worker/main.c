@@ -266,45 +266,17 @@ parse(int argc, char **argv, struct hl_cfg *cfg, struct hl_worker_opts *o)
 }
 
 /* A page of the segment that is gone (the object was truncated) faults
- * with SIGBUS. A fault inside the segment ends the worker at once with
- * one line and exit 6, so that the keeper knows not to restart against it;
- * anything else is re-raised as it was. Only async-signal-safe calls. */
-static struct {
-	uintptr_t lo, hi;
-	char msg[256];
-	size_t len;
-} bus;
-
-static void
-on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	uintptr_t a = (uintptr_t)si->si_addr;
-	if (a >= bus.lo && a < bus.hi) {
-		ssize_t n = write(STDERR_FILENO, bus.msg, bus.len);
-		(void)n;
-		/* The raw exit_group, not _exit(): ThreadSanitizer intercepts
-		 * _exit() to finish up and report threads not joined (the
-		 * monitor, which may have stopped on the same damage), and
-		 * nothing more may run in a process whose segment is gone. */
-		syscall(SYS_exit_group, HL_EXIT_DAMAGED);
-	}
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
+ * with SIGBUS: one line and exit 6 (resources.h), so that the keeper knows
+ * not to restart against it. */
 static void
 catch_sigbus(struct hl_worker *w)
 {
-	bus.lo = (uintptr_t)w->seg.base;
-	bus.hi = bus.lo + w->seg.size;
-	bus.len = hl__log_line(bus.msg, sizeof(bus.msg), HL_LOG_ERR,
-	                       "SIGBUS on segment /heirloom.%s: it was truncated while served; "
-	                       "stopping (exit 6), it cannot be served again",
-	                       w->opt.name);
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, NULL);
+	char msg[256];
+	size_t len = hl__log_line(msg, sizeof(msg), HL_LOG_ERR,
+	                          "SIGBUS on segment /heirloom.%s: it was truncated while "
+	                          "served; stopping (exit 6), it cannot be served again",
+	                          w->opt.name);
+	hl__seg_sigbus_exit(w->seg.base, w->seg.size, msg, len);
 }
 
 /* Say how many clients the worker can watch with a pidfd each: the
