@@ -572,16 +572,12 @@ sleep_end(struct hl_client *c)
 static void
 wait_signal(struct hl_client *c, uint32_t seen, uint64_t deadline, int cap_ms)
 {
-	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
 	uint64_t now = hl__now_ns();
 	if (now >= deadline)
 		return;
-	uint64_t rel = deadline - now;
-	if (rel > (uint64_t)cap_ms * 1000000ull)
-		rel = (uint64_t)cap_ms * 1000000ull;
-	struct timespec ts = { .tv_sec = (time_t)(rel / 1000000000ull),
-		               .tv_nsec = (long)(rel % 1000000000ull) };
-	hl__futex_wait(&w->ev_signal, seen, &ts);
+	uint64_t cap = now + (uint64_t)cap_ms * 1000000ull;
+	hl__futex_wait_bits(hl__ep_signal(&c->seg, c->ep), seen, deadline < cap ? deadline : cap,
+	                    hl__ep_signal_bit(c->ep));
 }
 
 /*
@@ -665,8 +661,8 @@ queue_req(struct hl_client *c, uint32_t s, uint16_t type, const void *key, size_
 		/* Asleep until the worker drained some of the ring: it wakes us
 		 * after each drain (hl_w_wake_client) once we say we sleep. */
 		sleep_begin(c);
-		uint32_t seen = atomic_load_explicit(&hl__epw(&c->seg, c->ep)->ev_signal,
-		                                     memory_order_acquire);
+		uint32_t seen =
+		        atomic_load_explicit(hl__ep_signal(&c->seg, c->ep), memory_order_acquire);
 		if (hl__ring_free(&c->req[s], c->req_head[s]) < (uint64_t)n * 2)
 			wait_signal(c, seen, deadline, 10);
 		sleep_end(c);
@@ -726,9 +722,9 @@ wait_consumed(struct hl_client *c, uint32_t s, uint64_t pos, uint64_t deadline)
 			sched_yield();
 			continue;
 		}
-		struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
 		sleep_begin(c);
-		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
+		uint32_t seen =
+		        atomic_load_explicit(hl__ep_signal(&c->seg, c->ep), memory_order_acquire);
 		if (atomic_load_explicit(&ws->req_tail, memory_order_acquire) <= pos)
 			wait_signal(c, seen, deadline, 50);
 		sleep_end(c);
@@ -2155,7 +2151,6 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 	 * event at hand costs no clock read (it was a third of an observer's
 	 * time per event in a large fan-out; bench/README.md). */
 	uint64_t deadline = 0;
-	struct hl_shm_epw *w = hl__epw(&c->seg, c->ep);
 	int rc;
 	if (c->ndoubt)
 		settle_ready(c);
@@ -2188,7 +2183,8 @@ hl_next(struct hl_client *c, struct hl_event *ev, int timeout_ms)
 		}
 		/* Sleep on ev_signal (Dekker: see sleep_begin()). */
 		sleep_begin(c);
-		uint32_t seen = atomic_load_explicit(&w->ev_signal, memory_order_acquire);
+		uint32_t seen =
+		        atomic_load_explicit(hl__ep_signal(&c->seg, c->ep), memory_order_acquire);
 		rc = try_next(c, ev);
 		if (rc != 0) {
 			sleep_end(c);

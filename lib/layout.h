@@ -776,9 +776,16 @@ _Static_assert(sizeof(struct hl_shm_epw_shard) == 128, "epw shard is two lines")
  * the worker (monitor thread at adoption and cleanup, shard threads for
  * ev_signal and nobs); read-only for clients. */
 struct hl_shm_epw {
-	/* Futex word clients sleep on: +1 (release) by the worker after ring
-	 * or answer stores, when epc.sleeping says someone waits; clients load
-	 * it (acquire) before re-checking and waiting on that value. */
+	/* Futex word of a group of 32 endpoints (layout 9): only that of
+	 * endpoint 32k is used, by endpoints 32k..32k+31 (hl__ep_signal()).
+	 * Each client waits with FUTEX_WAIT_BITSET and its own bit
+	 * (hl__ep_signal_bit()); the worker, after ring or answer stores for
+	 * endpoints whose epc.sleeping says someone waits, adds 1 (release)
+	 * and wakes them all with one FUTEX_WAKE_BITSET of their bits, where
+	 * it made one FUTEX_WAKE per endpoint (a fan-out to 64 processes: 2
+	 * system calls, not 64). Clients load it (acquire) before re-checking
+	 * and waiting on that value; another endpoint's wake-up moves the
+	 * value too, which only makes a wait return at once to re-check. */
 	alignas(HL_CACHELINE) _Atomic uint32_t ev_signal;
 	/* HL_EP_*. Stored release after the fields below (adoption: ACTIVE
 	 * last) and after cleanup (FREE last, before the claim is freed);

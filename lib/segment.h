@@ -165,6 +165,21 @@ hl__epw(const struct hl_seg *s, uint32_t ep)
 	                             (uint64_t)ep * s->h->ep_worker_stride);
 }
 
+/* The futex word endpoint EP sleeps on, and its bit there (layout.h,
+ * hl_shm_epw.ev_signal): that of the first endpoint of its group of 32. */
+#define HL_EP_SIGNAL_GROUP 32u
+static inline _Atomic uint32_t *
+hl__ep_signal(const struct hl_seg *s, uint32_t ep)
+{
+	return &hl__epw(s, ep & ~(HL_EP_SIGNAL_GROUP - 1))->ev_signal;
+}
+
+static inline uint32_t
+hl__ep_signal_bit(uint32_t ep)
+{
+	return 1u << (ep & (HL_EP_SIGNAL_GROUP - 1));
+}
+
 static inline struct hl_shm_epw_shard *
 hl__epw_shard(const struct hl_seg *s, uint32_t ep, uint32_t shard)
 {

@@ -61,6 +61,25 @@ hl__futex_wake(_Atomic uint32_t *addr, int n)
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+/* The same with a bitset (an endpoint group's word, segment.h
+ * hl__ep_signal()): a waiter is woken only by a wake whose BITS meet its
+ * own. Unlike FUTEX_WAIT, FUTEX_WAIT_BITSET takes an absolute
+ * CLOCK_MONOTONIC time: DEADLINE_NS, as hl__now_ns() reads it. */
+static inline int
+hl__futex_wait_bits(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_ns, uint32_t bits)
+{
+	struct timespec ts = { .tv_sec = (time_t)(deadline_ns / 1000000000ull),
+		               .tv_nsec = (long)(deadline_ns % 1000000000ull) };
+	long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET, val, &ts, NULL, bits);
+	return r == 0 ? 0 : -errno;
+}
+
+static inline void
+hl__futex_wake_bits(_Atomic uint32_t *addr, int n, uint32_t bits)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_BITSET, n, NULL, NULL, bits);
+}
+
 /* 64-bit hash of a key (wyhash-style multiply-mix over 8-byte words). The
  * value is part of the segment format: clients and worker must agree.
  *

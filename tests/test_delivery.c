@@ -8,7 +8,11 @@
  */
 #include "harness.h"
 
+#include "client_internal.h"
+#include "segment.h"
+
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -540,6 +544,85 @@ test_unobserve_of_own_observer_takes_effect_without_the_worker(void **state)
 	hl_t_unlink(name);
 }
 
+/* Observers asleep in hl_next() are woken by the worker when their event
+ * is written, not by the cap of their wait (1 s): each of three endpoints
+ * (in one group of 32, so one futex word and a bit each) takes every event
+ * within a timeout shorter than that cap. */
+#define WAKE_OBS    3
+#define WAKE_ROUNDS 10
+#define WAKE_MS     700 /* below hl_next()'s 1,000 ms cap: only a wake-up is in time */
+
+struct wake_obs {
+	struct hl_client *c;
+	_Atomic int got, err;
+};
+
+static void *
+wake_obs_main(void *arg)
+{
+	struct wake_obs *o = arg;
+	for (int i = 0; i < WAKE_ROUNDS; i++) {
+		struct hl_event ev;
+		int rc = hl_next(o->c, &ev, WAKE_MS);
+		if (rc != 0) {
+			o->err = rc;
+			break;
+		}
+		o->got++;
+	}
+	return NULL;
+}
+
+static void
+test_observers_asleep_are_woken_by_the_worker_not_by_their_wait_cap(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, hl_t_small);
+	struct hl_client *pub = hl_t_open(name, HL_OPEN_SYNC);
+	struct wake_obs o[WAKE_OBS] = { 0 };
+	pthread_t t[WAKE_OBS];
+	for (int i = 0; i < WAKE_OBS; i++) {
+		hl_observer_id id;
+		o[i].c = hl_t_open(name, HL_OPEN_SYNC);
+		assert_int_equal(hl_observe(o[i].c, "wake", 4, 0, &id), 0);
+	}
+	for (int i = 0; i < WAKE_OBS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, wake_obs_main, &o[i]), 0);
+	for (int r = 0; r < WAKE_ROUNDS; r++) {
+		/* Publish only once every observer sleeps (epc.sleeping): the
+		 * event can then reach it only through a wake-up. */
+		for (int i = 0; i < WAKE_OBS; i++) {
+			uint32_t ep;
+			struct hl_seg *s = hl__client_seg(o[i].c, &ep);
+			for (int n = 0; !atomic_load(&hl__epc(s, ep)->sleeping) && o[i].err == 0;
+			     n++) {
+				assert_true(n < hl_t_ms(10000));
+				usleep(1000);
+			}
+		}
+		char v[16];
+		snprintf(v, sizeof(v), "%d", r);
+		assert_int_equal(hl_publish(pub, "wake", 4, v, strlen(v), NULL, 0), 0);
+		for (int i = 0; i < WAKE_OBS; i++)
+			for (int n = 0; o[i].got <= r && o[i].err == 0; n++) {
+				assert_true(n < hl_t_ms(10000));
+				usleep(1000);
+			}
+	}
+	for (int i = 0; i < WAKE_OBS; i++) {
+		pthread_join(t[i], NULL);
+		if (o[i].err)
+			fail_msg("observer %d: %s after %d events", i, hl_strerror(o[i].err),
+			         o[i].got);
+		assert_int_equal(o[i].got, WAKE_ROUNDS);
+		hl_close(o[i].c);
+	}
+	hl_close(pub);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -552,6 +635,8 @@ main(void)
 		cmocka_unit_test(test_unobserve_of_own_observer_takes_effect_without_the_worker),
 		cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
 		cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
+		cmocka_unit_test(
+		        test_observers_asleep_are_woken_by_the_worker_not_by_their_wait_cap),
 	};
 	return cmocka_run_group_tests_name("delivery", tests, NULL, NULL);
 }

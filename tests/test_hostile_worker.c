@@ -157,9 +157,8 @@ test_an_answer_for_another_request_is_ecorrupt(void **state)
 	atomic_store(&ws->result, 777);
 	atomic_store_explicit(&ws->result_pos, tail, memory_order_release);
 	atomic_store_explicit(&ws->req_tail, head, memory_order_release);
-	struct hl_shm_epw *pw = hl__epw(&f->S, ep);
-	atomic_fetch_add(&pw->ev_signal, 1);
-	hl__futex_wake(&pw->ev_signal, 16);
+	atomic_fetch_add(hl__ep_signal(&f->S, ep), 1);
+	hl__futex_wake(hl__ep_signal(&f->S, ep), 16);
 	pthread_join(t, NULL);
 	assert_int_equal(p.rc, HL_ECORRUPT);
 	hl_close(c);

@@ -417,9 +417,9 @@ static void
 free_wake(struct hl_worker *w, uint32_t ep)
 {
 	/* Wake anything of the old client still waiting: it sees HL_ESTALE. */
-	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
-	atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
-	hl__futex_wake(&pw->ev_signal, 1 << 30);
+	_Atomic uint32_t *word = hl__ep_signal(&w->seg, ep);
+	atomic_fetch_add_explicit(word, 1, memory_order_release);
+	hl__futex_wake_bits(word, 1 << 30, hl__ep_signal_bit(ep));
 }
 
 /* A banned endpoint whose process still runs is held (quarantined) rather

@@ -45,22 +45,52 @@ wake_fd(struct hl_worker *w, uint32_t ep)
 	atomic_fetch_sub_explicit(&e->wake_users, 1, memory_order_release);
 }
 
+/* One group's futex word to move and the bits of the endpoints to wake on
+ * it (segment.h, hl__ep_signal()). */
+struct wake_group {
+	uint32_t first; /* first endpoint of the group */
+	uint32_t bits;
+};
+
+/* Wake the N endpoints EPS that wait. The caller issued a seq_cst fence
+ * after its last ring or answer store for them: Dekker with hl_next(),
+ * those stores are ordered before the reads of `sleeping` (a client-written
+ * hint: garbage only costs a spurious wake-up) and of `wake_arm`
+ * (wake_fd()). One FUTEX_WAKE_BITSET per group of 32 endpoints, with the
+ * bits of those that sleep: the word moves (release) before it, so that a
+ * waiter about to sleep on the old value returns at once. */
+static void
+wake_fenced(struct hl_worker *w, const uint32_t *eps, uint32_t n)
+{
+	struct wake_group g[HL_W_WAKE_DEFER_MAX];
+	uint32_t ng = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t ep = eps[i];
+		if (atomic_load_explicit(&hl__epc(&w->seg, ep)->sleeping, memory_order_relaxed)) {
+			uint32_t first = ep & ~(HL_EP_SIGNAL_GROUP - 1), j = 0;
+			while (j < ng && g[j].first != first)
+				j++;
+			if (j == ng)
+				g[ng++] = (struct wake_group){ .first = first, .bits = 0 };
+			g[j].bits |= hl__ep_signal_bit(ep);
+		}
+		/* Clients that never called hl_fd() pay this one branch, on
+		 * the worker's own memory. */
+		if (atomic_load_explicit(&w->eps[ep].wake_fd, memory_order_relaxed) >= 0)
+			wake_fd(w, ep);
+	}
+	for (uint32_t j = 0; j < ng; j++) {
+		_Atomic uint32_t *word = hl__ep_signal(&w->seg, g[j].first);
+		atomic_fetch_add_explicit(word, 1, memory_order_release);
+		hl__futex_wake_bits(word, INT_MAX, g[j].bits);
+	}
+}
+
 static void
 wake_one(struct hl_worker *w, uint32_t ep)
 {
-	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
-	/* Dekker with hl_next(): our ring/ack stores are ordered before the
-	 * read of `sleeping` (a client-written hint: garbage only costs a
-	 * spurious wake-up), and before the read of `wake_arm` (wake_fd()). */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&hl__epc(&w->seg, ep)->sleeping, memory_order_relaxed)) {
-		atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
-		hl__futex_wake(&pw->ev_signal, INT_MAX);
-	}
-	/* Clients that never called hl_fd() pay this one branch, on the
-	 * worker's own memory. */
-	if (atomic_load_explicit(&w->eps[ep].wake_fd, memory_order_relaxed) >= 0)
-		wake_fd(w, ep);
+	wake_fenced(w, &ep, 1);
 }
 
 void
@@ -112,8 +142,12 @@ hl_w_wake_flush(struct hl_shard *sh)
 {
 	uint32_t n = sh->wk.n;
 	sh->wk.n = 0;
-	for (uint32_t i = 0; i < n; i++)
-		wake_one(sh->w, sh->wk.eps[i]);
+	if (!n)
+		return;
+	/* One fence for the run: every ring store of these endpoints came
+	 * before it (a fan-out of 64 made 64 of them, one per wake). */
+	atomic_thread_fence(memory_order_seq_cst);
+	wake_fenced(sh->w, sh->wk.eps, n);
 }
 
 void

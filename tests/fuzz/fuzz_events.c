@@ -134,9 +134,9 @@ mini_worker(void *arg)
 		pthread_mutex_unlock(&mu);
 		if (served) {
 			for (uint32_t ep = 0; ep < EPS; ep++) {
-				struct hl_shm_epw *pw = hl__epw(&S, ep);
-				atomic_fetch_add_explicit(&pw->ev_signal, 1, memory_order_release);
-				hl__futex_wake(&pw->ev_signal, 8);
+				_Atomic uint32_t *word = hl__ep_signal(&S, ep);
+				atomic_fetch_add_explicit(word, 1, memory_order_release);
+				hl__futex_wake(word, 8);
 			}
 			continue;
 		}
