@@ -46,6 +46,31 @@ partial_remove(struct hl_heap *hp, uint32_t k, uint32_t c)
 	hp->pnext[c] = hp->pprev[c] = 0;
 }
 
+/* Classes 64 << k up to the chunk size (at most HL_HEAP_CLASSES). */
+static uint32_t
+nclasses_of(uint32_t chunk)
+{
+	uint32_t n = 0;
+	while ((64u << n) <= chunk && n < HL_HEAP_CLASSES)
+		n++;
+	return n;
+}
+
+static int
+class_in(uint32_t nclasses, uint64_t n)
+{
+	for (uint32_t k = 0; k < nclasses; k++)
+		if ((64ull << k) >= n)
+			return (int)k;
+	return -EMSGSIZE;
+}
+
+int
+hl__heap_class_in(uint32_t chunk, uint64_t n)
+{
+	return class_in(nclasses_of(chunk), n);
+}
+
 int
 hl__heap_init(struct hl_heap *hp, uint64_t base, uint64_t bytes, uint32_t chunk)
 {
@@ -56,9 +81,7 @@ hl__heap_init(struct hl_heap *hp, uint64_t base, uint64_t bytes, uint32_t chunk)
 	hp->chunk = chunk;
 	hp->nchunks = (uint32_t)(bytes / chunk);
 	hp->bytes = (uint64_t)hp->nchunks * chunk;
-	hp->nclasses = 0;
-	while ((64u << hp->nclasses) <= chunk && hp->nclasses < HL_HEAP_CLASSES)
-		hp->nclasses++;
+	hp->nclasses = nclasses_of(chunk);
 	if ((64u << (hp->nclasses - 1)) != chunk)
 		return -EINVAL;
 	hp->words = (chunk / 64 + 63) / 64;
@@ -95,10 +118,7 @@ hl__heap_fini(struct hl_heap *hp)
 int
 hl__heap_class_for(const struct hl_heap *hp, uint64_t n)
 {
-	for (uint32_t k = 0; k < hp->nclasses; k++)
-		if ((64ull << k) >= n)
-			return (int)k;
-	return -EMSGSIZE;
+	return class_in(hp->nclasses, n);
 }
 
 uint64_t

@@ -50,6 +50,9 @@ uint64_t hl__heap_alloc(struct hl_heap *hp, uint64_t n, uint32_t *klass, int *er
 int hl__heap_free(struct hl_heap *hp, uint64_t off);
 /* Class whose blocks hold N bytes, or -EMSGSIZE. */
 int hl__heap_class_for(const struct hl_heap *hp, uint64_t n);
+/* The same without a heap, for a heap of CHUNK-byte chunks: what the
+ * keeper uses to tell whether a state fits (daemon/keeper/statefit.c). */
+int hl__heap_class_in(uint32_t chunk, uint64_t n);
 uint64_t hl__heap_used(struct hl_heap *hp);
 uint64_t hl__heap_free_bytes(struct hl_heap *hp);
 /* Whether OFF is the start of an allocated block of class K. */

@@ -502,6 +502,19 @@ flip(const char *path, off_t from_end)
 	close(fd);
 }
 
+/* Publish key0..key<N-1> = VAL (SYNC), through a client of its own. */
+static void
+put_keys(struct hl_t_kfx *f, int n, const char *val)
+{
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
+	char key[32];
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "key%d", i);
+		put(c, key, val);
+	}
+	hl_close(c);
+}
+
 /* Start the keeper expecting it to refuse (exit 7) and create nothing;
  * EXTRA: more options (NULL-terminated), or NULL. */
 static void
@@ -544,13 +557,7 @@ test_corrupt_snapshot_is_refused(void **state)
 {
 	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, "snapshot");
-	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
-	char key[32];
-	for (int i = 0; i < 20; i++) {
-		snprintf(key, sizeof(key), "key%d", i);
-		put(c, key, "some value bytes");
-	}
-	hl_close(c);
+	put_keys(f, 20, "some value bytes");
 	assert_int_equal(ctl_snapshot(f), 0);
 	kill_both(f, k);
 	char path[256];
@@ -566,13 +573,7 @@ test_corrupt_log_middle_is_refused(void **state)
 {
 	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, "log");
-	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
-	char key[32];
-	for (int i = 0; i < 20; i++) {
-		snprintf(key, sizeof(key), "key%d", i);
-		put(c, key, "some value bytes");
-	}
-	hl_close(c);
+	put_keys(f, 20, "some value bytes");
 	kill_both(f, k);
 	char path[256];
 	newest_log(f, path, sizeof(path));
@@ -589,16 +590,10 @@ test_state_larger_than_the_capacities_is_refused_at_start(void **state)
 {
 	struct hl_t_kfx *f = *state;
 	pid_t k = keeper(f, "log");
-	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
-	char key[32];
-	for (int i = 0; i < 40; i++) {
-		snprintf(key, sizeof(key), "key%d", i);
-		put(c, key, "v");
-	}
-	hl_close(c);
+	put_keys(f, 40, "v");
 	assert_int_equal(ctl_snapshot(f), 0);
 	/* And a log on top of the snapshot: the count replays both. */
-	c = hl_t_open(f->name, HL_OPEN_SYNC);
+	struct hl_client *c = hl_t_open(f->name, HL_OPEN_SYNC);
 	put(c, "key40", "v");
 	assert_int_equal(hl_delete(c, "key0", 4), 0);
 	hl_close(c);
@@ -609,6 +604,7 @@ test_state_larger_than_the_capacities_is_refused_at_start(void **state)
 	k = keeper_env(f, "log", fits, NULL);
 	c = hl_t_open(f->name, HL_OPEN_SYNC);
 	expect(c, "key0", NULL);
+	char key[32];
 	for (int i = 1; i <= 40; i++) {
 		snprintf(key, sizeof(key), "key%d", i);
 		expect(c, key, "v");

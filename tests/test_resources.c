@@ -503,6 +503,20 @@ lines_with(const char *path, const char *a, const char *b)
 	return n;
 }
 
+/* One SYNC publish served, then a member of the group shrinks the segment
+ * to one page under the daemons. */
+static void
+publish_then_shrink(const char *name)
+{
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
+	hl_close(c);
+	int fd;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	close(fd);
+}
+
 static void
 test_truncated_segment_stops_worker_and_keeper_once(void **state)
 {
@@ -520,15 +534,7 @@ test_truncated_segment_stops_worker_and_keeper_once(void **state)
 	pid_t keeper = hl_t_keeper_startv(name, sock, extra, log);
 	pid_t worker = hl_t_wait_serving(name, 0, hl_t_ms(20000));
 	assert_true(worker > 0);
-	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
-	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
-	hl_close(c);
-
-	/* A member of the group shrinks it to one page. */
-	int fd;
-	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
-	assert_int_equal(ftruncate(fd, 4096), 0);
-	close(fd);
+	publish_then_shrink(name);
 
 	/* The keeper stops by itself, with 6, having restarted nothing. */
 	assert_int_equal(hl_t_wait_exit(keeper, hl_t_ms(30000)), 6);
@@ -570,13 +576,7 @@ test_truncated_segment_under_the_log_writer_stops_the_keeper_with_6(void **state
 	const char *extra[] = { spawn, "--durability", "log", "--state-dir", dir, NULL };
 	pid_t keeper = hl_t_keeper_startv(name, sock, extra, log);
 	assert_true(hl_t_wait_serving(name, 0, hl_t_ms(20000)) > 0);
-	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
-	assert_int_equal(hl_publish(c, "k", 1, "v", 1, NULL, 0), 0);
-	hl_close(c);
-	int fd;
-	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
-	assert_int_equal(ftruncate(fd, 4096), 0);
-	close(fd);
+	publish_then_shrink(name);
 	assert_int_equal(hl_t_wait_exit(keeper, hl_t_ms(30000)), 6);
 	assert_true(lines_with(log, "heirloom-keeper[", "truncated") >= 1);
 	unlink(log);

@@ -16,6 +16,7 @@
  */
 #include "keeper.h"
 
+#include "alloc.h"
 #include "statefile.h"
 
 #include <errno.h>
@@ -32,8 +33,10 @@ struct fit_slot {
 struct fit {
 	struct fit_slot *t;
 	uint64_t cap, used, live;
-	uint64_t class_bytes[32]; /* bytes of blocks per class */
-	uint32_t max_val;         /* largest value seen */
+	uint32_t chunk;                        /* the heap's chunk size */
+	int too_big;                           /* a value no block holds */
+	uint64_t class_bytes[HL_HEAP_CLASSES]; /* bytes of blocks per class */
+	uint32_t max_val;                      /* largest value seen */
 	int nomem;
 };
 
@@ -74,16 +77,6 @@ grow(struct fit *f)
 	return 0;
 }
 
-/* The class of a block of N bytes, as hl__heap_class_for(): 64 << k. */
-static uint32_t
-class_of(uint64_t n)
-{
-	uint32_t k = 0;
-	while ((64ull << k) < n && k < 31)
-		k++;
-	return k;
-}
-
 static int
 one(const struct hl_sf_rec *r, void *arg)
 {
@@ -95,9 +88,10 @@ one(const struct hl_sf_rec *r, void *arg)
 		f->nomem = 1;
 		return -ENOMEM;
 	}
-	struct fit_slot *s = slot_of(f, fnv1a(r->key, r->key_len));
+	uint64_t hash = fnv1a(r->key, r->key_len);
+	struct fit_slot *s = slot_of(f, hash);
 	if (!s->hash) {
-		s->hash = fnv1a(r->key, r->key_len);
+		s->hash = hash;
 		f->used++;
 	}
 	if (s->klass) {
@@ -106,8 +100,13 @@ one(const struct hl_sf_rec *r, void *arg)
 		s->klass = 0;
 	}
 	if (r->type != HL_SF_DEL) {
-		uint32_t k = class_of(sizeof(struct hl_shm_value) + r->meta_len + r->val_len);
-		s->klass = k + 1;
+		int k = hl__heap_class_in(f->chunk,
+		                          sizeof(struct hl_shm_value) + r->meta_len + r->val_len);
+		if (k < 0) {
+			f->too_big = 1; /* reported by the caller; not counted */
+			return 0;
+		}
+		s->klass = (uint32_t)k + 1;
 		f->class_bytes[k] += 64ull << k;
 		f->live++;
 		if (r->val_len > f->max_val)
@@ -119,7 +118,7 @@ one(const struct hl_sf_rec *r, void *arg)
 int
 hl_k_state_fits(const char *dir, const struct hl_shm_header *h, char *why, size_t len)
 {
-	struct fit f = { 0 };
+	struct fit f = { .chunk = h->heap_chunk };
 	struct hl_sf_info info;
 	char err[256];
 	why[0] = 0;
@@ -132,12 +131,16 @@ hl_k_state_fits(const char *dir, const struct hl_shm_header *h, char *why, size_
 	}
 	/* Whole chunks per class in use: a lower bound of the heap it takes. */
 	uint64_t heap = 0;
-	for (uint32_t k = 0; k < 32; k++)
+	for (uint32_t k = 0; k < HL_HEAP_CLASSES; k++)
 		if (f.class_bytes[k])
 			heap += (f.class_bytes[k] + h->heap_chunk - 1) / h->heap_chunk *
 			        h->heap_chunk;
 	free(f.t);
-	if (f.max_val > h->max_value)
+	if (f.too_big)
+		snprintf(why, len,
+		         "a value larger than the heap's largest block (%" PRIu32 " bytes)",
+		         h->heap_chunk);
+	else if (f.max_val > h->max_value)
 		snprintf(why, len, "a value of %" PRIu32 " bytes, above --max-value %" PRIu32,
 		         f.max_val, h->max_value);
 	else if (f.live > h->max_keys)
