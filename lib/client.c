@@ -308,6 +308,21 @@ obs_del(struct hl_client *c, struct obs_ent *e)
 
 /* ---- attach ---- */
 
+/* The worker's ring positions of endpoint E, where a new client starts,
+ * are multiples of 8 (records are 8-aligned); anything else is damage. */
+static int
+positions_usable(const struct hl_seg *seg, uint32_t e)
+{
+	for (uint32_t s = 0; s < seg->h->shards; s++) {
+		const struct hl_shm_epw_shard *ws = hl__epw_shard(seg, e, s);
+		if ((atomic_load_explicit(&ws->req_tail, memory_order_relaxed) |
+		     atomic_load_explicit(&ws->ev_head, memory_order_relaxed)) &
+		    7u)
+			return 0;
+	}
+	return 1;
+}
+
 static int
 claim_endpoint(struct hl_client *c)
 {
@@ -340,7 +355,16 @@ claim_endpoint(struct hl_client *c)
 		/* Right after the CAS: from now on the prune pass can tell a
 		 * dead claimer (pid reused) from a live one (hl_w_prune()). */
 		atomic_store_explicit(&cl->start_time, me, memory_order_relaxed);
-		int rc = hl__seg_map_own_block(&c->seg, e);
+		int rc = positions_usable(&c->seg, e) ? hl__seg_map_own_block(&c->seg, e) : 1;
+		if (rc == 1) {
+			/* Damage the worker has not repaired yet (it does so
+			 * holding the claim, so not while we hold it): the worker
+			 * would ban us for requests at such a position. Give it
+			 * back and try the next one. */
+			atomic_store_explicit(&cl->start_time, 0, memory_order_relaxed);
+			atomic_store_explicit(&cl->word, w, memory_order_release);
+			continue;
+		}
 		if (rc) {
 			/* Give it back as we found it: start time 0, then the
 			 * word (the worker's prune pass relies on a free claim

@@ -659,7 +659,10 @@ _Static_assert(sizeof(struct hl_shm_observer) == 64, "observer is one line");
  * high 32. pid 0 = free. A client claims with CAS {0,g} -> {pid,g+1}; the
  * worker frees with a store of {0,g} once the endpoint is cleaned up. gen 0
  * is never an incarnation: {pid,0} is a banned endpoint held by the worker
- * until that process exits (quarantine, daemon/worker/endpoint.c). */
+ * until that process exits (quarantine, daemon/worker/endpoint.c). The
+ * worker also holds a free claim {0,g} as {its own pid,g}, briefly, while
+ * it repairs damaged ring positions of that endpoint (hl_w_ep_fix_free()):
+ * a client copies them when it claims, so they must not change under it. */
 #define HL_CLAIM_PID(w)    ((uint32_t)((w)&0xffffffffu))
 #define HL_CLAIM_GEN(w)    ((uint32_t)((w) >> 32))
 #define HL_CLAIM(pid, gen) (((uint64_t)(gen) << 32) | (uint64_t)(pid))

@@ -117,10 +117,12 @@ test_random_bytes_in_each_region_are_repaired_and_served(void **state)
 			if (rc == 0) {
 				/* New work goes through whatever the damage was. */
 				hl_observer_id id;
-				assert_int_equal(hl_observe(c, "fresh", 5, 0, &id), 0);
-				assert_int_equal(hl_publish(c, "fresh", 5, "ok", 2, NULL, 0), 0);
 				struct hl_event ev;
-				assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+				if ((rc = hl_observe(c, "fresh", 5, 0, &id)) != 0 ||
+				    (rc = hl_publish(c, "fresh", 5, "ok", 2, NULL, 0)) != 0 ||
+				    (rc = hl_next(c, &ev, hl_t_ms(5000))) != 0)
+					fail_msg("%s damaged (round %d): %s", r[i].what, round,
+					         hl_err_name(rc));
 				assert_int_equal(ev.new_len, 2);
 				for (int k = 0; k < 32; k++) {
 					char key[8], buf[128];
@@ -207,12 +209,105 @@ test_damaged_header_identity_is_refused_with_its_reason(void **state)
 	}
 }
 
+/* Observe, publish and see the event through client C: it is served. */
+static void
+served(struct hl_client *c, const char *key)
+{
+	hl_observer_id id;
+	struct hl_event ev;
+	size_t kl = strlen(key);
+	assert_int_equal(hl_observe(c, key, kl, 0, &id), 0);
+	assert_int_equal(hl_publish(c, key, kl, "ok", 2, NULL, 0), 0);
+	assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+	assert_int_equal(ev.new_len, 2);
+}
+
+static uint64_t
+positions_or(const struct hl_seg *s, uint32_t ep)
+{
+	uint64_t v = 0;
+	for (uint32_t sh = 0; sh < s->h->shards; sh++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(s, ep, sh);
+		v |= atomic_load(&ws->req_tail) | atomic_load(&ws->ev_head) |
+		     atomic_load(&ws->intent_pos) | atomic_load(&ws->result_pos);
+	}
+	return v;
+}
+
+/* A new client starts its rings at the worker's positions of the endpoint
+ * it claims. Damaged ones (a segment damaged at rest) are repaired by the
+ * worker under the claim, below the endpoints' high-water mark by recovery
+ * and above it by a sweep after recovery; a client that claims before the
+ * repair passes over an endpoint whose positions are impossible rather than
+ * be banned for requests written there. */
+static void
+test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, caps);
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	/* Endpoints 0 and 1 used and freed: the mark is 2. */
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC);
+	struct hl_client *b = hl_t_open(name, HL_OPEN_SYNC);
+	served(a, "a1");
+	hl_close(a);
+	hl_close(b);
+	for (int waited = 0; HL_CLAIM_PID(atomic_load(&hl__claim(&s, 0)->word)) ||
+	                     HL_CLAIM_PID(atomic_load(&hl__claim(&s, 1)->word));
+	     waited += 10) {
+		assert_true(waited < hl_t_ms(5000));
+		hl_t_sleep_ms(10);
+	}
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	assert_int_equal(s.h->eps_hwm, 2);
+	atomic_store(&hl__epw_shard(&s, 0, 0)->req_tail, 0x1003); /* impossible */
+	atomic_store(&hl__epw_shard(&s, 2, 1)->ev_head, 0x2000);  /* never written */
+	atomic_store(&hl__epw_shard(&s, 3, 0)->req_tail, 0x77);   /* both */
+	atomic_store(&hl__epw_shard(&s, 3, 1)->result_pos, 0x41);
+	/* No worker runs: this client claims before any repair. */
+	a = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, 0)->word)), 0);
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, 1)->word)), (uint32_t)getpid());
+	w = hl_t_worker_startv(name, caps);
+	served(a, "a2");
+	/* Recovery repaired endpoint 0, the sweep 2 and 3 (above the mark). */
+	int waited = 0;
+	while ((positions_or(&s, 0) & 7u) || positions_or(&s, 2) || positions_or(&s, 3)) {
+		assert_true(waited < hl_t_ms(5000));
+		hl_t_sleep_ms(10);
+		waited += 10;
+	}
+	b = hl_t_open(name, HL_OPEN_SYNC);
+	struct hl_client *c = hl_t_open(name, HL_OPEN_SYNC);
+	struct hl_client *d = hl_t_open(name, HL_OPEN_SYNC);
+	served(b, "b");
+	served(c, "c");
+	served(d, "d");
+	for (uint32_t ep = 0; ep < 4; ep++)
+		assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, ep)->word)),
+		                 (uint32_t)getpid());
+	hl_close(a);
+	hl_close(b);
+	hl_close(c);
+	hl_close(d);
+	hl__seg_unmap(&s);
+	close(fd);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_damaged_header_identity_is_refused_with_its_reason),
 		cmocka_unit_test(test_random_bytes_in_each_region_are_repaired_and_served),
+		cmocka_unit_test(
+		        test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client),
 	};
 	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
 }

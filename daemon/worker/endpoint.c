@@ -510,31 +510,112 @@ hl_w_ep_signoff(struct hl_shard *sh, uint32_t ep)
 	free_wake(w, ep);
 }
 
+/* Every ring position of EP back to 0: no record may name an old one. */
+static void
+reset_positions(struct hl_worker *w, uint32_t ep)
+{
+	for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
+		atomic_store_explicit(&ws->req_tail, 0, memory_order_relaxed);
+		atomic_store_explicit(&ws->ev_head, 0, memory_order_relaxed);
+		atomic_store_explicit(&ws->intent_pos, 0, memory_order_relaxed);
+		atomic_store_explicit(&ws->done_pos, 0, memory_order_relaxed);
+		atomic_store_explicit(&ws->result_pos, 0, memory_order_relaxed);
+		atomic_store_explicit(&ws->err_pos, 0, memory_order_relaxed);
+	}
+}
+
 /* The next client of a free endpoint starts its rings at the worker's
  * positions (req_tail, ev_head). They are always multiples of 8; anything
- * else is damage that client would be banned for: start over at 0 then.
- * Call only while no client holds EP. Returns 1 when it repaired. */
+ * else is damage that client would be banned for. FRESH: EP is above the
+ * high-water mark, whose lines were never written, so any position but 0
+ * is damage (an aligned one would serve, but a stale intent_pos or
+ * result_pos could one day name a real request). */
+static int
+positions_bad(struct hl_worker *w, uint32_t ep, int fresh)
+{
+	for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
+		struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
+		uint64_t t = LD_RLX(&ws->req_tail), hd = LD_RLX(&ws->ev_head);
+		if ((t | hd) & 7u)
+			return 1;
+		if (fresh && (t | hd | LD_RLX(&ws->intent_pos) | LD_RLX(&ws->done_pos) |
+		              LD_RLX(&ws->result_pos) | LD_RLX(&ws->err_pos)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Start impossible positions over at 0. Call only while no client can
+ * claim EP: its old client still holds the claim (free_locked()). Returns
+ * 1 when it repaired. */
 int
 hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep)
 {
-	int bad = 0;
-	for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
-		struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
-		if ((LD_RLX(&ws->req_tail) | LD_RLX(&ws->ev_head)) & 7u)
-			bad = 1;
-	}
-	if (bad)
-		for (uint32_t sh = 0; sh < w->seg.h->shards; sh++) {
-			struct hl_shm_epw_shard *ws = hl__epw_shard(&w->seg, ep, sh);
-			atomic_store_explicit(&ws->req_tail, 0, memory_order_relaxed);
-			atomic_store_explicit(&ws->ev_head, 0, memory_order_relaxed);
-			/* Positions start again: no record may name one. */
-			atomic_store_explicit(&ws->intent_pos, 0, memory_order_relaxed);
-			atomic_store_explicit(&ws->done_pos, 0, memory_order_relaxed);
-			atomic_store_explicit(&ws->result_pos, 0, memory_order_relaxed);
-			atomic_store_explicit(&ws->err_pos, 0, memory_order_relaxed);
-		}
-	return bad;
+	if (!positions_bad(w, ep, 0))
+		return 0;
+	reset_positions(w, ep);
+	return 1;
+}
+
+/* The same for a free endpoint clients may claim at any moment (recovery,
+ * the sweep after it): done while we hold its claim, so that no client
+ * copies positions half-way through the repair. A CAS {0, g} -> {our pid,
+ * g} keeps clients out (they claim only a word with pid 0); e->mu keeps
+ * our own adopters out (a shard thread woken by a stray doorbell bit
+ * would find {our pid, g} with `ready` == g). Our start time goes into
+ * the claim while we hold it: if we die there, the next worker's prune
+ * pass finds a claimer gone and frees it (hl_w_prune()). A client that
+ * claimed first keeps the positions as they are: it checks them and
+ * moves on to another endpoint when they are impossible (lib/client.c,
+ * claim_endpoint()). Returns 1 when it repaired. */
+int
+hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh)
+{
+	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
+	struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
+	struct hl_ep *e = &w->eps[ep];
+	int fixed = 0;
+	hl_w_lock(&e->mu, HL_W_RANK_EP);
+	/* Under e->mu the mark cannot pass EP: adoption raises it there. */
+	if (fresh && ep < hl_w_eps_hwm(w))
+		goto out;
+	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
+	uint32_t st = LD_RLX(&pw->state);
+	if (HL_CLAIM_PID(word) != 0 || e->gen != 0 || (!fresh && st != HL_EP_FREE))
+		goto out;
+	if (!positions_bad(w, ep, fresh) && st == HL_EP_FREE)
+		goto out;
+	pid_t me = getpid();
+	uint64_t hold = HL_CLAIM((uint32_t)me, HL_CLAIM_GEN(word));
+	if (!atomic_compare_exchange_strong_explicit(&cl->word, &word, hold, memory_order_acq_rel,
+	                                             memory_order_relaxed))
+		goto out;
+	atomic_store_explicit(&cl->start_time, hl__proc_start_time(me), memory_order_relaxed);
+	reset_positions(w, ep);
+	/* Above the mark the state was never written either: FREE. */
+	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_relaxed);
+	atomic_store_explicit(&cl->start_time, 0, memory_order_relaxed);
+	/* Release: a client whose CAS takes this word sees the repair. */
+	atomic_store_explicit(&cl->word, word, memory_order_release);
+	fixed = 1;
+out:
+	hl_w_unlock(&e->mu, HL_W_RANK_EP);
+	return fixed;
+}
+
+/* Endpoints above the high-water mark are FREE with every position 0 by
+ * definition (layout.h, eps_hwm), so recovery does not read them. Damage
+ * there (a stray write, a segment damaged at rest) would otherwise be
+ * handed to the next client that claims the endpoint, which the worker
+ * then bans. One pass after recovery, off the publish path. */
+uint32_t
+hl_w_ep_sweep_fresh(struct hl_worker *w)
+{
+	uint32_t n = 0;
+	for (uint32_t ep = hl_w_eps_hwm(w); ep < w->seg.h->max_endpoints; ep++)
+		n += (uint32_t)hl_w_ep_fix_free(w, ep, 1);
+	return n;
 }
 
 void

@@ -47,6 +47,11 @@ void hl_w_ep_add_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
 void hl_w_ep_del_obs(struct hl_worker *w, uint32_t ep, uint32_t slot);
 int hl_w_ep_build_lists(struct hl_worker *w, const uint32_t *ep1, uint64_t *total);
 int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
+/* Repair a free endpoint's positions while holding its claim (clients may
+ * claim at any moment); FRESH: EP is above the high-water mark. 1 = done. */
+int hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh);
+/* hl_w_ep_fix_free() on every endpoint above the mark; returns how many. */
+uint32_t hl_w_ep_sweep_fresh(struct hl_worker *w);
 /* Shard SH drained EP's ring after a kill: the last shard frees it (or
  * quarantines a banned one). */
 void hl_w_ep_signoff(struct hl_shard *sh, uint32_t ep);

@@ -347,6 +347,11 @@ hl_w_monitor_recover(struct hl_worker *w)
 	hl_w_prune(w);
 	hl_w_upgrade_step("new", 3); /* recovered, not yet ready */
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
+	uint32_t swept = hl_w_ep_sweep_fresh(w);
+	if (swept)
+		hl__log_warn("%u endpoints above the high-water mark held damaged ring "
+		             "positions: reset",
+		             swept);
 	return 0;
 }
 

@@ -798,10 +798,8 @@ hl_w_recover_begin(struct hl_worker *w)
 			ST_RLX(&pw->state, HL_EP_DEAD);
 			st->acc.repairs++;
 		}
-		if (state == HL_EP_FREE &&
-		    HL_CLAIM_PID(LD_RLX(&hl__claim(&w->seg, ep)->word)) == 0) {
-			st->acc.repairs += (uint64_t)hl_w_ep_fix_positions(w, ep);
-		}
+		if (state == HL_EP_FREE) /* a client may claim it meanwhile */
+			st->acc.repairs += (uint64_t)hl_w_ep_fix_free(w, ep, 0);
 		if (state == HL_EP_FREE)
 			continue;
 		e->gen = LD_RLX(&pw->gen);
