@@ -56,7 +56,11 @@ send_type(struct hl_keeper *k, int slot, enum hl_msg_type type, int32_t code, ui
 	hl__msg_init(&m, type);
 	m.code = code;
 	m.epoch = epoch;
-	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
+	/* Cut to the message's text field (a bounded copy: snprintf's "%s"
+	 * drew -Wformat-truncation in release builds). */
+	size_t n = text ? strnlen(text, sizeof(m.text) - 1) : 0;
+	memcpy(m.text, text ? text : "", n);
+	m.text[n] = '\0';
 	hl__msg_send(c->fd, &m, -1);
 }
 
