@@ -365,9 +365,10 @@ struct hl_shm_header {
 	 * that adopts an endpoint before it writes the endpoint's lines
 	 * (hl_w_ep_adopt(), and recovery's adoption of orphans), so a crash
 	 * between the two leaves a mark above untouched lines, never written
-	 * lines above the mark. Never lowered. Readers: the worker (acquire,
-	 * clamped to max_endpoints); clients do not use it (a claim above the
-	 * mark is simply not adopted yet). */
+	 * lines above the mark. Never lowered; when it jumps over endpoints,
+	 * the worker's monitor vets those (their lines were never adopted).
+	 * Readers: the worker (acquire, clamped to max_endpoints); clients do
+	 * not use it (a claim above the mark is simply not adopted yet). */
 	_Atomic uint32_t eps_hwm;
 	uint32_t eps_hwm_pad;
 

@@ -300,6 +300,49 @@ test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client(void **st
 	hl_t_unlink(name);
 }
 
+/* A client that skips a damaged free endpoint claims the next one, and
+ * its adoption raises the endpoints' high-water mark over the damaged one:
+ * below the mark, neither the sweep nor a client takes its lines for
+ * fresh any more. The monitor vets what the mark passed over, so the next
+ * client gets that endpoint clean (without the vetting it is skipped
+ * forever, and with a damaged state but possible positions, its client is
+ * refused as if it had misbehaved). */
+static void
+test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	pid_t w = hl_t_worker_startv(name, caps);
+	int fd;
+	struct hl_seg s;
+	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
+	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	assert_int_equal(atomic_load(&s.h->eps_hwm), 0);
+	/* After the worker's one sweep: endpoint 0 damaged above the mark. */
+	atomic_store(&hl__epw(&s, 0)->state, 0x5a5a5a5au);
+	atomic_store(&hl__epw_shard(&s, 0, 0)->req_tail, 0x1003);
+	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, 0)->word)), 0);
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, 1)->word)), (uint32_t)getpid());
+	served(a, "a"); /* adopted: the mark is 2 */
+	assert_int_equal(atomic_load(&s.h->eps_hwm), 2);
+	int waited = 0;
+	while (atomic_load(&hl__epw(&s, 0)->state) != HL_EP_FREE || positions_or(&s, 0)) {
+		assert_true(waited < hl_t_ms(5000));
+		hl_t_sleep_ms(10);
+		waited += 10;
+	}
+	struct hl_client *b = hl_t_open(name, HL_OPEN_SYNC);
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, 0)->word)), (uint32_t)getpid());
+	served(b, "b");
+	hl_close(a);
+	hl_close(b);
+	hl__seg_unmap(&s);
+	close(fd);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 int
 main(void)
 {
@@ -308,6 +351,8 @@ main(void)
 		cmocka_unit_test(test_random_bytes_in_each_region_are_repaired_and_served),
 		cmocka_unit_test(
 		        test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client),
+		cmocka_unit_test(
+		        test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it),
 	};
 	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
 }

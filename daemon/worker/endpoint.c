@@ -176,6 +176,12 @@ hl_w_ep_mark(struct hl_worker *w, uint32_t ep)
 	while (cur <= ep && !atomic_compare_exchange_weak_explicit(
 	                            m, &cur, ep + 1, memory_order_relaxed, memory_order_relaxed))
 		;
+	/* Passed over endpoints nobody vetted (a client skipped a damaged
+	 * one, an orphan recovery adopted): they are below the mark now, where
+	 * recovery and the sweep no longer take their lines for fresh. The
+	 * monitor vets them (hl_w_ep_vet_gap()). */
+	if (cur < ep) /* the CAS took CUR to EP + 1 */
+		hl_w_monitor_wake(w);
 	/* The mark before any store to EP's lines: a crash in between leaves
 	 * the mark above lines still zero, never written lines above it. */
 	atomic_thread_fence(memory_order_release);
@@ -582,7 +588,10 @@ hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh)
 		goto out;
 	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
 	uint32_t st = LD_RLX(&pw->state);
-	if (HL_CLAIM_PID(word) != 0 || e->gen != 0 || (!fresh && st != HL_EP_FREE))
+	/* In use: claimed, adopted (dead or quarantined ones too), or holding
+	 * observers (an orphan recovery adopted, whatever its gen). Free and
+	 * not adopted, a state other than FREE was never ours: damage. */
+	if (HL_CLAIM_PID(word) != 0 || e->gen != 0 || e->nobs != 0)
 		goto out;
 	if (!positions_bad(w, ep, fresh) && st == HL_EP_FREE)
 		goto out;
@@ -593,7 +602,7 @@ hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh)
 		goto out;
 	atomic_store_explicit(&cl->start_time, hl__proc_start_time(me), memory_order_relaxed);
 	reset_positions(w, ep);
-	/* Above the mark the state was never written either: FREE. */
+	/* Never adopted since it was last free: FREE. */
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_relaxed);
 	atomic_store_explicit(&cl->start_time, 0, memory_order_relaxed);
 	/* Release: a client whose CAS takes this word sees the repair. */
@@ -609,6 +618,18 @@ out:
  * there (a stray write, a segment damaged at rest) would otherwise be
  * handed to the next client that claims the endpoint, which the worker
  * then bans. One pass after recovery, off the publish path. */
+uint32_t
+hl_w_ep_vet_gap(struct hl_worker *w)
+{
+	uint32_t from = atomic_load_explicit(&w->ep_vetted, memory_order_relaxed);
+	uint32_t to = hl_w_eps_hwm(w), n = 0;
+	for (uint32_t ep = from; ep < to; ep++)
+		n += (uint32_t)hl_w_ep_fix_free(w, ep, 0);
+	if (to > from)
+		atomic_store_explicit(&w->ep_vetted, to, memory_order_relaxed);
+	return n;
+}
+
 uint32_t
 hl_w_ep_sweep_fresh(struct hl_worker *w)
 {

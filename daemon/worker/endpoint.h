@@ -50,6 +50,9 @@ int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
 /* Repair a free endpoint's positions while holding its claim (clients may
  * claim at any moment); FRESH: EP is above the high-water mark. 1 = done. */
 int hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh);
+/* Monitor: hl_w_ep_fix_free() on the endpoints the mark passed over since
+ * they were last vetted ([ep_vetted, mark)); returns how many it repaired. */
+uint32_t hl_w_ep_vet_gap(struct hl_worker *w);
 /* hl_w_ep_fix_free() on every endpoint above the mark; returns how many. */
 uint32_t hl_w_ep_sweep_fresh(struct hl_worker *w);
 /* Shard SH drained EP's ring after a kill: the last shard frees it (or

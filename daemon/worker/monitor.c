@@ -347,9 +347,11 @@ hl_w_monitor_recover(struct hl_worker *w)
 	hl_w_prune(w);
 	hl_w_upgrade_step("new", 3); /* recovered, not yet ready */
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
-	uint32_t swept = hl_w_ep_sweep_fresh(w);
+	/* The mark may have passed endpoints part 1 did not read (an orphan
+	 * adopted above it): vetted first, then those still above it. */
+	uint32_t swept = hl_w_ep_vet_gap(w) + hl_w_ep_sweep_fresh(w);
 	if (swept)
-		hl__log_warn("%u endpoints above the high-water mark held damaged ring "
+		hl__log_warn("%u free endpoints held a damaged state or damaged ring "
 		             "positions: reset",
 		             swept);
 	return 0;
@@ -422,6 +424,15 @@ monitor_main(void *arg)
 		if (hl__now_ns() >= next_prune) {
 			hl_w_prune(w);
 			next_prune = hl__now_ns() + (uint64_t)w->opt.prune_interval_ms * 1000000ull;
+		}
+		/* The mark passed endpoints nobody vetted (hl_w_ep_mark() woke
+		 * us): before a client claims one, if we are quick. */
+		if (atomic_load_explicit(&w->ep_vetted, memory_order_relaxed) < hl_w_eps_hwm(w)) {
+			uint32_t fixed = hl_w_ep_vet_gap(w);
+			if (fixed)
+				hl__log_warn("%u free endpoints the high-water mark passed held a "
+				             "damaged state or damaged ring positions: reset",
+				             fixed);
 		}
 		poll_unwatched(w);
 		watch_readers(w, hl__now_ns());

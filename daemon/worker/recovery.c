@@ -781,6 +781,7 @@ hl_w_recover_begin(struct hl_worker *w)
 	 * positions 0. Not reading those lines is most of this pass's cost
 	 * in a fresh process, a page fault per endpoint. */
 	const uint32_t ep_mark = st->ep_mark = rec_eps_mark(w);
+	atomic_store_explicit(&w->ep_vetted, ep_mark, memory_order_relaxed);
 	for (uint32_t ep = 0; ep < h->max_endpoints; ep++) {
 		struct hl_shm_epw *pw = hl__epw(&w->seg, ep);
 		struct hl_ep *e = &w->eps[ep];

@@ -252,6 +252,10 @@ struct hl_worker {
 	/* Endpoints the monitor must clean (bit per endpoint), set by
 	 * hl_w_ep_kill() (endpoint.c), taken by the monitor (monitor.c). */
 	_Atomic uint64_t *to_clean;
+	/* Endpoints below it had their lines read or written by a worker
+	 * (recovery's part 1 up to its mark, adoption) or vetted since the
+	 * mark passed them (hl_w_ep_vet_gap(), monitor only). */
+	_Atomic uint32_t ep_vetted;
 	_Atomic int pidfd_logged; /* hl_w_ep_poll_instead() logged once */
 	_Atomic int step;         /* apply-step counter for the crash hook (all shards) */
 	/* 1 from the start of recovery until its second part is done

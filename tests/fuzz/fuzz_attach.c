@@ -23,7 +23,7 @@
  * Claim words are forced to name no process: a live pid would make the
  * endpoint ACTIVE and open pidfds, which is the monitor thread's business,
  * not recovery's, and not reproducible. The worker's stderr log is muted
- * (--wrap=hl__logl).
+ * (--wrap=hl__logl) unless HL_FZ_LOG is set.
  */
 #include "fuzz_seg.h"
 #include "heirloom/heirloom.h"
@@ -38,7 +38,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-void __wrap_hl__logl(int level, const char *fmt, ...);
+void __wrap_hl__logl(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define CHECK(x)                                                                                   \
 	do {                                                                                       \
@@ -46,11 +46,22 @@ void __wrap_hl__logl(int level, const char *fmt, ...);
 			abort();                                                                   \
 	} while (0)
 
+/* Muted, but HL_FZ_LOG=1 prints it: replaying a finding with the
+ * worker's own account of what it repaired says which repair it was. */
 void
 __wrap_hl__logl(int level, const char *fmt, ...)
 {
-	(void)level;
-	(void)fmt;
+	static int on = -1;
+	if (on < 0)
+		on = getenv("HL_FZ_LOG") != NULL;
+	if (!on)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "[%d] ", level);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
 }
 
 /* ---- mode HEADER ---- */
