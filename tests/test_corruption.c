@@ -234,6 +234,26 @@ positions_or(const struct hl_seg *s, uint32_t ep)
 	return v;
 }
 
+/* A worker with the test's capacities, and the segment mapped writable
+ * (for damage and for looking at the worker's lines). */
+static pid_t
+start_mapped(const char *name, int *fd, struct hl_seg *s)
+{
+	pid_t w = hl_t_worker_startv(name, caps);
+	assert_int_equal(hl__seg_open_fd(name, 1, fd), 0);
+	assert_int_equal(hl__seg_map_rw(*fd, s), 0);
+	return w;
+}
+
+static void
+stop_unmapped(const char *name, pid_t w, int fd, struct hl_seg *s)
+{
+	hl__seg_unmap(s);
+	close(fd);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 /* A new client starts its rings at the worker's positions of the endpoint
  * it claims. Damaged ones (a segment damaged at rest) are repaired by the
  * worker under the claim, below the endpoints' high-water mark by recovery
@@ -245,11 +265,9 @@ test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client(void **st
 {
 	(void)state;
 	const char *name = hl_t_name();
-	pid_t w = hl_t_worker_startv(name, caps);
 	int fd;
 	struct hl_seg s;
-	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
-	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	pid_t w = start_mapped(name, &fd, &s);
 	/* Endpoints 0 and 1 used and freed: the mark is 2. */
 	struct hl_client *a = hl_t_open(name, HL_OPEN_SYNC);
 	struct hl_client *b = hl_t_open(name, HL_OPEN_SYNC);
@@ -294,10 +312,7 @@ test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client(void **st
 	hl_close(b);
 	hl_close(c);
 	hl_close(d);
-	hl__seg_unmap(&s);
-	close(fd);
-	assert_int_equal(hl_t_worker_stop(w), 0);
-	hl_t_unlink(name);
+	stop_unmapped(name, w, fd, &s);
 }
 
 /* A client that skips a damaged free endpoint claims the next one, and
@@ -312,11 +327,9 @@ test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it(void **s
 {
 	(void)state;
 	const char *name = hl_t_name();
-	pid_t w = hl_t_worker_startv(name, caps);
 	int fd;
 	struct hl_seg s;
-	assert_int_equal(hl__seg_open_fd(name, 1, &fd), 0);
-	assert_int_equal(hl__seg_map_rw(fd, &s), 0);
+	pid_t w = start_mapped(name, &fd, &s);
 	assert_int_equal(atomic_load(&s.h->eps_hwm), 0);
 	/* After the worker's one sweep: endpoint 0 damaged above the mark. */
 	atomic_store(&hl__epw(&s, 0)->state, 0x5a5a5a5au);
@@ -337,10 +350,7 @@ test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it(void **s
 	served(b, "b");
 	hl_close(a);
 	hl_close(b);
-	hl__seg_unmap(&s);
-	close(fd);
-	assert_int_equal(hl_t_worker_stop(w), 0);
-	hl_t_unlink(name);
+	stop_unmapped(name, w, fd, &s);
 }
 
 int

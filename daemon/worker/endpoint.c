@@ -613,11 +613,8 @@ out:
 	return fixed;
 }
 
-/* Endpoints above the high-water mark are FREE with every position 0 by
- * definition (layout.h, eps_hwm), so recovery does not read them. Damage
- * there (a stray write, a segment damaged at rest) would otherwise be
- * handed to the next client that claims the endpoint, which the worker
- * then bans. One pass after recovery, off the publish path. */
+/* Endpoints the mark jumped over were never read as fresh nor adopted:
+ * checked as any free endpoint below the mark is (monitor thread only). */
 uint32_t
 hl_w_ep_vet_gap(struct hl_worker *w)
 {
@@ -630,6 +627,11 @@ hl_w_ep_vet_gap(struct hl_worker *w)
 	return n;
 }
 
+/* Endpoints above the high-water mark are FREE with every position 0 by
+ * definition (layout.h, eps_hwm), so recovery does not read them. Damage
+ * there (a stray write, a segment damaged at rest) would otherwise be
+ * handed to the next client that claims the endpoint, which the worker
+ * then bans. One pass after recovery, off the publish path. */
 uint32_t
 hl_w_ep_sweep_fresh(struct hl_worker *w)
 {

@@ -324,6 +324,15 @@ nudge_progress(struct hl_worker *w, uint64_t now)
 	return shortest;
 }
 
+static void
+warn_reset(uint32_t n)
+{
+	if (n)
+		hl__log_warn("%u free endpoints held a damaged state or damaged ring "
+		             "positions: reset",
+		             n);
+}
+
 /*
  * Recovery's part 2 and what follows it, in this order, wherever it runs:
  * on the monitor thread while shard threads serve publishes (production),
@@ -349,11 +358,7 @@ hl_w_monitor_recover(struct hl_worker *w)
 	atomic_store_explicit(&w->seg.h->worker_ready, 1, memory_order_release);
 	/* The mark may have passed endpoints part 1 did not read (an orphan
 	 * adopted above it): vetted first, then those still above it. */
-	uint32_t swept = hl_w_ep_vet_gap(w) + hl_w_ep_sweep_fresh(w);
-	if (swept)
-		hl__log_warn("%u free endpoints held a damaged state or damaged ring "
-		             "positions: reset",
-		             swept);
+	warn_reset(hl_w_ep_vet_gap(w) + hl_w_ep_sweep_fresh(w));
 	return 0;
 }
 
@@ -427,13 +432,8 @@ monitor_main(void *arg)
 		}
 		/* The mark passed endpoints nobody vetted (hl_w_ep_mark() woke
 		 * us): before a client claims one, if we are quick. */
-		if (atomic_load_explicit(&w->ep_vetted, memory_order_relaxed) < hl_w_eps_hwm(w)) {
-			uint32_t fixed = hl_w_ep_vet_gap(w);
-			if (fixed)
-				hl__log_warn("%u free endpoints the high-water mark passed held a "
-				             "damaged state or damaged ring positions: reset",
-				             fixed);
-		}
+		if (atomic_load_explicit(&w->ep_vetted, memory_order_relaxed) < hl_w_eps_hwm(w))
+			warn_reset(hl_w_ep_vet_gap(w));
 		poll_unwatched(w);
 		watch_readers(w, hl__now_ns());
 		progress_ms = nudge_progress(w, hl__now_ns());
