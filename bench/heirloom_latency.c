@@ -62,9 +62,12 @@
 /* Burst: publishes not yet received by the slowest observer process. Below
  * what one event ring holds (256 KiB / ~120 B records), so a fast publisher
  * measures delivery, not dropped events (bl_redis keeps 1024 too). */
-#define WINDOW    1024u
-#define STOP_SEQ  UINT64_MAX
-#define MAX_PROCS 64
+#define WINDOW 1024u
+/* Burst: publishes per look at the clock and the board, and events an
+ * observer counts before it posts its count (bl_futex_ring's BURST_BATCH). */
+#define BURST_BATCH 64u
+#define STOP_SEQ    UINT64_MAX
+#define MAX_PROCS   64
 
 /* What one scenario row runs: indexed by bench_scenario.param. */
 struct variant {
@@ -127,9 +130,13 @@ struct msg {
 	uint64_t pad;
 };
 
+/* An observer process. BURST: count events only, as bl_futex_ring's
+ * consumer does in a burst (no receive time, no ack), and post the count
+ * when the rings run dry or every BURST_BATCH events, as that consumer
+ * posts its tail once per batch it finds. */
 static int
 observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, struct shared *sh,
-              const char *key, uint64_t hard_ns)
+              const char *key, int burst, uint64_t hard_ns)
 {
 	struct hl_client *c;
 	int rc = hlb_open(0, stats_now_ns() + 10 * BENCH_NS_PER_S, &c);
@@ -152,7 +159,12 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 	unsigned idle = 0;
 	for (;;) {
 		struct hl_event ev;
-		rc = hl_next(c, &ev, v->poll ? 0 : OBS_POLL_MS);
+		rc = burst ? hl_next(c, &ev, 0) : -EAGAIN;
+		if (rc == -EAGAIN) {
+			/* Dry (or not a burst): the count is posted before a wait. */
+			atomic_store_explicit(&b->slot[idx].count, count, memory_order_relaxed);
+			rc = hl_next(c, &ev, v->poll ? 0 : OBS_POLL_MS);
+		}
 		if (rc == -EAGAIN || rc == -ETIMEDOUT) {
 			/* A poller gives the core away now and then, as
 			 * ring-spin does: on 2 cores the worker may need it. */
@@ -167,7 +179,7 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 		}
 		if (rc < 0)
 			return 13;
-		uint64_t now = stats_now_ns();
+		uint64_t now = burst ? 0 : stats_now_ns();
 		if (ev.type == HL_EV_LAGGED) {
 			atomic_fetch_add_explicit(&sh->lagged, ev.lagged, memory_order_relaxed);
 			continue;
@@ -179,6 +191,12 @@ observer_main(const struct variant *v, uint32_t idx, struct bench_board *b, stru
 		if (m.seq == STOP_SEQ)
 			break;
 		count++;
+		if (burst) {
+			if (count % BURST_BATCH == 0)
+				atomic_store_explicit(&b->slot[idx].count, count,
+				                      memory_order_relaxed);
+			continue;
+		}
 		atomic_store_explicit(&b->slot[idx].count, count, memory_order_relaxed);
 		if (++got == v->per_proc) {
 			got = 0;
@@ -236,16 +254,22 @@ run_burst(const struct variant *v, const struct bench_opts *o, const char *key,
 	bench_rate_start(&rm, RATE_WINDOW_NS, 0);
 	bench_rate_start(&re, RATE_WINDOW_NS, 0);
 	bench_cpu_begin(out);
+	/* A batched record is ~8 B an observer bigger: fewer fit. */
+	const uint64_t window = v->per_proc > 1 ? WINDOW / 4 : WINDOW;
 	while (err == 0) {
 		uint64_t now = stats_now_ns();
 		if (now > deadline)
 			break;
 		/* Per-process counts are events: per_proc of them a message. */
 		uint64_t done = min_count(b) / v->per_proc;
-		/* A batched record is ~8 B an observer bigger: fewer fit. */
-		if (sent - done < (v->per_proc > 1 ? WINDOW / 4 : WINDOW)) {
-			err = publish(key, (*seq)++);
-			sent++;
+		/* Up to BURST_BATCH publishes per look at the clock and the
+		 * board, as bl_futex_ring's producer pushes a batch per look. */
+		uint64_t room = window - (sent - done < window ? sent - done : window);
+		if (room) {
+			for (uint64_t k = 0; k < room && k < BURST_BATCH && err == 0; k++) {
+				err = publish(key, (*seq)++);
+				sent++;
+			}
 		} else if (++spins % 64 == 0) {
 			/* 2 cores: the worker or an observer may need ours. */
 			sched_yield();
@@ -310,7 +334,7 @@ run_rep(const struct bench_scenario *sc, const struct bench_opts *o, struct benc
 	for (uint32_t i = 0; i < v->procs; i++) {
 		pid_t pid = bench_fork();
 		if (pid == 0)
-			_exit(observer_main(v, i, b, sh, key, hard));
+			_exit(observer_main(v, i, b, sh, key, sc->burst, hard));
 		if (pid < 0) {
 			err = -errno;
 			goto out_kill;

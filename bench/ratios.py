@@ -41,6 +41,16 @@ for _fan in ("fanout8", "fanout64"):
 RATIOS += [
     ("burst heirloom / ring-futex msg/s (1->1 throughput)", ("burst", "heirloom", "p50", "msg/s"),
      ("burst", "ring-futex", "p50", "msg/s"), 1.0, False),
+    # Context for the throughput bar (no bar of their own): what the
+    # two-hop structure itself reaches against one hop, and heirloom
+    # against that structure, in rate and in CPU per delivered message.
+    ("burst relay-futex / ring-futex msg/s (two hops, no table)",
+     ("burst", "relay-futex", "p50", "msg/s"), ("burst", "ring-futex", "p50", "msg/s"), None,
+     False),
+    ("burst heirloom / relay-futex msg/s", ("burst", "heirloom", "p50", "msg/s"),
+     ("burst", "relay-futex", "p50", "msg/s"), None, False),
+    ("burst heirloom / relay-futex CPU", ("burst", "heirloom", "cpu_ns", "msg/s"),
+     ("burst", "relay-futex", "cpu_ns", "msg/s"), None, True),
     ("steady heirloom-busy / relay-spin p50 (busy mode)", _lat("steady", "heirloom-busy", "p50"),
      _lat("steady", "relay-spin", "p50"), 1.1, True),
     ("steady heirloom-busy / relay-spin CPU", _lat("steady", "heirloom-busy", "cpu_ns"),
@@ -109,6 +119,14 @@ def main():
         cpu = [value(r, (sc, v, "cpu_ns", "ns")) for r in runs]
         dmn = [value(r, (sc, v, "cpu_daemon_ns", "ns")) for r in runs]
         print(f"  {sc + '/' + v:<24} p50 {spread(p50, 1e3):<20} p99 {spread(p99, 1e3):<22} "
+              f"cpu {spread(cpu, 1e3):<20} daemons {spread(dmn, 1e3)}")
+    for v in ("ring-futex", "relay-futex", "uds", "redis", "heirloom", "heirloom-spin0"):
+        rate = [value(r, ("burst", v, "p50", "msg/s")) for r in runs]
+        if all(x is None for x in rate):
+            continue
+        cpu = [value(r, ("burst", v, "cpu_ns", "msg/s")) for r in runs]
+        dmn = [value(r, ("burst", v, "cpu_daemon_ns", "msg/s")) for r in runs]
+        print(f"  {'burst/' + v:<24} {spread(rate, 1e6, ' M msg/s'):<36} "
               f"cpu {spread(cpu, 1e3):<20} daemons {spread(dmn, 1e3)}")
     for v in ("heirloom", "heirloom-spin0", "heirloom-busy"):
         idle = [value(r, ("idle", v, "p50", "ppm")) for r in runs]
