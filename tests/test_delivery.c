@@ -223,6 +223,8 @@ test_publish_of_prefix_empty_or_extension_notifies(void **state)
 			continue;
 		}
 		assert_int_equal(hl_next(c, &ev, hl_t_ms(5000)), 0);
+		fprintf(stderr, "DBG type %d rev %llu lagged %llu\n", (int)ev.type,
+		        (unsigned long long)ev.revision, (unsigned long long)ev.lagged);
 		assert_int_equal(ev.type, HL_EV_PUT);
 		assert_true(ev.has_new);
 		assert_int_equal(ev.new_len, strlen(vals[i]));
@@ -452,6 +454,84 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	hl_t_unlink(name);
 }
 
+/* Publish N values "r<round>-<i>" to KEY and wait until all are applied. */
+static void
+publish_round(struct hl_client *pub, int round, int n)
+{
+	for (int i = 1; i <= n; i++) {
+		char v[32];
+		int len = snprintf(v, sizeof(v), "r%d-%d", round, i);
+		int rc;
+		while ((rc = hl_publish(pub, KEY, strlen(KEY), v, (size_t)len, NULL, 0)) == -EAGAIN)
+			usleep(100);
+		assert_int_equal(rc, 0);
+	}
+	assert_int_equal(hl_flush(pub, hl_t_ms(30000)), 0);
+}
+
+/* Three losses the history cannot cover, one after the other, for one
+ * prefix observer (which has no RESYNC: after a LAGGED it goes on from
+ * the history's oldest record): each LAGGED counts only the events dropped
+ * since the one before, never an earlier loss again (the client remembers
+ * which of its observer's drops it reported). */
+static void
+test_each_loss_past_the_history_counts_only_its_own_drops(void **state)
+{
+	(void)state;
+	enum { PER_ROUND = 2000 };
+	const char *name = hl_t_name();
+	/* The ring (64 KiB) holds a few hundred of these events and the
+	 * history (16 KiB) fewer: most of each round is lost. */
+	const char *const args[] = {
+		"--max-keys", "1024",    "--max-observers", "1024",  "--max-endpoints", "16",
+		"--heap",     "1048576", "--ev-ring",       "65536", "--history",       "16384",
+		NULL
+	};
+	pid_t w = hl_t_worker_startv(name, args);
+	struct hl_client *c = hl_t_open(name, 0), *pub = hl_t_open(name, 0);
+	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
+	hl_observer_id id;
+	assert_int_equal(hl_observe_with(c, "count", 5, &po, &id), 0);
+	uint64_t rev = 0, dropped = 0;
+	for (int round = 1; round <= 3; round++) {
+		publish_round(pub, round, PER_ROUND);
+		struct hl_stats st;
+		assert_int_equal(hl_stats(pub, &st), 0);
+		uint64_t drops = st.lagged_drops - dropped, lagged = 0, nlagged = 0;
+		dropped = st.lagged_drops;
+		struct hl_event ev;
+		char final[32] = "";
+		int rc;
+		while ((rc = hl_next(c, &ev, hl_t_ms(300))) == 0) {
+			assert_true(ev.revision >= rev);
+			rev = ev.revision;
+			if (ev.type == HL_EV_LAGGED) {
+				lagged += ev.lagged;
+				nlagged++;
+			} else {
+				assert_int_equal(ev.type, HL_EV_PUT);
+				snprintf(final, sizeof(final), "%.*s", (int)ev.new_len,
+				         (const char *)ev.new_value);
+			}
+		}
+		assert_int_equal(rc, -ETIMEDOUT);
+		char want[32];
+		snprintf(want, sizeof(want), "r%d-%d", round, PER_ROUND);
+		assert_string_equal(final, want);
+		/* Lost, and said so; a loss with no new drop (one only the
+		 * history had) counts 1. */
+		if (drops == 0 || nlagged == 0 || lagged < drops || lagged > drops + nlagged)
+			fail_msg("round %d: %llu LAGGED events counted %llu lost, the worker "
+			         "dropped %llu",
+			         round, (unsigned long long)nlagged, (unsigned long long)lagged,
+			         (unsigned long long)drops);
+	}
+	hl_close(pub);
+	hl_close(c);
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	hl_t_unlink(name);
+}
+
 static void
 test_unobserve_of_another_process_is_eperm(void **state)
 {
@@ -634,6 +714,7 @@ main(void)
 		cmocka_unit_test(test_unobserve_of_another_process_is_eperm),
 		cmocka_unit_test(test_unobserve_of_own_observer_takes_effect_without_the_worker),
 		cmocka_unit_test(test_slow_observer_lags_then_resyncs_to_latest),
+		cmocka_unit_test(test_each_loss_past_the_history_counts_only_its_own_drops),
 		cmocka_unit_test(test_every_observer_gets_every_revision_in_order),
 		cmocka_unit_test(
 		        test_observers_asleep_are_woken_by_the_worker_not_by_their_wait_cap),
