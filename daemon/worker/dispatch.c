@@ -645,6 +645,7 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 	uint64_t val = LD_RLX(&k->val);
 	uint64_t rev = LD_RLX(&k->rev);
 	uint64_t t0 = hl__now_ns();
+	hl_w_wake_clock(sh, t0);
 	struct dispatch_src d = { .sys = 0 };
 	if (val & HL_VAL_DELETED) {
 		uint64_t old = val & ~(uint64_t)HL_VAL_DELETED;
@@ -683,7 +684,8 @@ hl_w_dispatch_pending(struct hl_shard *sh, uint32_t idx)
 			                      memory_order_relaxed);
 		}
 	}
-	uint64_t dt = hl__now_ns() - t0;
+	uint64_t t1 = hl__now_ns(), dt = t1 - t0;
+	hl_w_wake_clock(sh, t1);
 	if (!d.sys) {
 		atomic_fetch_add_explicit(&sh->c->dispatch_hist[hist_bucket(dt)], 1,
 		                          memory_order_relaxed);

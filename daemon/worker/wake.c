@@ -165,7 +165,7 @@ hl_w_wake_soon(struct hl_shard *sh, uint32_t ep)
 	if (wk->n == HL_W_WAKE_DEFER_MAX)
 		hl_w_wake_flush(sh);
 	if (wk->n == 0)
-		wk->since = hl__now_ns();
+		wk->since = wk->now ? wk->now : hl__now_ns(); /* no later than now */
 	wk->eps[wk->n++] = ep;
 }
 
@@ -173,13 +173,19 @@ void
 hl_w_wake_defer_begin(struct hl_shard *sh, int on)
 {
 	sh->wk.active = on;
+	sh->wk.now = 0;
 }
 
 void
 hl_w_wake_defer_end(struct hl_shard *sh)
 {
 	sh->wk.active = 0;
-	if (sh->wk.n && hl__now_ns() - sh->wk.since >= WAKE_DEFER_NS)
+	if (!sh->wk.n)
+		return;
+	/* The dispatch's end, a few hundred ns ago at most: a wake-up waits
+	 * WAKE_DEFER_NS and that much more. */
+	uint64_t now = sh->wk.now ? sh->wk.now : hl__now_ns();
+	if (now - sh->wk.since >= WAKE_DEFER_NS)
 		hl_w_wake_flush(sh);
 }
 

@@ -18,6 +18,12 @@ void hl_w_wake_soon(struct hl_shard *sh, uint32_t ep);
 /* Around one dispatch in hl_w_apply(): defer its wake-ups if ON; the end
  * sends them if the oldest waited WAKE_DEFER_NS. Shard thread only. */
 void hl_w_wake_defer_begin(struct hl_shard *sh, int on);
+/* The dispatch in progress read the clock: NOW (hl__now_ns()). */
+static inline void
+hl_w_wake_clock(struct hl_shard *sh, uint64_t now)
+{
+	sh->wk.now = now;
+}
 void hl_w_wake_defer_end(struct hl_shard *sh);
 /* Send every wake-up SH deferred. Every run of requests that applied
  * anything must end in this call (shard.c, drain()). */

@@ -80,7 +80,12 @@ struct hl_fan {
 struct hl_wake_defer {
 	int active;     /* inside hl_w_apply() for a client's request */
 	uint32_t n;     /* endpoints in eps[] */
-	uint64_t since; /* hl__now_ns() when eps[0] was deferred */
+	uint64_t since; /* the clock when eps[0] was deferred (at the latest) */
+	/* The clock as the dispatch in progress last read it (its start and
+	 * its end, for its latency: hl_w_wake_clock()), 0 = not read since
+	 * hl_w_wake_defer_begin(). The deferral reuses it rather than read
+	 * the clock a third time per dispatch. */
+	uint64_t now;
 	uint32_t eps[HL_W_WAKE_DEFER_MAX];
 };
 
