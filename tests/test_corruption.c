@@ -353,6 +353,82 @@ test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it(void **s
 	stop_unmapped(name, w, fd, &s);
 }
 
+/* An observer whose slot names an endpoint nobody ever claimed (damage:
+ * above the endpoints' mark, claim {0, 0}) is found by recovery as an
+ * orphan: the worker holds the endpoint's claim while it cleans it, then
+ * frees it, and the next clients get every endpoint. */
+static void
+test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed(void **state)
+{
+	(void)state;
+	const char *name = hl_t_name();
+	int fd;
+	struct hl_seg s;
+	pid_t w = start_mapped(name, &fd, &s);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t kid = hl_t_fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct hl_client *c = NULL;
+		hl_observer_id id;
+		if (hl_open(name, NULL, &c) || hl_observe(c, "orph", 4, 0, &id))
+			_exit(1);
+		if (write(p[1], "o", 1) != 1)
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	char b;
+	assert_int_equal(read(p[0], &b, 1), 1);
+	/* A clean stop keeps the endpoint and its observer; then its process
+	 * goes too. */
+	assert_int_equal(hl_t_worker_stop(w), 0);
+	kill(kid, SIGKILL);
+	hl_t_wait_exit(kid, hl_t_ms(5000));
+	assert_int_equal(s.h->eps_hwm, 1);
+	const uint32_t orphan_ep = 5;
+	assert_int_equal(atomic_load(&hl__claim(&s, orphan_ep)->word), 0);
+	uint32_t found = 0;
+	for (uint32_t slot = 1; slot <= s.h->max_observers; slot++) {
+		struct hl_shm_observer *o = hl__obs(&s, slot);
+		if (atomic_load(&o->id) && o->endpoint == 0) {
+			o->endpoint = orphan_ep;
+			found++;
+		}
+	}
+	assert_int_equal(found, 1);
+	w = hl_t_worker_startv(name, caps);
+	int waited = 0;
+	while (atomic_load(&hl__epw(&s, orphan_ep)->state) != HL_EP_FREE ||
+	       HL_CLAIM_PID(atomic_load(&hl__claim(&s, orphan_ep)->word)) != 0 ||
+	       atomic_load(&hl__epw(&s, 0)->state) != HL_EP_FREE) {
+		if (waited > hl_t_ms(5000))
+			fail_msg("endpoint %u: state %u, claim %#llx", orphan_ep,
+			         atomic_load(&hl__epw(&s, orphan_ep)->state),
+			         (unsigned long long)atomic_load(&hl__claim(&s, orphan_ep)->word));
+		hl_t_sleep_ms(10);
+		waited += 10;
+	}
+	/* Freed under the gen the worker held it with: the next claim of
+	 * it is a new incarnation. */
+	assert_int_equal(HL_CLAIM_GEN(atomic_load(&hl__claim(&s, orphan_ep)->word)), 1);
+	struct hl_client *c[8];
+	for (int i = 0; i < 8; i++) {
+		char k[8];
+		snprintf(k, sizeof(k), "c%d", i);
+		c[i] = hl_t_open(name, HL_OPEN_SYNC);
+		served(c[i], k);
+	}
+	assert_int_equal(HL_CLAIM_PID(atomic_load(&hl__claim(&s, orphan_ep)->word)),
+	                 (uint32_t)getpid());
+	for (int i = 0; i < 8; i++)
+		hl_close(c[i]);
+	close(p[0]);
+	close(p[1]);
+	stop_unmapped(name, w, fd, &s);
+}
+
 int
 main(void)
 {
@@ -363,6 +439,7 @@ main(void)
 		        test_damaged_positions_of_a_free_endpoint_are_never_handed_to_a_client),
 		cmocka_unit_test(
 		        test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it),
+		cmocka_unit_test(test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed),
 	};
 	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
 }

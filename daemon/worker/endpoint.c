@@ -613,6 +613,34 @@ out:
 	return fixed;
 }
 
+uint32_t
+hl_w_ep_take_orphan(struct hl_worker *w, uint32_t ep, uint32_t *pid, uint64_t *start)
+{
+	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
+	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
+	if (HL_CLAIM_PID(word) == 0) {
+		uint32_t gen = HL_CLAIM_GEN(word) + 1;
+		if (gen == 0)
+			gen = 1;
+		pid_t me = getpid();
+		if (atomic_compare_exchange_strong_explicit(
+		            &cl->word, &word, HL_CLAIM((uint32_t)me, gen), memory_order_acq_rel,
+		            memory_order_acquire)) {
+			/* As a client does right after its CAS: if we die
+			 * before the cleanup frees it, the next recovery finds
+			 * EP dead under gen and cleans it again. */
+			*pid = (uint32_t)me;
+			*start = hl__proc_start_time(me);
+			atomic_store_explicit(&cl->start_time, *start, memory_order_relaxed);
+			return gen;
+		}
+		/* A client claimed it first: word holds its claim. */
+	}
+	*pid = HL_CLAIM_PID(word);
+	*start = atomic_load_explicit(&cl->start_time, memory_order_relaxed);
+	return HL_CLAIM_GEN(word);
+}
+
 /* Endpoints the mark jumped over were never read as fresh nor adopted:
  * checked as any free endpoint below the mark is (monitor thread only). */
 uint32_t

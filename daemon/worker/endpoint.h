@@ -50,6 +50,14 @@ int hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep);
 /* Repair a free endpoint's positions while holding its claim (clients may
  * claim at any moment); FRESH: EP is above the high-water mark. 1 = done. */
 int hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh);
+/* Recovery (e->mu held): orphan EP (not adopted, holding observers)
+ * becomes a dead incarnation to be cleaned. A free claim {0, g} is taken
+ * as {our pid, g + 1}, so that no client claims EP while it is cleaned
+ * and the cleanup runs under a gen other than 0 (clean_endpoint() takes
+ * gen 0 for "never adopted"); freeing it stores {0, g + 1}. A claim some
+ * client holds already stays its own. Returns the incarnation's gen, its
+ * claimer's pid and start time in *PID and *START. */
+uint32_t hl_w_ep_take_orphan(struct hl_worker *w, uint32_t ep, uint32_t *pid, uint64_t *start);
 /* Monitor: hl_w_ep_fix_free() on the endpoints the mark passed over since
  * they were last vetted ([ep_vetted, mark)); returns how many it repaired. */
 uint32_t hl_w_ep_vet_gap(struct hl_worker *w);

@@ -862,11 +862,14 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 		if (e->nobs && e->gen == 0 &&
 		    (ep >= st->ep_mark || LD_RLX(&pw->state) == HL_EP_FREE)) {
 			hl_w_ep_mark(w, ep); /* hl_w_ep_build_lists() did */
+			/* Dead before the claim is taken: a client that finds
+			 * the claim free from now on skips EP (claim_endpoint()
+			 * checks the state). */
 			ST_RLX(&pw->state, HL_EP_DEAD);
-			ST_RLX(&pw->gen, HL_CLAIM_GEN(LD_RLX(&hl__claim(&w->seg, ep)->word)));
-			e->gen = LD_RLX(&pw->gen);
-			e->pid = LD_RLX(&pw->pid);
-			e->start = LD_RLX(&pw->start_time);
+			e->gen = hl_w_ep_take_orphan(w, ep, &e->pid, &e->start);
+			ST_RLX(&pw->gen, e->gen);
+			ST_RLX(&pw->pid, e->pid);
+			ST_RLX(&pw->start_time, e->start);
 			st->acc.repairs++;
 			more++;
 		}
