@@ -619,9 +619,8 @@ hl_w_ep_take_orphan(struct hl_worker *w, uint32_t ep, uint32_t *pid, uint64_t *s
 	struct hl_shm_claim *cl = hl__claim(&w->seg, ep);
 	uint64_t word = atomic_load_explicit(&cl->word, memory_order_acquire);
 	if (HL_CLAIM_PID(word) == 0) {
-		uint32_t gen = HL_CLAIM_GEN(word) + 1;
-		if (gen == 0)
-			gen = 1;
+		/* The next gen, as a client's claim takes it; 0 is never one. */
+		uint32_t gen = HL_CLAIM_GEN(word) == UINT32_MAX ? 1 : HL_CLAIM_GEN(word) + 1;
 		pid_t me = getpid();
 		if (atomic_compare_exchange_strong_explicit(
 		            &cl->word, &word, HL_CLAIM((uint32_t)me, gen), memory_order_acq_rel,
