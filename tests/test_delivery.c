@@ -360,6 +360,17 @@ test_spinning_reader_gets_every_revision_in_order(void **state)
 	hl_t_unlink(name);
 }
 
+/* A worker whose event rings (64 KiB) hold a few hundred events of KEY
+ * and whose history (16 KiB, the smallest) fewer: a burst of 2,000
+ * publishes overruns both, so an observer that does not read meanwhile
+ * cannot be caught up from the history (that case is
+ * tests/test_history.c's). */
+static const char *const overrun_args[] = {
+	"--max-keys", "1024",    "--max-observers", "1024",  "--max-endpoints", "16",
+	"--heap",     "1048576", "--ev-ring",       "65536", "--history",       "16384",
+	NULL
+};
+
 /* A process that observes and then does not read while 2,000 publishes go
  * by (its ring holds far fewer), while another process reads everything. */
 static void
@@ -368,14 +379,7 @@ test_slow_observer_lags_then_resyncs_to_latest(void **state)
 	(void)state;
 	enum { PUBLISHES = 2000 };
 	const char *name = hl_t_name();
-	const char *const args[] = { "--max-keys", "1024", "--max-observers", "1024",
-		                     "--max-endpoints", "16", "--heap", "1048576", "--ev-ring",
-		                     "65536",
-		                     /* the smallest history: the burst overruns it too, so the
-		                      * slow observer cannot be caught up from it (that case is
-		                      * tests/test_history.c's) */
-		                     "--history", "16384", NULL };
-	pid_t w = hl_t_worker_startv(name, args);
+	pid_t w = hl_t_worker_startv(name, overrun_args);
 	struct shared_progress *sp = hl_t_shared(sizeof(struct shared_progress));
 	int go[2];
 	assert_int_equal(pipe(go), 0);
@@ -480,14 +484,8 @@ test_each_loss_past_the_history_counts_only_its_own_drops(void **state)
 	(void)state;
 	enum { PER_ROUND = 2000 };
 	const char *name = hl_t_name();
-	/* The ring (64 KiB) holds a few hundred of these events and the
-	 * history (16 KiB) fewer: most of each round is lost. */
-	const char *const args[] = {
-		"--max-keys", "1024",    "--max-observers", "1024",  "--max-endpoints", "16",
-		"--heap",     "1048576", "--ev-ring",       "65536", "--history",       "16384",
-		NULL
-	};
-	pid_t w = hl_t_worker_startv(name, args);
+	/* Most of each round is lost (overrun_args). */
+	pid_t w = hl_t_worker_startv(name, overrun_args);
 	struct hl_client *c = hl_t_open(name, 0), *pub = hl_t_open(name, 0);
 	struct hl_observe_opts po = { .flags = HL_OBSERVE_PREFIX };
 	hl_observer_id id;

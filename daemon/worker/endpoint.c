@@ -564,6 +564,23 @@ hl_w_ep_fix_positions(struct hl_worker *w, uint32_t ep)
 	return 1;
 }
 
+/* Hold free claim *WORD ({0, g}) of CL as {our pid, GEN}: clients claim
+ * only a word with pid 0. Our start time goes in as a client's does right
+ * after its CAS, so that if we die holding it the next worker's prune pass
+ * (or recovery) can tell. 1 = held (*START: that time), 0 = the word
+ * changed first (*WORD: what it holds now). */
+static int
+hold_claim(struct hl_shm_claim *cl, uint64_t *word, uint32_t gen, uint64_t *start)
+{
+	pid_t me = getpid();
+	if (!atomic_compare_exchange_strong_explicit(&cl->word, word, HL_CLAIM((uint32_t)me, gen),
+	                                             memory_order_acq_rel, memory_order_acquire))
+		return 0;
+	*start = hl__proc_start_time(me);
+	atomic_store_explicit(&cl->start_time, *start, memory_order_relaxed);
+	return 1;
+}
+
 /* The same for a free endpoint clients may claim at any moment (recovery,
  * the sweep after it): done while we hold its claim, so that no client
  * copies positions half-way through the repair. A CAS {0, g} -> {our pid,
@@ -595,12 +612,10 @@ hl_w_ep_fix_free(struct hl_worker *w, uint32_t ep, int fresh)
 		goto out;
 	if (!positions_bad(w, ep, fresh) && st == HL_EP_FREE)
 		goto out;
-	pid_t me = getpid();
-	uint64_t hold = HL_CLAIM((uint32_t)me, HL_CLAIM_GEN(word));
-	if (!atomic_compare_exchange_strong_explicit(&cl->word, &word, hold, memory_order_acq_rel,
-	                                             memory_order_relaxed))
+	uint64_t free_word = word, start;
+	if (!hold_claim(cl, &word, HL_CLAIM_GEN(word), &start))
 		goto out;
-	atomic_store_explicit(&cl->start_time, hl__proc_start_time(me), memory_order_relaxed);
+	word = free_word;
 	reset_positions(w, ep);
 	/* Never adopted since it was last free: FREE. */
 	atomic_store_explicit(&pw->state, HL_EP_FREE, memory_order_relaxed);
@@ -621,16 +636,8 @@ hl_w_ep_take_orphan(struct hl_worker *w, uint32_t ep, uint32_t *pid, uint64_t *s
 	if (HL_CLAIM_PID(word) == 0) {
 		/* The next gen, as a client's claim takes it; 0 is never one. */
 		uint32_t gen = HL_CLAIM_GEN(word) == UINT32_MAX ? 1 : HL_CLAIM_GEN(word) + 1;
-		pid_t me = getpid();
-		if (atomic_compare_exchange_strong_explicit(
-		            &cl->word, &word, HL_CLAIM((uint32_t)me, gen), memory_order_acq_rel,
-		            memory_order_acquire)) {
-			/* As a client does right after its CAS: if we die
-			 * before the cleanup frees it, the next recovery finds
-			 * EP dead under gen and cleans it again. */
-			*pid = (uint32_t)me;
-			*start = hl__proc_start_time(me);
-			atomic_store_explicit(&cl->start_time, *start, memory_order_relaxed);
+		if (hold_claim(cl, &word, gen, start)) {
+			*pid = (uint32_t)getpid();
 			return gen;
 		}
 		/* A client claimed it first: word holds its claim. */
