@@ -353,14 +353,15 @@ test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it(void **s
 	stop_unmapped(name, w, fd, &s);
 }
 
-/* An observer whose slot names an endpoint nobody ever claimed (damage:
- * above the endpoints' mark, claim {0, 0}) is found by recovery as an
- * orphan: the worker holds the endpoint's claim while it cleans it, then
- * frees it, and the next clients get every endpoint. */
+/* An observer whose slot names an endpoint nobody ever claimed (damage,
+ * claim {0, 0}) is found by recovery as an orphan: the worker holds the
+ * endpoint's claim while it cleans it, then frees it, and the next
+ * clients get every endpoint. DEAD_BELOW_MARK: the endpoint is below the
+ * mark and DEAD under gen 0 (a worker killed in the middle of adopting
+ * it, or damage), else above the mark and free. */
 static void
-test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed(void **state)
+orphan_is_cleaned_and_freed(int dead_below_mark)
 {
-	(void)state;
 	const char *name = hl_t_name();
 	int fd;
 	struct hl_seg s;
@@ -398,6 +399,10 @@ test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed(void **state)
 		}
 	}
 	assert_int_equal(found, 1);
+	if (dead_below_mark) {
+		atomic_store(&hl__epw(&s, orphan_ep)->state, HL_EP_DEAD);
+		atomic_store(&s.h->eps_hwm, orphan_ep + 1);
+	}
 	w = hl_t_worker_startv(name, caps);
 	int waited = 0;
 	while (atomic_load(&hl__epw(&s, orphan_ep)->state) != HL_EP_FREE ||
@@ -429,6 +434,20 @@ test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed(void **state)
 	stop_unmapped(name, w, fd, &s);
 }
 
+static void
+test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed(void **state)
+{
+	(void)state;
+	orphan_is_cleaned_and_freed(0);
+}
+
+static void
+test_a_dead_endpoint_without_a_gen_holding_observers_is_cleaned_and_freed(void **state)
+{
+	(void)state;
+	orphan_is_cleaned_and_freed(1);
+}
+
 int
 main(void)
 {
@@ -440,6 +459,8 @@ main(void)
 		cmocka_unit_test(
 		        test_an_endpoint_the_mark_passes_over_is_vetted_before_a_client_gets_it),
 		cmocka_unit_test(test_an_orphan_on_a_never_claimed_endpoint_is_cleaned_and_freed),
+		cmocka_unit_test(
+		        test_a_dead_endpoint_without_a_gen_holding_observers_is_cleaned_and_freed),
 	};
 	return cmocka_run_group_tests_name("corruption", tests, NULL, NULL);
 }

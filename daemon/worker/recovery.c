@@ -845,9 +845,12 @@ hl_w_recover_begin(struct hl_worker *w)
 	return 0;
 }
 
-/* Free endpoints that hold observers: a crash in the middle of a cleanup.
- * Adopted as dead, so that hl_w_recover_serve() cleans them. Under e->mu:
- * shard threads run; none adopts a free endpoint until recovery ends. */
+/* Endpoints that hold observers under no incarnation (gen 0): free ones (a
+ * crash in the middle of a cleanup, or damage), and dead ones whose gen
+ * is 0 (damage, or a crash of an older worker in the middle of this very
+ * adoption): the cleanup skips gen 0. Adopted as dead under a claim of
+ * their own, so that hl_w_recover_serve() cleans them. Under e->mu: shard
+ * threads run; none adopts a free endpoint until recovery ends. */
 static void
 adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 {
@@ -859,19 +862,26 @@ adopt_orphans(struct hl_worker *w, struct hl_rec *st)
 		hl_w_lock(&e->mu, HL_W_RANK_EP);
 		/* Above part 1's mark only damage links an observer: whatever
 		 * its lines say, part 1 adopted nobody there. */
-		if (e->nobs && e->gen == 0 &&
-		    (ep >= st->ep_mark || LD_RLX(&pw->state) == HL_EP_FREE)) {
+		uint32_t state = LD_RLX(&pw->state);
+		/* Not counted in endpoints_used by part 1: free, or above its
+		 * mark. */
+		int uncounted = ep >= st->ep_mark || state == HL_EP_FREE;
+		if (e->nobs && e->gen == 0 && (uncounted || state == HL_EP_DEAD)) {
 			hl_w_ep_mark(w, ep); /* hl_w_ep_build_lists() did */
-			/* Dead before the claim is taken: a client that finds
-			 * the claim free from now on skips EP (claim_endpoint()
-			 * checks the state). */
-			ST_RLX(&pw->state, HL_EP_DEAD);
+			/* The claim first (no client takes EP once we hold it),
+			 * then the incarnation, DEAD last. A SIGKILL before DEAD
+			 * leaves EP free in state (or DEAD under gen 0: a damaged
+			 * state above the mark), its claim held by a dead pid
+			 * and its observers linked: the next recovery finds the
+			 * same orphan and takes that claim's gen. Once DEAD,
+			 * part 1 reads the gen back and cleans it. */
 			e->gen = hl_w_ep_take_orphan(w, ep, &e->pid, &e->start);
 			ST_RLX(&pw->gen, e->gen);
 			ST_RLX(&pw->pid, e->pid);
 			ST_RLX(&pw->start_time, e->start);
+			ST_RLX(&pw->state, HL_EP_DEAD);
 			st->acc.repairs++;
-			more++;
+			more += (uint64_t)uncounted;
 		}
 		hl_w_unlock(&e->mu, HL_W_RANK_EP);
 	}
